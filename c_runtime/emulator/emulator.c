@@ -1,0 +1,409 @@
+/* Host emulator of a SpiNNaker board: see spinn_emulator.h. */
+#include "spinn_emulator.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spinn_dense.h"
+#include "spinn_rx.h"
+
+#define LOCAL (-1) /* packet sent by a core of the chip, not arriving on a link */
+#define MAX_HOPS 256u
+
+typedef struct {
+    uint32_t chip;
+    int32_t arrival_link; /* link of this chip it arrived on, or LOCAL */
+    uint32_t key, payload;
+    uint32_t hops;
+} packet_t;
+
+typedef struct spinn_emu spinn_emu_s;
+
+typedef struct {
+    spinn_emu_s *emu; /* back pointer: the send callback's context is the core */
+    uint32_t kind, chip, p;
+    uint32_t *cfg;
+    void *workspace;
+    union {
+        spinn_dense_tile_t tile;
+        spinn_dense_reduce_t reduce;
+    } k;
+} core_t;
+
+struct spinn_emu {
+    uint32_t n_chips;
+    int32_t *links;
+    uint32_t *table_offsets, *tables;
+    int32_t *core_at; /* n_chips * 18 -> core index or -1 */
+    core_t *cores;
+    uint32_t n_cores, cap_cores;
+    /* packet queue: a growable ring */
+    packet_t *queue;
+    uint32_t q_head, q_len, q_cap;
+    /* live IO */
+    uint32_t in_chip, in_key, in_slot_shift, in_n;
+    int32_t out_core_chip, out_core_p;
+    uint32_t *out_rx, out_n_rx, out_n;
+    /* per run */
+    int16_t *y;
+    int16_t *out_buf; /* n_slots x out_n */
+    uint32_t out_counts[SPINN_MAX_SLOTS];
+    int64_t slot_sample[SPINN_MAX_SLOTS];
+    uint32_t completed_slots[SPINN_MAX_SLOTS], n_completed;
+    /* statistics */
+    uint64_t *chip_packets, *link_packets;
+    char error[512];
+    int failed;
+};
+
+static void fail(spinn_emu_t *emu, const char *msg) {
+    if (!emu->failed) {
+        snprintf(emu->error, sizeof(emu->error), "%s", msg);
+        emu->failed = 1;
+    }
+}
+
+spinn_emu_t *spinn_emu_create(uint32_t n_chips, const int32_t *links, const uint32_t *table_offsets,
+                              const uint32_t *table_entries) {
+    spinn_emu_t *emu = calloc(1, sizeof(*emu));
+    uint32_t n_entries = table_offsets[n_chips], i;
+    if (!emu) return NULL;
+    emu->n_chips = n_chips;
+    emu->links = malloc(sizeof(int32_t) * n_chips * SPINN_LINKS);
+    emu->table_offsets = malloc(sizeof(uint32_t) * (n_chips + 1u));
+    emu->tables = malloc(sizeof(uint32_t) * 3u * (n_entries ? n_entries : 1u));
+    emu->core_at = malloc(sizeof(int32_t) * n_chips * SPINN_CORES_PER_CHIP);
+    emu->chip_packets = calloc(n_chips, sizeof(uint64_t));
+    emu->link_packets = calloc((size_t)n_chips * SPINN_LINKS, sizeof(uint64_t));
+    emu->q_cap = 1024;
+    emu->queue = malloc(sizeof(packet_t) * emu->q_cap);
+    if (!emu->links || !emu->table_offsets || !emu->tables || !emu->core_at || !emu->chip_packets ||
+        !emu->link_packets || !emu->queue) {
+        spinn_emu_destroy(emu);
+        return NULL;
+    }
+    memcpy(emu->links, links, sizeof(int32_t) * n_chips * SPINN_LINKS);
+    memcpy(emu->table_offsets, table_offsets, sizeof(uint32_t) * (n_chips + 1u));
+    memcpy(emu->tables, table_entries, sizeof(uint32_t) * 3u * n_entries);
+    for (i = 0; i < n_chips * SPINN_CORES_PER_CHIP; i++) emu->core_at[i] = -1;
+    emu->out_core_chip = -1;
+    return emu;
+}
+
+void spinn_emu_destroy(spinn_emu_t *emu) {
+    uint32_t i;
+    if (!emu) return;
+    for (i = 0; i < emu->n_cores; i++) {
+        free(emu->cores[i].cfg);
+        free(emu->cores[i].workspace);
+    }
+    free(emu->cores);
+    free(emu->links);
+    free(emu->table_offsets);
+    free(emu->tables);
+    free(emu->core_at);
+    free(emu->queue);
+    free(emu->out_rx);
+    free(emu->chip_packets);
+    free(emu->link_packets);
+    free(emu);
+}
+
+int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t kind, const uint32_t *cfg,
+                           uint32_t n_words) {
+    core_t *c;
+    uint32_t ws_bytes;
+    int ok;
+    if (chip >= emu->n_chips || p >= SPINN_CORES_PER_CHIP || emu->core_at[chip * SPINN_CORES_PER_CHIP + p] >= 0) {
+        fail(emu, "add_core: bad or occupied core location");
+        return -1;
+    }
+    if (emu->n_cores == emu->cap_cores) {
+        uint32_t cap = emu->cap_cores ? emu->cap_cores * 2u : 64u;
+        core_t *cores = realloc(emu->cores, sizeof(core_t) * cap);
+        if (!cores) return -1;
+        emu->cores = cores;
+        emu->cap_cores = cap;
+    }
+    c = &emu->cores[emu->n_cores];
+    memset(c, 0, sizeof(*c));
+    c->emu = emu;
+    c->kind = kind;
+    c->chip = chip;
+    c->p = p;
+    c->cfg = malloc(sizeof(uint32_t) * (n_words ? n_words : 1u));
+    if (!c->cfg) return -1;
+    memcpy(c->cfg, cfg, sizeof(uint32_t) * n_words);
+    if (kind == SPINN_CORE_DENSE_TILE) {
+        ws_bytes = spinn_dense_tile_workspace(c->cfg, n_words);
+        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
+        ok = c->workspace && spinn_dense_tile_init(&c->k.tile, c->cfg, n_words, c->workspace) == 0;
+    } else if (kind == SPINN_CORE_DENSE_REDUCE) {
+        ws_bytes = spinn_dense_reduce_workspace(c->cfg, n_words);
+        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
+        ok = c->workspace && spinn_dense_reduce_init(&c->k.reduce, c->cfg, n_words, c->workspace) == 0;
+    } else {
+        ok = 0;
+    }
+    if (!ok) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "core (chip %u, p %u): kernel rejected its config region", chip, p);
+        free(c->cfg);
+        free(c->workspace);
+        fail(emu, msg);
+        return -1;
+    }
+    emu->core_at[chip * SPINN_CORES_PER_CHIP + p] = (int32_t)emu->n_cores;
+    return (int32_t)emu->n_cores++;
+}
+
+int spinn_emu_set_input(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift, uint32_t n_values) {
+    if (chip >= emu->n_chips) return -1;
+    emu->in_chip = chip;
+    emu->in_key = key;
+    emu->in_slot_shift = slot_shift;
+    emu->in_n = n_values;
+    return 0;
+}
+
+int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
+                         uint32_t n_values) {
+    if (chip >= emu->n_chips || p >= SPINN_CORES_PER_CHIP) return -1;
+    free(emu->out_rx);
+    emu->out_rx = malloc(sizeof(uint32_t) * SPINN_RX_WORDS * (n_rx ? n_rx : 1u));
+    if (!emu->out_rx) return -1;
+    memcpy(emu->out_rx, rx, sizeof(uint32_t) * SPINN_RX_WORDS * n_rx);
+    emu->out_n_rx = n_rx;
+    emu->out_n = n_values;
+    emu->out_core_chip = (int32_t)chip;
+    emu->out_core_p = (int32_t)p;
+    return 0;
+}
+
+static int push(spinn_emu_t *emu, uint32_t chip, int32_t arrival_link, uint32_t key, uint32_t payload,
+                uint32_t hops) {
+    packet_t *pk;
+    if (emu->q_len == emu->q_cap) {
+        /* grow the ring, unrolling it so q_head becomes 0 */
+        uint32_t cap = emu->q_cap * 2u, i;
+        packet_t *q = malloc(sizeof(packet_t) * cap);
+        if (!q) {
+            fail(emu, "out of memory for the packet queue");
+            return -1;
+        }
+        for (i = 0; i < emu->q_len; i++) q[i] = emu->queue[(emu->q_head + i) & (emu->q_cap - 1u)];
+        free(emu->queue);
+        emu->queue = q;
+        emu->q_cap = cap;
+        emu->q_head = 0;
+    }
+    pk = &emu->queue[(emu->q_head + emu->q_len) & (emu->q_cap - 1u)];
+    pk->chip = chip;
+    pk->arrival_link = arrival_link;
+    pk->key = key;
+    pk->payload = payload;
+    pk->hops = hops;
+    emu->q_len++;
+    return 0;
+}
+
+/* Send callback handed to kernels: the packet enters its own chip's router. */
+static int core_send(void *ctx, uint32_t key, uint32_t payload) {
+    core_t *c = (core_t *)ctx;
+    return push(c->emu, c->chip, LOCAL, key, payload, 0);
+}
+
+/* The output gatherer decodes int16 pairs into the slot's output buffer. */
+static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload) {
+    int32_t e = spinn_rx_match(emu->out_rx, emu->out_n_rx, key);
+    uint32_t slot, stored;
+    char msg[160];
+    if (e < 0) {
+        snprintf(msg, sizeof(msg), "output gatherer received key 0x%08x that no output vertex owns", key);
+        fail(emu, msg);
+        return;
+    }
+    stored = spinn_rx_store_pair(emu->out_rx + (uint32_t)e * SPINN_RX_WORDS, key, payload, emu->out_buf,
+                                 emu->out_n, SPINN_MAX_SLOTS, emu->out_n, &slot);
+    if (slot >= SPINN_MAX_SLOTS || emu->slot_sample[slot] < 0) {
+        snprintf(msg, sizeof(msg), "output key 0x%08x belongs to slot %u, which holds no sample", key, slot);
+        fail(emu, msg);
+        return;
+    }
+    emu->out_counts[slot] += stored;
+    if (emu->out_counts[slot] == emu->out_n) emu->completed_slots[emu->n_completed++] = slot;
+}
+
+static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, uint32_t payload) {
+    int32_t idx = emu->core_at[chip * SPINN_CORES_PER_CHIP + p];
+    core_t *c;
+    int32_t slot;
+    char msg[160];
+    if ((int32_t)chip == emu->out_core_chip && (int32_t)p == emu->out_core_p) {
+        deliver_output(emu, key, payload);
+        return;
+    }
+    if (idx < 0) {
+        snprintf(msg, sizeof(msg), "key 0x%08x routed to core (chip %u, p %u), which runs nothing", key, chip, p);
+        fail(emu, msg);
+        return;
+    }
+    c = &emu->cores[idx];
+    if (c->kind == SPINN_CORE_DENSE_TILE) {
+        slot = spinn_dense_tile_receive(&c->k.tile, key, payload);
+        if (slot >= 0 && spinn_dense_tile_compute(&c->k.tile, (uint32_t)slot, core_send, c) != 0)
+            fail(emu, "a dense tile could not send");
+    } else {
+        slot = spinn_dense_reduce_receive(&c->k.reduce, key, payload);
+        if (slot >= 0 && spinn_dense_reduce_compute(&c->k.reduce, (uint32_t)slot, core_send, c) != 0)
+            fail(emu, "a dense reducer could not send");
+    }
+}
+
+/* One router step: look the key up in this chip's table (first match wins,
+ * as in the router's TCAM), else default-route a link arrival straight on. */
+static void route(spinn_emu_t *emu, const packet_t *pk) {
+    const uint32_t *t = emu->tables + 3u * emu->table_offsets[pk->chip];
+    uint32_t n = emu->table_offsets[pk->chip + 1u] - emu->table_offsets[pk->chip];
+    uint32_t i, route_word = 0, l, p;
+    int found = 0;
+    char msg[200];
+    emu->chip_packets[pk->chip]++;
+    for (i = 0; i < n; i++, t += 3) {
+        if ((pk->key & t[1]) == t[0]) {
+            route_word = t[2];
+            found = 1;
+            break;
+        }
+    }
+    if (!found) {
+        if (pk->arrival_link == LOCAL) {
+            snprintf(msg, sizeof(msg), "packet key 0x%08x sent on chip %u matches no routing entry: dropped",
+                     pk->key, pk->chip);
+            fail(emu, msg);
+            return;
+        }
+        route_word = 1u << (((uint32_t)pk->arrival_link + 3u) % SPINN_LINKS);
+    }
+    if (pk->hops > MAX_HOPS) {
+        snprintf(msg, sizeof(msg), "packet key 0x%08x still travelling after %u hops: routing loop", pk->key,
+                 MAX_HOPS);
+        fail(emu, msg);
+        return;
+    }
+    for (l = 0; l < SPINN_LINKS; l++) {
+        if (route_word & (1u << l)) {
+            int32_t next = emu->links[pk->chip * SPINN_LINKS + l];
+            if (next < 0) {
+                snprintf(msg, sizeof(msg), "packet key 0x%08x leaves chip %u on link %u, which goes nowhere",
+                         pk->key, pk->chip, l);
+                fail(emu, msg);
+                return;
+            }
+            emu->link_packets[pk->chip * SPINN_LINKS + l]++;
+            if (push(emu, (uint32_t)next, (int32_t)((l + 3u) % SPINN_LINKS), pk->key, pk->payload, pk->hops + 1u))
+                return;
+        }
+    }
+    for (p = 0; p < SPINN_CORES_PER_CHIP; p++)
+        if (route_word & (1u << (SPINN_LINKS + p))) deliver(emu, pk->chip, p, pk->key, pk->payload);
+}
+
+static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot) {
+    uint32_t pair, base = emu->in_key | (slot << emu->in_slot_shift);
+    for (pair = 0; 2u * pair < emu->in_n; pair++) {
+        int32_t lo = x[2u * pair], hi = (2u * pair + 1u < emu->in_n) ? x[2u * pair + 1u] : 0;
+        if (push(emu, emu->in_chip, LOCAL, base | pair, spinn_pack16(lo, hi), 0)) return -1;
+    }
+    return 0;
+}
+
+int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots) {
+    uint32_t next = 0, done = 0, s, i;
+    char msg[200];
+    if (emu->out_core_chip < 0 || n_slots == 0 || n_slots > SPINN_MAX_SLOTS) {
+        fail(emu, "run: output not configured or bad slot count");
+        return -1;
+    }
+    emu->failed = 0;
+    emu->out_buf = calloc((size_t)SPINN_MAX_SLOTS * (emu->out_n ? emu->out_n : 1u), sizeof(int16_t));
+    if (!emu->out_buf) return -1;
+    for (s = 0; s < SPINN_MAX_SLOTS; s++) {
+        emu->slot_sample[s] = -1;
+        emu->out_counts[s] = 0;
+    }
+    emu->n_completed = 0;
+    emu->q_head = emu->q_len = 0;
+    while (done < n_samples && !emu->failed) {
+        /* Keep the window full: the host streams the next sample as soon as its slot is free. */
+        while (next < n_samples && emu->slot_sample[next % n_slots] < 0) {
+            s = next % n_slots;
+            emu->slot_sample[s] = next;
+            if (inject(emu, x + (size_t)next * emu->in_n, s)) break;
+            next++;
+        }
+        if (emu->q_len == 0) {
+            for (s = 0; s < n_slots; s++)
+                if (emu->slot_sample[s] >= 0) break;
+            snprintf(msg, sizeof(msg), "sample %lld never completed: %u of %u output values arrived",
+                     (long long)emu->slot_sample[s], emu->out_counts[s], emu->out_n);
+            fail(emu, msg);
+            break;
+        }
+        while (emu->q_len && !emu->failed && emu->n_completed == 0) {
+            packet_t pk = emu->queue[emu->q_head];
+            emu->q_head = (emu->q_head + 1u) & (emu->q_cap - 1u);
+            emu->q_len--;
+            route(emu, &pk);
+        }
+        for (i = 0; i < emu->n_completed; i++) {
+            s = emu->completed_slots[i];
+            memcpy(y + (size_t)emu->slot_sample[s] * emu->out_n, emu->out_buf + (size_t)s * emu->out_n,
+                   sizeof(int16_t) * emu->out_n);
+            emu->slot_sample[s] = -1;
+            emu->out_counts[s] = 0;
+            done++;
+        }
+        emu->n_completed = 0;
+    }
+    for (i = 0; i < emu->n_cores && !emu->failed; i++) {
+        uint32_t dropped = emu->cores[i].kind == SPINN_CORE_DENSE_TILE ? emu->cores[i].k.tile.counters.dropped
+                                                                     : emu->cores[i].k.reduce.counters.dropped;
+        if (dropped) {
+            snprintf(msg, sizeof(msg), "core (chip %u, p %u) received %u packets it has no receive entry for",
+                     emu->cores[i].chip, emu->cores[i].p, dropped);
+            fail(emu, msg);
+        }
+    }
+    free(emu->out_buf);
+    emu->out_buf = NULL;
+    return emu->failed ? -1 : 0;
+}
+
+const char *spinn_emu_error(const spinn_emu_t *emu) { return emu->failed ? emu->error : ""; }
+
+int spinn_emu_core_counters(const spinn_emu_t *emu, uint32_t core, uint32_t *out) {
+    const spinn_counters_t *c;
+    if (core >= emu->n_cores) return -1;
+    c = emu->cores[core].kind == SPINN_CORE_DENSE_TILE ? &emu->cores[core].k.tile.counters
+                                                       : &emu->cores[core].k.reduce.counters;
+    memcpy(out, c, sizeof(*c));
+    return 0;
+}
+
+void spinn_emu_router_counters(const spinn_emu_t *emu, uint64_t *per_chip, uint64_t *per_link) {
+    memcpy(per_chip, emu->chip_packets, sizeof(uint64_t) * emu->n_chips);
+    memcpy(per_link, emu->link_packets, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
+}
+
+void spinn_emu_reset_counters(spinn_emu_t *emu) {
+    uint32_t i;
+    memset(emu->chip_packets, 0, sizeof(uint64_t) * emu->n_chips);
+    memset(emu->link_packets, 0, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
+    for (i = 0; i < emu->n_cores; i++) {
+        spinn_counters_t *c = emu->cores[i].kind == SPINN_CORE_DENSE_TILE ? &emu->cores[i].k.tile.counters
+                                                                          : &emu->cores[i].k.reduce.counters;
+        memset(c, 0, sizeof(*c));
+    }
+}

@@ -1,0 +1,81 @@
+/*
+ * Dense layer kernels: one tile of y = act(W x + b) per core.
+ *
+ * A tile holds rows x cols of W (int16). In "final" mode (the layer has a single
+ * column tile) it adds the bias, requantises, applies the activation and sends
+ * int16 outputs, two per packet. In "partial" mode it sends each row's partial
+ * sum (int32 after a proven-safe rounding shift) to the layer's reducer, which
+ * adds the partial sums of all column tiles and finishes the layer.
+ *
+ * Config region (region 1) layout, uint32 words; see tvm_spinn/program.py:
+ *   tile:   kind, mode, rows, cols, block, out_key, out_slot_shift, activation,
+ *           partial_shift, n_slots, n_rx, rx[n_rx], weights[rows][cols_padded/2],
+ *           (final) per row {bias_lo, bias_hi, multiplier, shift}, (tanh/sigmoid) table
+ *   reduce: kind, rows, n_sources, out_key, out_slot_shift, activation,
+ *           partial_shift, n_slots, n_rx, rx[n_rx], per row {bias_lo, bias_hi,
+ *           multiplier, shift}, (tanh/sigmoid) table
+ */
+#ifndef SPINN_DENSE_H
+#define SPINN_DENSE_H
+
+#include <stdint.h>
+
+#include "spinn_fixed.h"
+
+#define SPINN_KIND_DENSE_TILE 0x5D01u
+#define SPINN_KIND_DENSE_REDUCE 0x5D02u
+#define SPINN_TILE_FINAL 0u
+#define SPINN_TILE_PARTIAL 1u
+#define SPINN_MAX_SLOTS 16u
+
+/* Work done, for the cycle model (counted by the kernel itself). */
+typedef struct {
+    uint32_t packets_in;
+    uint32_t packets_out;
+    uint32_t computes;     /* completed samples */
+    uint32_t outputs;      /* values requantised or partial sums produced */
+    uint32_t blocks;       /* int32 -> int64 accumulator spills */
+    uint32_t macs_lo;      /* multiply-accumulates, 64-bit split in two words */
+    uint32_t macs_hi;
+    uint32_t dropped;      /* packets that matched no receive entry */
+} spinn_counters_t;
+
+typedef struct {
+    uint32_t mode, rows, cols, words_per_row, block_words, blocks_per_row;
+    uint32_t out_key, out_slot_shift, activation, partial_shift, n_slots;
+    uint32_t n_rx;
+    const uint32_t *rx;       /* receive table */
+    const uint32_t *weights;  /* rows x words_per_row, int16 pairs */
+    const uint32_t *row_params; /* per row: bias lo, bias hi, multiplier, shift */
+    const uint32_t *table;    /* tanh table or 0 */
+    int16_t *inputs;          /* n_slots x 2*words_per_row, workspace */
+    uint32_t *counts;         /* per slot values received */
+    spinn_counters_t counters;
+} spinn_dense_tile_t;
+
+typedef struct {
+    uint32_t rows, n_sources, out_key, out_slot_shift, activation, partial_shift, n_slots;
+    uint32_t n_rx;
+    const uint32_t *rx;
+    const uint32_t *row_params;
+    const uint32_t *table;
+    int64_t *sums;            /* n_slots x rows, workspace */
+    uint32_t *counts;         /* per slot partial sums received */
+    spinn_counters_t counters;
+} spinn_dense_reduce_t;
+
+/* Workspace bytes the kernel needs for this config (0 if the config is bad). */
+uint32_t spinn_dense_tile_workspace(const uint32_t *cfg, uint32_t n_words);
+/* Parse the config (kept by reference: it must stay valid); returns 0 on success. */
+int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
+/* One multicast packet arrived; returns the slot it completed, or -1. */
+int32_t spinn_dense_tile_receive(spinn_dense_tile_t *s, uint32_t key, uint32_t payload);
+/* Compute a completed slot and send the results. Returns 0, or the send error. */
+int spinn_dense_tile_compute(spinn_dense_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+
+uint32_t spinn_dense_reduce_workspace(const uint32_t *cfg, uint32_t n_words);
+int spinn_dense_reduce_init(spinn_dense_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
+int32_t spinn_dense_reduce_receive(spinn_dense_reduce_t *s, uint32_t key, uint32_t payload);
+int spinn_dense_reduce_compute(spinn_dense_reduce_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+
+#endif /* SPINN_DENSE_H */

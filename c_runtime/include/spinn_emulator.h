@@ -1,0 +1,48 @@
+/*
+ * Host emulator of a SpiNNaker board (host only, not built for ARM).
+ * Holds every core's kernel state in one process and moves each multicast
+ * packet through the per-chip routing tables the toolchain generated, hop by
+ * hop, counting packets per router and per link. The live IO is emulated at
+ * its two ends: samples are injected at the chip of the input vertex with its
+ * keys, and packets routed to the output-gatherer core are decoded into the
+ * output tensor.
+ */
+#ifndef SPINN_EMULATOR_H
+#define SPINN_EMULATOR_H
+
+#include <stdint.h>
+
+#define SPINN_CORE_DENSE_TILE 1u
+#define SPINN_CORE_DENSE_REDUCE 2u
+#define SPINN_CORE_OUTPUT 3u
+
+#define SPINN_LINKS 6u
+#define SPINN_CORES_PER_CHIP 18u
+
+typedef struct spinn_emu spinn_emu_t;
+
+/* links: n_chips * 6 neighbour chip indices (-1: no link); table_offsets:
+ * n_chips + 1 prefix sums into table_entries of (key, mask, route) triples. */
+spinn_emu_t *spinn_emu_create(uint32_t n_chips, const int32_t *links, const uint32_t *table_offsets,
+                              const uint32_t *table_entries);
+void spinn_emu_destroy(spinn_emu_t *emu);
+/* A core running a kernel; the config words are copied. Returns the core index or -1. */
+int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t kind, const uint32_t *cfg,
+                           uint32_t n_words);
+/* Where samples enter: the input vertex's chip and key layout; n_values per sample. */
+int spinn_emu_set_input(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift, uint32_t n_values);
+/* The output gatherer core and its receive table (spinn_rx.h entries). */
+int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
+                         uint32_t n_values);
+/* Stream n_samples through the board with at most n_slots samples in flight.
+ * x: n_samples x input n_values int16; y: n_samples x output n_values. Returns
+ * 0 or -1 (then spinn_emu_error() says why). */
+int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots);
+const char *spinn_emu_error(const spinn_emu_t *emu);
+/* Kernel counters of a core (spinn_counters_t, 8 words). */
+int spinn_emu_core_counters(const spinn_emu_t *emu, uint32_t core, uint32_t *out);
+/* Packets routed per chip (n_chips) and sent per link (n_chips * 6). */
+void spinn_emu_router_counters(const spinn_emu_t *emu, uint64_t *per_chip, uint64_t *per_link);
+void spinn_emu_reset_counters(spinn_emu_t *emu);
+
+#endif /* SPINN_EMULATOR_H */

@@ -1,0 +1,59 @@
+/*
+ * Receive tables: where the values carried by an incoming multicast packet go.
+ * Keys are allocated by the toolchain per source vertex as power-of-two
+ * aligned blocks; within a source's block the key is
+ *     base | slot << slot_shift | index
+ * where slot is the sample's buffer (samples in flight) and index the pair of
+ * int16 values (or the int32 partial sum) the payload carries.
+ * Entry layout (SPINN_RX_WORDS uint32 words):
+ *     key, mask, slot_shift, dest_offset (int32), n_values
+ */
+#ifndef SPINN_RX_H
+#define SPINN_RX_H
+
+#include <stdint.h>
+
+#define SPINN_RX_WORDS 5u
+#define SPINN_RX_KEY 0u
+#define SPINN_RX_MASK 1u
+#define SPINN_RX_SLOT_SHIFT 2u
+#define SPINN_RX_DEST_OFFSET 3u
+#define SPINN_RX_N_VALUES 4u
+
+/* Index of the first entry whose (key, mask) matches, or -1. Tables hold one
+ * entry per source vertex: a handful, so a linear scan is cheapest. */
+static inline int32_t spinn_rx_match(const uint32_t *table, uint32_t n_entries, uint32_t key) {
+    uint32_t i;
+    for (i = 0; i < n_entries; i++) {
+        const uint32_t *e = table + i * SPINN_RX_WORDS;
+        if ((key & e[SPINN_RX_MASK]) == e[SPINN_RX_KEY]) return (int32_t)i;
+    }
+    return -1;
+}
+
+/* Store the int16 pair carried by (key, payload) into buf (one slot's values,
+ * n_dest long). Returns how many values landed inside buf; *slot gets the
+ * sample slot. Values of the source outside [0, n_dest) are not ours. */
+static inline uint32_t spinn_rx_store_pair(const uint32_t *entry, uint32_t key, uint32_t payload,
+                                           int16_t *buf_base, uint32_t n_dest, uint32_t n_slots,
+                                           uint32_t slot_stride, uint32_t *slot) {
+    uint32_t local = key & ~entry[SPINN_RX_MASK];
+    uint32_t shift = entry[SPINN_RX_SLOT_SHIFT];
+    uint32_t index = local & ((1u << shift) - 1u);
+    uint32_t v = index << 1;
+    int32_t pos = (int32_t)entry[SPINN_RX_DEST_OFFSET] + (int32_t)v;
+    uint32_t stored = 0, j;
+    int16_t *buf;
+    *slot = local >> shift;
+    if (*slot >= n_slots) return 0;
+    buf = buf_base + *slot * slot_stride;
+    for (j = 0; j < 2u; j++, pos++, v++) {
+        if (v < entry[SPINN_RX_N_VALUES] && pos >= 0 && (uint32_t)pos < n_dest) {
+            buf[pos] = (int16_t)(j ? spinn_hi16(payload) : spinn_lo16(payload));
+            stored++;
+        }
+    }
+    return stored;
+}
+
+#endif /* SPINN_RX_H */

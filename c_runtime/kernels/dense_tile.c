@@ -1,0 +1,141 @@
+/* Dense tile kernel: see spinn_dense.h. Portable C99, freestanding. */
+#include "spinn_dense.h"
+#include "spinn_rx.h"
+
+enum { H_KIND, H_MODE, H_ROWS, H_COLS, H_BLOCK, H_OUT_KEY, H_OUT_SLOT_SHIFT, H_ACTIVATION,
+       H_PARTIAL_SHIFT, H_N_SLOTS, H_N_RX, H_WORDS };
+
+#define ROW_PARAM_WORDS 4u
+
+static uint32_t align8(uint32_t bytes) { return (bytes + 7u) & ~7u; }
+
+/* Check the header and compute where each part of the config lies. */
+static int tile_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *words_per_row,
+                       uint32_t *weights_at, uint32_t *params_at, uint32_t *table_at) {
+    uint32_t need;
+    if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_DENSE_TILE) return -1;
+    if (cfg[H_MODE] > SPINN_TILE_PARTIAL || cfg[H_ROWS] == 0u || cfg[H_COLS] == 0u) return -1;
+    if (cfg[H_BLOCK] < 2u || (cfg[H_BLOCK] & 1u) || cfg[H_N_SLOTS] == 0u ||
+        cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
+        cfg[H_PARTIAL_SHIFT] > 32u || cfg[H_OUT_SLOT_SHIFT] > 24u)
+        return -1;
+    *words_per_row = (cfg[H_COLS] + 1u) >> 1;
+    *weights_at = H_WORDS + cfg[H_N_RX] * SPINN_RX_WORDS;
+    *params_at = *weights_at + cfg[H_ROWS] * *words_per_row;
+    *table_at = *params_at;
+    if (cfg[H_MODE] == SPINN_TILE_FINAL) *table_at += cfg[H_ROWS] * ROW_PARAM_WORDS;
+    need = *table_at;
+    if (cfg[H_MODE] == SPINN_TILE_FINAL && cfg[H_ACTIVATION] >= SPINN_ACT_TANH) need += SPINN_TANH_WORDS;
+    return need <= n_words ? 0 : -1;
+}
+
+static uint32_t inputs_bytes(const uint32_t *cfg, uint32_t words_per_row) {
+    return align8(cfg[H_N_SLOTS] * words_per_row * 4u);
+}
+
+uint32_t spinn_dense_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
+    uint32_t wpr, w_at, p_at, t_at;
+    if (tile_layout(cfg, n_words, &wpr, &w_at, &p_at, &t_at) != 0) return 0;
+    return inputs_bytes(cfg, wpr) + align8(cfg[H_N_SLOTS] * 4u);
+}
+
+int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
+    uint32_t wpr, w_at, p_at, t_at, i, n_bytes;
+    uint8_t *ws = (uint8_t *)workspace;
+    if (tile_layout(cfg, n_words, &wpr, &w_at, &p_at, &t_at) != 0) return -1;
+    s->mode = cfg[H_MODE];
+    s->rows = cfg[H_ROWS];
+    s->cols = cfg[H_COLS];
+    s->words_per_row = wpr;
+    s->block_words = cfg[H_BLOCK] >> 1;
+    s->out_key = cfg[H_OUT_KEY];
+    s->out_slot_shift = cfg[H_OUT_SLOT_SHIFT];
+    s->activation = cfg[H_ACTIVATION];
+    s->partial_shift = cfg[H_PARTIAL_SHIFT];
+    s->n_slots = cfg[H_N_SLOTS];
+    s->n_rx = cfg[H_N_RX];
+    s->rx = cfg + H_WORDS;
+    s->weights = cfg + w_at;
+    s->row_params = cfg + p_at;
+    /* Blocks per row, counted once here: the kernels never divide. */
+    s->blocks_per_row = 0;
+    for (i = 0; i < wpr; i += s->block_words) s->blocks_per_row++;
+    s->table = (s->mode == SPINN_TILE_FINAL && s->activation >= SPINN_ACT_TANH) ? cfg + t_at : 0;
+    s->inputs = (int16_t *)ws;
+    s->counts = (uint32_t *)(ws + inputs_bytes(cfg, wpr));
+    /* Zero the workspace: the padding column of an odd tile must read 0. */
+    n_bytes = spinn_dense_tile_workspace(cfg, n_words);
+    for (i = 0; i < n_bytes; i++) ws[i] = 0;
+    for (i = 0; i < sizeof(s->counters) / 4u; i++) ((uint32_t *)&s->counters)[i] = 0;
+    return 0;
+}
+
+int32_t spinn_dense_tile_receive(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
+    int32_t e = spinn_rx_match(s->rx, s->n_rx, key);
+    uint32_t slot, stored;
+    s->counters.packets_in++;
+    if (e < 0) {
+        s->counters.dropped++;
+        return -1;
+    }
+    stored = spinn_rx_store_pair(s->rx + (uint32_t)e * SPINN_RX_WORDS, key, payload, s->inputs,
+                                 s->cols, s->n_slots, s->words_per_row << 1, &slot);
+    if (stored == 0u) return -1;
+    s->counts[slot] += stored;
+    return s->counts[slot] == s->cols ? (int32_t)slot : -1;
+}
+
+/* Row n of W times the slot's inputs. Blocks of block_words pairs accumulate
+ * in int32: the compiler proved no block can overflow for any int16 input. */
+static int64_t row_dot(const spinn_dense_tile_t *s, const uint32_t *w, const int16_t *x) {
+    int64_t acc = 0;
+    uint32_t b, j, end;
+    for (b = 0; b < s->words_per_row; b = end) {
+        int32_t block = 0;
+        end = b + s->block_words;
+        if (end > s->words_per_row) end = s->words_per_row;
+        for (j = b; j < end; j++) {
+            uint32_t wj = w[j];
+            block += spinn_lo16(wj) * (int32_t)x[2u * j] + spinn_hi16(wj) * (int32_t)x[2u * j + 1u];
+        }
+        acc += block;
+    }
+    return acc;
+}
+
+int spinn_dense_tile_compute(spinn_dense_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
+    const int16_t *x = s->inputs + slot * (s->words_per_row << 1);
+    uint32_t key_base = s->out_key | (slot << s->out_slot_shift);
+    uint32_t n, macs = s->rows * (s->words_per_row << 1);
+    int32_t pending = 0;
+    s->counts[slot] = 0;
+    for (n = 0; n < s->rows; n++) {
+        int64_t acc = row_dot(s, s->weights + n * s->words_per_row, x);
+        if (s->mode == SPINN_TILE_PARTIAL) {
+            /* The partial sum fits int32 after this shift (proved at compile time). */
+            int32_t part = (int32_t)spinn_round_shift(acc, s->partial_shift);
+            if (send(ctx, key_base | n, (uint32_t)part) != 0) return -1;
+            s->counters.packets_out++;
+        } else {
+            const uint32_t *p = s->row_params + n * ROW_PARAM_WORDS;
+            int32_t y = spinn_requantize(acc + spinn_read_i64(p), (int32_t)p[2], p[3]);
+            y = spinn_activate(s->activation, s->table, y);
+            if (n & 1u) {
+                if (send(ctx, key_base | (n >> 1), spinn_pack16(pending, y)) != 0) return -1;
+                s->counters.packets_out++;
+            } else {
+                pending = y;
+            }
+        }
+    }
+    if (s->mode == SPINN_TILE_FINAL && (s->rows & 1u)) {
+        if (send(ctx, key_base | (s->rows >> 1), spinn_pack16(pending, 0)) != 0) return -1;
+        s->counters.packets_out++;
+    }
+    s->counters.computes++;
+    s->counters.outputs += s->rows;
+    s->counters.blocks += s->rows * s->blocks_per_row;
+    s->counters.macs_lo += macs;
+    if (s->counters.macs_lo < macs) s->counters.macs_hi++;
+    return 0;
+}
