@@ -1,0 +1,70 @@
+"""Import a PyTorch model into a Relax IRModule (torch.export + TVM's importer)."""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+import tvm
+from torch.export import Dim
+from tvm.relax.frontend.torch import from_exported_program
+
+Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def from_torch(
+    model: torch.nn.Module, example_inputs: Inputs, *, dynamic_batch: bool = True
+) -> tvm.IRModule:
+    """Export ``model`` with ``torch.export`` and import it as a Relax IRModule.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; it is put in eval mode (``model.eval()``) before export.
+    example_inputs : torch.Tensor or sequence of torch.Tensor
+        Example positional inputs of ``model.forward``. Only their shapes and
+        dtypes matter.
+    dynamic_batch : bool
+        If True (default), axis 0 of every input is one symbolic ``batch``
+        dimension, so the compiled module accepts any batch size. torch.export
+        specialises a dimension whose example size is 1, so an example batch
+        of 1 is repeated to 2 for the export (the module still accepts 1).
+        If False, the example shapes are baked in.
+
+    Returns
+    -------
+    mod : tvm.IRModule
+        ``main`` takes the inputs in order; the weights are constants in the
+        module (``keep_params_as_input=False``), ready for
+        :func:`tvm_spinn.partition.partition_for_spinnaker`. A model with one
+        output returns a tensor (not a 1-tuple); several outputs give a tuple.
+
+    Examples
+    --------
+    ::
+
+        import torch, tvm_spinn
+        model = torch.nn.Sequential(torch.nn.Linear(784, 300), torch.nn.ReLU(),
+                                    torch.nn.Linear(300, 10), torch.nn.Softmax(-1))
+        mod = tvm_spinn.frontend.from_torch(model, torch.randn(8, 784))
+        mod.show()   # main(x: R.Tensor((batch, 784), "float32")) -> ...
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    args = tuple(example_inputs)
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch = Dim("batch")
+        # 0-d tensors have no batch axis; everything else shares one batch Dim.
+        dynamic_shapes = tuple(
+            {0: batch} if isinstance(a, torch.Tensor) and a.ndim >= 1 else None for a in args
+        )
+        # A size-1 example batch would be specialised to the constant 1.
+        args = tuple(
+            torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.ndim >= 1 and a.shape[0] == 1
+            else a
+            for a in args
+        )
+    exported = torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
+    # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
+    # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
+    return from_exported_program(exported, unwrap_unit_return_tuple=True)
