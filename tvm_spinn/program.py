@@ -1,0 +1,169 @@
+"""From a tiled network to a machine graph: vertices, edges, keys and config regions.
+
+Every vertex sends on one partition. Its keys are ``base | slot << slot_shift | index``
+(index: a pair of int16 values, or one row's int32 partial sum); ``n_keys`` reserves
+``N_SLOTS`` slots so several samples are in flight. A receiver's config region holds
+one receive entry per source (``spinn_rx.h``), whose key and mask the mapper fills in
+from the toolchain's key allocation (``key_fixups``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from . import resources as res
+from .decompose import LayerPlan, NetworkPlan, next_pow2
+from .machine_graph import FIX_KEY, FIX_MASK, INPUT, KERNEL, OUTPUT, MachineGraphSpec, VertexSpec
+from .quantize import tanh_table
+
+KIND_DENSE_TILE = 0x5D01  # must match spinn_dense.h
+KIND_DENSE_REDUCE = 0x5D02
+CORE_DENSE_TILE = 1  # must match spinn_emulator.h
+CORE_DENSE_REDUCE = 2
+TILE_FINAL, TILE_PARTIAL = 0, 1
+INPUT_LABEL = "input"
+OUTPUT_LABEL = "output"
+
+
+@dataclass
+class Producer:
+    """A vertex that emits values[start:stop) of a tensor as int16 pairs."""
+
+    label: str
+    start: int
+    stop: int
+    slot_shift: int
+
+
+@dataclass
+class GraphLayout:
+    """What the runtime needs to know about the machine graph beyond the mapping."""
+
+    spec: MachineGraphSpec
+    core_kinds: Dict[str, int]  # kernel vertex label -> CORE_DENSE_TILE / CORE_DENSE_REDUCE
+    input_slot_shift: int
+    in_features: int
+    out_features: int
+    outputs: List[Producer] = field(default_factory=list)
+
+
+def _slot_shift(n_indices: int) -> int:
+    return next_pow2(n_indices).bit_length() - 1
+
+
+def _n_keys(slot_shift: int) -> int:
+    return res.N_SLOTS << slot_shift
+
+
+def _pack_int16(a: np.ndarray) -> np.ndarray:
+    """int16 (rows, cols) -> uint32 words, rows padded to an even length."""
+    a = np.asarray(a, dtype=np.int16)
+    if a.shape[-1] % 2:
+        a = np.concatenate([a, np.zeros(a.shape[:-1] + (1,), np.int16)], axis=-1)
+    return np.ascontiguousarray(a).view(np.uint32).reshape(-1)
+
+
+def _row_params(lp: LayerPlan, r0: int, r1: int) -> np.ndarray:
+    layer = lp.layer
+    bias = layer.bias[r0:r1].astype(np.int64)
+    words = np.zeros((r1 - r0, 4), np.uint32)
+    words[:, 0] = (bias & 0xFFFFFFFF).astype(np.uint32)
+    words[:, 1] = ((bias >> 32) & 0xFFFFFFFF).astype(np.uint32)
+    words[:, 2] = layer.multiplier[r0:r1].astype(np.uint32)
+    words[:, 3] = layer.shift[r0:r1].astype(np.uint32)
+    return words.reshape(-1)
+
+
+def _table_words(activation: str) -> np.ndarray:
+    return _pack_int16(tanh_table()) if activation in ("tanh", "sigmoid") else np.zeros(0, np.uint32)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.vertices: List[VertexSpec] = []
+        self.edges: List[Tuple[str, str]] = []
+        self.core_kinds: Dict[str, int] = {}
+
+    def receive_entries(self, label: str, sources: List[Producer], start: int, stop: int,
+                        first_word: int) -> Tuple[List[int], List[Tuple[int, str, str]]]:
+        """Receive entries (and key fix-ups) for values[start:stop) of a tensor; adds the edges."""
+        words: List[int] = []
+        fixups: List[Tuple[int, str, str]] = []
+        for src in sources:
+            if src.stop <= start or src.start >= stop:
+                continue
+            at = first_word + len(words)
+            fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
+            words += [0, 0, src.slot_shift, (src.start - start) & 0xFFFFFFFF, src.stop - src.start]
+            self.edges.append((src.label, label))
+        return words, fixups
+
+    def add_kernel(self, label: str, kind: int, header: List[int], rx: List[int],
+                   fixups: List[Tuple[int, str, str]], body: List[np.ndarray], slot_shift: int) -> None:
+        config = np.concatenate([np.array(header + rx, np.uint32)] + body).astype(np.uint32)
+        self.vertices.append(VertexSpec(
+            label=label, kind=KERNEL, n_keys=_n_keys(slot_shift),
+            binary="dense_tile.aplx" if kind == CORE_DENSE_TILE else "dense_reduce.aplx",
+            config=config, key_fixups=fixups, sdram_bytes=4 * len(config)))
+        self.core_kinds[label] = kind
+
+    def add_layer(self, li: int, lp: LayerPlan, sources: List[Producer]) -> List[Producer]:
+        layer = lp.layer
+        producers: List[Producer] = []
+        partial = lp.n_col_tiles > 1
+        rows_b, cols_b = lp.row_bounds, lp.col_bounds
+        for r, (r0, r1) in enumerate(zip(rows_b[:-1], rows_b[1:])):
+            tile_outputs: List[Producer] = []
+            for c, (c0, c1) in enumerate(zip(cols_b[:-1], cols_b[1:])):
+                label = f"L{li}_t{r}_{c}"
+                shift = _slot_shift(r1 - r0 if partial else (r1 - r0 + 1) // 2)
+                header = [KIND_DENSE_TILE, TILE_PARTIAL if partial else TILE_FINAL, r1 - r0, c1 - c0,
+                          int(lp.blocks[r, c]), 0, shift, layer.act_code, lp.partial_shift, res.N_SLOTS, 0]
+                rx, fixups = self.receive_entries(label, sources, c0, c1, len(header))
+                header[10] = len(rx) // 5
+                fixups.append((5, label, FIX_KEY))
+                body = [_pack_int16(layer.weight[r0:r1, c0:c1])]
+                if not partial:
+                    body += [_row_params(lp, r0, r1), _table_words(layer.activation)]
+                self.add_kernel(label, CORE_DENSE_TILE, header, rx, fixups, body, shift)
+                tile_outputs.append(Producer(label, r0, r1, shift))
+            if not partial:
+                producers += tile_outputs
+                continue
+            label = f"L{li}_r{r}"
+            shift = _slot_shift((r1 - r0 + 1) // 2)
+            header = [KIND_DENSE_REDUCE, r1 - r0, lp.n_col_tiles, 0, shift, layer.act_code,
+                      lp.partial_shift, res.N_SLOTS, lp.n_col_tiles]
+            rx, fixups = self.receive_entries(label, tile_outputs, r0, r1, len(header))
+            for i in range(lp.n_col_tiles):  # partial sums: one int32 per key, not pairs
+                rx[5 * i + 3], rx[5 * i + 4] = 0, r1 - r0
+            fixups.append((3, label, FIX_KEY))
+            self.add_kernel(label, CORE_DENSE_REDUCE, header, rx, fixups,
+                            [_row_params(lp, r0, r1), _table_words(layer.activation)], shift)
+            producers.append(Producer(label, r0, r1, shift))
+        return producers
+
+
+def build_machine_graph(plan: NetworkPlan) -> GraphLayout:
+    """The machine graph of a tiled network, with live input and output vertices."""
+    b = _Builder()
+    k0 = plan.layers[0].layer.weight.shape[1]
+    in_shift = _slot_shift((k0 + 1) // 2)
+    b.vertices.append(VertexSpec(label=INPUT_LABEL, kind=INPUT, n_keys=_n_keys(in_shift)))
+    sources = [Producer(INPUT_LABEL, 0, k0, in_shift)]
+    for li, lp in enumerate(plan.layers):
+        sources = b.add_layer(li, lp, sources)
+    b.vertices.append(VertexSpec(label=OUTPUT_LABEL, kind=OUTPUT))
+    b.edges += [(p.label, OUTPUT_LABEL) for p in sources]
+    n_out = plan.layers[-1].layer.weight.shape[0]
+    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version)
+    return GraphLayout(spec, b.core_kinds, in_shift, k0, n_out, sources)
+
+
+def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) -> np.ndarray:
+    """Receive entries that decode the output producers' packets into the output tensor."""
+    rows = [[keys[p.label][0], keys[p.label][1], p.slot_shift, p.start, p.stop - p.start]
+            for p in layout.outputs]
+    return np.array(rows, dtype=np.uint32).reshape(-1)
