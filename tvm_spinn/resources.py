@@ -24,17 +24,14 @@ class Board:
     name: str
     version: int  # spinnakergraphfrontend's machine version
     chips: int
-    app_cores_per_chip: int = 17  # core 0 is the monitor
+    app_cores: int  # application cores (core 0 of each chip is the monitor)
     router_entries: int = 1023
     host_link_bits_per_s: float = 100e6
 
-    @property
-    def app_cores(self) -> int:
-        return self.chips * self.app_cores_per_chip
 
-
-SPINN_5 = Board("SpiNN-5", 5, 48)
-SPINN_3 = Board("SpiNN-3", 3, 4)
+# The toolchain's virtual SpiNN-5 has 8 chips with 16 application cores, 40 with 17.
+SPINN_5 = Board("SpiNN-5", 5, 48, 808)
+SPINN_3 = Board("SpiNN-3", 3, 4, 68)
 BOARDS = {"spinn5": SPINN_5, "spinn3": SPINN_3}
 
 

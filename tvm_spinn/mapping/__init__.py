@@ -131,6 +131,7 @@ def map_graph(spec: MachineGraphSpec, *, timeout: float = 600) -> MappingResult:
             pickle.dump(spec, f, protocol=pickle.HIGHEST_PROTOCOL)
         env = dict(os.environ)
         env["HOME"] = home
+        env["TVM_SPINN_LIGHT_IMPORT"] = "1"  # the worker needs no TVM: keep its start-up fast
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.run(

@@ -1,0 +1,39 @@
+"""tvm_spinn: run PyTorch and TVM Relax models on SpiNNaker (emulated by default).
+
+.. code-block:: python
+
+    import tvm, tvm_spinn
+    from tvm import relax
+    mod = tvm_spinn.from_torch(model, (x,))
+    ex = tvm_spinn.build(mod, calibration=x_calib)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    y = vm["main"](tvm.runtime.tensor(x)).numpy()
+    print(tvm_spinn.statistics(vm).summary())
+"""
+import os
+
+from .errors import (CalibrationError, EmulatorError, InputError, MappingError, ResourceError,  # noqa: F401
+                     SpinnakerError, UnsupportedError)
+
+__version__ = "0.1.0"
+
+if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only in the mapping worker
+    import tvm
+
+    from . import codegen as _codegen
+    from . import pipeline as _pipeline
+    from . import runtime as _runtime
+    from ._native import load_runtime_library
+    from .frontend import from_torch  # noqa: F401
+    from .partition import partition_for_spinnaker  # noqa: F401
+    from .pipeline import build  # noqa: F401
+    from .runtime import executors, integer_reference, statistics  # noqa: F401
+
+    # A target tag so that tvm.compile(mod, target="spinnaker", ...) is accepted: the
+    # host part compiles for the CPU; the offloaded part is chosen by the pipeline.
+    if "spinnaker" not in (tvm.target.tag.list_tags() or {}):
+        tvm.target.tag.register_tag("spinnaker", {"kind": "llvm", "keys": ["spinnaker", "cpu"]})
+    _codegen.register()
+    _runtime.register()
+    _pipeline.register()
+    load_runtime_library()

@@ -1,0 +1,127 @@
+"""The BYOC codegen ``relax.ext.spinnaker``: offloaded Relax functions -> runtime modules.
+
+For each function (a chain of dense layers): extract the float layers, quantise them
+with the calibration values of the function's input, cut them into tiles, build the
+machine graph, map it with the SpiNNaker toolchain and package everything the runtime
+needs (the program) into a ``"spinnaker"`` runtime module.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+
+from . import resources as res
+from .decompose import NetworkPlan, plan_network
+from .errors import CalibrationError
+from .machine_graph import MappingResult
+from .program import GraphLayout, INPUT_LABEL, OUTPUT_LABEL, build_machine_graph, output_receive_table
+from .quantize import error_bound, quantize_network
+
+log = logging.getLogger(__name__)
+PROGRAM_FORMAT = 1
+
+
+@dataclass
+class CodegenOptions:
+    """Options of one build: board, per-core cycle budget, and the calibration values of
+    each offloaded function's input (by global symbol), prepared by the pipeline."""
+
+    board: res.Board = res.SPINN_5
+    cycle_budget: Optional[float] = None
+    calibration: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+_local = threading.local()
+
+
+@contextmanager
+def codegen_options(options: CodegenOptions) -> Iterator[None]:
+    """Make options visible to ``relax.ext.spinnaker`` while RunCodegen runs.
+
+    RunCodegen's options must be FFI objects; calibration arrays stay in Python."""
+    previous = getattr(_local, "options", None)
+    _local.options = options
+    try:
+        yield
+    finally:
+        _local.options = previous
+
+
+def make_program(symbol: str, plan: NetworkPlan, layout: GraphLayout, mapping: MappingResult) -> dict:
+    """Everything the runtime needs, as plain data (pickled into the module payload)."""
+    qnet = plan.qnet
+    cores = [{"label": label, "kind": kind, "placement": mapping.placements[label],
+              "config": np.frombuffer(mapping.regions[label][1], dtype="<u4").astype(np.uint32)}
+             for label, kind in layout.core_kinds.items()]
+    in_key, _ = mapping.keys[INPUT_LABEL]
+    layers = [{
+        "name": lp.layer.name, "in_features": int(lp.layer.weight.shape[1]),
+        "out_features": int(lp.layer.weight.shape[0]), "activation": lp.layer.activation,
+        "row_tiles": lp.n_row_tiles, "col_tiles": lp.n_col_tiles, "cores": lp.n_cores,
+        "col_bounds": list(lp.col_bounds), "partial_shift": lp.partial_shift,
+        "weight": lp.layer.weight, "bias": lp.layer.bias, "multiplier": lp.layer.multiplier,
+        "shift": lp.layer.shift, "in_scale": lp.layer.in_scale, "out_scale": lp.layer.out_scale,
+    } for lp in plan.layers]
+    return {
+        "format": PROGRAM_FORMAT, "symbol": symbol, "board": plan.board.name,
+        "in_features": layout.in_features, "out_features": layout.out_features,
+        "input_scale": qnet.input_scale, "output_scale": qnet.output_scale, "n_slots": res.N_SLOTS,
+        "layers": layers, "cores": cores,
+        "input": {"chip": mapping.placements[INPUT_LABEL][:2], "key": in_key,
+                  "slot_shift": layout.input_slot_shift},
+        "output": {"placement": mapping.placements[OUTPUT_LABEL],
+                   "rx": output_receive_table(layout, mapping.keys)},
+        "chips": [tuple(c) for c in mapping.chips], "links": dict(mapping.links),
+        "routing_tables": {tuple(k): np.asarray(v, np.uint32) for k, v in mapping.routing_tables.items()},
+        "placements": dict(mapping.placements), "mapping_seconds": mapping.mapping_seconds,
+        "n_cores": len(cores) + 2,
+        "error_bound": error_bound(qnet, [lp.partial_shift for lp in plan.layers],
+                                   [lp.n_col_tiles for lp in plan.layers]),
+    }
+
+
+def compile_function(func, symbol: str, options: CodegenOptions) -> dict:
+    """One offloaded function -> program dict."""
+    from .extract import extract_layers
+    from .mapping import map_graph
+
+    layers = extract_layers(func)
+    calibration = options.calibration.get(symbol)
+    if calibration is None:
+        raise CalibrationError(
+            f"no calibration data for the offloaded function {symbol} ({layers[0].name}): build with "
+            "tvm_spinn.build(mod, calibration=...) or relax.get_pipeline('spinnaker', calibration=...)")
+    qnet = quantize_network(layers, calibration)
+    kwargs = {} if options.cycle_budget is None else {"cycle_budget": options.cycle_budget}
+    plan = plan_network(qnet, options.board, **kwargs)
+    layout = build_machine_graph(plan)
+    mapping = map_graph(layout.spec)
+    log.info("%s: %d layers on %d cores, mapped in %.1f s", symbol, len(layers), plan.n_cores,
+             mapping.mapping_seconds)
+    return make_program(symbol, plan, layout, mapping)
+
+
+def _codegen(functions, options, constant_names) -> List:
+    """``relax.ext.spinnaker``: called by RunCodegen with the offloaded functions."""
+    from ._native import make_module
+
+    opts = getattr(_local, "options", None) or CodegenOptions()
+    modules = []
+    for func in functions:
+        symbol = str(func.attrs["global_symbol"])
+        program = compile_function(func, symbol, opts)
+        modules.append(make_module(symbol, pickle.dumps(program, protocol=5)))
+    return modules
+
+
+def register() -> None:
+    """Register ``relax.ext.spinnaker`` (idempotent)."""
+    import tvm_ffi
+
+    tvm_ffi.register_global_func("relax.ext.spinnaker", _codegen, override=True)

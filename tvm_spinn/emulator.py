@@ -1,0 +1,134 @@
+"""The emulated board: the C kernels and the packet router of ``c_runtime/`` via ctypes.
+
+The emulator is built from the program a codegen produced: the toolchain's per-chip
+routing tables and chip links, and for each kernel core the exact config region
+bytes the toolchain generated for it.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Dict, Tuple
+
+import numpy as np
+
+from ._native import emulator_library
+from .errors import EmulatorError
+
+N_COUNTERS = 8  # spinn_counters_t
+COUNTER_NAMES = ("packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi", "dropped")
+LINKS = 6
+
+_u32p = ctypes.POINTER(ctypes.c_uint32)
+_i32p = ctypes.POINTER(ctypes.c_int32)
+_i16p = ctypes.POINTER(ctypes.c_int16)
+_u64p = ctypes.POINTER(ctypes.c_uint64)
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    if getattr(lib, "_spinn_declared", False):
+        return lib
+    lib.spinn_emu_create.restype = ctypes.c_void_p
+    lib.spinn_emu_create.argtypes = [ctypes.c_uint32, _i32p, _u32p, _u32p]
+    lib.spinn_emu_destroy.argtypes = [ctypes.c_void_p]
+    lib.spinn_emu_add_core.restype = ctypes.c_int32
+    lib.spinn_emu_add_core.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
+                                       _u32p, ctypes.c_uint32]
+    lib.spinn_emu_set_input.argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 4
+    lib.spinn_emu_set_output.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, _u32p,
+                                         ctypes.c_uint32, ctypes.c_uint32]
+    lib.spinn_emu_run.restype = ctypes.c_int
+    lib.spinn_emu_run.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _i16p, ctypes.c_uint32]
+    lib.spinn_emu_error.restype = ctypes.c_char_p
+    lib.spinn_emu_error.argtypes = [ctypes.c_void_p]
+    lib.spinn_emu_core_counters.argtypes = [ctypes.c_void_p, ctypes.c_uint32, _u32p]
+    lib.spinn_emu_router_counters.argtypes = [ctypes.c_void_p, _u64p, _u64p]
+    lib.spinn_emu_reset_counters.argtypes = [ctypes.c_void_p]
+    lib._spinn_declared = True
+    return lib
+
+
+def _ptr(a: np.ndarray, ptype):
+    return a.ctypes.data_as(ptype)
+
+
+class EmulatedBoard:
+    """A SpiNNaker board emulated on the host, holding one program.
+
+    program: the dict made by :func:`tvm_spinn.codegen.make_program` (chips, links,
+    routing tables, kernel cores with their config regions, live IO ends).
+    """
+
+    def __init__(self, program: dict, ubsan: bool = False) -> None:
+        self._lib = _declare(emulator_library(ubsan))
+        chips = program["chips"]
+        self.chip_index: Dict[Tuple[int, int], int] = {tuple(c): i for i, c in enumerate(chips)}
+        n = len(chips)
+        links = np.full(n * LINKS, -1, np.int32)
+        for (x, y, link), (x2, y2) in program["links"].items():
+            links[self.chip_index[(x, y)] * LINKS + link] = self.chip_index[(x2, y2)]
+        tables = [np.asarray(program["routing_tables"].get(tuple(c), np.zeros((0, 3))), np.uint32).reshape(-1, 3)
+                  for c in chips]
+        offsets = np.zeros(n + 1, np.uint32)
+        offsets[1:] = np.cumsum([len(t) for t in tables])
+        entries = np.ascontiguousarray(np.concatenate(tables) if tables else np.zeros((0, 3), np.uint32))
+        self._emu = self._lib.spinn_emu_create(n, _ptr(links, _i32p), _ptr(offsets, _u32p),
+                                               _ptr(entries, _u32p))
+        if not self._emu:
+            raise EmulatorError("could not create the emulator (out of memory)")
+        self.core_labels = []
+        for core in program["cores"]:
+            cfg = np.ascontiguousarray(core["config"], np.uint32)
+            x, y, p = core["placement"]
+            idx = self._lib.spinn_emu_add_core(self._emu, self.chip_index[(x, y)], p, core["kind"],
+                                               _ptr(cfg, _u32p), len(cfg))
+            if idx < 0:
+                raise EmulatorError(f"core {core['label']}: {self._error()}")
+            self.core_labels.append(core["label"])
+        inp, out = program["input"], program["output"]
+        self.in_features, self.out_features = program["in_features"], program["out_features"]
+        self._lib.spinn_emu_set_input(self._emu, self.chip_index[tuple(inp["chip"])], inp["key"],
+                                      inp["slot_shift"], self.in_features)
+        rx = np.ascontiguousarray(out["rx"], np.uint32)
+        x, y, p = out["placement"]
+        self._lib.spinn_emu_set_output(self._emu, self.chip_index[(x, y)], p, _ptr(rx, _u32p), len(rx) // 5,
+                                       self.out_features)
+        self._rx_keepalive = rx
+        self.n_slots = program["n_slots"]
+
+    def _error(self) -> str:
+        return self._lib.spinn_emu_error(self._emu).decode()
+
+    def run(self, x_q: np.ndarray) -> np.ndarray:
+        """Stream int16 samples (n, in_features) through the board; int16 (n, out_features)."""
+        x_q = np.ascontiguousarray(x_q, np.int16)
+        n = x_q.shape[0]
+        y = np.zeros((n, self.out_features), np.int16)
+        if n and self._lib.spinn_emu_run(self._emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots) != 0:
+            raise EmulatorError(self._error())
+        return y
+
+    def reset_counters(self) -> None:
+        self._lib.spinn_emu_reset_counters(self._emu)
+
+    def core_counters(self) -> Dict[str, Dict[str, int]]:
+        out = np.zeros(N_COUNTERS, np.uint32)
+        result = {}
+        for i, label in enumerate(self.core_labels):
+            self._lib.spinn_emu_core_counters(self._emu, i, _ptr(out, _u32p))
+            c = dict(zip(COUNTER_NAMES, (int(v) for v in out)))
+            c["macs"] = c.pop("macs_lo") + (c.pop("macs_hi") << 32)
+            result[label] = c
+        return result
+
+    def router_counters(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Packets routed by each chip (n_chips,) and sent on each link (n_chips, 6)."""
+        n = len(self.chip_index)
+        chips, links = np.zeros(n, np.uint64), np.zeros(n * LINKS, np.uint64)
+        self._lib.spinn_emu_router_counters(self._emu, _ptr(chips, _u64p), _ptr(links, _u64p))
+        return chips, links.reshape(n, LINKS)
+
+    def __del__(self) -> None:
+        emu = getattr(self, "_emu", None)
+        if emu:
+            self._lib.spinn_emu_destroy(emu)
+            self._emu = None

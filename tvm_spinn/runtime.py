@@ -1,0 +1,140 @@
+"""The Python side of the ``"spinnaker"`` runtime module.
+
+The C++ module (``codegen/spinnaker_module.cc``) calls ``tvm_spinn.runtime.create_executor``
+once per module instance when a Relax VM links the function; the executor opens a
+board through :func:`open_board` (the one seam between runtime and hardware: the
+emulator now, a real board through live IO later) and, per call, quantises the input,
+streams it through the board, and dequantises the output into the VM's buffer.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+from types import SimpleNamespace
+from typing import Dict, Optional
+
+import numpy as np
+
+from .errors import InputError, SpinnakerError
+from .quantize import quantize_tensor, reference_layer
+from .stats import RunStatistics, collect
+
+BOARD_ENV = "TVM_SPINN_BOARD"  # "emulator" (default); a board's hostname is for the real-board path
+
+
+def open_board(program: dict):
+    """The board that runs ``program``: the emulator unless TVM_SPINN_BOARD names a board."""
+    target = os.environ.get(BOARD_ENV, "emulator")
+    if target == "emulator":
+        from .emulator import EmulatedBoard
+
+        return EmulatedBoard(program)
+    raise SpinnakerError(
+        f"{BOARD_ENV}={target!r}: running on a real SpiNNaker board is not implemented yet "
+        "(the live IO path is mapped but not driven); unset it to use the emulator")
+
+
+class Executor:
+    """Runs one offloaded function (one program) on a board."""
+
+    def __init__(self, symbol: str, program: dict, instance_id: int) -> None:
+        self.symbol = symbol
+        self.program = program
+        self.instance_id = instance_id
+        self.board = open_board(program)
+        self.last_stats: Optional[RunStatistics] = None
+        self._lock = threading.Lock()
+
+    def _check_input(self, x: np.ndarray) -> None:
+        k = self.program["in_features"]
+        first = self.program["layers"][0]["name"]
+        if x.dtype != np.float32:
+            raise InputError(f"{self.symbol} ({first}): input dtype must be float32, got {x.dtype}")
+        if x.ndim != 2 or x.shape[1] != k:
+            raise InputError(f"{self.symbol} ({first}): input shape must be (batch, {k}), got {tuple(x.shape)}")
+        if not np.all(np.isfinite(x)):
+            raise InputError(f"{self.symbol}: input contains NaN or infinity")
+
+    def run_numpy(self, x: np.ndarray) -> np.ndarray:
+        """float32 (batch, in) -> float32 (batch, out) through the board."""
+        self._check_input(x)
+        with self._lock:  # one stream at a time per board
+            x_q = quantize_tensor(x, self.program["input_scale"])
+            self.board.reset_counters()
+            start = time.perf_counter()
+            y_q = self.board.run(x_q)
+            wall = time.perf_counter() - start
+            self.last_stats = collect(self.program, self.board, x.shape[0], wall)
+        return (y_q.astype(np.float32) * np.float32(self.program["output_scale"])).astype(np.float32)
+
+    def __call__(self, *args) -> None:
+        """VM calling convention: inputs, then the preallocated output."""
+        if len(args) != 2:
+            raise InputError(f"{self.symbol}: expected one input and one output tensor, got {len(args)} arguments")
+        x = np.from_dlpack(args[0])
+        out = np.from_dlpack(args[1])
+        y = self.run_numpy(np.ascontiguousarray(x))
+        if out.shape != y.shape:
+            raise InputError(f"{self.symbol}: output buffer shape {out.shape} != result shape {y.shape}")
+        out[...] = y
+
+
+_executors: Dict[int, Executor] = {}
+_last: Optional[Executor] = None
+
+
+def create_executor(symbol: str, payload: bytes, instance_id: int):
+    """Called by the C++ module: unpack the program and open its board."""
+    global _last
+    program = pickle.loads(bytes(payload))
+    executor = Executor(str(symbol), program, int(instance_id))
+    _executors[int(instance_id)] = executor
+    _last = executor
+    return executor
+
+
+def register() -> None:
+    import tvm_ffi
+
+    tvm_ffi.register_global_func("tvm_spinn.runtime.create_executor", create_executor, override=True)
+
+
+def _module_executors(obj) -> list:
+    """Executors behind the spinnaker modules imported by an executable, VM or module."""
+    mod = getattr(obj, "mod", obj)
+    mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
+    found, stack = [], [mod]
+    while stack:
+        m = stack.pop()
+        if getattr(m, "kind", None) == "spinnaker":
+            ident = int(m["spinnaker_instance_id"]())
+            if ident in _executors:
+                found.append(_executors[ident])
+        stack.extend(getattr(m, "imports", []) or [])
+    return found
+
+
+def executors(obj=None) -> list:
+    """Executors of ``obj`` (executable / VM / module), or all created in this process."""
+    return list(_executors.values()) if obj is None else _module_executors(obj)
+
+
+def statistics(obj=None) -> Optional[RunStatistics]:
+    """Statistics of the last call: of ``obj``'s spinnaker function, or of the last executor used."""
+    if obj is None:
+        used = [e for e in _executors.values() if e.last_stats is not None]
+        return used[-1].last_stats if used else None
+    found = _module_executors(obj)
+    return found[0].last_stats if found else None
+
+
+def integer_reference(program: dict, x: np.ndarray) -> np.ndarray:
+    """The numpy integer reference of a compiled program: float32 in, int16 out."""
+    y = quantize_tensor(np.asarray(x, np.float32), program["input_scale"])
+    for layer in program["layers"]:
+        q = SimpleNamespace(weight=layer["weight"], bias=layer["bias"], multiplier=layer["multiplier"],
+                            shift=layer["shift"], activation=layer["activation"])
+        y = reference_layer(q, y, layer["col_bounds"], layer["partial_shift"])
+    return y

@@ -1,0 +1,105 @@
+"""Per-call statistics: what the emulator counted and what the cycle model says.
+
+Counts (packets, MACs, router and link traversals) are exact counts of the emulated
+run. Cycles, latency and throughput are *modelled* (resources.CycleModel and the
+host link model below), not measured on a board.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict
+
+from . import resources as res
+
+EIEIO_PAIRS_PER_MESSAGE = 31  # key + payload (32-bit each) pairs in a 256-byte EIEIO message
+EIEIO_HEADER_BYTES = 2
+ETHERNET_OVERHEAD_BYTES = 66  # UDP 8 + IP 20 + Ethernet 14 + FCS 4 + preamble 8 + gap 12
+
+
+def host_bytes(n_values: int) -> int:
+    """Bytes on the wire to move n_values int16 values as packed key+payload EIEIO messages."""
+    pairs = (n_values + 1) // 2
+    messages = math.ceil(pairs / EIEIO_PAIRS_PER_MESSAGE)
+    return pairs * 8 + messages * (EIEIO_HEADER_BYTES + ETHERNET_OVERHEAD_BYTES)
+
+
+def core_cycles(counters: Dict[str, int], model: res.CycleModel = res.CYCLES) -> float:
+    return (counters["macs"] * model.mac + counters["blocks"] * model.block + counters["outputs"] * model.output
+            + counters["packets_in"] * model.packet_in + counters["packets_out"] * model.packet_out
+            + counters["computes"] * model.compute)
+
+
+@dataclass
+class RunStatistics:
+    """Statistics of one call (a batch of ``samples``)."""
+
+    samples: int
+    wall_seconds: float
+    cores: int
+    packets_injected: int
+    packets_sent_by_cores: int
+    router_traversals: int
+    link_traversals: int
+    macs: int
+    max_core_cycles_per_sample: float
+    bottleneck_core: str
+    modelled_latency_s: float
+    modelled_throughput_per_s: float
+    host_link_limit_per_s: float
+    layer_cycles_per_sample: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def packets_per_inference(self) -> float:
+        return (self.packets_injected + self.packets_sent_by_cores) / max(1, self.samples)
+
+    @property
+    def emulator_samples_per_s(self) -> float:
+        return self.samples / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["packets_per_inference"] = self.packets_per_inference
+        d["emulator_samples_per_s"] = self.emulator_samples_per_s
+        return d
+
+    def summary(self) -> str:
+        return (f"{self.samples} samples on {self.cores} cores: {self.packets_per_inference:.0f} packets/inference, "
+                f"modelled latency {self.modelled_latency_s * 1e6:.0f} us, modelled throughput "
+                f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck_core}); "
+                f"emulator wall time {self.wall_seconds:.3f} s")
+
+
+def collect(program: dict, board, samples: int, wall_seconds: float) -> RunStatistics:
+    """Statistics of the run just made on ``board`` (counters reset before the run)."""
+    counters = board.core_counters()
+    chips, links = board.router_counters()
+    n = max(1, samples)
+    cycles = {label: core_cycles(c) / n for label, c in counters.items()}
+    bottleneck = max(cycles, key=cycles.get) if cycles else ""
+    max_cycles = cycles.get(bottleneck, 0.0)
+    # Latency: host transfer in, then each layer's slowest core, packet hops, transfer out.
+    per_layer: Dict[str, float] = {}
+    for label, cyc in cycles.items():
+        layer = label.split("_")[0]
+        per_layer[layer] = max(per_layer.get(layer, 0.0), cyc) if "_t" in label else per_layer.get(layer, 0.0)
+    for label, cyc in cycles.items():  # reducers run after their tiles
+        if "_r" in label:
+            layer = label.split("_")[0]
+            per_layer[layer + "_reduce"] = max(per_layer.get(layer + "_reduce", 0.0), cyc)
+    sent = sum(c["packets_out"] for c in counters.values())
+    injected = samples * ((program["in_features"] + 1) // 2)
+    hops_per_packet = float(links.sum()) / max(1, sent + injected)
+    bytes_in, bytes_out = host_bytes(program["in_features"]), host_bytes(program["out_features"])
+    link_s = 8.0 / res.SPINN_5.host_link_bits_per_s
+    latency = ((bytes_in + bytes_out) * link_s + sum(per_layer.values()) / res.CLOCK_HZ
+               + (len(program["layers"]) + 1) * hops_per_packet * res.CYCLES.hop_ns * 1e-9)
+    host_limit = 1.0 / (max(bytes_in, bytes_out) * link_s)
+    compute_limit = res.CLOCK_HZ / max_cycles if max_cycles > 0 else float("inf")
+    return RunStatistics(
+        samples=samples, wall_seconds=wall_seconds, cores=program["n_cores"], packets_injected=injected,
+        packets_sent_by_cores=sent, router_traversals=int(chips.sum()), link_traversals=int(links.sum()),
+        macs=sum(c["macs"] for c in counters.values()), max_core_cycles_per_sample=max_cycles,
+        bottleneck_core=bottleneck, modelled_latency_s=latency,
+        modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
+        layer_cycles_per_sample=per_layer)
