@@ -33,6 +33,12 @@ if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only in the mapping w
     # host part compiles for the CPU; the offloaded part is chosen by the pipeline.
     if "spinnaker" not in (tvm.target.tag.list_tags() or {}):
         tvm.target.tag.register_tag("spinnaker", {"kind": "llvm", "keys": ["spinnaker", "cpu"]})
+    # Keep our error types when they cross the FFI (e.g. raised inside a pass or the codegen).
+    import tvm_ffi
+
+    for _cls in (SpinnakerError, UnsupportedError, CalibrationError, ResourceError, MappingError, EmulatorError,
+                 InputError):
+        tvm_ffi.register_error(_cls.__name__, _cls)
     _codegen.register()
     _runtime.register()
     _pipeline.register()

@@ -100,8 +100,10 @@ def reduce_dtcm_bytes(rows: int, n_sources: int, table: bool) -> int:
 def tile_cycles(rows: int, cols: int, block: int, final: bool) -> float:
     """Modelled cycles per sample of a dense tile (see resources.CycleModel)."""
     c = res.CYCLES
-    blocks = -(-((cols + 1) // 2 * 2) // block)
-    work = rows * cols * c.mac + rows * blocks * c.block + c.compute
+    if block > 2:
+        work = rows * cols * c.mac + rows * -(-((cols + 1) // 2 * 2) // block) * c.block + c.compute
+    else:
+        work = rows * cols * (c.mac + c.wide_mac) + c.compute
     packets_out = (rows + 1) // 2 if final else rows
     return work + rows * (c.output if final else 4) + ((cols + 1) // 2) * c.packet_in + packets_out * c.packet_out
 
@@ -112,7 +114,7 @@ def reduce_cycles(rows: int, n_sources: int) -> float:
 
 
 # Block length assumed while sizing tiles (the real one is proved per tile later).
-SIZING_BLOCK = 8
+SIZING_BLOCK = 2  # typical: int16 weights at full per-row scale rarely allow more
 
 
 def _choose_tiling(layer: QuantLayer, n_sources: int, cycle_budget: float | None) -> tuple[int, int]:

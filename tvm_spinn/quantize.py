@@ -81,8 +81,7 @@ def activate(activation: str, v: np.ndarray) -> np.ndarray:
 
 
 def quantize_tensor(x: np.ndarray, scale: float) -> np.ndarray:
-    """float -> int16 with saturation (round half away from zero, as numpy.round's ties-to-even is not what
-    the host stream uses; we use floor(x / scale + 0.5))."""
+    """float -> int16: floor(x / scale + 0.5) (round half up), saturated."""
     q = np.floor(np.asarray(x, dtype=np.float64) / scale + 0.5)
     return np.clip(q, Q_MIN, Q_MAX).astype(np.int16)
 

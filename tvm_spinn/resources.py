@@ -42,6 +42,8 @@ class CycleModel:
     mac: one int16 multiply-accumulate in the packed-pair inner loop (SMLAxy issue,
         LDR of a weight word shared by two MACs, loop overhead): 2.6.
     block: spilling an int32 block sum into the int64 accumulator: 4.
+    wide_mac: extra cycles of a MAC accumulated straight into int64 (SMLALxy, 2
+        cycles, instead of SMLAxy, 1): 1.
     output: requantise one value (64-bit multiply, rounding shift, saturate) plus
         the activation: 40.
     packet_in: a multicast packet interrupt (FIQ/IRQ entry, key match, store): 30.
@@ -52,6 +54,7 @@ class CycleModel:
 
     mac: float = 2.6
     block: float = 4.0
+    wide_mac: float = 1.0
     output: float = 40.0
     packet_in: float = 30.0
     packet_out: float = 12.0

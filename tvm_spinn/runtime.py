@@ -131,8 +131,10 @@ def statistics(obj=None) -> Optional[RunStatistics]:
 
 
 def integer_reference(program: dict, x: np.ndarray) -> np.ndarray:
-    """The numpy integer reference of a compiled program: float32 in, int16 out."""
-    y = quantize_tensor(np.asarray(x, np.float32), program["input_scale"])
+    """The numpy integer reference of a compiled program: float32 (quantised with the
+    program's input scale) or int16 in, int16 out."""
+    x = np.asarray(x)
+    y = x if x.dtype == np.int16 else quantize_tensor(x.astype(np.float32), program["input_scale"])
     for layer in program["layers"]:
         q = SimpleNamespace(weight=layer["weight"], bias=layer["bias"], multiplier=layer["multiplier"],
                             shift=layer["shift"], activation=layer["activation"])

@@ -24,8 +24,9 @@ def host_bytes(n_values: int) -> int:
     return pairs * 8 + messages * (EIEIO_HEADER_BYTES + ETHERNET_OVERHEAD_BYTES)
 
 
-def core_cycles(counters: Dict[str, int], model: res.CycleModel = res.CYCLES) -> float:
-    return (counters["macs"] * model.mac + counters["blocks"] * model.block + counters["outputs"] * model.output
+def core_cycles(counters: Dict[str, int], wide: bool, model: res.CycleModel = res.CYCLES) -> float:
+    """Modelled cycles of a core's counted work; wide: the tile accumulates in int64."""
+    return (counters["macs"] * (model.mac + (model.wide_mac if wide else 0.0)) + counters["blocks"] * model.block + counters["outputs"] * model.output
             + counters["packets_in"] * model.packet_in + counters["packets_out"] * model.packet_out
             + counters["computes"] * model.compute)
 
@@ -75,7 +76,8 @@ def collect(program: dict, board, samples: int, wall_seconds: float) -> RunStati
     counters = board.core_counters()
     chips, links = board.router_counters()
     n = max(1, samples)
-    cycles = {label: core_cycles(c) / n for label, c in counters.items()}
+    wide = {core["label"]: core["kind"] == 1 and core["config"][4] == 2 for core in program["cores"]}
+    cycles = {label: core_cycles(c, wide[label]) / n for label, c in counters.items()}
     bottleneck = max(cycles, key=cycles.get) if cycles else ""
     max_cycles = cycles.get(bottleneck, 0.0)
     # Latency: host transfer in, then each layer's slowest core, packet hops, transfer out.

@@ -34,7 +34,7 @@ typedef struct {
     uint32_t packets_out;
     uint32_t computes;     /* completed samples */
     uint32_t outputs;      /* values requantised or partial sums produced */
-    uint32_t blocks;       /* int32 -> int64 accumulator spills */
+    uint32_t blocks;       /* int32 -> int64 accumulator spills (0 when accumulating in int64) */
     uint32_t macs_lo;      /* multiply-accumulates, 64-bit split in two words */
     uint32_t macs_hi;
     uint32_t dropped;      /* packets that matched no receive entry */
