@@ -34,8 +34,10 @@ TANH_INPUT_BITS = 12  # Q3.12: the table covers |x| < 8
 TANH_STEP_BITS = 6
 TANH_ENTRIES = 513
 # Largest error of the tanh table path over every int16 input, in units of the
-# output step 1/32767 (checked exhaustively by tests/test_quantize.py).
-TANH_TABLE_ERROR_LSB = 1.0
+# output step 1/32767: interpolation (h**2/8 * max|tanh''| = 0.77) plus the table's
+# and the interpolation's rounding; measured 1.63 over all 65,536 inputs
+# (tests/test_quantize.py checks it exhaustively).
+TANH_TABLE_ERROR_LSB = 2.0
 PRODUCT_BITS_LIMIT = 62  # |acc * M| < 2**62 keeps int64 requantisation exact
 
 
