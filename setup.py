@@ -3,7 +3,9 @@
 `pip install -e .` runs CMake (CMakeLists.txt) and writes
 libtvm_spinn_runtime.so and libtvm_spinn_emu.so into tvm_spinn/_lib/ of the
 source tree; a regular (wheel) install writes them into the wheel instead.
-CMake's own build tree is build/cmake (gitignored) so rebuilds are incremental.
+CMake's build tree is build/cmake-pip (gitignored). To rebuild in place by hand:
+`cmake -S . -B build/cmake && cmake --build build/cmake`, or from Python
+tvm_spinn._native.build_native().
 Set TVM_SPINN_UBSAN=1 to also build libtvm_spinn_emu_ubsan.so.
 """
 
@@ -42,7 +44,13 @@ class CMakeBuild(build_ext):
         inplace = self.inplace or getattr(self, "editable_mode", False)
         lib_dir = (ROOT if inplace else Path(self.build_lib).resolve()) / "tvm_spinn" / "_lib"
         lib_dir.mkdir(parents=True, exist_ok=True)
-        build_dir = ROOT / "build" / "cmake"
+        if not inplace:  # build/lib* persists: drop libraries of an earlier configuration
+            for old in lib_dir.glob("*.so"):
+                old.unlink()
+        # pip builds in an isolated env whose cmake binary is deleted afterwards and
+        # gets baked into the generated Makefiles: keep these trees apart from
+        # build/cmake, the tree for manual builds and tvm_spinn._native.build_native.
+        build_dir = ROOT / "build" / ("cmake-pip" if inplace else "cmake-wheel")
         cmake = _cmake()
         configure = [
             cmake, "-S", str(ROOT), "-B", str(build_dir),
@@ -69,11 +77,12 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    # Namespace discovery so that tvm_spinn/_lib (no __init__.py) ships too.
+    # Namespace discovery: also finds subpackages that lack an __init__.py.
+    # _lib is filled by CMakeBuild (not package_data, which would copy stale
+    # libraries from the source tree into a wheel).
     packages=find_namespace_packages(
-        include=["tvm_spinn", "tvm_spinn.*"], exclude=["*.__pycache__"]
+        include=["tvm_spinn", "tvm_spinn.*"], exclude=["*.__pycache__", "tvm_spinn._lib"]
     ),
-    package_data={"tvm_spinn._lib": ["*.so"]},
     # One placeholder extension makes setuptools run build_ext and tag the wheel
     # as platform specific; CMakeBuild builds everything.
     ext_modules=[Extension("tvm_spinn._lib.tvm_spinn_runtime", sources=[])],

@@ -9,7 +9,7 @@
  * `tvm_spinn.runtime.create_executor(symbol, payload, instance_id)` for an
  * executor and forwards every call to it.
  *
- * Only the header-only `tvm/ffi/*` API of the apache-tvm-ffi wheel is used, so
+ * Only the tvm/ffi headers of the apache-tvm-ffi wheel are used, so
  * this builds against libtvm_ffi.so alone (no TVM source tree needed).
  */
 #include <tvm/ffi/cast.h>
@@ -93,7 +93,7 @@ class SpinnakerModuleObj final : public ffi::ModuleObj {
            name == "spinnaker_payload";
   }
 
-  ffi::String InspectSource(const ffi::String& format) const final {
+  ffi::String InspectSource(const ffi::String& /*format*/) const final {
     return "spinnaker module: symbol=" + std::string(symbol_) +
            " payload_bytes=" + std::to_string(payload_.size()) +
            " instance_id=" + std::to_string(instance_id_);
