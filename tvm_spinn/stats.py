@@ -71,6 +71,13 @@ class RunStatistics:
                 f"emulator wall time {self.wall_seconds:.3f} s")
 
 
+def _stage(label: str) -> str:
+    """Pipeline stage of a kernel vertex: "L<i>" for a layer's tiles, "L<i> reduce" for its reducers
+    (labels come from tvm_spinn.program: L<i>_t<r>_<c> and L<i>_r<r>)."""
+    layer, role = label.split("_", 1)
+    return layer if role.startswith("t") else f"{layer} reduce"
+
+
 def collect(program: dict, board, samples: int, wall_seconds: float) -> RunStatistics:
     """Statistics of the run just made on ``board`` (counters reset before the run)."""
     counters = board.core_counters()
@@ -80,21 +87,17 @@ def collect(program: dict, board, samples: int, wall_seconds: float) -> RunStati
     cycles = {label: core_cycles(c, wide[label]) / n for label, c in counters.items()}
     bottleneck = max(cycles, key=cycles.get) if cycles else ""
     max_cycles = cycles.get(bottleneck, 0.0)
-    # Latency: host transfer in, then each layer's slowest core, packet hops, transfer out.
-    per_layer: Dict[str, float] = {}
+    # Latency: host transfer in, then each stage's slowest core (a layer's tiles, then
+    # its reducers), packet hops between stages, host transfer out.
+    per_stage: Dict[str, float] = {}
     for label, cyc in cycles.items():
-        layer = label.split("_")[0]
-        per_layer[layer] = max(per_layer.get(layer, 0.0), cyc) if "_t" in label else per_layer.get(layer, 0.0)
-    for label, cyc in cycles.items():  # reducers run after their tiles
-        if "_r" in label:
-            layer = label.split("_")[0]
-            per_layer[layer + "_reduce"] = max(per_layer.get(layer + "_reduce", 0.0), cyc)
+        per_stage[_stage(label)] = max(per_stage.get(_stage(label), 0.0), cyc)
     sent = sum(c["packets_out"] for c in counters.values())
     injected = samples * ((program["in_features"] + 1) // 2)
     hops_per_packet = float(links.sum()) / max(1, sent + injected)
     bytes_in, bytes_out = host_bytes(program["in_features"]), host_bytes(program["out_features"])
     link_s = 8.0 / res.SPINN_5.host_link_bits_per_s
-    latency = ((bytes_in + bytes_out) * link_s + sum(per_layer.values()) / res.CLOCK_HZ
+    latency = ((bytes_in + bytes_out) * link_s + sum(per_stage.values()) / res.CLOCK_HZ
                + (len(program["layers"]) + 1) * hops_per_packet * res.CYCLES.hop_ns * 1e-9)
     host_limit = 1.0 / (max(bytes_in, bytes_out) * link_s)
     compute_limit = res.CLOCK_HZ / max_cycles if max_cycles > 0 else float("inf")
@@ -104,4 +107,4 @@ def collect(program: dict, board, samples: int, wall_seconds: float) -> RunStati
         macs=sum(c["macs"] for c in counters.values()), max_core_cycles_per_sample=max_cycles,
         bottleneck_core=bottleneck, modelled_latency_s=latency,
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
-        layer_cycles_per_sample=per_layer)
+        layer_cycles_per_sample=per_stage)
