@@ -1,0 +1,162 @@
+"""Human-readable reports: what a build put on the board, and what a run cost.
+
+.. code-block:: python
+
+    ex = tvm_spinn.build(mod, calibration=x_calib)
+    print(tvm_spinn.report.model_report(ex))           # layers, tiles, cores, routing
+    vm = relax.VirtualMachine(ex, tvm.cpu()); vm["main"](x)
+    print(tvm_spinn.report.format_statistics(tvm_spinn.statistics(vm)))
+
+Counts (cores, routing entries, packets, MACs) are exact; cycles, latency and
+throughput are *modelled* (see :mod:`tvm_spinn.stats`), and the tables say so.
+"""
+from __future__ import annotations
+
+import pickle
+from typing import Any, Dict, List, Sequence, Tuple
+
+from . import resources as res
+from .stats import RunStatistics
+
+IO_CORES = 2  # the live input and output vertices counted in program["n_cores"]
+
+
+def programs(obj: Any) -> List[dict]:
+    """The programs of the ``"spinnaker"`` modules inside ``obj``.
+
+    ``obj``: an executable from ``tvm_spinn.build`` / ``tvm.compile``, a Relax
+    ``VirtualMachine`` or a runtime module. Works before a VM exists (the program is
+    read from each module's payload, not from an executor).
+    """
+    mod = getattr(obj, "mod", obj)
+    mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
+    found, stack, seen = [], [mod], set()
+    while stack:
+        m = stack.pop()
+        if getattr(m, "kind", None) == "spinnaker":
+            ident = int(m["spinnaker_instance_id"]())
+            if ident not in seen:
+                seen.add(ident)
+                found.append(pickle.loads(bytes(m["spinnaker_payload"]())))
+        stack.extend(getattr(m, "imports", []) or [])
+    return sorted(found, key=lambda p: p["symbol"])
+
+
+def routing_summary(program: dict) -> Tuple[int, int, int]:
+    """(max entries on one chip, total entries, chips with a table) of a program."""
+    sizes = [len(t) for t in program["routing_tables"].values()]
+    return (max(sizes, default=0), sum(sizes), sum(1 for s in sizes if s))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r: List[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def _short(symbol: str, limit: int = 60) -> str:
+    return symbol if len(symbol) <= limit else symbol[:limit - 3] + "..."
+
+
+def model_summary(obj: Any) -> Dict[str, Any]:
+    """Board resources of a build, as plain data (what :func:`model_report` prints)."""
+    progs = programs(obj)
+    routing = [routing_summary(p) for p in progs]
+    return {
+        "functions": len(progs),
+        "cores": sum(p["n_cores"] for p in progs),
+        "routing_entries_max_per_chip": max((r[0] for r in routing), default=0),
+        "routing_entries_total": sum(r[1] for r in routing),
+        "mapping_seconds": sum(p["mapping_seconds"] for p in progs),
+    }
+
+
+def model_report(obj: Any) -> str:
+    """Per offloaded function: its layers (tiles rows x columns, cores), total cores
+    (kernel cores + the 2 live IO cores), routing entries and mapping time."""
+    progs = programs(obj)
+    if not progs:
+        return "nothing is offloaded to SpiNNaker"
+    parts = []
+    for p in progs:
+        rows = [(l["name"], f"{l['row_tiles']} x {l['col_tiles']}", l["cores"]) for l in p["layers"]]
+        max_chip, total, chips = routing_summary(p)
+        parts.append(
+            f"{_short(p['symbol'])}  [{p['board']}]\n"
+            + table(("layer", "tiles R x C", "cores"), rows) + "\n"
+            f"cores: {p['n_cores']} ({p['n_cores'] - IO_CORES} kernel + {IO_CORES} live IO); "
+            f"routing entries: {total} on {chips} chip(s), max {max_chip} per chip (limit 1023); "
+            f"mapping {p['mapping_seconds']:.2f} s")
+    s = model_summary(obj)
+    if len(progs) > 1:
+        parts.append(f"total: {s['functions']} offloaded functions, {s['cores']} cores, "
+                     f"{s['routing_entries_total']} routing entries (max {s['routing_entries_max_per_chip']} "
+                     f"per chip in one function), mapping {s['mapping_seconds']:.2f} s")
+    return "\n\n".join(parts)
+
+
+def combined_statistics(obj: Any) -> Dict[str, Any]:
+    """The last call's statistics summed over all offloaded functions of a VM.
+
+    A model whose host operators (e.g. a softmax between layers) split it into several
+    offloaded functions runs them one after the other: counts add up, modelled latency
+    adds up (host time between the functions is not included), and the modelled
+    throughput is the smaller of the slowest core's limit and the shared host link's
+    limit (every function moves its input and output over the same Ethernet link).
+    """
+    from .runtime import executors
+
+    all_stats = [e.last_stats for e in executors(obj) if e.last_stats is not None]
+    if not all_stats:
+        return {"functions": 0}
+    n = max(1, all_stats[0].samples)
+    host_limit = 1.0 / sum(1.0 / s.host_link_limit_per_s for s in all_stats)
+    compute_limit = min(res.CLOCK_HZ / s.max_core_cycles_per_sample if s.max_core_cycles_per_sample > 0
+                        else float("inf") for s in all_stats)
+    return {
+        "functions": len(all_stats),
+        "samples": all_stats[0].samples,
+        "cores": sum(s.cores for s in all_stats),
+        "packets_per_inference": sum(s.packets_per_inference for s in all_stats),
+        "macs_per_inference": sum(s.macs for s in all_stats) / n,
+        "emulator_wall_seconds": sum(s.wall_seconds for s in all_stats),
+        "modelled_latency_s": sum(s.modelled_latency_s for s in all_stats),
+        "modelled_throughput_per_s": min(host_limit, compute_limit),
+        "modelled_host_link_limit_per_s": host_limit,
+        "modelled_compute_limit_per_s": compute_limit,
+    }
+
+
+def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
+    """(quantity, value, kind) rows of one call's statistics; kind: counted, modelled or measured."""
+    us = 1e6
+    rows = [
+        ("samples", f"{stats.samples}", "counted"),
+        ("cores", f"{stats.cores}", "counted"),
+        ("packets per inference", f"{stats.packets_per_inference:.1f}", "counted"),
+        ("router traversals", f"{stats.router_traversals}", "counted"),
+        ("link traversals", f"{stats.link_traversals}", "counted"),
+        ("MACs per inference", f"{stats.macs / max(1, stats.samples):.0f}", "counted"),
+        ("max core cycles per sample", f"{stats.max_core_cycles_per_sample:.0f} ({stats.bottleneck_core})",
+         "modelled"),
+    ]
+    rows += [(f"  {layer} cycles per sample", f"{c:.0f}", "modelled")
+             for layer, c in stats.layer_cycles_per_sample.items()]
+    rows += [
+        ("board latency", f"{stats.modelled_latency_s * us:.1f} us", "modelled"),
+        ("board throughput", f"{stats.modelled_throughput_per_s:.0f} samples/s", "modelled"),
+        ("host link limit", f"{stats.host_link_limit_per_s:.0f} samples/s", "modelled"),
+        ("emulator wall time", f"{stats.wall_seconds:.4f} s", "measured"),
+        ("emulator speed", f"{stats.emulator_samples_per_s:.0f} samples/s", "measured"),
+    ]
+    return rows
+
+
+def format_statistics(stats: RunStatistics) -> str:
+    """A table of one call's RunStatistics, each row labelled counted / modelled / measured."""
+    return table(("quantity", "value", "kind"), statistics_rows(stats))
