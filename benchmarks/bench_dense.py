@@ -55,8 +55,10 @@ from tvm import relax  # noqa: E402
 import tvm_spinn  # noqa: E402
 from tvm_spinn import report  # noqa: E402
 
-CHIPS, CORES_PER_CHIP, CLOCK_HZ, CYCLES_PER_MAC = 48, 17, 200e6, 2.6
-BOARD_MACS_PER_S = CHIPS * CORES_PER_CHIP * CLOCK_HZ / CYCLES_PER_MAC
+from tvm_spinn import resources as res  # noqa: E402
+
+# The board's compute bound: every application core doing nothing but MACs at the modelled rate.
+BOARD_MACS_PER_S = res.SPINN_5.app_cores * res.CLOCK_HZ / res.CYCLES.mac
 GOAL_RATIO = 10.0
 CALIBRATION_SAMPLES = 256
 SEED = 0
@@ -119,14 +121,14 @@ def bench_model(name: str, batch: int, repeat: int) -> Dict[str, Any]:
 
     def call_spinn() -> None:
         vm["main"](x_tvm)
-        emulator_times.append(report.combined_statistics(vm)["emulator_wall_seconds"])
+        emulator_times.append(tvm_spinn.statistics(vm).wall_seconds)
 
     llvm_s = median_wall(lambda: vm_llvm["main"](x_tvm), repeat)
     spinn_s = median_wall(call_spinn, repeat)
     emulator_s = pystats.median(emulator_times[1:])  # without the warm-up
     y_spinn = vm["main"](x_tvm).numpy()
     y_llvm = vm_llvm["main"](x_tvm).numpy()
-    emu = report.combined_statistics(vm)  # counts and modelled figures of this last call
+    emu = tvm_spinn.statistics(vm)  # counts and modelled figures of this last call, all functions
     resources = report.model_summary(ex)
     macs = model_macs(model)
     bound = BOARD_MACS_PER_S / macs
@@ -138,13 +140,13 @@ def bench_model(name: str, batch: int, repeat: int) -> Dict[str, Any]:
         "emulator_seconds": emulator_s,
         "ratio_spinnaker_over_llvm": spinn_s / llvm_s,
         "max_abs_diff_vs_llvm": float(np.abs(y_spinn - y_llvm).max()),
-        "packets_per_inference": emu["packets_per_inference"], "cores": emu["cores"],
+        "packets_per_inference": emu.packets_per_inference, "cores": emu.cores,
         "routing_entries_max_per_chip": resources["routing_entries_max_per_chip"],
         "routing_entries_total": resources["routing_entries_total"],
-        "macs_per_inference": macs, "macs_per_inference_counted": emu["macs_per_inference"],
-        "modelled_latency_s": emu["modelled_latency_s"],
-        "modelled_throughput_per_s": emu["modelled_throughput_per_s"],
-        "modelled_host_link_limit_per_s": emu["modelled_host_link_limit_per_s"],
+        "macs_per_inference": macs, "macs_per_inference_counted": emu.macs / max(1, emu.samples),
+        "modelled_latency_s": emu.modelled_latency_s,
+        "modelled_throughput_per_s": emu.modelled_throughput_per_s,
+        "modelled_host_link_limit_per_s": emu.host_link_limit_per_s,
         "modelled_compute_bound_per_s": bound,
         "modelled_compute_bound_latency_s": macs / BOARD_MACS_PER_S,
     }
@@ -185,8 +187,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "emu = inside the emulator.\n"
           "* MODELLED for a SpiNN-5 board, not measured: lat = latency of one sample, thru = throughput, "
           "link = limit of the 100 Mbit/s host link alone; "
-          f"bound = compute bound = {CHIPS}*{CORES_PER_CHIP} cores * {CLOCK_HZ / 1e6:.0f} MHz / "
-          f"{CYCLES_PER_MAC} cycles per MAC = {BOARD_MACS_PER_S / 1e9:.1f} G MAC/s divided by MACs/inf; "
+          f"bound = compute bound = {res.SPINN_5.app_cores} cores * {res.CLOCK_HZ / 1e6:.0f} MHz / "
+          f"{res.CYCLES.mac} cycles per MAC = {BOARD_MACS_PER_S / 1e9:.1f} G MAC/s divided by MACs/inf; "
           "use = thru / bound.\n"
           "cores include 2 live IO cores per offloaded function; rt/chip = max routing entries on one chip "
           "(limit 1023).")

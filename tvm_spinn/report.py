@@ -15,30 +15,17 @@ from __future__ import annotations
 import pickle
 from typing import Any, Dict, List, Sequence, Tuple
 
-from . import resources as res
 from .stats import RunStatistics
 
 IO_CORES = 2  # the live input and output vertices counted in program["n_cores"]
 
 
 def programs(obj: Any) -> List[dict]:
-    """The programs of the ``"spinnaker"`` modules inside ``obj``.
+    """The programs of the ``"spinnaker"`` modules inside ``obj`` (executable, VM or module),
+    read from each module's payload, so this works before a VM exists."""
+    from .runtime import spinnaker_modules
 
-    ``obj``: an executable from ``tvm_spinn.build`` / ``tvm.compile``, a Relax
-    ``VirtualMachine`` or a runtime module. Works before a VM exists (the program is
-    read from each module's payload, not from an executor).
-    """
-    mod = getattr(obj, "mod", obj)
-    mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
-    found, stack, seen = [], [mod], set()
-    while stack:
-        m = stack.pop()
-        if getattr(m, "kind", None) == "spinnaker":
-            ident = int(m["spinnaker_instance_id"]())
-            if ident not in seen:
-                seen.add(ident)
-                found.append(pickle.loads(bytes(m["spinnaker_payload"]())))
-        stack.extend(getattr(m, "imports", []) or [])
+    found = [pickle.loads(bytes(m["spinnaker_payload"]())) for m in spinnaker_modules(obj)]
     return sorted(found, key=lambda p: p["symbol"])
 
 
@@ -100,38 +87,6 @@ def model_report(obj: Any) -> str:
     return "\n\n".join(parts)
 
 
-def combined_statistics(obj: Any) -> Dict[str, Any]:
-    """The last call's statistics summed over all offloaded functions of a VM.
-
-    A model whose host operators (e.g. a softmax between layers) split it into several
-    offloaded functions runs them one after the other: counts add up, modelled latency
-    adds up (host time between the functions is not included), and the modelled
-    throughput is the smaller of the slowest core's limit and the shared host link's
-    limit (every function moves its input and output over the same Ethernet link).
-    """
-    from .runtime import executors
-
-    all_stats = [e.last_stats for e in executors(obj) if e.last_stats is not None]
-    if not all_stats:
-        return {"functions": 0}
-    n = max(1, all_stats[0].samples)
-    host_limit = 1.0 / sum(1.0 / s.host_link_limit_per_s for s in all_stats)
-    compute_limit = min(res.CLOCK_HZ / s.max_core_cycles_per_sample if s.max_core_cycles_per_sample > 0
-                        else float("inf") for s in all_stats)
-    return {
-        "functions": len(all_stats),
-        "samples": all_stats[0].samples,
-        "cores": sum(s.cores for s in all_stats),
-        "packets_per_inference": sum(s.packets_per_inference for s in all_stats),
-        "macs_per_inference": sum(s.macs for s in all_stats) / n,
-        "emulator_wall_seconds": sum(s.wall_seconds for s in all_stats),
-        "modelled_latency_s": sum(s.modelled_latency_s for s in all_stats),
-        "modelled_throughput_per_s": min(host_limit, compute_limit),
-        "modelled_host_link_limit_per_s": host_limit,
-        "modelled_compute_limit_per_s": compute_limit,
-    }
-
-
 def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
     """(quantity, value, kind) rows of one call's statistics; kind: counted, modelled or measured."""
     us = 1e6
@@ -142,6 +97,7 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
         ("router traversals", f"{stats.router_traversals}", "counted"),
         ("link traversals", f"{stats.link_traversals}", "counted"),
         ("MACs per inference", f"{stats.macs / max(1, stats.samples):.0f}", "counted"),
+        ("input values saturated", f"{stats.saturated_inputs}", "counted"),
         ("max core cycles per sample", f"{stats.max_core_cycles_per_sample:.0f} ({stats.bottleneck_core})",
          "modelled"),
     ]

@@ -8,6 +8,7 @@ streams it through the board, and dequantises the output into the VM's buffer.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import threading
@@ -19,7 +20,9 @@ import numpy as np
 
 from .errors import InputError, SpinnakerError
 from .quantize import quantize_tensor, reference_layer
-from .stats import RunStatistics, collect
+from .stats import RunStatistics, collect, combine
+
+log = logging.getLogger(__name__)
 
 BOARD_ENV = "TVM_SPINN_BOARD"  # "emulator" (default); a board's hostname is for the real-board path
 
@@ -59,14 +62,22 @@ class Executor:
 
     def run_numpy(self, x: np.ndarray) -> np.ndarray:
         """float32 (batch, in) -> float32 (batch, out) through the board."""
+        global _last
         self._check_input(x)
+        _last = self
         with self._lock:  # one stream at a time per board
             x_q = quantize_tensor(x, self.program["input_scale"])
+            # Values beyond the calibrated range saturate: count them, never hide them.
+            saturated = int(np.count_nonzero(np.abs(x) > self.program["input_scale"] * 32767.5))
             self.board.reset_counters()
             start = time.perf_counter()
             y_q = self.board.run(x_q)
             wall = time.perf_counter() - start
             self.last_stats = collect(self.program, self.board, x.shape[0], wall)
+            self.last_stats.saturated_inputs = saturated
+        if saturated:
+            log.warning("%s: %d input values exceed the calibrated range and were saturated to int16; "
+                        "calibrate with more representative data", self.symbol, saturated)
         return (y_q.astype(np.float32) * np.float32(self.program["output_scale"])).astype(np.float32)
 
     def __call__(self, *args) -> None:
@@ -91,7 +102,6 @@ def create_executor(symbol: str, payload: bytes, instance_id: int):
     program = pickle.loads(bytes(payload))
     executor = Executor(str(symbol), program, int(instance_id))
     _executors[int(instance_id)] = executor
-    _last = executor
     return executor
 
 
@@ -101,33 +111,37 @@ def register() -> None:
     tvm_ffi.register_global_func("tvm_spinn.runtime.create_executor", create_executor, override=True)
 
 
-def _module_executors(obj) -> list:
-    """Executors behind the spinnaker modules imported by an executable, VM or module."""
+def spinnaker_modules(obj) -> list:
+    """The ``"spinnaker"`` runtime modules inside an executable, VM or module (once each)."""
     mod = getattr(obj, "mod", obj)
     mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
-    found, stack = [], [mod]
+    found, stack, seen = [], [mod], set()
     while stack:
         m = stack.pop()
         if getattr(m, "kind", None) == "spinnaker":
             ident = int(m["spinnaker_instance_id"]())
-            if ident in _executors:
-                found.append(_executors[ident])
+            if ident not in seen:
+                seen.add(ident)
+                found.append(m)
         stack.extend(getattr(m, "imports", []) or [])
     return found
 
 
 def executors(obj=None) -> list:
-    """Executors of ``obj`` (executable / VM / module), or all created in this process."""
-    return list(_executors.values()) if obj is None else _module_executors(obj)
+    """Executors of ``obj`` (executable / VM / module) in symbol order, or all of this process."""
+    if obj is None:
+        return list(_executors.values())
+    found = (_executors.get(int(m["spinnaker_instance_id"]())) for m in spinnaker_modules(obj))
+    return sorted((e for e in found if e is not None), key=lambda e: e.symbol)
 
 
 def statistics(obj=None) -> Optional[RunStatistics]:
-    """Statistics of the last call: of ``obj``'s spinnaker function, or of the last executor used."""
+    """Statistics of the last call: of all of ``obj``'s offloaded functions combined
+    (see :func:`tvm_spinn.stats.combine`), or of the last executor used in this process."""
     if obj is None:
-        used = [e for e in _executors.values() if e.last_stats is not None]
-        return used[-1].last_stats if used else None
-    found = _module_executors(obj)
-    return found[0].last_stats if found else None
+        return _last.last_stats if _last is not None else None
+    done = [e.last_stats for e in executors(obj) if e.last_stats is not None]
+    return combine(done) if done else None
 
 
 def integer_reference(program: dict, x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict
+from typing import Dict, List
 
 from . import resources as res
 
@@ -49,6 +49,8 @@ class RunStatistics:
     modelled_throughput_per_s: float
     host_link_limit_per_s: float
     layer_cycles_per_sample: Dict[str, float] = field(default_factory=dict)
+    saturated_inputs: int = 0  # input values beyond the calibrated range (clipped to int16)
+    functions: int = 1  # offloaded functions these statistics cover
 
     @property
     def packets_per_inference(self) -> float:
@@ -108,3 +110,30 @@ def collect(program: dict, board, samples: int, wall_seconds: float) -> RunStati
         bottleneck_core=bottleneck, modelled_latency_s=latency,
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
         layer_cycles_per_sample=per_stage)
+
+
+def combine(all_stats: List[RunStatistics]) -> RunStatistics:
+    """Statistics of one call of a model whose offloaded functions run one after the other
+    (e.g. split by a host softmax): counts and modelled latency add up (host time between
+    functions excluded); the modelled throughput is limited by the slowest core of any
+    function and by the host link, which every function's input and output share."""
+    if len(all_stats) == 1:
+        return all_stats[0]
+    slowest = max(all_stats, key=lambda s: s.max_core_cycles_per_sample)
+    host_limit = 1.0 / sum(1.0 / s.host_link_limit_per_s for s in all_stats)
+    compute_limit = (res.CLOCK_HZ / slowest.max_core_cycles_per_sample
+                     if slowest.max_core_cycles_per_sample > 0 else float("inf"))
+    return RunStatistics(
+        samples=all_stats[0].samples, wall_seconds=sum(s.wall_seconds for s in all_stats),
+        cores=sum(s.cores for s in all_stats),
+        packets_injected=sum(s.packets_injected for s in all_stats),
+        packets_sent_by_cores=sum(s.packets_sent_by_cores for s in all_stats),
+        router_traversals=sum(s.router_traversals for s in all_stats),
+        link_traversals=sum(s.link_traversals for s in all_stats), macs=sum(s.macs for s in all_stats),
+        max_core_cycles_per_sample=slowest.max_core_cycles_per_sample,
+        bottleneck_core=f"f{all_stats.index(slowest)}:{slowest.bottleneck_core}",
+        modelled_latency_s=sum(s.modelled_latency_s for s in all_stats),
+        modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
+        layer_cycles_per_sample={f"f{i}:{k}": v for i, s in enumerate(all_stats)
+                                 for k, v in s.layer_cycles_per_sample.items()},
+        saturated_inputs=sum(s.saturated_inputs for s in all_stats), functions=len(all_stats))
