@@ -27,6 +27,8 @@
 #define SPINN_TILE_FINAL 0u
 #define SPINN_TILE_PARTIAL 1u
 #define SPINN_MAX_SLOTS 16u
+#define SPINN_MAX_DIM 0xFFFFu /* rows or columns of one tile */
+#define SPINN_MAX_RX 0xFFFFu  /* receive entries of one core */
 
 /* Work done, for the cycle model (counted by the kernel itself). */
 typedef struct {
@@ -63,6 +65,17 @@ typedef struct {
     uint32_t *counts;         /* per slot partial sums received */
     spinn_counters_t counters;
 } spinn_dense_reduce_t;
+
+/*
+ * Contracts of every kernel:
+ * - the workspace must be 8-byte aligned (int64 sums; ARMv5TE's LDRD/STRD need it);
+ * - a slot is reused only after the samples it held have left the board: the host
+ *   keeps at most n_slots samples in flight (compute reads a slot while the packet
+ *   handler may already fill the others);
+ * - each value arrives once: a duplicate packet over-counts and its slot never completes;
+ * - if a send fails mid-compute, compute returns the error; the binding counts it
+ *   and the sample is lost downstream (the host reports it as never completed).
+ */
 
 /* Workspace bytes the kernel needs for this config (0 if the config is bad). */
 uint32_t spinn_dense_tile_workspace(const uint32_t *cfg, uint32_t n_words);

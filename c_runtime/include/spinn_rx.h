@@ -20,6 +20,14 @@
 #define SPINN_RX_DEST_OFFSET 3u
 #define SPINN_RX_N_VALUES 4u
 
+/* Entries a kernel can use safely: slot fields that shift within a word. */
+static inline int spinn_rx_valid(const uint32_t *table, uint32_t n_entries) {
+    uint32_t i;
+    for (i = 0; i < n_entries; i++)
+        if (table[i * SPINN_RX_WORDS + SPINN_RX_SLOT_SHIFT] > 24u) return 0;
+    return 1;
+}
+
 /* Index of the first entry whose (key, mask) matches, or -1. Tables hold one
  * entry per source vertex: a handful, so a linear scan is cheapest. */
 static inline int32_t spinn_rx_match(const uint32_t *table, uint32_t n_entries, uint32_t key) {

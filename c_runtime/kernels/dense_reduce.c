@@ -13,14 +13,16 @@ static uint32_t align8(uint32_t bytes) { return (bytes + 7u) & ~7u; }
 static int reduce_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *params_at, uint32_t *table_at) {
     uint32_t need;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_DENSE_REDUCE) return -1;
-    if (cfg[H_ROWS] == 0u || cfg[H_N_SOURCES] == 0u || cfg[H_N_SLOTS] == 0u ||
+    if (cfg[H_ROWS] == 0u || cfg[H_ROWS] > SPINN_MAX_DIM || cfg[H_N_SOURCES] == 0u ||
+        cfg[H_N_SOURCES] > SPINN_MAX_RX || cfg[H_N_SLOTS] == 0u ||
         cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
         cfg[H_PARTIAL_SHIFT] > 32u || cfg[H_OUT_SLOT_SHIFT] > 24u || cfg[H_N_RX] != cfg[H_N_SOURCES])
         return -1;
     *params_at = H_WORDS + cfg[H_N_RX] * SPINN_RX_WORDS;
     *table_at = *params_at + cfg[H_ROWS] * ROW_PARAM_WORDS;
     need = *table_at + (cfg[H_ACTIVATION] >= SPINN_ACT_TANH ? SPINN_TANH_WORDS : 0u);
-    return need <= n_words ? 0 : -1;
+    if (need > n_words) return -1;
+    return spinn_rx_valid(cfg + H_WORDS, cfg[H_N_RX]) ? 0 : -1;
 }
 
 uint32_t spinn_dense_reduce_workspace(const uint32_t *cfg, uint32_t n_words) {

@@ -15,6 +15,8 @@ static int tile_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *words_pe
     uint32_t need;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_DENSE_TILE) return -1;
     if (cfg[H_MODE] > SPINN_TILE_PARTIAL || cfg[H_ROWS] == 0u || cfg[H_COLS] == 0u) return -1;
+    /* Bounds that keep every size computed below inside uint32 (a corrupt region must not wrap). */
+    if (cfg[H_ROWS] > SPINN_MAX_DIM || cfg[H_COLS] > SPINN_MAX_DIM || cfg[H_N_RX] > SPINN_MAX_RX) return -1;
     if (cfg[H_BLOCK] < 2u || (cfg[H_BLOCK] & 1u) || cfg[H_N_SLOTS] == 0u ||
         cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
         cfg[H_PARTIAL_SHIFT] > 32u || cfg[H_OUT_SLOT_SHIFT] > 24u)
@@ -26,7 +28,8 @@ static int tile_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *words_pe
     if (cfg[H_MODE] == SPINN_TILE_FINAL) *table_at += cfg[H_ROWS] * ROW_PARAM_WORDS;
     need = *table_at;
     if (cfg[H_MODE] == SPINN_TILE_FINAL && cfg[H_ACTIVATION] >= SPINN_ACT_TANH) need += SPINN_TANH_WORDS;
-    return need <= n_words ? 0 : -1;
+    if (need > n_words) return -1;
+    return spinn_rx_valid(cfg + H_WORDS, cfg[H_N_RX]) ? 0 : -1;
 }
 
 static uint32_t inputs_bytes(const uint32_t *cfg, uint32_t words_per_row) {
