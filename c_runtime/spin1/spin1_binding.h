@@ -180,4 +180,46 @@ static inline void spinn_binding_run(callback_t on_mc, callback_t on_mcpl, callb
     simulation_run();
 }
 
+/*
+ * SPINN_KERNEL_MAIN(name): c_main and the event callbacks binding the kernel
+ * spinn_<name>_{workspace,init,receive,compute} (type spinn_<name>_t) to spin1.
+ * spin1 callbacks take no context, so the core's whole state is one static struct.
+ */
+#define SPINN_KERNEL_MAIN(name)                                                              \
+    static struct {                                                                          \
+        spinn_binding_t b;                                                                   \
+        spinn_##name##_t k;                                                                  \
+    } core;                                                                                  \
+                                                                                             \
+    static void on_mcpl(uint key, uint payload) {                                            \
+        int32_t slot = spinn_##name##_receive(&core.k, key, payload);                        \
+        if (slot >= 0) spinn_binding_slot_ready(&core.b, (uint32_t)slot);                    \
+    }                                                                                        \
+                                                                                             \
+    static void on_mc(uint key, uint unused) {                                               \
+        (void)key;                                                                           \
+        (void)unused;                                                                        \
+        spinn_binding_no_payload(&core.b);                                                   \
+    }                                                                                        \
+                                                                                             \
+    /* arg0 is the slot that triggered the event; then whatever completed since. */          \
+    static void on_user(uint slot, uint unused) {                                            \
+        uint32_t s = slot;                                                                   \
+        (void)unused;                                                                        \
+        do {                                                                                 \
+            if (spinn_##name##_compute(&core.k, s, spinn_binding_send, &core.b) != 0)        \
+                core.b.compute_failed++;                                                     \
+        } while (spinn_binding_next_slot(&core.b, &s));                                      \
+    }                                                                                        \
+                                                                                             \
+    void c_main(void) {                                                                      \
+        uint32_t n_words, ws_bytes;                                                          \
+        const uint32_t *cfg = spinn_binding_setup(&core.b, &n_words);                        \
+        ws_bytes = spinn_##name##_workspace(cfg, n_words);                                   \
+        if (ws_bytes == 0u) rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                   \
+        if (spinn_##name##_init(&core.k, cfg, n_words, spinn_binding_alloc(ws_bytes)) != 0)  \
+            rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                                   \
+        spinn_binding_run(on_mc, on_mcpl, on_user);                                          \
+    }
+
 #endif /* SPIN1_BINDING_H */
