@@ -93,6 +93,12 @@ def test_thesis_models_bit_exact_and_close_to_llvm(make_model, k, random_inputs,
     np.testing.assert_allclose(y_llvm, model(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
     # The int16 path is also accurate in practice, far inside the worst-case bound.
     assert (y.argmax(1) == y_llvm.argmax(1)).mean() >= 0.97
+    # All offloaded functions of the model share one board, each core used once.
+    programs = [e.program for e in tvm_spinn.executors(vm)]
+    assert all(p["board_functions"] == sorted(q["symbol"] for q in programs) or
+               set(p["board_functions"]) == {q["symbol"] for q in programs} for p in programs)
+    cores = [c["placement"] for p in programs for c in p["cores"]]
+    assert len(cores) == len(set(cores))
 
 
 @pytest.mark.parametrize("hidden", [(300, 100), (1024,)], ids=["mlp784_300_100_10", "wide784_1024"])

@@ -18,9 +18,9 @@ import numpy as np
 
 from . import resources as res
 from .decompose import NetworkPlan, plan_network
-from .errors import CalibrationError
+from .errors import CalibrationError, ResourceError
 from .machine_graph import MappingResult
-from .program import GraphLayout, INPUT_LABEL, OUTPUT_LABEL, build_machine_graph, output_receive_table
+from .program import GraphLayout, build_machine_graph, merge_graphs, output_receive_table
 from .quantize import error_bound, quantize_network
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,16 @@ def codegen_options(options: CodegenOptions) -> Iterator[None]:
         _local.options = previous
 
 
-def make_program(symbol: str, plan: NetworkPlan, layout: GraphLayout, mapping: MappingResult) -> dict:
-    """Everything the runtime needs, as plain data (pickled into the module payload)."""
+def make_program(symbol: str, plan: NetworkPlan, layout: GraphLayout, mapping: MappingResult,
+                 board_functions: Optional[List[str]] = None) -> dict:
+    """Everything the runtime needs, as plain data (pickled into the module payload).
+
+    board_functions: the symbols of all functions mapped together on this board."""
     qnet = plan.qnet
     cores = [{"label": label, "kind": kind, "placement": mapping.placements[label],
               "config": np.frombuffer(mapping.regions[label][1], dtype="<u4").astype(np.uint32)}
              for label, kind in layout.core_kinds.items()]
-    in_key, _ = mapping.keys[INPUT_LABEL]
+    in_key, _ = mapping.keys[layout.input_label]
     layers = [{
         "name": lp.layer.name, "in_features": int(lp.layer.weight.shape[1]),
         "out_features": int(lp.layer.weight.shape[0]), "activation": lp.layer.activation,
@@ -73,23 +76,23 @@ def make_program(symbol: str, plan: NetworkPlan, layout: GraphLayout, mapping: M
         "in_features": layout.in_features, "out_features": layout.out_features,
         "input_scale": qnet.input_scale, "output_scale": qnet.output_scale, "n_slots": res.N_SLOTS,
         "layers": layers, "cores": cores,
-        "input": {"chip": mapping.placements[INPUT_LABEL][:2], "key": in_key,
+        "input": {"chip": mapping.placements[layout.input_label][:2], "key": in_key,
                   "slot_shift": layout.input_slot_shift},
-        "output": {"placement": mapping.placements[OUTPUT_LABEL],
+        "output": {"placement": mapping.placements[layout.output_label],
                    "rx": output_receive_table(layout, mapping.keys)},
         "chips": [tuple(c) for c in mapping.chips], "links": dict(mapping.links),
         "routing_tables": {tuple(k): np.asarray(v, np.uint32) for k, v in mapping.routing_tables.items()},
         "placements": dict(mapping.placements), "mapping_seconds": mapping.mapping_seconds,
+        "board_functions": list(board_functions or [symbol]),
         "n_cores": len(cores) + 2,
         "error_bound": error_bound(qnet, [lp.partial_shift for lp in plan.layers],
                                    [lp.n_col_tiles for lp in plan.layers]),
     }
 
 
-def compile_function(func, symbol: str, options: CodegenOptions) -> dict:
-    """One offloaded function -> program dict."""
+def plan_function(func, symbol: str, options: CodegenOptions) -> NetworkPlan:
+    """One offloaded function -> quantised, tiled network."""
     from .extract import extract_layers
-    from .mapping import map_graph
 
     layers = extract_layers(func)
     calibration = options.calibration.get(symbol)
@@ -99,12 +102,27 @@ def compile_function(func, symbol: str, options: CodegenOptions) -> dict:
             "tvm_spinn.build(mod, calibration=...) or relax.get_pipeline('spinnaker', calibration=...)")
     qnet = quantize_network(layers, calibration)
     kwargs = {} if options.cycle_budget is None else {"cycle_budget": options.cycle_budget}
-    plan = plan_network(qnet, options.board, **kwargs)
-    layout = build_machine_graph(plan)
-    mapping = map_graph(layout.spec)
-    log.info("%s: %d layers on %d cores, mapped in %.1f s", symbol, len(layers), plan.n_cores,
+    return plan_network(qnet, options.board, **kwargs)
+
+
+def compile_functions(funcs: List, options: CodegenOptions) -> List[dict]:
+    """All offloaded functions of a module -> one program each, mapped together on one board."""
+    from .mapping import map_graph
+
+    symbols = [str(f.attrs["global_symbol"]) for f in funcs]
+    plans = [plan_function(f, s, options) for f, s in zip(funcs, symbols)]
+    total = sum(p.n_cores for p in plans)
+    if total > options.board.app_cores:
+        parts = ", ".join(f"{p.layers[0].layer.name}...: {p.n_cores}" for p in plans)
+        raise ResourceError(
+            f"model too big for the board: its {len(plans)} offloaded functions need {total} cores together "
+            f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores")
+    prefixes = [f"f{i}." if len(plans) > 1 else "" for i in range(len(plans))]
+    layouts = [build_machine_graph(p, prefix) for p, prefix in zip(plans, prefixes)]
+    mapping = map_graph(merge_graphs(layouts))
+    log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(plans), total,
              mapping.mapping_seconds)
-    return make_program(symbol, plan, layout, mapping)
+    return [make_program(s, p, lay, mapping, symbols) for s, p, lay in zip(symbols, plans, layouts)]
 
 
 def _codegen(functions, options, constant_names) -> List:
@@ -112,12 +130,8 @@ def _codegen(functions, options, constant_names) -> List:
     from ._native import make_module
 
     opts = getattr(_local, "options", None) or CodegenOptions()
-    modules = []
-    for func in functions:
-        symbol = str(func.attrs["global_symbol"])
-        program = compile_function(func, symbol, opts)
-        modules.append(make_module(symbol, pickle.dumps(program, protocol=5)))
-    return modules
+    programs = compile_functions(list(functions), opts)
+    return [make_module(p["symbol"], pickle.dumps(p, protocol=5)) for p in programs]
 
 
 def register() -> None:

@@ -25,6 +25,8 @@ CORE_DENSE_REDUCE = 2
 TILE_FINAL, TILE_PARTIAL = 0, 1
 INPUT_LABEL = "input"
 OUTPUT_LABEL = "output"
+# Vertex labels: "<prefix>L<layer>_t<row>_<col>" (tiles), "<prefix>L<layer>_r<row>" (reducers),
+# "<prefix>input", "<prefix>output"; the prefix tells functions sharing one board apart.
 
 
 @dataclass
@@ -43,6 +45,8 @@ class GraphLayout:
 
     spec: MachineGraphSpec
     core_kinds: Dict[str, int]  # kernel vertex label -> CORE_DENSE_TILE / CORE_DENSE_REDUCE
+    input_label: str
+    output_label: str
     input_slot_shift: int
     in_features: int
     out_features: int
@@ -81,7 +85,8 @@ def _table_words(activation: str) -> np.ndarray:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
         self.vertices: List[VertexSpec] = []
         self.edges: List[Tuple[str, str]] = []
         self.core_kinds: Dict[str, int] = {}
@@ -117,7 +122,7 @@ class _Builder:
         for r, (r0, r1) in enumerate(zip(rows_b[:-1], rows_b[1:])):
             tile_outputs: List[Producer] = []
             for c, (c0, c1) in enumerate(zip(cols_b[:-1], cols_b[1:])):
-                label = f"L{li}_t{r}_{c}"
+                label = f"{self.prefix}L{li}_t{r}_{c}"
                 shift = _slot_shift(r1 - r0 if partial else (r1 - r0 + 1) // 2)
                 header = [KIND_DENSE_TILE, TILE_PARTIAL if partial else TILE_FINAL, r1 - r0, c1 - c0,
                           int(lp.blocks[r, c]), 0, shift, layer.act_code, lp.partial_shift, res.N_SLOTS, 0]
@@ -132,7 +137,7 @@ class _Builder:
             if not partial:
                 producers += tile_outputs
                 continue
-            label = f"L{li}_r{r}"
+            label = f"{self.prefix}L{li}_r{r}"
             shift = _slot_shift((r1 - r0 + 1) // 2)
             header = [KIND_DENSE_REDUCE, r1 - r0, lp.n_col_tiles, 0, shift, layer.act_code,
                       lp.partial_shift, res.N_SLOTS, lp.n_col_tiles]
@@ -146,20 +151,28 @@ class _Builder:
         return producers
 
 
-def build_machine_graph(plan: NetworkPlan) -> GraphLayout:
+def build_machine_graph(plan: NetworkPlan, prefix: str = "") -> GraphLayout:
     """The machine graph of a tiled network, with live input and output vertices."""
-    b = _Builder()
+    b = _Builder(prefix)
     k0 = plan.layers[0].layer.weight.shape[1]
     in_shift = _slot_shift((k0 + 1) // 2)
-    b.vertices.append(VertexSpec(label=INPUT_LABEL, kind=INPUT, n_keys=_n_keys(in_shift)))
-    sources = [Producer(INPUT_LABEL, 0, k0, in_shift)]
+    in_label, out_label = prefix + INPUT_LABEL, prefix + OUTPUT_LABEL
+    b.vertices.append(VertexSpec(label=in_label, kind=INPUT, n_keys=_n_keys(in_shift)))
+    sources = [Producer(in_label, 0, k0, in_shift)]
     for li, lp in enumerate(plan.layers):
         sources = b.add_layer(li, lp, sources)
-    b.vertices.append(VertexSpec(label=OUTPUT_LABEL, kind=OUTPUT))
-    b.edges += [(p.label, OUTPUT_LABEL) for p in sources]
+    b.vertices.append(VertexSpec(label=out_label, kind=OUTPUT))
+    b.edges += [(p.label, out_label) for p in sources]
     n_out = plan.layers[-1].layer.weight.shape[0]
     spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version)
-    return GraphLayout(spec, b.core_kinds, in_shift, k0, n_out, sources)
+    return GraphLayout(spec, b.core_kinds, in_label, out_label, in_shift, k0, n_out, sources)
+
+
+def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
+    """One machine graph holding several networks (one board for a whole model)."""
+    return MachineGraphSpec([v for lay in layouts for v in lay.spec.vertices],
+                            [e for lay in layouts for e in lay.spec.edges],
+                            board_version=layouts[0].spec.board_version)
 
 
 def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) -> np.ndarray:

@@ -53,13 +53,16 @@ def _short(symbol: str, limit: int = 60) -> str:
 def model_summary(obj: Any) -> Dict[str, Any]:
     """Board resources of a build, as plain data (what :func:`model_report` prints)."""
     progs = programs(obj)
-    routing = [routing_summary(p) for p in progs]
+    # Functions mapped together share one board (one set of routing tables, one mapping run).
+    boards = {tuple(p["board_functions"]): p for p in progs}.values()
+    routing = [routing_summary(p) for p in boards]
     return {
         "functions": len(progs),
+        "boards": len(boards),
         "cores": sum(p["n_cores"] for p in progs),
         "routing_entries_max_per_chip": max((r[0] for r in routing), default=0),
         "routing_entries_total": sum(r[1] for r in routing),
-        "mapping_seconds": sum(p["mapping_seconds"] for p in progs),
+        "mapping_seconds": sum(p["mapping_seconds"] for p in boards),
     }
 
 
@@ -77,13 +80,14 @@ def model_report(obj: Any) -> str:
             f"{_short(p['symbol'])}  [{p['board']}]\n"
             + table(("layer", "tiles R x C", "cores"), rows) + "\n"
             f"cores: {p['n_cores']} ({p['n_cores'] - IO_CORES} kernel + {IO_CORES} live IO); "
-            f"routing entries: {total} on {chips} chip(s), max {max_chip} per chip (limit 1023); "
+            f"routing entries{' of the board shared by %d functions' % len(p['board_functions']) if len(p['board_functions']) > 1 else ''}: "
+            f"{total} on {chips} chip(s), max {max_chip} per chip (limit 1023); "
             f"mapping {p['mapping_seconds']:.2f} s")
     s = model_summary(obj)
     if len(progs) > 1:
         parts.append(f"total: {s['functions']} offloaded functions, {s['cores']} cores, "
-                     f"{s['routing_entries_total']} routing entries (max {s['routing_entries_max_per_chip']} "
-                     f"per chip in one function), mapping {s['mapping_seconds']:.2f} s")
+                     f"{s['routing_entries_total']} routing entries on {s['boards']} board(s) (max "
+                     f"{s['routing_entries_max_per_chip']} per chip), mapping {s['mapping_seconds']:.2f} s")
     return "\n\n".join(parts)
 
 

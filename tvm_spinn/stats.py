@@ -75,8 +75,8 @@ class RunStatistics:
 
 def _stage(label: str) -> str:
     """Pipeline stage of a kernel vertex: "L<i>" for a layer's tiles, "L<i> reduce" for its reducers
-    (labels come from tvm_spinn.program: L<i>_t<r>_<c> and L<i>_r<r>)."""
-    layer, role = label.split("_", 1)
+    (labels come from tvm_spinn.program: [f<k>.]L<i>_t<r>_<c> and [f<k>.]L<i>_r<r>)."""
+    layer, role = label.rsplit(".", 1)[-1].split("_", 1)
     return layer if role.startswith("t") else f"{layer} reduce"
 
 
