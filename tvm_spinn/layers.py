@@ -49,3 +49,62 @@ class DenseLayer:
         elif self.activation == "sigmoid":
             y = 1.0 / (1.0 + np.exp(-y))
         return y.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Tensor operators (convolutional networks). Tensors are (C, H, W) per sample,
+# float32; 1D tensors (C, L) are (C, 1, L); dense vectors (N,) are (1, 1, N).
+# A network is a list of ops in topological order; ``inputs`` are indices of
+# earlier ops, NETWORK_INPUT for the network's input; empty = the previous op
+# (the network input for the first op).
+# ---------------------------------------------------------------------------
+NETWORK_INPUT = -1
+
+
+@dataclass
+class Conv2D:
+    """``y = act(conv2d(x, weight, stride, padding) + bias)``; groups 1 or depthwise.
+
+    weight: float32 (out_c, in_c // groups, kh, kw); padding: (top, left, bottom, right).
+    """
+
+    weight: np.ndarray
+    bias: Optional[np.ndarray]
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)
+    groups: int = 1
+    activation: str = "none"
+    name: str = "conv2d"
+    inputs: tuple = ()
+
+
+@dataclass
+class Pool2D:
+    """Max or average pooling; padding (top, left, bottom, right); output size given
+    explicitly (it encodes ceil_mode). count_include_pad: avg divides by kh*kw."""
+
+    kind: str  # "max" | "avg"
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    out_hw: tuple
+    count_include_pad: bool = True
+    name: str = "pool2d"
+    inputs: tuple = ()
+
+
+@dataclass
+class Add:
+    """Residual add of two on-board tensors of the same shape, then activation."""
+
+    activation: str = "none"
+    name: str = "add"
+    inputs: tuple = ()  # two indices
+
+
+@dataclass
+class Flatten:
+    """(C, H, W) -> (1, 1, C*H*W) in C order (torch.flatten)."""
+
+    name: str = "flatten"
+    inputs: tuple = ()
