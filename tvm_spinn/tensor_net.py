@@ -1,0 +1,259 @@
+"""Networks of tensor operators (conv, pool, add, flatten, dense): shapes, float
+forward pass, and int16 quantisation. Tensors are (C, H, W) per sample.
+
+Quantisation follows :mod:`tvm_spinn.quantize`: int16 activations with one scale per
+tensor (from calibration), int16 weights with one scale per output channel, exact
+int64 accumulation, integer requantisation. Pooling and flatten keep their input's
+scale; a residual add rescales both inputs to its output scale with integer
+multipliers and one shift.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .errors import CalibrationError, ResourceError, UnsupportedError
+from .layers import NETWORK_INPUT, Add, Conv2D, DenseLayer, Flatten, Pool2D
+from .quantize import (PRODUCT_BITS_LIMIT, Q_MAX, TANH_INPUT_BITS, _multiplier_shift, _symmetric_scale,
+                       quantize_tensor)
+
+Op = Union[DenseLayer, Conv2D, Pool2D, Add, Flatten]
+Shape = Tuple[int, int, int]
+
+
+def op_inputs(ops: Sequence[Op], i: int) -> Tuple[int, ...]:
+    """Indices of op i's inputs (NETWORK_INPUT for the network input)."""
+    ins = tuple(getattr(ops[i], "inputs", ()) or ())
+    return ins if ins else ((i - 1) if i > 0 else NETWORK_INPUT,)
+
+
+def out_shape(op: Op, in_shapes: Sequence[Shape]) -> Shape:
+    c, h, w = in_shapes[0]
+    if isinstance(op, Conv2D):
+        oc, _, kh, kw = op.weight.shape
+        pt, pl, pb, pr = op.padding
+        return (oc, (h + pt + pb - kh) // op.stride[0] + 1, (w + pl + pr - kw) // op.stride[1] + 1)
+    if isinstance(op, Pool2D):
+        return (c, int(op.out_hw[0]), int(op.out_hw[1]))
+    if isinstance(op, Add):
+        if in_shapes[0] != in_shapes[1]:
+            raise UnsupportedError(f"{op.name}: operands have shapes {in_shapes[0]} and {in_shapes[1]}")
+        return in_shapes[0]
+    if isinstance(op, Flatten):
+        return (1, 1, c * h * w)
+    if (c, h) != (1, 1) or w != op.in_features:
+        raise UnsupportedError(f"{op.name}: expects a vector of {op.in_features}, got a tensor {in_shapes[0]}")
+    return (1, 1, op.out_features)
+
+
+def shapes(ops: Sequence[Op], input_shape: Shape) -> List[Shape]:
+    result: List[Shape] = []
+    for i, op in enumerate(ops):
+        ins = [input_shape if j == NETWORK_INPUT else result[j] for j in op_inputs(ops, i)]
+        result.append(out_shape(op, ins))
+    return result
+
+
+def _activation(name: str, y: np.ndarray) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(y, 0)
+    if name == "tanh":
+        return np.tanh(y)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-y))
+    return y
+
+
+def _windows(x: np.ndarray, kh: int, kw: int, stride: Sequence[int], padding: Sequence[int],
+             fill: float = 0.0) -> np.ndarray:
+    """(n, C, OH, OW, kh, kw) windows of x (n, C, H, W) with constant padding."""
+    pt, pl, pb, pr = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=fill)
+    return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
+
+
+def float_op(op: Op, inputs: List[np.ndarray]) -> np.ndarray:
+    """Float forward of one op on (n, C, H, W) inputs."""
+    x = inputs[0]
+    if isinstance(op, DenseLayer):
+        return op.forward(x.reshape(x.shape[0], -1)).reshape(x.shape[0], 1, 1, -1)
+    if isinstance(op, Flatten):
+        return x.reshape(x.shape[0], 1, 1, -1)
+    if isinstance(op, Add):
+        return _activation(op.activation, inputs[0] + inputs[1]).astype(np.float32)
+    if isinstance(op, Conv2D):
+        oc, icg, kh, kw = op.weight.shape
+        win = _windows(x.astype(np.float64), kh, kw, op.stride, op.padding)
+        w = op.weight.astype(np.float64)
+        if op.groups == 1:
+            y = np.einsum("nchwij,ocij->nohw", win, w)
+        else:  # depthwise
+            y = np.einsum("nchwij,cij->nchw", win, w[:, 0])
+        if op.bias is not None:
+            y = y + op.bias[None, :, None, None]
+        return _activation(op.activation, y).astype(np.float32)
+    kh, kw = op.kernel
+    oh, ow = op.out_hw
+    fill = -np.inf if op.kind == "max" else 0.0
+    pt, pl = op.padding[0], op.padding[1]
+    # Pad enough for ceil_mode windows that run past the bottom/right edge.
+    pb = max(op.padding[2], (oh - 1) * op.stride[0] + kh - x.shape[2] - pt)
+    pr = max(op.padding[3], (ow - 1) * op.stride[1] + kw - x.shape[3] - pl)
+    win = _windows(x.astype(np.float64), kh, kw, op.stride, (pt, pl, pb, pr), fill)[:, :, :oh, :ow]
+    if op.kind == "max":
+        return win.max(axis=(4, 5)).astype(np.float32)
+    if op.count_include_pad:  # torch: padded positions count, positions past the padding do not
+        count = _pad_count(x.shape[2:], op, pb, pr)
+    else:
+        ones = _windows(np.ones((1, 1) + x.shape[2:]), kh, kw, op.stride, (pt, pl, pb, pr))[:, :, :oh, :ow]
+        count = ones.sum(axis=(4, 5))
+    return (win.sum(axis=(4, 5)) / count).astype(np.float32)
+
+
+def _pad_count(hw: Tuple[int, int], op: Pool2D, pb: int, pr: int) -> np.ndarray:
+    """torch's divisor with count_include_pad: window positions inside input + declared padding."""
+    h, w = hw
+    pt, pl, pb0, pr0 = op.padding
+    region = np.zeros((h + pt + pb, w + pl + pr))
+    region[: h + pt + pb0, : w + pl + pr0] = 1
+    win = sliding_window_view(region, op.kernel)[:: op.stride[0], :: op.stride[1]]
+    return win.sum(axis=(2, 3))[: op.out_hw[0], : op.out_hw[1]]
+
+
+def float_forward(ops: Sequence[Op], x: np.ndarray) -> List[np.ndarray]:
+    """Float outputs of every op, for x (n, C, H, W)."""
+    outs: List[np.ndarray] = []
+    for i, op in enumerate(ops):
+        outs.append(float_op(op, [x if j == NETWORK_INPUT else outs[j] for j in op_inputs(ops, i)]))
+    return outs
+
+
+@dataclass
+class QOp:
+    """An op in int16 fixed point. in_scales: scale of each input; out_scale: of the output.
+
+    For Conv2D / DenseLayer: weight (int16), bias (int64, accumulator units), multiplier,
+    shift (int64 per output channel), target_scale, acc_bound, m_bits (as QuantLayer).
+    For Add: multiplier (2,) and shift (1,) rescaling a and b to out_scale.
+    """
+
+    op: Op
+    inputs: Tuple[int, ...]
+    in_shapes: List[Shape]
+    out_shape: Shape
+    in_scales: List[float]
+    out_scale: float
+    weight: Optional[np.ndarray] = None
+    weight_scale: Optional[np.ndarray] = None
+    bias: Optional[np.ndarray] = None
+    multiplier: Optional[np.ndarray] = None
+    shift: Optional[np.ndarray] = None
+    target_scale: float = 0.0
+    acc_bound: int = 0
+    m_bits: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+    @property
+    def activation(self) -> str:
+        return getattr(self.op, "activation", "none")
+
+
+@dataclass
+class QuantizedTensorNetwork:
+    ops: List[QOp]
+    input_shape: Shape
+    input_scale: float
+    input_max_abs: float
+
+    @property
+    def output_scale(self) -> float:
+        return self.ops[-1].out_scale
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.ops[-1].out_shape
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        return quantize_tensor(np.asarray(x).reshape((-1,) + self.input_shape), self.input_scale)
+
+
+def _weighted(op: Union[Conv2D, DenseLayer], q: QOp, in_scale: float, y: np.ndarray) -> None:
+    """Per output channel int16 weights, int64 bias, multiplier and shift."""
+    w = op.weight.astype(np.float64)
+    flat = w.reshape(w.shape[0], -1)
+    w_scale = np.array([_symmetric_scale(v) for v in np.max(np.abs(flat), axis=1)])
+    q.weight = np.clip(np.floor(w / w_scale.reshape((-1,) + (1,) * (w.ndim - 1)) + 0.5),
+                       -Q_MAX, Q_MAX).astype(np.int16)
+    q.weight_scale = w_scale
+    acc_scale = in_scale * w_scale
+    b = np.zeros(w.shape[0]) if op.bias is None else op.bias.astype(np.float64)
+    q.bias = np.floor(b / acc_scale + 0.5).astype(np.int64)
+    if op.activation == "tanh":
+        q.target_scale, q.out_scale = 2.0 ** -TANH_INPUT_BITS, 1.0 / Q_MAX
+    elif op.activation == "sigmoid":
+        q.target_scale, q.out_scale = 2.0 ** -(TANH_INPUT_BITS - 1), 1.0 / Q_MAX
+    else:
+        q.out_scale = q.target_scale = _symmetric_scale(float(np.max(np.abs(y))))
+    q.acc_bound = int(np.max(np.abs(q.weight.reshape(w.shape[0], -1).astype(np.int64)).sum(axis=1) * 32768
+                             + np.abs(q.bias)))
+    q.m_bits = min(31, PRODUCT_BITS_LIMIT - (q.acc_bound.bit_length() + 1))
+    if q.m_bits < 8:
+        raise ResourceError(f"{op.name}: accumulator bound 2**{q.acc_bound.bit_length()} is too wide for "
+                            "exact int64 requantisation")
+    ms = [_multiplier_shift(a / q.target_scale, q.m_bits, op.name) for a in acc_scale]
+    q.multiplier = np.array([m for m, _ in ms], np.int64)
+    q.shift = np.array([s for _, s in ms], np.int64)
+
+
+ADD_MULTIPLIER_BITS = 30
+
+
+def add_multipliers(scale_a: float, scale_b: float, out_scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(mult_a, mult_b), shift with mult_x * 2**-shift ~= scale_x / out_scale, both < 2**30,
+    so |a * mult_a + b * mult_b| < 2**46: exact in int64."""
+    ratio = max(scale_a, scale_b) / out_scale
+    shift = ADD_MULTIPLIER_BITS - math.frexp(ratio)[1]
+    shift = min(max(shift, 0), PRODUCT_BITS_LIMIT - 16)
+    mults = np.array([int(round(s / out_scale * 2.0 ** shift)) for s in (scale_a, scale_b)], np.int64)
+    if mults.max() >= 1 << 31:
+        raise ResourceError("add: input scales too far above the output scale for int16 rescaling")
+    return mults, np.array([shift], np.int64)
+
+
+def quantize_tensor_network(ops: Sequence[Op], input_shape: Shape,
+                            calibration: Optional[np.ndarray]) -> QuantizedTensorNetwork:
+    """Scales from calibration data (samples, *input_shape or flat) and int16 parameters."""
+    if calibration is None:
+        raise CalibrationError("SpiNNaker needs calibration data to choose int16 scales: pass calibration=...")
+    x = np.asarray(calibration, np.float32)
+    n_values = int(np.prod(input_shape))
+    if x.ndim < 2 or x.shape[0] == 0 or int(np.prod(x.shape[1:])) != n_values:
+        raise CalibrationError(f"calibration data for {ops[0].name} must have shape (samples, "
+                               f"{', '.join(map(str, input_shape))}), got {tuple(x.shape)}")
+    if not np.all(np.isfinite(x)):
+        raise CalibrationError("calibration data contains NaN or infinity")
+    x = x.reshape((-1,) + tuple(input_shape))
+    outs = float_forward(ops, x)
+    all_shapes = shapes(ops, tuple(input_shape))
+    input_max = float(np.max(np.abs(x)))
+    input_scale = _symmetric_scale(input_max)
+    qops: List[QOp] = []
+    for i, op in enumerate(ops):
+        ins = op_inputs(ops, i)
+        in_scales = [input_scale if j == NETWORK_INPUT else qops[j].out_scale for j in ins]
+        in_shapes = [tuple(input_shape) if j == NETWORK_INPUT else all_shapes[j] for j in ins]
+        q = QOp(op, ins, in_shapes, all_shapes[i], in_scales, in_scales[0])
+        if isinstance(op, (Conv2D, DenseLayer)):
+            _weighted(op, q, in_scales[0], outs[i])
+        elif isinstance(op, Add):
+            q.out_scale = _symmetric_scale(float(np.max(np.abs(outs[i]))))
+            q.multiplier, q.shift = add_multipliers(in_scales[0], in_scales[1], q.out_scale)
+        qops.append(q)
+    return QuantizedTensorNetwork(qops, tuple(input_shape), input_scale, input_max)
