@@ -39,7 +39,10 @@ def layered_spec(sizes=(4, 12, 4), board_version: int = 5) -> MachineGraphSpec:
         layer = []
         for i in range(n):
             label = f"l{li}_{i}"
-            config = np.full(N_HEADER + 2 * len(prev), 0xDEADBEEF, np.uint32)
+            # Fix-ups OR into their placeholder: key placeholders carry field bits below the
+            # 8-key block (1..7), mask placeholders 0.
+            config = np.zeros(N_HEADER + 2 * len(prev), np.uint32)
+            config[N_HEADER::2] = (np.arange(len(prev)) % 7) + 1
             config[:N_HEADER] = (li, i, len(prev))
             fixups = []
             for j, src in enumerate(prev):
@@ -102,7 +105,7 @@ def test_regions_hold_header_and_fixed_up_config(mapped):
         fixed = {word for word, _, _ in v.key_fixups}
         for word, src, what in v.key_fixups:
             key, mask = result.keys[src]
-            assert words[word] == (key if what == FIX_KEY else mask)
+            assert words[word] == (key if what == FIX_KEY else mask) | v.config[word]
         for word in set(range(len(v.config))) - fixed:
             assert words[word] == v.config[word]
 

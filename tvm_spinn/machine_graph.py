@@ -36,7 +36,8 @@ class VertexSpec:
     binary: the .aplx the core would run (KERNEL only).
     config: uint32 words of the kernel's config region (region 1), with placeholders.
     key_fixups: (word index, source vertex label, FIX_KEY or FIX_MASK): before the
-        region is written, ``config[word] = key or mask of source's partition``.
+        region is written, ``config[word] |= key or mask of source's partition`` (the
+        placeholder holds extra bits to OR in, usually 0).
     sdram_bytes: SDRAM the core needs (regions and buffers).
     """
 

@@ -67,10 +67,12 @@ class KernelVertex(SimulatorVertex, MachineDataSpecableVertex):
         infos = FecDataView.get_routing_infos()
         for index, source_label, what in self._vspec.key_fixups:
             info = infos.get_info_from(_BY_LABEL[source_label], PARTITION)
+            # OR into the placeholder: it may carry field bits below the block (e.g. the
+            # channel/row of a per-row receive entry); usually it is 0.
             if what == FIX_KEY:
-                words[index] = info.key
+                words[index] |= np.uint32(info.key)
             elif what == FIX_MASK:
-                words[index] = info.mask
+                words[index] |= np.uint32(info.mask)
             else:
                 raise ValueError(f"{self.label}: unknown key fix-up kind {what!r}")
         return words
