@@ -31,12 +31,40 @@ OUTPUT_LABEL = "output"
 
 @dataclass
 class Producer:
-    """A vertex that emits values[start:stop) of a tensor as int16 pairs."""
+    """A vertex that emits one block of a (C, H, W) tensor as int16 pairs along w:
+    channels [c0, c0 + nc) x rows [h0, h0 + nh) x columns [w0, w0 + nw), with keys
+    ``base | slot << slot_shift | c_local << c_shift | h_local << h_shift | pair``."""
 
     label: str
-    start: int
-    stop: int
+    c0: int
+    nc: int
+    h0: int
+    nh: int
+    w0: int
+    nw: int
     slot_shift: int
+    c_shift: int
+    h_shift: int
+    tensor: Tuple[int, int, int]
+
+    @staticmethod
+    def vector(label: str, start: int, stop: int, slot_shift: int, n: int) -> "Producer":
+        """values[start:stop) of a vector of n values (a 1 x 1 x n tensor)."""
+        return Producer(label, 0, 1, 0, 1, start, stop - start, slot_shift, slot_shift, slot_shift, (1, 1, n))
+
+    def flat_rows(self):
+        """(c_local, h_local, flat index of the row's first value) of every row of the block."""
+        _, h_dim, w_dim = self.tensor
+        for c in range(self.c0, self.c0 + self.nc):
+            for h in range(self.h0, self.h0 + self.nh):
+                yield c - self.c0, h - self.h0, (c * h_dim + h) * w_dim + self.w0
+
+    def row_entry(self, c_local: int, h_local: int, dest_offset: int) -> List[int]:
+        """A spinn_rx entry for one row of the block (key and mask still to OR in): the mask
+        covers the row's channel/row key fields, so only its pairs and slots vary."""
+        fields = (c_local << self.c_shift) | (h_local << self.h_shift)
+        field_mask = ((1 << self.slot_shift) - 1) ^ ((1 << self.h_shift) - 1)
+        return [fields, field_mask, self.slot_shift, dest_offset & 0xFFFFFFFF, self.nw]
 
 
 @dataclass
@@ -93,16 +121,21 @@ class _Builder:
 
     def receive_entries(self, label: str, sources: List[Producer], start: int, stop: int,
                         first_word: int) -> Tuple[List[int], List[Tuple[int, str, str]]]:
-        """Receive entries (and key fix-ups) for values[start:stop) of a tensor; adds the edges."""
+        """Receive entries (and key fix-ups) for values[start:stop) of the flattened tensor the
+        sources produce, one per source row that overlaps; adds the edges."""
         words: List[int] = []
         fixups: List[Tuple[int, str, str]] = []
         for src in sources:
-            if src.stop <= start or src.start >= stop:
-                continue
-            at = first_word + len(words)
-            fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
-            words += [0, 0, src.slot_shift, (src.start - start) & 0xFFFFFFFF, src.stop - src.start]
-            self.edges.append((src.label, label))
+            used = False
+            for c_local, h_local, flat in src.flat_rows():
+                if flat + src.nw <= start or flat >= stop:
+                    continue
+                at = first_word + len(words)
+                fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
+                words += src.row_entry(c_local, h_local, flat - start)
+                used = True
+            if used:
+                self.edges.append((src.label, label))
         return words, fixups
 
     def add_kernel(self, label: str, kind: int, header: List[int], rx: List[int],
@@ -133,7 +166,7 @@ class _Builder:
                 if not partial:
                     body += [_row_params(lp, r0, r1), _table_words(layer.activation)]
                 self.add_kernel(label, CORE_DENSE_TILE, header, rx, fixups, body, shift)
-                tile_outputs.append(Producer(label, r0, r1, shift))
+                tile_outputs.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
             if not partial:
                 producers += tile_outputs
                 continue
@@ -147,7 +180,7 @@ class _Builder:
             fixups.append((3, label, FIX_KEY))
             self.add_kernel(label, CORE_DENSE_REDUCE, header, rx, fixups,
                             [_row_params(lp, r0, r1), _table_words(layer.activation)], shift)
-            producers.append(Producer(label, r0, r1, shift))
+            producers.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
         return producers
 
 
@@ -158,7 +191,7 @@ def build_machine_graph(plan: NetworkPlan, prefix: str = "") -> GraphLayout:
     in_shift = _slot_shift((k0 + 1) // 2)
     in_label, out_label = prefix + INPUT_LABEL, prefix + OUTPUT_LABEL
     b.vertices.append(VertexSpec(label=in_label, kind=INPUT, n_keys=_n_keys(in_shift)))
-    sources = [Producer(in_label, 0, k0, in_shift)]
+    sources = [Producer.vector(in_label, 0, k0, in_shift, k0)]
     for li, lp in enumerate(plan.layers):
         sources = b.add_layer(li, lp, sources)
     b.vertices.append(VertexSpec(label=out_label, kind=OUTPUT))
@@ -176,7 +209,11 @@ def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
 
 
 def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) -> np.ndarray:
-    """Receive entries that decode the output producers' packets into the output tensor."""
-    rows = [[keys[p.label][0], keys[p.label][1], p.slot_shift, p.start, p.stop - p.start]
-            for p in layout.outputs]
+    """Receive entries that decode the output producers' packets into the flattened output."""
+    rows = []
+    for p in layout.outputs:
+        key, mask = keys[p.label]
+        for c_local, h_local, flat in p.flat_rows():
+            entry = p.row_entry(c_local, h_local, flat)
+            rows.append([entry[0] | key, entry[1] | mask] + entry[2:])
     return np.array(rows, dtype=np.uint32).reshape(-1)
