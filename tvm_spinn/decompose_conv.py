@@ -190,10 +190,21 @@ def _plan_with_budget(qnet, board: res.Board, budget: Optional[float]) -> Tensor
     return TensorNetworkPlan(qnet, plans, board, budget)
 
 
-def plan_tensor_network(qnet, board: res.Board = res.SPINN_5) -> TensorNetworkPlan:
-    """Tile every op with the smallest per-core cycle budget (the most balanced pipeline)
-    for which the whole network fits the board; ResourceError naming the largest op if
-    it does not fit even without a budget."""
+def plan_tensor_network(qnet, board: res.Board = res.SPINN_5,
+                        cycle_budget: Optional[float] = None) -> TensorNetworkPlan:
+    """Tile every op to meet ``cycle_budget`` cycles per sample per core (default:
+    decompose.DEFAULT_CYCLE_BUDGET, about the host link's rate); if that needs more cores
+    than the board has, the smallest budget that fits (the most balanced pipeline the
+    board allows). ResourceError naming the largest op if it does not fit at all."""
+    from .decompose import DEFAULT_CYCLE_BUDGET
+
+    budget = DEFAULT_CYCLE_BUDGET if cycle_budget is None else cycle_budget
+    try:
+        plan = _plan_with_budget(qnet, board, budget)
+        if plan.n_cores <= board.app_cores:
+            return plan
+    except ResourceError:
+        pass
     plan = _plan_with_budget(qnet, board, None)
     if plan.n_cores > board.app_cores:
         biggest = max((p for p in plan.plans if p is not None), key=lambda p: p.n_cores)
@@ -202,7 +213,7 @@ def plan_tensor_network(qnet, board: res.Board = res.SPINN_5) -> TensorNetworkPl
             f"model too big for the board: it needs {plan.n_cores} cores even with the fewest cores per op "
             f"(DTCM-limited), a {board.name} has {board.app_cores} application cores; the largest op, "
             f"{name}, alone takes {biggest.n_cores} cores")
-    lo, hi = 1e3, 1e8  # bisection on the budget (log scale): fewer cycles need more cores
+    lo, hi = budget, 1e9  # bisection on the budget (log scale): fewer cycles need more cores
     while hi / lo > 1.1:
         mid = (lo * hi) ** 0.5
         try:

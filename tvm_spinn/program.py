@@ -79,6 +79,7 @@ class GraphLayout:
     in_features: int
     out_features: int
     outputs: List[Producer] = field(default_factory=list)
+    input_shifts: Tuple[int, int] = (0, 0)  # (c_shift, h_shift) of the input block's keys
 
 
 def _slot_shift(n_indices: int) -> int:
@@ -217,3 +218,115 @@ def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) 
             entry = p.row_entry(c_local, h_local, flat)
             rows.append([entry[0] | key, entry[1] | mask] + entry[2:])
     return np.array(rows, dtype=np.uint32).reshape(-1)
+
+
+# ---------------------------------------------------------------------------
+# Tensor networks (conv, pool, add, flatten, dense)
+# ---------------------------------------------------------------------------
+
+
+def _trx_entries(sources: List[Producer], dst: Tuple[int, int, int, int, int, int], buffer: int
+                 ) -> Tuple[List[List[int]], List[str]]:
+    """Generic receive entries (key and mask left 0) for the sources' blocks that overlap
+    the destination block (c0, h0, w0, nc, nh, nw); returns them with their source labels."""
+    from .tensor_configs import trx_entry
+
+    c0, h0, w0, nc, nh, nw = dst
+    entries, labels = [], []
+    for s in sources:
+        if (s.c0 >= c0 + nc or s.c0 + s.nc <= c0 or s.h0 >= h0 + nh or s.h0 + s.nh <= h0
+                or s.w0 >= w0 + nw or s.w0 + s.nw <= w0):
+            continue
+        entries.append(trx_entry(0, 0, s.slot_shift, s.c_shift, s.h_shift, s.c0, s.h0, s.w0, s.nw,
+                                 c0, h0, w0, nc, nh, nw, buffer))
+        labels.append(s.label)
+    return entries, labels
+
+
+def _tensor_fixups(fixups, labels: List[str], own: str) -> List[Tuple[int, str, str]]:
+    """tensor_configs fix-ups (word, "key"|"mask", entry index|"self") -> mapper fix-ups."""
+    return [(word, own if src == "self" else labels[src], FIX_KEY if what == "key" else FIX_MASK)
+            for word, what, src in fixups]
+
+
+def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) -> List[Producer]:
+    from .layers import Add, Conv2D, Pool2D
+    from .tensor_configs import CORE_ADD, CORE_CONV, CORE_POOL, add_config, block_key_layout, conv_config, \
+        pool_config
+
+    q = plan.qop
+    op = q.op
+    in_c, in_h, in_w = q.in_shapes[0]
+    out_c, out_h, out_w = q.out_shape
+    producers = []
+    for t_index, t in enumerate(plan.tiles):
+        label = f"{b.prefix}L{i}_t{t_index}_0"
+        slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nh, out_w)
+        common = dict(n_slots=res.N_SLOTS, out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
+        if isinstance(op, Conv2D):
+            depthwise = op.groups > 1
+            ic0, n_ic = (t.c0, t.nc) if depthwise else (0, in_c)
+            rx, labels = _trx_entries(inputs[0], (ic0, t.ih0, 0, n_ic, t.nih, in_w), 0)
+            config, fixups = conv_config(
+                n_ic=n_ic, in_h=in_h, in_w=in_w, ic0=ic0, ih0=t.ih0, n_ih=t.nih, oc0=t.c0, oh0=t.h0,
+                n_oh=t.nh, out_w=out_w, sh=op.stride[0], sw=op.stride[1], pad_top=op.padding[0],
+                pad_left=op.padding[1], depthwise=depthwise, activation=op.activation, rx=rx,
+                weights=q.weight[t.c0:t.c0 + t.nc], bias=q.bias[t.c0:t.c0 + t.nc],
+                multiplier=q.multiplier[t.c0:t.c0 + t.nc], shift=q.shift[t.c0:t.c0 + t.nc], **common)
+            kind, binary = CORE_CONV, "conv_tile.aplx"
+        elif isinstance(op, Pool2D):
+            rx, labels = _trx_entries(inputs[0], (t.c0, t.ih0, 0, t.nc, t.nih, in_w), 0)
+            config, fixups = pool_config(
+                n_c=t.nc, in_h=in_h, in_w=in_w, c0=t.c0, ih0=t.ih0, n_ih=t.nih, oh0=t.h0, n_oh=t.nh,
+                out_w=out_w, kh=op.kernel[0], kw=op.kernel[1], sh=op.stride[0], sw=op.stride[1],
+                pad_top=op.padding[0], pad_left=op.padding[1], pad_bottom=op.padding[2],
+                pad_right=op.padding[3], mode=op.kind, count_include_pad=op.count_include_pad, rx=rx, **common)
+            kind, binary = CORE_POOL, "pool_tile.aplx"
+        else:  # Add
+            block = (t.c0, t.h0, 0, t.nc, t.nh, in_w)
+            rx_a, labels_a = _trx_entries(inputs[0], block, 0)
+            rx_b, labels_b = _trx_entries(inputs[1], block, 1)
+            rx, labels = rx_a + rx_b, labels_a + labels_b
+            config, fixups = add_config(
+                c0=t.c0, n_c=t.nc, h=in_h, w=in_w, h0=t.h0, n_h=t.nh, activation=op.activation,
+                mult_a=int(q.multiplier[0]), mult_b=int(q.multiplier[1]), shift=int(q.shift[0]), rx=rx, **common)
+            kind, binary = CORE_ADD, "add_tile.aplx"
+        for src in dict.fromkeys(labels):
+            b.edges.append((src, label))
+        b.vertices.append(VertexSpec(label=label, kind=KERNEL, n_keys=res.N_SLOTS << slot_shift, binary=binary,
+                                     config=config, key_fixups=_tensor_fixups(fixups, labels, label),
+                                     sdram_bytes=4 * len(config)))
+        b.core_kinds[label] = kind
+        producers.append(Producer(label, t.c0, t.nc, t.h0, t.nh, 0, out_w, slot_shift, c_shift, h_shift,
+                                  (out_c, out_h, out_w)))
+    return producers
+
+
+def build_tensor_graph(plan, prefix: str = "") -> GraphLayout:
+    """The machine graph of a tiled tensor network (decompose_conv.TensorNetworkPlan)."""
+    from .decompose import LayerPlan
+    from .tensor_configs import block_key_layout
+    from .tensor_net import op_inputs
+
+    qnet = plan.qnet
+    b = _Builder(prefix)
+    c, h, w = qnet.input_shape
+    in_label, out_label = prefix + INPUT_LABEL, prefix + OUTPUT_LABEL
+    slot_shift, c_shift, h_shift = block_key_layout(c, h, w)
+    b.vertices.append(VertexSpec(label=in_label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
+    network_input = [Producer(in_label, 0, c, 0, h, 0, w, slot_shift, c_shift, h_shift, (c, h, w))]
+    outputs: List[List[Producer]] = []
+    for i, (q, p) in enumerate(zip(qnet.ops, plan.plans)):
+        inputs = [network_input if j < 0 else outputs[j] for j in op_inputs([x.op for x in qnet.ops], i)]
+        if p is None:  # flatten: consumers read the producers' blocks as a flat vector
+            outputs.append(inputs[0])
+        elif isinstance(p, LayerPlan):
+            outputs.append(b.add_layer(i, p, inputs[0]))
+        else:
+            outputs.append(_add_tensor_op(b, i, p, inputs))
+    b.vertices.append(VertexSpec(label=out_label, kind=OUTPUT))
+    b.edges += [(p.label, out_label) for p in outputs[-1]]
+    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version)
+    n_out = int(np.prod(qnet.output_shape))
+    return GraphLayout(spec, b.core_kinds, in_label, out_label, slot_shift, c * h * w, n_out, outputs[-1],
+                       (c_shift, h_shift))

@@ -51,12 +51,13 @@ class Executor:
         self._lock = threading.Lock()
 
     def _check_input(self, x: np.ndarray) -> None:
-        k = self.program["in_features"]
+        shape = tuple(self.program.get("input_shape", (self.program["in_features"],)))
         first = self.program["layers"][0]["name"]
         if x.dtype != np.float32:
             raise InputError(f"{self.symbol} ({first}): input dtype must be float32, got {x.dtype}")
-        if x.ndim != 2 or x.shape[1] != k:
-            raise InputError(f"{self.symbol} ({first}): input shape must be (batch, {k}), got {tuple(x.shape)}")
+        if tuple(x.shape[1:]) != shape:
+            raise InputError(f"{self.symbol} ({first}): input shape must be (batch, "
+                             f"{', '.join(map(str, shape))}), got {tuple(x.shape)}")
         if not np.all(np.isfinite(x)):
             raise InputError(f"{self.symbol}: input contains NaN or infinity")
 
@@ -65,6 +66,7 @@ class Executor:
         global _last
         self._check_input(x)
         _last = self
+        x = x.reshape(x.shape[0], -1)  # tensors travel c-major, as numpy stores them
         with self._lock:  # one stream at a time per board
             x_q = quantize_tensor(x, self.program["input_scale"])
             # Values beyond the calibrated range saturate: count them, never hide them.
@@ -87,9 +89,9 @@ class Executor:
         x = np.from_dlpack(args[0])
         out = np.from_dlpack(args[1])
         y = self.run_numpy(np.ascontiguousarray(x))
-        if out.shape != y.shape:
+        if out.size != y.size:
             raise InputError(f"{self.symbol}: output buffer shape {out.shape} != result shape {y.shape}")
-        out[...] = y
+        out[...] = y.reshape(out.shape)
 
 
 _executors: Dict[int, Executor] = {}
@@ -144,11 +146,44 @@ def statistics(obj=None) -> Optional[RunStatistics]:
     return combine(done) if done else None
 
 
+def _tensor_reference(program: dict, x_q: np.ndarray) -> np.ndarray:
+    """Integer reference of a tensor network program, op by op (tensor_configs references)."""
+    from .tensor_configs import add_reference, conv_reference, pool_reference
+
+    n = x_q.shape[0]
+    x = x_q.reshape((n,) + tuple(program["input"]["shape"]))
+    outs = []
+    for rec in program["ops"]:
+        ins = [x if j < 0 else outs[j] for j in rec["inputs"]]
+        kind = rec["kind"]
+        if kind == "Conv2D":
+            y = conv_reference(ins[0], rec["weight"], rec["bias"], rec["multiplier"], rec["shift"],
+                               rec["stride"], rec["padding"], rec["groups"], rec["activation"])
+        elif kind == "Pool2D":
+            y = pool_reference(ins[0], rec["kernel"], rec["stride"], rec["padding"], rec["pool_kind"],
+                               rec["count_include_pad"], out_size=tuple(rec["out_hw"]))
+        elif kind == "Add":
+            y = add_reference(ins[0], ins[1], int(rec["multiplier"][0]), int(rec["multiplier"][1]),
+                              int(rec["shift"][0]), rec["activation"])
+        elif kind == "Flatten":
+            y = ins[0].reshape(n, 1, 1, -1)
+        else:  # DenseLayer
+            q = SimpleNamespace(weight=rec["weight"], bias=rec["bias"], multiplier=rec["multiplier"],
+                                shift=rec["shift"], activation=rec["activation"])
+            y = reference_layer(q, ins[0].reshape(n, -1), rec["col_bounds"], rec["partial_shift"])
+            y = y.reshape(n, 1, 1, -1)
+        outs.append(y)
+    return outs[-1].reshape(n, -1).astype(np.int16)
+
+
 def integer_reference(program: dict, x: np.ndarray) -> np.ndarray:
     """The numpy integer reference of a compiled program: float32 (quantised with the
-    program's input scale) or int16 in, int16 out."""
+    program's input scale) or int16 in, int16 (batch, out_features) out."""
     x = np.asarray(x)
     y = x if x.dtype == np.int16 else quantize_tensor(x.astype(np.float32), program["input_scale"])
+    y = y.reshape(y.shape[0], -1)
+    if "ops" in program:
+        return _tensor_reference(program, y)
     for layer in program["layers"]:
         q = SimpleNamespace(weight=layer["weight"], bias=layer["bias"], multiplier=layer["multiplier"],
                             shift=layer["shift"], activation=layer["activation"])

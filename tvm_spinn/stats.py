@@ -85,7 +85,10 @@ def collect(program: dict, board, samples: int, wall_seconds: float) -> RunStati
     counters = board.core_counters()
     chips, links = board.router_counters()
     n = max(1, samples)
-    wide = {core["label"]: core["kind"] == 1 and core["config"][4] == 2 for core in program["cores"]}
+    # Tiles that accumulate straight into int64: dense tiles whose proven int32 block is 2,
+    # and conv tiles (always).
+    wide = {core["label"]: (core["kind"] == 1 and core["config"][4] == 2) or core["kind"] == 4
+            for core in program["cores"]}
     cycles = {label: core_cycles(c, wide[label]) / n for label, c in counters.items()}
     bottleneck = max(cycles, key=cycles.get) if cycles else ""
     max_cycles = cycles.get(bottleneck, 0.0)

@@ -164,6 +164,12 @@ class QOp:
     def activation(self) -> str:
         return getattr(self.op, "activation", "none")
 
+    @property
+    def act_code(self) -> int:
+        from .quantize import ACT_CODES
+
+        return ACT_CODES[self.activation]
+
 
 @dataclass
 class QuantizedTensorNetwork:
