@@ -3,6 +3,18 @@
 The emulator is built from the program a codegen produced: the toolchain's per-chip
 routing tables and chip links, and for each kernel core the exact config region
 bytes the toolchain generated for it.
+
+Program dict keys read here: ``chips``, ``links``, ``routing_tables``, ``cores`` (each
+``label``, ``kind``, ``placement`` (x, y, p), ``config``), ``in_features``,
+``out_features``, ``n_slots``, and the live IO ends:
+
+* ``input``: ``chip``, ``key``, ``slot_shift``; optionally ``shape`` (C, H, W) with
+  ``c_shift`` and ``h_shift``: samples are then (C, H, W) tensors (c-major) sent as
+  ``key | slot << slot_shift | c << c_shift | h << h_shift | pair``. Without
+  ``shape`` the input is a dense vector (C = H = 1, W = in_features).
+* ``output``: ``placement``, ``rx``; with ``"trx": True`` the rx words are generic
+  16-word entries (``spinn_tensor.h``) whose dst block is the whole output tensor
+  (c-major); otherwise the 5-word ``spinn_rx.h`` entries.
 """
 from __future__ import annotations
 
@@ -33,9 +45,17 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spinn_emu_add_core.restype = ctypes.c_int32
     lib.spinn_emu_add_core.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
                                        _u32p, ctypes.c_uint32]
+    lib.spinn_emu_set_input.restype = ctypes.c_int
     lib.spinn_emu_set_input.argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 4
-    lib.spinn_emu_set_output.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, _u32p,
-                                         ctypes.c_uint32, ctypes.c_uint32]
+    lib.spinn_emu_set_input_tensor.restype = ctypes.c_int
+    lib.spinn_emu_set_input_tensor.argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 8
+    for name in ("spinn_emu_set_output", "spinn_emu_set_output_trx"):
+        getattr(lib, name).restype = ctypes.c_int
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, _u32p,
+                                       ctypes.c_uint32, ctypes.c_uint32]
+    lib.spinn_emu_core_packet.restype = ctypes.c_int32
+    lib.spinn_emu_core_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
+                                          _u32p, ctypes.c_uint32]
     lib.spinn_emu_run.restype = ctypes.c_int
     lib.spinn_emu_run.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _i16p, ctypes.c_uint32]
     lib.spinn_emu_error.restype = ctypes.c_char_p
@@ -85,13 +105,29 @@ class EmulatedBoard:
                 raise EmulatorError(f"core {core['label']}: {self._error()}")
             self.core_labels.append(core["label"])
         inp, out = program["input"], program["output"]
-        self.in_features, self.out_features = program["in_features"], program["out_features"]
-        self._lib.spinn_emu_set_input(self._emu, self.chip_index[tuple(inp["chip"])], inp["key"],
-                                      inp["slot_shift"], self.in_features)
-        rx = np.ascontiguousarray(out["rx"], np.uint32)
+        self.in_features, self.out_features = int(program["in_features"]), int(program["out_features"])
+        in_chip = self.chip_index[tuple(inp["chip"])]
+        if "shape" in inp:
+            c, h, w = (int(v) for v in inp["shape"])
+            if c * h * w != self.in_features:
+                raise EmulatorError(f"input shape {(c, h, w)} does not hold in_features={self.in_features}")
+            rc = self._lib.spinn_emu_set_input_tensor(self._emu, in_chip, inp["key"], inp["slot_shift"],
+                                                      inp["c_shift"], inp["h_shift"], c, h, w)
+        else:
+            rc = self._lib.spinn_emu_set_input(self._emu, in_chip, inp["key"], inp["slot_shift"],
+                                               self.in_features)
+        if rc != 0:
+            raise EmulatorError("the input's key layout is invalid")
+        rx = np.ascontiguousarray(out["rx"], np.uint32).reshape(-1)
         x, y, p = out["placement"]
-        self._lib.spinn_emu_set_output(self._emu, self.chip_index[(x, y)], p, _ptr(rx, _u32p), len(rx) // 5,
-                                       self.out_features)
+        if out.get("trx", False):
+            rc = self._lib.spinn_emu_set_output_trx(self._emu, self.chip_index[(x, y)], p, _ptr(rx, _u32p),
+                                                    len(rx) // 16, self.out_features)
+        else:
+            rc = self._lib.spinn_emu_set_output(self._emu, self.chip_index[(x, y)], p, _ptr(rx, _u32p),
+                                                len(rx) // 5, self.out_features)
+        if rc != 0:
+            raise EmulatorError("the output gatherer's receive table is invalid")
         self._rx_keepalive = rx
         self.n_slots = program["n_slots"]
 
@@ -99,13 +135,31 @@ class EmulatedBoard:
         return self._lib.spinn_emu_error(self._emu).decode()
 
     def run(self, x_q: np.ndarray) -> np.ndarray:
-        """Stream int16 samples (n, in_features) through the board; int16 (n, out_features)."""
-        x_q = np.ascontiguousarray(x_q, np.int16)
+        """Stream int16 samples (n, in_features) through the board; int16 (n, out_features).
+
+        Tensor samples may also be given as (n, C, H, W); outputs of tensor programs
+        are flattened c-major (reshape them to the output's shape)."""
+        x_q = np.asarray(x_q, np.int16)
         n = x_q.shape[0]
+        x_q = np.ascontiguousarray(x_q.reshape(n, int(np.prod(x_q.shape[1:], dtype=np.int64))))
+        if n and x_q.shape[1] != self.in_features:
+            raise EmulatorError(f"samples have {x_q.shape[1]} values, the program takes {self.in_features}")
         y = np.zeros((n, self.out_features), np.int16)
         if n and self._lib.spinn_emu_run(self._emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots) != 0:
             raise EmulatorError(self._error())
         return y
+
+    def core_packet(self, core, key: int, payload: int, cap: int = 1 << 16) -> np.ndarray:
+        """Test hook: hand one packet straight to a kernel core (by label or index); it
+        receives it and computes what became ready. Returns the packets it sent,
+        uint32 (k, 2) of (key, payload), captured instead of routed."""
+        idx = self.core_labels.index(core) if isinstance(core, str) else int(core)
+        sent = np.zeros(2 * cap, np.uint32)
+        n = self._lib.spinn_emu_core_packet(self._emu, idx, int(key) & 0xFFFFFFFF, int(payload) & 0xFFFFFFFF,
+                                            _ptr(sent, _u32p), cap)
+        if n < 0:
+            raise EmulatorError(f"core {core}: packet delivery failed (bad core, send error or > {cap} packets)")
+        return sent[:2 * n].reshape(n, 2)
 
     def reset_counters(self) -> None:
         self._lib.spinn_emu_reset_counters(self._emu)

@@ -7,6 +7,7 @@
 
 #include "spinn_dense.h"
 #include "spinn_rx.h"
+#include "spinn_tensor.h"
 
 #define LOCAL (-1) /* packet sent by a core of the chip, not arriving on a link */
 #define MAX_HOPS 256u
@@ -28,6 +29,9 @@ typedef struct {
     union {
         spinn_dense_tile_t tile;
         spinn_dense_reduce_t reduce;
+        spinn_conv_tile_t conv;
+        spinn_pool_tile_t pool;
+        spinn_add_tile_t add;
     } k;
 } core_t;
 
@@ -41,10 +45,11 @@ struct spinn_emu {
     /* packet queue: a growable ring */
     packet_t *queue;
     uint32_t q_head, q_len, q_cap;
-    /* live IO */
-    uint32_t in_chip, in_key, in_slot_shift, in_n;
+    /* live IO: the input is a (c, h, w) tensor, keys key | slot << slot_shift |
+     * c << c_shift | h << h_shift | pair (dense: c = h = 1) */
+    uint32_t in_chip, in_key, in_slot_shift, in_c_shift, in_h_shift, in_c, in_h, in_w, in_n;
     int32_t out_core_chip, out_core_p;
-    uint32_t *out_rx, out_n_rx, out_n;
+    uint32_t *out_rx, out_n_rx, out_n, out_trx; /* out_trx: spinn_tensor.h entries, else spinn_rx.h */
     /* per run */
     int16_t *y;
     int16_t *out_buf; /* n_slots x out_n */
@@ -143,6 +148,18 @@ int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t
         ws_bytes = spinn_dense_reduce_workspace(c->cfg, n_words);
         c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
         ok = c->workspace && spinn_dense_reduce_init(&c->k.reduce, c->cfg, n_words, c->workspace) == 0;
+    } else if (kind == SPINN_CORE_CONV) {
+        ws_bytes = spinn_conv_tile_workspace(c->cfg, n_words);
+        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
+        ok = c->workspace && spinn_conv_tile_init(&c->k.conv, c->cfg, n_words, c->workspace) == 0;
+    } else if (kind == SPINN_CORE_POOL) {
+        ws_bytes = spinn_pool_tile_workspace(c->cfg, n_words);
+        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
+        ok = c->workspace && spinn_pool_tile_init(&c->k.pool, c->cfg, n_words, c->workspace) == 0;
+    } else if (kind == SPINN_CORE_ADD) {
+        ws_bytes = spinn_add_tile_workspace(c->cfg, n_words);
+        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
+        ok = c->workspace && spinn_add_tile_init(&c->k.add, c->cfg, n_words, c->workspace) == 0;
     } else {
         ok = 0;
     }
@@ -158,27 +175,60 @@ int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t
     return (int32_t)emu->n_cores++;
 }
 
-int spinn_emu_set_input(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift, uint32_t n_values) {
-    if (chip >= emu->n_chips) return -1;
+int spinn_emu_set_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift,
+                               uint32_t c_shift, uint32_t h_shift, uint32_t n_c, uint32_t n_h, uint32_t n_w) {
+    if (chip >= emu->n_chips || slot_shift > 31u || c_shift > slot_shift || h_shift > c_shift) return -1;
+    if (n_c == 0u || n_h == 0u || n_w == 0u || (uint64_t)n_c * n_h * n_w > 0x7FFFFFFFu) return -1;
     emu->in_chip = chip;
     emu->in_key = key;
     emu->in_slot_shift = slot_shift;
-    emu->in_n = n_values;
+    emu->in_c_shift = c_shift;
+    emu->in_h_shift = h_shift;
+    emu->in_c = n_c;
+    emu->in_h = n_h;
+    emu->in_w = n_w;
+    emu->in_n = n_c * n_h * n_w;
     return 0;
 }
 
-int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
-                         uint32_t n_values) {
+int spinn_emu_set_input(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift, uint32_t n_values) {
+    return spinn_emu_set_input_tensor(emu, chip, key, slot_shift, slot_shift, slot_shift, 1u, 1u, n_values);
+}
+
+static int set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
+                      uint32_t n_values, uint32_t trx) {
+    uint32_t words = trx ? SPINN_TRX_WORDS : SPINN_RX_WORDS, i;
     if (chip >= emu->n_chips || p >= SPINN_CORES_PER_CHIP) return -1;
+    if (trx) {
+        /* every entry decodes into the whole output tensor: its dst block is the layout */
+        if (!spinn_trx_valid(rx, n_rx, 1u)) return -1;
+        for (i = 0; i < n_rx; i++) {
+            const uint32_t *e = rx + i * SPINN_TRX_WORDS;
+            if ((uint64_t)e[SPINN_TRX_DST_NC] * e[SPINN_TRX_DST_NH] * e[SPINN_TRX_DST_NW] != n_values) return -1;
+        }
+    } else if (!spinn_rx_valid(rx, n_rx)) {
+        return -1;
+    }
     free(emu->out_rx);
-    emu->out_rx = malloc(sizeof(uint32_t) * SPINN_RX_WORDS * (n_rx ? n_rx : 1u));
+    emu->out_rx = malloc(sizeof(uint32_t) * words * (n_rx ? n_rx : 1u));
     if (!emu->out_rx) return -1;
-    memcpy(emu->out_rx, rx, sizeof(uint32_t) * SPINN_RX_WORDS * n_rx);
+    memcpy(emu->out_rx, rx, sizeof(uint32_t) * words * n_rx);
+    emu->out_trx = trx;
     emu->out_n_rx = n_rx;
     emu->out_n = n_values;
     emu->out_core_chip = (int32_t)chip;
     emu->out_core_p = (int32_t)p;
     return 0;
+}
+
+int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
+                         uint32_t n_values) {
+    return set_output(emu, chip, p, rx, n_rx, n_values, 0u);
+}
+
+int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
+                             uint32_t n_values) {
+    return set_output(emu, chip, p, rx, n_rx, n_values, 1u);
 }
 
 static int push(spinn_emu_t *emu, uint32_t chip, int32_t arrival_link, uint32_t key, uint32_t payload,
@@ -214,18 +264,68 @@ static int core_send(void *ctx, uint32_t key, uint32_t payload) {
     return push(c->emu, c->chip, LOCAL, key, payload, 0);
 }
 
+/* A packet reaches a kernel core: receive, and compute the slot it returns
+ * (as the spin1 binding's user event does). Returns 0 or the send error. */
+static int core_packet(core_t *c, uint32_t key, uint32_t payload, spinn_send_fn send, void *ctx) {
+    int32_t slot;
+    switch (c->kind) {
+    case SPINN_CORE_DENSE_TILE:
+        slot = spinn_dense_tile_receive(&c->k.tile, key, payload);
+        return slot >= 0 ? spinn_dense_tile_compute(&c->k.tile, (uint32_t)slot, send, ctx) : 0;
+    case SPINN_CORE_DENSE_REDUCE:
+        slot = spinn_dense_reduce_receive(&c->k.reduce, key, payload);
+        return slot >= 0 ? spinn_dense_reduce_compute(&c->k.reduce, (uint32_t)slot, send, ctx) : 0;
+    case SPINN_CORE_CONV:
+        slot = spinn_conv_tile_receive(&c->k.conv, key, payload);
+        return slot >= 0 ? spinn_conv_tile_compute(&c->k.conv, (uint32_t)slot, send, ctx) : 0;
+    case SPINN_CORE_POOL:
+        slot = spinn_pool_tile_receive(&c->k.pool, key, payload);
+        return slot >= 0 ? spinn_pool_tile_compute(&c->k.pool, (uint32_t)slot, send, ctx) : 0;
+    default:
+        slot = spinn_add_tile_receive(&c->k.add, key, payload);
+        return slot >= 0 ? spinn_add_tile_compute(&c->k.add, (uint32_t)slot, send, ctx) : 0;
+    }
+}
+
+static spinn_counters_t *core_counters(core_t *c) {
+    switch (c->kind) {
+    case SPINN_CORE_DENSE_TILE:
+        return &c->k.tile.counters;
+    case SPINN_CORE_DENSE_REDUCE:
+        return &c->k.reduce.counters;
+    case SPINN_CORE_CONV:
+        return &c->k.conv.counters;
+    case SPINN_CORE_POOL:
+        return &c->k.pool.counters;
+    default:
+        return &c->k.add.counters;
+    }
+}
+
 /* The output gatherer decodes int16 pairs into the slot's output buffer. */
 static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload) {
-    int32_t e = spinn_rx_match(emu->out_rx, emu->out_n_rx, key);
-    uint32_t slot, stored;
+    int32_t e = emu->out_trx ? spinn_trx_match(emu->out_rx, emu->out_n_rx, key)
+                             : spinn_rx_match(emu->out_rx, emu->out_n_rx, key);
+    uint32_t slot = SPINN_MAX_SLOTS, stored, row;
     char msg[160];
     if (e < 0) {
         snprintf(msg, sizeof(msg), "output gatherer received key 0x%08x that no output vertex owns", key);
         fail(emu, msg);
         return;
     }
-    stored = spinn_rx_store_pair(emu->out_rx + (uint32_t)e * SPINN_RX_WORDS, key, payload, emu->out_buf,
-                                 emu->out_n, SPINN_MAX_SLOTS, emu->out_n, &slot);
+    if (emu->out_trx) {
+        int16_t *bufs[1];
+        int32_t n;
+        bufs[0] = emu->out_buf;
+        n = spinn_trx_store(emu->out_rx + (uint32_t)e * SPINN_TRX_WORDS, key, payload, bufs, emu->out_n,
+                            SPINN_MAX_SLOTS, &slot, &row);
+        if (n < 0) slot = SPINN_MAX_SLOTS;
+        stored = n > 0 ? (uint32_t)n : 0u;
+        if (n == 0) return; /* values outside the output: none of ours */
+    } else {
+        stored = spinn_rx_store_pair(emu->out_rx + (uint32_t)e * SPINN_RX_WORDS, key, payload, emu->out_buf,
+                                     emu->out_n, SPINN_MAX_SLOTS, emu->out_n, &slot);
+    }
     if (slot >= SPINN_MAX_SLOTS || emu->slot_sample[slot] < 0) {
         snprintf(msg, sizeof(msg), "output key 0x%08x belongs to slot %u, which holds no sample", key, slot);
         fail(emu, msg);
@@ -238,7 +338,6 @@ static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload) {
 static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, uint32_t payload) {
     int32_t idx = emu->core_at[chip * SPINN_CORES_PER_CHIP + p];
     core_t *c;
-    int32_t slot;
     char msg[160];
     if ((int32_t)chip == emu->out_core_chip && (int32_t)p == emu->out_core_p) {
         deliver_output(emu, key, payload);
@@ -250,14 +349,9 @@ static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, u
         return;
     }
     c = &emu->cores[idx];
-    if (c->kind == SPINN_CORE_DENSE_TILE) {
-        slot = spinn_dense_tile_receive(&c->k.tile, key, payload);
-        if (slot >= 0 && spinn_dense_tile_compute(&c->k.tile, (uint32_t)slot, core_send, c) != 0)
-            fail(emu, "a dense tile could not send");
-    } else {
-        slot = spinn_dense_reduce_receive(&c->k.reduce, key, payload);
-        if (slot >= 0 && spinn_dense_reduce_compute(&c->k.reduce, (uint32_t)slot, core_send, c) != 0)
-            fail(emu, "a dense reducer could not send");
+    if (core_packet(c, key, payload, core_send, c) != 0) {
+        snprintf(msg, sizeof(msg), "core (chip %u, p %u) could not send", chip, p);
+        fail(emu, msg);
     }
 }
 
@@ -310,11 +404,20 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
         if (route_word & (1u << (SPINN_LINKS + p))) deliver(emu, pk->chip, p, pk->key, pk->payload);
 }
 
+/* One sample enters at the input chip: row by row in (h, c) order (so rows
+ * complete early and downstream tiles stream), pairs along w. */
 static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot) {
-    uint32_t pair, base = emu->in_key | (slot << emu->in_slot_shift);
-    for (pair = 0; 2u * pair < emu->in_n; pair++) {
-        int32_t lo = x[2u * pair], hi = (2u * pair + 1u < emu->in_n) ? x[2u * pair + 1u] : 0;
-        if (push(emu, emu->in_chip, LOCAL, base | pair, spinn_pack16(lo, hi), 0)) return -1;
+    uint32_t c, h, pair, w = emu->in_w;
+    for (h = 0; h < emu->in_h; h++) {
+        for (c = 0; c < emu->in_c; c++) {
+            const int16_t *row = x + ((size_t)c * emu->in_h + h) * w;
+            uint32_t base = emu->in_key | (slot << emu->in_slot_shift) | (c << emu->in_c_shift) |
+                            (h << emu->in_h_shift);
+            for (pair = 0; 2u * pair < w; pair++) {
+                int32_t lo = row[2u * pair], hi = (2u * pair + 1u < w) ? row[2u * pair + 1u] : 0;
+                if (push(emu, emu->in_chip, LOCAL, base | pair, spinn_pack16(lo, hi), 0)) return -1;
+            }
+        }
     }
     return 0;
 }
@@ -368,8 +471,7 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
         emu->n_completed = 0;
     }
     for (i = 0; i < emu->n_cores && !emu->failed; i++) {
-        uint32_t dropped = emu->cores[i].kind == SPINN_CORE_DENSE_TILE ? emu->cores[i].k.tile.counters.dropped
-                                                                     : emu->cores[i].k.reduce.counters.dropped;
+        uint32_t dropped = core_counters(&emu->cores[i])->dropped;
         if (dropped) {
             snprintf(msg, sizeof(msg), "core (chip %u, p %u) received %u packets it has no receive entry for",
                      emu->cores[i].chip, emu->cores[i].p, dropped);
@@ -384,12 +486,34 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
 const char *spinn_emu_error(const spinn_emu_t *emu) { return emu->failed ? emu->error : ""; }
 
 int spinn_emu_core_counters(const spinn_emu_t *emu, uint32_t core, uint32_t *out) {
-    const spinn_counters_t *c;
     if (core >= emu->n_cores) return -1;
-    c = emu->cores[core].kind == SPINN_CORE_DENSE_TILE ? &emu->cores[core].k.tile.counters
-                                                       : &emu->cores[core].k.reduce.counters;
-    memcpy(out, c, sizeof(*c));
+    memcpy(out, core_counters(&emu->cores[core]), sizeof(spinn_counters_t));
     return 0;
+}
+
+typedef struct {
+    uint32_t *sent, cap, n;
+} capture_t;
+
+static int capture_send(void *ctx, uint32_t key, uint32_t payload) {
+    capture_t *cap = (capture_t *)ctx;
+    if (cap->n < cap->cap) {
+        cap->sent[2u * cap->n] = key;
+        cap->sent[2u * cap->n + 1u] = payload;
+    }
+    cap->n++;
+    return 0;
+}
+
+int32_t spinn_emu_core_packet(spinn_emu_t *emu, uint32_t core, uint32_t key, uint32_t payload, uint32_t *sent,
+                              uint32_t cap) {
+    capture_t c;
+    if (core >= emu->n_cores) return -1;
+    c.sent = sent;
+    c.cap = cap;
+    c.n = 0;
+    if (core_packet(&emu->cores[core], key, payload, capture_send, &c) != 0 || c.n > cap) return -1;
+    return (int32_t)c.n;
 }
 
 void spinn_emu_router_counters(const spinn_emu_t *emu, uint64_t *per_chip, uint64_t *per_link) {
@@ -401,9 +525,5 @@ void spinn_emu_reset_counters(spinn_emu_t *emu) {
     uint32_t i;
     memset(emu->chip_packets, 0, sizeof(uint64_t) * emu->n_chips);
     memset(emu->link_packets, 0, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
-    for (i = 0; i < emu->n_cores; i++) {
-        spinn_counters_t *c = emu->cores[i].kind == SPINN_CORE_DENSE_TILE ? &emu->cores[i].k.tile.counters
-                                                                          : &emu->cores[i].k.reduce.counters;
-        memset(c, 0, sizeof(*c));
-    }
+    for (i = 0; i < emu->n_cores; i++) memset(core_counters(&emu->cores[i]), 0, sizeof(spinn_counters_t));
 }

@@ -15,6 +15,9 @@
 #define SPINN_CORE_DENSE_TILE 1u
 #define SPINN_CORE_DENSE_REDUCE 2u
 #define SPINN_CORE_OUTPUT 3u
+#define SPINN_CORE_CONV 4u /* spinn_tensor.h kernels */
+#define SPINN_CORE_POOL 5u
+#define SPINN_CORE_ADD 6u
 
 #define SPINN_LINKS 6u
 #define SPINN_CORES_PER_CHIP 18u
@@ -29,11 +32,22 @@ void spinn_emu_destroy(spinn_emu_t *emu);
 /* A core running a kernel; the config words are copied. Returns the core index or -1. */
 int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t kind, const uint32_t *cfg,
                            uint32_t n_words);
-/* Where samples enter: the input vertex's chip and key layout; n_values per sample. */
+/* Where samples enter: the input vertex's chip and key layout; n_values per
+ * sample, keys key | slot << slot_shift | pair (a dense vector). */
 int spinn_emu_set_input(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift, uint32_t n_values);
+/* The same for a (n_c, n_h, n_w) tensor (c-major samples): keys
+ * key | slot << slot_shift | c << c_shift | h << h_shift | pair, rows sent in
+ * (h, c) order (spinn_tensor.h). set_input is this with n_c = n_h = 1. */
+int spinn_emu_set_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift,
+                               uint32_t c_shift, uint32_t h_shift, uint32_t n_c, uint32_t n_h, uint32_t n_w);
 /* The output gatherer core and its receive table (spinn_rx.h entries). */
 int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
                          uint32_t n_values);
+/* The same with generic entries (spinn_tensor.h, SPINN_TRX_WORDS each), whose
+ * dst block is the whole output tensor (dst_nc * dst_nh * dst_nw == n_values):
+ * the output sample is that tensor, c-major. */
+int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
+                             uint32_t n_values);
 /* Stream n_samples through the board with at most n_slots samples in flight.
  * x: n_samples x input n_values int16; y: n_samples x output n_values. Returns
  * 0 or -1 (then spinn_emu_error() says why). */
@@ -41,6 +55,12 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
 const char *spinn_emu_error(const spinn_emu_t *emu);
 /* Kernel counters of a core (spinn_counters_t, 8 words). */
 int spinn_emu_core_counters(const spinn_emu_t *emu, uint32_t core, uint32_t *out);
+/* Test hook: hand one packet straight to a kernel core (receive, then compute
+ * the slot it returns, as the binding does) and capture what it sends, not
+ * routing it: sent gets (key, payload) pairs, at most cap. Returns the number
+ * of packets sent, or -1 (bad core, send error, or more than cap). */
+int32_t spinn_emu_core_packet(spinn_emu_t *emu, uint32_t core, uint32_t key, uint32_t payload, uint32_t *sent,
+                              uint32_t cap);
 /* Packets routed per chip (n_chips) and sent per link (n_chips * 6). */
 void spinn_emu_router_counters(const spinn_emu_t *emu, uint64_t *per_chip, uint64_t *per_link);
 void spinn_emu_reset_counters(spinn_emu_t *emu);

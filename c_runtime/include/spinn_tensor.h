@@ -10,19 +10,50 @@
  * [c0, c0 + nc) x rows [h0, h0 + nh) x columns [w0, w0 + nw), two int16
  * values per packet along w. Its keys are
  *     base | slot << slot_shift | c_local << c_shift | h_local << h_shift | pair
- * (pair = (w - w0) / 2; each field a power of two wide; the odd last value of a
- * row travels with a zero).
+ * (c_local = c - c0, h_local = h - h0, pair = (w - w0) / 2; the odd last value
+ * of a row travels with a zero in the high half). The fields lie in this order
+ * from the top: h_shift <= c_shift <= slot_shift < 32, so the pair field is
+ * h_shift bits wide, the row field c_shift - h_shift bits and the channel field
+ * slot_shift - c_shift bits (a zero-width field: that coordinate is always 0).
+ * Minimal choice (tvm_spinn/tensor_configs.py block_key_layout):
+ *     h_shift = ceil_log2(ceil(nw / 2)), c_shift = h_shift + ceil_log2(nh),
+ *     slot_shift = c_shift + ceil_log2(nc),
+ * and the block reserves n_slots << slot_shift keys (n_slots rounded up to a
+ * power of two; base aligned to that, so base has no bit below slot_shift: the
+ * kernels reject an out_key that has).
  *
  * Generic receive entry (SPINN_TRX_WORDS uint32 words), one per source:
  *     key, mask, slot_shift, c_shift, h_shift,
  *     src_c0, src_h0, src_w0, src_nw,          (the source's block)
  *     dst_c0, dst_h0, dst_w0, dst_nc, dst_nh, dst_nw,  (this core's buffer block)
  *     buffer                                   (input index: 0, or 1 for add's b)
- * A value (c, h, w) of the source lands in the buffer at
+ * A packet matches the first entry with (key & mask) == entry key. A value
+ * (c, h, w) of the source (w - src_w0 < src_nw; the zero that pads an odd row
+ * is not a value) lands in the buffer at
  *     ((c - dst_c0) * dst_nh + (h - dst_h0)) * dst_nw + (w - dst_w0)
  * if it lies inside the buffer block; other values are not this core's.
- * Rows are counted per (slot, h - dst_h0) so a kernel can start on an output
- * row as soon as the input rows it needs are complete (streaming).
+ * Entries are valid (spinn_trx_valid) when the shifts are ordered as above and
+ * below 32, key has no bit outside mask, every coordinate and size is at most
+ * SPINN_MAX_DIM, the dst sizes are nonzero and buffer < the kernel's number of
+ * inputs. Each kernel also requires every entry's dst block to be exactly its
+ * buffer block for that input (the dst sizes are the buffer's layout).
+ * Rows are counted per (slot, input, h - dst_h0) so a kernel can start on an
+ * output row as soon as the input rows it needs are complete (streaming).
+ *
+ * Streaming contract of the three tensor kernels (spinn_stream_t below):
+ * receive stores the values and, when an input row of a slot becomes complete,
+ * returns the slot if the slot's next output row is now computable and no
+ * compute of the slot is pending (it then marks one pending: the board binding
+ * triggers one user event per returned slot); otherwise -1. compute(slot)
+ * clears the pending mark first, then computes and sends every ready output
+ * row in order (so a row completed during a compute is either picked up by it
+ * or returns the slot again: none is lost; a compute with nothing ready is a
+ * no-op). A slot is free for the next sample once all its output rows have
+ * been sent and all its buffered input values have arrived (rows that no
+ * output needs, e.g. with stride > kernel, still arrive and are counted);
+ * whichever of receive or compute sees both resets the slot's counts, just
+ * before the tile's last packet is sent. If a send fails, compute abandons the
+ * rest of that sample (its slot still recovers) and returns -1.
  */
 #ifndef SPINN_TENSOR_H
 #define SPINN_TENSOR_H
@@ -47,6 +78,13 @@ enum {
 #define SPINN_POOL_MAX 0u
 #define SPINN_POOL_AVG 1u
 
+/* Largest workspace a tensor kernel accepts (a bound that keeps every size
+ * below inside uint32; DTCM is 64 KB anyway, the emulator may use more).
+ * Every size, coordinate, stride and pad word of the configs below is at most
+ * SPINN_MAX_DIM; n_slots is 1..SPINN_MAX_SLOTS; init rejects anything else,
+ * and configs shorter than their layout. */
+#define SPINN_TENSOR_MAX_WORKSPACE 0x10000000u
+
 /*
  * Conv tile: output channels [oc0, oc0 + n_oc) x output rows [oh0, oh0 + n_oh) x
  * all out_w columns, from input channels [ic0, ic0 + n_ic) (all of them, or for
@@ -63,21 +101,48 @@ enum {
  * Output value (oc, oh, ow) = activate(requantize(bias + sum over ic, ky, kx of
  *   w[oc][ic][ky][kx] * x[ic][oh*sh - pad_top + ky][ow*sw - pad_left + kx])),
  * with x = 0 outside the input (zero padding). Accumulation is exact (int64).
+ * Depthwise: n_ic == n_oc and output channel oc0 + j reads input channel
+ * ic0 + j only (channel multiplier 1). Grouped convolutions: one tile per
+ * group (or part of one), non-depthwise, ic0/n_ic = that group's channels.
+ * Sent: block (oc0, n_oc) x (oh0, n_oh) x (0, out_w) with the out_* key fields.
  * Output row oh is computed once input rows max(0, oh*sh - pad_top) ..
- * min(in_h, oh*sh - pad_top + kh) - 1 are complete (n_ic * in_w values each).
+ * min(in_h, oh*sh - pad_top + kh) - 1 are complete (n_ic * in_w values each);
+ * these must lie in [ih0, ih0 + n_ih), and ih0 + n_ih <= in_h, n_ih >= 1.
+ * Input buffer block (every rx entry, buffer 0): (ic0, ih0, 0, n_ic, n_ih, in_w).
+ * Per-channel shift <= 63; the producer keeps |acc * multiplier| < 2^63.
  */
 /*
  * Pool tile: channels [c0, c0 + n_c) x output rows [oh0, oh0 + n_oh) x out_w,
- * buffering input rows [ih0, ih0 + n_ih). Config words:
+ * buffering input rows [ih0, ih0 + n_ih). Config words (CHANGED from the first
+ * draft: pad_bottom and pad_right added after pad_left):
  *   0 kind, 1 n_c, 2 in_h, 3 in_w, 4 c0, 5 ih0, 6 n_ih, 7 oh0, 8 n_oh, 9 out_w,
- *   10 kh, 11 kw, 12 sh, 13 sw, 14 pad_top, 15 pad_left, 16 mode (max/avg),
- *   17 count_include_pad, 18 recip_shift, 19 n_slots, 20 out_key,
- *   21 out_slot_shift, 22 out_c_shift, 23 out_h_shift, 24 n_rx, then n_rx
- *   receive entries, then (avg) kh*kw + 1 words recip[n] ~ 2^recip_shift / n.
+ *   10 kh, 11 kw, 12 sh, 13 sw, 14 pad_top, 15 pad_left, 16 pad_bottom,
+ *   17 pad_right, 18 mode (max/avg), 19 count_include_pad, 20 recip_shift,
+ *   21 n_slots, 22 out_key, 23 out_slot_shift, 24 out_c_shift, 25 out_h_shift,
+ *   26 n_rx, then n_rx receive entries, then (avg) kh*kw + 1 words
+ *   recip[n] = min(ceil(2^recip_shift / n), 2^32 - 1) (recip[0] = 0),
+ *   recip_shift <= 32 (tvm_spinn/tensor_configs.py avg_recip: 32).
+ * Window of (oh, ow): rows oh*sh - pad_top + [0, kh), columns ow*sw - pad_left
+ * + [0, kw); out_h/out_w may exceed the floor formula (ceil mode): windows may
+ * hang past in_h + pad_bottom / in_w + pad_right.
  * max: the largest input inside the window (padding never wins);
- * avg: round_shift(sum * recip[n], recip_shift), n = kh*kw if count_include_pad
- *      else the number of window positions inside the input.
- * Output scale = input scale. Rows stream as for the conv tile.
+ * avg: round_shift(sum * recip[n], recip_shift), sum over the window's inputs,
+ *      n = the number of window positions inside the padded input
+ *      [-pad_top, in_h + pad_bottom) x [-pad_left, in_w + pad_right) if
+ *      count_include_pad (kh*kw unless a ceil-mode window hangs over: PyTorch's
+ *      divisor), else the number of positions inside the input.
+ *      The result is saturated to int16.
+ *      With recip_shift = 32 this is round-half-up(sum / n) exactly for every
+ *      |sum| <= 32768 n and n <= 256 (and every larger n with n * j <= 65536,
+ *      j = -2^32 mod n), except at exact negative ties (sum / n = t - 1/2,
+ *      t <= 0, possible only for even n that is not a power of two), which
+ *      round down (half away from zero): no multiplier is exact at ties of
+ *      both signs there. Otherwise the result differs by at most 1 LSB
+ *      (proof in tensor_configs.avg_recip; checked exhaustively in the tests).
+ * A window with no input position gives 0 (max and avg).
+ * Output scale = input scale. Channel c0 + j of the output reads input
+ * channel c0 + j. Rows stream as for the conv tile; buffer block (every rx
+ * entry, buffer 0): (c0, ih0, 0, n_c, n_ih, in_w). kh * kw <= 65535.
  */
 /*
  * Add tile: channels [c0, c0 + n_c) x rows [h0, h0 + n_h) x all w of two tensors
@@ -85,8 +150,229 @@ enum {
  *   0 kind, 1 c0, 2 n_c, 3 h, 4 w, 5 h0, 6 n_h, 7 activation, 8 mult_a,
  *   9 mult_b, 10 shift, 11 n_slots, 12 out_key, 13 out_slot_shift,
  *   14 out_c_shift, 15 out_h_shift, 16 n_rx, then n_rx receive entries.
- * y = activate(sat16(round_shift(a * mult_a + b * mult_b, shift))) (relu only),
- * computed row by row once both inputs' row is complete.
+ * y = activate(sat16(round_shift(a * mult_a + b * mult_b, shift))) (activation
+ * none or relu; mult_a, mult_b are int32; shift <= 62), computed row by row,
+ * in order, once both inputs' row is complete. Buffer blocks (rx entries with
+ * buffer 0 and 1): (c0, h0, 0, n_c, n_h, w) each. Sent: block (c0, n_c) x
+ * (h0, n_h) x (0, w). As the first matching entry wins, one producer feeds only
+ * one of a and b (x + x is a single input with mult_a + mult_b).
  */
+
+/* ---- generic receive entries ------------------------------------------- */
+
+/* Entries a kernel can use safely (see the rules above). */
+static inline int spinn_trx_valid(const uint32_t *table, uint32_t n_entries, uint32_t n_buffers) {
+    uint32_t i, j;
+    for (i = 0; i < n_entries; i++) {
+        const uint32_t *e = table + i * SPINN_TRX_WORDS;
+        if (e[SPINN_TRX_SLOT_SHIFT] > 31u || e[SPINN_TRX_C_SHIFT] > e[SPINN_TRX_SLOT_SHIFT] ||
+            e[SPINN_TRX_H_SHIFT] > e[SPINN_TRX_C_SHIFT] || (e[SPINN_TRX_KEY] & ~e[SPINN_TRX_MASK]) != 0u ||
+            e[SPINN_TRX_BUFFER] >= n_buffers)
+            return 0;
+        for (j = SPINN_TRX_SRC_C0; j <= SPINN_TRX_DST_NW; j++)
+            if (e[j] > SPINN_MAX_DIM) return 0;
+        if (e[SPINN_TRX_DST_NC] == 0u || e[SPINN_TRX_DST_NH] == 0u || e[SPINN_TRX_DST_NW] == 0u) return 0;
+    }
+    return 1;
+}
+
+/* 1 if every entry whose buffer is `buffer` has exactly this dst block. */
+static inline int spinn_trx_dst_is(const uint32_t *table, uint32_t n_entries, uint32_t buffer, uint32_t c0,
+                                   uint32_t h0, uint32_t w0, uint32_t nc, uint32_t nh, uint32_t nw) {
+    uint32_t i;
+    for (i = 0; i < n_entries; i++) {
+        const uint32_t *e = table + i * SPINN_TRX_WORDS;
+        if (e[SPINN_TRX_BUFFER] != buffer) continue;
+        if (e[SPINN_TRX_DST_C0] != c0 || e[SPINN_TRX_DST_H0] != h0 || e[SPINN_TRX_DST_W0] != w0 ||
+            e[SPINN_TRX_DST_NC] != nc || e[SPINN_TRX_DST_NH] != nh || e[SPINN_TRX_DST_NW] != nw)
+            return 0;
+    }
+    return 1;
+}
+
+/* Index of the first entry whose (key, mask) matches, or -1 (as spinn_rx_match). */
+static inline int32_t spinn_trx_match(const uint32_t *table, uint32_t n_entries, uint32_t key) {
+    uint32_t i;
+    for (i = 0; i < n_entries; i++) {
+        const uint32_t *e = table + i * SPINN_TRX_WORDS;
+        if ((key & e[SPINN_TRX_MASK]) == e[SPINN_TRX_KEY]) return (int32_t)i;
+    }
+    return -1;
+}
+
+/* Store the int16 pair carried by (key, payload) as `entry` says (a valid
+ * entry). buffers[entry buffer] is slot 0 of that input; a slot's values are
+ * slot_stride apart. Returns -1 if the key's slot is >= n_slots (nothing
+ * stored), else how many values (0..2) landed in the buffer block; when > 0,
+ * *slot gets the slot and *row the destination row h - dst_h0. Shifts, masks
+ * and multiplications only. */
+static inline int32_t spinn_trx_store(const uint32_t *entry, uint32_t key, uint32_t payload,
+                                      int16_t *const *buffers, uint32_t slot_stride, uint32_t n_slots,
+                                      uint32_t *slot, uint32_t *row) {
+    uint32_t local = key & ~entry[SPINN_TRX_MASK];
+    uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT], c_shift = entry[SPINN_TRX_C_SHIFT];
+    uint32_t h_shift = entry[SPINN_TRX_H_SHIFT];
+    uint32_t s = local >> s_shift;
+    uint32_t c = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u));
+    uint32_t h = entry[SPINN_TRX_SRC_H0] + ((local >> h_shift) & ((1u << (c_shift - h_shift)) - 1u));
+    uint32_t v = (local & ((1u << h_shift) - 1u)) << 1; /* value index in the source row */
+    uint32_t dc = c - entry[SPINN_TRX_DST_C0], dh = h - entry[SPINN_TRX_DST_H0];
+    uint32_t nw = entry[SPINN_TRX_DST_NW], stored = 0u, j;
+    int16_t *buf;
+    if (s >= n_slots) return -1;
+    /* unsigned differences: coordinates below the block wrap to large values */
+    if (dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return 0;
+    buf = buffers[entry[SPINN_TRX_BUFFER]] + s * slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw;
+    for (j = 0; j < 2u; j++, v++) {
+        uint32_t dw = entry[SPINN_TRX_SRC_W0] + v - entry[SPINN_TRX_DST_W0];
+        if (v < entry[SPINN_TRX_SRC_NW] && dw < nw) {
+            buf[dw] = (int16_t)(j ? spinn_hi16(payload) : spinn_lo16(payload));
+            stored++;
+        }
+    }
+    *slot = s;
+    *row = dh;
+    return (int32_t)stored;
+}
+
+/* ---- row streaming state shared by the tensor kernels ------------------- */
+
+/* Written by receive (packet interrupt) and compute (user event): volatile. */
+typedef struct {
+    uint32_t n_slots;
+    uint32_t n_rows;       /* input rows counted per slot (all inputs) */
+    uint32_t row_values;   /* values that complete one input row */
+    uint32_t total_values; /* n_rows * row_values */
+    uint32_t n_out_rows;
+    volatile uint32_t *counts;   /* n_slots x n_rows values received */
+    volatile uint32_t *received; /* per slot: values received */
+    volatile uint32_t *next_row; /* per slot: next output row to compute */
+    volatile uint32_t *pending;  /* per slot: a compute is due */
+} spinn_stream_t;
+
+/* uint32 words of workspace the stream state needs. */
+static inline uint32_t spinn_stream_words(uint32_t n_slots, uint32_t n_rows) {
+    return n_slots * n_rows + 3u * n_slots;
+}
+
+/* Point the state into `words` (zeroed by the caller). */
+static inline void spinn_stream_init(spinn_stream_t *st, uint32_t *words, uint32_t n_slots, uint32_t n_rows,
+                                     uint32_t row_values, uint32_t n_out_rows) {
+    st->n_slots = n_slots;
+    st->n_rows = n_rows;
+    st->row_values = row_values;
+    st->total_values = n_rows * row_values;
+    st->n_out_rows = n_out_rows;
+    st->counts = words;
+    st->received = words + n_slots * n_rows;
+    st->next_row = st->received + n_slots;
+    st->pending = st->next_row + n_slots;
+}
+
+/* Count n values of input row `row` of `slot`; 1 if that completed the row. */
+static inline int spinn_stream_add(spinn_stream_t *st, uint32_t slot, uint32_t row, uint32_t n) {
+    volatile uint32_t *c = st->counts + slot * st->n_rows + row;
+    *c += n;
+    st->received[slot] += n;
+    return *c == st->row_values;
+}
+
+/* 1 if input rows [lo, hi) of the slot are complete (lo >= hi: none needed). */
+static inline int spinn_stream_rows_complete(const spinn_stream_t *st, uint32_t slot, uint32_t lo, uint32_t hi) {
+    const volatile uint32_t *c = st->counts + slot * st->n_rows;
+    for (; lo < hi; lo++)
+        if (c[lo] != st->row_values) return 0;
+    return 1;
+}
+
+/* Reset the slot if its sample is done (all outputs sent, all inputs in). */
+static inline void spinn_stream_finish_if_done(spinn_stream_t *st, uint32_t slot) {
+    uint32_t i;
+    volatile uint32_t *c;
+    if (st->next_row[slot] != st->n_out_rows || st->received[slot] != st->total_values) return;
+    c = st->counts + slot * st->n_rows;
+    for (i = 0; i < st->n_rows; i++) c[i] = 0u;
+    st->received[slot] = 0u;
+    st->next_row[slot] = 0u;
+}
+
+/* After receive counted a value: returns the slot if `ready` (whether the
+ * slot's next output row is computable, evaluated by the kernel) and none is
+ * pending, marking it pending; else -1. */
+static inline int32_t spinn_stream_trigger(spinn_stream_t *st, uint32_t slot, int ready) {
+    if (!ready || st->pending[slot]) return -1;
+    st->pending[slot] = 1u;
+    return (int32_t)slot;
+}
+
+/* The kernels' output key for (slot, c_local, h_local), pair to be OR-ed in. */
+static inline uint32_t spinn_tensor_key(uint32_t out_key, uint32_t slot_shift, uint32_t c_shift, uint32_t h_shift,
+                                        uint32_t slot, uint32_t c_local, uint32_t h_local) {
+    return out_key | (slot << slot_shift) | (c_local << c_shift) | (h_local << h_shift);
+}
+
+/* 1 if a block of nc x nh x nw values and n_slots slots fits the key fields
+ * (shifts ordered, out_key clear of them). */
+static inline int spinn_tensor_fields_ok(uint32_t out_key, uint32_t n_slots, uint32_t slot_shift, uint32_t c_shift,
+                                         uint32_t h_shift, uint32_t nc, uint32_t nh, uint32_t nw) {
+    if (slot_shift > 31u || c_shift > slot_shift || h_shift > c_shift) return 0;
+    if (((nc - 1u) >> (slot_shift - c_shift)) != 0u || ((nh - 1u) >> (c_shift - h_shift)) != 0u ||
+        ((((nw + 1u) >> 1) - 1u) >> h_shift) != 0u)
+        return 0;
+    if (((n_slots - 1u) >> (31u - slot_shift)) > 1u) return 0; /* slot field overflows the key */
+    return (out_key & ((1u << slot_shift) - 1u)) == 0u;
+}
+
+/* ---- kernels ------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw;
+    uint32_t pad_top, pad_left, depthwise, activation, n_slots;
+    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
+    uint32_t n_icpo;       /* input channels per output channel: depthwise ? 1 : n_ic */
+    uint32_t words_per_oc; /* weight words per output channel */
+    const uint32_t *rx, *weights, *params, *table;
+    int16_t *inputs;       /* n_slots x n_ic x n_ih x in_w */
+    int16_t *wbuf;         /* one output channel's weights, unpacked */
+    spinn_stream_t st;
+    spinn_counters_t counters;
+} spinn_conv_tile_t;
+
+typedef struct {
+    uint32_t n_c, in_h, in_w, c0, ih0, n_ih, oh0, n_oh, out_w, kh, kw, sh, sw;
+    uint32_t pad_top, pad_left, pad_bottom, pad_right, mode, count_include_pad, recip_shift, n_slots;
+    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
+    const uint32_t *rx, *recip;
+    int16_t *inputs; /* n_slots x n_c x n_ih x in_w */
+    spinn_stream_t st;
+    spinn_counters_t counters;
+} spinn_pool_tile_t;
+
+typedef struct {
+    uint32_t c0, n_c, h, w, h0, n_h, activation, shift, n_slots;
+    int32_t mult_a, mult_b;
+    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
+    const uint32_t *rx;
+    int16_t *inputs[2]; /* a and b: n_slots x n_c x n_h x w each */
+    spinn_stream_t st;  /* rows: a's n_h then b's n_h */
+    spinn_counters_t counters;
+} spinn_add_tile_t;
+
+/* The same contracts as the dense kernels (spinn_dense.h); receive returns a
+ * slot with a computable output row (see the streaming contract above). */
+uint32_t spinn_conv_tile_workspace(const uint32_t *cfg, uint32_t n_words);
+int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
+int32_t spinn_conv_tile_receive(spinn_conv_tile_t *s, uint32_t key, uint32_t payload);
+int spinn_conv_tile_compute(spinn_conv_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+
+uint32_t spinn_pool_tile_workspace(const uint32_t *cfg, uint32_t n_words);
+int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
+int32_t spinn_pool_tile_receive(spinn_pool_tile_t *s, uint32_t key, uint32_t payload);
+int spinn_pool_tile_compute(spinn_pool_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+
+uint32_t spinn_add_tile_workspace(const uint32_t *cfg, uint32_t n_words);
+int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
+int32_t spinn_add_tile_receive(spinn_add_tile_t *s, uint32_t key, uint32_t payload);
+int spinn_add_tile_compute(spinn_add_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
 
 #endif /* SPINN_TENSOR_H */

@@ -1,0 +1,447 @@
+"""Config regions of the tensor kernels (conv, pool, add) and their exact numpy references.
+
+The layouts are those of ``c_runtime/include/spinn_tensor.h``. Every encoder returns
+``(config, fixups)``: ``config`` the uint32 words of the kernel's config region and
+``fixups`` a list of ``(word index, "key" | "mask", rx entry index | "self")`` naming
+the words the mapper fills in once the toolchain allocated keys (the key and mask of
+receive entry i come from that entry's source vertex; ``"self"`` is the kernel's own
+base key). The encoders leave those words 0 (``out_key`` may be given).
+
+Keys of a producer's block (c0, nc) x (h0, nh) x (w0, nw) are
+``base | slot << slot_shift | (c - c0) << c_shift | (h - h0) << h_shift | (w - w0) // 2``
+with ``h_shift <= c_shift <= slot_shift``; :func:`block_key_layout` gives the minimal
+shifts and the block then needs ``n_slots << slot_shift`` keys.
+
+The references (:func:`conv_reference`, :func:`pool_reference`, :func:`add_reference`)
+compute exactly what the kernels compute, on whole tensors (n, C, H, W) int16.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .program import _pack_int16, _row_params, _table_words
+from .quantize import ACT_CODES, activate, requantize_activate, round_shift, sat16
+
+TRX_WORDS = 16
+KIND_CONV, KIND_POOL, KIND_ADD = 0x5D03, 0x5D04, 0x5D05  # spinn_tensor.h
+CORE_CONV, CORE_POOL, CORE_ADD = 4, 5, 6  # spinn_emulator.h
+POOL_MAX, POOL_AVG = 0, 1
+CONV_HEADER_WORDS, POOL_HEADER_WORDS, ADD_HEADER_WORDS = 26, 27, 17
+CONV_OUT_KEY_WORD, POOL_OUT_KEY_WORD, ADD_OUT_KEY_WORD = 21, 22, 12
+MAX_DIM = 0xFFFF
+MAX_SLOTS = 16
+AVG_RECIP_SHIFT = 32
+FIX_KEY, FIX_MASK, FIX_SELF = "key", "mask", "self"  # as tvm_spinn.machine_graph
+
+Fixups = List[Tuple[int, str, Union[int, str]]]
+Pad = Union[int, Sequence[int]]
+
+
+# ---------------------------------------------------------------------------
+# keys and receive entries
+
+def ceil_log2(n: int) -> int:
+    """Bits needed to hold 0..n-1 (0 for n <= 1)."""
+    return max(int(n) - 1, 0).bit_length()
+
+
+def block_key_layout(nc: int, nh: int, nw: int) -> Tuple[int, int, int]:
+    """Minimal (slot_shift, c_shift, h_shift) of a producer block of nc x nh x nw values."""
+    h_shift = ceil_log2((int(nw) + 1) // 2)
+    c_shift = h_shift + ceil_log2(nh)
+    return c_shift + ceil_log2(nc), c_shift, h_shift
+
+
+def block_n_keys(slot_shift: int, n_slots: int) -> int:
+    """Keys a producer block reserves (n_slots rounded up to a power of two)."""
+    return (1 << ceil_log2(n_slots)) << int(slot_shift)
+
+
+def _check_fields(what: str, slot_shift: int, c_shift: int, h_shift: int,
+                  nc: Optional[int] = None, nh: Optional[int] = None, nw: Optional[int] = None,
+                  n_slots: Optional[int] = None) -> None:
+    if not 0 <= h_shift <= c_shift <= slot_shift <= 31:
+        raise ValueError(f"{what}: key shifts must satisfy 0 <= h_shift <= c_shift <= slot_shift <= 31, "
+                         f"got {(slot_shift, c_shift, h_shift)}")
+    if nc is not None and (nc - 1) >> (slot_shift - c_shift):
+        raise ValueError(f"{what}: {nc} channels do not fit {slot_shift - c_shift} channel key bits")
+    if nh is not None and (nh - 1) >> (c_shift - h_shift):
+        raise ValueError(f"{what}: {nh} rows do not fit {c_shift - h_shift} row key bits")
+    if nw is not None and ((nw + 1) // 2 - 1) >> h_shift:
+        raise ValueError(f"{what}: {nw} columns do not fit {h_shift} pair key bits")
+    if n_slots is not None and (n_slots - 1) << slot_shift > 0xFFFFFFFF:
+        raise ValueError(f"{what}: {n_slots} slots do not fit above slot_shift {slot_shift}")
+
+
+def trx_entry(key: int, mask: int, slot_shift: int, c_shift: int, h_shift: int,
+              src_c0: int, src_h0: int, src_w0: int, src_nw: int,
+              dst_c0: int, dst_h0: int, dst_w0: int, dst_nc: int, dst_nh: int, dst_nw: int,
+              buffer: int = 0) -> List[int]:
+    """One generic receive entry (SPINN_TRX_WORDS words, spinn_tensor.h order)."""
+    words = [int(v) for v in (key, mask, slot_shift, c_shift, h_shift, src_c0, src_h0, src_w0, src_nw,
+                              dst_c0, dst_h0, dst_w0, dst_nc, dst_nh, dst_nw, buffer)]
+    _check_fields("receive entry", words[2], words[3], words[4])
+    if any(not 0 <= v <= MAX_DIM for v in words[5:15]):
+        raise ValueError(f"receive entry: block coordinates and sizes must be in [0, {MAX_DIM}]: {words[5:15]}")
+    if min(dst_nc, dst_nh, dst_nw) < 1 or buffer not in (0, 1):
+        raise ValueError("receive entry: empty destination block or buffer not 0/1")
+    if key & ~mask & 0xFFFFFFFF:
+        raise ValueError("receive entry: key has bits outside mask")
+    return [v & 0xFFFFFFFF for v in words]
+
+
+def _rx_words(rx: Sequence[Sequence[int]], header: int, own_key_word: int) -> Tuple[List[int], Fixups]:
+    words: List[int] = []
+    fixups: Fixups = []
+    for i, e in enumerate(rx):
+        if len(e) != TRX_WORDS:
+            raise ValueError(f"receive entry {i} has {len(e)} words, not {TRX_WORDS}")
+        at = header + TRX_WORDS * i
+        fixups += [(at, FIX_KEY, i), (at + 1, FIX_MASK, i)]
+        words += [int(v) & 0xFFFFFFFF for v in e]
+    fixups.append((own_key_word, FIX_KEY, FIX_SELF))
+    return words, fixups
+
+
+def _check_rx_dst(rx: Sequence[Sequence[int]], buffer: int, block: Tuple[int, ...], what: str) -> None:
+    for i, e in enumerate(rx):
+        if int(e[15]) == buffer and tuple(int(v) for v in e[9:15]) != block:
+            raise ValueError(f"{what}: receive entry {i}'s dst block {tuple(e[9:15])} is not the kernel's "
+                             f"buffer block {block} (dst_c0, dst_h0, dst_w0, dst_nc, dst_nh, dst_nw)")
+
+
+def _act(activation: Union[str, int]) -> Tuple[str, int]:
+    if isinstance(activation, str):
+        return activation, ACT_CODES[activation]
+    name = {v: k for k, v in ACT_CODES.items()}[int(activation)]
+    return name, int(activation)
+
+
+def _dims(what: str, **values: int) -> None:
+    for k, v in values.items():
+        if not 0 <= int(v) <= MAX_DIM:
+            raise ValueError(f"{what}: {k}={v} outside [0, {MAX_DIM}]")
+
+
+def window_input_rows(o0: int, n_o: int, stride: int, pad_before: int, k: int, in_size: int) -> Tuple[int, int]:
+    """(first, count) of the input rows output rows [o0, o0 + n_o) of a window op read
+    (at least one row, clamped into the input): a tile's ih0 and n_ih."""
+    lo = max(0, o0 * stride - pad_before)
+    hi = min(in_size, (o0 + n_o - 1) * stride - pad_before + k)
+    lo = min(lo, in_size - 1)
+    return lo, max(hi - lo, 1)
+
+
+def _check_rows(what: str, oh0: int, n_oh: int, sh: int, pad_top: int, kh: int, in_h: int,
+                ih0: int, n_ih: int) -> None:
+    if n_ih < 1 or ih0 + n_ih > in_h:
+        raise ValueError(f"{what}: buffered rows [{ih0}, {ih0 + n_ih}) not inside the input's {in_h} rows")
+    for oh in range(oh0, oh0 + n_oh):
+        lo, hi = max(0, oh * sh - pad_top), min(in_h, oh * sh - pad_top + kh)
+        if hi > lo and (lo < ih0 or hi > ih0 + n_ih):
+            raise ValueError(f"{what}: output row {oh} reads input rows [{lo}, {hi}), not all buffered "
+                             f"([{ih0}, {ih0 + n_ih}))")
+
+
+# ---------------------------------------------------------------------------
+# encoders
+
+def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: int, oc0: int, oh0: int,
+                n_oh: int, out_w: int, sh: int, sw: int, pad_top: int, pad_left: int, depthwise: bool,
+                activation: Union[str, int], n_slots: int, out_slot_shift: int, out_c_shift: int,
+                out_h_shift: int, rx: Sequence[Sequence[int]], weights: np.ndarray, bias: np.ndarray,
+                multiplier: np.ndarray, shift: np.ndarray, out_key: int = 0,
+                n_oc: Optional[int] = None, kh: Optional[int] = None, kw: Optional[int] = None
+                ) -> Tuple[np.ndarray, Fixups]:
+    """Conv tile config. weights int16 (n_oc, depthwise ? 1 : n_ic, kh, kw) of this tile's
+    output channels; bias int64, multiplier and shift per output channel (n_oc,)."""
+    w = np.asarray(weights)
+    if w.ndim != 4:
+        raise ValueError("conv weights must be (n_oc, n_ic_per_oc, kh, kw)")
+    if np.any(w < -32768) or np.any(w > 32767):
+        raise ValueError("conv weights must be int16")
+    w = w.astype(np.int16)
+    n_oc_w, n_icpo, kh_w, kw_w = w.shape
+    n_oc = n_oc_w if n_oc is None else int(n_oc)
+    kh = kh_w if kh is None else int(kh)
+    kw = kw_w if kw is None else int(kw)
+    if (n_oc, kh, kw) != (n_oc_w, kh_w, kw_w) or n_icpo != (1 if depthwise else n_ic):
+        raise ValueError(f"conv weights shape {w.shape} does not match n_oc={n_oc}, "
+                         f"{'1 (depthwise)' if depthwise else f'n_ic={n_ic}'}, kh={kh}, kw={kw}")
+    what = "conv tile"
+    _dims(what, n_ic=n_ic, in_h=in_h, in_w=in_w, ic0=ic0, ih0=ih0, n_ih=n_ih, oc0=oc0, n_oc=n_oc, oh0=oh0,
+          n_oh=n_oh, out_w=out_w, kh=kh, kw=kw, sh=sh, sw=sw, pad_top=pad_top, pad_left=pad_left)
+    if min(n_ic, in_h, in_w, n_oc, n_oh, out_w, kh, kw, sh, sw) < 1 or not 1 <= n_slots <= MAX_SLOTS:
+        raise ValueError(f"{what}: sizes, strides and n_slots must be positive (n_slots <= {MAX_SLOTS})")
+    if depthwise and n_ic != n_oc:
+        raise ValueError(f"{what}: depthwise needs n_ic == n_oc")
+    _check_rows(what, oh0, n_oh, sh, pad_top, kh, in_h, ih0, n_ih)
+    _check_fields(what, out_slot_shift, out_c_shift, out_h_shift, n_oc, n_oh, out_w, n_slots)
+    name, code = _act(activation)
+    bias = np.asarray(bias, np.int64).reshape(-1)
+    multiplier = np.asarray(multiplier, np.int64).reshape(-1)
+    shift = np.asarray(shift, np.int64).reshape(-1)
+    if not (len(bias) == len(multiplier) == len(shift) == n_oc):
+        raise ValueError(f"{what}: bias, multiplier and shift need one value per output channel ({n_oc})")
+    if np.any(shift < 0) or np.any(shift > 63) or np.any(np.abs(multiplier) >= 1 << 31):
+        raise ValueError(f"{what}: shift must be in [0, 63] and multiplier int32")
+    acc_bound = np.abs(bias).astype(object) + np.abs(w.astype(np.int64)).reshape(n_oc, -1).sum(1).astype(object) * 32768
+    if any(int(a) * abs(int(m)) >= 1 << 62 for a, m in zip(acc_bound, multiplier)):
+        raise ValueError(f"{what}: |acc * multiplier| may reach 2**62 (int64 requantisation overflow)")
+    _check_rx_dst(rx, 0, (ic0, ih0, 0, n_ic, n_ih, in_w), what)
+    header = [KIND_CONV, n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw,
+              pad_top, pad_left, int(bool(depthwise)), code, n_slots, int(out_key), out_slot_shift,
+              out_c_shift, out_h_shift, len(rx)]
+    assert len(header) == CONV_HEADER_WORDS
+    rx_words, fixups = _rx_words(rx, CONV_HEADER_WORDS, CONV_OUT_KEY_WORD)
+    params = _row_params(SimpleNamespace(layer=SimpleNamespace(bias=bias, multiplier=multiplier, shift=shift)),
+                         0, n_oc)
+    body = [_pack_int16(w.reshape(n_oc, -1)), params, _table_words(name)]
+    config = np.concatenate([np.array([int(v) & 0xFFFFFFFF for v in header + rx_words], np.uint32)] +
+                            [np.asarray(b, np.uint32) for b in body])
+    return config, fixups
+
+
+def avg_recip(n_max: int, recip_shift: int = AVG_RECIP_SHIFT) -> np.ndarray:
+    """Reciprocal table of the average pool: recip[n] = min(ceil(2**k / n), 2**32 - 1),
+    recip[0] = 0, for n = 0..n_max (uint32).
+
+    Why ceil, and k = 32: with r = 2**k / n + e, e = j / n (j = -2**k mod n) the kernel
+    computes floor(v + d) where v = sum / n + 1/2 and d = sum * j / (n * 2**k).
+    round-half-up(sum / n) is floor(v). v is a multiple of 1 / (2n); when it is not an
+    integer, floor(v + d) = floor(v) as long as -1/(2n) <= d < 1/(2n), which holds for
+    |sum| <= 32768 n whenever n * j <= 2**(k - 16) = 65536: always for n <= 256
+    (j < n), and for k = 32, n = 1 (r = 2**32 - 1, |d| < 2**-17). When v is an integer
+    (a tie, only possible for even n), d must be >= 0: with j > 0 that fails exactly for
+    negative sums, which then round down (half away from zero). j = 0 only for powers
+    of two (exact everywhere); for any other even n every multiplier gets the ties of
+    one sign wrong, so no table is exact there. For larger n, |d| < 32768 n / 2**32 < 1/2
+    and the error is at most 1 LSB. :func:`avg_recip_errors` checks a given n exhaustively.
+    """
+    if not 1 <= n_max <= 0xFFFF or not 0 <= recip_shift <= 32:
+        raise ValueError("avg_recip: n_max must be in [1, 65535] and recip_shift in [0, 32]")
+    n = np.arange(1, n_max + 1, dtype=object)
+    r = [min(-((-(1 << recip_shift)) // int(k)), 0xFFFFFFFF) for k in n]
+    return np.array([0] + r, dtype=np.uint32)
+
+
+def avg_recip_errors(n: int, recip_shift: int = AVG_RECIP_SHIFT) -> dict:
+    """Exhaustive check of the average of n values over every sum in [-32768 n, 32767 n]:
+    the kernel's round_shift(sum * recip[n], k) against round-half-up(sum / n)."""
+    r = int(avg_recip(n, recip_shift)[n])
+    max_err, mismatches, only_neg_ties = 0, 0, True
+    lo, hi = -32768 * n, 32767 * n + 1
+    for start in range(lo, hi, 1 << 22):
+        s = np.arange(start, min(start + (1 << 22), hi), dtype=np.int64)
+        diff = round_shift(s * r, recip_shift) - np.floor_divide(2 * s + n, 2 * n)
+        bad = diff != 0
+        ties = (2 * s + n) % (2 * n) == 0
+        max_err = max(max_err, int(np.abs(diff).max()))
+        mismatches += int(bad.sum())
+        only_neg_ties &= bool(np.all(ties[bad] & (s[bad] < 0)))
+    return {"n": n, "max_abs_error": max_err, "mismatches": mismatches, "only_negative_ties": only_neg_ties}
+
+
+def pool_config(*, n_c: int, in_h: int, in_w: int, c0: int, ih0: int, n_ih: int, oh0: int, n_oh: int,
+                out_w: int, kh: int, kw: int, sh: int, sw: int, pad_top: int, pad_left: int, pad_bottom: int,
+                pad_right: int, mode: Union[str, int], count_include_pad: bool, n_slots: int,
+                out_slot_shift: int, out_c_shift: int, out_h_shift: int, rx: Sequence[Sequence[int]],
+                recip_shift: int = AVG_RECIP_SHIFT, out_key: int = 0) -> Tuple[np.ndarray, Fixups]:
+    """Pool tile config (mode "max"/"avg" or POOL_MAX/POOL_AVG)."""
+    what = "pool tile"
+    mode = {"max": POOL_MAX, "avg": POOL_AVG}.get(mode, mode) if isinstance(mode, str) else int(mode)
+    if mode not in (POOL_MAX, POOL_AVG):
+        raise ValueError(f"{what}: mode must be max or avg")
+    _dims(what, n_c=n_c, in_h=in_h, in_w=in_w, c0=c0, ih0=ih0, n_ih=n_ih, oh0=oh0, n_oh=n_oh, out_w=out_w,
+          kh=kh, kw=kw, sh=sh, sw=sw, pad_top=pad_top, pad_left=pad_left, pad_bottom=pad_bottom,
+          pad_right=pad_right)
+    if min(n_c, in_h, in_w, n_oh, out_w, kh, kw, sh, sw) < 1 or not 1 <= n_slots <= MAX_SLOTS:
+        raise ValueError(f"{what}: sizes, strides and n_slots must be positive (n_slots <= {MAX_SLOTS})")
+    if kh * kw > 0xFFFF or not 0 <= recip_shift <= 32:
+        raise ValueError(f"{what}: kh * kw must be <= 65535 and recip_shift in [0, 32]")
+    _check_rows(what, oh0, n_oh, sh, pad_top, kh, in_h, ih0, n_ih)
+    _check_fields(what, out_slot_shift, out_c_shift, out_h_shift, n_c, n_oh, out_w, n_slots)
+    _check_rx_dst(rx, 0, (c0, ih0, 0, n_c, n_ih, in_w), what)
+    header = [KIND_POOL, n_c, in_h, in_w, c0, ih0, n_ih, oh0, n_oh, out_w, kh, kw, sh, sw, pad_top, pad_left,
+              pad_bottom, pad_right, mode, int(bool(count_include_pad)), recip_shift, n_slots, int(out_key),
+              out_slot_shift, out_c_shift, out_h_shift, len(rx)]
+    assert len(header) == POOL_HEADER_WORDS
+    rx_words, fixups = _rx_words(rx, POOL_HEADER_WORDS, POOL_OUT_KEY_WORD)
+    parts = [np.array([int(v) & 0xFFFFFFFF for v in header + rx_words], np.uint32)]
+    if mode == POOL_AVG:
+        parts.append(avg_recip(kh * kw, recip_shift))
+    return np.concatenate(parts), fixups
+
+
+def add_config(*, c0: int, n_c: int, h: int, w: int, h0: int, n_h: int, activation: Union[str, int],
+               mult_a: int, mult_b: int, shift: int, n_slots: int, out_slot_shift: int, out_c_shift: int,
+               out_h_shift: int, rx: Sequence[Sequence[int]], out_key: int = 0) -> Tuple[np.ndarray, Fixups]:
+    """Add tile config: y = act(sat16(round_shift(a * mult_a + b * mult_b, shift))); rx
+    entries with buffer 0 feed a, buffer 1 feed b."""
+    what = "add tile"
+    _dims(what, c0=c0, n_c=n_c, h=h, w=w, h0=h0, n_h=n_h)
+    if min(n_c, h, w, n_h) < 1 or h0 + n_h > h or not 1 <= n_slots <= MAX_SLOTS:
+        raise ValueError(f"{what}: bad sizes, rows [{h0}, {h0 + n_h}) of {h}, or n_slots")
+    name, code = _act(activation)
+    if name not in ("none", "relu"):
+        raise ValueError(f"{what}: activation must be none or relu")
+    if not all(-(1 << 31) <= int(m) < 1 << 31 for m in (mult_a, mult_b)) or not 0 <= shift <= 62:
+        raise ValueError(f"{what}: multipliers must be int32 and shift in [0, 62]")
+    _check_fields(what, out_slot_shift, out_c_shift, out_h_shift, n_c, n_h, w, n_slots)
+    for b in (0, 1):
+        _check_rx_dst(rx, b, (c0, h0, 0, n_c, n_h, w), what)
+    header = [KIND_ADD, c0, n_c, h, w, h0, n_h, code, int(mult_a) & 0xFFFFFFFF, int(mult_b) & 0xFFFFFFFF,
+              shift, n_slots, int(out_key), out_slot_shift, out_c_shift, out_h_shift, len(rx)]
+    assert len(header) == ADD_HEADER_WORDS
+    rx_words, fixups = _rx_words(rx, ADD_HEADER_WORDS, ADD_OUT_KEY_WORD)
+    return np.array([int(v) & 0xFFFFFFFF for v in header + rx_words], np.uint32), fixups
+
+
+# ---------------------------------------------------------------------------
+# references
+
+def _pair(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if np.isscalar(v):
+        return int(v), int(v)
+    a, b = v
+    return int(a), int(b)
+
+
+def _pads(padding: Pad) -> Tuple[int, int, int, int]:
+    """(top, left, bottom, right) from an int, (ph, pw) or (top, left, bottom, right)."""
+    if np.isscalar(padding):
+        p = int(padding)
+        return p, p, p, p
+    padding = [int(v) for v in padding]
+    if len(padding) == 2:
+        return padding[0], padding[1], padding[0], padding[1]
+    if len(padding) == 4:
+        return tuple(padding)  # type: ignore[return-value]
+    raise ValueError("padding must be an int, (ph, pw) or (top, left, bottom, right)")
+
+
+def window_output_size(in_size: int, k: int, stride: int, pad_before: int, pad_after: int,
+                       ceil_mode: bool = False) -> int:
+    """Output length of a window op (PyTorch's rule, including ceil mode: the last window
+    must start inside the input or the leading padding)."""
+    span = in_size + pad_before + pad_after - k
+    if span < 0:
+        raise ValueError("window larger than the padded input")
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= in_size + pad_before:
+        out -= 1
+    return out
+
+
+def _windows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, oh: int, ow: int) -> np.ndarray:
+    """(..., oh, ow, kh, kw) windows of a padded (..., H, W) array."""
+    v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(-2, -1))
+    return v[..., ::sh, ::sw, :, :][..., :oh, :ow, :, :]
+
+
+def _pad_to(x: np.ndarray, top: int, left: int, oh: int, ow: int, kh: int, kw: int, sh: int, sw: int,
+            fill) -> np.ndarray:
+    """Pad (n, C, H, W) so every window of the oh x ow outputs is inside (fill outside)."""
+    n, c, h, w = x.shape
+    hp = max(h + top, (oh - 1) * sh + kh)
+    wp = max(w + left, (ow - 1) * sw + kw)
+    xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
+    xp[:, :, top:top + h, left:left + w] = x
+    return xp
+
+
+def conv_accumulators(x_q: np.ndarray, w_q: np.ndarray, stride: Union[int, Sequence[int]] = 1,
+                      padding: Pad = 0, groups: int = 1) -> np.ndarray:
+    """Exact int64 sums (without bias) of a zero-padded conv2d: (n, OC, OH, OW).
+    x_q int16 (n, C, H, W), w_q int16 (OC, C / groups, kh, kw)."""
+    x = np.asarray(x_q)
+    w = np.asarray(w_q)
+    n, c, h, wd = x.shape
+    oc, cg, kh, kw = w.shape
+    sh, sw = _pair(stride)
+    top, left, bottom, right = _pads(padding)
+    if c != cg * groups or oc % groups:
+        raise ValueError(f"conv: {c} input channels, weights {w.shape}, groups={groups} do not match")
+    oh = window_output_size(h, kh, sh, top, bottom)
+    ow = window_output_size(wd, kw, sw, left, right)
+    exact_float = cg * kh * kw < 1 << 22  # every product < 2**30, every sum < 2**52: float64 is exact
+    dt = np.float64 if exact_float else np.int64
+    xp = _pad_to(x.astype(dt), top, left, oh, ow, kh, kw, sh, sw, 0)
+    out = np.zeros((n, oc, oh, ow), np.int64)
+    ocg = oc // groups
+    for g in range(groups):
+        win = _windows(xp[:, g * cg:(g + 1) * cg], kh, kw, sh, sw, oh, ow)  # (n, cg, oh, ow, kh, kw)
+        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, cg * kh * kw)
+        wg = w[g * ocg:(g + 1) * ocg].reshape(ocg, -1).astype(dt)
+        acc = cols @ wg.T if exact_float else np.einsum("pk,ok->po", cols, wg)
+        out[:, g * ocg:(g + 1) * ocg] = acc.reshape(n, oh, ow, ocg).transpose(0, 3, 1, 2).astype(np.int64)
+    return out
+
+
+def _requant(acc: np.ndarray, multiplier, shift, activation: Union[str, int]) -> np.ndarray:
+    name, _ = _act(activation)
+    m = np.asarray(multiplier, np.int64).reshape(-1, 1, 1)
+    s = np.asarray(shift, np.int64).reshape(-1, 1, 1)
+    return requantize_activate(SimpleNamespace(multiplier=m, shift=s, activation=name), acc).astype(np.int16)
+
+
+def conv_reference(x_q: np.ndarray, w_q: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+                   shift: np.ndarray, stride: Union[int, Sequence[int]] = 1, padding: Pad = 0,
+                   groups: int = 1, activation: Union[str, int] = "none") -> np.ndarray:
+    """What the conv tiles compute: int16 (n, OC, OH, OW); padding int, (ph, pw) or
+    (top, left, bottom, right); bias int64 and multiplier/shift per output channel."""
+    acc = conv_accumulators(x_q, w_q, stride, padding, groups)
+    acc = acc + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
+    return _requant(acc, multiplier, shift, activation)
+
+
+def pool_reference(x_q: np.ndarray, kernel: Union[int, Sequence[int]], stride: Union[int, Sequence[int]],
+                   padding: Pad = 0, mode: str = "max", count_include_pad: bool = True,
+                   ceil_mode: bool = False, out_size: Optional[Tuple[int, int]] = None,
+                   recip_shift: int = AVG_RECIP_SHIFT) -> np.ndarray:
+    """What the pool tiles compute: int16 (n, C, OH, OW). The output size is PyTorch's
+    (floor or ceil mode) unless out_size is given."""
+    x = np.asarray(x_q).astype(np.int64)
+    n, c, h, w = x.shape
+    kh, kw = _pair(kernel)
+    sh, sw = _pair(stride)
+    top, left, bottom, right = _pads(padding)
+    if out_size is None:
+        oh = window_output_size(h, kh, sh, top, bottom, ceil_mode)
+        ow = window_output_size(w, kw, sw, left, right, ceil_mode)
+    else:
+        oh, ow = out_size
+    inside = _windows(_pad_to(np.ones((1, 1, h, w), np.int64), top, left, oh, ow, kh, kw, sh, sw, 0),
+                      kh, kw, sh, sw, oh, ow).sum((-1, -2))[0, 0]  # (oh, ow) input positions
+    if mode == "max":
+        low = -(1 << 20)
+        m = _windows(_pad_to(x, top, left, oh, ow, kh, kw, sh, sw, low), kh, kw, sh, sw, oh, ow).max((-1, -2))
+        return np.where(inside > 0, m, 0).astype(np.int16)
+    if mode != "avg":
+        raise ValueError("mode must be max or avg")
+    s = _windows(_pad_to(x, top, left, oh, ow, kh, kw, sh, sw, 0), kh, kw, sh, sw, oh, ow).sum((-1, -2))
+    if count_include_pad:
+        ys = np.arange(oh) * sh - top
+        xs = np.arange(ow) * sw - left
+        ny = np.minimum(ys + kh, h + bottom) - np.maximum(ys, -top)
+        nx = np.minimum(xs + kw, w + right) - np.maximum(xs, -left)
+        cnt = np.maximum(ny, 0)[:, None] * np.maximum(nx, 0)[None, :]
+    else:
+        cnt = inside
+    cnt = np.where(inside > 0, cnt, 0)
+    recip = avg_recip(kh * kw, recip_shift).astype(np.int64)
+    y = sat16(round_shift(s * recip[cnt], recip_shift))
+    return y.astype(np.int16)
+
+
+def add_reference(a_q: np.ndarray, b_q: np.ndarray, mult_a: int, mult_b: int, shift: int,
+                  activation: Union[str, int] = "none") -> np.ndarray:
+    """What the add tiles compute: act(sat16(round_shift(a * mult_a + b * mult_b, shift)))."""
+    name, _ = _act(activation)
+    acc = np.asarray(a_q, np.int64) * int(mult_a) + np.asarray(b_q, np.int64) * int(mult_b)
+    return activate(name, sat16(round_shift(acc, int(shift)))).astype(np.int16)
