@@ -94,8 +94,16 @@ def test_patterns_registered_once():
     importlib.reload(p)
     assert pattern_names() == before
     assert "spinnaker.dense" in before and "spinnaker.dense_bias_relu" in before
-    # Most specific first (highest priority).
-    assert before[0].startswith("spinnaker.dense_bias_") and before[-1] == "spinnaker.dense"
+    # Most specific first (highest priority); the dense patterns come first, as
+    # one block, and are the only ones used by default (convolutions=False).
+    dense = [n for n in before if n.startswith("spinnaker.dense")]
+    assert before[:len(dense)] == dense and len(dense) == 8
+    assert dense[0].startswith("spinnaker.dense_bias_") and dense[-1] == "spinnaker.dense"
+    # Tensor patterns (convolutions=True); the residual add patterns last.
+    assert {"spinnaker.conv2d", "spinnaker.conv1d_pad_bias_relu", "spinnaker.max_pool2d",
+            "spinnaker.avg_pool2d", "spinnaker.max_pool1d", "spinnaker.avg_pool1d",
+            "spinnaker.flatten", "spinnaker.add", "spinnaker.add_relu"} <= set(before)
+    assert before[-1] == "spinnaker.add"
 
 
 def test_from_torch_batch_of_one_is_symbolic():

@@ -20,7 +20,7 @@ from . import resources as res
 from .decompose import NetworkPlan, plan_network
 from .errors import CalibrationError, ResourceError
 from .machine_graph import MappingResult
-from .program import GraphLayout, build_machine_graph, merge_graphs, output_receive_table
+from .program import GraphLayout, build_machine_graph, build_tensor_graph, merge_graphs, output_receive_table
 from .quantize import error_bound, quantize_network
 
 log = logging.getLogger(__name__)
@@ -53,29 +53,20 @@ def codegen_options(options: CodegenOptions) -> Iterator[None]:
         _local.options = previous
 
 
-def make_program(symbol: str, plan: NetworkPlan, layout: GraphLayout, mapping: MappingResult,
-                 board_functions: Optional[List[str]] = None) -> dict:
-    """Everything the runtime needs, as plain data (pickled into the module payload).
-
-    board_functions: the symbols of all functions mapped together on this board."""
+def board_program(symbol: str, plan, layout: GraphLayout, mapping: MappingResult,
+                  board_functions: Optional[List[str]] = None) -> dict:
+    """What every program holds: the board's mapping, the kernel cores with the exact
+    config region bytes the toolchain generated, the live IO ends, the scales."""
     qnet = plan.qnet
     cores = [{"label": label, "kind": kind, "placement": mapping.placements[label],
               "config": np.frombuffer(mapping.regions[label][1], dtype="<u4").astype(np.uint32)}
              for label, kind in layout.core_kinds.items()]
     in_key, _ = mapping.keys[layout.input_label]
-    layers = [{
-        "name": lp.layer.name, "in_features": int(lp.layer.weight.shape[1]),
-        "out_features": int(lp.layer.weight.shape[0]), "activation": lp.layer.activation,
-        "row_tiles": lp.n_row_tiles, "col_tiles": lp.n_col_tiles, "cores": lp.n_cores,
-        "col_bounds": list(lp.col_bounds), "partial_shift": lp.partial_shift,
-        "weight": lp.layer.weight, "bias": lp.layer.bias, "multiplier": lp.layer.multiplier,
-        "shift": lp.layer.shift, "in_scale": lp.layer.in_scale, "out_scale": lp.layer.out_scale,
-    } for lp in plan.layers]
     return {
         "format": PROGRAM_FORMAT, "symbol": symbol, "board": plan.board.name,
         "in_features": layout.in_features, "out_features": layout.out_features,
         "input_scale": qnet.input_scale, "output_scale": qnet.output_scale, "n_slots": res.N_SLOTS,
-        "layers": layers, "cores": cores,
+        "cores": cores,
         "input": {"chip": mapping.placements[layout.input_label][:2], "key": in_key,
                   "slot_shift": layout.input_slot_shift},
         "output": {"placement": mapping.placements[layout.output_label],
@@ -85,24 +76,84 @@ def make_program(symbol: str, plan: NetworkPlan, layout: GraphLayout, mapping: M
         "placements": dict(mapping.placements), "mapping_seconds": mapping.mapping_seconds,
         "board_functions": list(board_functions or [symbol]),
         "n_cores": len(cores) + 2,
-        "error_bound": error_bound(qnet, [lp.partial_shift for lp in plan.layers],
-                                   [lp.n_col_tiles for lp in plan.layers]),
     }
 
 
-def plan_function(func, symbol: str, options: CodegenOptions) -> NetworkPlan:
-    """One offloaded function -> quantised, tiled network."""
-    from .extract import extract_layers
+def make_program(symbol: str, plan: NetworkPlan, layout: GraphLayout, mapping: MappingResult,
+                 board_functions: Optional[List[str]] = None) -> dict:
+    """The program of a chain of dense layers (pickled into the module payload)."""
+    program = board_program(symbol, plan, layout, mapping, board_functions)
+    program["layers"] = [{
+        "name": lp.layer.name, "in_features": int(lp.layer.weight.shape[1]),
+        "out_features": int(lp.layer.weight.shape[0]), "activation": lp.layer.activation,
+        "row_tiles": lp.n_row_tiles, "col_tiles": lp.n_col_tiles, "cores": lp.n_cores,
+        "col_bounds": list(lp.col_bounds), "partial_shift": lp.partial_shift,
+        "weight": lp.layer.weight, "bias": lp.layer.bias, "multiplier": lp.layer.multiplier,
+        "shift": lp.layer.shift, "in_scale": lp.layer.in_scale, "out_scale": lp.layer.out_scale,
+    } for lp in plan.layers]
+    program["error_bound"] = error_bound(plan.qnet, [lp.partial_shift for lp in plan.layers],
+                                         [lp.n_col_tiles for lp in plan.layers])
+    return program
 
-    layers = extract_layers(func)
+
+def _tensor_op_record(q, plan) -> dict:
+    """What the integer reference needs of one op (plain data)."""
+    op = q.op
+    rec = {"kind": type(op).__name__, "name": q.name, "inputs": list(q.inputs), "activation": q.activation,
+           "in_shapes": [tuple(s) for s in q.in_shapes], "out_shape": tuple(q.out_shape),
+           "cores": 0 if plan is None else plan.n_cores}
+    for attr in ("weight", "bias", "multiplier", "shift"):
+        if getattr(q, attr) is not None:
+            rec[attr] = getattr(q, attr)
+    for attr in ("stride", "padding", "groups", "kernel", "kind", "out_hw", "count_include_pad"):
+        if hasattr(op, attr):
+            rec["pool_kind" if attr == "kind" else attr] = getattr(op, attr)
+    if rec["kind"] == "DenseLayer":
+        rec.update(col_bounds=list(plan.col_bounds), partial_shift=plan.partial_shift,
+                   row_tiles=plan.n_row_tiles, col_tiles=plan.n_col_tiles)
+    elif plan is not None:
+        rec["tiles"] = len(plan.tiles)
+    return rec
+
+
+def make_tensor_program(symbol: str, plan, layout: GraphLayout, mapping: MappingResult,
+                        board_functions: Optional[List[str]] = None, input_shape: Optional[tuple] = None) -> dict:
+    """The program of a tensor network (see make_program): ``ops`` replaces ``layers``.
+    input_shape: per-sample input shape as the caller passes it (default (C, H, W))."""
+    qnet = plan.qnet
+    program = board_program(symbol, plan, layout, mapping, board_functions)
+    c_shift, h_shift = layout.input_shifts
+    program["input"].update(shape=tuple(qnet.input_shape), c_shift=c_shift, h_shift=h_shift)
+    program["ops"] = [_tensor_op_record(q, p) for q, p in zip(qnet.ops, plan.plans)]
+    program["layers"] = [{"name": r["name"], "in_features": int(np.prod(r["in_shapes"][0])),
+                          "out_features": int(np.prod(r["out_shape"])), "activation": r["activation"],
+                          "row_tiles": r.get("row_tiles", r.get("tiles", 0)), "col_tiles": r.get("col_tiles", 1),
+                          "cores": r["cores"]} for r in program["ops"]]
+    program["input_shape"] = tuple(input_shape or qnet.input_shape)
+    return program
+
+
+def plan_function(func, symbol: str, options: CodegenOptions):
+    """One offloaded function -> quantised, tiled network: a NetworkPlan for a chain of
+    dense layers, a decompose_conv.TensorNetworkPlan for anything with tensor ops."""
+    from .extract import extract_network, input_shape
+    from .layers import DenseLayer
+
+    ops = extract_network(func)
     calibration = options.calibration.get(symbol)
     if calibration is None:
         raise CalibrationError(
-            f"no calibration data for the offloaded function {symbol} ({layers[0].name}): build with "
+            f"no calibration data for the offloaded function {symbol} ({ops[0].name}): build with "
             "tvm_spinn.build(mod, calibration=...) or relax.get_pipeline('spinnaker', calibration=...)")
-    qnet = quantize_network(layers, calibration)
-    kwargs = {} if options.cycle_budget is None else {"cycle_budget": options.cycle_budget}
-    return plan_network(qnet, options.board, **kwargs)
+    if all(isinstance(op, DenseLayer) for op in ops):
+        qnet = quantize_network(ops, np.asarray(calibration).reshape(len(calibration), -1))
+        kwargs = {} if options.cycle_budget is None else {"cycle_budget": options.cycle_budget}
+        return plan_network(qnet, options.board, **kwargs)
+    from .decompose_conv import plan_tensor_network
+    from .tensor_net import quantize_tensor_network
+
+    qnet = quantize_tensor_network(ops, input_shape(func), calibration)
+    return plan_tensor_network(qnet, options.board, options.cycle_budget)
 
 
 def compile_functions(funcs: List, options: CodegenOptions) -> List[dict]:
@@ -118,11 +169,14 @@ def compile_functions(funcs: List, options: CodegenOptions) -> List[dict]:
             f"model too big for the board: its {len(plans)} offloaded functions need {total} cores together "
             f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores")
     prefixes = [f"f{i}." if len(plans) > 1 else "" for i in range(len(plans))]
-    layouts = [build_machine_graph(p, prefix) for p, prefix in zip(plans, prefixes)]
+    layouts = [build_machine_graph(p, prefix) if isinstance(p, NetworkPlan) else build_tensor_graph(p, prefix)
+               for p, prefix in zip(plans, prefixes)]
     mapping = map_graph(merge_graphs(layouts))
     log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(plans), total,
              mapping.mapping_seconds)
-    return [make_program(s, p, lay, mapping, symbols) for s, p, lay in zip(symbols, plans, layouts)]
+    return [make_program(s, p, lay, mapping, symbols) if isinstance(p, NetworkPlan)
+            else make_tensor_program(s, p, lay, mapping, symbols, tuple(int(d) for d in f.params[0].ty.shape[1:]))
+            for s, p, lay, f in zip(symbols, plans, layouts, funcs)]
 
 
 def _codegen(functions, options, constant_names) -> List:

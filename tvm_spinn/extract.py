@@ -1,13 +1,19 @@
-"""Turn one offloaded Relax function into the float chain of DenseLayers it computes."""
+"""Turn one offloaded Relax function into the float ops it computes: a chain of
+DenseLayers (:func:`extract_layers`) or a network of tensor operators
+(:func:`extract_network`), plus a numpy float reference (:func:`forward_network`)."""
 from __future__ import annotations
+
+from typing import Sequence, Union
 
 import numpy as np
 import tvm
 from tvm import relax, tirx
 
 from .errors import UnsupportedError
-from .layers import DenseLayer
-from .partition import OP_TO_ACTIVATION, is_call_to, resolve
+from .layers import NETWORK_INPUT, Add, Conv2D, DenseLayer, Flatten, Pool2D
+from .partition import OP_TO_ACTIVATION, channel_bias, is_call_to, resolve
+
+Op = Union[DenseLayer, Conv2D, Pool2D, Add, Flatten]
 
 
 def _func_name(func: relax.Function) -> str:
@@ -151,3 +157,290 @@ def function_signature(func: relax.Function) -> tuple[int, int]:
             raise UnsupportedError(f"{where}: {ty} is not a (batch, features) tensor")
         dims.append(int(shape.values[1].value))
     return dims[0], dims[1]
+
+
+# ---------------------------------------------------------------------------
+# Networks of tensor operators (partition_for_spinnaker(convolutions=True)).
+# ---------------------------------------------------------------------------
+def _ints(values) -> tuple:
+    return tuple(int(v) for v in values)
+
+
+def _calls(comp: relax.Function) -> tuple[dict, dict]:
+    """(bindings var -> value, op name -> call) of a composite's body."""
+    bindings, calls = {}, {}
+    for binding in _bindings(comp.body):
+        bindings[binding.var] = binding.value
+        value = binding.value
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+            calls[value.op.name] = value
+    return bindings, calls
+
+
+def _activation(calls: dict) -> str:
+    for op_name, act in OP_TO_ACTIVATION.items():
+        if op_name in calls:
+            return act
+    return "none"
+
+
+def _spatial_pad(calls: dict) -> tuple:
+    """(top, left, bottom, right) of an ``nn.pad`` of (N, C, H, W) or (N, C, L), else zeros."""
+    if "relax.nn.pad" not in calls:
+        return (0, 0, 0, 0)
+    widths = _ints(calls["relax.nn.pad"].attrs.pad_width)
+    if len(widths) == 6:  # (N, C, L): the pad is along W
+        return (0, widths[4], 0, widths[5])
+    return (widths[4], widths[6], widths[5], widths[7])
+
+
+def _plus(a: tuple, b: tuple) -> tuple:
+    return tuple(int(x) + int(y) for x, y in zip(a, b))
+
+
+def _conv_from_composite(calls: dict, bindings: dict, where: str) -> Conv2D:
+    conv = calls.get("relax.nn.conv2d", calls.get("relax.nn.conv1d"))
+    if conv is None:
+        raise UnsupportedError(f"{where}: no conv in the composite")
+    a = conv.attrs
+    weight = _const(conv.args[1], bindings, "weight", where).astype(np.float32)
+    if weight.ndim == 3:  # conv1d (O, I, K) on (C, 1, L)
+        weight = weight[:, :, None, :]
+        stride = (1,) + _ints(a.strides)
+        l, r = _ints(a.padding)
+        padding = (0, l, 0, r)
+    else:
+        stride = _ints(a.strides)
+        padding = _ints(a.padding)  # Relax order: top, left, bottom, right
+    padding = _plus(padding, _spatial_pad(calls))
+    bias = None
+    if "relax.add" in calls:
+        add = calls["relax.add"]
+        lhs, rhs = add.args
+        operand = rhs if resolve(lhs, bindings).same_as(conv) else lhs
+        bias = channel_bias(operand, bindings, weight.shape[0], 4 if conv.op.name.endswith("2d") else 3)
+        if bias is None:
+            raise UnsupportedError(f"{where}: the conv bias is not one constant per channel")
+    return Conv2D(weight, bias, stride=stride, padding=padding, groups=int(a.groups),
+                  activation=_activation(calls))
+
+
+def _pool_from_composite(calls: dict, where: str) -> Pool2D:
+    if "relax.mean" in calls:  # global average pooling: one window over the whole map
+        mean = calls["relax.mean"]
+        h, w = (int(d) for d in mean.args[0].ty.shape.values[2:])
+        return Pool2D("avg", (h, w), (h, w), (0, 0, 0, 0), (1, 1), True)
+    pool = calls.get("relax.nn.max_pool2d", calls.get("relax.nn.avg_pool2d"))
+    if pool is None:
+        raise UnsupportedError(f"{where}: no pooling in the composite")
+    a = pool.attrs
+    kind = "max" if pool.op.name == "relax.nn.max_pool2d" else "avg"
+    explicit = _spatial_pad(calls)
+    out_hw = tuple(int(d) for d in pool.ty.shape.values[2:])
+    # Zeros padded explicitly before an average pool are inputs it counts (the
+    # check only accepts that pad before a pool that counts padding or has none).
+    include = bool(a.count_include_pad) or any(explicit)
+    return Pool2D(kind, _ints(a.pool_size), _ints(a.strides), _plus(_ints(a.padding), explicit), out_hw,
+                  include if kind == "avg" else False)
+
+
+def _op_from_composite(comp: relax.Function, index: int, where: str) -> Op:
+    """One op of layers.py from a ``spinnaker.*`` composite function."""
+    composite = str(comp.attrs["Composite"]) if comp.attrs is not None else "?"
+    kind = composite.split(".", 1)[-1]
+    if kind.startswith("dense"):
+        return _layer_from_composite(comp, index, where)
+    where = f"{where}, {composite}"
+    bindings, calls = _calls(comp)
+    if kind.startswith("conv"):
+        op = _conv_from_composite(calls, bindings, where)
+        oc, ic, kh, kw = op.weight.shape
+        extra = "" if op.activation == "none" else f", {op.activation}"
+        dw = ", depthwise" if op.groups != 1 else ""
+        op.name = f"conv{index} ({ic * op.groups}->{oc}, {kh}x{kw}/{op.stride[0]}x{op.stride[1]}{dw}{extra})"
+        return op
+    if "pool" in kind:
+        op = _pool_from_composite(calls, where)
+        op.name = f"{op.kind}pool{index} ({op.kernel[0]}x{op.kernel[1]}/{op.stride[0]}x{op.stride[1]})"
+        return op
+    if kind.startswith("add"):
+        return Add(_activation(calls), name=f"add{index}")
+    if kind == "flatten":
+        return Flatten(name=f"flatten{index}")
+    raise UnsupportedError(f"{where}: unknown composite")
+
+
+def extract_network(func: relax.Function) -> list[Op]:
+    """The ops of one offloaded function, in topological (execution) order.
+
+    ``func`` is a function with the ``Codegen="spinnaker"`` attr, as produced by
+    :func:`tvm_spinn.partition.partition_for_spinnaker` (``convolutions=True``
+    or not): its body binds local composite functions and calls them.
+
+    Returns a list of :class:`~tvm_spinn.layers.DenseLayer`,
+    :class:`~tvm_spinn.layers.Conv2D`, :class:`~tvm_spinn.layers.Pool2D`,
+    :class:`~tvm_spinn.layers.Add` and :class:`~tvm_spinn.layers.Flatten`,
+    each with ``inputs`` set explicitly: indices of earlier ops, or
+    ``NETWORK_INPUT`` for the function's input. Tensors are (C, H, W) per
+    sample, 1D tensors (C, 1, L) (a conv1d weight is (O, I, 1, K)). The last op
+    computes the function's result; :func:`forward_network` runs the list.
+
+    Raises :class:`tvm_spinn.errors.UnsupportedError` unless the function has
+    one input and one output and contains only SpiNNaker composites.
+    """
+    where = _func_name(func)
+    if len(func.params) != 1:
+        raise UnsupportedError(f"{where}: has {len(func.params)} inputs; the board network has one input")
+    local_funcs: dict = {}
+    index: dict = {func.params[0]: NETWORK_INPUT}  # value -> op producing it
+    ops: list[Op] = []
+    for binding in _bindings(func.body):
+        value = binding.value
+        if isinstance(value, relax.Function):
+            local_funcs[binding.var] = value
+            continue
+        if isinstance(value, relax.Var) and value in index:
+            index[binding.var] = index[value]  # an alias (``gv = lv``)
+            continue
+        comp = local_funcs.get(value.op, value.op) if isinstance(value, relax.Call) else None
+        if not (isinstance(comp, relax.Function) and comp.attrs is not None and "Composite" in comp.attrs):
+            what = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
+                else type(value).__name__
+            raise UnsupportedError(f"{where}: unexpected binding {binding.var.name} ({what}); "
+                                   "the board runs only SpiNNaker composites")
+        if any(arg not in index for arg in value.args):
+            raise UnsupportedError(f"{where}: a composite reads a value that is not a tensor of the network")
+        op = _op_from_composite(comp, len(ops), where)
+        arg_of = {param: index[arg] for param, arg in zip(comp.params, value.args)}
+        if isinstance(op, Add):
+            # Operand order of the add itself (one param if both operands are the same value).
+            add = _calls(comp)[1]["relax.add"]
+            op.inputs = tuple(arg_of[operand] for operand in add.args)
+        else:
+            op.inputs = (arg_of[comp.params[0]],)
+        ops.append(op)
+        index[binding.var] = len(ops) - 1
+    result = func.body.body
+    if not ops or index.get(result) != len(ops) - 1:
+        raise UnsupportedError(f"{where}: the output is not the last op's result "
+                               "(several outputs, or a tuple output)")
+    return ops
+
+
+def input_shape(func: relax.Function) -> tuple[int, int, int]:
+    """(C, H, W) of one sample of an offloaded function's input.
+
+    A (batch, C, L) input is (C, 1, L), a (batch, N) vector (1, 1, N). Raises
+    UnsupportedError unless there is one input with static dims after the batch.
+    """
+    where = _func_name(func)
+    if len(func.params) != 1:
+        raise UnsupportedError(f"{where}: has {len(func.params)} inputs, expected 1")
+    ty = func.params[0].ty
+    shape = getattr(ty, "shape", None)
+    if not isinstance(ty, relax.TensorType) or not isinstance(shape, relax.ShapeExpr) \
+            or not 2 <= len(shape.values) <= 4 \
+            or not all(isinstance(d, tirx.IntImm) for d in shape.values[1:]):
+        raise UnsupportedError(f"{where}: input {ty} is not a (batch, C[, H], W) tensor with static sizes")
+    dims = [int(d.value) for d in shape.values[1:]]
+    if len(dims) == 1:
+        return (1, 1, dims[0])
+    if len(dims) == 2:
+        return (dims[0], 1, dims[1])
+    return (dims[0], dims[1], dims[2])
+
+
+def _apply(activation: str, y: np.ndarray) -> np.ndarray:
+    if activation == "relu":
+        return np.maximum(y, 0)
+    if activation == "tanh":
+        return np.tanh(y)
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-y))
+    return y
+
+
+def _conv_forward(op: Conv2D, x: np.ndarray) -> np.ndarray:
+    """Direct convolution: sum over kernel offsets of strided input slices (float64)."""
+    n, c, h, w = x.shape
+    oc, icg, kh, kw = op.weight.shape
+    pt, pl, pb, pr = op.padding
+    sh, sw = op.stride
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    y = np.zeros((n, oc, oh, ow))
+    ocg = oc // op.groups
+    for g in range(op.groups):
+        wg = op.weight[g * ocg:(g + 1) * ocg].astype(np.float64)
+        xg = xp[:, g * icg:(g + 1) * icg]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xg[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                y[:, g * ocg:(g + 1) * ocg] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j])
+    if op.bias is not None:
+        y += op.bias[None, :, None, None]
+    return _apply(op.activation, y)
+
+
+def _pool_forward(op: Pool2D, x: np.ndarray) -> np.ndarray:
+    """torch semantics: window (oy, ox) covers rows oy*sh - top .. + kh (likewise
+    columns), clipped to the input for max (padding is ignored) and for an
+    average without padding; an average with padding divides by the part of
+    the window inside input + padding (positions past a ceil_mode edge do not count)."""
+    n, c, h, w = x.shape
+    kh, kw = op.kernel
+    sh, sw = op.stride
+    pt, pl, pb, pr = op.padding
+    oh, ow = op.out_hw
+    y = np.zeros((n, c, oh, ow))
+    x = x.astype(np.float64)
+    for oy in range(oh):
+        y0 = oy * sh - pt
+        r0, r1 = max(y0, 0), min(y0 + kh, h)
+        for ox in range(ow):
+            x0 = ox * sw - pl
+            c0, c1 = max(x0, 0), min(x0 + kw, w)
+            window = x[:, :, r0:r1, c0:c1]
+            if op.kind == "max":
+                y[:, :, oy, ox] = window.max(axis=(2, 3))
+                continue
+            if op.count_include_pad:
+                count = (min(y0 + kh, h + pb) - y0) * (min(x0 + kw, w + pr) - x0)
+            else:
+                count = (r1 - r0) * (c1 - c0)
+            y[:, :, oy, ox] = window.sum(axis=(2, 3)) / count
+    return y
+
+
+def forward_network(ops: Sequence[Op], x: np.ndarray) -> np.ndarray:
+    """Float reference of a network of ops (as from :func:`extract_network`), in numpy.
+
+    ``x`` is (n, C, H, W); (n, C, L) is taken as (n, C, 1, L) and (n, N) as a
+    vector. Returns the last op's output as float32: (n, C, H, W) for a tensor,
+    (n, N) for a vector (after Flatten or a dense layer). Computed in float64.
+    """
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, :, None, :]
+    outs: list[np.ndarray] = []
+    for i, op in enumerate(ops):
+        ins = tuple(getattr(op, "inputs", ()) or ()) or ((i - 1) if i > 0 else NETWORK_INPUT,)
+        args = [x if j == NETWORK_INPUT else outs[j] for j in ins]
+        a = args[0]
+        if isinstance(op, DenseLayer):
+            y = a.reshape(a.shape[0], -1).astype(np.float64) @ op.weight.T.astype(np.float64)
+            y = _apply(op.activation, y if op.bias is None else y + op.bias)
+        elif isinstance(op, Flatten):
+            y = a.reshape(a.shape[0], -1)
+        elif isinstance(op, Add):
+            if args[0].shape != args[1].shape:
+                raise UnsupportedError(f"{op.name}: operands {args[0].shape} and {args[1].shape} differ")
+            y = _apply(op.activation, args[0].astype(np.float64) + args[1])
+        elif isinstance(op, Conv2D):
+            y = _conv_forward(op, a)
+        elif isinstance(op, Pool2D):
+            y = _pool_forward(op, a)
+        else:
+            raise UnsupportedError(f"unknown op {type(op).__name__}")
+        outs.append(y)
+    return outs[-1].astype(np.float32)

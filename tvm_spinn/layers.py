@@ -15,12 +15,14 @@ class DenseLayer:
 
     weight: float32 array (out_features, in_features); bias: float32 (out_features,) or None.
     name: a human readable name used in error messages (e.g. "dense_2 (784->1024)").
+    inputs: in a network of tensor operators (below), the index of the op it reads.
     """
 
     weight: np.ndarray
     bias: Optional[np.ndarray]
     activation: str = "none"
     name: str = "dense"
+    inputs: tuple = ()
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:

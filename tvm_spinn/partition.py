@@ -1,7 +1,9 @@
 """Pattern table and partitioning for the SpiNNaker BYOC backend.
 
 The board runs dense layers ``y = act(x @ W.T + b)`` in float32 models (they
-are quantised later). Each pattern's composite name is ``spinnaker.<form>``:
+are quantised later) and, with ``convolutions=True``, the tensor operators of
+:mod:`tvm_spinn.layers` (conv, pooling, residual add, flatten). Each pattern's
+composite name is ``spinnaker.<form>``:
 
 ======================================  ==========================================
 composite                               matches
@@ -11,23 +13,60 @@ composite                               matches
                                         (either operand order, optional ``reshape``)
 ``spinnaker.dense_<act>``               ``dense`` then ``act``
 ``spinnaker.dense_bias_<act>``          ``dense_bias`` then ``act``
+``spinnaker.conv2d[_pad][_bias][_act]`` ``[nn.pad ->] nn.conv2d [-> add(reshape(b))] [-> act]``
+``spinnaker.conv1d[_pad][_bias][_act]`` the same with ``nn.conv1d``
+``spinnaker.{max,avg}_pool2d[_pad]``    ``[nn.pad ->] nn.{max,avg}_pool2d``
+``spinnaker.{max,avg}_pool1d[_pad]``    ``[nn.pad ->] expand_dims -> nn.*_pool2d -> squeeze``
+``spinnaker.global_avg_pool2d``         ``mean(x, axis=[2, 3], keepdims=True)``
+``spinnaker.flatten``                   ``reshape`` of (batch, C, H, W) / (batch, C, L)
+                                        into (batch, C*H*W)
+``spinnaker.add[_<act>]``               ``add(a, b) [-> act]`` of two on-board tensors
 ======================================  ==========================================
 
-with ``<act>`` one of relu, tanh, sigmoid. torch's ``nn.Linear`` imports as
-``permute_dims(W, [1, 0]) -> matmul(x, ., out_dtype="float32") -> add(b, .)``;
-``x @ W`` with a (K, N) parameter as ``matmul(x, W)``.
+with ``<act>`` one of relu, tanh, sigmoid. What torch.export + the TVM 0.27
+importer produce: ``nn.Linear`` is ``permute_dims(W, [1, 0]) -> matmul(x, .,
+out_dtype="float32") -> add(b, .)``; ``x @ W`` with a (K, N) parameter is
+``matmul(x, W)``; a conv with bias is ``conv -> add(., reshape(b, (1, C, 1[, 1])))``;
+``padding="same"`` with an even kernel and ``F.pad`` are an ``nn.pad`` before the
+conv; MaxPool adds ``zeros_like`` + a tuple for the indices (removed by
+``CanonicalizeBindings`` + ``DeadCodeElimination`` before matching); 1D pooling
+is ``expand_dims -> *_pool2d -> squeeze``; ``torch.flatten(x, 1)`` and
+``x.view(n, -1)`` are ``reshape``; eval BatchNorm is ``nn.batch_norm`` + tuple
+get item (folded into the preceding conv by :func:`fold_batch_norm`);
+``AdaptiveAvgPool2d(1)`` is ``mean``. Note: the importer drops AvgPool's
+``divisor_override`` silently, so such a pool is imported (and offloaded) as a
+plain average.
 
-The check function refuses, so that the op stays on the host CPU: a weight or
-bias that is not a constant, any dtype other than float32, an input that is
-not 2D ``(batch, K)`` with static K (batch may be symbolic), a weight that is
-not 2D, a ``permute_dims`` that is not a plain 2D transpose, a bias that is
-not ``(N,)`` or ``(1, N)``, and intermediate values used outside the match.
+The check functions refuse, so that the op stays on the host CPU: a weight or
+bias that is not a constant, any dtype other than float32, non-static shapes
+other than the batch, intermediate values used outside the match; for dense an
+input that is not 2D ``(batch, K)``, a weight that is not 2D, a ``permute_dims``
+that is not a plain 2D transpose, a bias that is not ``(N,)`` or ``(1, N)``; for
+conv a dilation other than 1, groups other than 1 or depthwise (groups == in ==
+out channels), layouts other than NCHW/OIHW (NCW/OIW), a bias that is not one
+value per output channel, a pad that is not a constant zero pad of the spatial
+axes; for pooling a dilation other than 1, a layout other than NCHW, a pad that
+the pool cannot absorb (max needs ``-inf``, avg needs 0 and must count padding);
+for add operands that are constants, differ in shape, or are not both computed
+on the board (outputs of other SpiNNaker composites); for flatten an input not
+computed on the board (the host reshapes for free).
+
+With ``convolutions=True`` a whole CNN (LeNet-5, ResNet-8, the 1D CNNs) becomes
+one offloaded function. Three things would otherwise split it: MaxPool's index
+tuple (cleaned up first), the flatten's symbolic target shape ``R.shape([n,
+N])`` that FuseOpsByPattern turns into a second parameter of the function
+(:func:`_own_flatten_shapes`); and a residual add must not read a host tensor
+(a second input): adds and flatten run last, once the ops they read are
+composites (see :func:`partition_for_spinnaker`).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
+import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax, tirx
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.dpl.pattern import DFPattern, is_op, wildcard
@@ -173,17 +212,359 @@ def _dense_patterns() -> list[tuple]:
     return [_dense_pattern(b, a) for b in (False, True) for a in acts]
 
 
+# ---------------------------------------------------------------------------
+# Tensor operators (only used with ``partition_for_spinnaker(convolutions=True)``).
+# ---------------------------------------------------------------------------
+def _feature_dims(expr: relax.Expr, rank: int) -> Optional[list[int]]:
+    """Static dims after the batch of a float32 tensor of ``rank`` (batch may be symbolic)."""
+    info = _tensor_info(expr)
+    if info is None or info[0] != "float32" or len(info[1]) != rank:
+        return None
+    dims = [_static_int(d) for d in info[1][1:]]
+    return None if any(d is None for d in dims) else dims
+
+
+def _ints(values) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _is_constant(expr: relax.Expr, bindings) -> bool:
+    value = resolve(expr, bindings)
+    if is_call_to(value, "relax.reshape"):
+        value = resolve(value.args[0], bindings)
+    return isinstance(value, tvm.ir.GenericConst)
+
+
+def _pad_ok(pad: relax.Call, value: float) -> bool:
+    """A constant pad of the spatial axes only (not batch / channels) with ``value``."""
+    a = pad.attrs
+    widths = _ints(a.pad_width)
+    return (str(a.pad_mode) == "constant" and float(a.pad_value) == value
+            and len(widths) >= 6 and widths[:4] == [0, 0, 0, 0] and min(widths) >= 0)
+
+
+def channel_bias(operand: relax.Expr, bindings, channels: int, rank: int) -> Optional[np.ndarray]:
+    """The per-channel bias a constant ``operand`` adds to a (batch, C, ...) tensor of ``rank``.
+
+    The operand (possibly ``reshape(const)``) must broadcast along axis 1 only,
+    e.g. (1, C, 1, 1) or (C, 1, 1) or a scalar; returns float32 (C,), else None.
+    """
+    info = _tensor_info(operand)
+    if info is None or info[0] != "float32" or len(info[1]) > rank:
+        return None
+    shape = [_static_int(d) for d in info[1]]
+    aligned = [1] * (rank - len(shape)) + shape
+    if any(d != 1 for i, d in enumerate(aligned) if i != 1) or aligned[1] not in (1, channels):
+        return None
+    value = resolve(operand, bindings)
+    if is_call_to(value, "relax.reshape"):
+        value = resolve(value.args[0], bindings)
+    if not isinstance(value, tvm.ir.GenericConst) or str(value.ty.dtype) != "float32":
+        return None
+    array = value.value.numpy().reshape(aligned)
+    return np.ascontiguousarray(np.broadcast_to(array.reshape(-1), (channels,)), dtype=np.float32)
+
+
+def _check_conv(context: PatternCheckContext) -> bool:
+    """Refuse every conv the board cannot run (see the module docstring)."""
+    if _leaks(context):
+        return False
+    ann, bindings = context.annotated_expr, context.matched_bindings
+    conv = ann["conv"]
+    dim = 1 if conv.op.name == "relax.nn.conv1d" else 2
+    a = conv.attrs
+    layouts = ("NCW", "OIW", "NCW") if dim == 1 else ("NCHW", "OIHW", "NCHW")
+    if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != layouts:
+        return False
+    if any(d != 1 for d in _ints(a.dilation)):
+        return False
+    # float32 data, weight and result (so out_dtype, if given, is float32 too).
+    x_dims, y_dims = _feature_dims(conv.args[0], dim + 2), _feature_dims(conv, dim + 2)
+    if x_dims is None or y_dims is None or _is_constant(ann["data"], bindings):
+        return False
+    in_c, out_c = x_dims[0], y_dims[0]
+    weight = resolve(conv.args[1], bindings)
+    if not isinstance(weight, tvm.ir.GenericConst) or _feature_dims(weight, dim + 2) is None:
+        return False
+    groups = int(a.groups)
+    # groups == 1, or depthwise with one filter per channel (what the board implements).
+    if not (groups == 1 or groups == in_c == out_c):
+        return False
+    if [_static_int(d) for d in weight.ty.shape.values[:2]] != [out_c, in_c // groups]:
+        return False
+    if "pad" in ann and (not _pad_ok(ann["pad"], 0.0) or _feature_dims(ann["data"], dim + 2) is None):
+        return False
+    if "add" in ann:
+        lhs, rhs = ann["add"].args
+        operand = rhs if resolve(lhs, bindings).same_as(conv) else lhs
+        if channel_bias(operand, bindings, out_c, dim + 2) is None:
+            return False
+    return True
+
+
+def _check_pool(context: PatternCheckContext) -> bool:
+    """Refuse every pooling the board cannot run (see the module docstring)."""
+    if _leaks(context):
+        return False
+    ann, bindings = context.annotated_expr, context.matched_bindings
+    pool = ann["pool"]
+    if _feature_dims(pool.args[0], 4) is None or _feature_dims(pool, 4) is None:
+        return False
+    if _is_constant(ann["data"], bindings):
+        return False
+    if pool.op.name == "relax.mean":  # global average pooling
+        axes = {int(ax) % 4 for ax in pool.attrs.axis} if pool.attrs.axis is not None else set()
+        return axes == {2, 3} and bool(pool.attrs.keepdims)
+    a = pool.attrs
+    if str(a.layout) != "NCHW" or str(a.out_layout) != "NCHW" or any(d != 1 for d in _ints(a.dilation)):
+        return False
+    if "expand" in ann:  # 1D: (batch, C, L) -> (batch, C, 1, L) -> pool -> squeeze axis 2
+        expand, squeeze = ann["expand"], ann["squeeze"]
+        if _feature_dims(expand.args[0], 3) is None or _feature_dims(squeeze, 3) is None:
+            return False
+        if _ints(expand.attrs.axis) not in ([2], [-2]) or squeeze.attrs.axis is None \
+                or _ints(squeeze.attrs.axis) not in ([2], [-2]):
+            return False
+    if "pad" in ann:
+        rank = 3 if "expand" in ann else 4
+        if _feature_dims(ann["data"], rank) is None:
+            return False
+        if pool.op.name == "relax.nn.max_pool2d":
+            return _pad_ok(ann["pad"], float("-inf"))  # max ignores padding: -inf is the same
+        # avg over explicitly padded zeros counts them: fold only into a pool that does too.
+        return _pad_ok(ann["pad"], 0.0) and (bool(a.count_include_pad) or not any(_ints(a.padding)))
+    return True
+
+
+def _computed_by_composites(context: PatternCheckContext, operands) -> bool:
+    """True if every operand is the result of a call to a function that an earlier
+    pattern made (FuseOpsByPattern turns the accepted matches of each pattern into
+    composite functions before the next pattern runs): that is, computed on the board."""
+    bound = {var: value for value, var in context.value_to_bound_var.items()}
+    for operand in operands:
+        producer = bound.get(operand)
+        if not (isinstance(producer, relax.Call) and isinstance(producer.op, relax.GlobalVar)):
+            return False
+    return True
+
+
+def _check_flatten(context: PatternCheckContext) -> bool:
+    """(batch, C, H, W) or (batch, C, L) -> (batch, C*H*W), batch kept, of a tensor
+    computed on the board: a flatten of a host tensor (e.g. the network input of an
+    MLP on images) stays a free host reshape rather than a board function of its own."""
+    reshape = context.matched_expr
+    data = reshape.args[0]
+    in_info, out_info = _tensor_info(data), _tensor_info(reshape)
+    if in_info is None or out_info is None or in_info[0] != "float32" or len(out_info[1]) != 2:
+        return False
+    dims = _feature_dims(data, len(in_info[1]))
+    if len(in_info[1]) not in (3, 4) or dims is None:
+        return False
+    if _static_int(out_info[1][1]) != math.prod(dims):
+        return False
+    same_batch = tvm_ffi.structural_equal(in_info[1][0], out_info[1][0])
+    return same_batch and _computed_by_composites(context, [data])
+
+
+def _check_add(context: PatternCheckContext) -> bool:
+    """A residual add: two tensors of the same shape, both computed on the board.
+
+    The add patterns have the lowest priority, so conv, pool, dense and flatten
+    composites exist when they run (see _computed_by_composites). An operand
+    that the host computes, or a network input, refuses the add: offloading it
+    would give the offloaded function a second input. Chains of adds need
+    several rounds, see :func:`partition_for_spinnaker`.
+    """
+    if _leaks(context):
+        return False
+    lhs, rhs = context.annotated_expr["add"].args
+    shapes = []
+    for operand in (lhs, rhs):
+        info = _tensor_info(operand)
+        if info is None or info[0] != "float32" or not 2 <= len(info[1]) <= 4:
+            return False
+        if _feature_dims(operand, len(info[1])) is None:
+            return False
+        shapes.append(operand.ty.shape)
+    return tvm_ffi.structural_equal(shapes[0], shapes[1]) and _computed_by_composites(context, [lhs, rhs])
+
+
+def _with_activation(name: str, out: DFPattern, activation: Optional[str],
+                     annotations: dict) -> tuple[str, DFPattern]:
+    if activation is not None:
+        out = is_op(ACTIVATION_OPS[activation])(out)
+        name += "_" + activation
+    annotations["root"] = out
+    return name, out
+
+
+def _conv_pattern(dim: int, pad: bool, bias: bool, activation: Optional[str]) -> tuple:
+    data = wildcard()
+    annotations: dict[str, DFPattern] = {"data": data}
+    x = data
+    if pad:
+        x = annotations["pad"] = is_op("relax.nn.pad")(data)
+    out = annotations["conv"] = is_op(f"relax.nn.conv{dim}d")(x, wildcard())
+    name = f"conv{dim}d" + ("_pad" if pad else "")
+    if bias:
+        b = wildcard()
+        out = annotations["add"] = is_op("relax.add")(out, is_op("relax.reshape")(b, wildcard()) | b)
+        name += "_bias"
+    name, out = _with_activation(name, out, activation, annotations)
+    return (f"{CODEGEN}.{name}", out, annotations, _check_conv)
+
+
+def _pool_pattern(kind: str, dim: int, pad: bool) -> tuple:
+    data = wildcard()
+    annotations: dict[str, DFPattern] = {"data": data}
+    x = data
+    if pad:
+        x = annotations["pad"] = is_op("relax.nn.pad")(data)
+    if dim == 1:
+        x = annotations["expand"] = is_op("relax.expand_dims")(x)
+    out = annotations["pool"] = is_op(f"relax.nn.{kind}_pool2d")(x)
+    if dim == 1:
+        out = annotations["squeeze"] = is_op("relax.squeeze")(out)
+    annotations["root"] = out
+    name = f"{kind}_pool{dim}d" + ("_pad" if pad else "")
+    return (f"{CODEGEN}.{name}", out, annotations, _check_pool)
+
+
+def _tensor_patterns() -> list[tuple]:
+    """Conv / pool / flatten / add patterns, lowest priority first."""
+    acts: list[Optional[str]] = [None, *ACTIVATION_OPS]
+    patterns = []
+    for act in acts:  # lowest: the add patterns run after everything else (see _check_add)
+        add = is_op("relax.add")(wildcard(), wildcard())
+        annotations = {"add": add}
+        name, out = _with_activation("add", add, act, annotations)
+        patterns.append((f"{CODEGEN}.{name}", out, annotations, _check_add))
+    flatten = is_op("relax.reshape")(wildcard(), wildcard())
+    patterns.append((f"{CODEGEN}.flatten", flatten, {}, _check_flatten))
+    data = wildcard()
+    mean = is_op("relax.mean")(data)
+    patterns.append((f"{CODEGEN}.global_avg_pool2d", mean, {"data": data, "pool": mean, "root": mean},
+                     _check_pool))
+    patterns += [_pool_pattern(k, d, p) for p in (False, True) for d in (2, 1) for k in ("max", "avg")]
+    # Most specific conv forms last (highest priority): pad, bias and activation fused.
+    patterns += [_conv_pattern(d, p, b, a) for p in (False, True) for b in (False, True)
+                 for a in acts for d in (2, 1)]
+    return patterns
+
+
+def fold_batch_norm(mod: tvm.IRModule) -> tvm.IRModule:
+    """Fold eval-mode ``nn.batch_norm`` into the conv (conv1d/conv2d, with or without
+    constant bias) whose result it normalises, as imported from torch:
+    ``TupleGetItem(batch_norm(conv [-> add(reshape(b))], gamma, beta, mean, var), 0)``
+    becomes ``add(conv(x, W * s), b')`` with ``s = gamma / sqrt(var + eps)`` and
+    ``b' = (b - mean) * s + beta`` computed in float64 (numpy). Other batch norms
+    are left alone (they stay on the host). Dead code is not removed.
+    """
+    from tvm.relax.dpl import is_const, is_tuple_get_item, rewrite_call
+
+    data, weight, bias = wildcard(), is_const(), is_const()
+    conv2d = is_op("relax.nn.conv2d")(data, weight)
+    conv1d = is_op("relax.nn.conv1d")(data, weight)
+    conv = conv2d | conv1d
+    reshaped = is_op("relax.reshape")(bias, wildcard())
+    biased = is_op("relax.add")(conv, reshaped | bias)
+    stats = [is_const() for _ in range(4)]
+    bn = is_op("relax.nn.batch_norm")(biased | conv, *stats)
+    pattern = is_tuple_get_item(bn, 0)
+
+    def rewriter(expr: relax.Expr, matches) -> relax.Expr:
+        attrs = matches[bn].attrs
+        conv_call = matches[conv2d] if conv2d in matches else matches[conv1d]
+        rank = 4 if conv2d in matches else 3
+        if attrs.training or int(attrs.axis) not in (1, 1 - rank):
+            return expr
+        if str(conv_call.attrs.kernel_layout) not in ("OIHW", "OIW") or str(conv_call.ty.dtype) != "float32":
+            return expr
+        w = matches[weight].value.numpy().astype(np.float64)
+        gamma, beta, mean, var = (matches[s].value.numpy().astype(np.float64) for s in stats)
+        channels = w.shape[0]
+        b = np.zeros(channels)
+        if bias in matches:
+            b32 = channel_bias(matches[reshaped] if reshaped in matches else matches[bias], {},
+                               channels, rank)
+            if b32 is None:
+                return expr
+            b = b32.astype(np.float64)
+        scale = (gamma if attrs.scale else 1.0) / np.sqrt(var + float(attrs.epsilon))
+        shift = (b - mean) * scale + (beta if attrs.center else 0.0)
+        new_w = relax.const((w * scale.reshape((-1,) + (1,) * (rank - 1))).astype(np.float32))
+        new_conv = relax.Call(conv_call.op, [matches[data], new_w], conv_call.attrs)
+        new_b = relax.const(shift.astype(np.float32).reshape((1, channels) + (1,) * (rank - 2)))
+        return relax.op.add(new_conv, new_b)
+
+    @relax.transform.function_pass(opt_level=0, name="SpiNNakerFoldBatchNorm")
+    def fold(func: relax.Function, _mod: tvm.IRModule, _ctx) -> relax.Function:
+        return rewrite_call(pattern, rewriter, func)
+
+    return fold(mod)
+
+
 def pattern_names() -> list[str]:
     """Names of the registered SpiNNaker patterns, highest priority first."""
     return [p.name for p in get_patterns_with_prefix(CODEGEN)]
 
 
 # The registry is process-global and the module may be reloaded: register once.
+# Later entries win: dense first in priority, then conv, pool, flatten, add last.
 if not get_patterns_with_prefix(CODEGEN):
-    register_patterns(_dense_patterns())
+    register_patterns(_tensor_patterns() + _dense_patterns())
 
 
-def partition_for_spinnaker(mod: tvm.IRModule) -> tvm.IRModule:
+def _is_dense(pattern) -> bool:
+    return str(pattern.name).startswith(f"{CODEGEN}.dense")
+
+
+def _is_add(pattern) -> bool:
+    return str(pattern.name).startswith(f"{CODEGEN}.add")
+
+
+def _own_flatten_shapes(mod: tvm.IRModule) -> tvm.IRModule:
+    """Give each ``spinnaker.flatten`` composite a single (tensor) parameter.
+
+    The target shape of a flatten with a symbolic batch, ``R.shape([n, N])``,
+    is not a constant, so FuseOpsByPattern makes it a parameter of the
+    composite (and MergeCompositeFunctions one of the offloaded function):
+    the codegen and runtime would receive a shape as a second input. The
+    shape is (batch of the input, N): rebuild the composite to compute it from
+    its own input and drop the argument at the call sites.
+    """
+    builder = relax.BlockBuilder(mod)
+    replaced = {}  # old GlobalVar -> new one (typed by the builder)
+    for gv, func in mod.functions_items():
+        if not isinstance(func, relax.Function) or func.attrs is None \
+                or func.attrs.get("Composite") != f"{CODEGEN}.flatten" or len(func.params) != 2:
+            continue
+        x = func.params[0]
+        shape = relax.ShapeExpr([x.ty.shape.values[0], func.ret_ty.shape.values[1]])
+        out = relax.Var("gv", func.ret_ty)
+        body = relax.SeqExpr([relax.DataflowBlock([relax.VarBinding(out, relax.op.reshape(x, shape))])], out)
+        new_func = relax.Function([x], body, func.ret_ty, True, func.attrs)
+        replaced[gv] = builder.add_func(new_func, gv.name_hint)
+    if not replaced:
+        return mod
+
+    @relax.expr_functor.mutator
+    class DropShapeArgs(relax.PyExprMutator):
+        def visit_call_(self, call: relax.Call) -> relax.Expr:
+            call = self.visit_expr_post_order(call)
+            if isinstance(call.op, relax.GlobalVar) and call.op in replaced:
+                return relax.Call(replaced[call.op], [call.args[0]])
+            return call
+
+    mutator = DropShapeArgs(builder.get())
+    for gv, func in list(builder.get().functions_items()):
+        if isinstance(func, relax.Function) and (func.attrs is None or "Composite" not in func.attrs):
+            builder.update_func(gv, mutator.visit_expr(func))
+    return tvm.IRModule({gv: f for gv, f in builder.get().functions_items() if gv not in replaced},
+                        attrs=mod.attrs)
+
+
+def partition_for_spinnaker(mod: tvm.IRModule, *, convolutions: bool = False) -> tvm.IRModule:
     """Partition the module, offloading SpiNNaker-supported subgraphs.
 
     Parameters
@@ -192,18 +573,24 @@ def partition_for_spinnaker(mod: tvm.IRModule) -> tvm.IRModule:
         The module to partition, e.g. from :func:`tvm_spinn.frontend.from_torch`.
         Weights must be constants in the module (bind parameters with
         ``relax.transform.BindParams`` first if they are function inputs);
-        a dense layer whose weight is not a constant stays on the host.
+        a layer whose weight is not a constant stays on the host.
+    convolutions : bool
+        If False (default), only dense layers are offloaded. If True, also
+        conv1d/conv2d (BatchNorm folded in first, see :func:`fold_batch_norm`),
+        max/avg pooling, residual adds and flatten: a whole CNN (LeNet-5,
+        ResNet-8, ...) becomes one offloaded function (read it with
+        :func:`tvm_spinn.extract.extract_network`).
 
     Returns
     -------
     mod : tvm.ir.IRModule
-        The module in which each maximal group of connected dense layers
-        (``spinnaker.dense*`` composites, with bias and relu/tanh/sigmoid
-        fused) is a function with attrs ``Codegen="spinnaker"`` and
-        ``global_symbol``, called from ``main``. Everything else (softmax,
-        reshapes, other activations, non-float32 or non-constant matmuls)
-        stays in ``main`` for the host CPU. An op between two dense layers that
-        stays on the host splits them into two offloaded functions.
+        The module in which each maximal group of connected supported ops
+        (``spinnaker.*`` composites, with bias and relu/tanh/sigmoid fused) is a
+        function with attrs ``Codegen="spinnaker"`` and ``global_symbol``, called
+        from ``main``. Everything else (softmax, other activations, non-float32 or
+        non-constant weights, ...) stays in ``main`` for the host CPU. An op that
+        stays on the host between two offloaded ones splits them into two
+        offloaded functions.
 
     Examples
     --------
@@ -223,9 +610,32 @@ def partition_for_spinnaker(mod: tvm.IRModule) -> tvm.IRModule:
         # then RunCodegen() (the spinnaker codegen) and tvm.compile(..., target="llvm")
     """
     patterns = get_patterns_with_prefix(CODEGEN)
-    mod = FuseOpsByPattern(patterns, bind_constants=True, annotate_codegen=False)(mod)
-    mod = MergeCompositeFunctions()(mod)
-    return mod
+    if not convolutions:
+        patterns = [p for p in patterns if _is_dense(p)]
+        mod = FuseOpsByPattern(patterns, bind_constants=True, annotate_codegen=False)(mod)
+        return MergeCompositeFunctions()(mod)
+
+    mod = fold_batch_norm(mod)
+    # Drops MaxPool's index output (zeros_like + tuple + get item) and BatchNorm leftovers.
+    mod = relax.transform.CanonicalizeBindings()(mod)
+    mod = relax.transform.DeadCodeElimination()(mod)
+    # Adds and flattens must read tensors computed on the board (_computed_by_composites):
+    # they run after every other pattern.
+    is_late = [_is_add(p) or str(p.name) == f"{CODEGEN}.flatten" for p in patterns]
+    late = [p for p, flag in zip(patterns, is_late) if flag]
+    mod = FuseOpsByPattern([p for p, flag in zip(patterns, is_late) if not flag], bind_constants=True,
+                           annotate_codegen=False)(mod)
+    # An add of adds (or a flatten of an add) is only accepted once the inner add
+    # is fused. Run one late pattern at a time and restart from the highest
+    # priority after every change, so that a plain add never takes an add that
+    # the add_<act> pattern will accept once its operands are ready.
+    late_passes = [FuseOpsByPattern([p], bind_constants=True, annotate_codegen=False) for p in late]
+    i = 0
+    while i < len(late_passes):
+        before = len(mod.functions)
+        mod = late_passes[i](mod)
+        i = 0 if len(mod.functions) != before else i + 1
+    return MergeCompositeFunctions()(_own_flatten_shapes(mod))
 
 
 def offloaded_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:

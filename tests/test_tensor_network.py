@@ -1,0 +1,62 @@
+"""Tensor networks (conv, pool, add, flatten, dense) through tiling, the toolchain's
+mapping and the emulated board, without TVM: bit for bit against the integer reference."""
+import numpy as np
+import pytest
+
+from tvm_spinn import resources as res
+from tvm_spinn.codegen import make_tensor_program
+from tvm_spinn.decompose_conv import TensorOpPlan, plan_tensor_network
+from tvm_spinn.emulator import EmulatedBoard
+from tvm_spinn.layers import Add, Conv2D, DenseLayer, Flatten, Pool2D
+from tvm_spinn.mapping import map_graph
+from tvm_spinn.program import build_tensor_graph
+from tvm_spinn.runtime import integer_reference
+from tvm_spinn.tensor_net import float_forward, quantize_tensor_network
+
+
+def _conv(rng, o, i, k, stride=1, pad=1, act="relu", inputs=(), groups=1):
+    pads = pad if isinstance(pad, tuple) else (pad,) * 4
+    w = rng.normal(size=(o, i // groups, k[0], k[1]) if isinstance(k, tuple) else (o, i // groups, k, k))
+    return Conv2D((w / np.sqrt(w[0].size)).astype(np.float32), rng.normal(0, 0.1, o).astype(np.float32),
+                  (stride, stride) if np.isscalar(stride) else stride, pads, groups, act, f"conv{o}", inputs)
+
+
+def _run(ops, input_shape, rng, n=40, budget=None):
+    x = rng.normal(size=(n,) + input_shape).astype(np.float32)
+    q = quantize_tensor_network(ops, input_shape, x)
+    plan = plan_tensor_network(q, res.SPINN_5, budget)
+    layout = build_tensor_graph(plan)
+    program = make_tensor_program("t", plan, layout, map_graph(layout.spec))
+    y = EmulatedBoard(program).run(q.quantize_input(x).reshape(n, -1))
+    np.testing.assert_array_equal(y, integer_reference(program, x))
+    y_float = float_forward(ops, x)[-1].reshape(n, -1)
+    err = np.abs(y * program["output_scale"] - y_float).max()
+    return program, plan, err, np.abs(y_float).max()
+
+
+def test_lenet_like_network(rng):
+    ops = [_conv(rng, 6, 1, 5, pad=2), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (14, 14), True, "pool1"),
+           _conv(rng, 16, 6, 5, pad=0), Pool2D("avg", (2, 2), (2, 2), (0, 0, 0, 0), (5, 5), True, "pool2"),
+           Flatten("flat"), DenseLayer((rng.normal(size=(30, 400)) / 20).astype(np.float32), None, "relu", "fc1"),
+           DenseLayer((rng.normal(size=(10, 30)) / 5).astype(np.float32), None, "none", "fc2")]
+    program, plan, err, scale = _run(ops, (1, 28, 28), rng, budget=20_000)
+    assert err < 0.05 * scale
+    assert any(isinstance(p, TensorOpPlan) and len(p.tiles) > 1 for p in plan.plans), "convs must be tiled"
+
+
+def test_residual_block_with_1d_convs_and_strides(rng):
+    ops = [_conv(rng, 8, 3, (1, 3), pad=(0, 1, 0, 1)),                                   # 0
+           _conv(rng, 8, 8, (1, 3), pad=(0, 1, 0, 1), act="none"),                      # 1
+           Add("relu", "add", (0, 1)),                                                  # 2
+           _conv(rng, 4, 8, (1, 4), stride=(1, 2), pad=(0, 1, 0, 2), act="tanh"),       # 3: even kernel, asymmetric
+           Pool2D("max", (1, 3), (1, 2), (0, 1, 0, 1), (1, 16), True, "mp"),            # 4
+           Pool2D("avg", (1, 3), (1, 1), (0, 1, 0, 1), (1, 16), False, "ap"),           # 5
+           Flatten("flat"), DenseLayer((rng.normal(size=(5, 64)) / 8).astype(np.float32), None, "sigmoid", "fc")]
+    program, plan, err, scale = _run(ops, (3, 1, 64), rng, budget=5_000)
+    assert err < 0.05
+
+
+def test_depthwise_and_output_tensor(rng):
+    ops = [_conv(rng, 6, 3, 3), _conv(rng, 6, 6, 3, groups=6, act="none")]
+    program, plan, err, scale = _run(ops, (3, 9, 11), rng)
+    assert err < 0.05 * scale
