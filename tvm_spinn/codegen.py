@@ -175,7 +175,7 @@ def compile_functions(funcs: List, options: CodegenOptions) -> List[dict]:
     log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(plans), total,
              mapping.mapping_seconds)
     return [make_program(s, p, lay, mapping, symbols) if isinstance(p, NetworkPlan)
-            else make_tensor_program(s, p, lay, mapping, symbols, tuple(int(d) for d in f.params[0].ty.shape[1:]))
+            else make_tensor_program(s, p, lay, mapping, symbols, tuple(int(d) for d in list(f.params[0].ty.shape)[1:]))
             for s, p, lay, f in zip(symbols, plans, layouts, funcs)]
 
 

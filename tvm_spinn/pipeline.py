@@ -86,13 +86,12 @@ def _calibration_per_function(original: tvm.IRModule, partitioned: tvm.IRModule,
         if var_name not in values:
             raise CalibrationError(f"could not find the calibration values of {var_name}, "
                                    f"the input of offloaded function {symbol}")
-        v = values[var_name]
-        result[symbol] = v.reshape(v.shape[0], -1) if v.ndim != 2 else v
+        result[symbol] = values[var_name]
     return result
 
 
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
-                       cycle_budget: Optional[float] = None) -> tvm.transform.Pass:
+                       cycle_budget: Optional[float] = None, convolutions: bool = True) -> tvm.transform.Pass:
     """Partition for SpiNNaker, run its codegen, lower the rest for the host CPU.
 
     Parameters
@@ -102,14 +101,16 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         int16 scales of every tensor on the board. Required if anything is offloaded.
     board : "spinn5" (48 chips) or "spinn3" (4 chips).
     cycle_budget : modelled cycles per sample per core that tiles are sized to meet
-        (default: decompose.DEFAULT_CYCLE_BUDGET).
+        (default: decompose.DEFAULT_CYCLE_BUDGET, relaxed if the model needs more cores).
+    convolutions : offload conv1d/conv2d, pooling, residual adds and flatten too (not only
+        dense layers).
     """
     if board not in res.BOARDS:
         raise ValueError(f"unknown board {board!r}; choose one of {sorted(res.BOARDS)}")
 
     @tvm.transform.module_pass(opt_level=0, name="SpiNNakerPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        partitioned = partition_for_spinnaker(mod)
+        partitioned = partition_for_spinnaker(mod, convolutions=convolutions)
         options = CodegenOptions(board=res.BOARDS[board], cycle_budget=cycle_budget,
                                  calibration=_calibration_per_function(mod, partitioned, calibration))
         with codegen_options(options):
@@ -130,7 +131,7 @@ def register() -> None:
 
 
 def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[str, dict] = "spinnaker",
-          board: str = "spinn5", cycle_budget: Optional[float] = None):
+          board: str = "spinn5", cycle_budget: Optional[float] = None, convolutions: bool = True):
     """Partition, quantise, map and compile ``mod``; returns a Relax VM executable.
 
     Example
@@ -142,5 +143,6 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
         vm = relax.VirtualMachine(ex, tvm.cpu())
         y = vm["main"](tvm.runtime.tensor(x)).numpy()
     """
-    pipeline = spinnaker_pipeline(calibration=calibration, board=board, cycle_budget=cycle_budget)
+    pipeline = spinnaker_pipeline(calibration=calibration, board=board, cycle_budget=cycle_budget,
+                                  convolutions=convolutions)
     return tvm.compile(mod, target=target, relax_pipeline=pipeline)
