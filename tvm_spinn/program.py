@@ -127,9 +127,10 @@ class _Builder:
         words: List[int] = []
         fixups: List[Tuple[int, str, str]] = []
         for src in sources:
-            used = False
+            used = skipped = False
             for c_local, h_local, flat in src.flat_rows():
                 if flat + src.nw <= start or flat >= stop:
+                    skipped = True
                     continue
                 at = first_word + len(words)
                 fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
@@ -137,6 +138,10 @@ class _Builder:
                 used = True
             if used:
                 self.edges.append((src.label, label))
+                if skipped:  # multicast brings the source's other rows too: accept and drop them
+                    at = first_word + len(words)
+                    fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
+                    words += [0, 0, src.slot_shift, 0, 0]
         return words, fixups
 
     def add_kernel(self, label: str, kind: int, header: List[int], rx: List[int],
