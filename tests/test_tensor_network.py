@@ -31,6 +31,8 @@ def _run(ops, input_shape, rng, n=40, budget=None):
     np.testing.assert_array_equal(y, integer_reference(program, x))
     y_float = float_forward(ops, x)[-1].reshape(n, -1)
     err = np.abs(y * program["output_scale"] - y_float).max()
+    # The calibration data is x itself: the stated worst-case bound's premise holds.
+    assert err <= program["error_bound"].max(), (err, program["error_bound"].max())
     return program, plan, err, np.abs(y_float).max()
 
 

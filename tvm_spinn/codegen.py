@@ -22,6 +22,7 @@ from .errors import CalibrationError, ResourceError
 from .machine_graph import MappingResult
 from .program import GraphLayout, build_machine_graph, build_tensor_graph, merge_graphs, output_receive_table
 from .quantize import error_bound, quantize_network
+from .tensor_net import error_bound as tensor_error_bound
 
 log = logging.getLogger(__name__)
 PROGRAM_FORMAT = 1
@@ -130,6 +131,7 @@ def make_tensor_program(symbol: str, plan, layout: GraphLayout, mapping: Mapping
                           "row_tiles": r.get("row_tiles", r.get("tiles", 0)), "col_tiles": r.get("col_tiles", 1),
                           "cores": r["cores"]} for r in program["ops"]]
     program["input_shape"] = tuple(input_shape or qnet.input_shape)
+    program["error_bound"] = np.full(layout.out_features, tensor_error_bound(qnet, plan.plans))
     return program
 
 

@@ -59,17 +59,28 @@ def input_rows(op, oh0: int, noh: int, in_h: int) -> Tuple[int, int]:
     return first, max(0, last - first)
 
 
-def tile_cost(qop: QOp, nc: int, noh: int, n_sources: int) -> Tuple[int, float]:
-    """(DTCM bytes, modelled cycles per sample) of a tile with nc channels x noh rows."""
+Block = Tuple[int, int, int, int]  # (c0, nc, h0, nh) of a producer's output block
+
+
+def overlapping(blocks: Sequence[Block], n_c: int, n_rows: int, in_h: int) -> int:
+    """Producer blocks a tile reading channels [0, n_c) and a band of n_rows input rows in the
+    middle of the tensor overlaps: its receive entries (the worst band, roughly)."""
+    h_lo = max(0, (in_h - n_rows) // 2)
+    return max(1, sum(1 for c0, nc, h0, nh in blocks
+                      if c0 < n_c and h0 < h_lo + n_rows and h0 + nh > h_lo))
+
+
+def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block]) -> Tuple[int, float]:
+    """(DTCM bytes, modelled cycles per sample) of a tile with nc channels x noh rows;
+    sources: the blocks of the producers of its input(s)."""
     op = qop.op
     in_c, in_h, in_w = qop.in_shapes[0]
     out_w = qop.out_shape[2]
-    nih = input_rows(op, 0, noh, in_h)[1] if not isinstance(op, Add) else noh
-    nih = max(nih, min(in_h, noh))  # a band away from the border needs the full halo
     if isinstance(op, Conv2D):
         kh, kw = op.weight.shape[2:]
         n_ic = 1 if op.groups > 1 else in_c
         nih = min(in_h, (noh - 1) * op.stride[0] + kh)
+        n_sources = overlapping(sources, nc if op.groups > 1 else n_ic, nih, in_h)
         config = (CONV_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES + nc * 2 * ((n_ic * kh * kw + 1) // 2) * 2
                   + nc * CHANNEL_PARAM_BYTES + (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0))
         buffers = res.N_SLOTS * (nc if op.groups > 1 else n_ic) * nih * in_w * 2
@@ -79,12 +90,13 @@ def tile_cost(qop: QOp, nc: int, noh: int, n_sources: int) -> Tuple[int, float]:
     elif isinstance(op, Pool2D):
         kh, kw = op.kernel
         nih = min(in_h, (noh - 1) * op.stride[0] + kh)
-        config = POOL_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES + (kh * kw + 1) * 4
+        config = POOL_HEADER_BYTES + overlapping(sources, nc, nih, in_h) * TRX_ENTRY_BYTES + (kh * kw + 1) * 4
         buffers = res.N_SLOTS * nc * nih * in_w * 2
         cycles = nc * noh * out_w * (kh * kw * 2 + res.CYCLES.output)
         in_values = nc * nih * in_w
     else:
-        config = ADD_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES
+        nih = noh
+        config = ADD_HEADER_BYTES + overlapping(sources, nc, noh, in_h) * TRX_ENTRY_BYTES
         buffers = 2 * res.N_SLOTS * nc * noh * in_w * 2
         cycles = nc * noh * out_w * res.CYCLES.output
         in_values = 2 * nc * noh * in_w
@@ -99,7 +111,7 @@ def _bounds(n: int, parts: int) -> List[Tuple[int, int]]:
     return [(a, b - a) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def plan_tensor_op(qop: QOp, n_sources: int, cycle_budget: Optional[float]) -> TensorOpPlan:
+def plan_tensor_op(qop: QOp, sources: Sequence[Block], cycle_budget: Optional[float]) -> TensorOpPlan:
     """Channel groups x row bands with the fewest cores that fit DTCM and the cycle budget."""
     out_c, out_h, _ = qop.out_shape
     best = None
@@ -107,7 +119,7 @@ def plan_tensor_op(qop: QOp, n_sources: int, cycle_budget: Optional[float]) -> T
         nc = -(-out_c // groups)
         for bands in range(1, out_h + 1):
             noh = -(-out_h // bands)
-            dtcm, cycles = tile_cost(qop, nc, noh, n_sources)
+            dtcm, cycles = tile_cost(qop, nc, noh, sources)
             if dtcm <= res.DTCM_BYTES and (cycle_budget is None or cycles <= cycle_budget):
                 if best is None or groups * bands < best[0]:
                     best = (groups * bands, groups, bands)
@@ -115,7 +127,7 @@ def plan_tensor_op(qop: QOp, n_sources: int, cycle_budget: Optional[float]) -> T
         if best is not None and groups > best[0]:
             break
     if best is None:
-        dtcm, cycles = tile_cost(qop, 1, 1, n_sources)
+        dtcm, cycles = tile_cost(qop, 1, 1, sources)
         limit = "DTCM" if dtcm > res.DTCM_BYTES else "cycle budget"
         raise ResourceError(f"{qop.name}: even one output channel x one row needs {dtcm} bytes of DTCM "
                             f"(limit {res.DTCM_BYTES}) and {cycles:.0f} cycles per sample: the {limit} is exceeded")
@@ -178,15 +190,18 @@ def _plan_with_budget(qnet, board: res.Board, budget: Optional[float]) -> Tensor
     from .layers import DenseLayer, Flatten
 
     plans: List[object] = []
+    c, h, _ = qnet.input_shape
     for i, q in enumerate(qnet.ops):
-        srcs = [1 if j < 0 else _source_rows(qnet, plans, j) for j in q.inputs]
         if isinstance(q.op, Flatten):
             plans.append(None)
         elif isinstance(q.op, DenseLayer):
-            r, c = _choose_tiling(q, sum(srcs), budget)
-            plans.append(plan_layer(q, r, c))
+            srcs = [1 if j < 0 else _source_rows(qnet, plans, j) for j in q.inputs]
+            r, cols = _choose_tiling(q, sum(srcs), budget)
+            plans.append(plan_layer(q, r, cols))
         else:
-            plans.append(plan_tensor_op(q, sum(srcs), budget))
+            blocks = [b for j in q.inputs for b in
+                      ([(0, c, 0, h)] if j < 0 else [(t.c0, t.nc, t.h0, t.nh) for t in plans[j].tiles])]
+            plans.append(plan_tensor_op(q, blocks, budget))
     return TensorNetworkPlan(qnet, plans, board, budget)
 
 

@@ -263,3 +263,56 @@ def quantize_tensor_network(ops: Sequence[Op], input_shape: Shape,
             q.multiplier, q.shift = add_multipliers(in_scales[0], in_scales[1], q.out_scale)
         qops.append(q)
     return QuantizedTensorNetwork(qops, tuple(input_shape), input_scale, input_max)
+
+
+def error_bound(qnet: QuantizedTensorNetwork, plans: Sequence[object]) -> float:
+    """Worst-case |int16 output * output_scale - float32 output| over all outputs, for inputs
+    whose every tensor stays inside its calibrated range (as quantize.error_bound, with one
+    scalar error and one range per tensor).
+
+    conv / dense: input error through sum|W| of the receptive field, weight, bias,
+    partial-sum, multiplier and output rounding, activation slope, tanh table;
+    max pool: unchanged; avg pool: + 1 LSB (rounding, negative ties included);
+    add: both inputs' errors + the rescaling's rounding; flatten: unchanged.
+    """
+    from .quantize import TANH_TABLE_ERROR_LSB
+
+    err = {NETWORK_INPUT: qnet.input_scale / 2}
+    rng = {NETWORK_INPUT: qnet.input_max_abs + qnet.input_scale / 2}
+    for i, (q, plan) in enumerate(zip(qnet.ops, plans)):
+        e_in, x_in = err[q.inputs[0]], rng[q.inputs[0]]
+        op = q.op
+        if isinstance(op, (Conv2D, DenseLayer)):
+            w = op.weight.astype(np.float64).reshape(op.weight.shape[0], -1)
+            wq = q.weight.astype(np.float64).reshape(w.shape) * q.weight_scale[:, None]
+            acc_scale = q.in_scales[0] * q.weight_scale
+            pre = np.abs(w).sum(1) * e_in + np.abs(w - wq).sum(1) * x_in + acc_scale / 2
+            n_cols, p = getattr(plan, "n_col_tiles", 1), getattr(plan, "partial_shift", 0)
+            if n_cols > 1 and p > 0:
+                pre += acc_scale * n_cols * 2.0 ** (p - 1)
+            m_true = acc_scale / q.target_scale
+            m_used = q.multiplier * 2.0 ** (-q.shift.astype(np.float64))
+            bias = 0 if op.bias is None else np.abs(op.bias.astype(np.float64))
+            acc_max = np.abs(w).sum(1) * x_in + bias
+            pre += np.abs(m_used - m_true) / np.maximum(m_true, 1e-300) * acc_max + q.target_scale / 2
+            if op.activation == "sigmoid":
+                e_out = pre / 4 + (TANH_TABLE_ERROR_LSB + 1) / Q_MAX
+            elif op.activation == "tanh":
+                e_out = pre + (TANH_TABLE_ERROR_LSB + 0.5) / Q_MAX
+            else:
+                e_out = pre
+            e, x = float(e_out.max()), (1.0 if op.activation in ("tanh", "sigmoid")
+                                        else min(float(acc_max.max()), q.out_scale * Q_MAX))
+        elif isinstance(op, Pool2D):
+            e, x = e_in + (q.out_scale if op.kind == "avg" else 0.0), x_in
+        elif isinstance(op, Add):
+            e_b, x_b = err[q.inputs[1]], rng[q.inputs[1]]
+            used = q.multiplier * 2.0 ** -float(q.shift[0])
+            true = np.array(q.in_scales) / q.out_scale
+            rescale = float(np.sum(np.abs(used - true) / true * np.array([x_in, x_b])))
+            e = e_in + e_b + rescale + q.out_scale / 2
+            x = min(x_in + x_b, q.out_scale * Q_MAX)
+        else:  # Flatten
+            e, x = e_in, x_in
+        err[i], rng[i] = e, x + e
+    return err[len(qnet.ops) - 1]

@@ -1,0 +1,101 @@
+"""Convolutional networks from PyTorch on the emulated SpiNN-5, against TVM's llvm build
+(float32), each offloaded function's float ops, and the integer reference (bit for bit)."""
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+import tvm_spinn
+from tvm_spinn import zoo
+from tvm_spinn.extract import extract_network, input_shape
+from tvm_spinn.partition import offloaded_functions
+from tvm_spinn.tensor_net import float_forward
+
+MODELS = {
+    "conv1d_small": (zoo.Conv1DSmall, (4, 64)),
+    "board_filling_cnn": (zoo.BoardFillingCNN, (3, 224)),
+    "conv1d_pools": (zoo.PoolNet1D, (4, 50)),
+    "lenet5": (zoo.LeNet5, (1, 28, 28)),
+    "resnet8": (zoo.ResNet8, (3, 32, 32)),
+}
+
+
+def run(ex, x):
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm, vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, np.float32))).numpy()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cnn_bit_exact_and_within_tolerance_of_llvm(name, record_board_io):
+    make, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = zoo.randomize_bn(make()).eval()
+    x = torch.randn((200,) + shape, generator=torch.Generator().manual_seed(1)).numpy()
+    mod = tvm_spinn.from_torch(model, (torch.from_numpy(x[:2]),))
+    ex = tvm_spinn.build(mod, calibration=x)
+    vm, y = run(ex, x)
+    executors = tvm_spinn.executors(vm)
+    assert len(executors) == 1, "the whole network must be one offloaded function"
+    program = executors[0].program
+    assert "ops" in program and any(op["kind"] == "Conv2D" for op in program["ops"])
+    (board, x_q, y_q), = [c for c in record_board_io if c[0] is executors[0].board]
+    np.testing.assert_array_equal(y_q, tvm_spinn.integer_reference(program, x_q))
+    # The offloaded function against its own float ops: within the stated bound.
+    func = next(iter(offloaded_functions(tvm_spinn.partition_for_spinnaker(mod, convolutions=True)).values()))
+    ops = extract_network(func)
+    x_in = (x_q.astype(np.float64) * program["input_scale"]).reshape((-1,) + input_shape(func))
+    y_float = float_forward(ops, x_in.astype(np.float32))[-1].reshape(len(x), -1)
+    bound = float(program["error_bound"].max())
+    assert np.abs(y_q * program["output_scale"] - y_float).max() <= bound
+    # The whole model against TVM's llvm build (softmax, if any, on the host).
+    y_llvm = run(tvm.compile(mod, target="llvm"), x)[1]
+    ends_in_softmax = isinstance(model, (zoo.Conv1DSmall, zoo.ResNet8))
+    tol = np.expm1(2 * bound) if ends_in_softmax else bound
+    assert np.abs(y - y_llvm).max() <= tol
+    assert (y.argmax(1) == y_llvm.argmax(1)).mean() >= 0.97
+    stats = tvm_spinn.statistics(vm)
+    assert stats.cores <= 808 and stats.packets_per_inference > 0
+
+
+def test_digits_cnn_accuracy_int16_close_to_float():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=0.3, random_state=0)
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                          nn.Flatten(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    for _ in range(120):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    model.eval()
+    float_acc = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
+    ex = tvm_spinn.build(tvm_spinn.from_torch(model, (xt[:2],)), calibration=x_train[:300])
+    vm, y = run(ex, x_test)
+    assert "ops" in tvm_spinn.executors(vm)[0].program
+    int16_acc = (y.argmax(1) == y_test).mean()
+    assert float_acc > 0.9
+    assert abs(int16_acc - float_acc) <= 0.005, (float_acc, int16_acc)
+
+
+def test_conv_too_big_for_a_core_names_the_layer_and_resource():
+    model = torch.nn.Sequential(torch.nn.Conv2d(512, 8, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 512, 64, 64)
+    with pytest.raises(tvm_spinn.ResourceError, match=r"conv.*DTCM"):
+        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy())
+
+
+def test_cnn_too_big_for_the_board():
+    nn = torch.nn
+    model = nn.Sequential(*[m for _ in range(6) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())]).eval()
+    x = torch.randn(2, 64, 32, 32)  # every conv fits a core; together they need > 808 cores
+    with pytest.raises(tvm_spinn.ResourceError, match=r"too big for the board.*cores"):
+        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy())
