@@ -350,97 +350,20 @@ def input_shape(func: relax.Function) -> tuple[int, int, int]:
     return (dims[0], dims[1], dims[2])
 
 
-def _apply(activation: str, y: np.ndarray) -> np.ndarray:
-    if activation == "relu":
-        return np.maximum(y, 0)
-    if activation == "tanh":
-        return np.tanh(y)
-    if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-y))
-    return y
-
-
-def _conv_forward(op: Conv2D, x: np.ndarray) -> np.ndarray:
-    """Direct convolution: sum over kernel offsets of strided input slices (float64)."""
-    n, c, h, w = x.shape
-    oc, icg, kh, kw = op.weight.shape
-    pt, pl, pb, pr = op.padding
-    sh, sw = op.stride
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    y = np.zeros((n, oc, oh, ow))
-    ocg = oc // op.groups
-    for g in range(op.groups):
-        wg = op.weight[g * ocg:(g + 1) * ocg].astype(np.float64)
-        xg = xp[:, g * icg:(g + 1) * icg]
-        for i in range(kh):
-            for j in range(kw):
-                patch = xg[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-                y[:, g * ocg:(g + 1) * ocg] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j])
-    if op.bias is not None:
-        y += op.bias[None, :, None, None]
-    return _apply(op.activation, y)
-
-
-def _pool_forward(op: Pool2D, x: np.ndarray) -> np.ndarray:
-    """torch semantics: window (oy, ox) covers rows oy*sh - top .. + kh (likewise
-    columns), clipped to the input for max (padding is ignored) and for an
-    average without padding; an average with padding divides by the part of
-    the window inside input + padding (positions past a ceil_mode edge do not count)."""
-    n, c, h, w = x.shape
-    kh, kw = op.kernel
-    sh, sw = op.stride
-    pt, pl, pb, pr = op.padding
-    oh, ow = op.out_hw
-    y = np.zeros((n, c, oh, ow))
-    x = x.astype(np.float64)
-    for oy in range(oh):
-        y0 = oy * sh - pt
-        r0, r1 = max(y0, 0), min(y0 + kh, h)
-        for ox in range(ow):
-            x0 = ox * sw - pl
-            c0, c1 = max(x0, 0), min(x0 + kw, w)
-            window = x[:, :, r0:r1, c0:c1]
-            if op.kind == "max":
-                y[:, :, oy, ox] = window.max(axis=(2, 3))
-                continue
-            if op.count_include_pad:
-                count = (min(y0 + kh, h + pb) - y0) * (min(x0 + kw, w + pr) - x0)
-            else:
-                count = (r1 - r0) * (c1 - c0)
-            y[:, :, oy, ox] = window.sum(axis=(2, 3)) / count
-    return y
-
-
 def forward_network(ops: Sequence[Op], x: np.ndarray) -> np.ndarray:
     """Float reference of a network of ops (as from :func:`extract_network`), in numpy.
 
     ``x`` is (n, C, H, W); (n, C, L) is taken as (n, C, 1, L) and (n, N) as a
     vector. Returns the last op's output as float32: (n, C, H, W) for a tensor,
-    (n, N) for a vector (after Flatten or a dense layer). Computed in float64.
+    (n, N) for a vector (after Flatten or a dense layer).
     """
-    x = np.asarray(x)
+    from .tensor_net import float_forward
+
+    x = np.asarray(x, np.float32)
     if x.ndim == 3:
         x = x[:, :, None, :]
-    outs: list[np.ndarray] = []
-    for i, op in enumerate(ops):
-        ins = tuple(getattr(op, "inputs", ()) or ()) or ((i - 1) if i > 0 else NETWORK_INPUT,)
-        args = [x if j == NETWORK_INPUT else outs[j] for j in ins]
-        a = args[0]
-        if isinstance(op, DenseLayer):
-            y = a.reshape(a.shape[0], -1).astype(np.float64) @ op.weight.T.astype(np.float64)
-            y = _apply(op.activation, y if op.bias is None else y + op.bias)
-        elif isinstance(op, Flatten):
-            y = a.reshape(a.shape[0], -1)
-        elif isinstance(op, Add):
-            if args[0].shape != args[1].shape:
-                raise UnsupportedError(f"{op.name}: operands {args[0].shape} and {args[1].shape} differ")
-            y = _apply(op.activation, args[0].astype(np.float64) + args[1])
-        elif isinstance(op, Conv2D):
-            y = _conv_forward(op, a)
-        elif isinstance(op, Pool2D):
-            y = _pool_forward(op, a)
-        else:
-            raise UnsupportedError(f"unknown op {type(op).__name__}")
-        outs.append(y)
-    return outs[-1].astype(np.float32)
+    elif x.ndim == 2:
+        x = x[:, None, None, :]
+    y = float_forward(ops, x)[-1]
+    vector = isinstance(ops[-1], (DenseLayer, Flatten))
+    return (y.reshape(y.shape[0], -1) if vector else y).astype(np.float32)

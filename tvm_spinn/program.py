@@ -255,7 +255,7 @@ def _tensor_fixups(fixups, labels: List[str], own: str) -> List[Tuple[int, str, 
 
 
 def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) -> List[Producer]:
-    from .layers import Add, Conv2D, Pool2D
+    from .layers import Conv2D, Pool2D
     from .tensor_configs import CORE_ADD, CORE_CONV, CORE_POOL, add_config, block_key_layout, conv_config, \
         pool_config
 

@@ -100,7 +100,6 @@ _last: Optional[Executor] = None
 
 def create_executor(symbol: str, payload: bytes, instance_id: int):
     """Called by the C++ module: unpack the program and open its board."""
-    global _last
     program = pickle.loads(bytes(payload))
     executor = Executor(str(symbol), program, int(instance_id))
     _executors[int(instance_id)] = executor
