@@ -305,6 +305,44 @@ static inline int32_t spinn_stream_trigger(spinn_stream_t *st, uint32_t slot, in
     return (int32_t)slot;
 }
 
+/* A kernel's test of whether output row r of the slot can be computed. */
+typedef int (*spinn_row_ready_fn)(const void *kernel, uint32_t slot, uint32_t r);
+
+/* The receive path every tensor kernel shares: match the key, store its values
+ * into the entry's buffer of the slot, count them against their input row (the
+ * rows of buffer 1 follow buffer 0's: + rows_per_buffer), and return the slot if
+ * its next output row became computable and no compute is pending for it (see
+ * spinn_stream_trigger); else -1. */
+static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, uint32_t key, uint32_t payload,
+                                           int16_t *const *buffers, uint32_t slot_stride,
+                                           uint32_t rows_per_buffer, spinn_stream_t *st,
+                                           spinn_counters_t *counters, spinn_row_ready_fn row_ready,
+                                           const void *kernel) {
+    int32_t e = spinn_trx_match(rx, n_rx, key), n;
+    const uint32_t *entry;
+    uint32_t slot, row, next;
+    int ready = 0;
+    counters->packets_in++;
+    if (e < 0) {
+        counters->dropped++;
+        return -1;
+    }
+    entry = rx + (uint32_t)e * SPINN_TRX_WORDS;
+    n = spinn_trx_store(entry, key, payload, buffers, slot_stride, st->n_slots, &slot, &row);
+    if (n < 0) {
+        counters->dropped++;
+        return -1;
+    }
+    if (n == 0) return -1;
+    row += entry[SPINN_TRX_BUFFER] * rows_per_buffer;
+    if (spinn_stream_add(st, slot, row, (uint32_t)n)) {
+        next = st->next_row[slot];
+        ready = next < st->n_out_rows && row_ready(kernel, slot, next);
+    }
+    spinn_stream_finish_if_done(st, slot);
+    return spinn_stream_trigger(st, slot, ready);
+}
+
 /* The kernels' output key for (slot, c_local, h_local), pair to be OR-ed in. */
 static inline uint32_t spinn_tensor_key(uint32_t out_key, uint32_t slot_shift, uint32_t c_shift, uint32_t h_shift,
                                         uint32_t slot, uint32_t c_local, uint32_t h_local) {

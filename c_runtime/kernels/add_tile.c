@@ -76,35 +76,16 @@ int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_wor
 }
 
 /* Output row r needs row r of a (stream row r) and of b (stream row n_h + r). */
-static int row_ready(const spinn_add_tile_t *s, uint32_t slot, uint32_t r) {
+static int row_ready(const void *kernel, uint32_t slot, uint32_t r) {
+    const spinn_add_tile_t *s = (const spinn_add_tile_t *)kernel;
     return spinn_stream_rows_complete(&s->st, slot, r, r + 1u) &&
            spinn_stream_rows_complete(&s->st, slot, s->n_h + r, s->n_h + r + 1u);
 }
 
 int32_t spinn_add_tile_receive(spinn_add_tile_t *s, uint32_t key, uint32_t payload) {
-    int32_t e = spinn_trx_match(s->rx, s->n_rx, key), n;
-    const uint32_t *entry;
-    uint32_t slot, row, next;
-    int ready = 0;
-    s->counters.packets_in++;
-    if (e < 0) {
-        s->counters.dropped++;
-        return -1;
-    }
-    entry = s->rx + (uint32_t)e * SPINN_TRX_WORDS;
-    n = spinn_trx_store(entry, key, payload, s->inputs, s->n_c * s->n_h * s->w, s->n_slots, &slot, &row);
-    if (n < 0) {
-        s->counters.dropped++;
-        return -1;
-    }
-    if (n == 0) return -1;
-    if (entry[SPINN_TRX_BUFFER]) row += s->n_h;
-    if (spinn_stream_add(&s->st, slot, row, (uint32_t)n)) {
-        next = s->st.next_row[slot];
-        ready = next < s->n_h && row_ready(s, slot, next);
-    }
-    spinn_stream_finish_if_done(&s->st, slot);
-    return spinn_stream_trigger(&s->st, slot, ready);
+    int16_t *const *bufs = s->inputs;
+    return spinn_tensor_receive(s->rx, s->n_rx, key, payload, bufs, s->n_c * s->n_h * s->w, s->n_h, &s->st,
+                                &s->counters, row_ready, s);
 }
 
 static int32_t add_value(const spinn_add_tile_t *s, int32_t a, int32_t b) {

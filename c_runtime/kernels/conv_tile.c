@@ -132,7 +132,8 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
 }
 
 /* Whether local output row r of the slot has all its input rows. */
-static int row_ready(const spinn_conv_tile_t *s, uint32_t slot, uint32_t r) {
+static int row_ready(const void *kernel, uint32_t slot, uint32_t r) {
+    const spinn_conv_tile_t *s = (const spinn_conv_tile_t *)kernel;
     int32_t lo, hi;
     input_rows(s->oh0 + r, s->sh, s->pad_top, s->kh, s->in_h, &lo, &hi);
     if (hi <= lo) return 1;
@@ -140,29 +141,10 @@ static int row_ready(const spinn_conv_tile_t *s, uint32_t slot, uint32_t r) {
 }
 
 int32_t spinn_conv_tile_receive(spinn_conv_tile_t *s, uint32_t key, uint32_t payload) {
-    int32_t e = spinn_trx_match(s->rx, s->n_rx, key), n;
-    uint32_t slot, row, next;
     int16_t *bufs[1];
-    int ready = 0;
-    s->counters.packets_in++;
-    if (e < 0) {
-        s->counters.dropped++;
-        return -1;
-    }
     bufs[0] = s->inputs;
-    n = spinn_trx_store(s->rx + (uint32_t)e * SPINN_TRX_WORDS, key, payload, bufs,
-                        s->n_ic * s->n_ih * s->in_w, s->n_slots, &slot, &row);
-    if (n < 0) {
-        s->counters.dropped++;
-        return -1;
-    }
-    if (n == 0) return -1;
-    if (spinn_stream_add(&s->st, slot, row, (uint32_t)n)) {
-        next = s->st.next_row[slot];
-        ready = next < s->n_oh && row_ready(s, slot, next);
-    }
-    spinn_stream_finish_if_done(&s->st, slot);
-    return spinn_stream_trigger(&s->st, slot, ready);
+    return spinn_tensor_receive(s->rx, s->n_rx, key, payload, bufs, s->n_ic * s->n_ih * s->in_w, 0u, &s->st,
+                                &s->counters, row_ready, s);
 }
 
 static void add_macs(spinn_counters_t *c, uint32_t macs) {
