@@ -49,6 +49,7 @@ class Executor:
         self.board = open_board(program)
         self.last_stats: Optional[RunStatistics] = None
         self._lock = threading.Lock()
+        self._warned_saturation = False
 
     def _check_input(self, x: np.ndarray) -> None:
         shape = tuple(self.program.get("input_shape", (self.program["in_features"],)))
@@ -77,9 +78,11 @@ class Executor:
             wall = time.perf_counter() - start
             self.last_stats = collect(self.program, self.board, x.shape[0], wall)
             self.last_stats.saturated_inputs = saturated
-        if saturated:
-            log.warning("%s: %d input values exceed the calibrated range and were saturated to int16; "
-                        "calibrate with more representative data", self.symbol, saturated)
+        if saturated and not self._warned_saturation:  # once per executor; every call counts them
+            self._warned_saturation = True
+            log.warning("%s: %d input values exceed the calibrated range and were saturated to int16 "
+                        "(counted per call in the statistics); calibrate with more representative data",
+                        self.symbol, saturated)
         return (y_q.astype(np.float32) * np.float32(self.program["output_scale"])).astype(np.float32)
 
     def __call__(self, *args) -> None:

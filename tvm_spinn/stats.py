@@ -76,8 +76,10 @@ class RunStatistics:
 def _stage(label: str) -> str:
     """Pipeline stage of a kernel vertex: "L<i>" for a layer's tiles, "L<i> reduce" for its reducers
     (labels come from tvm_spinn.program: [f<k>.]L<i>_t<r>_<c> and [f<k>.]L<i>_r<r>)."""
-    layer, role = label.rsplit(".", 1)[-1].split("_", 1)
-    return layer if role.startswith("t") else f"{layer} reduce"
+    prefix, _, name = label.rpartition(".")
+    layer, role = name.split("_", 1)
+    stage = f"{prefix}.{layer}" if prefix else layer
+    return stage if role.startswith("t") else f"{stage} reduce"
 
 
 def collect(program: dict, board, samples: int, wall_seconds: float) -> RunStatistics:
@@ -134,9 +136,8 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         router_traversals=sum(s.router_traversals for s in all_stats),
         link_traversals=sum(s.link_traversals for s in all_stats), macs=sum(s.macs for s in all_stats),
         max_core_cycles_per_sample=slowest.max_core_cycles_per_sample,
-        bottleneck_core=f"f{all_stats.index(slowest)}:{slowest.bottleneck_core}",
+        bottleneck_core=slowest.bottleneck_core,  # labels of functions sharing a board carry "f<i>."
         modelled_latency_s=sum(s.modelled_latency_s for s in all_stats),
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
-        layer_cycles_per_sample={f"f{i}:{k}": v for i, s in enumerate(all_stats)
-                                 for k, v in s.layer_cycles_per_sample.items()},
+        layer_cycles_per_sample={k: v for s in all_stats for k, v in s.layer_cycles_per_sample.items()},
         saturated_inputs=sum(s.saturated_inputs for s in all_stats), functions=len(all_stats))

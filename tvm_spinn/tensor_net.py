@@ -90,9 +90,9 @@ def float_op(op: Op, inputs: List[np.ndarray]) -> np.ndarray:
         win = _windows(x.astype(np.float64), kh, kw, op.stride, op.padding)
         w = op.weight.astype(np.float64)
         if op.groups == 1:
-            y = np.einsum("nchwij,ocij->nohw", win, w)
+            y = np.einsum("nchwij,ocij->nohw", win, w, optimize=True)  # BLAS: ~10x faster
         else:  # depthwise
-            y = np.einsum("nchwij,cij->nchw", win, w[:, 0])
+            y = np.einsum("nchwij,cij->nchw", win, w[:, 0], optimize=True)
         if op.bias is not None:
             y = y + op.bias[None, :, None, None]
         return _activation(op.activation, y).astype(np.float32)

@@ -21,6 +21,12 @@ typedef struct {
 
 typedef struct spinn_emu spinn_emu_s;
 
+#define ROUTE_CACHE_BITS 16u
+typedef struct {
+    uint32_t chip1; /* chip + 1; 0 = empty */
+    uint32_t key, route, found;
+} route_cache_t;
+
 typedef struct {
     spinn_emu_s *emu; /* back pointer: the send callback's context is the core */
     uint32_t kind, chip, p;
@@ -39,6 +45,7 @@ struct spinn_emu {
     uint32_t n_chips;
     int32_t *links;
     uint32_t *table_offsets, *tables;
+    route_cache_t *route_cache; /* 1 << ROUTE_CACHE_BITS entries */
     int32_t *core_at; /* n_chips * 18 -> core index or -1 */
     core_t *cores;
     uint32_t n_cores, cap_cores;
@@ -83,8 +90,9 @@ spinn_emu_t *spinn_emu_create(uint32_t n_chips, const int32_t *links, const uint
     emu->link_packets = calloc((size_t)n_chips * SPINN_LINKS, sizeof(uint64_t));
     emu->q_cap = 1024;
     emu->queue = malloc(sizeof(packet_t) * emu->q_cap);
+    emu->route_cache = calloc((size_t)1 << ROUTE_CACHE_BITS, sizeof(route_cache_t));
     if (!emu->links || !emu->table_offsets || !emu->tables || !emu->core_at || !emu->chip_packets ||
-        !emu->link_packets || !emu->queue) {
+        !emu->link_packets || !emu->queue || !emu->route_cache) {
         spinn_emu_destroy(emu);
         return NULL;
     }
@@ -109,6 +117,7 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     free(emu->tables);
     free(emu->core_at);
     free(emu->queue);
+    free(emu->route_cache);
     free(emu->out_rx);
     free(emu->chip_packets);
     free(emu->link_packets);
@@ -357,20 +366,41 @@ static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, u
 
 /* One router step: look the key up in this chip's table (first match wins,
  * as in the router's TCAM), else default-route a link arrival straight on. */
-static void route(spinn_emu_t *emu, const packet_t *pk) {
-    const uint32_t *t = emu->tables + 3u * emu->table_offsets[pk->chip];
-    uint32_t n = emu->table_offsets[pk->chip + 1u] - emu->table_offsets[pk->chip];
-    uint32_t i, route_word = 0, l, p;
-    int found = 0;
-    char msg[200];
-    emu->chip_packets[pk->chip]++;
+/* The table lookup of (chip, key): first matching entry's route word. Results
+ * are remembered in a direct-mapped cache: the tables never change while the
+ * emulator exists, so a cached result is exactly what the scan would return. */
+static uint32_t table_lookup(spinn_emu_t *emu, uint32_t chip, uint32_t key, int *found) {
+    uint32_t h = ((key * 2654435761u) ^ (chip * 0x9E3779B1u)) >> (32u - ROUTE_CACHE_BITS);
+    route_cache_t *c = &emu->route_cache[h];
+    const uint32_t *t;
+    uint32_t i, n;
+    if (c->chip1 == chip + 1u && c->key == key) {
+        *found = (int)c->found;
+        return c->route;
+    }
+    t = emu->tables + 3u * emu->table_offsets[chip];
+    n = emu->table_offsets[chip + 1u] - emu->table_offsets[chip];
+    c->chip1 = chip + 1u;
+    c->key = key;
+    c->found = 0;
+    c->route = 0;
     for (i = 0; i < n; i++, t += 3) {
-        if ((pk->key & t[1]) == t[0]) {
-            route_word = t[2];
-            found = 1;
+        if ((key & t[1]) == t[0]) {
+            c->found = 1;
+            c->route = t[2];
             break;
         }
     }
+    *found = (int)c->found;
+    return c->route;
+}
+
+static void route(spinn_emu_t *emu, const packet_t *pk) {
+    uint32_t route_word, l, p;
+    int found;
+    char msg[200];
+    emu->chip_packets[pk->chip]++;
+    route_word = table_lookup(emu, pk->chip, pk->key, &found);
     if (!found) {
         if (pk->arrival_link == LOCAL) {
             snprintf(msg, sizeof(msg), "packet key 0x%08x sent on chip %u matches no routing entry: dropped",
