@@ -1,7 +1,6 @@
 """Tensor networks (conv, pool, add, flatten, dense) through tiling, the toolchain's
 mapping and the emulated board, without TVM: bit for bit against the integer reference."""
 import numpy as np
-import pytest
 
 from tvm_spinn import resources as res
 from tvm_spinn.codegen import make_tensor_program
