@@ -21,11 +21,13 @@ typedef struct {
 
 typedef struct spinn_emu spinn_emu_s;
 
-#define ROUTE_CACHE_BITS 16u
+/* Routing tables indexed for lookup: an entry (key, mask) matches a packet iff
+ * packet_key & mask == key, so per chip and per distinct mask a hash of
+ * (mask, key) -> lowest entry index finds the first matching entry exactly. */
 typedef struct {
-    uint32_t chip1; /* chip + 1; 0 = empty */
-    uint32_t key, route, found;
-} route_cache_t;
+    uint32_t chip1; /* chip + 1; 0 = empty slot */
+    uint32_t mask, key, index;
+} route_slot_t;
 
 typedef struct {
     spinn_emu_s *emu; /* back pointer: the send callback's context is the core */
@@ -45,7 +47,9 @@ struct spinn_emu {
     uint32_t n_chips;
     int32_t *links;
     uint32_t *table_offsets, *tables;
-    route_cache_t *route_cache; /* 1 << ROUTE_CACHE_BITS entries */
+    route_slot_t *route_index;      /* open addressing, route_index_mask + 1 slots */
+    uint32_t route_index_mask;
+    uint32_t *mask_offsets, *masks; /* per chip: its distinct masks */
     int32_t *core_at; /* n_chips * 18 -> core index or -1 */
     core_t *cores;
     uint32_t n_cores, cap_cores;
@@ -76,6 +80,8 @@ static void fail(spinn_emu_t *emu, const char *msg) {
     }
 }
 
+static int build_route_index(spinn_emu_t *emu, uint32_t n_entries);
+
 spinn_emu_t *spinn_emu_create(uint32_t n_chips, const int32_t *links, const uint32_t *table_offsets,
                               const uint32_t *table_entries) {
     spinn_emu_t *emu = calloc(1, sizeof(*emu));
@@ -90,15 +96,18 @@ spinn_emu_t *spinn_emu_create(uint32_t n_chips, const int32_t *links, const uint
     emu->link_packets = calloc((size_t)n_chips * SPINN_LINKS, sizeof(uint64_t));
     emu->q_cap = 1024;
     emu->queue = malloc(sizeof(packet_t) * emu->q_cap);
-    emu->route_cache = calloc((size_t)1 << ROUTE_CACHE_BITS, sizeof(route_cache_t));
     if (!emu->links || !emu->table_offsets || !emu->tables || !emu->core_at || !emu->chip_packets ||
-        !emu->link_packets || !emu->queue || !emu->route_cache) {
+        !emu->link_packets || !emu->queue) {
         spinn_emu_destroy(emu);
         return NULL;
     }
     memcpy(emu->links, links, sizeof(int32_t) * n_chips * SPINN_LINKS);
     memcpy(emu->table_offsets, table_offsets, sizeof(uint32_t) * (n_chips + 1u));
     memcpy(emu->tables, table_entries, sizeof(uint32_t) * 3u * n_entries);
+    if (build_route_index(emu, n_entries) != 0) {
+        spinn_emu_destroy(emu);
+        return NULL;
+    }
     for (i = 0; i < n_chips * SPINN_CORES_PER_CHIP; i++) emu->core_at[i] = -1;
     emu->out_core_chip = -1;
     return emu;
@@ -117,7 +126,9 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     free(emu->tables);
     free(emu->core_at);
     free(emu->queue);
-    free(emu->route_cache);
+    free(emu->route_index);
+    free(emu->mask_offsets);
+    free(emu->masks);
     free(emu->out_rx);
     free(emu->chip_packets);
     free(emu->link_packets);
@@ -366,33 +377,71 @@ static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, u
 
 /* One router step: look the key up in this chip's table (first match wins,
  * as in the router's TCAM), else default-route a link arrival straight on. */
-/* The table lookup of (chip, key): first matching entry's route word. Results
- * are remembered in a direct-mapped cache: the tables never change while the
- * emulator exists, so a cached result is exactly what the scan would return. */
-static uint32_t table_lookup(spinn_emu_t *emu, uint32_t chip, uint32_t key, int *found) {
-    uint32_t h = ((key * 2654435761u) ^ (chip * 0x9E3779B1u)) >> (32u - ROUTE_CACHE_BITS);
-    route_cache_t *c = &emu->route_cache[h];
-    const uint32_t *t;
-    uint32_t i, n;
-    if (c->chip1 == chip + 1u && c->key == key) {
-        *found = (int)c->found;
-        return c->route;
-    }
-    t = emu->tables + 3u * emu->table_offsets[chip];
-    n = emu->table_offsets[chip + 1u] - emu->table_offsets[chip];
-    c->chip1 = chip + 1u;
-    c->key = key;
-    c->found = 0;
-    c->route = 0;
-    for (i = 0; i < n; i++, t += 3) {
-        if ((key & t[1]) == t[0]) {
-            c->found = 1;
-            c->route = t[2];
-            break;
+/* murmur3's finaliser over the three words: keys are block aligned (low bits
+ * zero), so every output bit must depend on every input bit. */
+static uint32_t route_hash(uint32_t chip, uint32_t mask, uint32_t key) {
+    uint32_t h = key ^ (mask * 0x85EBCA6Bu) ^ (chip * 0xC2B2AE35u);
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* Build the index (after the tables were copied). Returns 0, or -1 (no memory). */
+static int build_route_index(spinn_emu_t *emu, uint32_t n_entries) {
+    uint32_t size = 1024u, c, i, j, n_masks = 0;
+    while (size < 2u * n_entries) size <<= 1;
+    emu->route_index = calloc(size, sizeof(route_slot_t));
+    emu->route_index_mask = size - 1u;
+    emu->mask_offsets = malloc(sizeof(uint32_t) * (emu->n_chips + 1u));
+    emu->masks = malloc(sizeof(uint32_t) * (n_entries ? n_entries : 1u));
+    if (!emu->route_index || !emu->mask_offsets || !emu->masks) return -1;
+    for (c = 0; c < emu->n_chips; c++) {
+        emu->mask_offsets[c] = n_masks;
+        for (i = emu->table_offsets[c]; i < emu->table_offsets[c + 1u]; i++) {
+            const uint32_t *t = emu->tables + 3u * i;
+            uint32_t h;
+            route_slot_t *slot;
+            if (t[0] & ~t[1]) continue; /* a key bit outside its mask: matches nothing */
+            for (j = emu->mask_offsets[c]; j < n_masks && emu->masks[j] != t[1]; j++) {
+            }
+            if (j == n_masks) emu->masks[n_masks++] = t[1];
+            for (h = route_hash(c, t[1], t[0]);; h++) {
+                slot = &emu->route_index[h & emu->route_index_mask];
+                if (slot->chip1 == 0u) {
+                    slot->chip1 = c + 1u;
+                    slot->mask = t[1];
+                    slot->key = t[0];
+                    slot->index = i; /* entries come in table order: the first one stays */
+                    break;
+                }
+                if (slot->chip1 == c + 1u && slot->mask == t[1] && slot->key == t[0]) break;
+            }
         }
     }
-    *found = (int)c->found;
-    return c->route;
+    emu->mask_offsets[emu->n_chips] = n_masks;
+    return 0;
+}
+
+/* The route word of the first entry of the chip's table matching key (as the
+ * router's TCAM); *found = 0 if none matches. */
+static uint32_t table_lookup(const spinn_emu_t *emu, uint32_t chip, uint32_t key, int *found) {
+    uint32_t best = 0xFFFFFFFFu, m, h;
+    for (m = emu->mask_offsets[chip]; m < emu->mask_offsets[chip + 1u]; m++) {
+        uint32_t mask = emu->masks[m], k = key & mask;
+        for (h = route_hash(chip, mask, k);; h++) {
+            const route_slot_t *slot = &emu->route_index[h & emu->route_index_mask];
+            if (slot->chip1 == 0u) break;
+            if (slot->chip1 == chip + 1u && slot->mask == mask && slot->key == k) {
+                if (slot->index < best) best = slot->index;
+                break;
+            }
+        }
+    }
+    *found = best != 0xFFFFFFFFu;
+    return *found ? emu->tables[3u * best + 2u] : 0u;
 }
 
 static void route(spinn_emu_t *emu, const packet_t *pk) {
