@@ -343,6 +343,48 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
     return spinn_stream_trigger(st, slot, ready);
 }
 
+/* The sample in the slot has left this tile: free the slot for the next one. */
+static inline void spinn_stream_release(spinn_stream_t *st, uint32_t slot) {
+    st->next_row[slot] = st->n_out_rows;
+    spinn_stream_finish_if_done(st, slot);
+}
+
+/* Send one packet of an output row. last: the sample's last packet from this
+ * tile, so the slot is released first (the next sample's inputs may already be
+ * arriving). A failed send releases the slot too (the sample is lost
+ * downstream and the host reports it). Returns 0 or -1. */
+static inline int spinn_tensor_send(spinn_stream_t *st, uint32_t slot, int last, uint32_t key, uint32_t payload,
+                                    spinn_send_fn send, void *ctx, spinn_counters_t *counters) {
+    if (last) spinn_stream_release(st, slot);
+    if (send(ctx, key, payload) != 0) {
+        if (!last) spinn_stream_release(st, slot);
+        return -1;
+    }
+    counters->packets_out++;
+    return 0;
+}
+
+/* A kernel's computation and sending of its output row r of the slot. */
+typedef int (*spinn_row_fn)(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx);
+
+/* The compute every tensor kernel shares: clear the pending flag first (a row
+ * completing meanwhile triggers again), then compute every ready row in order. */
+static inline int spinn_tensor_compute(spinn_stream_t *st, uint32_t slot, spinn_row_ready_fn row_ready,
+                                       spinn_row_fn row, void *kernel, spinn_send_fn send, void *ctx,
+                                       spinn_counters_t *counters) {
+    uint32_t r;
+    st->pending[slot] = 0u;
+    while ((r = st->next_row[slot]) < st->n_out_rows && row_ready(kernel, slot, r)) {
+        if (row(kernel, slot, r, send, ctx) != 0) return -1;
+        if (r + 1u == st->n_out_rows) {
+            counters->computes++;
+            break;
+        }
+        st->next_row[slot] = r + 1u;
+    }
+    return 0;
+}
+
 /* The kernels' output key for (slot, c_local, h_local), pair to be OR-ed in. */
 static inline uint32_t spinn_tensor_key(uint32_t out_key, uint32_t slot_shift, uint32_t c_shift, uint32_t h_shift,
                                         uint32_t slot, uint32_t c_local, uint32_t h_local) {

@@ -96,9 +96,10 @@ static int32_t add_value(const spinn_add_tile_t *s, int32_t a, int32_t b) {
 }
 
 /* Compute local row r of the slot and send it (see conv_row in conv_tile.c). */
-static int add_row(spinn_add_tile_t *s, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
+static int add_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
+    spinn_add_tile_t *s = (spinn_add_tile_t *)kernel;
     uint32_t slot_off = slot * (s->n_c * s->n_h * s->w), c_stride = s->n_h * s->w;
-    int last_row = r + 1u == s->n_h, released = 0;
+    int last_row = r + 1u == s->n_h;
     uint32_t j, k;
     for (j = 0; j < s->n_c; j++) {
         uint32_t off = slot_off + j * c_stride + r * s->w;
@@ -107,19 +108,9 @@ static int add_row(spinn_add_tile_t *s, uint32_t slot, uint32_t r, spinn_send_fn
         for (k = 0; k < s->w; k += 2u) {
             int32_t lo = add_value(s, a[k], b[k]);
             int32_t hi = k + 1u < s->w ? add_value(s, a[k + 1u], b[k + 1u]) : 0;
-            if (last_row && j + 1u == s->n_c && k + 2u >= s->w) {
-                s->st.next_row[slot] = s->n_h;
-                spinn_stream_finish_if_done(&s->st, slot);
-                released = 1;
-            }
-            if (send(ctx, key | (k >> 1), spinn_pack16(lo, hi)) != 0) {
-                if (!released) {
-                    s->st.next_row[slot] = s->n_h;
-                    spinn_stream_finish_if_done(&s->st, slot);
-                }
+            if (spinn_tensor_send(&s->st, slot, last_row && j + 1u == s->n_c && k + 2u >= s->w, key | (k >> 1),
+                                  spinn_pack16(lo, hi), send, ctx, &s->counters) != 0)
                 return -1;
-            }
-            s->counters.packets_out++;
         }
         s->counters.outputs += s->w;
     }
@@ -127,15 +118,5 @@ static int add_row(spinn_add_tile_t *s, uint32_t slot, uint32_t r, spinn_send_fn
 }
 
 int spinn_add_tile_compute(spinn_add_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
-    uint32_t r;
-    s->st.pending[slot] = 0u;
-    while ((r = s->st.next_row[slot]) < s->n_h && row_ready(s, slot, r)) {
-        if (add_row(s, slot, r, send, ctx) != 0) return -1;
-        if (r + 1u == s->n_h) {
-            s->counters.computes++;
-            break;
-        }
-        s->st.next_row[slot] = r + 1u;
-    }
-    return 0;
+    return spinn_tensor_compute(&s->st, slot, row_ready, add_row, s, send, ctx, &s->counters);
 }

@@ -186,11 +186,12 @@ static void kernel_range(int32_t start, uint32_t k, uint32_t n, uint32_t *lo, ui
 /* Compute local output row r of the slot and send it. On the tile's last row
  * the slot is released just before its last packet. Returns 0 or -1; after a
  * failed send the rest of the sample is abandoned (the slot still recovers). */
-static int conv_row(spinn_conv_tile_t *s, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
+static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
+    spinn_conv_tile_t *s = (spinn_conv_tile_t *)kernel;
     const int16_t *x = s->inputs + slot * (s->n_ic * s->n_ih * s->in_w);
     uint32_t ic_stride = s->n_ih * s->in_w, kk = s->kh * s->kw;
     int32_t iy0 = (int32_t)((s->oh0 + r) * s->sh) - (int32_t)s->pad_top;
-    int last_row = r + 1u == s->n_oh, released = 0;
+    int last_row = r + 1u == s->n_oh;
     uint32_t j, ow, ic, ky, ky_lo, ky_hi;
     kernel_range(iy0, s->kh, s->in_h, &ky_lo, &ky_hi);
     for (j = 0; j < s->n_oc; j++) {
@@ -226,20 +227,9 @@ static int conv_row(spinn_conv_tile_t *s, uint32_t slot, uint32_t r, spinn_send_
                 pending = y;
                 continue;
             }
-            if (last_row && j + 1u == s->n_oc && ow + 1u == s->out_w) {
-                /* the sample's last packet: release the slot first */
-                s->st.next_row[slot] = s->n_oh;
-                spinn_stream_finish_if_done(&s->st, slot);
-                released = 1;
-            }
-            if (send(ctx, key | (ow >> 1), (ow & 1u) ? spinn_pack16(pending, y) : spinn_pack16(y, 0)) != 0) {
-                if (!released) {
-                    s->st.next_row[slot] = s->n_oh;
-                    spinn_stream_finish_if_done(&s->st, slot);
-                }
+            if (spinn_tensor_send(&s->st, slot, last_row && j + 1u == s->n_oc && ow + 1u == s->out_w, key | (ow >> 1),
+                                  (ow & 1u) ? spinn_pack16(pending, y) : spinn_pack16(y, 0), send, ctx, &s->counters) != 0)
                 return -1;
-            }
-            s->counters.packets_out++;
         }
         add_macs(&s->counters, macs);
         s->counters.outputs += s->out_w;
@@ -248,15 +238,5 @@ static int conv_row(spinn_conv_tile_t *s, uint32_t slot, uint32_t r, spinn_send_
 }
 
 int spinn_conv_tile_compute(spinn_conv_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
-    uint32_t r;
-    s->st.pending[slot] = 0u;
-    while ((r = s->st.next_row[slot]) < s->n_oh && row_ready(s, slot, r)) {
-        if (conv_row(s, slot, r, send, ctx) != 0) return -1;
-        if (r + 1u == s->n_oh) {
-            s->counters.computes++;
-            break;
-        }
-        s->st.next_row[slot] = r + 1u;
-    }
-    return 0;
+    return spinn_tensor_compute(&s->st, slot, row_ready, conv_row, s, send, ctx, &s->counters);
 }

@@ -137,11 +137,12 @@ int32_t spinn_pool_tile_receive(spinn_pool_tile_t *s, uint32_t key, uint32_t pay
 }
 
 /* Compute local output row r of the slot and send it (see conv_row). */
-static int pool_row(spinn_pool_tile_t *s, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
+static int pool_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
+    spinn_pool_tile_t *s = (spinn_pool_tile_t *)kernel;
     const int16_t *x = s->inputs + slot * (s->n_c * s->n_ih * s->in_w);
     uint32_t c_stride = s->n_ih * s->in_w;
     int32_t iy0 = (int32_t)((s->oh0 + r) * s->sh) - (int32_t)s->pad_top;
-    int last_row = r + 1u == s->n_oh, released = 0;
+    int last_row = r + 1u == s->n_oh;
     uint32_t j, ow, ky, kx, ky_lo, ky_hi, py_lo, py_hi;
     window_range(iy0, s->kh, 0, (int32_t)s->in_h, &ky_lo, &ky_hi);
     window_range(iy0, s->kh, -(int32_t)s->pad_top, (int32_t)(s->in_h + s->pad_bottom), &py_lo, &py_hi);
@@ -187,19 +188,9 @@ static int pool_row(spinn_pool_tile_t *s, uint32_t slot, uint32_t r, spinn_send_
                 pending = y;
                 continue;
             }
-            if (last_row && j + 1u == s->n_c && ow + 1u == s->out_w) {
-                s->st.next_row[slot] = s->n_oh;
-                spinn_stream_finish_if_done(&s->st, slot);
-                released = 1;
-            }
-            if (send(ctx, key | (ow >> 1), (ow & 1u) ? spinn_pack16(pending, y) : spinn_pack16(y, 0)) != 0) {
-                if (!released) {
-                    s->st.next_row[slot] = s->n_oh;
-                    spinn_stream_finish_if_done(&s->st, slot);
-                }
+            if (spinn_tensor_send(&s->st, slot, last_row && j + 1u == s->n_c && ow + 1u == s->out_w, key | (ow >> 1),
+                                  (ow & 1u) ? spinn_pack16(pending, y) : spinn_pack16(y, 0), send, ctx, &s->counters) != 0)
                 return -1;
-            }
-            s->counters.packets_out++;
         }
         s->counters.outputs += s->out_w;
     }
@@ -207,15 +198,5 @@ static int pool_row(spinn_pool_tile_t *s, uint32_t slot, uint32_t r, spinn_send_
 }
 
 int spinn_pool_tile_compute(spinn_pool_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
-    uint32_t r;
-    s->st.pending[slot] = 0u;
-    while ((r = s->st.next_row[slot]) < s->n_oh && row_ready(s, slot, r)) {
-        if (pool_row(s, slot, r, send, ctx) != 0) return -1;
-        if (r + 1u == s->n_oh) {
-            s->counters.computes++;
-            break;
-        }
-        s->st.next_row[slot] = r + 1u;
-    }
-    return 0;
+    return spinn_tensor_compute(&s->st, slot, row_ready, pool_row, s, send, ctx, &s->counters);
 }
