@@ -164,6 +164,41 @@ class QuantizedNetwork:
         return x
 
 
+def quantize_weights(weight: np.ndarray, bias: Optional[np.ndarray], activation: str, in_scale: float,
+                     y_calibration: np.ndarray, name: str) -> dict:
+    """int16 parameters of a layer with weights (dense (out, in) or conv (out, in, kh, kw)):
+    weight / weight_scale per output channel, bias (int64, accumulator units), the
+    requantisation multiplier / shift per output channel, out_scale and target_scale,
+    and the proven accumulator bound with the multiplier's bit budget m_bits.
+    y_calibration: the layer's float outputs on the calibration data (for out_scale)."""
+    w = np.asarray(weight, np.float64)
+    n = w.shape[0]
+    w_scale = np.array([_symmetric_scale(v) for v in np.max(np.abs(w.reshape(n, -1)), axis=1)])
+    wq = np.clip(np.floor(w / w_scale.reshape((-1,) + (1,) * (w.ndim - 1)) + 0.5), -Q_MAX, Q_MAX).astype(np.int16)
+    acc_scale = in_scale * w_scale
+    b = np.zeros(n) if bias is None else np.asarray(bias, np.float64)
+    bias_q = np.floor(b / acc_scale + 0.5).astype(np.int64)
+    if activation == "tanh":
+        target, out_scale = 2.0 ** -TANH_INPUT_BITS, 1.0 / Q_MAX
+    elif activation == "sigmoid":
+        target, out_scale = 2.0 ** -(TANH_INPUT_BITS - 1), 1.0 / Q_MAX
+    else:
+        out_scale = target = _symmetric_scale(float(np.max(np.abs(y_calibration))))
+    # |acc| <= sum|W| * 32768 + |bias| for any int16 input; one more bit covers
+    # the rounding of partial sums when the layer is cut into column tiles.
+    acc_bound = int(np.max(np.abs(wq.reshape(n, -1).astype(np.int64)).sum(axis=1) * 32768 + np.abs(bias_q)))
+    m_bits = min(31, PRODUCT_BITS_LIMIT - (acc_bound.bit_length() + 1))
+    if m_bits < 8:
+        raise ResourceError(
+            f"{name}: accumulator bound 2**{acc_bound.bit_length()} leaves only {m_bits} bits "
+            "for the requantisation multiplier (layer too wide for exact int64 arithmetic)")
+    ms = [_multiplier_shift(a / target, m_bits, name) for a in acc_scale]
+    return dict(weight=wq, weight_scale=w_scale, bias=bias_q,
+                multiplier=np.array([m for m, _ in ms], dtype=np.int64),
+                shift=np.array([sh for _, sh in ms], dtype=np.int64),
+                out_scale=out_scale, target_scale=target, acc_bound=acc_bound, m_bits=m_bits)
+
+
 def quantize_network(layers: Sequence[DenseLayer], calibration: Optional[np.ndarray]) -> QuantizedNetwork:
     """Choose scales from calibration data and quantise every layer.
 
@@ -185,34 +220,9 @@ def quantize_network(layers: Sequence[DenseLayer], calibration: Optional[np.ndar
     result: List[QuantLayer] = []
     for layer in layers:
         y = layer.forward(x)
-        w = layer.weight.astype(np.float64)
-        w_scale = np.array([_symmetric_scale(v) for v in np.max(np.abs(w), axis=1)])
-        wq = np.clip(np.floor(w / w_scale[:, None] + 0.5), -Q_MAX, Q_MAX).astype(np.int16)
-        acc_scale = in_scale * w_scale
-        b = np.zeros(layer.out_features) if layer.bias is None else layer.bias.astype(np.float64)
-        bias_q = np.floor(b / acc_scale + 0.5).astype(np.int64)
-        if layer.activation == "tanh":
-            target, out_scale = 2.0 ** -TANH_INPUT_BITS, 1.0 / Q_MAX
-        elif layer.activation == "sigmoid":
-            target, out_scale = 2.0 ** -(TANH_INPUT_BITS - 1), 1.0 / Q_MAX
-        else:
-            out_scale = _symmetric_scale(float(np.max(np.abs(y))))
-            target = out_scale
-        # |acc| <= sum|W| * 32768 + |bias| for any int16 input; one more bit covers
-        # the rounding of partial sums when the layer is cut into column tiles.
-        acc_bound = int(np.max(np.abs(wq.astype(np.int64)).sum(axis=1) * 32768 + np.abs(bias_q)))
-        m_bits = min(31, PRODUCT_BITS_LIMIT - (acc_bound.bit_length() + 1))
-        if m_bits < 8:
-            raise ResourceError(
-                f"{layer.name}: accumulator bound 2**{acc_bound.bit_length()} leaves only {m_bits} bits "
-                "for the requantisation multiplier (layer too wide for exact int64 arithmetic)")
-        ms = [_multiplier_shift(a / target, m_bits, layer.name) for a in acc_scale]
-        result.append(QuantLayer(
-            float_layer=layer, weight=wq, weight_scale=w_scale, bias=bias_q,
-            multiplier=np.array([m for m, _ in ms], dtype=np.int64),
-            shift=np.array([s for _, s in ms], dtype=np.int64),
-            in_scale=in_scale, out_scale=out_scale, target_scale=target,
-            acc_bound=acc_bound, m_bits=m_bits))
+        q = quantize_weights(layer.weight, layer.bias, layer.activation, in_scale, y, layer.name)
+        out_scale = q["out_scale"]
+        result.append(QuantLayer(float_layer=layer, in_scale=in_scale, **q))
         x, in_scale = y, out_scale
     return QuantizedNetwork(result, result[0].in_scale, input_max)
 

@@ -18,8 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import CalibrationError, ResourceError, UnsupportedError
 from .layers import NETWORK_INPUT, Add, Conv2D, DenseLayer, Flatten, Pool2D
-from .quantize import (PRODUCT_BITS_LIMIT, Q_MAX, TANH_INPUT_BITS, _multiplier_shift, _symmetric_scale,
-                       quantize_tensor)
+from .quantize import PRODUCT_BITS_LIMIT, Q_MAX, _symmetric_scale, quantize_tensor, quantize_weights
 
 Op = Union[DenseLayer, Conv2D, Pool2D, Add, Flatten]
 Shape = Tuple[int, int, int]
@@ -190,34 +189,6 @@ class QuantizedTensorNetwork:
         return quantize_tensor(np.asarray(x).reshape((-1,) + self.input_shape), self.input_scale)
 
 
-def _weighted(op: Union[Conv2D, DenseLayer], q: QOp, in_scale: float, y: np.ndarray) -> None:
-    """Per output channel int16 weights, int64 bias, multiplier and shift."""
-    w = op.weight.astype(np.float64)
-    flat = w.reshape(w.shape[0], -1)
-    w_scale = np.array([_symmetric_scale(v) for v in np.max(np.abs(flat), axis=1)])
-    q.weight = np.clip(np.floor(w / w_scale.reshape((-1,) + (1,) * (w.ndim - 1)) + 0.5),
-                       -Q_MAX, Q_MAX).astype(np.int16)
-    q.weight_scale = w_scale
-    acc_scale = in_scale * w_scale
-    b = np.zeros(w.shape[0]) if op.bias is None else op.bias.astype(np.float64)
-    q.bias = np.floor(b / acc_scale + 0.5).astype(np.int64)
-    if op.activation == "tanh":
-        q.target_scale, q.out_scale = 2.0 ** -TANH_INPUT_BITS, 1.0 / Q_MAX
-    elif op.activation == "sigmoid":
-        q.target_scale, q.out_scale = 2.0 ** -(TANH_INPUT_BITS - 1), 1.0 / Q_MAX
-    else:
-        q.out_scale = q.target_scale = _symmetric_scale(float(np.max(np.abs(y))))
-    q.acc_bound = int(np.max(np.abs(q.weight.reshape(w.shape[0], -1).astype(np.int64)).sum(axis=1) * 32768
-                             + np.abs(q.bias)))
-    q.m_bits = min(31, PRODUCT_BITS_LIMIT - (q.acc_bound.bit_length() + 1))
-    if q.m_bits < 8:
-        raise ResourceError(f"{op.name}: accumulator bound 2**{q.acc_bound.bit_length()} is too wide for "
-                            "exact int64 requantisation")
-    ms = [_multiplier_shift(a / q.target_scale, q.m_bits, op.name) for a in acc_scale]
-    q.multiplier = np.array([m for m, _ in ms], np.int64)
-    q.shift = np.array([s for _, s in ms], np.int64)
-
-
 ADD_MULTIPLIER_BITS = 30
 
 
@@ -257,7 +228,9 @@ def quantize_tensor_network(ops: Sequence[Op], input_shape: Shape,
         in_shapes = [tuple(input_shape) if j == NETWORK_INPUT else all_shapes[j] for j in ins]
         q = QOp(op, ins, in_shapes, all_shapes[i], in_scales, in_scales[0])
         if isinstance(op, (Conv2D, DenseLayer)):
-            _weighted(op, q, in_scales[0], outs[i])
+            for key, value in quantize_weights(op.weight, op.bias, op.activation, in_scales[0], outs[i],
+                                               op.name).items():
+                setattr(q, key, value)
         elif isinstance(op, Add):
             q.out_scale = _symmetric_scale(float(np.max(np.abs(outs[i]))))
             q.multiplier, q.shift = add_multipliers(in_scales[0], in_scales[1], q.out_scale)
