@@ -305,6 +305,38 @@ static inline int32_t spinn_stream_trigger(spinn_stream_t *st, uint32_t slot, in
     return (int32_t)slot;
 }
 
+/* Input rows [*lo, *hi) (clipped to the input) that output row oh of a window
+ * op (conv, pool) reads; *hi <= *lo when the window lies in the padding. */
+static inline void spinn_window_rows(uint32_t oh, uint32_t sh, uint32_t pad_top, uint32_t kh, uint32_t in_h,
+                                     int32_t *lo, int32_t *hi) {
+    int32_t y0 = (int32_t)(oh * sh) - (int32_t)pad_top;
+    *lo = y0 < 0 ? 0 : y0;
+    *hi = y0 + (int32_t)kh;
+    if (*hi > (int32_t)in_h) *hi = (int32_t)in_h;
+}
+
+/* 1 if every input row output row oh reads is complete in the slot (rows are
+ * buffered from ih0). */
+static inline int spinn_window_ready(const spinn_stream_t *st, uint32_t slot, uint32_t oh, uint32_t sh,
+                                     uint32_t pad_top, uint32_t kh, uint32_t in_h, uint32_t ih0) {
+    int32_t lo, hi;
+    spinn_window_rows(oh, sh, pad_top, kh, in_h, &lo, &hi);
+    if (hi <= lo) return 1;
+    return spinn_stream_rows_complete(st, slot, (uint32_t)lo - ih0, (uint32_t)hi - ih0);
+}
+
+/* 1 if rows [ih0, ih0 + n_ih) hold every input row output rows [oh0, oh0 + n_oh) read. */
+static inline int spinn_window_band_ok(uint32_t oh0, uint32_t n_oh, uint32_t sh, uint32_t pad_top, uint32_t kh,
+                                       uint32_t in_h, uint32_t ih0, uint32_t n_ih) {
+    uint32_t i;
+    for (i = 0; i < n_oh; i++) {
+        int32_t lo, hi;
+        spinn_window_rows(oh0 + i, sh, pad_top, kh, in_h, &lo, &hi);
+        if (hi > lo && (lo < (int32_t)ih0 || hi > (int32_t)(ih0 + n_ih))) return 0;
+    }
+    return 1;
+}
+
 /* A kernel's test of whether output row r of the slot can be computed. */
 typedef int (*spinn_row_ready_fn)(const void *kernel, uint32_t slot, uint32_t r);
 

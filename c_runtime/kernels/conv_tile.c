@@ -15,15 +15,6 @@ typedef struct {
 
 static uint32_t align8(uint32_t bytes) { return (bytes + 7u) & ~7u; }
 
-/* Rows [lo, hi) (absolute) that output row oh (absolute) reads; hi <= lo: none. */
-static void input_rows(uint32_t oh, uint32_t sh, uint32_t pad_top, uint32_t kh, uint32_t in_h, int32_t *lo,
-                       int32_t *hi) {
-    int32_t y0 = (int32_t)(oh * sh) - (int32_t)pad_top;
-    *lo = y0 < 0 ? 0 : y0;
-    *hi = y0 + (int32_t)kh;
-    if (*hi > (int32_t)in_h) *hi = (int32_t)in_h;
-}
-
 static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i;
     uint64_t need, n_w;
@@ -67,11 +58,9 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     l->stream_bytes = align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
     if ((uint64_t)l->inputs_bytes + l->wbuf_bytes + l->stream_bytes > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     /* every output row reads only buffered rows */
-    for (i = 0; i < cfg[H_N_OH]; i++) {
-        int32_t lo, hi;
-        input_rows(cfg[H_OH0] + i, cfg[H_SH], cfg[H_PAD_TOP], cfg[H_KH], cfg[H_IN_H], &lo, &hi);
-        if (hi > lo && (lo < (int32_t)cfg[H_IH0] || hi > (int32_t)(cfg[H_IH0] + cfg[H_N_IH]))) return -1;
-    }
+    if (!spinn_window_band_ok(cfg[H_OH0], cfg[H_N_OH], cfg[H_SH], cfg[H_PAD_TOP], cfg[H_KH], cfg[H_IN_H],
+                              cfg[H_IH0], cfg[H_N_IH]))
+        return -1;
     if (!spinn_trx_valid(cfg + H_WORDS, cfg[H_N_RX], 1u) ||
         !spinn_trx_dst_is(cfg + H_WORDS, cfg[H_N_RX], 0u, cfg[H_IC0], cfg[H_IH0], 0u, cfg[H_N_IC], cfg[H_N_IH],
                           cfg[H_IN_W]))
@@ -134,10 +123,7 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
 /* Whether local output row r of the slot has all its input rows. */
 static int row_ready(const void *kernel, uint32_t slot, uint32_t r) {
     const spinn_conv_tile_t *s = (const spinn_conv_tile_t *)kernel;
-    int32_t lo, hi;
-    input_rows(s->oh0 + r, s->sh, s->pad_top, s->kh, s->in_h, &lo, &hi);
-    if (hi <= lo) return 1;
-    return spinn_stream_rows_complete(&s->st, slot, (uint32_t)lo - s->ih0, (uint32_t)hi - s->ih0);
+    return spinn_window_ready(&s->st, slot, s->oh0 + r, s->sh, s->pad_top, s->kh, s->in_h, s->ih0);
 }
 
 int32_t spinn_conv_tile_receive(spinn_conv_tile_t *s, uint32_t key, uint32_t payload) {

@@ -23,16 +23,6 @@ static void window_range(int32_t start, uint32_t k, int32_t from, int32_t to, ui
     *hi = (uint32_t)b;
 }
 
-/* Input rows [lo, hi) (absolute) that output row oh (absolute) reads. */
-static void input_rows(uint32_t oh, uint32_t sh, uint32_t pad_top, uint32_t kh, uint32_t in_h, uint32_t *lo,
-                       uint32_t *hi) {
-    int32_t y0 = (int32_t)(oh * sh) - (int32_t)pad_top;
-    uint32_t a, b;
-    window_range(y0, kh, 0, (int32_t)in_h, &a, &b);
-    *lo = (uint32_t)(y0 + (int32_t)a);
-    *hi = *lo + (b - a);
-}
-
 static int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i;
     uint64_t need;
@@ -62,11 +52,9 @@ static int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     l->inputs_bytes = align8((uint32_t)need);
     l->stream_bytes = align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
     if ((uint64_t)l->inputs_bytes + l->stream_bytes > SPINN_TENSOR_MAX_WORKSPACE) return -1;
-    for (i = 0; i < cfg[H_N_OH]; i++) {
-        uint32_t lo, hi;
-        input_rows(cfg[H_OH0] + i, cfg[H_SH], cfg[H_PAD_TOP], cfg[H_KH], cfg[H_IN_H], &lo, &hi);
-        if (hi > lo && (lo < cfg[H_IH0] || hi > cfg[H_IH0] + cfg[H_N_IH])) return -1;
-    }
+    if (!spinn_window_band_ok(cfg[H_OH0], cfg[H_N_OH], cfg[H_SH], cfg[H_PAD_TOP], cfg[H_KH], cfg[H_IN_H],
+                              cfg[H_IH0], cfg[H_N_IH]))
+        return -1;
     if (!spinn_trx_valid(cfg + H_WORDS, cfg[H_N_RX], 1u) ||
         !spinn_trx_dst_is(cfg + H_WORDS, cfg[H_N_RX], 0u, cfg[H_C0], cfg[H_IH0], 0u, cfg[H_N_C], cfg[H_N_IH],
                           cfg[H_IN_W]))
@@ -123,10 +111,7 @@ int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_w
 
 static int row_ready(const void *kernel, uint32_t slot, uint32_t r) {
     const spinn_pool_tile_t *s = (const spinn_pool_tile_t *)kernel;
-    uint32_t lo, hi;
-    input_rows(s->oh0 + r, s->sh, s->pad_top, s->kh, s->in_h, &lo, &hi);
-    if (hi <= lo) return 1;
-    return spinn_stream_rows_complete(&s->st, slot, lo - s->ih0, hi - s->ih0);
+    return spinn_window_ready(&s->st, slot, s->oh0 + r, s->sh, s->pad_top, s->kh, s->in_h, s->ih0);
 }
 
 int32_t spinn_pool_tile_receive(spinn_pool_tile_t *s, uint32_t key, uint32_t payload) {
