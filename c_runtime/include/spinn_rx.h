@@ -28,15 +28,18 @@ static inline int spinn_rx_valid(const uint32_t *table, uint32_t n_entries) {
     return 1;
 }
 
-/* Index of the first entry whose (key, mask) matches, or -1. Tables hold one
- * entry per source vertex: a handful, so a linear scan is cheapest. */
-static inline int32_t spinn_rx_match(const uint32_t *table, uint32_t n_entries, uint32_t key) {
+/* Index of the first entry of a table of `stride`-word entries starting with
+ * (key, mask) that matches, or -1. Tables hold one entry per source (or source
+ * row): a handful, so a linear scan is cheapest. */
+static inline int32_t spinn_match_entry(const uint32_t *table, uint32_t n_entries, uint32_t stride, uint32_t key) {
     uint32_t i;
-    for (i = 0; i < n_entries; i++) {
-        const uint32_t *e = table + i * SPINN_RX_WORDS;
-        if ((key & e[SPINN_RX_MASK]) == e[SPINN_RX_KEY]) return (int32_t)i;
-    }
+    for (i = 0; i < n_entries; i++, table += stride)
+        if ((key & table[1]) == table[0]) return (int32_t)i;
     return -1;
+}
+
+static inline int32_t spinn_rx_match(const uint32_t *table, uint32_t n_entries, uint32_t key) {
+    return spinn_match_entry(table, n_entries, SPINN_RX_WORDS, key);
 }
 
 /* Store the int16 pair carried by (key, payload) into buf (one slot's values,

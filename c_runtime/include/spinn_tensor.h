@@ -62,6 +62,7 @@
 
 #include "spinn_dense.h"
 #include "spinn_fixed.h"
+#include "spinn_rx.h"
 
 #define SPINN_TRX_WORDS 16u
 enum {
@@ -192,12 +193,7 @@ static inline int spinn_trx_dst_is(const uint32_t *table, uint32_t n_entries, ui
 
 /* Index of the first entry whose (key, mask) matches, or -1 (as spinn_rx_match). */
 static inline int32_t spinn_trx_match(const uint32_t *table, uint32_t n_entries, uint32_t key) {
-    uint32_t i;
-    for (i = 0; i < n_entries; i++) {
-        const uint32_t *e = table + i * SPINN_TRX_WORDS;
-        if ((key & e[SPINN_TRX_MASK]) == e[SPINN_TRX_KEY]) return (int32_t)i;
-    }
-    return -1;
+    return spinn_match_entry(table, n_entries, SPINN_TRX_WORDS, key);
 }
 
 /* Store the int16 pair carried by (key, payload) as `entry` says (a valid
