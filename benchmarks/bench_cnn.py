@@ -12,6 +12,10 @@ main ones:
   16/32/64 filters, average pool, dense 64-10, softmax (on the host).
 - ``conv1d_small`` (extra): the thesis' Conv1D-small on 4x64.
 - ``board_filling_cnn`` (extra): the thesis' board-filling CNN on 3x224.
+- ``lenet5_unfused`` (extra): LeNet-5 built with ``fuse_pools=False`` (every pool on its
+  own cores), to compare packets and cores with the default build.
+- ``wide_conv1d``, ``wide_conv2d`` (extra): convolutions over 256 x 64 and 128 x 20 x 20,
+  cut by input-channel groups (partial sums and reducers).
 
 Per model the columns of bench_dense.py (see benchmarks/common.py for the exact
 definitions), plus ``rt total`` (routing entries on all chips) and ``bound us*`` (the
@@ -41,6 +45,10 @@ MODELS: Dict[str, common.ModelSpec] = {
                                 lambda: zoo.randomize_bn(zoo.ResNet8()), (3, 32, 32)),
     "conv1d_small": common.ModelSpec("Conv1D-small (thesis, 4x64)", zoo.Conv1DSmall, (4, 64)),
     "board_filling_cnn": common.ModelSpec("board-filling CNN (thesis, 3x224)", zoo.BoardFillingCNN, (3, 224)),
+    "lenet5_unfused": common.ModelSpec("LeNet-5, pools on their own cores", zoo.LeNet5, (1, 28, 28),
+                                       {"fuse_pools": False}),
+    "wide_conv1d": common.ModelSpec("Conv1D over 256x64 (input-channel groups)", zoo.WideConv1D, (256, 64)),
+    "wide_conv2d": common.ModelSpec("Conv2D over 128x20x20 (input-channel groups)", zoo.WideConv2D, (128, 20, 20)),
 }
 DEFAULT_MODELS = ("lenet5", "resnet8")
 COLUMNS = ("model", "build s", "llvm ms", "spinn ms", "emu ms", "ratio", "max|diff|", "pkts/inf", "cores",

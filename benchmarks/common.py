@@ -28,7 +28,7 @@ import logging
 import statistics as pystats
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -58,6 +58,7 @@ class ModelSpec:
     label: str
     factory: Callable[[], torch.nn.Module]
     input_shape: Tuple[int, ...]  # one sample, without the batch axis
+    build_options: Dict[str, Any] = field(default_factory=dict)  # extra tvm_spinn.build arguments
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -127,7 +128,7 @@ def bench_model(name: str, spec: ModelSpec, batch: int, repeat: int,
 
     mod = tvm_spinn.from_torch(model, (torch.from_numpy(x[:2]),))
     t = time.perf_counter()
-    ex = tvm_spinn.build(mod, calibration=calib)
+    ex = tvm_spinn.build(mod, calibration=calib, **spec.build_options)
     build_s = time.perf_counter() - t
     vm = relax.VirtualMachine(ex, tvm.cpu())
     vm_llvm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())

@@ -37,7 +37,7 @@ def test_arm_build_check(tmp_path):
     for name, k in report["kernels"].items():
         assert k["size"] > 0 and k["forbidden"] == [], name
         assert k["total"] <= report["itcm_budget"], name
-    for name in ("dense_tile", "dense_reduce"):
+    for name in names:  # every kernel runs on a core: each has its spin1 binding
         b = report["kernels"][name]["binding"]
         assert b is not None and b["size"] > 0 and b["forbidden"] == [] and b["other_undefined"] == []
     assert report["host"] and all(report["host"].values())
@@ -79,9 +79,14 @@ def test_kernels_bit_exact_on_armv5te_under_qemu():
     missing = tool.missing_tools()
     if missing:
         pytest.skip(f"{', '.join(missing)} not on PATH ({tool.INSTALL_HINT})")
-    report = tool.compare(n_cases=200, seed=7)
+    report = tool.compare(n_cases=200, seed=7, n_tensor_cases=150)
     assert report["equal"], report["first_difference"]
     assert report["init_failures"] == 0 and report["computes"] > 500 and report["packets_sent"] > 5000
+    # every kind of case sent packets: dense tile / reduce, conv tile final / partial / with a
+    # fused pool, pool, add, conv reduce
+    by_kind = report["packets_sent_by_kind"]
+    assert set(by_kind) == {"dense_tile", "dense_reduce", *tool.TENSOR_CASES}
+    assert all(n > 200 for n in by_kind.values()), by_kind
 
 
 # A stand-in for the spin1 runtime and front-end-common, to run a binding on the
@@ -177,9 +182,14 @@ int main(int argc, char **argv) {
 """
 
 
+DRIVER_KINDS = {1: "dense_tile", 2: "dense_reduce", 3: "conv_tile", 4: "pool_tile", 5: "add_tile", 6: "conv_reduce"}
+
+
 def test_binding_on_host_with_stub_runtime(tmp_path):
-    """The binding's event logic (ready ring, one user event at a time, send retries)
-    delivers exactly the packets the kernel produces when driven directly."""
+    """The binding's event logic (ready ring, one user event at a time, send retries,
+    packets arriving in the middle of a compute) delivers exactly the packets each kernel
+    produces when driven directly: the dense kernels and the tensor kernels (conv tiles
+    final, partial and with a fused pool, pool, add, conv reduce)."""
     import random
 
     spec = importlib.util.spec_from_file_location("qemu_bitexact", QEMU_TOOL)
@@ -195,23 +205,29 @@ def test_binding_on_host_with_stub_runtime(tmp_path):
              f"-I{ROOT / 'c_runtime' / 'include'}", f"-I{ROOT / 'c_runtime' / 'spin1'}",
              "-DAPPLICATION_NAME_HASH=0x1234abcdu"]
     exe = {}
-    for name in ("dense_tile", "dense_reduce"):
+    for name in DRIVER_KINDS.values():
         exe[name] = tmp_path / f"stub_{name}"
         subprocess.run([gcc, *flags, f'-DKERNEL_MAIN="{name}_main.c"', str(stub), str(kernels / f"{name}.c"),
                         "-o", str(exe[name])], check=True, capture_output=True, text=True)
     driver = tmp_path / "driver"
     subprocess.run([gcc, "-std=c99", "-O1", f"-I{ROOT / 'c_runtime' / 'include'}", str(ROOT / tool.DRIVER),
-                    str(kernels / "dense_tile.c"), str(kernels / "dense_reduce.c"), "-o", str(driver)],
-                   check=True, capture_output=True, text=True)
+                    *map(str, tool.KERNEL_SOURCES), "-o", str(driver)], check=True, capture_output=True, text=True)
     rng = random.Random(3)
-    for i in range(40):
-        kind, cfg, packets = tool.random_tile(rng, rounds=1) if i % 2 else tool.random_reduce(rng, rounds=1)
+    which = ["dense_tile", "dense_reduce"] * 20 + list(tool.TENSOR_CASES) * 6
+    for i, kind_of_case in enumerate(which):
+        if kind_of_case == "dense_tile":
+            kind, cfg, packets = tool.random_tile(rng, rounds=1)
+        elif kind_of_case == "dense_reduce":
+            kind, cfg, packets = tool.random_reduce(rng, rounds=1)
+        else:
+            kind, cfg, packets = tool.random_tensor_case(rng, kind_of_case, rounds=1)
         case = tmp_path / f"case{i}.txt"
         tool.write_cases(case, [(kind, cfg, packets)])
         direct = subprocess.run([str(driver), str(case)], capture_output=True, text=True, check=True).stdout
+        assert direct.splitlines()[0].endswith("init=0"), (i, kind_of_case)
         expected = sorted(l for l in direct.splitlines() if len(l) == 17 and l[8] == " ")
-        name = "dense_tile" if kind == 1 else "dense_reduce"
-        out = subprocess.run([str(exe[name]), str(case), str(i + 1)], capture_output=True, text=True).stdout
+        out = subprocess.run([str(exe[DRIVER_KINDS[kind]]), str(case), str(i + 1)], capture_output=True,
+                             text=True).stdout
         lines = out.splitlines()
         assert lines and lines[-1] == "errors 1 0 0 0 0 pending 0 ready 0", (i, lines[-3:])
         assert sorted(l for l in lines if len(l) == 17 and l[8] == " ") == expected, i

@@ -18,6 +18,8 @@ MODELS = {
     "conv1d_pools": (zoo.PoolNet1D, (4, 50)),
     "lenet5": (zoo.LeNet5, (1, 28, 28)),
     "resnet8": (zoo.ResNet8, (3, 32, 32)),
+    "wide_conv1d": (zoo.WideConv1D, (256, 64)),  # cut by input-channel groups
+    "wide_conv2d": (zoo.WideConv2D, (128, 20, 20)),
 }
 
 
@@ -56,6 +58,8 @@ def test_cnn_bit_exact_and_within_tolerance_of_llvm(name, record_board_io):
     assert (y.argmax(1) == y_llvm.argmax(1)).mean() >= 0.97
     stats = tvm_spinn.statistics(vm)
     assert stats.cores <= 808 and stats.packets_per_inference > 0
+    split = [op for op in program["ops"] if op.get("col_tiles", 1) > 1 and op["kind"] == "Conv2D"]
+    assert bool(split) == name.startswith("wide_"), "only convs too big for a core are cut by input channels"
 
 
 def test_digits_cnn_accuracy_int16_close_to_float():
@@ -87,9 +91,19 @@ def test_digits_cnn_accuracy_int16_close_to_float():
 
 
 def test_conv_too_big_for_a_core_names_the_layer_and_resource():
-    model = torch.nn.Sequential(torch.nn.Conv2d(512, 8, 3), torch.nn.ReLU()).eval()
-    x = torch.randn(2, 512, 64, 64)
-    with pytest.raises(tvm_spinn.ResourceError, match=r"conv.*DTCM"):
+    # One input channel's kernel rows for 4 samples in flight: 4 x 20000 int16 > 64 KB.
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 1, 20000)
+    with pytest.raises(tvm_spinn.ResourceError, match=r"conv.*one input channel.*DTCM"):
+        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy())
+
+
+def test_conv_cut_by_input_channels_too_big_for_the_board():
+    # Fits only when cut into input-channel groups (at most 13 channels x 512 columns x 4 slots
+    # per core), and then needs about 3,200 cores.
+    model = torch.nn.Sequential(torch.nn.Conv1d(4096, 64, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 4096, 512)
+    with pytest.raises(tvm_spinn.ResourceError, match=r"too big for the board.*conv"):
         tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy())
 
 

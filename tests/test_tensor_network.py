@@ -4,7 +4,7 @@ import numpy as np
 
 from tvm_spinn import resources as res
 from tvm_spinn.codegen import make_tensor_program
-from tvm_spinn.decompose_conv import TensorOpPlan, plan_tensor_network
+from tvm_spinn.decompose_conv import FusedPool, TensorOpPlan, plan_tensor_network
 from tvm_spinn.emulator import EmulatedBoard
 from tvm_spinn.layers import Add, Conv2D, DenseLayer, Flatten, Pool2D
 from tvm_spinn.mapping import map_graph
@@ -20,13 +20,16 @@ def _conv(rng, o, i, k, stride=1, pad=1, act="relu", inputs=(), groups=1):
                   (stride, stride) if np.isscalar(stride) else stride, pads, groups, act, f"conv{o}", inputs)
 
 
-def _run(ops, input_shape, rng, n=40, budget=None):
+def _run(ops, input_shape, rng, n=40, budget=None, fuse_pools=True, board_out=None):
     x = rng.normal(size=(n,) + input_shape).astype(np.float32)
     q = quantize_tensor_network(ops, input_shape, x)
-    plan = plan_tensor_network(q, res.SPINN_5, budget)
+    plan = plan_tensor_network(q, res.SPINN_5, budget, fuse_pools)
     layout = build_tensor_graph(plan)
     program = make_tensor_program("t", plan, layout, map_graph(layout.spec))
-    y = EmulatedBoard(program).run(q.quantize_input(x).reshape(n, -1))
+    board = EmulatedBoard(program)
+    y = board.run(q.quantize_input(x).reshape(n, -1))
+    if board_out is not None:
+        board_out.append(board)
     np.testing.assert_array_equal(y, integer_reference(program, x))
     y_float = float_forward(ops, x)[-1].reshape(n, -1)
     err = np.abs(y * program["output_scale"] - y_float).max()
@@ -60,4 +63,38 @@ def test_residual_block_with_1d_convs_and_strides(rng):
 def test_depthwise_and_output_tensor(rng):
     ops = [_conv(rng, 6, 3, 3), _conv(rng, 6, 6, 3, groups=6, act="none")]
     program, plan, err, scale = _run(ops, (3, 9, 11), rng)
+    assert err < 0.05 * scale
+
+
+def _lenet_ops(rng):
+    return [_conv(rng, 6, 1, 5, pad=2), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (14, 14), True, "pool1"),
+            _conv(rng, 16, 6, 5, pad=0), Pool2D("avg", (3, 3), (2, 2), (1, 1, 1, 1), (5, 5), False, "pool2"),
+            Flatten("flat"), DenseLayer((rng.normal(size=(10, 400)) / 20).astype(np.float32), None, "none", "fc")]
+
+
+def test_pools_fused_into_their_convolutions_save_packets(rng):
+    sent = []
+    for fuse in (True, False):
+        boards = []
+        program, plan, err, scale = _run(_lenet_ops(np.random.default_rng(7)), (1, 28, 28), rng, budget=20_000,
+                                         fuse_pools=fuse, board_out=boards)
+        fused = [p for p in plan.plans if isinstance(p, FusedPool)]
+        assert bool(fused) == fuse, "a pool right after its only-reader conv is fused when that costs no core"
+        assert [op.get("fused_into") for op in program["ops"] if op["kind"] == "Pool2D" and "fused_into" in op] \
+            == [f.conv.qop.name for f in fused]
+        sent.append(sum(c["packets_out"] for c in boards[0].core_counters().values()))
+    assert sent[0] < sent[1], sent
+
+
+def test_conv_cut_by_input_channel_groups(rng):
+    # 160 input channels x 3 rows x 16 columns x 4 slots of int16 > 64 KB: one output channel
+    # does not fit a core, so the conv is cut into input-channel groups with reducers.
+    ops = [_conv(rng, 6, 160, 3, pad=1, act="tanh"), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (8, 8), True, "mp"),
+           _conv(rng, 4, 6, 3, pad=0, act="sigmoid"), Flatten("flat"),
+           DenseLayer((rng.normal(size=(5, 144)) / 12).astype(np.float32), None, "none", "fc")]
+    program, plan, err, scale = _run(ops, (160, 16, 16), rng, n=24)
+    split = plan.plans[0]
+    assert split.n_col_tiles > 1 and split.partial_shift > 0
+    assert split.n_cores == len(split.tiles) + len(split.blocks)
+    assert program["ops"][0]["ic_bounds"] == split.ic_bounds
     assert err < 0.05 * scale

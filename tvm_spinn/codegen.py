@@ -30,11 +30,12 @@ PROGRAM_FORMAT = 1
 
 @dataclass
 class CodegenOptions:
-    """Options of one build: board, per-core cycle budget, and the calibration values of
-    each offloaded function's input (by global symbol), prepared by the pipeline."""
+    """Options of one build: board, per-core cycle budget, pool fusion, and the calibration
+    values of each offloaded function's input (by global symbol), prepared by the pipeline."""
 
     board: res.Board = res.SPINN_5
     cycle_budget: Optional[float] = None
+    fuse_pools: bool = True
     calibration: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -112,8 +113,13 @@ def _tensor_op_record(q, plan) -> dict:
     if rec["kind"] == "DenseLayer":
         rec.update(col_bounds=list(plan.col_bounds), partial_shift=plan.partial_shift,
                    row_tiles=plan.n_row_tiles, col_tiles=plan.n_col_tiles)
+    elif hasattr(plan, "conv_index"):  # decompose_conv.FusedPool
+        rec.update(tiles=0, fused_into=plan.conv.qop.name)
     elif plan is not None:
-        rec["tiles"] = len(plan.tiles)
+        rec["tiles"] = len(plan.blocks)
+        rec["col_tiles"] = plan.n_col_tiles
+        if plan.ic_bounds is not None:
+            rec.update(ic_bounds=list(plan.ic_bounds), partial_shift=plan.partial_shift)
     return rec
 
 
@@ -129,7 +135,7 @@ def make_tensor_program(symbol: str, plan, layout: GraphLayout, mapping: Mapping
     program["layers"] = [{"name": r["name"], "in_features": int(np.prod(r["in_shapes"][0])),
                           "out_features": int(np.prod(r["out_shape"])), "activation": r["activation"],
                           "row_tiles": r.get("row_tiles", r.get("tiles", 0)), "col_tiles": r.get("col_tiles", 1),
-                          "cores": r["cores"]} for r in program["ops"]]
+                          "cores": r["cores"], "fused_into": r.get("fused_into")} for r in program["ops"]]
     program["input_shape"] = tuple(input_shape or qnet.input_shape)
     program["error_bound"] = np.full(layout.out_features, tensor_error_bound(qnet, plan.plans))
     return program
@@ -155,7 +161,7 @@ def plan_function(func, symbol: str, options: CodegenOptions):
     from .tensor_net import quantize_tensor_network
 
     qnet = quantize_tensor_network(ops, input_shape(func), calibration)
-    return plan_tensor_network(qnet, options.board, options.cycle_budget)
+    return plan_tensor_network(qnet, options.board, options.cycle_budget, options.fuse_pools)
 
 
 def compile_functions(funcs: List, options: CodegenOptions) -> List[dict]:

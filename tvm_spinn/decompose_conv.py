@@ -3,7 +3,10 @@
 A tile computes output channels [c0, c0 + nc) x output rows [h0, h0 + nh) x every
 column, buffering the input rows its band needs (the halo included) for
 ``N_SLOTS`` samples. Channel groups x row bands are chosen to use the fewest cores
-that fit DTCM and the per-core cycle budget (resources.CycleModel). Dense layers
+that fit DTCM and the per-core cycle budget (resources.CycleModel). A convolution
+whose single output channel x row does not fit a core is also cut by input-channel
+groups: each group's tile sends int32 partial sums (after a proven-safe rounding
+shift) and one reducer per output block adds them and finishes the layer. Dense layers
 after a flatten are tiled by :mod:`tvm_spinn.decompose` with column tiles aligned
 to whole channels, so each dense tile reads whole rows of the flattened tensor.
 """
@@ -12,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from . import resources as res
 from .decompose import TANH_TABLE_BYTES, next_pow2
 from .errors import ResourceError
@@ -19,16 +24,20 @@ from .layers import Add, Conv2D, Pool2D
 from .tensor_net import QOp
 
 TRX_ENTRY_BYTES = 16 * 4
-CONV_HEADER_BYTES = 26 * 4
+CONV_HEADER_BYTES = 28 * 4
+REDUCE_HEADER_BYTES = 18 * 4
+REDUCE_RX_BYTES = 2 * 4
 POOL_HEADER_BYTES = 25 * 4
 ADD_HEADER_BYTES = 17 * 4
 CHANNEL_PARAM_BYTES = 16
+Block = Tuple[int, int, int, int]  # (c0, nc, h0, nh) of a producer's output block
 
 
 @dataclass
 class TensorTile:
     """Output block of one core: channels [c0, c0 + nc), rows [h0, h0 + nh), all columns;
-    input rows [ih0, ih0 + nih) of the input tensor(s) it buffers."""
+    input rows [ih0, ih0 + nih) of the input tensor(s) it buffers; for a convolution cut
+    by input channels, the group [ic0, ic0 + nic) whose partial sums it computes."""
 
     c0: int
     nc: int
@@ -36,16 +45,55 @@ class TensorTile:
     nh: int
     ih0: int
     nih: int
+    ic0: int = 0
+    nic: int = 0  # 0: not cut by input channels
+    ph0: int = 0  # rows [ph0, ph0 + nph) of the fused pool's output it sends
+    nph: int = 0  # 0: no fused pool (it sends rows [h0, h0 + nh) of its own output)
 
 
 @dataclass
 class TensorOpPlan:
+    """The tiles of one op. ``ic_bounds`` (convolutions cut by input channels): group
+    bounds [0, ..., in_c]; then every output block has one tile per group plus a reducer,
+    and ``partial_shift`` is the rounding shift that keeps every partial sum in int32."""
+
     qop: QOp
     tiles: List[TensorTile]
+    ic_bounds: Optional[List[int]] = None
+    partial_shift: int = 0
+    pool: Optional[QOp] = None  # a pool computed by these tiles from their own output rows
+
+    @property
+    def n_col_tiles(self) -> int:
+        """Input-channel groups: the column tiles of the convolution's im2col matrix."""
+        return 1 if self.ic_bounds is None else len(self.ic_bounds) - 1
+
+    @property
+    def blocks(self) -> List[Block]:
+        """Output blocks (c0, nc, h0, nh), one per producer vertex (tile or reducer); with a
+        fused pool, blocks of the pool's output."""
+        return list(dict.fromkeys(self.block_of(t) for t in self.tiles))
+
+    def block_of(self, t: TensorTile) -> Block:
+        """The output block a tile contributes to (its own, its reducer's or its pool's)."""
+        return (t.c0, t.nc, t.ph0, t.nph) if self.pool is not None else (t.c0, t.nc, t.h0, t.nh)
 
     @property
     def n_cores(self) -> int:
-        return len(self.tiles)
+        return len(self.tiles) + (len(self.blocks) if self.ic_bounds is not None else 0)
+
+
+@dataclass
+class FusedPool:
+    """The plan of a pool computed by the tiles of the convolution that produces its input."""
+
+    conv: TensorOpPlan
+    conv_index: int
+    n_cores: int = 0
+
+    @property
+    def blocks(self) -> List[Block]:
+        return self.conv.blocks
 
 
 def input_rows(op, oh0: int, noh: int, in_h: int) -> Tuple[int, int]:
@@ -59,8 +107,6 @@ def input_rows(op, oh0: int, noh: int, in_h: int) -> Tuple[int, int]:
     return first, max(0, last - first)
 
 
-Block = Tuple[int, int, int, int]  # (c0, nc, h0, nh) of a producer's output block
-
 
 def overlapping(blocks: Sequence[Block], n_c: int, n_rows: int, in_h: int) -> int:
     """Producer blocks a tile reading channels [0, n_c) and a band of n_rows input rows in the
@@ -70,23 +116,34 @@ def overlapping(blocks: Sequence[Block], n_c: int, n_rows: int, in_h: int) -> in
                       if c0 < n_c and h0 < h_lo + n_rows and h0 + nh > h_lo))
 
 
-def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block]) -> Tuple[int, float]:
+def _finish_bytes(qop: QOp, nc: int) -> int:
+    """Per-channel requantisation parameters and the activation table of a finishing core."""
+    return nc * CHANNEL_PARAM_BYTES + (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0)
+
+
+def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
+              n_ic: Optional[int] = None) -> Tuple[int, float]:
     """(DTCM bytes, modelled cycles per sample) of a tile with nc channels x noh rows;
-    sources: the blocks of the producers of its input(s)."""
+    sources: the blocks of the producers of its input(s); n_ic: the input-channel group
+    of a convolution tile that sends partial sums (None: all channels, finished outputs)."""
     op = qop.op
     in_c, in_h, in_w = qop.in_shapes[0]
     out_w = qop.out_shape[2]
+    out_pairs = nc * noh * ((out_w + 1) // 2)
     if isinstance(op, Conv2D):
         kh, kw = op.weight.shape[2:]
-        n_ic = 1 if op.groups > 1 else in_c
+        partial = n_ic is not None
+        n_ic = 1 if op.groups > 1 else (in_c if n_ic is None else n_ic)
         nih = min(in_h, (noh - 1) * op.stride[0] + kh)
         n_sources = overlapping(sources, nc if op.groups > 1 else n_ic, nih, in_h)
         config = (CONV_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES + nc * 2 * ((n_ic * kh * kw + 1) // 2) * 2
-                  + nc * CHANNEL_PARAM_BYTES + (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0))
+                  + (0 if partial else _finish_bytes(qop, nc)))
         buffers = res.N_SLOTS * (nc if op.groups > 1 else n_ic) * nih * in_w * 2
         macs = nc * noh * out_w * n_ic * kh * kw
         cycles = macs * (res.CYCLES.mac + res.CYCLES.wide_mac) + nc * noh * out_w * res.CYCLES.output
         in_values = (nc if op.groups > 1 else n_ic) * nih * in_w
+        if partial:  # one int32 partial sum per packet
+            out_pairs = nc * noh * out_w
     elif isinstance(op, Pool2D):
         kh, kw = op.kernel
         nih = min(in_h, (noh - 1) * op.stride[0] + kh)
@@ -101,9 +158,71 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block]) -> Tuple[in
         cycles = nc * noh * out_w * res.CYCLES.output
         in_values = 2 * nc * noh * in_w
     counts = res.N_SLOTS * (nih * (2 if isinstance(op, Add) else 1) + 2) * 4
-    cycles += ((in_values + 1) // 2) * res.CYCLES.packet_in + nc * noh * ((out_w + 1) // 2) * res.CYCLES.packet_out
+    cycles += ((in_values + 1) // 2) * res.CYCLES.packet_in + out_pairs * res.CYCLES.packet_out
     cycles += noh * res.CYCLES.compute
     return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles
+
+
+def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float]:
+    """(DTCM bytes, modelled cycles per sample) of the reducer of an nc x noh output block
+    whose partial sums come from n_groups input-channel groups (int32 accumulators)."""
+    out_w = qop.out_shape[2]
+    values = nc * noh * out_w
+    config = REDUCE_HEADER_BYTES + n_groups * REDUCE_RX_BYTES + _finish_bytes(qop, nc)
+    buffers = res.N_SLOTS * values * 4 + res.N_SLOTS * (noh + 3) * 4
+    cycles = (n_groups * values * res.CYCLES.packet_in + values * res.CYCLES.output
+              + nc * noh * ((out_w + 1) // 2) * res.CYCLES.packet_out + noh * res.CYCLES.compute)
+    return config + buffers + res.DTCM_RESERVED_BYTES, cycles
+
+
+POOL_SECTION_BYTES = 15 * 4
+
+
+def fused_cost(conv: QOp, pool: QOp, nc: int, nph: int, sources: Sequence[Block]) -> Tuple[int, float]:
+    """(DTCM bytes, modelled cycles per sample) of a conv tile that computes the conv rows
+    nph rows of the pool's output need and sends the pooled rows only."""
+    conv_h, conv_w = conv.out_shape[1:]
+    pool_w = pool.out_shape[2]
+    kh, kw = pool.op.kernel
+    nch = min(conv_h, (nph - 1) * pool.op.stride[0] + kh)
+    dtcm, cycles = tile_cost(conv, nc, nch, sources)
+    dtcm += res.N_SLOTS * nc * nch * conv_w * 2 + POOL_SECTION_BYTES + (kh * kw + 1) * 4
+    cycles -= nc * nch * ((conv_w + 1) // 2) * res.CYCLES.packet_out
+    cycles += nc * nph * (pool_w * (kh * kw * 2 + res.CYCLES.output) + ((pool_w + 1) // 2) * res.CYCLES.packet_out)
+    return dtcm, cycles
+
+
+def plan_fused(conv: QOp, pool: QOp, sources: Sequence[Block], cycle_budget: Optional[float],
+               out_rows: Optional[int] = None) -> Optional[TensorOpPlan]:
+    """Channel groups x pool-row bands of a conv with its pool fused (fewest cores), or None
+    if no such tile fits."""
+    from .tensor_configs import window_input_rows
+
+    out_c, pool_h, _ = pool.out_shape
+    pool_h = pool_h if out_rows is None else out_rows
+    conv_h, in_h = conv.out_shape[1], conv.in_shapes[0][1]
+    best = _fewest_cores(out_c, pool_h, lambda nc, nph: _fits(fused_cost(conv, pool, nc, nph, sources),
+                                                              cycle_budget))
+    if best is None:
+        return None
+    _, groups, bands = best
+    p = pool.op
+    tiles = []
+    for c0, nc in _bounds(out_c, groups):
+        for ph0, nph in _bounds(pool_h, bands):
+            h0, nh = window_input_rows(ph0, nph, p.stride[0], p.padding[0], p.kernel[0], conv_h)
+            ih0, nih = input_rows(conv.op, h0, nh, in_h)
+            tiles.append(TensorTile(c0, nc, h0, nh, ih0, nih, ph0=ph0, nph=nph))
+    return TensorOpPlan(conv, tiles, pool=pool)
+
+
+def partial_shift(qop: QOp) -> int:
+    """Rounding shift that keeps every input-channel group's partial sum, and the reducer's
+    sum of them, inside int32: the full accumulator's bound sum|w| * 32768 over 2**shift
+    stays below 2**30 (G rounded partials then add to less than 2**30 + G / 2)."""
+    w = qop.weight.astype(np.int64).reshape(qop.weight.shape[0], -1)
+    bound = int(np.abs(w).sum(1).max()) * 32768
+    return max(0, bound.bit_length() - 30)
 
 
 def _bounds(n: int, parts: int) -> List[Tuple[int, int]]:
@@ -111,34 +230,67 @@ def _bounds(n: int, parts: int) -> List[Tuple[int, int]]:
     return [(a, b - a) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def plan_tensor_op(qop: QOp, sources: Sequence[Block], cycle_budget: Optional[float]) -> TensorOpPlan:
-    """Channel groups x row bands with the fewest cores that fit DTCM and the cycle budget."""
-    out_c, out_h, _ = qop.out_shape
+def _fewest_cores(out_c: int, out_h: int, fits, per_block: int = 1) -> Optional[Tuple[int, int, int]]:
+    """(cores, channel groups, row bands) with the fewest cores whose nc x noh blocks
+    fits(nc, noh), each block taking per_block cores; None if none fits."""
     best = None
     for groups in range(1, out_c + 1):
         nc = -(-out_c // groups)
         for bands in range(1, out_h + 1):
-            noh = -(-out_h // bands)
-            dtcm, cycles = tile_cost(qop, nc, noh, sources)
-            if dtcm <= res.DTCM_BYTES and (cycle_budget is None or cycles <= cycle_budget):
-                if best is None or groups * bands < best[0]:
-                    best = (groups * bands, groups, bands)
+            if fits(nc, -(-out_h // bands)):
+                if best is None or groups * bands * per_block < best[0]:
+                    best = (groups * bands * per_block, groups, bands)
                 break  # more bands only cost more cores for this channel grouping
-        if best is not None and groups > best[0]:
+        if best is not None and groups * per_block > best[0]:
             break
+    return best
+
+
+def _fits(cost: Tuple[int, float], cycle_budget: Optional[float]) -> bool:
+    return cost[0] <= res.DTCM_BYTES and (cycle_budget is None or cost[1] <= cycle_budget)
+
+
+def plan_tensor_op(qop: QOp, sources: Sequence[Block], cycle_budget: Optional[float],
+                   out_rows: Optional[int] = None) -> TensorOpPlan:
+    """Channel groups x row bands with the fewest cores that fit DTCM and the cycle budget;
+    for a convolution that does not fit even one output channel x row per core, also
+    input-channel groups (partial sums and one reducer per output block). out_rows: the
+    output rows its readers read (default all): rows after them are not computed."""
+    out_c, out_h, _ = qop.out_shape
+    out_h = out_h if out_rows is None else out_rows
+    in_c, in_h = qop.in_shapes[0][:2]
+    best = _fewest_cores(out_c, out_h, lambda nc, noh: _fits(tile_cost(qop, nc, noh, sources), cycle_budget))
+    ic_bounds = None
+    op = qop.op
+    if best is None and isinstance(op, Conv2D) and op.groups == 1:
+        for n_groups in range(2, in_c + 1):
+            if best is not None and n_groups + 1 > best[0]:
+                break
+            n_ic = -(-in_c // n_groups)
+            if -(-in_c // n_ic) < n_groups:
+                continue  # the same group size as a smaller count
+            found = _fewest_cores(out_c, out_h, lambda nc, noh: (
+                _fits(tile_cost(qop, nc, noh, sources, n_ic), cycle_budget)
+                and _fits(reducer_cost(qop, nc, noh, n_groups), cycle_budget)), n_groups + 1)
+            if found is not None and (best is None or found[0] < best[0]):
+                best, ic_bounds = found, [b for b, _ in _bounds(in_c, n_groups)] + [in_c]
     if best is None:
-        dtcm, cycles = tile_cost(qop, 1, 1, sources)
+        dtcm, cycles = tile_cost(qop, 1, 1, sources, 1 if isinstance(op, Conv2D) and op.groups == 1 else None)
         limit = "DTCM" if dtcm > res.DTCM_BYTES else "cycle budget"
-        raise ResourceError(f"{qop.name}: even one output channel x one row needs {dtcm} bytes of DTCM "
+        what = "one input channel x one output channel x one row" if isinstance(op, Conv2D) and op.groups == 1 \
+            else "one output channel x one row"
+        raise ResourceError(f"{qop.name}: even {what} needs {dtcm} bytes of DTCM "
                             f"(limit {res.DTCM_BYTES}) and {cycles:.0f} cycles per sample: the {limit} is exceeded")
     _, groups, bands = best
-    in_h = qop.in_shapes[0][1]
     tiles = []
+    groups_ic = [(0, 0)] if ic_bounds is None else list(zip(ic_bounds[:-1], np.diff(ic_bounds).tolist()))
     for c0, nc in _bounds(out_c, groups):
         for h0, nh in _bounds(out_h, bands):
             ih0, nih = input_rows(qop.op, h0, nh, in_h)
-            tiles.append(TensorTile(c0, nc, h0, nh, ih0, nih))
-    return TensorOpPlan(qop, tiles)
+            tiles += [TensorTile(c0, nc, h0, nh, ih0, nih, ic0, nic) for ic0, nic in groups_ic]
+    if ic_bounds is None:
+        return TensorOpPlan(qop, tiles)
+    return TensorOpPlan(qop, tiles, ic_bounds, partial_shift(qop))
 
 
 def block_key_shifts(nc: int, nh: int, nw: int) -> Tuple[int, int, int]:
@@ -151,8 +303,8 @@ def block_key_shifts(nc: int, nh: int, nw: int) -> Tuple[int, int, int]:
 
 @dataclass
 class TensorNetworkPlan:
-    """Per op: a TensorOpPlan (conv, pool, add), a decompose.LayerPlan (dense), or None
-    (flatten: a view, no core)."""
+    """Per op: a TensorOpPlan (conv, pool, add), a decompose.LayerPlan (dense), a FusedPool
+    (a pool the convolution before it computes), or None (flatten: a view, no core)."""
 
     qnet: "object"
     plans: List[object]
@@ -178,19 +330,54 @@ def _source_rows(qnet, plans, i: int) -> int:
         j = op.inputs[0]
         if j < 0:
             return qnet.input_shape[0] * qnet.input_shape[1]
-        return sum(t.nc * t.nh for t in plans[j].tiles) if isinstance(plans[j], TensorOpPlan) else _source_rows(qnet, plans, j)
+        return sum(nc * nh for _, nc, _, nh in plans[j].blocks) if isinstance(plans[j], TensorOpPlan) \
+            else _source_rows(qnet, plans, j)
     p = plans[i]
     if isinstance(p, LayerPlan):
         return p.n_row_tiles
-    return len(p.tiles)
+    return len(p.blocks)  # TensorOpPlan or FusedPool
 
 
-def _plan_with_budget(qnet, board: res.Board, budget: Optional[float]) -> TensorNetworkPlan:
+def _rows_read(qnet) -> List[int]:
+    """Per op: how many of its output rows (from the top) its readers read. A strided window
+    op may never read the last rows of its input; no tile computes those (a vertex nobody
+    listens to would send packets no router has a route for)."""
+    from .tensor_net import op_inputs
+
+    ops = [q.op for q in qnet.ops]
+    read = [0] * len(ops)
+    read[-1] = qnet.ops[-1].out_shape[1]  # the network output: the host reads everything
+    for k, op in enumerate(ops):
+        for j in op_inputs(ops, k):
+            if j < 0:
+                continue
+            in_h = qnet.ops[j].out_shape[1]
+            if isinstance(op, (Conv2D, Pool2D)):
+                first, n = input_rows(op, 0, qnet.ops[k].out_shape[1], in_h)
+                read[j] = max(read[j], first + n)
+            else:
+                read[j] = in_h
+    return read
+
+
+def _fusable_pool(qnet, i: int) -> bool:
+    """Whether op i is a convolution whose output only the pool right after it reads."""
+    from .tensor_net import op_inputs
+
+    ops = [q.op for q in qnet.ops]
+    if not isinstance(ops[i], Conv2D) or i + 1 >= len(ops) or not isinstance(ops[i + 1], Pool2D):
+        return False
+    readers = [k for k in range(i + 1, len(ops)) if i in op_inputs(ops, k)]
+    return readers == [i + 1]
+
+
+def _plan_with_budget(qnet, board: res.Board, budget: Optional[float], fuse: bool = True) -> TensorNetworkPlan:
     from .decompose import _choose_tiling, plan_layer
     from .layers import DenseLayer, Flatten
 
     plans: List[object] = []
     c, h, _ = qnet.input_shape
+    rows_read = _rows_read(qnet)
     for i, q in enumerate(qnet.ops):
         if isinstance(q.op, Flatten):
             plans.append(None)
@@ -198,29 +385,40 @@ def _plan_with_budget(qnet, board: res.Board, budget: Optional[float]) -> Tensor
             srcs = [1 if j < 0 else _source_rows(qnet, plans, j) for j in q.inputs]
             r, cols = _choose_tiling(q, sum(srcs), budget)
             plans.append(plan_layer(q, r, cols))
+        elif len(plans) > i:
+            continue  # a pool fused into the convolution before it
         else:
-            blocks = [b for j in q.inputs for b in
-                      ([(0, c, 0, h)] if j < 0 else [(t.c0, t.nc, t.h0, t.nh) for t in plans[j].tiles])]
-            plans.append(plan_tensor_op(q, blocks, budget))
+            blocks = [b for j in q.inputs for b in ([(0, c, 0, h)] if j < 0 else plans[j].blocks)]
+            plans.append(plan_tensor_op(q, blocks, budget, rows_read[i]))
+            if fuse and _fusable_pool(qnet, i) and plans[i].ic_bounds is None:
+                # Fused when it takes no more cores than a conv stage plus a pool stage: it
+                # always saves the packets of the conv's output.
+                pool = qnet.ops[i + 1]
+                fused = plan_fused(q, pool, blocks, budget, rows_read[i + 1])
+                if fused is not None and fused.n_cores <= plans[i].n_cores + plan_tensor_op(
+                        pool, plans[i].blocks, budget, rows_read[i + 1]).n_cores:
+                    plans[i:] = [fused, FusedPool(fused, i)]
     return TensorNetworkPlan(qnet, plans, board, budget)
 
 
 def plan_tensor_network(qnet, board: res.Board = res.SPINN_5,
-                        cycle_budget: Optional[float] = None) -> TensorNetworkPlan:
+                        cycle_budget: Optional[float] = None, fuse_pools: bool = True) -> TensorNetworkPlan:
     """Tile every op to meet ``cycle_budget`` cycles per sample per core (default:
     decompose.DEFAULT_CYCLE_BUDGET, about the host link's rate); if that needs more cores
     than the board has, the smallest budget that fits (the most balanced pipeline the
-    board allows). ResourceError naming the largest op if it does not fit at all."""
+    board allows). ResourceError naming the largest op if it does not fit at all.
+    fuse_pools: compute a pool in the tiles of the convolution that feeds it where that
+    takes no more cores (it saves the packets of the convolution's output)."""
     from .decompose import DEFAULT_CYCLE_BUDGET
 
     budget = DEFAULT_CYCLE_BUDGET if cycle_budget is None else cycle_budget
     try:
-        plan = _plan_with_budget(qnet, board, budget)
+        plan = _plan_with_budget(qnet, board, budget, fuse_pools)
         if plan.n_cores <= board.app_cores:
             return plan
     except ResourceError:
         pass
-    plan = _plan_with_budget(qnet, board, None)
+    plan = _plan_with_budget(qnet, board, None, fuse_pools)
     if plan.n_cores > board.app_cores:
         biggest = max((p for p in plan.plans if p is not None), key=lambda p: p.n_cores)
         name = biggest.qop.name if isinstance(biggest, TensorOpPlan) else biggest.layer.name
@@ -232,7 +430,7 @@ def plan_tensor_network(qnet, board: res.Board = res.SPINN_5,
     while hi / lo > 1.1:
         mid = (lo * hi) ** 0.5
         try:
-            trial = _plan_with_budget(qnet, board, mid)
+            trial = _plan_with_budget(qnet, board, mid, fuse_pools)
         except ResourceError:
             lo = mid
             continue

@@ -91,7 +91,8 @@ def _calibration_per_function(original: tvm.IRModule, partitioned: tvm.IRModule,
 
 
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
-                       cycle_budget: Optional[float] = None, convolutions: bool = True) -> tvm.transform.Pass:
+                       cycle_budget: Optional[float] = None, convolutions: bool = True,
+                       fuse_pools: bool = True) -> tvm.transform.Pass:
     """Partition for SpiNNaker, run its codegen, lower the rest for the host CPU.
 
     Parameters
@@ -104,6 +105,9 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         (default: decompose.DEFAULT_CYCLE_BUDGET, relaxed if the model needs more cores).
     convolutions : offload conv1d/conv2d, pooling, residual adds and flatten too (not only
         dense layers).
+    fuse_pools : compute a pool in the tiles of the convolution that feeds it, where that
+        takes no more cores (saves the convolution output's packets); False keeps every
+        pool on its own cores.
     """
     if board not in res.BOARDS:
         raise ValueError(f"unknown board {board!r}; choose one of {sorted(res.BOARDS)}")
@@ -111,7 +115,7 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
     @tvm.transform.module_pass(opt_level=0, name="SpiNNakerPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         partitioned = partition_for_spinnaker(mod, convolutions=convolutions)
-        options = CodegenOptions(board=res.BOARDS[board], cycle_budget=cycle_budget,
+        options = CodegenOptions(board=res.BOARDS[board], cycle_budget=cycle_budget, fuse_pools=fuse_pools,
                                  calibration=_calibration_per_function(mod, partitioned, calibration))
         with codegen_options(options):
             lowered = relax.transform.RunCodegen()(partitioned)
@@ -131,8 +135,10 @@ def register() -> None:
 
 
 def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[str, dict] = "spinnaker",
-          board: str = "spinn5", cycle_budget: Optional[float] = None, convolutions: bool = True):
-    """Partition, quantise, map and compile ``mod``; returns a Relax VM executable.
+          board: str = "spinn5", cycle_budget: Optional[float] = None, convolutions: bool = True,
+          fuse_pools: bool = True):
+    """Partition, quantise, map and compile ``mod``; returns a Relax VM executable (the
+    options are those of :func:`spinnaker_pipeline`).
 
     Example
     -------
@@ -144,5 +150,5 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
         y = vm["main"](tvm.runtime.tensor(x)).numpy()
     """
     pipeline = spinnaker_pipeline(calibration=calibration, board=board, cycle_budget=cycle_budget,
-                                  convolutions=convolutions)
+                                  convolutions=convolutions, fuse_pools=fuse_pools)
     return tvm.compile(mod, target=target, relax_pipeline=pipeline)

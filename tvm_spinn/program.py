@@ -254,30 +254,60 @@ def _tensor_fixups(fixups, labels: List[str], own: str) -> List[Tuple[int, str, 
             for word, what, src in fixups]
 
 
+def _add_vertex(b: "_Builder", label: str, kind: int, binary: str, slot_shift: int, config: np.ndarray,
+                fixups, labels: List[str]) -> None:
+    """A tensor kernel vertex, its edges from its sources and its mapper fix-ups."""
+    for src in dict.fromkeys(labels):
+        b.edges.append((src, label))
+    b.vertices.append(VertexSpec(label=label, kind=KERNEL, n_keys=res.N_SLOTS << slot_shift, binary=binary,
+                                 config=config, key_fixups=_tensor_fixups(fixups, labels, label),
+                                 sdram_bytes=4 * len(config)))
+    b.core_kinds[label] = kind
+
+
 def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) -> List[Producer]:
     from .layers import Conv2D, Pool2D
-    from .tensor_configs import CORE_ADD, CORE_CONV, CORE_POOL, add_config, block_key_layout, conv_config, \
-        pool_config
+    from .tensor_configs import CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, add_config, block_key_layout, \
+        conv_config, conv_reduce_config, partial_key_layout, pool_config
 
     q = plan.qop
     op = q.op
     in_c, in_h, in_w = q.in_shapes[0]
     out_c, out_h, out_w = q.out_shape
     producers = []
-    for t_index, t in enumerate(plan.tiles):
-        label = f"{b.prefix}L{i}_t{t_index}_0"
+    partials: List[str] = []  # partial-sum tiles of the current output block
+    block_index = {blk: k for k, blk in enumerate(plan.blocks)}
+    for t in plan.tiles:
+        block = block_index[plan.block_of(t)]
+        label = f"{b.prefix}L{i}_t{block}_{len(partials)}"
         slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nh, out_w)
         common = dict(n_slots=res.N_SLOTS, out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
+        oc = slice(t.c0, t.c0 + t.nc)
         if isinstance(op, Conv2D):
             depthwise = op.groups > 1
-            ic0, n_ic = (t.c0, t.nc) if depthwise else (0, in_c)
+            ic0, n_ic = (t.c0, t.nc) if depthwise else (t.ic0, t.nic or in_c)
             rx, labels = _trx_entries(inputs[0], (ic0, t.ih0, 0, n_ic, t.nih, in_w), 0)
+            finish = dict(activation=op.activation, bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc])
+            if plan.pool is not None:  # send the pool's rows [ph0, ph0 + nph) of these channels
+                pool_op, (pool_c, pool_h, pool_w) = plan.pool.op, plan.pool.out_shape
+                slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nph, pool_w)
+                common.update(out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
+                finish["pool"] = dict(
+                    conv_h=out_h, ph0=t.ph0, n_ph=t.nph, out_w=pool_w, kh=pool_op.kernel[0], kw=pool_op.kernel[1],
+                    sh=pool_op.stride[0], sw=pool_op.stride[1], pad_top=pool_op.padding[0],
+                    pad_left=pool_op.padding[1], pad_bottom=pool_op.padding[2], pad_right=pool_op.padding[3],
+                    mode=pool_op.kind, count_include_pad=pool_op.count_include_pad)
+            if t.nic:  # partial sums of one input-channel group, one int32 per packet
+                slot_shift, c_shift, h_shift = partial_key_layout(t.nc, t.nh, out_w)
+                common.update(out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
+                finish = dict(activation="none", bias=None, multiplier=None, shift=None,
+                              partial_shift=plan.partial_shift)
             config, fixups = conv_config(
                 n_ic=n_ic, in_h=in_h, in_w=in_w, ic0=ic0, ih0=t.ih0, n_ih=t.nih, oc0=t.c0, oh0=t.h0,
                 n_oh=t.nh, out_w=out_w, sh=op.stride[0], sw=op.stride[1], pad_top=op.padding[0],
-                pad_left=op.padding[1], depthwise=depthwise, activation=op.activation, rx=rx,
-                weights=q.weight[t.c0:t.c0 + t.nc], bias=q.bias[t.c0:t.c0 + t.nc],
-                multiplier=q.multiplier[t.c0:t.c0 + t.nc], shift=q.shift[t.c0:t.c0 + t.nc], **common)
+                pad_left=op.padding[1], depthwise=depthwise, rx=rx,
+                weights=q.weight[oc] if depthwise else q.weight[oc, ic0:ic0 + n_ic],
+                **finish, **common)
             kind, binary = CORE_CONV, "conv_tile.aplx"
         elif isinstance(op, Pool2D):
             rx, labels = _trx_entries(inputs[0], (t.c0, t.ih0, 0, t.nc, t.nih, in_w), 0)
@@ -288,28 +318,43 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 pad_right=op.padding[3], mode=op.kind, count_include_pad=op.count_include_pad, rx=rx, **common)
             kind, binary = CORE_POOL, "pool_tile.aplx"
         else:  # Add
-            block = (t.c0, t.h0, 0, t.nc, t.nh, in_w)
-            rx_a, labels_a = _trx_entries(inputs[0], block, 0)
-            rx_b, labels_b = _trx_entries(inputs[1], block, 1)
+            dst = (t.c0, t.h0, 0, t.nc, t.nh, in_w)
+            rx_a, labels_a = _trx_entries(inputs[0], dst, 0)
+            rx_b, labels_b = _trx_entries(inputs[1], dst, 1)
             rx, labels = rx_a + rx_b, labels_a + labels_b
             config, fixups = add_config(
                 c0=t.c0, n_c=t.nc, h=in_h, w=in_w, h0=t.h0, n_h=t.nh, activation=op.activation,
                 mult_a=int(q.multiplier[0]), mult_b=int(q.multiplier[1]), shift=int(q.shift[0]), rx=rx, **common)
             kind, binary = CORE_ADD, "add_tile.aplx"
-        for src in dict.fromkeys(labels):
-            b.edges.append((src, label))
-        b.vertices.append(VertexSpec(label=label, kind=KERNEL, n_keys=res.N_SLOTS << slot_shift, binary=binary,
-                                     config=config, key_fixups=_tensor_fixups(fixups, labels, label),
-                                     sdram_bytes=4 * len(config)))
-        b.core_kinds[label] = kind
-        producers.append(Producer(label, t.c0, t.nc, t.h0, t.nh, 0, out_w, slot_shift, c_shift, h_shift,
-                                  (out_c, out_h, out_w)))
+        _add_vertex(b, label, kind, binary, slot_shift, config, fixups, labels)
+        if t.nic:
+            partials.append(label)
+            if t.ic0 + t.nic < in_c:
+                continue  # the block's other groups come next
+            in_shifts = dict(zip(("in_slot_shift", "in_c_shift", "in_h_shift"), (slot_shift, c_shift, h_shift)))
+            label = f"{b.prefix}L{i}_r{block}"
+            slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nh, out_w)
+            config, fixups = conv_reduce_config(
+                oc0=t.c0, n_oc=t.nc, oh0=t.h0, n_oh=t.nh, out_w=out_w, n_groups=len(partials),
+                partial_shift=plan.partial_shift, activation=op.activation, n_slots=res.N_SLOTS,
+                out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift, n_rx=len(partials),
+                bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
+                acc_bound=np.abs(q.weight[oc].astype(np.int64)).reshape(t.nc, -1).sum(1) * 32768, **in_shifts)
+            _add_vertex(b, label, CORE_CONV_REDUCE, "conv_reduce.aplx", slot_shift, config, fixups, partials)
+            partials = []
+        if plan.pool is not None:
+            producers.append(Producer(label, t.c0, t.nc, t.ph0, t.nph, 0, pool_w, slot_shift, c_shift, h_shift,
+                                      (pool_c, pool_h, pool_w)))
+        else:
+            producers.append(Producer(label, t.c0, t.nc, t.h0, t.nh, 0, out_w, slot_shift, c_shift, h_shift,
+                                      (out_c, out_h, out_w)))
     return producers
 
 
 def build_tensor_graph(plan, prefix: str = "") -> GraphLayout:
     """The machine graph of a tiled tensor network (decompose_conv.TensorNetworkPlan)."""
     from .decompose import LayerPlan
+    from .decompose_conv import FusedPool
     from .tensor_configs import block_key_layout
     from .tensor_net import op_inputs
 
@@ -325,6 +370,8 @@ def build_tensor_graph(plan, prefix: str = "") -> GraphLayout:
         inputs = [network_input if j < 0 else outputs[j] for j in op_inputs([x.op for x in qnet.ops], i)]
         if p is None:  # flatten: consumers read the producers' blocks as a flat vector
             outputs.append(inputs[0])
+        elif isinstance(p, FusedPool):  # the convolution's tiles send this pool's output
+            outputs.append(outputs[p.conv_index])
         elif isinstance(p, LayerPlan):
             outputs.append(b.add_layer(i, p, inputs[0]))
         else:

@@ -74,7 +74,8 @@ def model_report(obj: Any) -> str:
         return "nothing is offloaded to SpiNNaker"
     parts = []
     for p in progs:
-        rows = [(l["name"], f"{l['row_tiles']} x {l['col_tiles']}", l["cores"]) for l in p["layers"]]
+        rows = [(l["name"], f"in {l['fused_into']}" if l.get("fused_into") else f"{l['row_tiles']} x {l['col_tiles']}",
+                 l["cores"]) for l in p["layers"]]
         max_chip, total, chips = routing_summary(p)
         parts.append(
             f"{_short(p['symbol'])}  [{p['board']}]\n"

@@ -160,7 +160,8 @@ def _tensor_reference(program: dict, x_q: np.ndarray) -> np.ndarray:
         kind = rec["kind"]
         if kind == "Conv2D":
             y = conv_reference(ins[0], rec["weight"], rec["bias"], rec["multiplier"], rec["shift"],
-                               rec["stride"], rec["padding"], rec["groups"], rec["activation"])
+                               rec["stride"], rec["padding"], rec["groups"], rec["activation"],
+                               ic_bounds=rec.get("ic_bounds"), partial_shift=rec.get("partial_shift", 0))
         elif kind == "Pool2D":
             y = pool_reference(ins[0], rec["kernel"], rec["stride"], rec["padding"], rec["pool_kind"],
                                rec["count_include_pad"], out_size=tuple(rec["out_hw"]))

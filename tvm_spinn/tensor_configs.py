@@ -1,4 +1,5 @@
-"""Config regions of the tensor kernels (conv, pool, add) and their exact numpy references.
+"""Config regions of the tensor kernels (conv, conv reduce, pool, add) and their exact numpy
+references.
 
 The layouts are those of ``c_runtime/include/spinn_tensor.h``. Every encoder returns
 ``(config, fixups)``: ``config`` the uint32 words of the kernel's config region and
@@ -10,10 +11,14 @@ base key). The encoders leave those words 0 (``out_key`` may be given).
 Keys of a producer's block (c0, nc) x (h0, nh) x (w0, nw) are
 ``base | slot << slot_shift | (c - c0) << c_shift | (h - h0) << h_shift | (w - w0) // 2``
 with ``h_shift <= c_shift <= slot_shift``; :func:`block_key_layout` gives the minimal
-shifts and the block then needs ``n_slots << slot_shift`` keys.
+shifts and the block then needs ``n_slots << slot_shift`` keys. A partial conv tile (one
+input-channel group of a convolution) sends one int32 partial sum per key, the column
+``w - w0`` in place of the pair (:func:`partial_key_layout`); a conv reduce tile adds the
+groups' partial sums and finishes the convolution.
 
-The references (:func:`conv_reference`, :func:`pool_reference`, :func:`add_reference`)
-compute exactly what the kernels compute, on whole tensors (n, C, H, W) int16.
+The references (:func:`conv_reference` (also of split convolutions), :func:`pool_reference`,
+:func:`add_reference`) compute exactly what the kernels compute, on whole tensors (n, C, H, W)
+int16.
 """
 from __future__ import annotations
 
@@ -26,13 +31,22 @@ from .program import _pack_int16, _row_params, _table_words
 from .quantize import ACT_CODES, activate, requantize_activate, round_shift, sat16
 
 TRX_WORDS = 16
-KIND_CONV, KIND_POOL, KIND_ADD = 0x5D03, 0x5D04, 0x5D05  # spinn_tensor.h
-CORE_CONV, CORE_POOL, CORE_ADD = 4, 5, 6  # spinn_emulator.h
+KIND_CONV, KIND_POOL, KIND_ADD, KIND_CONV_REDUCE = 0x5D03, 0x5D04, 0x5D05, 0x5D06  # spinn_tensor.h
+CORE_CONV, CORE_POOL, CORE_ADD, CORE_CONV_REDUCE = 4, 5, 6, 7  # spinn_emulator.h
 POOL_MAX, POOL_AVG = 0, 1
-CONV_HEADER_WORDS, POOL_HEADER_WORDS, ADD_HEADER_WORDS = 26, 27, 17
-CONV_OUT_KEY_WORD, POOL_OUT_KEY_WORD, ADD_OUT_KEY_WORD = 21, 22, 12
+CONV_HEADER_WORDS, POOL_HEADER_WORDS, ADD_HEADER_WORDS, CONV_REDUCE_HEADER_WORDS = 28, 27, 17, 18
+CONV_OUT_KEY_WORD, POOL_OUT_KEY_WORD, ADD_OUT_KEY_WORD, CONV_REDUCE_OUT_KEY_WORD = 21, 22, 12, 13
+CONV_REDUCE_RX_WORDS = 2  # key, mask
+CONV_FINAL, CONV_PARTIAL, CONV_POOLED = 0, 1, 2  # conv tile modes (header word 25)
+CONV_MODE_WORD = 25
+CONV_POOL_WORDS = 15  # the pooled mode's pool section (spinn_tensor.h SPINN_CONV_POOL_WORDS)
+POOL_KEYS = ("conv_h", "ph0", "n_ph", "out_w", "kh", "kw", "sh", "sw", "pad_top", "pad_left", "pad_bottom",
+             "pad_right", "mode", "count_include_pad")  # conv_config's pool dict (and recip_shift, optional)
+MAX_PARTIAL_SHIFT, MAX_REDUCE_PARTIAL_SHIFT = 62, 32  # conv tile; conv reduce (shifted sum in int64)
+PARTIAL_SUM_BITS = 30  # the planner keeps |whole accumulator| < 2**(30 + partial_shift)
 MAX_DIM = 0xFFFF
 MAX_SLOTS = 16
+MAX_WORKSPACE = 0x10000000  # SPINN_TENSOR_MAX_WORKSPACE
 AVG_RECIP_SHIFT = 32
 FIX_KEY, FIX_MASK, FIX_SELF = "key", "mask", "self"  # as tvm_spinn.machine_graph
 
@@ -53,6 +67,12 @@ def block_key_layout(nc: int, nh: int, nw: int) -> Tuple[int, int, int]:
     h_shift = ceil_log2((int(nw) + 1) // 2)
     c_shift = h_shift + ceil_log2(nh)
     return c_shift + ceil_log2(nc), c_shift, h_shift
+
+
+def partial_key_layout(nc: int, nh: int, nw: int) -> Tuple[int, int, int]:
+    """Minimal (slot_shift, c_shift, h_shift) of a partial conv tile's block of nc x nh x nw
+    int32 partial sums, one per key: the fields of a block twice as wide."""
+    return block_key_layout(nc, nh, 2 * int(nw))
 
 
 def block_n_keys(slot_shift: int, n_slots: int) -> int:
@@ -93,17 +113,23 @@ def trx_entry(key: int, mask: int, slot_shift: int, c_shift: int, h_shift: int,
     return [v & 0xFFFFFFFF for v in words]
 
 
+def _entry_fixups(header: int, n_rx: int, entry_words: int, own_key_word: int) -> Fixups:
+    """Fix-ups of n_rx receive entries starting with (key, mask) after the header, and of
+    the kernel's own key."""
+    fixups: Fixups = []
+    for i in range(n_rx):
+        at = header + entry_words * i
+        fixups += [(at, FIX_KEY, i), (at + 1, FIX_MASK, i)]
+    return fixups + [(own_key_word, FIX_KEY, FIX_SELF)]
+
+
 def _rx_words(rx: Sequence[Sequence[int]], header: int, own_key_word: int) -> Tuple[List[int], Fixups]:
     words: List[int] = []
-    fixups: Fixups = []
     for i, e in enumerate(rx):
         if len(e) != TRX_WORDS:
             raise ValueError(f"receive entry {i} has {len(e)} words, not {TRX_WORDS}")
-        at = header + TRX_WORDS * i
-        fixups += [(at, FIX_KEY, i), (at + 1, FIX_MASK, i)]
         words += [int(v) & 0xFFFFFFFF for v in e]
-    fixups.append((own_key_word, FIX_KEY, FIX_SELF))
-    return words, fixups
+    return words, _entry_fixups(header, len(rx), TRX_WORDS, own_key_word)
 
 
 def _check_rx_dst(rx: Sequence[Sequence[int]], buffer: int, block: Tuple[int, ...], what: str) -> None:
@@ -118,6 +144,10 @@ def _act(activation: Union[str, int]) -> Tuple[str, int]:
         return activation, ACT_CODES[activation]
     name = {v: k for k, v in ACT_CODES.items()}[int(activation)]
     return name, int(activation)
+
+
+def _align8(n_bytes: int) -> int:
+    return (int(n_bytes) + 7) & ~7
 
 
 def _dims(what: str, **values: int) -> None:
@@ -149,15 +179,52 @@ def _check_rows(what: str, oh0: int, n_oh: int, sh: int, pad_top: int, kh: int, 
 # ---------------------------------------------------------------------------
 # encoders
 
+def _finish_params(what: str, n: int, bias: Optional[np.ndarray], multiplier: Optional[np.ndarray],
+                   shift: Optional[np.ndarray], acc_bound: Sequence[int]) -> np.ndarray:
+    """The per-channel {bias lo, bias hi, multiplier, shift} words of a tile that requantises
+    its n channels, after checking |(acc + bias) * multiplier| < 2**62 for every |acc| up to
+    the channel's acc_bound (exact int64 requantisation)."""
+    if bias is None or multiplier is None or shift is None:
+        raise ValueError(f"{what}: bias, multiplier and shift are needed to requantise")
+    bias = np.asarray(bias, np.int64).reshape(-1)
+    multiplier = np.asarray(multiplier, np.int64).reshape(-1)
+    shift = np.asarray(shift, np.int64).reshape(-1)
+    if not (len(bias) == len(multiplier) == len(shift) == n):
+        raise ValueError(f"{what}: bias, multiplier and shift need one value per output channel ({n})")
+    if np.any(shift < 0) or np.any(shift > 63) or np.any(np.abs(multiplier) >= 1 << 31):
+        raise ValueError(f"{what}: shift must be in [0, 63] and multiplier int32")
+    if any((abs(int(b)) + int(a)) * abs(int(m)) >= 1 << 62 for b, a, m in zip(bias, acc_bound, multiplier)):
+        raise ValueError(f"{what}: |acc * multiplier| may reach 2**62 (int64 requantisation overflow)")
+    return _row_params(SimpleNamespace(layer=SimpleNamespace(bias=bias, multiplier=multiplier, shift=shift)), 0, n)
+
+
 def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: int, oc0: int, oh0: int,
                 n_oh: int, out_w: int, sh: int, sw: int, pad_top: int, pad_left: int, depthwise: bool,
                 activation: Union[str, int], n_slots: int, out_slot_shift: int, out_c_shift: int,
-                out_h_shift: int, rx: Sequence[Sequence[int]], weights: np.ndarray, bias: np.ndarray,
-                multiplier: np.ndarray, shift: np.ndarray, out_key: int = 0,
-                n_oc: Optional[int] = None, kh: Optional[int] = None, kw: Optional[int] = None
-                ) -> Tuple[np.ndarray, Fixups]:
+                out_h_shift: int, rx: Sequence[Sequence[int]], weights: np.ndarray,
+                bias: Optional[np.ndarray] = None, multiplier: Optional[np.ndarray] = None,
+                shift: Optional[np.ndarray] = None, out_key: int = 0,
+                n_oc: Optional[int] = None, kh: Optional[int] = None, kw: Optional[int] = None,
+                partial_shift: Optional[int] = None, pool: Optional[dict] = None) -> Tuple[np.ndarray, Fixups]:
     """Conv tile config. weights int16 (n_oc, depthwise ? 1 : n_ic, kh, kw) of this tile's
-    output channels; bias int64, multiplier and shift per output channel (n_oc,)."""
+    output channels; bias int64, multiplier and shift per output channel (n_oc,).
+
+    partial_shift None: a final tile (requantised int16 outputs). An int: a partial tile of
+    one input-channel group [ic0, ic0 + n_ic) sending the int32 partial sums
+    round_shift(acc, partial_shift) to a conv reduce tile (:func:`conv_reduce_config`); it
+    needs no bias, multiplier or shift (ignored), activation "none", not depthwise, the key
+    fields of :func:`partial_key_layout`, and a partial_shift that keeps every rounded sum
+    inside int32 for any int16 input (checked).
+
+    pool (a dict, final tiles only): a pool fused into the tile (mode 2, "final then pooled").
+    The tile computes its conv rows [oh0, oh0 + n_oh) as a final tile, keeps them, and sends
+    instead rows [ph0, ph0 + n_ph) x out_w of a pool over the whole conv output (conv_h rows x
+    this tile's out_w columns) of its channels, with the pool tile's semantics. Keys: conv_h,
+    ph0, n_ph, out_w (the pool's output width), kh, kw, sh, sw, pad_top, pad_left, pad_bottom,
+    pad_right, mode ("max"/"avg" or POOL_MAX/POOL_AVG), count_include_pad, and optionally
+    recip_shift (AVG_RECIP_SHIFT). Every pool row's window must read only the tile's conv rows
+    (:func:`window_input_rows` gives them), and the out_* key fields describe the block sent:
+    n_oc x n_ph x the pool's out_w (:func:`block_key_layout`)."""
     w = np.asarray(weights)
     if w.ndim != 4:
         raise ValueError("conv weights must be (n_oc, n_ic_per_oc, kh, kw)")
@@ -171,7 +238,11 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
     if (n_oc, kh, kw) != (n_oc_w, kh_w, kw_w) or n_icpo != (1 if depthwise else n_ic):
         raise ValueError(f"conv weights shape {w.shape} does not match n_oc={n_oc}, "
                          f"{'1 (depthwise)' if depthwise else f'n_ic={n_ic}'}, kh={kh}, kw={kw}")
-    what = "conv tile"
+    partial, pooled = partial_shift is not None, pool is not None
+    what = f"{'partial ' if partial else ''}conv tile{' (fused pool)' if pooled else ''} " \
+           f"(oc0={oc0}, oh0={oh0}, ic0={ic0})"
+    if partial and pooled:
+        raise ValueError(f"{what}: a fused pool needs a final tile (no partial_shift)")
     _dims(what, n_ic=n_ic, in_h=in_h, in_w=in_w, ic0=ic0, ih0=ih0, n_ih=n_ih, oc0=oc0, n_oc=n_oc, oh0=oh0,
           n_oh=n_oh, out_w=out_w, kh=kh, kw=kw, sh=sh, sw=sw, pad_top=pad_top, pad_left=pad_left)
     if min(n_ic, in_h, in_w, n_oc, n_oh, out_w, kh, kw, sh, sw) < 1 or not 1 <= n_slots <= MAX_SLOTS:
@@ -179,28 +250,107 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
     if depthwise and n_ic != n_oc:
         raise ValueError(f"{what}: depthwise needs n_ic == n_oc")
     _check_rows(what, oh0, n_oh, sh, pad_top, kh, in_h, ih0, n_ih)
-    _check_fields(what, out_slot_shift, out_c_shift, out_h_shift, n_oc, n_oh, out_w, n_slots)
+    pool_parts: List[np.ndarray] = []
+    sent = (n_oh, 2 * out_w if partial else out_w)  # rows and columns of the block sent
+    if pooled:
+        pool_parts, sent = _fused_pool(what, pool, oh0, n_oh, out_w)
+    _check_fields(what, out_slot_shift, out_c_shift, out_h_shift, n_oc, *sent, n_slots)
     name, code = _act(activation)
-    bias = np.asarray(bias, np.int64).reshape(-1)
-    multiplier = np.asarray(multiplier, np.int64).reshape(-1)
-    shift = np.asarray(shift, np.int64).reshape(-1)
-    if not (len(bias) == len(multiplier) == len(shift) == n_oc):
-        raise ValueError(f"{what}: bias, multiplier and shift need one value per output channel ({n_oc})")
-    if np.any(shift < 0) or np.any(shift > 63) or np.any(np.abs(multiplier) >= 1 << 31):
-        raise ValueError(f"{what}: shift must be in [0, 63] and multiplier int32")
-    acc_bound = np.abs(bias).astype(object) + np.abs(w.astype(np.int64)).reshape(n_oc, -1).sum(1).astype(object) * 32768
-    if any(int(a) * abs(int(m)) >= 1 << 62 for a, m in zip(acc_bound, multiplier)):
-        raise ValueError(f"{what}: |acc * multiplier| may reach 2**62 (int64 requantisation overflow)")
     _check_rx_dst(rx, 0, (ic0, ih0, 0, n_ic, n_ih, in_w), what)
+    # |acc| <= sum |w| * 32768 per output channel, for any int16 input
+    w_bound = [int(v) * 32768 for v in np.abs(w.astype(np.int64)).reshape(n_oc, -1).sum(1)]
+    if partial:
+        p = int(partial_shift)
+        if depthwise or name != "none" or not 0 <= p <= MAX_PARTIAL_SHIFT:
+            raise ValueError(f"{what}: a partial tile is not depthwise, has activation none and "
+                             f"partial_shift in [0, {MAX_PARTIAL_SHIFT}]")
+        # round_shift(acc, p) = floor(acc / 2**p + 1/2) fits int32 iff |acc| / 2**p + 1/2 < 2**31
+        worst = max(w_bound)
+        if 2 * worst + (1 << p) >= 1 << (32 + p):
+            raise ValueError(f"{what}: partial sums up to {worst} do not fit int32 after a rounding shift of "
+                             f"{p} (needs at least {max(0, worst.bit_length() - 30)})")
+        body = []
+    else:
+        p = 0
+        body = [_finish_params(what, n_oc, bias, multiplier, shift, w_bound), _table_words(name)]
     header = [KIND_CONV, n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw,
               pad_top, pad_left, int(bool(depthwise)), code, n_slots, int(out_key), out_slot_shift,
-              out_c_shift, out_h_shift, len(rx)]
+              out_c_shift, out_h_shift, CONV_POOLED if pooled else CONV_PARTIAL if partial else CONV_FINAL, p,
+              len(rx)]
     assert len(header) == CONV_HEADER_WORDS
     rx_words, fixups = _rx_words(rx, CONV_HEADER_WORDS, CONV_OUT_KEY_WORD)
-    params = _row_params(SimpleNamespace(layer=SimpleNamespace(bias=bias, multiplier=multiplier, shift=shift)),
-                         0, n_oc)
-    body = [_pack_int16(w.reshape(n_oc, -1)), params, _table_words(name)]
+    body = [_pack_int16(w.reshape(n_oc, -1))] + body + pool_parts
     config = np.concatenate([np.array([int(v) & 0xFFFFFFFF for v in header + rx_words], np.uint32)] +
+                            [np.asarray(b, np.uint32) for b in body])
+    return config, fixups
+
+
+def _fused_pool(what: str, pool: dict, oh0: int, n_oh: int, out_w: int) -> Tuple[List[np.ndarray], Tuple[int, int]]:
+    """The pool section (and recip table) of a conv tile with a fused pool over its conv rows
+    [oh0, oh0 + n_oh) x out_w, and the (rows, columns) of the block it sends."""
+    missing = [k for k in POOL_KEYS if k not in pool]
+    unknown = sorted(set(pool) - set(POOL_KEYS) - {"recip_shift"})
+    if missing or unknown:
+        raise ValueError(f"{what}: pool needs the keys {list(POOL_KEYS)} (and optionally recip_shift); "
+                         f"missing {missing}, unknown {unknown}")
+    q = {k: pool[k] if k in ("mode", "count_include_pad") else int(pool[k]) for k in POOL_KEYS}
+    conv_h, ph0, n_ph, pool_w = q["conv_h"], q["ph0"], q["n_ph"], q["out_w"]
+    words, recip = _pool_words(f"{what}, its pool (input: the conv's {conv_h} rows)", in_h=conv_h, in_w=out_w,
+                               ih0=oh0, n_ih=n_oh, oh0=ph0, n_oh=n_ph, out_w=pool_w,
+                               recip_shift=int(pool.get("recip_shift", AVG_RECIP_SHIFT)),
+                               **{k: q[k] for k in POOL_KEYS[4:]})
+    section = np.array([conv_h, ph0, n_ph, pool_w] + words, np.uint32)
+    assert len(section) == CONV_POOL_WORDS
+    return [section] + recip, (n_ph, pool_w)
+
+
+def conv_reduce_config(*, oc0: int, n_oc: int, oh0: int, n_oh: int, out_w: int, n_groups: int,
+                       partial_shift: int, activation: Union[str, int], n_slots: int, in_slot_shift: int,
+                       in_c_shift: int, in_h_shift: int, out_slot_shift: int, out_c_shift: int,
+                       out_h_shift: int, n_rx: int, bias: np.ndarray, multiplier: np.ndarray,
+                       shift: np.ndarray, out_key: int = 0,
+                       acc_bound: Union[int, Sequence[int], None] = None) -> Tuple[np.ndarray, Fixups]:
+    """Conv reduce tile config: adds the int32 partial sums of the n_groups partial conv tiles
+    (one receive entry each, key and mask left to the fix-ups) of the output block
+    (oc0, n_oc) x (oh0, n_oh) x out_w, whose keys have the fields in_* (:func:`partial_key_layout`),
+    then finishes it as a final conv tile: activate(requantize(sum * 2**partial_shift + bias)).
+
+    acc_bound: the largest |exact accumulator| (all groups, without bias) of any output channel
+    (or one per channel), e.g. sum |w| * 32768; None: the planner's guarantee
+    2**(30 + partial_shift) (tvm_spinn.decompose_conv.partial_shift). The encoder proves from it
+    that the groups' rounded sums add up inside int32 and that requantisation stays exact."""
+    what = f"conv reduce tile (oc0={oc0}, oh0={oh0})"
+    _dims(what, oc0=oc0, n_oc=n_oc, oh0=oh0, n_oh=n_oh, out_w=out_w)
+    if min(n_oc, n_oh, out_w, n_groups) < 1 or not 1 <= n_slots <= MAX_SLOTS or n_groups > MAX_DIM:
+        raise ValueError(f"{what}: sizes and n_groups must be positive and n_slots in [1, {MAX_SLOTS}]")
+    if n_rx != n_groups:
+        raise ValueError(f"{what}: {n_rx} receive entries for {n_groups} groups (one entry per partial tile)")
+    p = int(partial_shift)
+    if not 0 <= p <= MAX_REDUCE_PARTIAL_SHIFT:
+        raise ValueError(f"{what}: partial_shift must be in [0, {MAX_REDUCE_PARTIAL_SHIFT}]")
+    values = n_oc * n_oh * out_w
+    workspace = _align8(4 * values * n_slots) + _align8(4 * (n_slots * n_oh + 3 * n_slots))  # sums, stream
+    if values * n_groups > MAX_WORKSPACE or workspace > MAX_WORKSPACE:
+        raise ValueError(f"{what}: {n_groups} groups of {n_oc} x {n_oh} x {out_w} sums exceed the kernel's "
+                         f"limits ({MAX_WORKSPACE} values or workspace bytes)")
+    _check_fields(f"{what} input", in_slot_shift, in_c_shift, in_h_shift, n_oc, n_oh, 2 * out_w, n_slots)
+    _check_fields(what, out_slot_shift, out_c_shift, out_h_shift, n_oc, n_oh, out_w, n_slots)
+    name, code = _act(activation)
+    if acc_bound is None:
+        acc_bound = (1 << (PARTIAL_SUM_BITS + p)) - 1
+    bounds = [int(v) for v in np.broadcast_to(np.asarray(acc_bound, dtype=object), (n_oc,))]
+    # G rounded partials add up to at most acc_bound / 2**p + G / 2 in magnitude
+    if any(2 * b + (n_groups << p) >= 1 << (32 + p) for b in bounds):
+        raise ValueError(f"{what}: the sum of {n_groups} partial sums may leave int32 "
+                         f"(accumulator bound {max(bounds)}, partial_shift {p})")
+    acc_bounds = [b + ((n_groups << p) >> 1) for b in bounds]
+    header = [KIND_CONV_REDUCE, oc0, n_oc, oh0, n_oh, out_w, n_groups, p, code, n_slots, in_slot_shift,
+              in_c_shift, in_h_shift, int(out_key), out_slot_shift, out_c_shift, out_h_shift, n_rx]
+    assert len(header) == CONV_REDUCE_HEADER_WORDS
+    fixups = _entry_fixups(CONV_REDUCE_HEADER_WORDS, n_rx, CONV_REDUCE_RX_WORDS, CONV_REDUCE_OUT_KEY_WORD)
+    body = [np.zeros(n_rx * CONV_REDUCE_RX_WORDS, np.uint32),
+            _finish_params(what, n_oc, bias, multiplier, shift, acc_bounds), _table_words(name)]
+    config = np.concatenate([np.array([int(v) & 0xFFFFFFFF for v in header], np.uint32)] +
                             [np.asarray(b, np.uint32) for b in body])
     return config, fixups
 
@@ -245,6 +395,28 @@ def avg_recip_errors(n: int, recip_shift: int = AVG_RECIP_SHIFT) -> dict:
     return {"n": n, "max_abs_error": max_err, "mismatches": mismatches, "only_negative_ties": only_neg_ties}
 
 
+def _pool_words(what: str, *, in_h: int, in_w: int, ih0: int, n_ih: int, oh0: int, n_oh: int, out_w: int,
+                kh: int, kw: int, sh: int, sw: int, pad_top: int, pad_left: int, pad_bottom: int, pad_right: int,
+                mode: Union[str, int], count_include_pad: bool, recip_shift: int) -> Tuple[List[int], List[np.ndarray]]:
+    """The checks of a pool over an in_h x in_w input computing output rows [oh0, oh0 + n_oh) x out_w
+    from the buffered input rows [ih0, ih0 + n_ih) (the kernels' spinn_pool_params_ok), shared by the
+    pool tile and the conv tile's fused pool; returns the pool's 11 words (kh .. recip_shift) and the
+    recip table (avg) as a list of config parts."""
+    mode = {"max": POOL_MAX, "avg": POOL_AVG}.get(mode, mode) if isinstance(mode, str) else int(mode)
+    if mode not in (POOL_MAX, POOL_AVG):
+        raise ValueError(f"{what}: mode must be max or avg")
+    _dims(what, in_h=in_h, in_w=in_w, ih0=ih0, n_ih=n_ih, oh0=oh0, n_oh=n_oh, out_w=out_w, kh=kh, kw=kw, sh=sh,
+          sw=sw, pad_top=pad_top, pad_left=pad_left, pad_bottom=pad_bottom, pad_right=pad_right)
+    if min(in_h, in_w, n_oh, out_w, kh, kw, sh, sw) < 1:
+        raise ValueError(f"{what}: sizes and strides must be positive")
+    if kh * kw > 0xFFFF or not 0 <= recip_shift <= 32:
+        raise ValueError(f"{what}: kh * kw must be <= 65535 and recip_shift in [0, 32]")
+    _check_rows(what, oh0, n_oh, sh, pad_top, kh, in_h, ih0, n_ih)
+    words = [kh, kw, sh, sw, pad_top, pad_left, pad_bottom, pad_right, mode, int(bool(count_include_pad)),
+             recip_shift]
+    return words, [avg_recip(kh * kw, recip_shift)] if mode == POOL_AVG else []
+
+
 def pool_config(*, n_c: int, in_h: int, in_w: int, c0: int, ih0: int, n_ih: int, oh0: int, n_oh: int,
                 out_w: int, kh: int, kw: int, sh: int, sw: int, pad_top: int, pad_left: int, pad_bottom: int,
                 pad_right: int, mode: Union[str, int], count_include_pad: bool, n_slots: int,
@@ -252,28 +424,21 @@ def pool_config(*, n_c: int, in_h: int, in_w: int, c0: int, ih0: int, n_ih: int,
                 recip_shift: int = AVG_RECIP_SHIFT, out_key: int = 0) -> Tuple[np.ndarray, Fixups]:
     """Pool tile config (mode "max"/"avg" or POOL_MAX/POOL_AVG)."""
     what = "pool tile"
-    mode = {"max": POOL_MAX, "avg": POOL_AVG}.get(mode, mode) if isinstance(mode, str) else int(mode)
-    if mode not in (POOL_MAX, POOL_AVG):
-        raise ValueError(f"{what}: mode must be max or avg")
-    _dims(what, n_c=n_c, in_h=in_h, in_w=in_w, c0=c0, ih0=ih0, n_ih=n_ih, oh0=oh0, n_oh=n_oh, out_w=out_w,
-          kh=kh, kw=kw, sh=sh, sw=sw, pad_top=pad_top, pad_left=pad_left, pad_bottom=pad_bottom,
-          pad_right=pad_right)
-    if min(n_c, in_h, in_w, n_oh, out_w, kh, kw, sh, sw) < 1 or not 1 <= n_slots <= MAX_SLOTS:
-        raise ValueError(f"{what}: sizes, strides and n_slots must be positive (n_slots <= {MAX_SLOTS})")
-    if kh * kw > 0xFFFF or not 0 <= recip_shift <= 32:
-        raise ValueError(f"{what}: kh * kw must be <= 65535 and recip_shift in [0, 32]")
-    _check_rows(what, oh0, n_oh, sh, pad_top, kh, in_h, ih0, n_ih)
+    _dims(what, n_c=n_c, c0=c0)
+    if n_c < 1 or not 1 <= n_slots <= MAX_SLOTS:
+        raise ValueError(f"{what}: n_c and n_slots must be positive (n_slots <= {MAX_SLOTS})")
+    words, recip = _pool_words(what, in_h=in_h, in_w=in_w, ih0=ih0, n_ih=n_ih, oh0=oh0, n_oh=n_oh, out_w=out_w,
+                               kh=kh, kw=kw, sh=sh, sw=sw, pad_top=pad_top, pad_left=pad_left,
+                               pad_bottom=pad_bottom, pad_right=pad_right, mode=mode,
+                               count_include_pad=count_include_pad, recip_shift=recip_shift)
     _check_fields(what, out_slot_shift, out_c_shift, out_h_shift, n_c, n_oh, out_w, n_slots)
     _check_rx_dst(rx, 0, (c0, ih0, 0, n_c, n_ih, in_w), what)
-    header = [KIND_POOL, n_c, in_h, in_w, c0, ih0, n_ih, oh0, n_oh, out_w, kh, kw, sh, sw, pad_top, pad_left,
-              pad_bottom, pad_right, mode, int(bool(count_include_pad)), recip_shift, n_slots, int(out_key),
-              out_slot_shift, out_c_shift, out_h_shift, len(rx)]
+    header = [KIND_POOL, n_c, in_h, in_w, c0, ih0, n_ih, oh0, n_oh, out_w] + words + \
+        [n_slots, int(out_key), out_slot_shift, out_c_shift, out_h_shift, len(rx)]
     assert len(header) == POOL_HEADER_WORDS
     rx_words, fixups = _rx_words(rx, POOL_HEADER_WORDS, POOL_OUT_KEY_WORD)
     parts = [np.array([int(v) & 0xFFFFFFFF for v in header + rx_words], np.uint32)]
-    if mode == POOL_AVG:
-        parts.append(avg_recip(kh * kw, recip_shift))
-    return np.concatenate(parts), fixups
+    return np.concatenate(parts + recip), fixups
 
 
 def add_config(*, c0: int, n_c: int, h: int, w: int, h0: int, n_h: int, activation: Union[str, int],
@@ -392,10 +557,25 @@ def _requant(acc: np.ndarray, multiplier, shift, activation: Union[str, int]) ->
 
 def conv_reference(x_q: np.ndarray, w_q: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
                    shift: np.ndarray, stride: Union[int, Sequence[int]] = 1, padding: Pad = 0,
-                   groups: int = 1, activation: Union[str, int] = "none") -> np.ndarray:
+                   groups: int = 1, activation: Union[str, int] = "none",
+                   ic_bounds: Optional[Sequence[int]] = None, partial_shift: int = 0) -> np.ndarray:
     """What the conv tiles compute: int16 (n, OC, OH, OW); padding int, (ph, pw) or
-    (top, left, bottom, right); bias int64 and multiplier/shift per output channel."""
-    acc = conv_accumulators(x_q, w_q, stride, padding, groups)
+    (top, left, bottom, right); bias int64 and multiplier/shift per output channel.
+
+    ic_bounds (0 = b0 < b1 < ... = C, groups 1): the input channels split into groups
+    [b_g, b_g+1) whose partial conv tiles round their sums by partial_shift bits, added
+    and shifted back by the conv reduce tiles (with partial_shift 0: the unsplit result)."""
+    if ic_bounds is None:
+        if partial_shift:
+            raise ValueError("conv_reference: partial_shift needs ic_bounds")
+        acc = conv_accumulators(x_q, w_q, stride, padding, groups)
+    else:
+        b = [int(v) for v in ic_bounds]
+        if groups != 1 or len(b) < 2 or b[0] != 0 or b[-1] != np.shape(x_q)[1] or np.any(np.diff(b) < 1):
+            raise ValueError(f"conv_reference: ic_bounds {b} must split the input channels (groups 1)")
+        x, w = np.asarray(x_q), np.asarray(w_q)
+        acc = sum(round_shift(conv_accumulators(x[:, g0:g1], w[:, g0:g1], stride, padding), partial_shift)
+                  for g0, g1 in zip(b[:-1], b[1:])) << partial_shift
     acc = acc + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
     return _requant(acc, multiplier, shift, activation)
 

@@ -138,6 +138,33 @@ class PoolNet1D(nn.Module):
     forward = logits
 
 
+class WideConv1D(nn.Module):
+    """A Conv1D over 256 x 64: its input rows for even one output channel (4 samples in
+    flight) do not fit a core's DTCM, so it is cut by input-channel groups (partial sums
+    and reducers); BN folded, tanh on the reducers, then max pool and dense."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.b = nn.Conv1d(256, 8, 5, padding=2), nn.BatchNorm1d(8)
+        self.fc = nn.Linear(8 * 32, 10)
+
+    def forward(self, x):
+        return self.fc(F.max_pool1d(torch.tanh(self.b(self.c(x))), 2).flatten(1))
+
+
+class WideConv2D(nn.Module):
+    """A Conv2D over 128 x 20 x 20 (cut by input-channel groups as WideConv1D), sigmoid,
+    then a 3x3 conv and dense."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(128, 4, 3), nn.Conv2d(4, 4, 3, stride=2)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(torch.sigmoid(self.c1(x)))).flatten(1))
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial running statistics and affine parameters, so that folding is tested."""
     g = torch.Generator().manual_seed(seed)

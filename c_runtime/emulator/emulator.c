@@ -40,6 +40,7 @@ typedef struct {
         spinn_conv_tile_t conv;
         spinn_pool_tile_t pool;
         spinn_add_tile_t add;
+        spinn_conv_reduce_t conv_reduce;
     } k;
 } core_t;
 
@@ -180,6 +181,10 @@ int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t
         ws_bytes = spinn_add_tile_workspace(c->cfg, n_words);
         c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
         ok = c->workspace && spinn_add_tile_init(&c->k.add, c->cfg, n_words, c->workspace) == 0;
+    } else if (kind == SPINN_CORE_CONV_REDUCE) {
+        ws_bytes = spinn_conv_reduce_workspace(c->cfg, n_words);
+        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
+        ok = c->workspace && spinn_conv_reduce_init(&c->k.conv_reduce, c->cfg, n_words, c->workspace) == 0;
     } else {
         ok = 0;
     }
@@ -301,6 +306,9 @@ static int core_packet(core_t *c, uint32_t key, uint32_t payload, spinn_send_fn 
     case SPINN_CORE_POOL:
         slot = spinn_pool_tile_receive(&c->k.pool, key, payload);
         return slot >= 0 ? spinn_pool_tile_compute(&c->k.pool, (uint32_t)slot, send, ctx) : 0;
+    case SPINN_CORE_CONV_REDUCE:
+        slot = spinn_conv_reduce_receive(&c->k.conv_reduce, key, payload);
+        return slot >= 0 ? spinn_conv_reduce_compute(&c->k.conv_reduce, (uint32_t)slot, send, ctx) : 0;
     default:
         slot = spinn_add_tile_receive(&c->k.add, key, payload);
         return slot >= 0 ? spinn_add_tile_compute(&c->k.add, (uint32_t)slot, send, ctx) : 0;
@@ -317,6 +325,8 @@ static spinn_counters_t *core_counters(core_t *c) {
         return &c->k.conv.counters;
     case SPINN_CORE_POOL:
         return &c->k.pool.counters;
+    case SPINN_CORE_CONV_REDUCE:
+        return &c->k.conv_reduce.counters;
     default:
         return &c->k.add.counters;
     }

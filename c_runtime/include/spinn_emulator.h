@@ -18,6 +18,7 @@
 #define SPINN_CORE_CONV 4u /* spinn_tensor.h kernels */
 #define SPINN_CORE_POOL 5u
 #define SPINN_CORE_ADD 6u
+#define SPINN_CORE_CONV_REDUCE 7u
 
 #define SPINN_LINKS 6u
 #define SPINN_CORES_PER_CHIP 18u

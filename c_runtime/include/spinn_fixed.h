@@ -37,6 +37,12 @@ static inline int32_t spinn_sat16(int64_t v) {
     return (int32_t)v;
 }
 
+static inline int32_t spinn_sat32(int64_t v) {
+    if (v > INT32_MAX) return INT32_MAX;
+    if (v < INT32_MIN) return INT32_MIN;
+    return (int32_t)v;
+}
+
 /* Round half up, then arithmetic shift right (gcc's >> on signed values is
  * arithmetic on both targets; numpy's is too). shift may be 0. */
 static inline int64_t spinn_round_shift(int64_t v, uint32_t shift) {

@@ -1,7 +1,8 @@
 /*
- * Tensor kernels (convolution, pooling, residual add) and the generic receive
- * entry every kernel that consumes tensors uses. Portable C99, freestanding,
- * no floating point, no division; state in explicit structs.
+ * Tensor kernels (convolution, the reduction of a convolution split by input
+ * channels, pooling, residual add) and the generic receive entry every kernel
+ * that consumes tensors uses. Portable C99, freestanding, no floating point,
+ * no division; state in explicit structs.
  *
  * Tensors are (C, H, W) int16 per sample, stored c-major: ((c * H) + h) * W + w.
  * 1D tensors are (C, 1, L); dense vectors are (1, 1, N).
@@ -20,7 +21,9 @@
  *     slot_shift = c_shift + ceil_log2(nc),
  * and the block reserves n_slots << slot_shift keys (n_slots rounded up to a
  * power of two; base aligned to that, so base has no bit below slot_shift: the
- * kernels reject an out_key that has).
+ * kernels reject an out_key that has). A partial conv tile (below) sends one
+ * int32 per packet instead, the column in place of the pair: its fields are
+ * those of a block twice as wide, and only a conv reduce tile reads them.
  *
  * Generic receive entry (SPINN_TRX_WORDS uint32 words), one per source:
  *     key, mask, slot_shift, c_shift, h_shift,
@@ -40,7 +43,7 @@
  * Rows are counted per (slot, input, h - dst_h0) so a kernel can start on an
  * output row as soon as the input rows it needs are complete (streaming).
  *
- * Streaming contract of the three tensor kernels (spinn_stream_t below):
+ * Streaming contract of the tensor kernels (spinn_stream_t below):
  * receive stores the values and, when an input row of a slot becomes complete,
  * returns the slot if the slot's next output row is now computable and no
  * compute of the slot is pending (it then marks one pending: the board binding
@@ -75,9 +78,16 @@ enum {
 #define SPINN_KIND_CONV 0x5D03u
 #define SPINN_KIND_POOL 0x5D04u
 #define SPINN_KIND_ADD 0x5D05u
+#define SPINN_KIND_CONV_REDUCE 0x5D06u
 
 #define SPINN_POOL_MAX 0u
 #define SPINN_POOL_AVG 1u
+
+/* Conv tile modes (config word 25) and the pooled mode's pool section. */
+#define SPINN_CONV_FINAL 0u
+#define SPINN_CONV_PARTIAL 1u
+#define SPINN_CONV_POOLED 2u
+#define SPINN_CONV_POOL_WORDS 15u
 
 /* Largest workspace a tensor kernel accepts (a bound that keeps every size
  * below inside uint32; DTCM is 64 KB anyway, the emulator may use more).
@@ -94,23 +104,87 @@ enum {
  *   0 kind, 1 n_ic, 2 in_h, 3 in_w, 4 ic0, 5 ih0, 6 n_ih, 7 oc0, 8 n_oc, 9 oh0,
  *   10 n_oh, 11 out_w, 12 kh, 13 kw, 14 sh, 15 sw, 16 pad_top, 17 pad_left,
  *   18 depthwise, 19 activation, 20 n_slots, 21 out_key, 22 out_slot_shift,
- *   23 out_c_shift, 24 out_h_shift, 25 n_rx, then n_rx receive entries,
+ *   23 out_c_shift, 24 out_h_shift, 25 mode (SPINN_CONV_FINAL 0, SPINN_CONV_PARTIAL
+ *   1 partial sums, SPINN_CONV_POOLED 2 final then pooled), 26 partial_shift,
+ *   27 n_rx, then n_rx receive entries,
  *   then weights: per output channel, (depthwise ? 1 : n_ic) * kh * kw int16
  *   in (ic, ky, kx) order, packed two per word, each channel padded to a word;
- *   then per output channel {bias lo, bias hi, multiplier, shift};
- *   then the tanh table (SPINN_TANH_WORDS) if activation is tanh or sigmoid.
+ *   then (final, pooled) per output channel {bias lo, bias hi, multiplier, shift};
+ *   then (final, pooled) the tanh table (SPINN_TANH_WORDS) if activation is
+ *   tanh or sigmoid;
+ *   then (pooled only) the pool section of SPINN_CONV_POOL_WORDS words
+ *     0 conv_h, 1 ph0, 2 n_ph, 3 pool_out_w, 4 kh, 5 kw, 6 sh, 7 sw, 8 pad_top,
+ *     9 pad_left, 10 pad_bottom, 11 pad_right, 12 mode (max/avg),
+ *     13 count_include_pad, 14 recip_shift
+ *   (words 4..14 as the pool tile's words 10..20), then (avg only) the pool's
+ *   recip table of kh*kw + 1 words, exactly as the pool tile has it.
  * Output value (oc, oh, ow) = activate(requantize(bias + sum over ic, ky, kx of
  *   w[oc][ic][ky][kx] * x[ic][oh*sh - pad_top + ky][ow*sw - pad_left + kx])),
  * with x = 0 outside the input (zero padding). Accumulation is exact (int64).
+ * Partial mode (one input-channel group of a convolution whose channels are
+ * split; a conv reduce tile finishes it): depthwise 0, activation none, no
+ * per-channel params or table; each output is the int32
+ *   sat32(round_shift(sum over ic, ky, kx of w * x, partial_shift)),
+ * partial_shift <= 62 (the producer proves it never saturates), sent one value
+ * per packet: payload (uint32)value, key out_key | slot << out_slot_shift |
+ * c_local << out_c_shift | h_local << out_h_shift | ow (the low field holds
+ * the column, not a pair: the fields are those of a block nw = 2 * out_w wide;
+ * tvm_spinn/tensor_configs.py partial_key_layout).
  * Depthwise: n_ic == n_oc and output channel oc0 + j reads input channel
  * ic0 + j only (channel multiplier 1). Grouped convolutions: one tile per
  * group (or part of one), non-depthwise, ic0/n_ic = that group's channels.
- * Sent: block (oc0, n_oc) x (oh0, n_oh) x (0, out_w) with the out_* key fields.
+ * Pooled mode (a pool fused into the tile that produces its input): the tile
+ * computes its output rows [oh0, oh0 + n_oh) exactly as a final tile but sends
+ * none of them: it stores them (int16) per slot (n_slots x n_oc x n_oh x out_w)
+ * and sends instead rows [ph0, ph0 + n_ph) x pool_out_w columns of a pool (the
+ * pool tile's semantics, kh x kw etc. of the pool section) over the whole conv
+ * output, conv_h rows x out_w columns, channel by channel (pool channel j =
+ * conv channel oc0 + j). Every pool row's window rows (clipped to [0, conv_h))
+ * lie in [oh0, oh0 + n_oh), oh0 + n_oh <= conv_h, partial_shift == 0.
+ * Sent: block (oc0, n_oc) x (ph0, n_ph) x (0, pool_out_w) with the out_* key
+ * fields. Conv rows are computed in order as they become computable; once conv
+ * row oh0 + r is stored for all channels, every next pool row whose window's
+ * last conv row is <= oh0 + r is sent (in order; per-slot state; a window
+ * wholly in the padding reads no conv row), except the last pool row, which
+ * waits for the tile's last conv row so that the tile's last packet is sent by
+ * the last row's compute, as in the other modes. The pool words are checked
+ * as the pool tile's (spinn_pool_params_ok, the conv rows [oh0, oh0 + n_oh)
+ * being its buffered input rows). Outputs counted: conv values and pool values.
+ * Sent (final): block (oc0, n_oc) x (oh0, n_oh) x (0, out_w) with the out_* key
+ * fields.
  * Output row oh is computed once input rows max(0, oh*sh - pad_top) ..
  * min(in_h, oh*sh - pad_top + kh) - 1 are complete (n_ic * in_w values each);
  * these must lie in [ih0, ih0 + n_ih), and ih0 + n_ih <= in_h, n_ih >= 1.
  * Input buffer block (every rx entry, buffer 0): (ic0, ih0, 0, n_ic, n_ih, in_w).
  * Per-channel shift <= 63; the producer keeps |acc * multiplier| < 2^63.
+ */
+/*
+ * Conv reduce tile: adds the partial sums of n_groups partial conv tiles (one
+ * per input-channel group) of one output block, channels [oc0, oc0 + n_oc) x
+ * rows [oh0, oh0 + n_oh) x out_w columns, and finishes them as a final conv
+ * tile does. Config words:
+ *   0 kind, 1 oc0, 2 n_oc, 3 oh0, 4 n_oh, 5 out_w, 6 n_groups, 7 partial_shift,
+ *   8 activation, 9 n_slots, 10 in_slot_shift, 11 in_c_shift, 12 in_h_shift,
+ *   13 out_key, 14 out_slot_shift, 15 out_c_shift, 16 out_h_shift, 17 n_rx,
+ *   then n_rx = n_groups receive entries {key, mask} (SPINN_CONV_REDUCE_RX_WORDS,
+ *   one per partial tile: all share the in_* key layout of the block, whose
+ *   fields are those of a partial tile's output above),
+ *   then per output channel {bias lo, bias hi, multiplier, shift},
+ *   then the tanh table (SPINN_TANH_WORDS) if activation is tanh or sigmoid.
+ * A packet matches the first entry with (key & mask) == entry key (a key bit
+ * outside the mask, or a mask bit below in_slot_shift, is rejected at init);
+ * its value (int32 payload) is added to acc[slot][c][h][w] (uint32 arithmetic:
+ * wraps instead of overflowing; the producer proves the true sum fits int32:
+ * tvm_spinn.decompose_conv.partial_shift keeps every channel's whole |acc|
+ * below 2^(30 + partial_shift), so the G rounded partials add to less than
+ * 2^30 + G / 2). A slot >= n_slots or a coordinate outside the block is
+ * dropped (counted). Row h of a slot is complete when n_groups * n_oc * out_w
+ * values arrived for it; output row h is then, per channel j and column w,
+ *   activate(requantize(acc * 2^partial_shift + bias_j, multiplier_j, shift_j))
+ * sent as int16 pairs along w: block (oc0, n_oc) x (oh0, n_oh) x (0, out_w)
+ * with the out_* key fields, as a final conv tile. partial_shift <= 32 (the
+ * shifted sum stays inside int64), per-channel shift <= 63; the producer keeps
+ * |(acc * 2^partial_shift + bias) * multiplier| < 2^63.
  */
 /*
  * Pool tile: channels [c0, c0 + n_c) x output rows [oh0, oh0 + n_oh) x out_w,
@@ -144,6 +218,9 @@ enum {
  * Output scale = input scale. Channel c0 + j of the output reads input
  * channel c0 + j. Rows stream as for the conv tile; buffer block (every rx
  * entry, buffer 0): (c0, ih0, 0, n_c, n_ih, in_w). kh * kw <= 65535.
+ * The computation is spinn_pool_send_row below, shared with the pooled mode
+ * of the conv tile (whose pool section carries words 10..20 above), and so
+ * are the checks (spinn_pool_params_ok).
  */
 /*
  * Add tile: channels [c0, c0 + n_c) x rows [h0, h0 + n_h) x all w of two tensors
@@ -158,6 +235,19 @@ enum {
  * (h0, n_h) x (0, w). As the first matching entry wins, one producer feeds only
  * one of a and b (x + x is a single input with mult_a + mult_b).
  */
+
+/* ---- workspace ------------------------------------------------------------ */
+
+/* Bytes of a workspace part, rounded up so the next part stays 8-byte aligned. */
+static inline uint32_t spinn_align8(uint32_t bytes) { return (bytes + 7u) & ~7u; }
+
+/* At init: buffers, sums, stream counts and counters all start at 0. */
+static inline void spinn_tensor_clear(void *workspace, uint32_t n_bytes, spinn_counters_t *counters) {
+    uint8_t *ws = (uint8_t *)workspace;
+    uint32_t i;
+    for (i = 0; i < n_bytes; i++) ws[i] = 0;
+    for (i = 0; i < sizeof(*counters) / 4u; i++) ((uint32_t *)counters)[i] = 0;
+}
 
 /* ---- generic receive entries ------------------------------------------- */
 
@@ -341,6 +431,22 @@ typedef int (*spinn_row_ready_fn)(const void *kernel, uint32_t slot, uint32_t r)
  * rows of buffer 1 follow buffer 0's: + rows_per_buffer), and return the slot if
  * its next output row became computable and no compute is pending for it (see
  * spinn_stream_trigger); else -1. */
+/* After n values of input row `row` of the slot were stored: count them, reset
+ * the slot if its sample is done, and return the slot if its next output row
+ * became computable and no compute is pending for it (spinn_stream_trigger);
+ * else -1. The tail of every tensor kernel's receive. */
+static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, uint32_t row, uint32_t n,
+                                            spinn_row_ready_fn row_ready, const void *kernel) {
+    uint32_t next;
+    int ready = 0;
+    if (spinn_stream_add(st, slot, row, n)) {
+        next = st->next_row[slot];
+        ready = next < st->n_out_rows && row_ready(kernel, slot, next);
+    }
+    spinn_stream_finish_if_done(st, slot);
+    return spinn_stream_trigger(st, slot, ready);
+}
+
 static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, uint32_t key, uint32_t payload,
                                            int16_t *const *buffers, uint32_t slot_stride,
                                            uint32_t rows_per_buffer, spinn_stream_t *st,
@@ -348,8 +454,7 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
                                            const void *kernel) {
     int32_t e = spinn_trx_match(rx, n_rx, key), n;
     const uint32_t *entry;
-    uint32_t slot, row, next;
-    int ready = 0;
+    uint32_t slot, row;
     counters->packets_in++;
     if (e < 0) {
         counters->dropped++;
@@ -362,13 +467,8 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
         return -1;
     }
     if (n == 0) return -1;
-    row += entry[SPINN_TRX_BUFFER] * rows_per_buffer;
-    if (spinn_stream_add(st, slot, row, (uint32_t)n)) {
-        next = st->next_row[slot];
-        ready = next < st->n_out_rows && row_ready(kernel, slot, next);
-    }
-    spinn_stream_finish_if_done(st, slot);
-    return spinn_stream_trigger(st, slot, ready);
+    return spinn_stream_received(st, slot, row + entry[SPINN_TRX_BUFFER] * rows_per_buffer, (uint32_t)n,
+                                 row_ready, kernel);
 }
 
 /* The sample in the slot has left this tile: free the slot for the next one. */
@@ -390,6 +490,21 @@ static inline int spinn_tensor_send(spinn_stream_t *st, uint32_t slot, int last,
     }
     counters->packets_out++;
     return 0;
+}
+
+/* Send the int16 output y of column ow of a row of out_w values whose packets
+ * have key `key` (pair index to be OR-ed in): an even column waits in *pending
+ * for its odd neighbour, the pair (or an odd row's last value with a zero in
+ * the high half) leaves as one packet. last: see spinn_tensor_send. */
+static inline int spinn_tensor_send16(spinn_stream_t *st, uint32_t slot, int last, uint32_t key, uint32_t ow,
+                                      uint32_t out_w, int32_t y, int32_t *pending, spinn_send_fn send, void *ctx,
+                                      spinn_counters_t *counters) {
+    if (!(ow & 1u) && ow + 1u < out_w) {
+        *pending = y;
+        return 0;
+    }
+    return spinn_tensor_send(st, slot, last, key | (ow >> 1),
+                             (ow & 1u) ? spinn_pack16(*pending, y) : spinn_pack16(y, 0), send, ctx, counters);
 }
 
 /* A kernel's computation and sending of its output row r of the slot. */
@@ -431,26 +546,165 @@ static inline int spinn_tensor_fields_ok(uint32_t out_key, uint32_t n_slots, uin
     return (out_key & ((1u << slot_shift) - 1u)) == 0u;
 }
 
+/* ---- pooling: the pool tile and the pooled mode of the conv tile ---------- */
+
+/* A pool over an input of in_h x in_w values per channel (the pool tile's spec). */
+typedef struct {
+    uint32_t in_h, in_w, kh, kw, sh, sw, pad_top, pad_left, pad_bottom, pad_right;
+    uint32_t mode, count_include_pad, recip_shift;
+    const uint32_t *recip; /* avg: recip[0 .. kh * kw]; max: 0 */
+} spinn_pool_params_t;
+
+/* Config words of a pool after its input size: kh, kw, sh, sw, pad_top,
+ * pad_left, pad_bottom, pad_right, mode, count_include_pad, recip_shift. */
+#define SPINN_POOL_PARAM_WORDS 11u
+
+/* Read the SPINN_POOL_PARAM_WORDS words at w; recip stays 0 (set by the caller). */
+static inline void spinn_pool_params_read(spinn_pool_params_t *p, uint32_t in_h, uint32_t in_w, const uint32_t *w) {
+    p->in_h = in_h;
+    p->in_w = in_w;
+    p->kh = w[0];
+    p->kw = w[1];
+    p->sh = w[2];
+    p->sw = w[3];
+    p->pad_top = w[4];
+    p->pad_left = w[5];
+    p->pad_bottom = w[6];
+    p->pad_right = w[7];
+    p->mode = w[8];
+    p->count_include_pad = w[9];
+    p->recip_shift = w[10];
+    p->recip = 0;
+}
+
+/* 1 if output rows [oh0, oh0 + n_oh) x out_w of the pool can be computed safely
+ * from the buffered input rows [ih0, ih0 + n_ih): every size, coordinate,
+ * stride and pad at most SPINN_MAX_DIM, sizes and strides nonzero, mode and
+ * count_include_pad valid, recip_shift <= 32, kh * kw <= 65535 (window sums fit
+ * int32), window coordinates fit int32, ih0 + n_ih <= in_h and every output
+ * row's window rows buffered. */
+static inline int spinn_pool_params_ok(const spinn_pool_params_t *p, uint32_t ih0, uint32_t n_ih, uint32_t oh0,
+                                       uint32_t n_oh, uint32_t out_w) {
+    uint32_t dims[15], i;
+    dims[0] = p->in_h;
+    dims[1] = p->in_w;
+    dims[2] = p->kh;
+    dims[3] = p->kw;
+    dims[4] = p->sh;
+    dims[5] = p->sw;
+    dims[6] = p->pad_top;
+    dims[7] = p->pad_left;
+    dims[8] = p->pad_bottom;
+    dims[9] = p->pad_right;
+    dims[10] = ih0;
+    dims[11] = n_ih;
+    dims[12] = oh0;
+    dims[13] = n_oh;
+    dims[14] = out_w;
+    for (i = 0; i < 15u; i++)
+        if (dims[i] > SPINN_MAX_DIM) return 0;
+    if (p->in_h == 0u || p->in_w == 0u || p->kh == 0u || p->kw == 0u || p->sh == 0u || p->sw == 0u || n_ih == 0u ||
+        n_oh == 0u || out_w == 0u || p->mode > SPINN_POOL_AVG || p->count_include_pad > 1u || p->recip_shift > 32u)
+        return 0;
+    if (ih0 + n_ih > p->in_h || p->kh * p->kw > 0xFFFFu) return 0;
+    if ((uint64_t)(oh0 + n_oh) * p->sh + p->kh + p->in_h + p->pad_bottom > 0x7FFFFFFFu ||
+        (uint64_t)out_w * p->sw + p->kw + p->in_w + p->pad_right > 0x7FFFFFFFu)
+        return 0;
+    return spinn_window_band_ok(oh0, n_oh, p->sh, p->pad_top, p->kh, p->in_h, ih0, n_ih);
+}
+
+/* Words of the pool's recip table (avg: kh * kw + 1; max: none); after spinn_pool_params_ok. */
+static inline uint32_t spinn_pool_recip_words(const spinn_pool_params_t *p) {
+    return p->mode == SPINN_POOL_AVG ? p->kh * p->kw + 1u : 0u;
+}
+
+/* [lo, hi) of window offsets k < n_k whose coordinate start + k lies in [from, to). */
+static inline void spinn_window_range(int32_t start, uint32_t n_k, int32_t from, int32_t to, uint32_t *lo,
+                                      uint32_t *hi) {
+    int32_t a = from - start, b = to - start;
+    if (a < 0) a = 0;
+    if (b > (int32_t)n_k) b = (int32_t)n_k;
+    if (b < a) b = a;
+    *lo = (uint32_t)a;
+    *hi = (uint32_t)b;
+}
+
+/* Compute output row oh (out_w values) of one channel of the pool and send it
+ * as int16 pairs with the row's key (spinn_tensor_send16; last: the row ends
+ * the tile's sample, see spinn_tensor_send). x: the channel's input rows from
+ * row ih0 on, in_w values each (every row the windows read). Counts the
+ * outputs. Returns 0 or -1 (a failed send). */
+static inline int spinn_pool_send_row(const spinn_pool_params_t *p, const int16_t *x, uint32_t ih0, uint32_t oh,
+                                      uint32_t out_w, spinn_stream_t *st, uint32_t slot, int last, uint32_t key,
+                                      spinn_send_fn send, void *ctx, spinn_counters_t *counters) {
+    int32_t iy0 = (int32_t)(oh * p->sh) - (int32_t)p->pad_top;
+    uint32_t ow, ky, kx, ky_lo, ky_hi, py_lo, py_hi;
+    int32_t pending = 0;
+    spinn_window_range(iy0, p->kh, 0, (int32_t)p->in_h, &ky_lo, &ky_hi);
+    spinn_window_range(iy0, p->kh, -(int32_t)p->pad_top, (int32_t)(p->in_h + p->pad_bottom), &py_lo, &py_hi);
+    for (ow = 0; ow < out_w; ow++) {
+        int32_t ix0 = (int32_t)(ow * p->sw) - (int32_t)p->pad_left, y = 0;
+        uint32_t kx_lo, kx_hi;
+        spinn_window_range(ix0, p->kw, 0, (int32_t)p->in_w, &kx_lo, &kx_hi);
+        if (kx_hi > kx_lo && ky_hi > ky_lo) {
+            int32_t m = SPINN_Q_MIN, sum = 0;
+            uint32_t n;
+            for (ky = ky_lo; ky < ky_hi; ky++) {
+                const int16_t *xr =
+                    x + ((uint32_t)(iy0 + (int32_t)ky) - ih0) * p->in_w + (uint32_t)(ix0 + (int32_t)kx_lo);
+                for (kx = 0; kx < kx_hi - kx_lo; kx++) {
+                    if (xr[kx] > m) m = xr[kx];
+                    sum += xr[kx];
+                }
+            }
+            if (p->mode == SPINN_POOL_MAX) {
+                y = m;
+            } else {
+                if (p->count_include_pad) {
+                    uint32_t px_lo, px_hi;
+                    spinn_window_range(ix0, p->kw, -(int32_t)p->pad_left, (int32_t)(p->in_w + p->pad_right),
+                                       &px_lo, &px_hi);
+                    n = (py_hi - py_lo) * (px_hi - px_lo);
+                } else {
+                    n = (ky_hi - ky_lo) * (kx_hi - kx_lo);
+                }
+                /* |sum| <= 2^31, recip < 2^32: the product fits int64 */
+                y = spinn_sat16(spinn_round_shift((int64_t)sum * (int64_t)p->recip[n], p->recip_shift));
+            }
+        }
+        if (spinn_tensor_send16(st, slot, last && ow + 1u == out_w, key, ow, out_w, y, &pending, send, ctx,
+                                counters) != 0)
+            return -1;
+    }
+    counters->outputs += out_w;
+    return 0;
+}
+
 /* ---- kernels ------------------------------------------------------------- */
 
 typedef struct {
     uint32_t n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw;
     uint32_t pad_top, pad_left, depthwise, activation, n_slots;
-    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
+    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, mode, partial_shift, n_rx;
     uint32_t n_icpo;       /* input channels per output channel: depthwise ? 1 : n_ic */
     uint32_t words_per_oc; /* weight words per output channel */
-    const uint32_t *rx, *weights, *params, *table;
+    const uint32_t *rx, *weights, *params, *table; /* params, table: 0 if partial */
     int16_t *inputs;       /* n_slots x n_ic x n_ih x in_w */
     int16_t *wbuf;         /* one output channel's weights, unpacked */
+    /* pooled mode only: */
+    uint32_t ph0, n_ph, pool_out_w;
+    spinn_pool_params_t pool; /* in_h = conv_h, in_w = out_w */
+    int16_t *conv_out;        /* n_slots x n_oc x n_oh x out_w conv outputs */
+    uint32_t *pool_next;      /* per slot: next local pool row to send */
     spinn_stream_t st;
     spinn_counters_t counters;
 } spinn_conv_tile_t;
 
 typedef struct {
-    uint32_t n_c, in_h, in_w, c0, ih0, n_ih, oh0, n_oh, out_w, kh, kw, sh, sw;
-    uint32_t pad_top, pad_left, pad_bottom, pad_right, mode, count_include_pad, recip_shift, n_slots;
+    uint32_t n_c, c0, ih0, n_ih, oh0, n_oh, out_w, n_slots;
     uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
-    const uint32_t *rx, *recip;
+    spinn_pool_params_t pool;
+    const uint32_t *rx;
     int16_t *inputs; /* n_slots x n_c x n_ih x in_w */
     spinn_stream_t st;
     spinn_counters_t counters;
@@ -465,6 +719,18 @@ typedef struct {
     spinn_stream_t st;  /* rows: a's n_h then b's n_h */
     spinn_counters_t counters;
 } spinn_add_tile_t;
+
+#define SPINN_CONV_REDUCE_RX_WORDS 2u /* key, mask */
+
+typedef struct {
+    uint32_t oc0, n_oc, oh0, n_oh, out_w, n_groups, partial_shift, activation, n_slots;
+    uint32_t in_slot_shift, in_c_shift, in_h_shift;
+    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
+    const uint32_t *rx, *params, *table;
+    uint32_t *acc;     /* n_slots x n_oc x n_oh x out_w int32 sums, added as uint32 */
+    spinn_stream_t st; /* rows: the n_oh output rows */
+    spinn_counters_t counters;
+} spinn_conv_reduce_t;
 
 /* The same contracts as the dense kernels (spinn_dense.h); receive returns a
  * slot with a computable output row (see the streaming contract above). */
@@ -482,5 +748,10 @@ uint32_t spinn_add_tile_workspace(const uint32_t *cfg, uint32_t n_words);
 int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
 int32_t spinn_add_tile_receive(spinn_add_tile_t *s, uint32_t key, uint32_t payload);
 int spinn_add_tile_compute(spinn_add_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+
+uint32_t spinn_conv_reduce_workspace(const uint32_t *cfg, uint32_t n_words);
+int spinn_conv_reduce_init(spinn_conv_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
+int32_t spinn_conv_reduce_receive(spinn_conv_reduce_t *s, uint32_t key, uint32_t payload);
+int spinn_conv_reduce_compute(spinn_conv_reduce_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
 
 #endif /* SPINN_TENSOR_H */

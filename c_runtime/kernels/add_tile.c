@@ -8,8 +8,6 @@ typedef struct {
     uint32_t input_bytes, stream_bytes;
 } layout_t;
 
-static uint32_t align8(uint32_t bytes) { return (bytes + 7u) & ~7u; }
-
 static int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i;
     uint64_t need;
@@ -27,8 +25,8 @@ static int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     if (need > n_words) return -1;
     need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_C] * cfg[H_N_H] * cfg[H_W] * 2u;
     if (2u * need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
-    l->input_bytes = align8((uint32_t)need);
-    l->stream_bytes = align8(4u * spinn_stream_words(cfg[H_N_SLOTS], 2u * cfg[H_N_H]));
+    l->input_bytes = spinn_align8((uint32_t)need);
+    l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], 2u * cfg[H_N_H]));
     if ((uint64_t)2u * l->input_bytes + l->stream_bytes > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     for (i = 0; i < 2u; i++)
         if (!spinn_trx_dst_is(cfg + H_WORDS, cfg[H_N_RX], i, cfg[H_C0], cfg[H_H0], 0u, cfg[H_N_C], cfg[H_N_H],
@@ -45,7 +43,7 @@ uint32_t spinn_add_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
 
 int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
-    uint32_t i, n_bytes;
+    uint32_t n_bytes;
     uint8_t *ws = (uint8_t *)workspace;
     if (add_layout(cfg, n_words, &l) != 0) return -1;
     s->c0 = cfg[H_C0];
@@ -66,12 +64,11 @@ int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_wor
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
     n_bytes = 2u * l.input_bytes + l.stream_bytes;
-    for (i = 0; i < n_bytes; i++) ws[i] = 0;
+    spinn_tensor_clear(ws, n_bytes, &s->counters);
     s->inputs[0] = (int16_t *)ws;
     s->inputs[1] = (int16_t *)(ws + l.input_bytes);
     spinn_stream_init(&s->st, (uint32_t *)(ws + 2u * l.input_bytes), s->n_slots, 2u * s->n_h, s->n_c * s->w,
                       s->n_h);
-    for (i = 0; i < sizeof(s->counters) / 4u; i++) ((uint32_t *)&s->counters)[i] = 0;
     return 0;
 }
 

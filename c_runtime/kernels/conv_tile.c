@@ -3,20 +3,20 @@
 
 enum { H_KIND, H_N_IC, H_IN_H, H_IN_W, H_IC0, H_IH0, H_N_IH, H_OC0, H_N_OC, H_OH0, H_N_OH, H_OUT_W,
        H_KH, H_KW, H_SH, H_SW, H_PAD_TOP, H_PAD_LEFT, H_DEPTHWISE, H_ACTIVATION, H_N_SLOTS, H_OUT_KEY,
-       H_OUT_SLOT_SHIFT, H_OUT_C_SHIFT, H_OUT_H_SHIFT, H_N_RX, H_WORDS };
+       H_OUT_SLOT_SHIFT, H_OUT_C_SHIFT, H_OUT_H_SHIFT, H_MODE, H_PARTIAL_SHIFT, H_N_RX, H_WORDS };
+/* the pooled mode's pool section: its input size is conv_h x out_w, then the pool's words */
+enum { P_CONV_H, P_PH0, P_N_PH, P_OUT_W, P_PARAMS, P_WORDS = P_PARAMS + SPINN_POOL_PARAM_WORDS };
 
 #define PARAM_WORDS 4u
 #define INT31 0x7FFFFFFFu
 
 typedef struct {
-    uint32_t n_icpo, words_per_oc, weights_at, params_at, table_at;
-    uint32_t inputs_bytes, wbuf_bytes, stream_bytes;
+    uint32_t n_icpo, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at;
+    uint32_t inputs_bytes, wbuf_bytes, stream_bytes, conv_out_bytes, pool_next_bytes;
 } layout_t;
 
-static uint32_t align8(uint32_t bytes) { return (bytes + 7u) & ~7u; }
-
 static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
-    uint32_t i;
+    uint32_t i, sent_nh, sent_nw;
     uint64_t need, n_w;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_CONV) return -1;
     for (i = H_N_IC; i <= H_PAD_LEFT; i++)
@@ -24,16 +24,17 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     if (cfg[H_N_IC] == 0u || cfg[H_IN_H] == 0u || cfg[H_IN_W] == 0u || cfg[H_N_IH] == 0u || cfg[H_N_OC] == 0u ||
         cfg[H_N_OH] == 0u || cfg[H_OUT_W] == 0u || cfg[H_KH] == 0u || cfg[H_KW] == 0u || cfg[H_SH] == 0u ||
         cfg[H_SW] == 0u || cfg[H_DEPTHWISE] > 1u || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
-        cfg[H_N_SLOTS] == 0u || cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_N_RX] > SPINN_MAX_RX)
+        cfg[H_N_SLOTS] == 0u || cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_MODE] > SPINN_CONV_POOLED ||
+        cfg[H_PARTIAL_SHIFT] > 62u || cfg[H_N_RX] > SPINN_MAX_RX)
         return -1;
     if (cfg[H_IH0] + cfg[H_N_IH] > cfg[H_IN_H]) return -1;
     if (cfg[H_DEPTHWISE] && cfg[H_N_IC] != cfg[H_N_OC]) return -1;
+    /* a partial sum is one input-channel group's share of a full convolution */
+    if (cfg[H_MODE] == SPINN_CONV_PARTIAL && (cfg[H_DEPTHWISE] || cfg[H_ACTIVATION] != SPINN_ACT_NONE)) return -1;
+    if (cfg[H_MODE] == SPINN_CONV_POOLED && cfg[H_PARTIAL_SHIFT] != 0u) return -1;
     /* every window coordinate fits int32 */
     if ((uint64_t)(cfg[H_OH0] + cfg[H_N_OH]) * cfg[H_SH] + cfg[H_KH] > INT31 ||
         (uint64_t)cfg[H_OUT_W] * cfg[H_SW] + cfg[H_KW] > INT31)
-        return -1;
-    if (!spinn_tensor_fields_ok(cfg[H_OUT_KEY], cfg[H_N_SLOTS], cfg[H_OUT_SLOT_SHIFT], cfg[H_OUT_C_SHIFT],
-                                cfg[H_OUT_H_SHIFT], cfg[H_N_OC], cfg[H_N_OH], cfg[H_OUT_W]))
         return -1;
     l->n_icpo = cfg[H_DEPTHWISE] ? 1u : cfg[H_N_IC];
     n_w = (uint64_t)l->n_icpo * cfg[H_KH] * cfg[H_KW]; /* < 2^48 */
@@ -44,19 +45,50 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     l->weights_at = (uint32_t)need; /* < 2^21 */
     need += (uint64_t)cfg[H_N_OC] * l->words_per_oc;
     if (need > n_words) return -1;
-    l->params_at = (uint32_t)need;
-    need += (uint64_t)cfg[H_N_OC] * PARAM_WORDS;
-    l->table_at = (uint32_t)need;
-    if (cfg[H_ACTIVATION] >= SPINN_ACT_TANH) need += SPINN_TANH_WORDS;
-    if (need > n_words) return -1;
-    for (i = 0; i < cfg[H_N_OC]; i++)
-        if (cfg[l->params_at + i * PARAM_WORDS + 3u] > 63u) return -1;
+    l->params_at = l->table_at = (uint32_t)need;
+    if (cfg[H_MODE] != SPINN_CONV_PARTIAL) {
+        need += (uint64_t)cfg[H_N_OC] * PARAM_WORDS;
+        l->table_at = (uint32_t)need;
+        if (cfg[H_ACTIVATION] >= SPINN_ACT_TANH) need += SPINN_TANH_WORDS;
+        if (need > n_words) return -1;
+        for (i = 0; i < cfg[H_N_OC]; i++)
+            if (cfg[l->params_at + i * PARAM_WORDS + 3u] > 63u) return -1;
+    }
+    /* the block sent: partial, one value per key (the fields of a block twice as
+     * wide); pooled, the pool's rows */
+    sent_nh = cfg[H_N_OH];
+    sent_nw = cfg[H_OUT_W] << (cfg[H_MODE] == SPINN_CONV_PARTIAL);
+    l->pool_at = l->recip_at = (uint32_t)need;
+    l->conv_out_bytes = l->pool_next_bytes = 0u;
+    if (cfg[H_MODE] == SPINN_CONV_POOLED) {
+        const uint32_t *ps = cfg + l->pool_at;
+        spinn_pool_params_t p;
+        need += P_WORDS;
+        if (need > n_words) return -1;
+        spinn_pool_params_read(&p, ps[P_CONV_H], cfg[H_OUT_W], ps + P_PARAMS);
+        /* the pool's input rows are the conv rows this tile computes */
+        if (!spinn_pool_params_ok(&p, cfg[H_OH0], cfg[H_N_OH], ps[P_PH0], ps[P_N_PH], ps[P_OUT_W])) return -1;
+        l->recip_at = (uint32_t)need;
+        need += spinn_pool_recip_words(&p);
+        if (need > n_words) return -1;
+        sent_nh = ps[P_N_PH];
+        sent_nw = ps[P_OUT_W];
+        need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_OC] * cfg[H_N_OH] * cfg[H_OUT_W] * 2u;
+        if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+        l->conv_out_bytes = spinn_align8((uint32_t)need);
+        l->pool_next_bytes = spinn_align8(4u * cfg[H_N_SLOTS]);
+    }
+    if (!spinn_tensor_fields_ok(cfg[H_OUT_KEY], cfg[H_N_SLOTS], cfg[H_OUT_SLOT_SHIFT], cfg[H_OUT_C_SHIFT],
+                                cfg[H_OUT_H_SHIFT], cfg[H_N_OC], sent_nh, sent_nw))
+        return -1;
     need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_IC] * cfg[H_N_IH] * cfg[H_IN_W] * 2u;
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
-    l->inputs_bytes = align8((uint32_t)need);
-    l->wbuf_bytes = align8((uint32_t)n_w * 2u);
-    l->stream_bytes = align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
-    if ((uint64_t)l->inputs_bytes + l->wbuf_bytes + l->stream_bytes > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    l->inputs_bytes = spinn_align8((uint32_t)need);
+    l->wbuf_bytes = spinn_align8((uint32_t)n_w * 2u);
+    l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
+    if ((uint64_t)l->inputs_bytes + l->wbuf_bytes + l->stream_bytes + l->conv_out_bytes + l->pool_next_bytes >
+        SPINN_TENSOR_MAX_WORKSPACE)
+        return -1;
     /* every output row reads only buffered rows */
     if (!spinn_window_band_ok(cfg[H_OH0], cfg[H_N_OH], cfg[H_SH], cfg[H_PAD_TOP], cfg[H_KH], cfg[H_IN_H],
                               cfg[H_IH0], cfg[H_N_IH]))
@@ -71,12 +103,12 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
 uint32_t spinn_conv_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
     layout_t l;
     if (conv_layout(cfg, n_words, &l) != 0) return 0;
-    return l.inputs_bytes + l.wbuf_bytes + l.stream_bytes;
+    return l.inputs_bytes + l.wbuf_bytes + l.stream_bytes + l.conv_out_bytes + l.pool_next_bytes;
 }
 
 int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
-    uint32_t i, n_bytes;
+    uint32_t n_bytes;
     uint8_t *ws = (uint8_t *)workspace;
     if (conv_layout(cfg, n_words, &l) != 0) return -1;
     s->n_ic = cfg[H_N_IC];
@@ -103,20 +135,33 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->out_slot_shift = cfg[H_OUT_SLOT_SHIFT];
     s->out_c_shift = cfg[H_OUT_C_SHIFT];
     s->out_h_shift = cfg[H_OUT_H_SHIFT];
+    s->mode = cfg[H_MODE];
+    s->partial_shift = cfg[H_PARTIAL_SHIFT];
     s->n_rx = cfg[H_N_RX];
     s->n_icpo = l.n_icpo;
     s->words_per_oc = l.words_per_oc;
     s->rx = cfg + H_WORDS;
     s->weights = cfg + l.weights_at;
-    s->params = cfg + l.params_at;
-    s->table = s->activation >= SPINN_ACT_TANH ? cfg + l.table_at : 0;
-    n_bytes = l.inputs_bytes + l.wbuf_bytes + l.stream_bytes;
-    for (i = 0; i < n_bytes; i++) ws[i] = 0;
+    s->params = s->mode == SPINN_CONV_PARTIAL ? 0 : cfg + l.params_at;
+    s->table = s->mode != SPINN_CONV_PARTIAL && s->activation >= SPINN_ACT_TANH ? cfg + l.table_at : 0;
+    s->ph0 = s->n_ph = s->pool_out_w = 0u;
+    if (s->mode == SPINN_CONV_POOLED) {
+        spinn_pool_params_read(&s->pool, cfg[l.pool_at + P_CONV_H], s->out_w, cfg + l.pool_at + P_PARAMS);
+        s->ph0 = cfg[l.pool_at + P_PH0];
+        s->n_ph = cfg[l.pool_at + P_N_PH];
+        s->pool_out_w = cfg[l.pool_at + P_OUT_W];
+        if (s->pool.mode == SPINN_POOL_AVG) s->pool.recip = cfg + l.recip_at;
+    }
+    n_bytes = l.inputs_bytes + l.wbuf_bytes + l.stream_bytes + l.conv_out_bytes + l.pool_next_bytes;
+    spinn_tensor_clear(ws, n_bytes, &s->counters);
     s->inputs = (int16_t *)ws;
-    s->wbuf = (int16_t *)(ws + l.inputs_bytes);
-    spinn_stream_init(&s->st, (uint32_t *)(ws + l.inputs_bytes + l.wbuf_bytes), s->n_slots, s->n_ih,
-                      s->n_ic * s->in_w, s->n_oh);
-    for (i = 0; i < sizeof(s->counters) / 4u; i++) ((uint32_t *)&s->counters)[i] = 0;
+    ws += l.inputs_bytes;
+    s->wbuf = (int16_t *)ws;
+    ws += l.wbuf_bytes;
+    spinn_stream_init(&s->st, (uint32_t *)ws, s->n_slots, s->n_ih, s->n_ic * s->in_w, s->n_oh);
+    ws += l.stream_bytes;
+    s->conv_out = (int16_t *)ws; /* pooled mode only (else no bytes) */
+    s->pool_next = (uint32_t *)(ws + l.conv_out_bytes);
     return 0;
 }
 
@@ -160,67 +205,99 @@ static int64_t dot16(int64_t acc, const int16_t *w, const int16_t *x, uint32_t n
     return acc;
 }
 
-/* [lo, hi) of kernel offsets whose input coordinate start + k lies in [0, n). */
-static void kernel_range(int32_t start, uint32_t k, uint32_t n, uint32_t *lo, uint32_t *hi) {
-    int32_t a = start < 0 ? -start : 0, b = (int32_t)n - start;
-    if (b > (int32_t)k) b = (int32_t)k;
-    if (b < a) b = a;
-    *lo = (uint32_t)a;
-    *hi = (uint32_t)b;
+/* acc + the window sum of column ow of an output row whose input rows start
+ * at iy0 (kernel rows [ky_lo, ky_hi) inside the input), for the channel whose
+ * weights are in wbuf and whose input channels start at xj; counts the MACs. */
+static int64_t window_sum(const spinn_conv_tile_t *s, const int16_t *xj, int32_t iy0, uint32_t ky_lo,
+                          uint32_t ky_hi, uint32_t ow, int64_t acc, uint32_t *macs) {
+    uint32_t ic_stride = s->n_ih * s->in_w, kk = s->kh * s->kw;
+    int32_t ix0 = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
+    uint32_t kx_lo, kx_hi, n, ic, ky;
+    spinn_window_range(ix0, s->kw, 0, (int32_t)s->in_w, &kx_lo, &kx_hi);
+    if (kx_hi <= kx_lo || ky_hi <= ky_lo) return acc;
+    n = kx_hi - kx_lo;
+    for (ic = 0; ic < s->n_icpo; ic++) {
+        for (ky = ky_lo; ky < ky_hi; ky++) {
+            const int16_t *xr = xj + ic * ic_stride + ((uint32_t)(iy0 + (int32_t)ky) - s->ih0) * s->in_w +
+                                (uint32_t)(ix0 + (int32_t)kx_lo);
+            acc = dot16(acc, s->wbuf + ic * kk + ky * s->kw + kx_lo, xr, n);
+        }
+    }
+    *macs += s->n_icpo * (ky_hi - ky_lo) * n;
+    return acc;
 }
 
-/* Compute local output row r of the slot and send it. On the tile's last row
- * the slot is released just before its last packet. Returns 0 or -1; after a
- * failed send the rest of the sample is abandoned (the slot still recovers). */
+/* Pooled mode, after conv row r of the slot is stored for every channel: send
+ * the next pool rows whose windows' conv rows are all stored (the last pool
+ * row only with the tile's last conv row: its last packet frees the slot). The
+ * slot's next pool row goes back to 0 before the last row is sent, and after
+ * a failed send (the rest of the sample is abandoned). */
+static int send_pool_rows(spinn_conv_tile_t *s, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
+    uint32_t ch_stride = s->n_oh * s->out_w, ph, j;
+    const int16_t *y = s->conv_out + slot * (s->n_oc * ch_stride);
+    uint32_t *next = s->pool_next + slot;
+    while ((ph = *next) < s->n_ph) {
+        int last_row = ph + 1u == s->n_ph;
+        int32_t lo, hi;
+        spinn_window_rows(s->ph0 + ph, s->pool.sh, s->pool.pad_top, s->pool.kh, s->pool.in_h, &lo, &hi);
+        if (last_row ? r + 1u < s->n_oh : hi > lo && hi > (int32_t)(s->oh0 + r + 1u)) return 0;
+        *next = last_row ? 0u : ph + 1u;
+        for (j = 0; j < s->n_oc; j++) {
+            uint32_t key =
+                spinn_tensor_key(s->out_key, s->out_slot_shift, s->out_c_shift, s->out_h_shift, slot, j, ph);
+            if (spinn_pool_send_row(&s->pool, y + j * ch_stride, s->oh0, s->ph0 + ph, s->pool_out_w, &s->st, slot,
+                                    last_row && j + 1u == s->n_oc, key, send, ctx, &s->counters) != 0) {
+                *next = 0u;
+                return -1;
+            }
+        }
+        if (last_row) return 0;
+    }
+    return 0;
+}
+
+/* Compute local output row r of the slot and send it (pooled: store it, then
+ * send the pool rows it completes). On the tile's last row the slot is
+ * released just before its last packet. Returns 0 or -1; after a failed send
+ * the rest of the sample is abandoned (the slot still recovers). */
 static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
     spinn_conv_tile_t *s = (spinn_conv_tile_t *)kernel;
     const int16_t *x = s->inputs + slot * (s->n_ic * s->n_ih * s->in_w);
-    uint32_t ic_stride = s->n_ih * s->in_w, kk = s->kh * s->kw;
     int32_t iy0 = (int32_t)((s->oh0 + r) * s->sh) - (int32_t)s->pad_top;
     int last_row = r + 1u == s->n_oh;
-    uint32_t j, ow, ic, ky, ky_lo, ky_hi;
-    kernel_range(iy0, s->kh, s->in_h, &ky_lo, &ky_hi);
+    uint32_t j, ow, ky_lo, ky_hi;
+    spinn_window_range(iy0, s->kh, 0, (int32_t)s->in_h, &ky_lo, &ky_hi);
     for (j = 0; j < s->n_oc; j++) {
-        const uint32_t *p = s->params + j * PARAM_WORDS;
-        const int16_t *xj = x + (s->depthwise ? j * ic_stride : 0u);
-        int64_t bias = spinn_read_i64(p);
+        const uint32_t *p = s->mode == SPINN_CONV_PARTIAL ? 0 : s->params + j * PARAM_WORDS;
+        const int16_t *xj = x + (s->depthwise ? j * s->n_ih * s->in_w : 0u);
+        int16_t *stored =
+            s->mode == SPINN_CONV_POOLED ? s->conv_out + ((slot * s->n_oc + j) * s->n_oh + r) * s->out_w : 0;
+        int64_t bias = p ? spinn_read_i64(p) : 0;
         uint32_t key = spinn_tensor_key(s->out_key, s->out_slot_shift, s->out_c_shift, s->out_h_shift, slot, j, r);
         uint32_t macs = 0;
         int32_t pending = 0;
         unpack_weights(s, j);
         for (ow = 0; ow < s->out_w; ow++) {
-            int32_t ix0 = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
-            uint32_t kx_lo, kx_hi;
-            int64_t acc = bias;
-            int32_t y;
-            kernel_range(ix0, s->kw, s->in_w, &kx_lo, &kx_hi);
-            if (kx_hi > kx_lo && ky_hi > ky_lo) {
-                uint32_t n = kx_hi - kx_lo;
-                for (ic = 0; ic < s->n_icpo; ic++) {
-                    for (ky = ky_lo; ky < ky_hi; ky++) {
-                        const int16_t *xr = xj + ic * ic_stride +
-                                            ((uint32_t)(iy0 + (int32_t)ky) - s->ih0) * s->in_w +
-                                            (uint32_t)(ix0 + (int32_t)kx_lo);
-                        const int16_t *wr = s->wbuf + ic * kk + ky * s->kw + kx_lo;
-                        acc = dot16(acc, wr, xr, n);
-                    }
-                }
-                macs += s->n_icpo * (ky_hi - ky_lo) * n;
+            int64_t acc = window_sum(s, xj, iy0, ky_lo, ky_hi, ow, bias, &macs);
+            int last = last_row && j + 1u == s->n_oc && ow + 1u == s->out_w, rc = 0;
+            if (s->mode == SPINN_CONV_PARTIAL) {
+                /* the encoder proved the rounded sum fits int32: saturation is a safety net */
+                uint32_t v = (uint32_t)spinn_sat32(spinn_round_shift(acc, s->partial_shift));
+                rc = spinn_tensor_send(&s->st, slot, last, key | ow, v, send, ctx, &s->counters);
+            } else {
+                int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3]));
+                if (s->mode == SPINN_CONV_POOLED)
+                    stored[ow] = (int16_t)y;
+                else
+                    rc = spinn_tensor_send16(&s->st, slot, last, key, ow, s->out_w, y, &pending, send, ctx,
+                                             &s->counters);
             }
-            y = spinn_requantize(acc, (int32_t)p[2], p[3]);
-            y = spinn_activate(s->activation, s->table, y);
-            if (!(ow & 1u) && ow + 1u < s->out_w) {
-                pending = y;
-                continue;
-            }
-            if (spinn_tensor_send(&s->st, slot, last_row && j + 1u == s->n_oc && ow + 1u == s->out_w, key | (ow >> 1),
-                                  (ow & 1u) ? spinn_pack16(pending, y) : spinn_pack16(y, 0), send, ctx, &s->counters) != 0)
-                return -1;
+            if (rc != 0) return -1;
         }
         add_macs(&s->counters, macs);
         s->counters.outputs += s->out_w;
     }
-    return 0;
+    return s->mode == SPINN_CONV_POOLED ? send_pool_rows(s, slot, r, send, ctx) : 0;
 }
 
 int spinn_conv_tile_compute(spinn_conv_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {

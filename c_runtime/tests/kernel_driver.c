@@ -1,5 +1,5 @@
 /*
- * Test driver: runs dense kernels on recorded packet streams and prints every
+ * Test driver: runs the kernels on recorded packet streams and prints every
  * packet they send, so the same cases can be run on the host and on an
  * emulated ARMv5TE (qemu-arm -cpu arm946) and compared bit for bit
  * (tools/qemu_bitexact.py). Hosted C99; not part of any kernel build.
@@ -7,21 +7,64 @@
  * Input file: whitespace-separated unsigned 32-bit integers in hex,
  * any number of cases, each
  *     kind n_words cfg[n_words] n_packets (key payload)[n_packets]
- * kind: 1 dense tile, 2 dense reduce. A slot completed by a packet is computed
- * at once, as the spin1 binding does. Output per case: "case i ws=<bytes>
- * init=<rc>", then "slot s" and "key payload" (hex) for every compute, then
- * the kernel counters.
+ * kind: 1 dense tile, 2 dense reduce, 3 conv tile, 4 pool tile, 5 add tile,
+ * 6 conv reduce. A slot returned by receive (a completed sample, or for the
+ * tensor kernels a computable output row) is computed at once, as the spin1
+ * binding does. Output per case: "case i ws=<bytes> init=<rc>", then "slot s"
+ * and "key payload" (hex) for every compute, then the kernel counters.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "spinn_dense.h"
+#include "spinn_tensor.h"
 
 typedef union {
-    spinn_dense_tile_t tile;
-    spinn_dense_reduce_t reduce;
+    spinn_dense_tile_t dense_tile;
+    spinn_dense_reduce_t dense_reduce;
+    spinn_conv_tile_t conv_tile;
+    spinn_pool_tile_t pool_tile;
+    spinn_add_tile_t add_tile;
+    spinn_conv_reduce_t conv_reduce;
 } kernel_t;
+
+/* One kernel's functions on a kernel_t (typed wrappers: no casts of function pointers). */
+typedef struct {
+    uint32_t (*workspace)(const uint32_t *cfg, uint32_t n_words);
+    int (*init)(kernel_t *k, const uint32_t *cfg, uint32_t n_words, void *ws);
+    int32_t (*receive)(kernel_t *k, uint32_t key, uint32_t payload);
+    int (*compute)(kernel_t *k, uint32_t slot, spinn_send_fn send, void *ctx);
+    const spinn_counters_t *(*counters)(const kernel_t *k);
+} kernel_api_t;
+
+#define KERNEL_API(name)                                                                                    \
+    static int name##_init(kernel_t *k, const uint32_t *cfg, uint32_t n_words, void *ws) {                \
+        return spinn_##name##_init(&k->name, cfg, n_words, ws);                                            \
+    }                                                                                                      \
+    static int32_t name##_receive(kernel_t *k, uint32_t key, uint32_t payload) {                           \
+        return spinn_##name##_receive(&k->name, key, payload);                                             \
+    }                                                                                                      \
+    static int name##_compute(kernel_t *k, uint32_t slot, spinn_send_fn send, void *ctx) {                \
+        return spinn_##name##_compute(&k->name, slot, send, ctx);                                          \
+    }                                                                                                      \
+    static const spinn_counters_t *name##_counters(const kernel_t *k) { return &k->name.counters; }
+
+KERNEL_API(dense_tile)
+KERNEL_API(dense_reduce)
+KERNEL_API(conv_tile)
+KERNEL_API(pool_tile)
+KERNEL_API(add_tile)
+KERNEL_API(conv_reduce)
+
+#define KERNEL_ENTRY(name) \
+    { spinn_##name##_workspace, name##_init, name##_receive, name##_compute, name##_counters }
+
+static const kernel_api_t KERNELS[] = {KERNEL_ENTRY(dense_tile), KERNEL_ENTRY(dense_reduce),
+                                       KERNEL_ENTRY(conv_tile),  KERNEL_ENTRY(pool_tile),
+                                       KERNEL_ENTRY(add_tile),   KERNEL_ENTRY(conv_reduce)};
+#define N_KINDS (sizeof(KERNELS) / sizeof(KERNELS[0]))
 
 static int read_u32(FILE *f, uint32_t *v) {
     unsigned long x;
@@ -53,18 +96,19 @@ int main(int argc, char **argv) {
         return 2;
     }
     while (read_u32(f, &kind) == 0) {
+        const kernel_api_t *api;
         uint32_t *cfg, ws_bytes;
         void *ws;
         kernel_t k;
         int rc;
-        if (read_u32(f, &n_words) != 0) return 3;
+        if (kind < 1u || kind > N_KINDS || read_u32(f, &n_words) != 0) return 3;
+        api = &KERNELS[kind - 1u];
         cfg = malloc(4u * (n_words ? n_words : 1u));
         for (i = 0; i < n_words; i++)
             if (read_u32(f, &cfg[i]) != 0) return 3;
-        ws_bytes = kind == 1u ? spinn_dense_tile_workspace(cfg, n_words) : spinn_dense_reduce_workspace(cfg, n_words);
+        ws_bytes = api->workspace(cfg, n_words);
         ws = malloc(ws_bytes ? ws_bytes : 8u); /* malloc aligns to 8, as the binding does */
-        rc = kind == 1u ? spinn_dense_tile_init(&k.tile, cfg, n_words, ws)
-                        : spinn_dense_reduce_init(&k.reduce, cfg, n_words, ws);
+        rc = api->init(&k, cfg, n_words, ws);
         printf("case %" PRIu32 " ws=%" PRIu32 " init=%d\n", case_no++, ws_bytes, rc);
         if (read_u32(f, &n_packets) != 0) return 3;
         for (i = 0; i < n_packets; i++) {
@@ -72,15 +116,12 @@ int main(int argc, char **argv) {
             int32_t slot = -1;
             if (read_u32(f, &key) != 0 || read_u32(f, &payload) != 0) return 3;
             if (rc != 0) continue;
-            slot = kind == 1u ? spinn_dense_tile_receive(&k.tile, key, payload)
-                              : spinn_dense_reduce_receive(&k.reduce, key, payload);
+            slot = api->receive(&k, key, payload);
             if (slot < 0) continue;
             printf("slot %" PRId32 "\n", slot);
-            if ((kind == 1u ? spinn_dense_tile_compute(&k.tile, (uint32_t)slot, print_send, NULL)
-                            : spinn_dense_reduce_compute(&k.reduce, (uint32_t)slot, print_send, NULL)) != 0)
-                printf("compute failed\n");
+            if (api->compute(&k, (uint32_t)slot, print_send, NULL) != 0) printf("compute failed\n");
         }
-        if (rc == 0) print_counters(kind == 1u ? &k.tile.counters : &k.reduce.counters);
+        if (rc == 0) print_counters(api->counters(&k));
         free(ws);
         free(cfg);
     }
