@@ -66,6 +66,9 @@ def check_functions(vm, calls, mod):
             y_float = layer.forward(y_float)
         err = np.abs(y_q.astype(np.float64) * program["output_scale"] - y_float)
         assert np.all(err <= program["error_bound"] + 1e-6), (ex.symbol, err.max(), program["error_bound"].max())
+        # The worst-case bound can be loose; the measured error must also be small: 0.1% of
+        # the output range (about 1e-4 is typical).
+        assert err.max() <= 1e-3 * np.abs(y_float).max(), (ex.symbol, err.max(), np.abs(y_float).max())
         # Error entering from the previous function (through the host softmax) plus this one's.
         tol_out = float(program["error_bound"].max()) + lipschitz(layers) * tol_in
         tol_in = np.expm1(2 * tol_out)  # softmax: |d p| <= exp(2 max|d z|) - 1
@@ -89,7 +92,7 @@ def test_thesis_models_bit_exact_and_close_to_llvm(make_model, k, random_inputs,
     vm, y = run_vm(ex, x)
     y_llvm = llvm_reference(mod, x)
     tol = check_functions(vm, record_board_io, mod)
-    assert np.abs(y - y_llvm).max() <= tol
+    assert np.abs(y - y_llvm).max() <= min(tol, 2e-3 * np.abs(y_llvm).max())
     np.testing.assert_allclose(y_llvm, model(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
     # The int16 path is also accurate in practice, far inside the worst-case bound.
     assert (y.argmax(1) == y_llvm.argmax(1)).mean() >= 0.97
@@ -113,7 +116,8 @@ def test_large_layers(hidden, random_inputs, record_board_io):
     ex = tvm_spinn.build(mod, calibration=x)
     vm, y = run_vm(ex, x)
     tol = check_functions(vm, record_board_io, mod)
-    assert np.abs(y - llvm_reference(mod, x)).max() <= tol
+    y_llvm = llvm_reference(mod, x)
+    assert np.abs(y - y_llvm).max() <= min(tol, 2e-3 * np.abs(y_llvm).max())
     program = tvm_spinn.executors(vm)[0].program
     first = program["layers"][0]
     assert first["row_tiles"] * first["col_tiles"] > 1, "a layer bigger than a core must be cut"

@@ -49,12 +49,17 @@ def test_cnn_bit_exact_and_within_tolerance_of_llvm(name, record_board_io):
     x_in = (x_q.astype(np.float64) * program["input_scale"]).reshape((-1,) + input_shape(func))
     y_float = float_forward(ops, x_in.astype(np.float32))[-1].reshape(len(x), -1)
     bound = float(program["error_bound"].max())
-    assert np.abs(y_q * program["output_scale"] - y_float).max() <= bound
+    err = np.abs(y_q * program["output_scale"] - y_float).max()
+    assert err <= bound
+    # The worst-case bound compounds through deep networks until it says nothing (ResNet-8:
+    # ~2e4 against outputs below 1), so the measured error must also be small: 0.1% of the
+    # output range (about 1e-4 is typical).
+    assert err <= 1e-3 * np.abs(y_float).max(), (err, np.abs(y_float).max())
     # The whole model against TVM's llvm build (softmax, if any, on the host).
     y_llvm = run(tvm.compile(mod, target="llvm"), x)[1]
     ends_in_softmax = isinstance(model, (zoo.Conv1DSmall, zoo.ResNet8))
-    tol = np.expm1(2 * bound) if ends_in_softmax else bound
-    assert np.abs(y - y_llvm).max() <= tol
+    tol = np.expm1(2 * min(bound, 10.0)) if ends_in_softmax else bound
+    assert np.abs(y - y_llvm).max() <= min(tol, 2e-3 * np.abs(y_llvm).max())
     assert (y.argmax(1) == y_llvm.argmax(1)).mean() >= 0.97
     stats = tvm_spinn.statistics(vm)
     assert stats.cores <= 808 and stats.packets_per_inference > 0
