@@ -222,9 +222,9 @@ class _ConvOnly(nn.Module):
 @pytest.mark.parametrize("conv", [
     nn.Conv2d(4, 6, 3, dilation=2),
     nn.Conv2d(4, 6, 3, groups=2),               # grouped, not depthwise
-    nn.Conv2d(4, 8, 3, groups=4),               # depthwise with a channel multiplier
+    nn.Conv2d(4, 8, 3, groups=2),               # grouped with two filters per group
     nn.Conv1d(4, 6, 3, dilation=2),
-], ids=["dilation2", "groups2", "depthwise_x2", "conv1d_dilation2"])
+], ids=["dilation2", "groups2", "groups2_x2", "conv1d_dilation2"])
 def test_unsupported_convs_stay_on_cpu(conv):
     x = torch.randn(2, 4, 12, 12) if isinstance(conv, nn.Conv2d) else torch.randn(2, 4, 12)
     mod = _partition(_ConvOnly(conv), x)
@@ -242,6 +242,22 @@ def test_depthwise_is_offloaded():
     ops = extract_network(func)
     assert ops[0].groups == 4 and ops[0].weight.shape == (4, 1, 3, 3)
     assert ops[1].activation == "sigmoid"
+    _check_numerics(model, ops, (4, 10, 10))
+
+
+def test_depthwise_with_a_channel_multiplier_is_offloaded():
+    """nn.Conv2d(C, k * C, groups=C): output channel o reads input channel o // k; with a
+    BatchNorm after it (folded per output channel)."""
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=4), nn.BatchNorm2d(8), nn.ReLU(),
+                                       nn.Conv2d(8, 24, 3, stride=2, groups=8, bias=False), nn.Tanh())).eval()
+    mod = _partition(model, torch.randn(2, 4, 10, 10))
+    func = _single(mod)
+    assert _composites(func) == ["spinnaker.conv2d_bias_relu", "spinnaker.conv2d_tanh"]
+    ops = extract_network(func)
+    assert [(op.groups, op.weight.shape, op.channel_multiplier) for op in ops] == \
+        [(4, (8, 1, 3, 3), 2), (8, (24, 1, 3, 3), 3)]
+    assert "depthwise x2" in ops[0].name
     _check_numerics(model, ops, (4, 10, 10))
 
 

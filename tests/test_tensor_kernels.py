@@ -25,7 +25,7 @@ from tvm_spinn.quantize import round_shift
 from tvm_spinn.tensor_configs import (AVG_RECIP_SHIFT, CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, FIX_SELF,
                                       add_config, add_reference, avg_recip, avg_recip_errors, block_key_layout,
                                       block_n_keys, conv_accumulators, conv_config, conv_reduce_config,
-                                      conv_reference, partial_key_layout, pool_config, pool_reference, trx_entry,
+                                      conv_reference, depthwise_inputs, partial_key_layout, pool_config, pool_reference, trx_entry,
                                       window_input_rows, window_output_size)
 
 N_SLOTS = 4
@@ -164,14 +164,14 @@ def add_conv_tiles(b: ProgramBuilder, name: str, x_tensor: str, in_shape, w_q, b
     if pool is not None:
         pk, ps, ppads, pmode, pcip, pceil = pool
         out_h, out_w = out_hw((OC, OH, OW), pk, ps, ppads, pceil)
-    depthwise = groups == C and Cg == 1 and OC == C
+    depthwise = OC // C if groups == C > 1 and Cg == 1 else 0  # the channel multiplier (0: not depthwise)
     ocg = OC // groups
     oc_b = cuts(OC, oc_parts, b.rng, must=[] if depthwise else [g * ocg for g in range(1, groups)])
     oh_b = cuts(out_h, oh_parts, b.rng) if row_bounds is None else list(row_bounds)
     for i, (oc0, oc1) in enumerate(zip(oc_b[:-1], oc_b[1:])):
         for j, (h0, h1) in enumerate(zip(oh_b[:-1], oh_b[1:])):
             if depthwise:
-                ic0, n_ic = oc0, oc1 - oc0
+                ic0, n_ic = depthwise_inputs(oc0, oc1 - oc0, depthwise)
             else:
                 g = oc0 // ocg
                 ic0, n_ic = g * Cg, Cg
@@ -307,6 +307,9 @@ CONV_CASES = [
     (4, 6, 8, 8, (2, 3), (2, 1), (0, 2, 1, 0), 2, "tanh", 2, 2),
     (5, 5, 7, 9, (3, 3), (1, 2), (1, 1, 1, 1), 5, "relu", 3, 3),       # depthwise
     (6, 6, 6, 6, (5, 5), (2, 2), (2, 2, 2, 2), 6, "sigmoid", 2, 2),     # depthwise 5x5 stride 2
+    (3, 6, 7, 8, (3, 3), (1, 1), (1, 1, 1, 1), 3, "relu", 4, 2),       # depthwise x2
+    (3, 9, 8, 6, (3, 3), (2, 1), (1, 1, 1, 1), 3, "tanh", 4, 3),       # depthwise x3 stride (2, 1)
+    (2, 6, 5, 7, (2, 3), (1, 1), (0, 1, 1, 1), 2, "none", 6, 2),       # depthwise x3, one channel per tile
     (3, 4, 1, 23, (1, 5), (1, 1), (0, 2, 0, 2), 1, "relu", 2, 1),       # 1D
     (2, 3, 1, 17, (1, 3), (1, 2), (0, 0, 0, 1), 1, "none", 3, 1),       # 1D stride 2
     (4, 3, 12, 5, (1, 1), (2, 2), (0, 0, 0, 0), 1, "none", 1, 4),       # stride > kernel: unread rows
@@ -330,6 +333,8 @@ def test_conv_tiles_match_the_reference_bit_for_bit(case):
     ref = conv_reference(x, w, bias, mult, shift, stride, pads, groups, act)
     np.testing.assert_array_equal(y, ref)
     assert 0 < np.mean((ref != 32767) & (ref != -32768))  # not all saturated
+    if groups == C > 1 and OC > C:  # depthwise with a channel multiplier: some tile starts off phase 0
+        assert any(c["config"][7] % c["config"][18] for c in b.cores)
     # the cycle-model counters: every tile's MACs are the valid window positions
     counters = board.core_counters()
     ones = np.ones((1, C, H, W), np.int16)
@@ -908,6 +913,8 @@ FUSED_CASES = [
     (2, 3, 13, 11, (3, 3), (2, 2), (1, 1, 1, 1), 1, "none", (3, 3), (2, 2), (1, 1, 1, 1), "avg", True, True, 2, 4),
     (3, 2, 12, 9, (3, 3), (1, 1), (1, 1, 1, 1), 1, "relu", (2, 2), (3, 3), (0, 0, 0, 0), "max", True, False, 1, 3),
     (2, 3, 13, 13, (3, 3), (1, 1), (1, 1, 1, 1), 1, "sigmoid", (3, 3), (2, 2), (1, 1, 1, 1), "max", True, False, 2, 7),
+    (3, 6, 8, 8, (3, 3), (1, 1), (1, 1, 1, 1), 3, "relu", (2, 2), (2, 2), (0, 0, 0, 0), "max", True, False, 3, 2),
+    (2, 6, 9, 7, (3, 3), (1, 1), (1, 1, 1, 1), 2, "none", (3, 3), (2, 2), (1, 1, 1, 1), "avg", True, True, 4, 2),
 ]
 
 
@@ -1155,6 +1162,48 @@ def test_encoders_refuse_inconsistent_tiles():
             conv_config(**dict(base, **over))
     with pytest.raises(ValueError):
         trx_entry(1, 0, 5, 6, 0, 0, 0, 0, 4, 0, 0, 0, 1, 1, 4, 0)  # c_shift > slot_shift, key outside mask
+
+
+def test_depthwise_multiplier_tiles_are_checked():
+    """Depthwise x k tiles (word 18 = k): the encoder and the kernel take only the input
+    channels [oc0 // k, (oc0 + n_oc - 1) // k] of the tile's outputs."""
+    rng = np.random.default_rng(8)
+    w = rng.integers(-300, 300, size=(2, 1, 3, 3)).astype(np.int16)
+    tile = dict(n_ic=2, in_h=8, in_w=8, ic0=1, ih0=0, n_ih=8, oc0=3, oh0=0, n_oh=8, out_w=8, sh=1, sw=1,
+                pad_top=1, pad_left=1, depthwise=2, activation="relu", n_slots=4, out_slot_shift=10,
+                out_c_shift=5, out_h_shift=2, rx=[], weights=w, bias=np.zeros(2), multiplier=np.ones(2),
+                shift=np.zeros(2))
+    assert conv_config(**tile)[0][18] == 2  # outputs 3, 4 read inputs 1, 2
+    assert conv_config(**dict(tile, oc0=2, ic0=0, depthwise=3))[0][18] == 3  # outputs 2, 3 read inputs 0, 1
+    assert conv_config(**dict(tile, ic0=3, oc0=3, depthwise=True))[0][18] == 1
+    assert depthwise_inputs(5, 4, 3) == (1, 2) and depthwise_inputs(6, 1, 3) == (2, 1)
+    for over in [{"ic0": 0}, {"n_ic": 3}, {"oc0": 2}, {"depthwise": 3}, {"depthwise": -1},
+                 {"depthwise": 0x10000}, {"weights": np.zeros((2, 2, 3, 3), np.int16)},  # 1 input per output
+                 {"partial_shift": 0}]:  # a partial tile is not depthwise
+        with pytest.raises(ValueError):
+            conv_config(**dict(tile, **over))
+    # the kernel: one tile, outputs [0, 6) of a depthwise x2 conv over 3 channels
+    C, OC, H, W = 3, 6, 6, 6
+    wq, bias, mult, shift = random_conv(rng, C, OC, 1, 3, 3)
+    b = ProgramBuilder(rng, slack=False)
+    b.producer("input", "x", (0, C, 0, H, 0, W))
+    shape = add_conv_tiles(b, "conv", "x", (C, H, W), wq, bias, mult, shift, (1, 1), (1, 1, 1, 1), C, "none", 1, 1,
+                           "y")
+    program = b.program((C, H, W), "y", shape)
+    x = random_input(rng, 3, (C, H, W))
+    ref = conv_reference(x, wq, bias, mult, shift, 1, 1, C, "none")
+    np.testing.assert_array_equal(EmulatedBoard(program).run(x).reshape((-1,) + shape), ref)
+    core = program["cores"][0]
+    assert list(core["config"][[1, 4, 7, 8, 18]]) == [3, 0, 0, 6, 2]
+    for word, value in [(18, 1),         # x1: 6 outputs read 6 channels
+                        (18, 3),         # x3: 6 outputs read 2 channels
+                        (18, 0x10000),   # beyond SPINN_MAX_DIM
+                        (7, 1),          # outputs [1, 7) read 4 channels
+                        (7, 2)]:         # oc0 = 2 is not in input channel ic0 = 0's outputs [0, 2)
+        cfg = core["config"].copy()
+        cfg[word] = value
+        with pytest.raises(EmulatorError, match="rejected its config"):
+            EmulatedBoard(dict(program, cores=[dict(core, config=cfg)] + program["cores"][1:]))
 
 
 def _fused_program(rng):

@@ -66,6 +66,22 @@ def test_depthwise_and_output_tensor(rng):
     assert err < 0.05 * scale
 
 
+def test_depthwise_with_channel_multipliers(rng):
+    """Depthwise x2 (its max pool fused when the budget allows) and x3 convs, tiled into
+    channel groups whose first output channel is not a multiple of the multiplier."""
+    for budget in (3000, 1500):
+        r = np.random.default_rng(3)
+        ops = [_conv(r, 4, 3, 3), _conv(r, 8, 4, 3, groups=4),
+               Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (5, 5), True, "pool"),
+               _conv(r, 24, 8, 3, groups=8, act="none")]
+        program, plan, err, scale = _run(ops, (3, 10, 10), rng, budget=budget)
+        assert err < 0.05 * scale
+        dw2, dw3 = plan.plans[1], plan.plans[3]
+        assert (dw2.pool is not None) == (budget == 3000)
+        assert any(t.c0 % 2 for t in dw2.tiles) and any(t.c0 % 3 for t in dw3.tiles)
+        assert budget == 3000 or any(t.c0 % 3 == 2 and t.nc == 2 for t in dw3.tiles)  # reads 2 input channels
+
+
 def _lenet_ops(rng):
     return [_conv(rng, 6, 1, 5, pad=2), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (14, 14), True, "pool1"),
             _conv(rng, 16, 6, 5, pad=0), Pool2D("avg", (3, 3), (2, 2), (1, 1, 1, 1), (5, 5), False, "pool2"),

@@ -133,15 +133,18 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
     if isinstance(op, Conv2D):
         kh, kw = op.weight.shape[2:]
         partial = n_ic is not None
-        n_ic = 1 if op.groups > 1 else (in_c if n_ic is None else n_ic)
+        k = op.channel_multiplier
+        n_ic = 1 if k else (in_c if n_ic is None else n_ic)  # input channels per output channel
+        # buffered input channels: depthwise, at most ceil((nc - 1) / k) + 1 (any phase of the first output)
+        n_buf = min(in_c, (nc + k - 2) // k + 1) if k else n_ic
         nih = min(in_h, (noh - 1) * op.stride[0] + kh)
-        n_sources = overlapping(sources, nc if op.groups > 1 else n_ic, nih, in_h)
+        n_sources = overlapping(sources, n_buf, nih, in_h)
         config = (CONV_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES + nc * 2 * ((n_ic * kh * kw + 1) // 2) * 2
                   + (0 if partial else _finish_bytes(qop, nc)))
-        buffers = res.N_SLOTS * (nc if op.groups > 1 else n_ic) * nih * in_w * 2
+        buffers = res.N_SLOTS * n_buf * nih * in_w * 2
         macs = nc * noh * out_w * n_ic * kh * kw
         cycles = macs * (res.CYCLES.mac + res.CYCLES.wide_mac) + nc * noh * out_w * res.CYCLES.output
-        in_values = (nc if op.groups > 1 else n_ic) * nih * in_w
+        in_values = n_buf * nih * in_w
         if partial:  # one int32 partial sum per packet
             out_pairs = nc * noh * out_w
     elif isinstance(op, Pool2D):

@@ -256,7 +256,8 @@ def _op_from_composite(comp: relax.Function, index: int, where: str) -> Op:
         op = _conv_from_composite(calls, bindings, where)
         oc, ic, kh, kw = op.weight.shape
         extra = "" if op.activation == "none" else f", {op.activation}"
-        dw = ", depthwise" if op.groups != 1 else ""
+        k = op.channel_multiplier
+        dw = "" if not k else ", depthwise" if k == 1 else f", depthwise x{k}"
         op.name = f"conv{index} ({ic * op.groups}->{oc}, {kh}x{kw}/{op.stride[0]}x{op.stride[1]}{dw}{extra})"
         return op
     if "pool" in kind:

@@ -65,7 +65,8 @@ NETWORK_INPUT = -1
 
 @dataclass
 class Conv2D:
-    """``y = act(conv2d(x, weight, stride, padding) + bias)``; groups 1 or depthwise.
+    """``y = act(conv2d(x, weight, stride, padding) + bias)``; groups 1 or depthwise
+    (groups == in_c > 1, out_c = k * in_c: output channel o reads input channel o // k).
 
     weight: float32 (out_c, in_c // groups, kh, kw); padding: (top, left, bottom, right).
     """
@@ -78,6 +79,11 @@ class Conv2D:
     activation: str = "none"
     name: str = "conv2d"
     inputs: tuple = ()
+
+    @property
+    def channel_multiplier(self) -> int:
+        """0 for a dense conv (groups 1), else the depthwise channel multiplier out_c // groups."""
+        return 0 if self.groups == 1 else self.weight.shape[0] // self.groups
 
 
 @dataclass

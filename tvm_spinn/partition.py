@@ -42,8 +42,8 @@ bias that is not a constant, any dtype other than float32, non-static shapes
 other than the batch, intermediate values used outside the match; for dense an
 input that is not 2D ``(batch, K)``, a weight that is not 2D, a ``permute_dims``
 that is not a plain 2D transpose, a bias that is not ``(N,)`` or ``(1, N)``; for
-conv a dilation other than 1, groups other than 1 or depthwise (groups == in ==
-out channels), layouts other than NCHW/OIHW (NCW/OIW), a bias that is not one
+conv a dilation other than 1, groups other than 1 or depthwise (groups == in
+channels, out channels a multiple of them), layouts other than NCHW/OIHW (NCW/OIW), a bias that is not one
 value per output channel, a pad that is not a constant zero pad of the spatial
 axes; for pooling a dilation other than 1, a layout other than NCHW, a pad that
 the pool cannot absorb (max needs ``-inf``, avg needs 0 and must count padding);
@@ -287,8 +287,8 @@ def _check_conv(context: PatternCheckContext) -> bool:
     if not isinstance(weight, tvm.ir.GenericConst) or _feature_dims(weight, dim + 2) is None:
         return False
     groups = int(a.groups)
-    # groups == 1, or depthwise with one filter per channel (what the board implements).
-    if not (groups == 1 or groups == in_c == out_c):
+    # groups == 1, or depthwise with k filters per channel (out_c = k * in_c; what the board implements).
+    if not (groups == 1 or (groups == in_c and out_c % in_c == 0)):
         return False
     if [_static_int(d) for d in weight.ty.shape.values[:2]] != [out_c, in_c // groups]:
         return False

@@ -268,7 +268,7 @@ def _add_vertex(b: "_Builder", label: str, kind: int, binary: str, slot_shift: i
 def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) -> List[Producer]:
     from .layers import Conv2D, Pool2D
     from .tensor_configs import CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, add_config, block_key_layout, \
-        conv_config, conv_reduce_config, partial_key_layout, pool_config
+        conv_config, conv_reduce_config, depthwise_inputs, partial_key_layout, pool_config
 
     q = plan.qop
     op = q.op
@@ -284,8 +284,8 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
         common = dict(n_slots=res.N_SLOTS, out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
         oc = slice(t.c0, t.c0 + t.nc)
         if isinstance(op, Conv2D):
-            depthwise = op.groups > 1
-            ic0, n_ic = (t.c0, t.nc) if depthwise else (t.ic0, t.nic or in_c)
+            depthwise = op.channel_multiplier  # 0: dense
+            ic0, n_ic = depthwise_inputs(t.c0, t.nc, depthwise) if depthwise else (t.ic0, t.nic or in_c)
             rx, labels = _trx_entries(inputs[0], (ic0, t.ih0, 0, n_ic, t.nih, in_w), 0)
             finish = dict(activation=op.activation, bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc])
             if plan.pool is not None:  # send the pool's rows [ph0, ph0 + nph) of these channels

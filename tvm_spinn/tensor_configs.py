@@ -198,8 +198,15 @@ def _finish_params(what: str, n: int, bias: Optional[np.ndarray], multiplier: Op
     return _row_params(SimpleNamespace(layer=SimpleNamespace(bias=bias, multiplier=multiplier, shift=shift)), 0, n)
 
 
+def depthwise_inputs(oc0: int, n_oc: int, multiplier: int) -> Tuple[int, int]:
+    """(ic0, n_ic): the input channels output channels [oc0, oc0 + n_oc) of a depthwise conv
+    with channel multiplier k read (output channel oc reads input channel oc // k)."""
+    ic0 = oc0 // multiplier
+    return ic0, (oc0 + n_oc - 1) // multiplier - ic0 + 1
+
+
 def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: int, oc0: int, oh0: int,
-                n_oh: int, out_w: int, sh: int, sw: int, pad_top: int, pad_left: int, depthwise: bool,
+                n_oh: int, out_w: int, sh: int, sw: int, pad_top: int, pad_left: int, depthwise: Union[bool, int],
                 activation: Union[str, int], n_slots: int, out_slot_shift: int, out_c_shift: int,
                 out_h_shift: int, rx: Sequence[Sequence[int]], weights: np.ndarray,
                 bias: Optional[np.ndarray] = None, multiplier: Optional[np.ndarray] = None,
@@ -208,6 +215,10 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
                 partial_shift: Optional[int] = None, pool: Optional[dict] = None) -> Tuple[np.ndarray, Fixups]:
     """Conv tile config. weights int16 (n_oc, depthwise ? 1 : n_ic, kh, kw) of this tile's
     output channels; bias int64, multiplier and shift per output channel (n_oc,).
+
+    depthwise: False/0 dense over the n_ic input channels; True/1 or an int k >= 1 a depthwise
+    conv with channel multiplier k (output channel oc reads input channel oc // k): the tile's
+    input channels must be those its outputs read, (ic0, n_ic) = :func:`depthwise_inputs`.
 
     partial_shift None: a final tile (requantised int16 outputs). An int: a partial tile of
     one input-channel group [ic0, ic0 + n_ic) sending the int32 partial sums
@@ -235,9 +246,12 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
     n_oc = n_oc_w if n_oc is None else int(n_oc)
     kh = kh_w if kh is None else int(kh)
     kw = kw_w if kw is None else int(kw)
-    if (n_oc, kh, kw) != (n_oc_w, kh_w, kw_w) or n_icpo != (1 if depthwise else n_ic):
+    m = int(depthwise)
+    if not 0 <= m <= MAX_DIM:
+        raise ValueError(f"conv tile: channel multiplier {m} outside [0, {MAX_DIM}]")
+    if (n_oc, kh, kw) != (n_oc_w, kh_w, kw_w) or n_icpo != (1 if m else n_ic):
         raise ValueError(f"conv weights shape {w.shape} does not match n_oc={n_oc}, "
-                         f"{'1 (depthwise)' if depthwise else f'n_ic={n_ic}'}, kh={kh}, kw={kw}")
+                         f"{'1 (depthwise)' if m else f'n_ic={n_ic}'}, kh={kh}, kw={kw}")
     partial, pooled = partial_shift is not None, pool is not None
     what = f"{'partial ' if partial else ''}conv tile{' (fused pool)' if pooled else ''} " \
            f"(oc0={oc0}, oh0={oh0}, ic0={ic0})"
@@ -247,8 +261,9 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
           n_oh=n_oh, out_w=out_w, kh=kh, kw=kw, sh=sh, sw=sw, pad_top=pad_top, pad_left=pad_left)
     if min(n_ic, in_h, in_w, n_oc, n_oh, out_w, kh, kw, sh, sw) < 1 or not 1 <= n_slots <= MAX_SLOTS:
         raise ValueError(f"{what}: sizes, strides and n_slots must be positive (n_slots <= {MAX_SLOTS})")
-    if depthwise and n_ic != n_oc:
-        raise ValueError(f"{what}: depthwise needs n_ic == n_oc")
+    if m and (ic0, n_ic) != depthwise_inputs(oc0, n_oc, m):
+        raise ValueError(f"{what}: depthwise x{m} outputs [{oc0}, {oc0 + n_oc}) read the input channels "
+                         f"(ic0, n_ic) = {depthwise_inputs(oc0, n_oc, m)}, not ({ic0}, {n_ic})")
     _check_rows(what, oh0, n_oh, sh, pad_top, kh, in_h, ih0, n_ih)
     pool_parts: List[np.ndarray] = []
     sent = (n_oh, 2 * out_w if partial else out_w)  # rows and columns of the block sent
@@ -261,7 +276,7 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
     w_bound = [int(v) * 32768 for v in np.abs(w.astype(np.int64)).reshape(n_oc, -1).sum(1)]
     if partial:
         p = int(partial_shift)
-        if depthwise or name != "none" or not 0 <= p <= MAX_PARTIAL_SHIFT:
+        if m or name != "none" or not 0 <= p <= MAX_PARTIAL_SHIFT:
             raise ValueError(f"{what}: a partial tile is not depthwise, has activation none and "
                              f"partial_shift in [0, {MAX_PARTIAL_SHIFT}]")
         # round_shift(acc, p) = floor(acc / 2**p + 1/2) fits int32 iff |acc| / 2**p + 1/2 < 2**31
@@ -274,7 +289,7 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
         p = 0
         body = [_finish_params(what, n_oc, bias, multiplier, shift, w_bound), _table_words(name)]
     header = [KIND_CONV, n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw,
-              pad_top, pad_left, int(bool(depthwise)), code, n_slots, int(out_key), out_slot_shift,
+              pad_top, pad_left, m, code, n_slots, int(out_key), out_slot_shift,
               out_c_shift, out_h_shift, CONV_POOLED if pooled else CONV_PARTIAL if partial else CONV_FINAL, p,
               len(rx)]
     assert len(header) == CONV_HEADER_WORDS

@@ -90,8 +90,9 @@ def float_op(op: Op, inputs: List[np.ndarray]) -> np.ndarray:
         w = op.weight.astype(np.float64)
         if op.groups == 1:
             y = np.einsum("nchwij,ocij->nohw", win, w, optimize=True)  # BLAS: ~10x faster
-        else:  # depthwise
-            y = np.einsum("nchwij,cij->nchw", win, w[:, 0], optimize=True)
+        else:  # depthwise, output channel c * k + m reads input channel c
+            y = np.einsum("nchwij,cmij->ncmhw", win, w.reshape(x.shape[1], -1, kh, kw), optimize=True)
+            y = y.reshape(y.shape[0], oc, *y.shape[3:])
         if op.bias is not None:
             y = y + op.bias[None, :, None, None]
         return _activation(op.activation, y).astype(np.float32)

@@ -99,13 +99,14 @@ enum {
 /*
  * Conv tile: output channels [oc0, oc0 + n_oc) x output rows [oh0, oh0 + n_oh) x
  * all out_w columns, from input channels [ic0, ic0 + n_ic) (all of them, or for
- * depthwise the same channels as the outputs) whose rows [ih0, ih0 + n_ih) it
+ * depthwise the channels the outputs read) whose rows [ih0, ih0 + n_ih) it
  * buffers per slot. Config words:
  *   0 kind, 1 n_ic, 2 in_h, 3 in_w, 4 ic0, 5 ih0, 6 n_ih, 7 oc0, 8 n_oc, 9 oh0,
  *   10 n_oh, 11 out_w, 12 kh, 13 kw, 14 sh, 15 sw, 16 pad_top, 17 pad_left,
- *   18 depthwise, 19 activation, 20 n_slots, 21 out_key, 22 out_slot_shift,
- *   23 out_c_shift, 24 out_h_shift, 25 mode (SPINN_CONV_FINAL 0, SPINN_CONV_PARTIAL
- *   1 partial sums, SPINN_CONV_POOLED 2 final then pooled), 26 partial_shift,
+ *   18 depthwise (0 dense, else the channel multiplier m), 19 activation,
+ *   20 n_slots, 21 out_key, 22 out_slot_shift, 23 out_c_shift, 24 out_h_shift,
+ *   25 mode (SPINN_CONV_FINAL 0, SPINN_CONV_PARTIAL 1 partial sums,
+ *   SPINN_CONV_POOLED 2 final then pooled), 26 partial_shift,
  *   27 n_rx, then n_rx receive entries,
  *   then weights: per output channel, (depthwise ? 1 : n_ic) * kh * kw int16
  *   in (ic, ky, kx) order, packed two per word, each channel padded to a word;
@@ -130,9 +131,16 @@ enum {
  * c_local << out_c_shift | h_local << out_h_shift | ow (the low field holds
  * the column, not a pair: the fields are those of a block nw = 2 * out_w wide;
  * tvm_spinn/tensor_configs.py partial_key_layout).
- * Depthwise: n_ic == n_oc and output channel oc0 + j reads input channel
- * ic0 + j only (channel multiplier 1). Grouped convolutions: one tile per
- * group (or part of one), non-depthwise, ic0/n_ic = that group's channels.
+ * Depthwise with channel multiplier m = word 18 >= 1 (groups == C, m * C output
+ * channels; CHANGED: word 18 was a 0/1 flag, 1 still means m = 1): output
+ * channel oc reads input channel oc / m only. A tile's input channels are
+ * exactly those its outputs read: ic0 = oc0 / m, n_ic = (oc0 + n_oc - 1) / m -
+ * ic0 + 1 (m = 1: ic0 = oc0, n_ic = n_oc); the kernel checks this by
+ * multiplication, the phase of its first output r0 = oc0 - ic0 * m < m coming
+ * from words 4, 7 and 18 (no extra word), and walks output j's input channel
+ * (r0 + j) / m as a running counter (no division). m <= SPINN_MAX_DIM.
+ * Grouped convolutions: one tile per group (or part of one), non-depthwise,
+ * ic0/n_ic = that group's channels.
  * Pooled mode (a pool fused into the tile that produces its input): the tile
  * computes its output rows [oh0, oh0 + n_oh) exactly as a final tile but sends
  * none of them: it stores them (int16) per slot (n_slots x n_oc x n_oh x out_w)
@@ -684,9 +692,10 @@ static inline int spinn_pool_send_row(const spinn_pool_params_t *p, const int16_
 
 typedef struct {
     uint32_t n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw;
-    uint32_t pad_top, pad_left, depthwise, activation, n_slots;
+    uint32_t pad_top, pad_left, depthwise, activation, n_slots; /* depthwise: multiplier m, 0 dense */
     uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, mode, partial_shift, n_rx;
     uint32_t n_icpo;       /* input channels per output channel: depthwise ? 1 : n_ic */
+    uint32_t phase0;       /* depthwise: oc0 - ic0 * depthwise, the first output's phase */
     uint32_t words_per_oc; /* weight words per output channel */
     const uint32_t *rx, *weights, *params, *table; /* params, table: 0 if partial */
     int16_t *inputs;       /* n_slots x n_ic x n_ih x in_w */

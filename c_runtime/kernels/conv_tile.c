@@ -11,24 +11,34 @@ enum { P_CONV_H, P_PH0, P_N_PH, P_OUT_W, P_PARAMS, P_WORDS = P_PARAMS + SPINN_PO
 #define INT31 0x7FFFFFFFu
 
 typedef struct {
-    uint32_t n_icpo, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at;
+    uint32_t n_icpo, phase0, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at;
     uint32_t inputs_bytes, wbuf_bytes, stream_bytes, conv_out_bytes, pool_next_bytes;
 } layout_t;
 
 static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i, sent_nh, sent_nw;
     uint64_t need, n_w;
+    l->phase0 = 0u;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_CONV) return -1;
-    for (i = H_N_IC; i <= H_PAD_LEFT; i++)
+    for (i = H_N_IC; i <= H_DEPTHWISE; i++)
         if (cfg[i] > SPINN_MAX_DIM) return -1;
     if (cfg[H_N_IC] == 0u || cfg[H_IN_H] == 0u || cfg[H_IN_W] == 0u || cfg[H_N_IH] == 0u || cfg[H_N_OC] == 0u ||
         cfg[H_N_OH] == 0u || cfg[H_OUT_W] == 0u || cfg[H_KH] == 0u || cfg[H_KW] == 0u || cfg[H_SH] == 0u ||
-        cfg[H_SW] == 0u || cfg[H_DEPTHWISE] > 1u || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
+        cfg[H_SW] == 0u || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
         cfg[H_N_SLOTS] == 0u || cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_MODE] > SPINN_CONV_POOLED ||
         cfg[H_PARTIAL_SHIFT] > 62u || cfg[H_N_RX] > SPINN_MAX_RX)
         return -1;
     if (cfg[H_IH0] + cfg[H_N_IH] > cfg[H_IN_H]) return -1;
-    if (cfg[H_DEPTHWISE] && cfg[H_N_IC] != cfg[H_N_OC]) return -1;
+    if (cfg[H_DEPTHWISE]) {
+        /* multiplier m: ic0 = oc0 / m (phase r0 = oc0 - ic0 * m < m) and the n_ic channels are
+         * those outputs [oc0, oc0 + n_oc) read: (n_ic - 1) * m <= r0 + n_oc - 1 < n_ic * m
+         * (every product < 2^32: all words <= SPINN_MAX_DIM) */
+        uint32_t m = cfg[H_DEPTHWISE], first = cfg[H_IC0] * m, last;
+        if (first > cfg[H_OC0] || cfg[H_OC0] - first >= m) return -1;
+        last = cfg[H_OC0] - first + cfg[H_N_OC] - 1u;
+        if ((cfg[H_N_IC] - 1u) * m > last || last >= cfg[H_N_IC] * m) return -1;
+        l->phase0 = cfg[H_OC0] - first;
+    }
     /* a partial sum is one input-channel group's share of a full convolution */
     if (cfg[H_MODE] == SPINN_CONV_PARTIAL && (cfg[H_DEPTHWISE] || cfg[H_ACTIVATION] != SPINN_ACT_NONE)) return -1;
     if (cfg[H_MODE] == SPINN_CONV_POOLED && cfg[H_PARTIAL_SHIFT] != 0u) return -1;
@@ -139,6 +149,7 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->partial_shift = cfg[H_PARTIAL_SHIFT];
     s->n_rx = cfg[H_N_RX];
     s->n_icpo = l.n_icpo;
+    s->phase0 = l.phase0;
     s->words_per_oc = l.words_per_oc;
     s->rx = cfg + H_WORDS;
     s->weights = cfg + l.weights_at;
@@ -265,11 +276,12 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
     const int16_t *x = s->inputs + slot * (s->n_ic * s->n_ih * s->in_w);
     int32_t iy0 = (int32_t)((s->oh0 + r) * s->sh) - (int32_t)s->pad_top;
     int last_row = r + 1u == s->n_oh;
-    uint32_t j, ow, ky_lo, ky_hi;
+    /* depthwise: output j reads local input channel ic = (phase0 + j) / m, phase = (phase0 + j) % m */
+    uint32_t j, ow, ky_lo, ky_hi, ic = 0u, phase = s->phase0;
     spinn_window_range(iy0, s->kh, 0, (int32_t)s->in_h, &ky_lo, &ky_hi);
     for (j = 0; j < s->n_oc; j++) {
         const uint32_t *p = s->mode == SPINN_CONV_PARTIAL ? 0 : s->params + j * PARAM_WORDS;
-        const int16_t *xj = x + (s->depthwise ? j * s->n_ih * s->in_w : 0u);
+        const int16_t *xj = x + ic * s->n_ih * s->in_w;
         int16_t *stored =
             s->mode == SPINN_CONV_POOLED ? s->conv_out + ((slot * s->n_oc + j) * s->n_oh + r) * s->out_w : 0;
         int64_t bias = p ? spinn_read_i64(p) : 0;
@@ -296,6 +308,10 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
         }
         add_macs(&s->counters, macs);
         s->counters.outputs += s->out_w;
+        if (s->depthwise && ++phase == s->depthwise) {
+            phase = 0u;
+            ic++;
+        }
     }
     return s->mode == SPINN_CONV_POOLED ? send_pool_rows(s, slot, r, send, ctx) : 0;
 }
