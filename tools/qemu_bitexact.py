@@ -271,10 +271,11 @@ def random_conv(rng: random.Random, mode: str, rounds: int = 2) -> Case:
     np_rng = _np_rng(rng)
     C, H, W = rng.randint(1, 4), rng.randint(1, 8), rng.randint(1, 9)
     (kh, sh, top, _, OH), (kw, sw, left, _, OW) = _window2d(rng, tc, H, W, 3, 2)
-    depthwise = mode != "partial" and rng.random() < 0.25
-    OC = C if depthwise else rng.randint(1, 4)
+    depthwise = rng.randint(1, 3) if mode != "partial" and rng.random() < 0.25 else 0  # channel multiplier
+    OC = C * depthwise if depthwise else rng.randint(1, 4)
     oc0, n_oc = _band(rng, OC)
-    ic0, n_ic = (oc0, n_oc) if depthwise else _band(rng, C) if mode == "partial" else (0, C)
+    ic0, n_ic = tc.depthwise_inputs(oc0, n_oc, depthwise) if depthwise else \
+        _band(rng, C) if mode == "partial" else (0, C)
     extra = {}
     if mode == "pooled":
         ceil = rng.random() < 0.5
