@@ -536,10 +536,23 @@ static inline int spinn_tensor_compute(spinn_stream_t *st, uint32_t slot, spinn_
     return 0;
 }
 
+/* The key fields of the block a kernel sends: its config words out_key,
+ * out_slot_shift, out_c_shift, out_h_shift (consecutive in every tensor kernel). */
+typedef struct {
+    uint32_t key, slot_shift, c_shift, h_shift;
+} spinn_block_keys_t;
+
+static inline void spinn_block_keys_read(spinn_block_keys_t *k, const uint32_t *words) {
+    k->key = words[0];
+    k->slot_shift = words[1];
+    k->c_shift = words[2];
+    k->h_shift = words[3];
+}
+
 /* The kernels' output key for (slot, c_local, h_local), pair to be OR-ed in. */
-static inline uint32_t spinn_tensor_key(uint32_t out_key, uint32_t slot_shift, uint32_t c_shift, uint32_t h_shift,
-                                        uint32_t slot, uint32_t c_local, uint32_t h_local) {
-    return out_key | (slot << slot_shift) | (c_local << c_shift) | (h_local << h_shift);
+static inline uint32_t spinn_tensor_key(const spinn_block_keys_t *k, uint32_t slot, uint32_t c_local,
+                                        uint32_t h_local) {
+    return k->key | (slot << k->slot_shift) | (c_local << k->c_shift) | (h_local << k->h_shift);
 }
 
 /* 1 if a block of nc x nh x nw values and n_slots slots fits the key fields
@@ -693,7 +706,8 @@ static inline int spinn_pool_send_row(const spinn_pool_params_t *p, const int16_
 typedef struct {
     uint32_t n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw;
     uint32_t pad_top, pad_left, depthwise, activation, n_slots; /* depthwise: multiplier m, 0 dense */
-    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, mode, partial_shift, n_rx;
+    uint32_t mode, partial_shift, n_rx;
+    spinn_block_keys_t out; /* the block it sends */
     uint32_t n_icpo;       /* input channels per output channel: depthwise ? 1 : n_ic */
     uint32_t phase0;       /* depthwise: oc0 - ic0 * depthwise, the first output's phase */
     uint32_t words_per_oc; /* weight words per output channel */
@@ -711,7 +725,8 @@ typedef struct {
 
 typedef struct {
     uint32_t n_c, c0, ih0, n_ih, oh0, n_oh, out_w, n_slots;
-    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
+    uint32_t n_rx;
+    spinn_block_keys_t out; /* the block it sends */
     spinn_pool_params_t pool;
     const uint32_t *rx;
     int16_t *inputs; /* n_slots x n_c x n_ih x in_w */
@@ -722,7 +737,8 @@ typedef struct {
 typedef struct {
     uint32_t c0, n_c, h, w, h0, n_h, activation, shift, n_slots;
     int32_t mult_a, mult_b;
-    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
+    uint32_t n_rx;
+    spinn_block_keys_t out; /* the block it sends */
     const uint32_t *rx;
     int16_t *inputs[2]; /* a and b: n_slots x n_c x n_h x w each */
     spinn_stream_t st;  /* rows: a's n_h then b's n_h */
@@ -734,7 +750,8 @@ typedef struct {
 typedef struct {
     uint32_t oc0, n_oc, oh0, n_oh, out_w, n_groups, partial_shift, activation, n_slots;
     uint32_t in_slot_shift, in_c_shift, in_h_shift;
-    uint32_t out_key, out_slot_shift, out_c_shift, out_h_shift, n_rx;
+    uint32_t n_rx;
+    spinn_block_keys_t out; /* the block it sends */
     const uint32_t *rx, *params, *table;
     uint32_t *acc;     /* n_slots x n_oc x n_oh x out_w int32 sums, added as uint32 */
     spinn_stream_t st; /* rows: the n_oh output rows */

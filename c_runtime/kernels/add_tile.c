@@ -6,6 +6,7 @@ enum { H_KIND, H_C0, H_N_C, H_H, H_W, H_H0, H_N_H, H_ACTIVATION, H_MULT_A, H_MUL
 
 typedef struct {
     uint32_t input_bytes, stream_bytes;
+    uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
 static int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
@@ -27,7 +28,9 @@ static int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     if (2u * need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->input_bytes = spinn_align8((uint32_t)need);
     l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], 2u * cfg[H_N_H]));
-    if ((uint64_t)2u * l->input_bytes + l->stream_bytes > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    need = (uint64_t)2u * l->input_bytes + l->stream_bytes;
+    if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    l->workspace_bytes = (uint32_t)need;
     for (i = 0; i < 2u; i++)
         if (!spinn_trx_dst_is(cfg + H_WORDS, cfg[H_N_RX], i, cfg[H_C0], cfg[H_H0], 0u, cfg[H_N_C], cfg[H_N_H],
                               cfg[H_W]))
@@ -38,12 +41,11 @@ static int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
 uint32_t spinn_add_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
     layout_t l;
     if (add_layout(cfg, n_words, &l) != 0) return 0;
-    return 2u * l.input_bytes + l.stream_bytes;
+    return l.workspace_bytes;
 }
 
 int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
-    uint32_t n_bytes;
     uint8_t *ws = (uint8_t *)workspace;
     if (add_layout(cfg, n_words, &l) != 0) return -1;
     s->c0 = cfg[H_C0];
@@ -57,14 +59,10 @@ int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_wor
     s->mult_b = (int32_t)cfg[H_MULT_B];
     s->shift = cfg[H_SHIFT];
     s->n_slots = cfg[H_N_SLOTS];
-    s->out_key = cfg[H_OUT_KEY];
-    s->out_slot_shift = cfg[H_OUT_SLOT_SHIFT];
-    s->out_c_shift = cfg[H_OUT_C_SHIFT];
-    s->out_h_shift = cfg[H_OUT_H_SHIFT];
+    spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
-    n_bytes = 2u * l.input_bytes + l.stream_bytes;
-    spinn_tensor_clear(ws, n_bytes, &s->counters);
+    spinn_tensor_clear(ws, l.workspace_bytes, &s->counters);
     s->inputs[0] = (int16_t *)ws;
     s->inputs[1] = (int16_t *)(ws + l.input_bytes);
     spinn_stream_init(&s->st, (uint32_t *)(ws + 2u * l.input_bytes), s->n_slots, 2u * s->n_h, s->n_c * s->w,
@@ -101,7 +99,7 @@ static int add_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send, 
     for (j = 0; j < s->n_c; j++) {
         uint32_t off = slot_off + j * c_stride + r * s->w;
         const int16_t *a = s->inputs[0] + off, *b = s->inputs[1] + off;
-        uint32_t key = spinn_tensor_key(s->out_key, s->out_slot_shift, s->out_c_shift, s->out_h_shift, slot, j, r);
+        uint32_t key = spinn_tensor_key(&s->out, slot, j, r);
         for (k = 0; k < s->w; k += 2u) {
             int32_t lo = add_value(s, a[k], b[k]);
             int32_t hi = k + 1u < s->w ? add_value(s, a[k + 1u], b[k + 1u]) : 0;

@@ -12,6 +12,7 @@ enum { H_KIND, H_OC0, H_N_OC, H_OH0, H_N_OH, H_OUT_W, H_N_GROUPS, H_PARTIAL_SHIF
 
 typedef struct {
     uint32_t params_at, table_at, acc_bytes, stream_bytes;
+    uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
 static int reduce_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
@@ -50,19 +51,20 @@ static int reduce_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->acc_bytes = spinn_align8((uint32_t)need);
     l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_OH]));
-    if ((uint64_t)l->acc_bytes + l->stream_bytes > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    need = (uint64_t)l->acc_bytes + l->stream_bytes;
+    if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    l->workspace_bytes = (uint32_t)need;
     return 0;
 }
 
 uint32_t spinn_conv_reduce_workspace(const uint32_t *cfg, uint32_t n_words) {
     layout_t l;
     if (reduce_layout(cfg, n_words, &l) != 0) return 0;
-    return l.acc_bytes + l.stream_bytes;
+    return l.workspace_bytes;
 }
 
 int spinn_conv_reduce_init(spinn_conv_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
-    uint32_t n_bytes;
     uint8_t *ws = (uint8_t *)workspace;
     if (reduce_layout(cfg, n_words, &l) != 0) return -1;
     s->oc0 = cfg[H_OC0];
@@ -77,16 +79,12 @@ int spinn_conv_reduce_init(spinn_conv_reduce_t *s, const uint32_t *cfg, uint32_t
     s->in_slot_shift = cfg[H_IN_SLOT_SHIFT];
     s->in_c_shift = cfg[H_IN_C_SHIFT];
     s->in_h_shift = cfg[H_IN_H_SHIFT];
-    s->out_key = cfg[H_OUT_KEY];
-    s->out_slot_shift = cfg[H_OUT_SLOT_SHIFT];
-    s->out_c_shift = cfg[H_OUT_C_SHIFT];
-    s->out_h_shift = cfg[H_OUT_H_SHIFT];
+    spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
     s->params = cfg + l.params_at;
     s->table = s->activation >= SPINN_ACT_TANH ? cfg + l.table_at : 0;
-    n_bytes = l.acc_bytes + l.stream_bytes;
-    spinn_tensor_clear(ws, n_bytes, &s->counters);
+    spinn_tensor_clear(ws, l.workspace_bytes, &s->counters);
     s->acc = (uint32_t *)ws;
     spinn_stream_init(&s->st, (uint32_t *)(ws + l.acc_bytes), s->n_slots, s->n_oh,
                       s->n_groups * s->n_oc * s->out_w, s->n_oh);
@@ -149,7 +147,7 @@ static int reduce_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn sen
         const uint32_t *p = s->params + j * PARAM_WORDS;
         int64_t bias = spinn_read_i64(p);
         uint32_t *a = acc_row(s, slot, j, r);
-        uint32_t key = spinn_tensor_key(s->out_key, s->out_slot_shift, s->out_c_shift, s->out_h_shift, slot, j, r);
+        uint32_t key = spinn_tensor_key(&s->out, slot, j, r);
         int32_t pending = 0;
         for (ow = 0; ow < s->out_w; ow++) {
             /* undo the tiles' rounding shift (a multiplication: the sum may be negative) */

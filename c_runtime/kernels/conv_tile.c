@@ -13,6 +13,7 @@ enum { P_CONV_H, P_PH0, P_N_PH, P_OUT_W, P_PARAMS, P_WORDS = P_PARAMS + SPINN_PO
 typedef struct {
     uint32_t n_icpo, phase0, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at;
     uint32_t inputs_bytes, wbuf_bytes, stream_bytes, conv_out_bytes, pool_next_bytes;
+    uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
 static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
@@ -96,9 +97,9 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     l->inputs_bytes = spinn_align8((uint32_t)need);
     l->wbuf_bytes = spinn_align8((uint32_t)n_w * 2u);
     l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
-    if ((uint64_t)l->inputs_bytes + l->wbuf_bytes + l->stream_bytes + l->conv_out_bytes + l->pool_next_bytes >
-        SPINN_TENSOR_MAX_WORKSPACE)
-        return -1;
+    need = (uint64_t)l->inputs_bytes + l->wbuf_bytes + l->stream_bytes + l->conv_out_bytes + l->pool_next_bytes;
+    if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    l->workspace_bytes = (uint32_t)need;
     /* every output row reads only buffered rows */
     if (!spinn_window_band_ok(cfg[H_OH0], cfg[H_N_OH], cfg[H_SH], cfg[H_PAD_TOP], cfg[H_KH], cfg[H_IN_H],
                               cfg[H_IH0], cfg[H_N_IH]))
@@ -113,12 +114,11 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
 uint32_t spinn_conv_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
     layout_t l;
     if (conv_layout(cfg, n_words, &l) != 0) return 0;
-    return l.inputs_bytes + l.wbuf_bytes + l.stream_bytes + l.conv_out_bytes + l.pool_next_bytes;
+    return l.workspace_bytes;
 }
 
 int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
-    uint32_t n_bytes;
     uint8_t *ws = (uint8_t *)workspace;
     if (conv_layout(cfg, n_words, &l) != 0) return -1;
     s->n_ic = cfg[H_N_IC];
@@ -141,10 +141,7 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->depthwise = cfg[H_DEPTHWISE];
     s->activation = cfg[H_ACTIVATION];
     s->n_slots = cfg[H_N_SLOTS];
-    s->out_key = cfg[H_OUT_KEY];
-    s->out_slot_shift = cfg[H_OUT_SLOT_SHIFT];
-    s->out_c_shift = cfg[H_OUT_C_SHIFT];
-    s->out_h_shift = cfg[H_OUT_H_SHIFT];
+    spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
     s->mode = cfg[H_MODE];
     s->partial_shift = cfg[H_PARTIAL_SHIFT];
     s->n_rx = cfg[H_N_RX];
@@ -163,8 +160,7 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
         s->pool_out_w = cfg[l.pool_at + P_OUT_W];
         if (s->pool.mode == SPINN_POOL_AVG) s->pool.recip = cfg + l.recip_at;
     }
-    n_bytes = l.inputs_bytes + l.wbuf_bytes + l.stream_bytes + l.conv_out_bytes + l.pool_next_bytes;
-    spinn_tensor_clear(ws, n_bytes, &s->counters);
+    spinn_tensor_clear(ws, l.workspace_bytes, &s->counters);
     s->inputs = (int16_t *)ws;
     ws += l.inputs_bytes;
     s->wbuf = (int16_t *)ws;
@@ -254,8 +250,7 @@ static int send_pool_rows(spinn_conv_tile_t *s, uint32_t slot, uint32_t r, spinn
         if (last_row ? r + 1u < s->n_oh : hi > lo && hi > (int32_t)(s->oh0 + r + 1u)) return 0;
         *next = last_row ? 0u : ph + 1u;
         for (j = 0; j < s->n_oc; j++) {
-            uint32_t key =
-                spinn_tensor_key(s->out_key, s->out_slot_shift, s->out_c_shift, s->out_h_shift, slot, j, ph);
+            uint32_t key = spinn_tensor_key(&s->out, slot, j, ph);
             if (spinn_pool_send_row(&s->pool, y + j * ch_stride, s->oh0, s->ph0 + ph, s->pool_out_w, &s->st, slot,
                                     last_row && j + 1u == s->n_oc, key, send, ctx, &s->counters) != 0) {
                 *next = 0u;
@@ -285,7 +280,7 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
         int16_t *stored =
             s->mode == SPINN_CONV_POOLED ? s->conv_out + ((slot * s->n_oc + j) * s->n_oh + r) * s->out_w : 0;
         int64_t bias = p ? spinn_read_i64(p) : 0;
-        uint32_t key = spinn_tensor_key(s->out_key, s->out_slot_shift, s->out_c_shift, s->out_h_shift, slot, j, r);
+        uint32_t key = spinn_tensor_key(&s->out, slot, j, r);
         uint32_t macs = 0;
         int32_t pending = 0;
         unpack_weights(s, j);

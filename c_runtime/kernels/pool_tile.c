@@ -7,6 +7,7 @@ enum { H_KIND, H_N_C, H_IN_H, H_IN_W, H_C0, H_IH0, H_N_IH, H_OH0, H_N_OH, H_OUT_
 
 typedef struct {
     uint32_t recip_at, inputs_bytes, stream_bytes;
+    uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
 static int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
@@ -29,7 +30,9 @@ static int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->inputs_bytes = spinn_align8((uint32_t)need);
     l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
-    if ((uint64_t)l->inputs_bytes + l->stream_bytes > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    need = (uint64_t)l->inputs_bytes + l->stream_bytes;
+    if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    l->workspace_bytes = (uint32_t)need;
     if (!spinn_trx_valid(cfg + H_WORDS, cfg[H_N_RX], 1u) ||
         !spinn_trx_dst_is(cfg + H_WORDS, cfg[H_N_RX], 0u, cfg[H_C0], cfg[H_IH0], 0u, cfg[H_N_C], cfg[H_N_IH],
                           cfg[H_IN_W]))
@@ -40,12 +43,11 @@ static int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
 uint32_t spinn_pool_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
     layout_t l;
     if (pool_layout(cfg, n_words, &l) != 0) return 0;
-    return l.inputs_bytes + l.stream_bytes;
+    return l.workspace_bytes;
 }
 
 int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
-    uint32_t n_bytes;
     uint8_t *ws = (uint8_t *)workspace;
     if (pool_layout(cfg, n_words, &l) != 0) return -1;
     s->n_c = cfg[H_N_C];
@@ -56,16 +58,12 @@ int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->n_oh = cfg[H_N_OH];
     s->out_w = cfg[H_OUT_W];
     s->n_slots = cfg[H_N_SLOTS];
-    s->out_key = cfg[H_OUT_KEY];
-    s->out_slot_shift = cfg[H_OUT_SLOT_SHIFT];
-    s->out_c_shift = cfg[H_OUT_C_SHIFT];
-    s->out_h_shift = cfg[H_OUT_H_SHIFT];
+    spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
     spinn_pool_params_read(&s->pool, cfg[H_IN_H], cfg[H_IN_W], cfg + H_KH);
     s->pool.recip = s->pool.mode == SPINN_POOL_AVG ? cfg + l.recip_at : 0;
-    n_bytes = l.inputs_bytes + l.stream_bytes;
-    spinn_tensor_clear(ws, n_bytes, &s->counters);
+    spinn_tensor_clear(ws, l.workspace_bytes, &s->counters);
     s->inputs = (int16_t *)ws;
     spinn_stream_init(&s->st, (uint32_t *)(ws + l.inputs_bytes), s->n_slots, s->n_ih, s->n_c * s->pool.in_w,
                       s->n_oh);
@@ -92,7 +90,7 @@ static int pool_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
     const int16_t *x = s->inputs + slot * (s->n_c * c_stride);
     int last_row = r + 1u == s->n_oh;
     for (j = 0; j < s->n_c; j++) {
-        uint32_t key = spinn_tensor_key(s->out_key, s->out_slot_shift, s->out_c_shift, s->out_h_shift, slot, j, r);
+        uint32_t key = spinn_tensor_key(&s->out, slot, j, r);
         if (spinn_pool_send_row(&s->pool, x + j * c_stride, s->ih0, s->oh0 + r, s->out_w, &s->st, slot,
                                 last_row && j + 1u == s->n_c, key, send, ctx, &s->counters) != 0)
             return -1;
