@@ -18,6 +18,7 @@ import numpy as np
 
 from . import resources as res
 from .decompose import NetworkPlan, plan_network
+from .decompose_conv import FusedPool
 from .errors import CalibrationError, ResourceError
 from .machine_graph import MappingResult
 from .program import GraphLayout, build_machine_graph, build_tensor_graph, merge_graphs, output_receive_table
@@ -113,7 +114,7 @@ def _tensor_op_record(q, plan) -> dict:
     if rec["kind"] == "DenseLayer":
         rec.update(col_bounds=list(plan.col_bounds), partial_shift=plan.partial_shift,
                    row_tiles=plan.n_row_tiles, col_tiles=plan.n_col_tiles)
-    elif hasattr(plan, "conv_index"):  # decompose_conv.FusedPool
+    elif isinstance(plan, FusedPool):
         rec.update(tiles=0, fused_into=plan.conv.qop.name)
     elif plan is not None:
         rec["tiles"] = len(plan.blocks)

@@ -89,7 +89,7 @@ class FusedPool:
 
     conv: TensorOpPlan
     conv_index: int
-    n_cores: int = 0
+    n_cores = 0  # the convolution's tiles do the work
 
     @property
     def blocks(self) -> List[Block]:
@@ -219,13 +219,16 @@ def plan_fused(conv: QOp, pool: QOp, sources: Sequence[Block], cycle_budget: Opt
     return TensorOpPlan(conv, tiles, pool=pool)
 
 
+def acc_bounds(qop: QOp) -> np.ndarray:
+    """Per output channel, the largest |accumulator| (without bias): sum|w| * 32768."""
+    return np.abs(qop.weight.astype(np.int64)).reshape(qop.weight.shape[0], -1).sum(1) * 32768
+
+
 def partial_shift(qop: QOp) -> int:
     """Rounding shift that keeps every input-channel group's partial sum, and the reducer's
-    sum of them, inside int32: the full accumulator's bound sum|w| * 32768 over 2**shift
-    stays below 2**30 (G rounded partials then add to less than 2**30 + G / 2)."""
-    w = qop.weight.astype(np.int64).reshape(qop.weight.shape[0], -1)
-    bound = int(np.abs(w).sum(1).max()) * 32768
-    return max(0, bound.bit_length() - 30)
+    sum of them, inside int32: the full accumulator's bound over 2**shift stays below 2**30
+    (G rounded partials then add to less than 2**30 + G / 2)."""
+    return max(0, int(acc_bounds(qop).max()).bit_length() - 30)
 
 
 def _bounds(n: int, parts: int) -> List[Tuple[int, int]]:

@@ -266,6 +266,7 @@ def _add_vertex(b: "_Builder", label: str, kind: int, binary: str, slot_shift: i
 
 
 def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) -> List[Producer]:
+    from .decompose_conv import acc_bounds
     from .layers import Conv2D, Pool2D
     from .tensor_configs import CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, add_config, block_key_layout, \
         conv_config, conv_reduce_config, depthwise_inputs, partial_key_layout, pool_config
@@ -339,7 +340,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 partial_shift=plan.partial_shift, activation=op.activation, n_slots=res.N_SLOTS,
                 out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift, n_rx=len(partials),
                 bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
-                acc_bound=np.abs(q.weight[oc].astype(np.int64)).reshape(t.nc, -1).sum(1) * 32768, **in_shifts)
+                acc_bound=acc_bounds(q)[oc], **in_shifts)
             _add_vertex(b, label, CORE_CONV_REDUCE, "conv_reduce.aplx", slot_shift, config, fixups, partials)
             partials = []
         if plan.pool is not None:
