@@ -12,21 +12,21 @@
 """
 import os
 
-from .errors import (CalibrationError, EmulatorError, InputError, MappingError, ResourceError,  # noqa: F401
-                     SpinnakerError, UnsupportedError)
+from .errors import (CalibrationError, EmulatorError, InputError, MappingError, ProgramFormatError,  # noqa: F401
+                     ResourceError, SpinnakerError, UnsupportedError)
 
 __version__ = "0.1.0"
 
 if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only in the mapping worker
     import tvm
 
-    from . import codegen as _codegen
-    from . import pipeline as _pipeline
     from . import runtime as _runtime
     from ._native import load_runtime_library
+    from .codegen import codegen as _codegen
+    from .codegen import pipeline as _pipeline
+    from .codegen.pipeline import build  # noqa: F401
     from .frontend import from_torch  # noqa: F401
     from .partition import partition_for_spinnaker  # noqa: F401
-    from .pipeline import build  # noqa: F401
     from .runtime import executors, integer_reference, statistics  # noqa: F401
 
     # A target tag so that tvm.compile(mod, target="spinnaker", ...) is accepted: the
@@ -37,7 +37,7 @@ if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only in the mapping w
     import tvm_ffi
 
     for _cls in (SpinnakerError, UnsupportedError, CalibrationError, ResourceError, MappingError, EmulatorError,
-                 InputError):
+                 InputError, ProgramFormatError):
         tvm_ffi.register_error(_cls.__name__, _cls)
     _codegen.register()
     _runtime.register()

@@ -27,3 +27,7 @@ class EmulatorError(SpinnakerError):
 
 class InputError(SpinnakerError):
     """A runtime input has the wrong shape or dtype."""
+
+
+class ProgramFormatError(SpinnakerError):
+    """A stored board program this tvm_spinn cannot read (another format version, or corrupt)."""

@@ -1,0 +1,293 @@
+"""Extraction of the operator graph from Relax: one offloaded function (its composites)
+-> the float ops it computes (:func:`extract_graph`), plus a numpy float reference
+(:func:`forward_network`)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+
+from ..errors import UnsupportedError
+from ..partition.patterns import OP_TO_ACTIVATION, channel_bias, is_call_to, resolve
+from .network import OpGraph
+from .ops import NETWORK_INPUT, Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
+
+
+def _func_name(func: relax.Function) -> str:
+    if func.attrs is not None and "global_symbol" in func.attrs:
+        return str(func.attrs["global_symbol"])
+    return "<offloaded function>"
+
+
+def _bindings(seq: relax.Expr) -> list:
+    if not isinstance(seq, relax.SeqExpr):
+        raise UnsupportedError(f"expected a function body of bindings, got {type(seq).__name__}")
+    return [b for block in seq.blocks for b in block.bindings]
+
+
+def _const(expr: relax.Expr, bindings: dict, what: str, where: str) -> np.ndarray:
+    """numpy value of a constant, reached through an optional reshape."""
+    value = resolve(expr, bindings)
+    if is_call_to(value, "relax.reshape"):
+        value = resolve(value.args[0], bindings)
+    if not isinstance(value, tvm.ir.GenericConst):
+        raise UnsupportedError(f"{where}: the {what} is not a constant")
+    return value.value.numpy()
+
+
+def _layer_from_composite(comp: relax.Function, index: int, where: str) -> DenseLayer:
+    """Read weight, bias and activation from one ``spinnaker.dense*`` composite."""
+    composite = str(comp.attrs["Composite"]) if comp.attrs is not None else "?"
+    where = f"{where}, {composite}"
+    if not composite.startswith("spinnaker.dense") or len(comp.params) != 1:
+        raise UnsupportedError(f"{where}: not a dense composite with one (data) input")
+    bindings = {}
+    matmul = add = None
+    activation = "none"
+    for binding in _bindings(comp.body):
+        value = binding.value
+        bindings[binding.var] = value
+        if is_call_to(value, "relax.matmul"):
+            matmul = value
+        elif is_call_to(value, "relax.add"):
+            add = value
+        elif isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+            activation = OP_TO_ACTIVATION.get(value.op.name, activation)
+    if matmul is None or not matmul.args[0].same_as(comp.params[0]):
+        raise UnsupportedError(f"{where}: no matmul of the composite's input")
+
+    rhs = resolve(matmul.args[1], bindings)
+    if is_call_to(rhs, "relax.permute_dims"):
+        # Linear as imported: the constant is already (out_features, in_features).
+        weight = _const(rhs.args[0], bindings, "weight", where)
+    else:
+        # matmul(x, W) with W (in_features, out_features).
+        weight = _const(rhs, bindings, "weight", where).T
+
+    bias = None
+    if add is not None:
+        lhs, other = add.args
+        operand = other if resolve(lhs, bindings).same_as(matmul) else lhs
+        bias = _const(operand, bindings, "bias", where).reshape(-1)
+
+    out_f, in_f = weight.shape
+    act = "" if activation == "none" else f", {activation}"
+    return DenseLayer(weight, bias, activation, name=f"dense{index} ({in_f}->{out_f}{act})")
+
+
+def _ints(values) -> tuple:
+    return tuple(int(v) for v in values)
+
+
+def _calls(comp: relax.Function) -> tuple[dict, dict]:
+    """(bindings var -> value, op name -> call) of a composite's body."""
+    bindings, calls = {}, {}
+    for binding in _bindings(comp.body):
+        bindings[binding.var] = binding.value
+        value = binding.value
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+            calls[value.op.name] = value
+    return bindings, calls
+
+
+def _activation(calls: dict) -> str:
+    for op_name, act in OP_TO_ACTIVATION.items():
+        if op_name in calls:
+            return act
+    return "none"
+
+
+def _spatial_pad(calls: dict) -> tuple:
+    """(top, left, bottom, right) of an ``nn.pad`` of (N, C, H, W) or (N, C, L), else zeros."""
+    if "relax.nn.pad" not in calls:
+        return (0, 0, 0, 0)
+    widths = _ints(calls["relax.nn.pad"].attrs.pad_width)
+    if len(widths) == 6:  # (N, C, L): the pad is along W
+        return (0, widths[4], 0, widths[5])
+    return (widths[4], widths[6], widths[5], widths[7])
+
+
+def _plus(a: tuple, b: tuple) -> tuple:
+    return tuple(int(x) + int(y) for x, y in zip(a, b))
+
+
+def _conv_from_composite(calls: dict, bindings: dict, where: str) -> Conv2D:
+    conv = calls.get("relax.nn.conv2d", calls.get("relax.nn.conv1d"))
+    if conv is None:
+        raise UnsupportedError(f"{where}: no conv in the composite")
+    a = conv.attrs
+    weight = _const(conv.args[1], bindings, "weight", where).astype(np.float32)
+    if weight.ndim == 3:  # conv1d (O, I, K) on (C, 1, L)
+        weight = weight[:, :, None, :]
+        stride = (1,) + _ints(a.strides)
+        l, r = _ints(a.padding)
+        padding = (0, l, 0, r)
+    else:
+        stride = _ints(a.strides)
+        padding = _ints(a.padding)  # Relax order: top, left, bottom, right
+    padding = _plus(padding, _spatial_pad(calls))
+    bias = None
+    if "relax.add" in calls:
+        add = calls["relax.add"]
+        lhs, rhs = add.args
+        operand = rhs if resolve(lhs, bindings).same_as(conv) else lhs
+        bias = channel_bias(operand, bindings, weight.shape[0], 4 if conv.op.name.endswith("2d") else 3)
+        if bias is None:
+            raise UnsupportedError(f"{where}: the conv bias is not one constant per channel")
+    return Conv2D(weight, bias, stride=stride, padding=padding, groups=int(a.groups),
+                  activation=_activation(calls))
+
+
+def _pool_from_composite(calls: dict, where: str) -> Pool2D:
+    if "relax.mean" in calls:  # global average pooling: one window over the whole map
+        mean = calls["relax.mean"]
+        h, w = (int(d) for d in mean.args[0].ty.shape.values[2:])
+        return Pool2D("avg", (h, w), (h, w), (0, 0, 0, 0), (1, 1), True)
+    pool = calls.get("relax.nn.max_pool2d", calls.get("relax.nn.avg_pool2d"))
+    if pool is None:
+        raise UnsupportedError(f"{where}: no pooling in the composite")
+    a = pool.attrs
+    kind = "max" if pool.op.name == "relax.nn.max_pool2d" else "avg"
+    explicit = _spatial_pad(calls)
+    out_hw = tuple(int(d) for d in pool.ty.shape.values[2:])
+    # Zeros padded explicitly before an average pool are inputs it counts (the
+    # check only accepts that pad before a pool that counts padding or has none).
+    include = bool(a.count_include_pad) or any(explicit)
+    return Pool2D(kind, _ints(a.pool_size), _ints(a.strides), _plus(_ints(a.padding), explicit), out_hw,
+                  include if kind == "avg" else False)
+
+
+def _op_from_composite(comp: relax.Function, index: int, where: str) -> Op:
+    """One op of layers.py from a ``spinnaker.*`` composite function."""
+    composite = str(comp.attrs["Composite"]) if comp.attrs is not None else "?"
+    kind = composite.split(".", 1)[-1]
+    if kind.startswith("dense"):
+        return _layer_from_composite(comp, index, where)
+    where = f"{where}, {composite}"
+    bindings, calls = _calls(comp)
+    if kind.startswith("conv"):
+        op = _conv_from_composite(calls, bindings, where)
+        oc, ic, kh, kw = op.weight.shape
+        extra = "" if op.activation == "none" else f", {op.activation}"
+        k = op.channel_multiplier
+        dw = "" if not k else ", depthwise" if k == 1 else f", depthwise x{k}"
+        op.name = f"conv{index} ({ic * op.groups}->{oc}, {kh}x{kw}/{op.stride[0]}x{op.stride[1]}{dw}{extra})"
+        return op
+    if "pool" in kind:
+        op = _pool_from_composite(calls, where)
+        op.name = f"{op.kind}pool{index} ({op.kernel[0]}x{op.kernel[1]}/{op.stride[0]}x{op.stride[1]})"
+        return op
+    if kind.startswith("add"):
+        return Add(_activation(calls), name=f"add{index}")
+    if kind == "flatten":
+        return Flatten(name=f"flatten{index}")
+    raise UnsupportedError(f"{where}: unknown composite")
+
+
+def extract_network(func: relax.Function) -> list[Op]:
+    """The ops of one offloaded function, in topological (execution) order.
+
+    ``func`` is a function with the ``Codegen="spinnaker"`` attr, as produced by
+    :func:`tvm_spinn.partition.partition_for_spinnaker` (``convolutions=True``
+    or not): its body binds local composite functions and calls them.
+
+    Returns a list of :class:`~tvm_spinn.layers.DenseLayer`,
+    :class:`~tvm_spinn.layers.Conv2D`, :class:`~tvm_spinn.layers.Pool2D`,
+    :class:`~tvm_spinn.layers.Add` and :class:`~tvm_spinn.layers.Flatten`,
+    each with ``inputs`` set explicitly: indices of earlier ops, or
+    ``NETWORK_INPUT`` for the function's input. Tensors are (C, H, W) per
+    sample, 1D tensors (C, 1, L) (a conv1d weight is (O, I, 1, K)). The last op
+    computes the function's result; :func:`forward_network` runs the list.
+
+    Raises :class:`tvm_spinn.errors.UnsupportedError` unless the function has
+    one input and one output and contains only SpiNNaker composites.
+    """
+    where = _func_name(func)
+    if len(func.params) != 1:
+        raise UnsupportedError(f"{where}: has {len(func.params)} inputs; the board network has one input")
+    local_funcs: dict = {}
+    index: dict = {func.params[0]: NETWORK_INPUT}  # value -> op producing it
+    ops: list[Op] = []
+    for binding in _bindings(func.body):
+        value = binding.value
+        if isinstance(value, relax.Function):
+            local_funcs[binding.var] = value
+            continue
+        if isinstance(value, relax.Var) and value in index:
+            index[binding.var] = index[value]  # an alias (``gv = lv``)
+            continue
+        comp = local_funcs.get(value.op, value.op) if isinstance(value, relax.Call) else None
+        if not (isinstance(comp, relax.Function) and comp.attrs is not None and "Composite" in comp.attrs):
+            what = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
+                else type(value).__name__
+            raise UnsupportedError(f"{where}: unexpected binding {binding.var.name} ({what}); "
+                                   "the board runs only SpiNNaker composites")
+        if any(arg not in index for arg in value.args):
+            raise UnsupportedError(f"{where}: a composite reads a value that is not a tensor of the network")
+        op = _op_from_composite(comp, len(ops), where)
+        arg_of = {param: index[arg] for param, arg in zip(comp.params, value.args)}
+        if isinstance(op, Add):
+            # Operand order of the add itself (one param if both operands are the same value).
+            add = _calls(comp)[1]["relax.add"]
+            op.inputs = tuple(arg_of[operand] for operand in add.args)
+        else:
+            op.inputs = (arg_of[comp.params[0]],)
+        ops.append(op)
+        index[binding.var] = len(ops) - 1
+    result = func.body.body
+    if not ops or index.get(result) != len(ops) - 1:
+        raise UnsupportedError(f"{where}: the output is not the last op's result "
+                               "(several outputs, or a tuple output)")
+    return ops
+
+
+def extract_graph(func: relax.Function) -> OpGraph:
+    """The operator graph of one offloaded function: its ops (:func:`extract_network`), the
+    (C, H, W) of its input (:func:`input_shape`) and its output (the last op).
+
+    Raises :class:`tvm_spinn.errors.UnsupportedError` as those two do."""
+    return OpGraph(extract_network(func), [input_shape(func)], name=_func_name(func))
+
+
+def input_shape(func: relax.Function) -> tuple[int, int, int]:
+    """(C, H, W) of one sample of an offloaded function's input.
+
+    A (batch, C, L) input is (C, 1, L), a (batch, N) vector (1, 1, N). Raises
+    UnsupportedError unless there is one input with static dims after the batch.
+    """
+    where = _func_name(func)
+    if len(func.params) != 1:
+        raise UnsupportedError(f"{where}: has {len(func.params)} inputs, expected 1")
+    ty = func.params[0].ty
+    shape = getattr(ty, "shape", None)
+    if not isinstance(ty, relax.TensorType) or not isinstance(shape, relax.ShapeExpr) \
+            or not 2 <= len(shape.values) <= 4 \
+            or not all(isinstance(d, tirx.IntImm) for d in shape.values[1:]):
+        raise UnsupportedError(f"{where}: input {ty} is not a (batch, C[, H], W) tensor with static sizes")
+    dims = [int(d.value) for d in shape.values[1:]]
+    if len(dims) == 1:
+        return (1, 1, dims[0])
+    if len(dims) == 2:
+        return (dims[0], 1, dims[1])
+    return (dims[0], dims[1], dims[2])
+
+
+def forward_network(ops: Sequence[Op], x: np.ndarray) -> np.ndarray:
+    """Float reference of a network of ops (as from :func:`extract_network`), in numpy.
+
+    ``x`` is (n, C, H, W); (n, C, L) is taken as (n, C, 1, L) and (n, N) as a
+    vector. Returns the last op's output as float32: (n, C, H, W) for a tensor,
+    (n, N) for a vector (after Flatten or a dense layer).
+    """
+    from .network import float_forward
+
+    x = np.asarray(x, np.float32)
+    if x.ndim == 3:
+        x = x[:, :, None, :]
+    elif x.ndim == 2:
+        x = x[:, None, None, :]
+    y = float_forward(ops, x)[-1]
+    vector = isinstance(ops[-1], (DenseLayer, Flatten))
+    return (y.reshape(y.shape[0], -1) if vector else y).astype(np.float32)

@@ -1,0 +1,341 @@
+"""The one builder: a tiled operator graph -> a machine graph (vertices, edges, keys and
+config regions).
+
+Every vertex sends on one partition. Its keys are ``base | slot << slot_shift | index``
+(index: a pair of int16 values, or one row's int32 partial sum); ``n_keys`` reserves
+``N_SLOTS`` slots so several samples are in flight. A receiver's config region holds
+one receive entry per source (``spinn_rx.h``), whose key and mask the mapper fills in
+from the toolchain's key allocation (``key_fixups``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..graph.network import op_inputs
+from ..graph.ops import Conv2D, Pool2D
+from ..tiling import resources as res
+from ..tiling.dense import LayerPlan, next_pow2
+from ..tiling.planner import GraphPlan
+from ..tiling.tensor import FusedPool, acc_bounds
+from .configs.dense import (CORE_DENSE_REDUCE, CORE_DENSE_TILE, KIND_DENSE_REDUCE, KIND_DENSE_TILE, TILE_FINAL,
+                            TILE_PARTIAL, pack_int16, row_params, table_words)
+from .configs.tensor import (CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, add_config, block_key_layout,
+                             conv_config, conv_reduce_config, depthwise_inputs, partial_key_layout, pool_config,
+                             trx_entry)
+from .graph import FIX_KEY, FIX_MASK, INPUT, KERNEL, OUTPUT, MachineGraphSpec, VertexSpec
+
+INPUT_LABEL = "input"
+OUTPUT_LABEL = "output"
+# Vertex labels: "<prefix>L<layer>_t<row>_<col>" (tiles), "<prefix>L<layer>_r<row>" (reducers),
+# "<prefix>input", "<prefix>output"; the prefix tells functions sharing one board apart.
+
+
+@dataclass
+class Producer:
+    """A vertex that emits one block of a (C, H, W) tensor as int16 pairs along w:
+    channels [c0, c0 + nc) x rows [h0, h0 + nh) x columns [w0, w0 + nw), with keys
+    ``base | slot << slot_shift | c_local << c_shift | h_local << h_shift | pair``."""
+
+    label: str
+    c0: int
+    nc: int
+    h0: int
+    nh: int
+    w0: int
+    nw: int
+    slot_shift: int
+    c_shift: int
+    h_shift: int
+    tensor: Tuple[int, int, int]
+
+    @staticmethod
+    def vector(label: str, start: int, stop: int, slot_shift: int, n: int) -> "Producer":
+        """values[start:stop) of a vector of n values (a 1 x 1 x n tensor)."""
+        return Producer(label, 0, 1, 0, 1, start, stop - start, slot_shift, slot_shift, slot_shift, (1, 1, n))
+
+    def flat_rows(self):
+        """(c_local, h_local, flat index of the row's first value) of every row of the block."""
+        _, h_dim, w_dim = self.tensor
+        for c in range(self.c0, self.c0 + self.nc):
+            for h in range(self.h0, self.h0 + self.nh):
+                yield c - self.c0, h - self.h0, (c * h_dim + h) * w_dim + self.w0
+
+    def row_entry(self, c_local: int, h_local: int, dest_offset: int) -> List[int]:
+        """A spinn_rx entry for one row of the block (key and mask still to OR in): the mask
+        covers the row's channel/row key fields, so only its pairs and slots vary."""
+        fields = (c_local << self.c_shift) | (h_local << self.h_shift)
+        field_mask = ((1 << self.slot_shift) - 1) ^ ((1 << self.h_shift) - 1)
+        return [fields, field_mask, self.slot_shift, dest_offset & 0xFFFFFFFF, self.nw]
+
+
+@dataclass
+class GraphLayout:
+    """What the runtime needs to know about the machine graph beyond the mapping."""
+
+    spec: MachineGraphSpec
+    core_kinds: Dict[str, int]  # kernel vertex label -> CORE_DENSE_TILE / CORE_DENSE_REDUCE
+    input_label: str
+    output_label: str
+    input_slot_shift: int
+    in_features: int
+    out_features: int
+    outputs: List[Producer] = field(default_factory=list)
+    input_shifts: Tuple[int, int] = (0, 0)  # (c_shift, h_shift) of the input block's keys
+
+
+def _slot_shift(n_indices: int) -> int:
+    return next_pow2(n_indices).bit_length() - 1
+
+
+def _n_keys(slot_shift: int) -> int:
+    return res.N_SLOTS << slot_shift
+
+
+class _Builder:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.vertices: List[VertexSpec] = []
+        self.edges: List[Tuple[str, str]] = []
+        self.core_kinds: Dict[str, int] = {}
+
+    def receive_entries(self, label: str, sources: List[Producer], start: int, stop: int,
+                        first_word: int) -> Tuple[List[int], List[Tuple[int, str, str]]]:
+        """Receive entries (and key fix-ups) for values[start:stop) of the flattened tensor the
+        sources produce, one per source row that overlaps; adds the edges."""
+        words: List[int] = []
+        fixups: List[Tuple[int, str, str]] = []
+        for src in sources:
+            used = skipped = False
+            for c_local, h_local, flat in src.flat_rows():
+                if flat + src.nw <= start or flat >= stop:
+                    skipped = True
+                    continue
+                at = first_word + len(words)
+                fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
+                words += src.row_entry(c_local, h_local, flat - start)
+                used = True
+            if used:
+                self.edges.append((src.label, label))
+                if skipped:  # multicast brings the source's other rows too: accept and drop them
+                    at = first_word + len(words)
+                    fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
+                    words += [0, 0, src.slot_shift, 0, 0]
+        return words, fixups
+
+    def add_kernel(self, label: str, kind: int, header: List[int], rx: List[int],
+                   fixups: List[Tuple[int, str, str]], body: List[np.ndarray], slot_shift: int) -> None:
+        config = np.concatenate([np.array(header + rx, np.uint32)] + body).astype(np.uint32)
+        self.vertices.append(VertexSpec(
+            label=label, kind=KERNEL, n_keys=_n_keys(slot_shift),
+            binary="dense_tile.aplx" if kind == CORE_DENSE_TILE else "dense_reduce.aplx",
+            config=config, key_fixups=fixups, sdram_bytes=4 * len(config)))
+        self.core_kinds[label] = kind
+
+    def add_layer(self, li: int, lp: LayerPlan, sources: List[Producer]) -> List[Producer]:
+        layer = lp.layer
+        producers: List[Producer] = []
+        partial = lp.n_col_tiles > 1
+        rows_b, cols_b = lp.row_bounds, lp.col_bounds
+        for r, (r0, r1) in enumerate(zip(rows_b[:-1], rows_b[1:])):
+            tile_outputs: List[Producer] = []
+            for c, (c0, c1) in enumerate(zip(cols_b[:-1], cols_b[1:])):
+                label = f"{self.prefix}L{li}_t{r}_{c}"
+                shift = _slot_shift(r1 - r0 if partial else (r1 - r0 + 1) // 2)
+                header = [KIND_DENSE_TILE, TILE_PARTIAL if partial else TILE_FINAL, r1 - r0, c1 - c0,
+                          int(lp.blocks[r, c]), 0, shift, layer.act_code, lp.partial_shift, res.N_SLOTS, 0]
+                rx, fixups = self.receive_entries(label, sources, c0, c1, len(header))
+                header[10] = len(rx) // 5
+                fixups.append((5, label, FIX_KEY))
+                body = [pack_int16(layer.weight[r0:r1, c0:c1])]
+                if not partial:
+                    body += [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation)]
+                self.add_kernel(label, CORE_DENSE_TILE, header, rx, fixups, body, shift)
+                tile_outputs.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
+            if not partial:
+                producers += tile_outputs
+                continue
+            label = f"{self.prefix}L{li}_r{r}"
+            shift = _slot_shift((r1 - r0 + 1) // 2)
+            header = [KIND_DENSE_REDUCE, r1 - r0, lp.n_col_tiles, 0, shift, layer.act_code,
+                      lp.partial_shift, res.N_SLOTS, lp.n_col_tiles]
+            rx, fixups = self.receive_entries(label, tile_outputs, r0, r1, len(header))
+            for i in range(lp.n_col_tiles):  # partial sums: one int32 per key, not pairs
+                rx[5 * i + 3], rx[5 * i + 4] = 0, r1 - r0
+            fixups.append((3, label, FIX_KEY))
+            self.add_kernel(label, CORE_DENSE_REDUCE, header, rx, fixups,
+                            [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation)], shift)
+            producers.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
+        return producers
+
+
+def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
+    """One machine graph holding several networks (one board for a whole model)."""
+    return MachineGraphSpec([v for lay in layouts for v in lay.spec.vertices],
+                            [e for lay in layouts for e in lay.spec.edges],
+                            board_version=layouts[0].spec.board_version)
+
+
+def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) -> np.ndarray:
+    """Receive entries that decode the output producers' packets into the flattened output."""
+    rows = []
+    for p in layout.outputs:
+        key, mask = keys[p.label]
+        for c_local, h_local, flat in p.flat_rows():
+            entry = p.row_entry(c_local, h_local, flat)
+            rows.append([entry[0] | key, entry[1] | mask] + entry[2:])
+    return np.array(rows, dtype=np.uint32).reshape(-1)
+
+
+
+
+def _trx_entries(sources: List[Producer], dst: Tuple[int, int, int, int, int, int], buffer: int
+                 ) -> Tuple[List[List[int]], List[str]]:
+    """Generic receive entries (key and mask left 0) for the sources' blocks that overlap
+    the destination block (c0, h0, w0, nc, nh, nw); returns them with their source labels."""
+    c0, h0, w0, nc, nh, nw = dst
+    entries, labels = [], []
+    for s in sources:
+        if (s.c0 >= c0 + nc or s.c0 + s.nc <= c0 or s.h0 >= h0 + nh or s.h0 + s.nh <= h0
+                or s.w0 >= w0 + nw or s.w0 + s.nw <= w0):
+            continue
+        entries.append(trx_entry(0, 0, s.slot_shift, s.c_shift, s.h_shift, s.c0, s.h0, s.w0, s.nw,
+                                 c0, h0, w0, nc, nh, nw, buffer))
+        labels.append(s.label)
+    return entries, labels
+
+
+def _tensor_fixups(fixups, labels: List[str], own: str) -> List[Tuple[int, str, str]]:
+    """tensor_configs fix-ups (word, "key"|"mask", entry index|"self") -> mapper fix-ups."""
+    return [(word, own if src == "self" else labels[src], FIX_KEY if what == "key" else FIX_MASK)
+            for word, what, src in fixups]
+
+
+def _add_vertex(b: "_Builder", label: str, kind: int, binary: str, slot_shift: int, config: np.ndarray,
+                fixups, labels: List[str]) -> None:
+    """A tensor kernel vertex, its edges from its sources and its mapper fix-ups."""
+    for src in dict.fromkeys(labels):
+        b.edges.append((src, label))
+    b.vertices.append(VertexSpec(label=label, kind=KERNEL, n_keys=res.N_SLOTS << slot_shift, binary=binary,
+                                 config=config, key_fixups=_tensor_fixups(fixups, labels, label),
+                                 sdram_bytes=4 * len(config)))
+    b.core_kinds[label] = kind
+
+
+def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) -> List[Producer]:
+    q = plan.qop
+    op = q.op
+    in_c, in_h, in_w = q.in_shapes[0]
+    out_c, out_h, out_w = q.out_shape
+    producers = []
+    partials: List[str] = []  # partial-sum tiles of the current output block
+    block_index = {blk: k for k, blk in enumerate(plan.blocks)}
+    for t in plan.tiles:
+        block = block_index[plan.block_of(t)]
+        label = f"{b.prefix}L{i}_t{block}_{len(partials)}"
+        slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nh, out_w)
+        common = dict(n_slots=res.N_SLOTS, out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
+        oc = slice(t.c0, t.c0 + t.nc)
+        if isinstance(op, Conv2D):
+            depthwise = op.channel_multiplier  # 0: dense
+            ic0, n_ic = depthwise_inputs(t.c0, t.nc, depthwise) if depthwise else (t.ic0, t.nic or in_c)
+            rx, labels = _trx_entries(inputs[0], (ic0, t.ih0, 0, n_ic, t.nih, in_w), 0)
+            finish = dict(activation=op.activation, bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc])
+            if plan.pool is not None:  # send the pool's rows [ph0, ph0 + nph) of these channels
+                pool_op, (pool_c, pool_h, pool_w) = plan.pool.op, plan.pool.out_shape
+                slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nph, pool_w)
+                common.update(out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
+                finish["pool"] = dict(
+                    conv_h=out_h, ph0=t.ph0, n_ph=t.nph, out_w=pool_w, kh=pool_op.kernel[0], kw=pool_op.kernel[1],
+                    sh=pool_op.stride[0], sw=pool_op.stride[1], pad_top=pool_op.padding[0],
+                    pad_left=pool_op.padding[1], pad_bottom=pool_op.padding[2], pad_right=pool_op.padding[3],
+                    mode=pool_op.kind, count_include_pad=pool_op.count_include_pad)
+            if t.nic:  # partial sums of one input-channel group, one int32 per packet
+                slot_shift, c_shift, h_shift = partial_key_layout(t.nc, t.nh, out_w)
+                common.update(out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
+                finish = dict(activation="none", bias=None, multiplier=None, shift=None,
+                              partial_shift=plan.partial_shift)
+            config, fixups = conv_config(
+                n_ic=n_ic, in_h=in_h, in_w=in_w, ic0=ic0, ih0=t.ih0, n_ih=t.nih, oc0=t.c0, oh0=t.h0,
+                n_oh=t.nh, out_w=out_w, sh=op.stride[0], sw=op.stride[1], pad_top=op.padding[0],
+                pad_left=op.padding[1], depthwise=depthwise, rx=rx,
+                weights=q.weight[oc] if depthwise else q.weight[oc, ic0:ic0 + n_ic],
+                **finish, **common)
+            kind, binary = CORE_CONV, "conv_tile.aplx"
+        elif isinstance(op, Pool2D):
+            rx, labels = _trx_entries(inputs[0], (t.c0, t.ih0, 0, t.nc, t.nih, in_w), 0)
+            config, fixups = pool_config(
+                n_c=t.nc, in_h=in_h, in_w=in_w, c0=t.c0, ih0=t.ih0, n_ih=t.nih, oh0=t.h0, n_oh=t.nh,
+                out_w=out_w, kh=op.kernel[0], kw=op.kernel[1], sh=op.stride[0], sw=op.stride[1],
+                pad_top=op.padding[0], pad_left=op.padding[1], pad_bottom=op.padding[2],
+                pad_right=op.padding[3], mode=op.kind, count_include_pad=op.count_include_pad, rx=rx, **common)
+            kind, binary = CORE_POOL, "pool_tile.aplx"
+        else:  # Add
+            dst = (t.c0, t.h0, 0, t.nc, t.nh, in_w)
+            rx_a, labels_a = _trx_entries(inputs[0], dst, 0)
+            rx_b, labels_b = _trx_entries(inputs[1], dst, 1)
+            rx, labels = rx_a + rx_b, labels_a + labels_b
+            config, fixups = add_config(
+                c0=t.c0, n_c=t.nc, h=in_h, w=in_w, h0=t.h0, n_h=t.nh, activation=op.activation,
+                mult_a=int(q.multiplier[0]), mult_b=int(q.multiplier[1]), shift=int(q.shift[0]), rx=rx, **common)
+            kind, binary = CORE_ADD, "add_tile.aplx"
+        _add_vertex(b, label, kind, binary, slot_shift, config, fixups, labels)
+        if t.nic:
+            partials.append(label)
+            if t.ic0 + t.nic < in_c:
+                continue  # the block's other groups come next
+            in_shifts = dict(zip(("in_slot_shift", "in_c_shift", "in_h_shift"), (slot_shift, c_shift, h_shift)))
+            label = f"{b.prefix}L{i}_r{block}"
+            slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nh, out_w)
+            config, fixups = conv_reduce_config(
+                oc0=t.c0, n_oc=t.nc, oh0=t.h0, n_oh=t.nh, out_w=out_w, n_groups=len(partials),
+                partial_shift=plan.partial_shift, activation=op.activation, n_slots=res.N_SLOTS,
+                out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift, n_rx=len(partials),
+                bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
+                acc_bound=acc_bounds(q)[oc], **in_shifts)
+            _add_vertex(b, label, CORE_CONV_REDUCE, "conv_reduce.aplx", slot_shift, config, fixups, partials)
+            partials = []
+        if plan.pool is not None:
+            producers.append(Producer(label, t.c0, t.nc, t.ph0, t.nph, 0, pool_w, slot_shift, c_shift, h_shift,
+                                      (pool_c, pool_h, pool_w)))
+        else:
+            producers.append(Producer(label, t.c0, t.nc, t.h0, t.nh, 0, out_w, slot_shift, c_shift, h_shift,
+                                      (out_c, out_h, out_w)))
+    return producers
+
+
+def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
+    """The machine graph of a tiled operator graph, with its live input and output vertices;
+    vertex labels start with ``prefix`` (functions sharing one board)."""
+    qnet = plan.qgraph
+    if len(qnet.input_shapes) != 1 or len(qnet.outputs) != 1:
+        raise UnsupportedError(f"{qnet.name or 'offloaded function'}: has {len(qnet.input_shapes)} inputs and "
+                               f"{len(qnet.outputs)} outputs; the board program streams one input and one output "
+                               "today")
+    b = _Builder(prefix)
+    c, h, w = qnet.input_shape
+    in_label, out_label = prefix + INPUT_LABEL, prefix + OUTPUT_LABEL
+    slot_shift, c_shift, h_shift = block_key_layout(c, h, w)
+    b.vertices.append(VertexSpec(label=in_label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
+    network_input = [Producer(in_label, 0, c, 0, h, 0, w, slot_shift, c_shift, h_shift, (c, h, w))]
+    outputs: List[List[Producer]] = []
+    for i, (q, p) in enumerate(zip(qnet.ops, plan.plans)):
+        inputs = [network_input if j < 0 else outputs[j] for j in op_inputs([x.op for x in qnet.ops], i)]
+        if p is None:  # flatten: consumers read the producers' blocks as a flat vector
+            outputs.append(inputs[0])
+        elif isinstance(p, FusedPool):  # the convolution's tiles send this pool's output
+            outputs.append(outputs[p.conv_index])
+        elif isinstance(p, LayerPlan):
+            outputs.append(b.add_layer(i, p, inputs[0]))
+        else:
+            outputs.append(_add_tensor_op(b, i, p, inputs))
+    b.vertices.append(VertexSpec(label=out_label, kind=OUTPUT))
+    result = outputs[qnet.outputs[0]]
+    b.edges += [(p.label, out_label) for p in result]
+    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version)
+    n_out = int(np.prod(qnet.output_shape))
+    return GraphLayout(spec, b.core_kinds, in_label, out_label, slot_shift, c * h * w, n_out, result,
+                       (c_shift, h_shift))

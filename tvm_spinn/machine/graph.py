@@ -1,0 +1,106 @@
+"""Toolchain-independent description of a SpiNNaker machine graph and of its mapping.
+
+The builder (:mod:`.builder`) makes a :class:`MachineGraphSpec` (plain data); the mapping
+(:mod:`.mapping`) turns it into real SpiNNaker toolchain vertices and edges, maps them on a
+virtual board in a worker process, and returns a :class:`MappingResult`. Both cross the
+process boundary in :mod:`tvm_spinn.serialization`'s format (no pickle).
+
+Every vertex has at most one outgoing partition, named :data:`PARTITION`; an edge
+``(pre, post)`` sends everything ``pre`` emits to ``post`` (multicast).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from .. import serialization
+
+PARTITION = "out"
+
+# Vertex kinds
+KERNEL = "kernel"  # runs one of our C kernels (c_runtime/kernels)
+INPUT = "input"  # live input: ReverseIPTagMulticastSource
+OUTPUT = "output"  # live output: LivePacketGatherer
+
+# Key fix-ups: the config region holds placeholders the mapper fills with the
+# routing key or mask allocated to a source vertex's outgoing partition.
+FIX_KEY = "key"
+FIX_MASK = "mask"
+
+
+@dataclass
+class VertexSpec:
+    """One core's worth of work.
+
+    label: unique name. kind: KERNEL, INPUT or OUTPUT.
+    n_keys: number of keys of its outgoing partition (a power of two; 0 = sends nothing).
+    binary: the .aplx the core would run (KERNEL only).
+    config: uint32 words of the kernel's config region (region 1), with placeholders.
+    key_fixups: (word index, source vertex label, FIX_KEY or FIX_MASK): before the
+        region is written, ``config[word] |= key or mask of source's partition`` (the
+        placeholder holds extra bits to OR in, usually 0).
+    sdram_bytes: SDRAM the core needs (regions and buffers).
+    """
+
+    label: str
+    kind: str
+    n_keys: int = 0
+    binary: str = ""
+    config: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    key_fixups: List[Tuple[int, str, str]] = field(default_factory=list)
+    sdram_bytes: int = 0
+
+
+@dataclass
+class MachineGraphSpec:
+    vertices: List[VertexSpec]
+    edges: List[Tuple[str, str]]  # (pre label, post label)
+    board_version: int = 5  # 3 = SpiNN-3 (4 chips), 5 = SpiNN-5 (48 chips)
+
+
+@dataclass
+class MappingResult:
+    """What the toolchain decided, in plain data.
+
+    placements: label -> (x, y, p).
+    keys: label -> (key, mask) of the vertex's outgoing partition.
+    routing_tables: (x, y) -> uint32 array (n, 3) of (key, mask, route word), where the
+        route word has bit i (0..5) for link i (E, NE, N, W, SW, S) and bit 6 + p for core p.
+    regions: label -> {region id: bytes}, the exact bytes the core would load (KERNEL only).
+    chips: list of (x, y) of the machine's chips; links: (x, y, link) -> (x2, y2) neighbours.
+    n_cores_per_chip_available: application cores per chip.
+    max_router_entries: entries available per chip for applications.
+    mapping_seconds: wall time of the toolchain run.
+    """
+
+    placements: Dict[str, Tuple[int, int, int]]
+    keys: Dict[str, Tuple[int, int]]
+    routing_tables: Dict[Tuple[int, int], np.ndarray]
+    regions: Dict[str, Dict[int, bytes]]
+    chips: List[Tuple[int, int]]
+    links: Dict[Tuple[int, int, int], Tuple[int, int]]
+    n_cores_per_chip_available: int
+    max_router_entries: int
+    mapping_seconds: float = 0.0
+
+
+SPEC_FILE, RESULT_FILE = "spec.bin", "result.bin"  # in the mapping worker's scratch directory
+_SPEC_MAGIC, _RESULT_MAGIC, _VERSION = b"SPINNMGS", b"SPINNMAP", 1
+
+
+def dump_spec(spec: MachineGraphSpec) -> bytes:
+    return serialization.dumps(spec, _SPEC_MAGIC, _VERSION)
+
+
+def load_spec(blob: bytes) -> MachineGraphSpec:
+    return serialization.loads(blob, MachineGraphSpec, _SPEC_MAGIC)
+
+
+def dump_result(result: MappingResult) -> bytes:
+    return serialization.dumps(result, _RESULT_MAGIC, _VERSION)
+
+
+def load_result(blob: bytes) -> MappingResult:
+    return serialization.loads(blob, MappingResult, _RESULT_MAGIC)

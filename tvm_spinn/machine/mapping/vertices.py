@@ -1,0 +1,145 @@
+"""SpiNNaker toolchain (front-end-common / PACMAN 7.4.1) vertices for a MachineGraphSpec.
+
+Only imported inside the mapping worker subprocess: importing the toolchain is slow and
+it keeps global state, so the parent process never loads it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+from pacman.model.graphs.common import Slice
+from pacman.model.placements import Placement
+from pacman.model.resources import ConstantSDRAM
+from spinn_front_end_common.abstract_models.impl import MachineDataSpecableVertex
+from spinn_front_end_common.data import FecDataView
+from spinn_front_end_common.interface.ds import DataSpecificationGenerator
+from spinn_front_end_common.utilities.constants import SIMULATION_N_BYTES
+from spinn_front_end_common.utilities.utility_objs import LivePacketGatherParameters
+from spinn_front_end_common.utility_models import (
+    EIEIOParameters,
+    LivePacketGatherMachineVertex,
+    ReverseIPTagMulticastSourceMachineVertex,
+)
+from spinn_machine.tags import IPTag, ReverseIPTag
+from spinnaker_graph_front_end.utilities import SimulatorVertex
+from spinnman.messages.eieio import EIEIOType
+
+from ..graph import FIX_KEY, FIX_MASK, INPUT, KERNEL, OUTPUT, PARTITION, VertexSpec
+
+SYSTEM_REGION = 0
+CONFIG_REGION = 1
+
+# Where a real board's live packet gatherer would send its EIEIO packets. On the
+# virtual board this only fills the LPG's IP tag; the board runtime may override it.
+LPG_PORT = int(os.environ.get("TVM_SPINN_LPG_PORT", "17895"))
+LPG_HOST = os.environ.get("TVM_SPINN_LPG_HOST", "localhost")
+
+
+class KernelVertex(SimulatorVertex, MachineDataSpecableVertex):
+    """One core running one of our C kernels: region 0 = simulation header, 1 = config."""
+
+    __slots__ = ("_vspec",)
+
+    def __init__(self, vspec: VertexSpec):
+        # A slice of n_keys atoms makes the I/O database map every key to an atom.
+        vslice = Slice(0, vspec.n_keys - 1) if vspec.n_keys > 0 else None
+        super().__init__(vspec.label, vspec.binary, vertex_slice=vslice)
+        self._vspec = vspec
+
+    def _config_bytes(self) -> int:
+        # A zero-sized region cannot be reserved; keep one word for an empty config.
+        return max(1, len(self._vspec.config)) * 4
+
+    @property
+    def sdram_required(self) -> ConstantSDRAM:
+        return ConstantSDRAM(self._vspec.sdram_bytes + SIMULATION_N_BYTES + self._config_bytes())
+
+    def get_n_keys_for_partition(self, partition_id: str) -> int:
+        return self._vspec.n_keys
+
+    def fixed_config(self) -> np.ndarray:
+        """The config words with every key fix-up filled from the toolchain's routing info."""
+        words = np.asarray(self._vspec.config, dtype=np.uint32).copy()
+        if not self._vspec.key_fixups:
+            return words
+        infos = FecDataView.get_routing_infos()
+        for index, source_label, what in self._vspec.key_fixups:
+            info = infos.get_info_from(_BY_LABEL[source_label], PARTITION)
+            # OR into the placeholder: it may carry field bits below the block (e.g. the
+            # channel/row of a per-row receive entry); usually it is 0.
+            if what == FIX_KEY:
+                words[index] |= np.uint32(info.key)
+            elif what == FIX_MASK:
+                words[index] |= np.uint32(info.mask)
+            else:
+                raise ValueError(f"{self.label}: unknown key fix-up kind {what!r}")
+        return words
+
+    def generate_machine_data_specification(
+        self,
+        spec: DataSpecificationGenerator,
+        placement: Placement,
+        iptags: Optional[Iterable[IPTag]],
+        reverse_iptags: Optional[Iterable[ReverseIPTag]],
+    ) -> None:
+        self.generate_system_region(spec, SYSTEM_REGION)
+        spec.reserve_memory_region(CONFIG_REGION, self._config_bytes(), label="config")
+        spec.switch_write_focus(CONFIG_REGION)
+        words = self.fixed_config()
+        spec.write_array(words if len(words) else np.zeros(1, np.uint32))
+        spec.end_specification()
+
+
+# label -> toolchain vertex of the current worker run (key fix-ups look sources up here).
+_BY_LABEL: Dict[str, object] = {}
+
+
+def make_vertex(vspec: VertexSpec):
+    """The toolchain machine vertex for one VertexSpec."""
+    if vspec.kind == KERNEL:
+        return KernelVertex(vspec)
+    if vspec.kind == INPUT:
+        if vspec.n_keys <= 0:
+            raise ValueError(f"input vertex {vspec.label} needs n_keys > 0")
+        return ReverseIPTagMulticastSourceMachineVertex(
+            vspec.label,
+            n_keys=vspec.n_keys,
+            eieio_params=EIEIOParameters(reserve_reverse_ip_tag=True),
+        )
+    if vspec.kind == OUTPUT:
+        params = LivePacketGatherParameters(
+            port=LPG_PORT,
+            hostname=LPG_HOST,
+            strip_sdp=True,
+            message_type=EIEIOType.KEY_PAYLOAD_32_BIT,
+            use_payload_prefix=False,
+            payload_as_time_stamps=False,
+        )
+        return LivePacketGatherMachineVertex(params, label=vspec.label)
+    raise ValueError(f"vertex {vspec.label}: unknown kind {vspec.kind!r}")
+
+
+def build_graph(vspecs: List[VertexSpec], edges: List[Tuple[str, str]], gfe) -> Dict[str, object]:
+    """Add every vertex and edge to the front end; returns label -> toolchain vertex.
+
+    An edge into a LivePacketGatherer needs both a machine edge (the router only routes
+    partitions that exist in the graph) and ``add_incoming_source`` (the LPG's config and
+    the live I/O database learn which keys belong to which source).
+    """
+    from pacman.model.graphs.machine import MachineEdge
+
+    _BY_LABEL.clear()
+    for vs in vspecs:
+        if vs.label in _BY_LABEL:
+            raise ValueError(f"duplicate vertex label {vs.label!r}")
+        v = make_vertex(vs)
+        _BY_LABEL[vs.label] = v
+        gfe.add_machine_vertex_instance(v)
+    for pre, post in edges:
+        src, dst = _BY_LABEL[pre], _BY_LABEL[post]
+        gfe.add_machine_edge_instance(MachineEdge(src, dst), PARTITION)
+        if isinstance(dst, LivePacketGatherMachineVertex):
+            dst.add_incoming_source(src, PARTITION)
+    return dict(_BY_LABEL)

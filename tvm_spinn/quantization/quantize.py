@@ -1,0 +1,179 @@
+"""The one quantiser: an operator graph and calibration data -> the graph in int16 fixed point.
+
+Scales follow :mod:`.fixed_point`: int16 activations with one scale per tensor (from
+calibration: ``max|x| / 32767``; tanh and sigmoid outputs use 1/32767), int16 weights
+with one scale per output channel (dense: per output row), exact int64 accumulation,
+integer requantisation. Pooling and flatten keep their input's scale; a residual add
+rescales both inputs to its output scale with integer multipliers and one shift.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import CalibrationError
+from ..graph.network import OpGraph, Shape, float_forward, input_number, op_inputs, shapes
+from ..graph.ops import Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
+from .fixed_point import ACT_CODES, add_multipliers, quantize_tensor, quantize_weights, symmetric_scale
+
+
+@dataclass
+class QOp:
+    """One op in int16 fixed point.
+
+    op: the float op (geometry, float weights). inputs: op indices (negative: graph inputs,
+    see :func:`tvm_spinn.graph.network.graph_input`). in_scales: the scale of each input;
+    out_scale: of the output (float, value = int16 * scale).
+
+    Dense / Conv2D: weight int16 (out, in) or (out, in / groups, kh, kw), weight_scale
+    float64 (out,), bias int64 (out,) in accumulator units, multiplier and shift int64
+    (out,), target_scale (the scale requantisation targets; differs from out_scale before
+    tanh / sigmoid), acc_bound (largest |acc| for any int16 input) and m_bits (bits of
+    the multiplier). Add: multiplier (2,) and shift (1,) rescaling a and b to out_scale.
+
+    split, partial_shift: how tiling cut the accumulation (None: not cut). Bounds along the
+    reduction's outer axis (dense: input features; conv: input channels); every part's
+    partial sum is rounded by partial_shift bits before the parts are added.
+    """
+
+    op: Op
+    inputs: Tuple[int, ...]
+    in_shapes: List[Shape]
+    out_shape: Shape
+    in_scales: List[float]
+    out_scale: float
+    weight: Optional[np.ndarray] = None
+    weight_scale: Optional[np.ndarray] = None
+    bias: Optional[np.ndarray] = None
+    multiplier: Optional[np.ndarray] = None
+    shift: Optional[np.ndarray] = None
+    target_scale: float = 0.0
+    acc_bound: int = 0
+    m_bits: int = 0
+    split: Optional[List[int]] = None
+    partial_shift: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+    @property
+    def kind(self) -> str:
+        """The op's class name: DenseLayer, Conv2D, Pool2D, Add or Flatten."""
+        return type(self.op).__name__
+
+    @property
+    def activation(self) -> str:
+        return getattr(self.op, "activation", "none")
+
+    @property
+    def act_code(self) -> int:
+        return ACT_CODES[self.activation]
+
+    @property
+    def in_scale(self) -> float:
+        return self.in_scales[0]
+
+    @property
+    def n_splits(self) -> int:
+        """Parts the accumulation is cut into (1: not cut)."""
+        return 1 if self.split is None else len(self.split) - 1
+
+    def with_split(self, split: Optional[Sequence[int]], partial_shift: int) -> "QOp":
+        """This op with its accumulation cut at ``split`` (None or one part: not cut)."""
+        if split is not None and len(split) <= 2:
+            split, partial_shift = None, 0
+        return replace(self, split=None if split is None else [int(b) for b in split],
+                       partial_shift=int(partial_shift))
+
+
+@dataclass
+class QuantizedGraph:
+    """An operator graph in int16: per input its (C, H, W), scale and calibrated max |x|;
+    outputs: indices of the ops the graph returns."""
+
+    ops: List[QOp]
+    input_shapes: List[Shape]
+    input_scales: List[float]
+    input_max_abs: List[float]
+    outputs: List[int]
+    name: str = ""
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.input_shapes[0]
+
+    @property
+    def input_scale(self) -> float:
+        return self.input_scales[0]
+
+    @property
+    def output_scale(self) -> float:
+        return self.ops[self.outputs[0]].out_scale
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.ops[self.outputs[0]].out_shape
+
+    def quantize_input(self, x: np.ndarray, k: int = 0) -> np.ndarray:
+        """float32 samples of input k -> int16 (n, C, H, W) at the input's scale."""
+        return quantize_tensor(np.asarray(x).reshape((-1,) + tuple(self.input_shapes[k])), self.input_scales[k])
+
+
+def _calibration_arrays(graph: OpGraph, calibration) -> List[np.ndarray]:
+    """Calibration (one array, or one per input) as float32 (samples, C, H, W) arrays."""
+    if calibration is None:
+        raise CalibrationError("SpiNNaker needs calibration data to choose int16 scales: pass calibration=<array "
+                               "of representative inputs, first axis = samples>")
+    arrays = [calibration] if isinstance(calibration, np.ndarray) or len(graph.input_shapes) == 1 \
+        and not isinstance(calibration, (list, tuple)) else list(calibration)
+    if len(arrays) != len(graph.input_shapes):
+        raise CalibrationError(f"calibration has {len(arrays)} arrays for {len(graph.input_shapes)} inputs")
+    first = graph.ops[0].name if graph.ops else graph.name
+    result = []
+    for x, shape in zip(arrays, graph.input_shapes):
+        x = np.asarray(x, np.float32)
+        n_values = int(np.prod(shape))
+        if x.ndim < 2 or x.shape[0] == 0 or int(np.prod(x.shape[1:])) != n_values:
+            want = (n_values,) if shape[:2] == (1, 1) else shape
+            raise CalibrationError(f"calibration data for {first} must have shape (samples, "
+                                   f"{', '.join(map(str, want))}), got {tuple(x.shape)}")
+        if not np.all(np.isfinite(x)):
+            raise CalibrationError("calibration data contains NaN or infinity")
+        result.append(x.reshape((-1,) + tuple(shape)))
+    return result
+
+
+def quantize_graph(graph: OpGraph, calibration) -> QuantizedGraph:
+    """Scales from calibration data and int16 parameters of every op.
+
+    calibration: float array (samples, *input shape, or flat per sample) of the graph's
+    input, or a list of such arrays, one per input.
+    Raises CalibrationError (missing, wrong shape, NaN) or ResourceError (a requantisation
+    that cannot be exact in int64).
+    """
+    xs = _calibration_arrays(graph, calibration)
+    outs = float_forward(graph.ops, xs)
+    all_shapes = shapes(graph.ops, graph.input_shapes)
+    input_max = [float(np.max(np.abs(x))) for x in xs]
+    input_scales = [symmetric_scale(m) for m in input_max]
+    qops: List[QOp] = []
+    for i, op in enumerate(graph.ops):
+        ins = op_inputs(graph.ops, i)
+        in_scales = [input_scales[input_number(j)] if j < 0 else qops[j].out_scale for j in ins]
+        in_shapes = [tuple(graph.input_shapes[input_number(j)]) if j < 0 else all_shapes[j] for j in ins]
+        q = QOp(op, ins, in_shapes, all_shapes[i], in_scales, in_scales[0])
+        if isinstance(op, (Conv2D, DenseLayer)):
+            for key, value in quantize_weights(op.weight, op.bias, op.activation, in_scales[0], outs[i],
+                                               op.name).items():
+                setattr(q, key, value)
+        elif isinstance(op, Add):
+            q.out_scale = symmetric_scale(float(np.max(np.abs(outs[i]))))
+            q.multiplier, q.shift = add_multipliers(in_scales[0], in_scales[1], q.out_scale)
+        elif not isinstance(op, (Pool2D, Flatten)):
+            raise TypeError(f"unknown op {type(op).__name__}")
+        qops.append(q)
+    return QuantizedGraph(qops, [tuple(s) for s in graph.input_shapes], input_scales, input_max,
+                          list(graph.outputs), graph.name)

@@ -1,0 +1,142 @@
+"""Per-call statistics: what the emulator counted and what the cycle model says.
+
+Counts (packets, MACs, router and link traversals) are exact counts of the emulated
+run. Cycles, latency and throughput are *modelled* (resources.CycleModel and the
+host link model below), not measured on a board.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List
+
+from ..tiling import resources as res
+
+EIEIO_PAIRS_PER_MESSAGE = 31  # key + payload (32-bit each) pairs in a 256-byte EIEIO message
+EIEIO_HEADER_BYTES = 2
+ETHERNET_OVERHEAD_BYTES = 66  # UDP 8 + IP 20 + Ethernet 14 + FCS 4 + preamble 8 + gap 12
+
+
+def host_bytes(n_values: int) -> int:
+    """Bytes on the wire to move n_values int16 values as packed key+payload EIEIO messages."""
+    pairs = (n_values + 1) // 2
+    messages = math.ceil(pairs / EIEIO_PAIRS_PER_MESSAGE)
+    return pairs * 8 + messages * (EIEIO_HEADER_BYTES + ETHERNET_OVERHEAD_BYTES)
+
+
+def core_cycles(counters: Dict[str, int], wide: bool, model: res.CycleModel = res.CYCLES) -> float:
+    """Modelled cycles of a core's counted work; wide: the tile accumulates in int64."""
+    return (counters["macs"] * (model.mac + (model.wide_mac if wide else 0.0)) + counters["blocks"] * model.block + counters["outputs"] * model.output
+            + counters["packets_in"] * model.packet_in + counters["packets_out"] * model.packet_out
+            + counters["computes"] * model.compute)
+
+
+@dataclass
+class RunStatistics:
+    """Statistics of one call (a batch of ``samples``)."""
+
+    samples: int
+    wall_seconds: float
+    cores: int
+    packets_injected: int
+    packets_sent_by_cores: int
+    router_traversals: int
+    link_traversals: int
+    macs: int
+    max_core_cycles_per_sample: float
+    bottleneck_core: str
+    modelled_latency_s: float
+    modelled_throughput_per_s: float
+    host_link_limit_per_s: float
+    layer_cycles_per_sample: Dict[str, float] = field(default_factory=dict)
+    saturated_inputs: int = 0  # input values beyond the calibrated range (clipped to int16)
+    functions: int = 1  # offloaded functions these statistics cover
+
+    @property
+    def packets_per_inference(self) -> float:
+        return (self.packets_injected + self.packets_sent_by_cores) / max(1, self.samples)
+
+    @property
+    def emulator_samples_per_s(self) -> float:
+        return self.samples / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["packets_per_inference"] = self.packets_per_inference
+        d["emulator_samples_per_s"] = self.emulator_samples_per_s
+        return d
+
+    def summary(self) -> str:
+        return (f"{self.samples} samples on {self.cores} cores: {self.packets_per_inference:.0f} packets/inference, "
+                f"modelled latency {self.modelled_latency_s * 1e6:.0f} us, modelled throughput "
+                f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck_core}); "
+                f"emulator wall time {self.wall_seconds:.3f} s")
+
+
+def _stage(label: str) -> str:
+    """Pipeline stage of a kernel vertex: "L<i>" for a layer's tiles, "L<i> reduce" for its reducers
+    (labels come from tvm_spinn.machine.builder: [f<k>.]L<i>_t<r>_<c> and [f<k>.]L<i>_r<r>)."""
+    prefix, _, name = label.rpartition(".")
+    layer, role = name.split("_", 1)
+    stage = f"{prefix}.{layer}" if prefix else layer
+    return stage if role.startswith("t") else f"{stage} reduce"
+
+
+def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
+    """Statistics of the run just made on ``board`` (counters reset before the run)."""
+    counters = board.core_counters()
+    chips, links = board.router_counters()
+    n = max(1, samples)
+    # Tiles that accumulate straight into int64: dense tiles whose proven int32 block is 2,
+    # and conv tiles (always).
+    wide = {core.label: (core.kind == 1 and core.config[4] == 2) or core.kind == 4 for core in program.cores}
+    cycles = {label: core_cycles(c, wide[label]) / n for label, c in counters.items()}
+    bottleneck = max(cycles, key=cycles.get) if cycles else ""
+    max_cycles = cycles.get(bottleneck, 0.0)
+    # Latency: host transfer in, then each stage's slowest core (a layer's tiles, then
+    # its reducers), packet hops between stages, host transfer out.
+    per_stage: Dict[str, float] = {}
+    for label, cyc in cycles.items():
+        per_stage[_stage(label)] = max(per_stage.get(_stage(label), 0.0), cyc)
+    sent = sum(c["packets_out"] for c in counters.values())
+    injected = samples * ((program.in_features + 1) // 2)
+    hops_per_packet = float(links.sum()) / max(1, sent + injected)
+    bytes_in, bytes_out = host_bytes(program.in_features), host_bytes(program.out_features)
+    link_s = 8.0 / res.SPINN_5.host_link_bits_per_s
+    latency = ((bytes_in + bytes_out) * link_s + sum(per_stage.values()) / res.CLOCK_HZ
+               + (len(program.layers) + 1) * hops_per_packet * res.CYCLES.hop_ns * 1e-9)
+    host_limit = 1.0 / (max(bytes_in, bytes_out) * link_s)
+    compute_limit = res.CLOCK_HZ / max_cycles if max_cycles > 0 else float("inf")
+    return RunStatistics(
+        samples=samples, wall_seconds=wall_seconds, cores=program.n_cores, packets_injected=injected,
+        packets_sent_by_cores=sent, router_traversals=int(chips.sum()), link_traversals=int(links.sum()),
+        macs=sum(c["macs"] for c in counters.values()), max_core_cycles_per_sample=max_cycles,
+        bottleneck_core=bottleneck, modelled_latency_s=latency,
+        modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
+        layer_cycles_per_sample=per_stage)
+
+
+def combine(all_stats: List[RunStatistics]) -> RunStatistics:
+    """Statistics of one call of a model whose offloaded functions run one after the other
+    (e.g. split by a host softmax): counts and modelled latency add up (host time between
+    functions excluded); the modelled throughput is limited by the slowest core of any
+    function and by the host link, which every function's input and output share."""
+    if len(all_stats) == 1:
+        return all_stats[0]
+    slowest = max(all_stats, key=lambda s: s.max_core_cycles_per_sample)
+    host_limit = 1.0 / sum(1.0 / s.host_link_limit_per_s for s in all_stats)
+    compute_limit = (res.CLOCK_HZ / slowest.max_core_cycles_per_sample
+                     if slowest.max_core_cycles_per_sample > 0 else float("inf"))
+    return RunStatistics(
+        samples=all_stats[0].samples, wall_seconds=sum(s.wall_seconds for s in all_stats),
+        cores=sum(s.cores for s in all_stats),
+        packets_injected=sum(s.packets_injected for s in all_stats),
+        packets_sent_by_cores=sum(s.packets_sent_by_cores for s in all_stats),
+        router_traversals=sum(s.router_traversals for s in all_stats),
+        link_traversals=sum(s.link_traversals for s in all_stats), macs=sum(s.macs for s in all_stats),
+        max_core_cycles_per_sample=slowest.max_core_cycles_per_sample,
+        bottleneck_core=slowest.bottleneck_core,  # labels of functions sharing a board carry "f<i>."
+        modelled_latency_s=sum(s.modelled_latency_s for s in all_stats),
+        modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
+        layer_cycles_per_sample={k: v for s in all_stats for k, v in s.layer_cycles_per_sample.items()},
+        saturated_inputs=sum(s.saturated_inputs for s in all_stats), functions=len(all_stats))

@@ -1,0 +1,302 @@
+"""The tensor strategy of the tiling planner: conv, pool and add ops cut into tiles.
+
+A tile computes output channels [c0, c0 + nc) x output rows [h0, h0 + nh) x every
+column, buffering the input rows its band needs (the halo included) for
+``N_SLOTS`` samples. Channel groups x row bands are chosen to use the fewest cores
+that fit DTCM and the per-core cycle budget (resources.CycleModel). A convolution
+whose single output channel x row does not fit a core is also cut by input-channel
+groups: each group's tile sends int32 partial sums (after a proven-safe rounding
+shift) and one reducer per output block adds them and finishes the layer. Dense layers
+(also after a flatten) are tiled by :mod:`.dense`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ResourceError
+from ..graph.ops import Add, Conv2D, Pool2D
+from ..graph.windows import window_input_rows
+from ..quantization.quantize import QOp
+from . import resources as res
+from .dense import TANH_TABLE_BYTES
+
+TRX_ENTRY_BYTES = 16 * 4
+CONV_HEADER_BYTES = 28 * 4
+REDUCE_HEADER_BYTES = 18 * 4
+REDUCE_RX_BYTES = 2 * 4
+POOL_HEADER_BYTES = 25 * 4
+ADD_HEADER_BYTES = 17 * 4
+CHANNEL_PARAM_BYTES = 16
+Block = Tuple[int, int, int, int]  # (c0, nc, h0, nh) of a producer's output block
+
+
+@dataclass
+class TensorTile:
+    """Output block of one core: channels [c0, c0 + nc), rows [h0, h0 + nh), all columns;
+    input rows [ih0, ih0 + nih) of the input tensor(s) it buffers; for a convolution cut
+    by input channels, the group [ic0, ic0 + nic) whose partial sums it computes."""
+
+    c0: int
+    nc: int
+    h0: int
+    nh: int
+    ih0: int
+    nih: int
+    ic0: int = 0
+    nic: int = 0  # 0: not cut by input channels
+    ph0: int = 0  # rows [ph0, ph0 + nph) of the fused pool's output it sends
+    nph: int = 0  # 0: no fused pool (it sends rows [h0, h0 + nh) of its own output)
+
+
+@dataclass
+class TensorOpPlan:
+    """The tiles of one op. ``ic_bounds`` (convolutions cut by input channels): group
+    bounds [0, ..., in_c]; then every output block has one tile per group plus a reducer,
+    and ``partial_shift`` is the rounding shift that keeps every partial sum in int32."""
+
+    qop: QOp
+    tiles: List[TensorTile]
+    ic_bounds: Optional[List[int]] = None
+    partial_shift: int = 0
+    pool: Optional[QOp] = None  # a pool computed by these tiles from their own output rows
+
+    @property
+    def n_col_tiles(self) -> int:
+        """Input-channel groups: the column tiles of the convolution's im2col matrix."""
+        return 1 if self.ic_bounds is None else len(self.ic_bounds) - 1
+
+    @property
+    def blocks(self) -> List[Block]:
+        """Output blocks (c0, nc, h0, nh), one per producer vertex (tile or reducer); with a
+        fused pool, blocks of the pool's output."""
+        return list(dict.fromkeys(self.block_of(t) for t in self.tiles))
+
+    def block_of(self, t: TensorTile) -> Block:
+        """The output block a tile contributes to (its own, its reducer's or its pool's)."""
+        return (t.c0, t.nc, t.ph0, t.nph) if self.pool is not None else (t.c0, t.nc, t.h0, t.nh)
+
+    @property
+    def n_cores(self) -> int:
+        return len(self.tiles) + (len(self.blocks) if self.ic_bounds is not None else 0)
+
+    @property
+    def tiled_qop(self) -> QOp:
+        """The op with tiling's cut of its accumulation (input-channel groups, partial shift)."""
+        return self.qop.with_split(self.ic_bounds, self.partial_shift)
+
+
+@dataclass
+class FusedPool:
+    """The plan of a pool computed by the tiles of the convolution that produces its input."""
+
+    conv: TensorOpPlan
+    conv_index: int
+    n_cores = 0  # the convolution's tiles do the work
+
+    @property
+    def blocks(self) -> List[Block]:
+        return self.conv.blocks
+
+
+def input_rows(op, oh0: int, noh: int, in_h: int) -> Tuple[int, int]:
+    """Input rows [first, first + n) that output rows [oh0, oh0 + noh) read (clipped)."""
+    if isinstance(op, Add):
+        return oh0, noh
+    kh = op.weight.shape[2] if isinstance(op, Conv2D) else op.kernel[0]
+    sh, pt = op.stride[0], op.padding[0]
+    first = max(0, oh0 * sh - pt)
+    last = min(in_h, (oh0 + noh - 1) * sh - pt + kh)
+    return first, max(0, last - first)
+
+
+
+def overlapping(blocks: Sequence[Block], n_c: int, n_rows: int, in_h: int) -> int:
+    """Producer blocks a tile reading channels [0, n_c) and a band of n_rows input rows in the
+    middle of the tensor overlaps: its receive entries (the worst band, roughly)."""
+    h_lo = max(0, (in_h - n_rows) // 2)
+    return max(1, sum(1 for c0, nc, h0, nh in blocks
+                      if c0 < n_c and h0 < h_lo + n_rows and h0 + nh > h_lo))
+
+
+def _finish_bytes(qop: QOp, nc: int) -> int:
+    """Per-channel requantisation parameters and the activation table of a finishing core."""
+    return nc * CHANNEL_PARAM_BYTES + (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0)
+
+
+def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
+              n_ic: Optional[int] = None) -> Tuple[int, float]:
+    """(DTCM bytes, modelled cycles per sample) of a tile with nc channels x noh rows;
+    sources: the blocks of the producers of its input(s); n_ic: the input-channel group
+    of a convolution tile that sends partial sums (None: all channels, finished outputs)."""
+    op = qop.op
+    in_c, in_h, in_w = qop.in_shapes[0]
+    out_w = qop.out_shape[2]
+    out_pairs = nc * noh * ((out_w + 1) // 2)
+    if isinstance(op, Conv2D):
+        kh, kw = op.weight.shape[2:]
+        partial = n_ic is not None
+        k = op.channel_multiplier
+        n_ic = 1 if k else (in_c if n_ic is None else n_ic)  # input channels per output channel
+        # buffered input channels: depthwise, at most ceil((nc - 1) / k) + 1 (any phase of the first output)
+        n_buf = min(in_c, (nc + k - 2) // k + 1) if k else n_ic
+        nih = min(in_h, (noh - 1) * op.stride[0] + kh)
+        n_sources = overlapping(sources, n_buf, nih, in_h)
+        config = (CONV_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES + nc * 2 * ((n_ic * kh * kw + 1) // 2) * 2
+                  + (0 if partial else _finish_bytes(qop, nc)))
+        buffers = res.N_SLOTS * n_buf * nih * in_w * 2
+        macs = nc * noh * out_w * n_ic * kh * kw
+        cycles = macs * (res.CYCLES.mac + res.CYCLES.wide_mac) + nc * noh * out_w * res.CYCLES.output
+        in_values = n_buf * nih * in_w
+        if partial:  # one int32 partial sum per packet
+            out_pairs = nc * noh * out_w
+    elif isinstance(op, Pool2D):
+        kh, kw = op.kernel
+        nih = min(in_h, (noh - 1) * op.stride[0] + kh)
+        config = POOL_HEADER_BYTES + overlapping(sources, nc, nih, in_h) * TRX_ENTRY_BYTES + (kh * kw + 1) * 4
+        buffers = res.N_SLOTS * nc * nih * in_w * 2
+        cycles = nc * noh * out_w * (kh * kw * 2 + res.CYCLES.output)
+        in_values = nc * nih * in_w
+    else:
+        nih = noh
+        config = ADD_HEADER_BYTES + overlapping(sources, nc, noh, in_h) * TRX_ENTRY_BYTES
+        buffers = 2 * res.N_SLOTS * nc * noh * in_w * 2
+        cycles = nc * noh * out_w * res.CYCLES.output
+        in_values = 2 * nc * noh * in_w
+    counts = res.N_SLOTS * (nih * (2 if isinstance(op, Add) else 1) + 2) * 4
+    cycles += ((in_values + 1) // 2) * res.CYCLES.packet_in + out_pairs * res.CYCLES.packet_out
+    cycles += noh * res.CYCLES.compute
+    return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles
+
+
+def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float]:
+    """(DTCM bytes, modelled cycles per sample) of the reducer of an nc x noh output block
+    whose partial sums come from n_groups input-channel groups (int32 accumulators)."""
+    out_w = qop.out_shape[2]
+    values = nc * noh * out_w
+    config = REDUCE_HEADER_BYTES + n_groups * REDUCE_RX_BYTES + _finish_bytes(qop, nc)
+    buffers = res.N_SLOTS * values * 4 + res.N_SLOTS * (noh + 3) * 4
+    cycles = (n_groups * values * res.CYCLES.packet_in + values * res.CYCLES.output
+              + nc * noh * ((out_w + 1) // 2) * res.CYCLES.packet_out + noh * res.CYCLES.compute)
+    return config + buffers + res.DTCM_RESERVED_BYTES, cycles
+
+
+POOL_SECTION_BYTES = 15 * 4
+
+
+def fused_cost(conv: QOp, pool: QOp, nc: int, nph: int, sources: Sequence[Block]) -> Tuple[int, float]:
+    """(DTCM bytes, modelled cycles per sample) of a conv tile that computes the conv rows
+    nph rows of the pool's output need and sends the pooled rows only."""
+    conv_h, conv_w = conv.out_shape[1:]
+    pool_w = pool.out_shape[2]
+    kh, kw = pool.op.kernel
+    nch = min(conv_h, (nph - 1) * pool.op.stride[0] + kh)
+    dtcm, cycles = tile_cost(conv, nc, nch, sources)
+    dtcm += res.N_SLOTS * nc * nch * conv_w * 2 + POOL_SECTION_BYTES + (kh * kw + 1) * 4
+    cycles -= nc * nch * ((conv_w + 1) // 2) * res.CYCLES.packet_out
+    cycles += nc * nph * (pool_w * (kh * kw * 2 + res.CYCLES.output) + ((pool_w + 1) // 2) * res.CYCLES.packet_out)
+    return dtcm, cycles
+
+
+def plan_fused(conv: QOp, pool: QOp, sources: Sequence[Block], cycle_budget: Optional[float],
+               out_rows: Optional[int] = None) -> Optional[TensorOpPlan]:
+    """Channel groups x pool-row bands of a conv with its pool fused (fewest cores), or None
+    if no such tile fits."""
+    out_c, pool_h, _ = pool.out_shape
+    pool_h = pool_h if out_rows is None else out_rows
+    conv_h, in_h = conv.out_shape[1], conv.in_shapes[0][1]
+    best = _fewest_cores(out_c, pool_h, lambda nc, nph: _fits(fused_cost(conv, pool, nc, nph, sources),
+                                                              cycle_budget))
+    if best is None:
+        return None
+    _, groups, bands = best
+    p = pool.op
+    tiles = []
+    for c0, nc in _bounds(out_c, groups):
+        for ph0, nph in _bounds(pool_h, bands):
+            h0, nh = window_input_rows(ph0, nph, p.stride[0], p.padding[0], p.kernel[0], conv_h)
+            ih0, nih = input_rows(conv.op, h0, nh, in_h)
+            tiles.append(TensorTile(c0, nc, h0, nh, ih0, nih, ph0=ph0, nph=nph))
+    return TensorOpPlan(conv, tiles, pool=pool)
+
+
+def acc_bounds(qop: QOp) -> np.ndarray:
+    """Per output channel, the largest |accumulator| (without bias): sum|w| * 32768."""
+    return np.abs(qop.weight.astype(np.int64)).reshape(qop.weight.shape[0], -1).sum(1) * 32768
+
+
+def partial_shift(qop: QOp) -> int:
+    """Rounding shift that keeps every input-channel group's partial sum, and the reducer's
+    sum of them, inside int32: the full accumulator's bound over 2**shift stays below 2**30
+    (G rounded partials then add to less than 2**30 + G / 2)."""
+    return max(0, int(acc_bounds(qop).max()).bit_length() - 30)
+
+
+def _bounds(n: int, parts: int) -> List[Tuple[int, int]]:
+    cuts = [round(i * n / parts) for i in range(parts + 1)]
+    return [(a, b - a) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _fewest_cores(out_c: int, out_h: int, fits, per_block: int = 1) -> Optional[Tuple[int, int, int]]:
+    """(cores, channel groups, row bands) with the fewest cores whose nc x noh blocks
+    fits(nc, noh), each block taking per_block cores; None if none fits."""
+    best = None
+    for groups in range(1, out_c + 1):
+        nc = -(-out_c // groups)
+        for bands in range(1, out_h + 1):
+            if fits(nc, -(-out_h // bands)):
+                if best is None or groups * bands * per_block < best[0]:
+                    best = (groups * bands * per_block, groups, bands)
+                break  # more bands only cost more cores for this channel grouping
+        if best is not None and groups * per_block > best[0]:
+            break
+    return best
+
+
+def _fits(cost: Tuple[int, float], cycle_budget: Optional[float]) -> bool:
+    return cost[0] <= res.DTCM_BYTES and (cycle_budget is None or cost[1] <= cycle_budget)
+
+
+def plan_tensor_op(qop: QOp, sources: Sequence[Block], cycle_budget: Optional[float],
+                   out_rows: Optional[int] = None) -> TensorOpPlan:
+    """Channel groups x row bands with the fewest cores that fit DTCM and the cycle budget;
+    for a convolution that does not fit even one output channel x row per core, also
+    input-channel groups (partial sums and one reducer per output block). out_rows: the
+    output rows its readers read (default all): rows after them are not computed."""
+    out_c, out_h, _ = qop.out_shape
+    out_h = out_h if out_rows is None else out_rows
+    in_c, in_h = qop.in_shapes[0][:2]
+    best = _fewest_cores(out_c, out_h, lambda nc, noh: _fits(tile_cost(qop, nc, noh, sources), cycle_budget))
+    ic_bounds = None
+    op = qop.op
+    if best is None and isinstance(op, Conv2D) and op.groups == 1:
+        for n_groups in range(2, in_c + 1):
+            if best is not None and n_groups + 1 > best[0]:
+                break
+            n_ic = -(-in_c // n_groups)
+            if -(-in_c // n_ic) < n_groups:
+                continue  # the same group size as a smaller count
+            found = _fewest_cores(out_c, out_h, lambda nc, noh: (
+                _fits(tile_cost(qop, nc, noh, sources, n_ic), cycle_budget)
+                and _fits(reducer_cost(qop, nc, noh, n_groups), cycle_budget)), n_groups + 1)
+            if found is not None and (best is None or found[0] < best[0]):
+                best, ic_bounds = found, [b for b, _ in _bounds(in_c, n_groups)] + [in_c]
+    if best is None:
+        dtcm, cycles = tile_cost(qop, 1, 1, sources, 1 if isinstance(op, Conv2D) and op.groups == 1 else None)
+        limit = "DTCM" if dtcm > res.DTCM_BYTES else "cycle budget"
+        what = "one input channel x one output channel x one row" if isinstance(op, Conv2D) and op.groups == 1 \
+            else "one output channel x one row"
+        raise ResourceError(f"{qop.name}: even {what} needs {dtcm} bytes of DTCM "
+                            f"(limit {res.DTCM_BYTES}) and {cycles:.0f} cycles per sample: the {limit} is exceeded")
+    _, groups, bands = best
+    tiles = []
+    groups_ic = [(0, 0)] if ic_bounds is None else list(zip(ic_bounds[:-1], np.diff(ic_bounds).tolist()))
+    for c0, nc in _bounds(out_c, groups):
+        for h0, nh in _bounds(out_h, bands):
+            ih0, nih = input_rows(qop.op, h0, nh, in_h)
+            tiles += [TensorTile(c0, nc, h0, nh, ih0, nih, ic0, nic) for ic0, nic in groups_ic]
+    if ic_bounds is None:
+        return TensorOpPlan(qop, tiles)
+    return TensorOpPlan(qop, tiles, ic_bounds, partial_shift(qop))
