@@ -109,7 +109,7 @@ def run(json_path: Optional[str] = None) -> Dict[str, Any]:
     pred_spinn = logits_spinn.argmax(axis=1)
     resources = report.model_summary(ex)
     # int16 saturates beyond the range seen in calibration: count the test samples affected.
-    in_limit = report.programs(ex)[0]["input_scale"] * np.iinfo(np.int16).max
+    in_limit = report.programs(ex)[0].input_scale * np.iinfo(np.int16).max
     saturated = int((np.abs(x_test) > in_limit).any(axis=1).sum())
 
     figures: Dict[str, Any] = {

@@ -22,7 +22,7 @@ Per model (see benchmarks/common.py for the exact definitions):
 - pkts/inf, cores (incl. 2 live IO cores per offloaded function), max routing entries
   on one chip (of 1023): counted.
 - latency, throughput: MODELLED for a SpiNN-5 board (cycle model of the ARM968 cores
-  plus the 100 Mbit/s host link; see tvm_spinn/stats.py), not measured.
+  plus the 100 Mbit/s host link; see tvm_spinn/runtime/stats.py), not measured.
 - link: the throughput the 100 Mbit/s host Ethernet link alone allows, MODELLED.
 - bound: the board's compute bound, MODELLED::
 

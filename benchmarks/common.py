@@ -18,7 +18,7 @@ What every row holds (keys of the JSON rows):
 - packets_per_inference, cores, routing entries, saturated_inputs,
   macs_per_inference_counted (MACs the emulated kernels did): counted.
 - macs_per_inference: conv/dense MACs of the PyTorch model (:func:`count_macs`).
-- modelled_*: MODELLED for a SpiNN-5 board (tvm_spinn/stats.py), not measured.
+- modelled_*: MODELLED for a SpiNN-5 board (tvm_spinn/runtime/stats.py), not measured.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from tvm import relax  # noqa: E402
 
 import tvm_spinn  # noqa: E402
 from tvm_spinn import report  # noqa: E402
-from tvm_spinn import resources as res  # noqa: E402
+from tvm_spinn.tiling import resources as res  # noqa: E402
 
 # The board's compute bound: every application core doing nothing but MACs at the modelled rate.
 BOARD_MACS_PER_S = res.SPINN_5.app_cores * res.CLOCK_HZ / res.CYCLES.mac

@@ -11,7 +11,7 @@ def rng():
 @pytest.fixture
 def record_board_io(monkeypatch):
     """Record (program symbol, int16 input, int16 output) of every emulated board run."""
-    from tvm_spinn.emulator import EmulatedBoard
+    from tvm_spinn.runtime.emulator import EmulatedBoard
 
     calls = []
     original = EmulatedBoard.run

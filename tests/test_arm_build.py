@@ -65,7 +65,7 @@ def test_budget_comes_from_resources_without_tvm():
             "print(m.itcm_budget()); assert 'tvm' not in sys.modules and 'tvm_spinn' not in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    from tvm_spinn import resources as res
+    from tvm_spinn.tiling import resources as res
     assert int(proc.stdout) == res.ITCM_BYTES - res.ITCM_RUNTIME_BYTES
 
 

@@ -8,18 +8,28 @@ import textwrap
 import numpy as np
 import pytest
 
-from tvm_spinn import resources as res
-from tvm_spinn.codegen import make_program
-from tvm_spinn.decompose import NetworkPlan, plan_layer, plan_network, reference_forward
-from tvm_spinn.emulator import EmulatedBoard
+from dataclasses import replace
+
+from tvm_spinn.codegen.codegen import make_program
 from tvm_spinn.errors import EmulatorError
-from tvm_spinn.layers import DenseLayer
-from tvm_spinn.machine_graph import MappingResult
-from tvm_spinn.mapping import map_graph
-from tvm_spinn.mapping.routes import trace_route
-from tvm_spinn.program import build_machine_graph
-from tvm_spinn.quantize import quantize_network
+from tvm_spinn.graph import OpGraph
+from tvm_spinn.graph.ops import DenseLayer
+from tvm_spinn.machine.builder import build_machine_graph
+from tvm_spinn.machine.graph import MappingResult
+from tvm_spinn.machine.mapping import map_graph
+from tvm_spinn.machine.mapping.routes import trace_route
+from tvm_spinn.quantization import graph_reference, quantize_graph
 from tvm_spinn.runtime import integer_reference
+from tvm_spinn.runtime.emulator import EmulatedBoard
+from tvm_spinn.tiling import resources as res
+from tvm_spinn.tiling.dense import plan_layer
+from tvm_spinn.tiling.planner import GraphPlan, plan_graph
+
+
+def reference_forward(plan, x_q):
+    """The integer reference of a tiled dense chain: int16 (n, out) from int16 x_q."""
+    (y,) = graph_reference(plan.tiled_ops(), [x_q], plan.qgraph.input_shapes, plan.qgraph.outputs)
+    return y.reshape(y.shape[0], -1)
 
 
 def _network(seed, sizes, acts, tiling=None, board=res.SPINN_5):
@@ -28,11 +38,11 @@ def _network(seed, sizes, acts, tiling=None, board=res.SPINN_5):
                          rng.normal(0, 0.2, n).astype(np.float32) if i % 2 == 0 else None, act, f"d{i}")
               for i, (k, n, act) in enumerate(zip(sizes[:-1], sizes[1:], acts))]
     calib = rng.normal(size=(200, sizes[0])).astype(np.float32)
-    q = quantize_network(layers, calib)
+    q = quantize_graph(OpGraph(layers, [(1, 1, sizes[0])]), calib)
     if tiling is None:
-        plan = plan_network(q, board)
+        plan = plan_graph(q, board)
     else:
-        plan = NetworkPlan(q, [plan_layer(l, r, c) for l, (r, c) in zip(q.layers, tiling)], board)
+        plan = GraphPlan(q, [plan_layer(l, r, c) for l, (r, c) in zip(q.ops, tiling)], board, None)
     layout = build_machine_graph(plan)
     program = make_program("test", plan, layout, map_graph(layout.spec))
     return plan, program, q, rng
@@ -74,16 +84,16 @@ def test_link_counts_match_an_independent_route_tracer(tiled):
     board = EmulatedBoard(program)
     board.reset_counters()
     board.run(q.quantize_input(rng.normal(size=(n, 37)).astype(np.float32)))
-    mapping = MappingResult(program["placements"], {}, program["routing_tables"], {}, program["chips"],
-                            program["links"], 17, 1023)
+    mapping = MappingResult(program.placements, {}, program.routing_tables, {}, program.chips,
+                            program.links, 17, 1023)
     counters = board.core_counters()
     expected = 0
-    keys = {c["label"]: int(c["config"][5] if c["kind"] == 1 else c["config"][3]) for c in program["cores"]}
+    keys = {c.label: int(c.config[5] if c.kind == 1 else c.config[3]) for c in program.cores}
     for label, key in keys.items():
-        cores, links = trace_route(mapping, program["placements"][label][:2], key)
+        cores, links = trace_route(mapping, program.placements[label][:2], key)
         assert cores, f"{label}'s packets reach no core"
         expected += counters[label]["packets_out"] * len(links)
-    in_cores, in_links = trace_route(mapping, tuple(program["input"]["chip"]), program["input"]["key"])
+    in_cores, in_links = trace_route(mapping, tuple(program.input.chip), program.input.key)
     expected += n * ((37 + 1) // 2) * len(in_links)
     _, links = board.router_counters()
     assert int(links.sum()) == expected
@@ -92,21 +102,19 @@ def test_link_counts_match_an_independent_route_tracer(tiled):
 
 def test_a_missing_routing_entry_is_an_error_not_wrong_numbers(tiled):
     plan, program, q, rng = tiled
-    broken = dict(program)
-    chip = tuple(program["input"]["chip"])
-    table = program["routing_tables"][chip]
-    key = program["input"]["key"]
-    broken["routing_tables"] = dict(program["routing_tables"])
-    broken["routing_tables"][chip] = table[(key & table[:, 1]) != table[:, 0]]
+    chip = tuple(program.input.chip)
+    table = program.routing_tables[chip]
+    key = program.input.key
+    broken = replace(program, routing_tables=dict(program.routing_tables))
+    broken.routing_tables[chip] = table[(key & table[:, 1]) != table[:, 0]]
     with pytest.raises(EmulatorError, match="matches no routing entry"):
         EmulatedBoard(broken).run(q.quantize_input(rng.normal(size=(2, 37)).astype(np.float32)))
 
 
 def test_a_corrupt_config_region_is_rejected(tiled):
     plan, program, q, rng = tiled
-    broken = dict(program)
-    broken["cores"] = [dict(c) for c in program["cores"]]
-    broken["cores"][0]["config"] = program["cores"][0]["config"][:8]  # truncated region
+    broken = replace(program, cores=[replace(c) for c in program.cores])
+    broken.cores[0].config = program.cores[0].config[:8]  # truncated region
     with pytest.raises(EmulatorError, match="rejected its config"):
         EmulatedBoard(broken)
 
@@ -116,8 +124,8 @@ def test_no_undefined_behaviour_under_ubsan(tmp_path):
     script = textwrap.dedent("""
         import numpy as np
         from tests.test_emulator import _network
-        from tvm_spinn.emulator import EmulatedBoard
-        from tvm_spinn.decompose import reference_forward
+        from tvm_spinn.runtime.emulator import EmulatedBoard
+        from tests.test_emulator import reference_forward
         plan, program, q, rng = _network(11, [41, 33, 10, 6], ["relu", "sigmoid", "tanh"],
                                          tiling=[(2, 3), (1, 2), (1, 1)])
         x_q = np.concatenate([q.quantize_input(rng.normal(size=(100, 41)).astype(np.float32) * 3),

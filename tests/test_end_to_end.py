@@ -13,7 +13,7 @@ import tvm
 from tvm import relax
 
 import tvm_spinn
-from tvm_spinn.extract import extract_layers
+from tvm_spinn.graph.extract import extract_graph
 from tvm_spinn.partition import offloaded_functions
 
 L = torch.nn.Linear
@@ -59,18 +59,18 @@ def check_functions(vm, calls, mod):
         seen += 1
         program = ex.program
         np.testing.assert_array_equal(y_q, tvm_spinn.integer_reference(program, x_q))
-        layers = extract_layers(funcs[ex.symbol])
-        x = x_q.astype(np.float64) * program["input_scale"]
+        layers = extract_graph(funcs[ex.symbol]).ops
+        x = x_q.astype(np.float64) * program.input_scale
         y_float = x.astype(np.float32)
         for layer in layers:
             y_float = layer.forward(y_float)
-        err = np.abs(y_q.astype(np.float64) * program["output_scale"] - y_float)
-        assert np.all(err <= program["error_bound"] + 1e-6), (ex.symbol, err.max(), program["error_bound"].max())
+        err = np.abs(y_q.astype(np.float64) * program.output_scale - y_float)
+        assert np.all(err <= program.error_bound + 1e-6), (ex.symbol, err.max(), program.error_bound.max())
         # The worst-case bound can be loose; the measured error must also be small: 0.1% of
         # the output range (about 1e-4 is typical).
         assert err.max() <= 1e-3 * np.abs(y_float).max(), (ex.symbol, err.max(), np.abs(y_float).max())
         # Error entering from the previous function (through the host softmax) plus this one's.
-        tol_out = float(program["error_bound"].max()) + lipschitz(layers) * tol_in
+        tol_out = float(program.error_bound.max()) + lipschitz(layers) * tol_in
         tol_in = np.expm1(2 * tol_out)  # softmax: |d p| <= exp(2 max|d z|) - 1
     assert seen == len(tvm_spinn.executors(vm))
     return tol_in
@@ -98,8 +98,8 @@ def test_thesis_models_bit_exact_and_close_to_llvm(make_model, k, random_inputs,
     assert (y.argmax(1) == y_llvm.argmax(1)).mean() >= 0.97
     # All offloaded functions of the model share one board, each core used once.
     programs = [e.program for e in tvm_spinn.executors(vm)]
-    assert all(set(p["board_functions"]) == {q["symbol"] for q in programs} for p in programs)
-    cores = [c["placement"] for p in programs for c in p["cores"]]
+    assert all(set(p.board_functions) == {q.symbol for q in programs} for p in programs)
+    cores = [c.placement for p in programs for c in p.cores]
     assert len(cores) == len(set(cores))
 
 
@@ -119,8 +119,8 @@ def test_large_layers(hidden, random_inputs, record_board_io):
     y_llvm = llvm_reference(mod, x)
     assert np.abs(y - y_llvm).max() <= min(tol, 2e-3 * np.abs(y_llvm).max())
     program = tvm_spinn.executors(vm)[0].program
-    first = program["layers"][0]
-    assert first["row_tiles"] * first["col_tiles"] > 1, "a layer bigger than a core must be cut"
+    first = program.layers[0]
+    assert first.row_tiles * first.col_tiles > 1, "a layer bigger than a core must be cut"
 
 
 def test_digits_accuracy_int16_close_to_float():
@@ -164,7 +164,7 @@ def test_symbolic_batch(batch, small_model_and_ex):
     assert y.shape == (batch, 5)
     program = tvm_spinn.executors(vm)[0].program
     np.testing.assert_array_equal(
-        np.round(y / program["output_scale"]).astype(np.int16), tvm_spinn.integer_reference(program, x))
+        np.round(y / program.output_scale).astype(np.int16), tvm_spinn.integer_reference(program, x))
     assert tvm_spinn.statistics(vm).samples == batch
 
 

@@ -8,9 +8,9 @@ from tvm import relax
 
 import tvm_spinn
 from tvm_spinn import zoo
-from tvm_spinn.extract import extract_network, input_shape
+from tvm_spinn.graph.extract import extract_network, input_shape
 from tvm_spinn.partition import offloaded_functions
-from tvm_spinn.tensor_net import float_forward
+from tvm_spinn.graph.network import float_forward
 
 MODELS = {
     "conv1d_small": (zoo.Conv1DSmall, (4, 64)),
@@ -40,16 +40,16 @@ def test_cnn_bit_exact_and_within_tolerance_of_llvm(name, record_board_io):
     executors = tvm_spinn.executors(vm)
     assert len(executors) == 1, "the whole network must be one offloaded function"
     program = executors[0].program
-    assert "ops" in program and any(op["kind"] == "Conv2D" for op in program["ops"])
+    assert any(op.kind == "Conv2D" for op in program.ops)
     (board, x_q, y_q), = [c for c in record_board_io if c[0] is executors[0].board]
     np.testing.assert_array_equal(y_q, tvm_spinn.integer_reference(program, x_q))
     # The offloaded function against its own float ops: within the stated bound.
     func = next(iter(offloaded_functions(tvm_spinn.partition_for_spinnaker(mod, convolutions=True)).values()))
     ops = extract_network(func)
-    x_in = (x_q.astype(np.float64) * program["input_scale"]).reshape((-1,) + input_shape(func))
+    x_in = (x_q.astype(np.float64) * program.input_scale).reshape((-1,) + input_shape(func))
     y_float = float_forward(ops, x_in.astype(np.float32))[-1].reshape(len(x), -1)
-    bound = float(program["error_bound"].max())
-    err = np.abs(y_q * program["output_scale"] - y_float).max()
+    bound = float(program.error_bound.max())
+    err = np.abs(y_q * program.output_scale - y_float).max()
     assert err <= bound
     # The worst-case bound compounds through deep networks until it says nothing (ResNet-8:
     # ~2e4 against outputs below 1), so the measured error must also be small: 0.1% of the
@@ -63,7 +63,7 @@ def test_cnn_bit_exact_and_within_tolerance_of_llvm(name, record_board_io):
     assert (y.argmax(1) == y_llvm.argmax(1)).mean() >= 0.97
     stats = tvm_spinn.statistics(vm)
     assert stats.cores <= 808 and stats.packets_per_inference > 0
-    split = [op for op in program["ops"] if op.get("col_tiles", 1) > 1 and op["kind"] == "Conv2D"]
+    split = [op for op in program.ops if op.n_splits > 1 and op.kind == "Conv2D"]
     assert bool(split) == name.startswith("wide_"), "only convs too big for a core are cut by input channels"
 
 
@@ -89,7 +89,7 @@ def test_digits_cnn_accuracy_int16_close_to_float():
     float_acc = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
     ex = tvm_spinn.build(tvm_spinn.from_torch(model, (xt[:2],)), calibration=x_train[:300])
     vm, y = run(ex, x_test)
-    assert "ops" in tvm_spinn.executors(vm)[0].program
+    assert any(op.kind == "Conv2D" for op in tvm_spinn.executors(vm)[0].program.ops)
     int16_acc = (y.argmax(1) == y_test).mean()
     assert float_acc > 0.9
     assert abs(int16_acc - float_acc) <= 0.005, (float_acc, int16_acc)

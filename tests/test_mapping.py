@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tvm_spinn.errors import MappingError
-from tvm_spinn.machine_graph import (
+from tvm_spinn.machine.graph import (
     FIX_KEY,
     FIX_MASK,
     INPUT,
@@ -20,8 +20,8 @@ from tvm_spinn.machine_graph import (
     MappingResult,
     VertexSpec,
 )
-from tvm_spinn.mapping import map_graph, trace_route
-from tvm_spinn.mapping.routes import check_router_tables
+from tvm_spinn.machine.mapping import map_graph, trace_route
+from tvm_spinn.machine.mapping.routes import check_router_tables
 
 BINARY = "dense_tile.aplx"
 N_HEADER = 3  # config words before the (key, mask) pairs
@@ -222,7 +222,7 @@ def test_trace_route_default_routing_first_match_and_limits():
 
 
 def test_router_overflow_message_names_the_chip():
-    from tvm_spinn.mapping import _error_from_worker
+    from tvm_spinn.machine.mapping import _error_from_worker
 
     stderr = (
         'noise\nTVM_SPINN_ERROR router {"message": "m", "chips": [[3, 4, 1100]]}\nTraceback ...\n'

@@ -6,11 +6,22 @@ import tvm
 from tvm import relax, tirx
 
 from tvm_spinn.errors import UnsupportedError
-from tvm_spinn.extract import extract_layers, function_signature
 from tvm_spinn.frontend import from_torch
+from tvm_spinn.graph.extract import extract_graph
 from tvm_spinn.partition import offloaded_functions, partition_for_spinnaker, pattern_names
 
 nn = torch.nn
+
+
+def extract_layers(func):
+    """The dense layers of an offloaded function: the ops of its operator graph."""
+    return extract_graph(func).ops
+
+
+def function_signature(func):
+    """(in_features, out_features) of an offloaded function, from its operator graph."""
+    graph = extract_graph(func)
+    return int(np.prod(graph.input_shapes[0])), int(np.prod(graph.shapes()[graph.outputs[0]]))
 
 
 def _partition(model, *inputs, **kw):
@@ -88,7 +99,7 @@ class BoardFilling(nn.Module):
 def test_patterns_registered_once():
     import importlib
 
-    import tvm_spinn.partition as p
+    import tvm_spinn.partition.patterns as p
 
     before = pattern_names()
     importlib.reload(p)
@@ -304,5 +315,5 @@ def test_branching_subgraph_is_rejected_by_extract():
     # MergeCompositeFunctions puts all three in one function with two outputs.
     (func,) = offloaded_functions(mod).values()
     assert len(_composites(func)) == 3
-    with pytest.raises(UnsupportedError, match="not a single chain"):
+    with pytest.raises(UnsupportedError, match="several outputs"):
         extract_layers(func)

@@ -7,9 +7,9 @@ import tvm
 from tvm import relax, tirx
 
 from tvm_spinn.errors import UnsupportedError
-from tvm_spinn.extract import extract_layers, extract_network, forward_network, input_shape
+from tvm_spinn.graph.extract import extract_graph, extract_network, forward_network, input_shape
 from tvm_spinn.frontend import from_torch
-from tvm_spinn.layers import NETWORK_INPUT, Add, Conv2D, DenseLayer, Flatten, Pool2D
+from tvm_spinn.graph.ops import NETWORK_INPUT, Add, Conv2D, DenseLayer, Flatten, Pool2D
 from tvm_spinn.partition import fold_batch_norm, offloaded_functions, partition_for_spinnaker
 
 from tvm_spinn.zoo import BoardFillingCNN, Conv1DSmall, LeNet5, PoolNet1D, ResNet8, randomize_bn
@@ -186,7 +186,7 @@ def test_default_offloads_only_dense():
     func = _single(mod)
     assert _composites(func) == ["spinnaker.dense_bias_relu", "spinnaker.dense_bias_relu",
                                  "spinnaker.dense_bias"]
-    assert extract_layers(func)[0].in_features == 400
+    assert extract_graph(func).ops[0].in_features == 400
     host = _host_ops(mod)
     assert host.count("relax.nn.conv2d") == 2 and host.count("relax.nn.max_pool2d") == 2
     assert "relax.reshape" in host and "relax.zeros_like" in host  # the importer's form untouched

@@ -3,13 +3,33 @@ kernels rely on (int32 blocks, partial-sum shifts), and the stated error bound."
 import numpy as np
 import pytest
 
-from tvm_spinn import resources as res
-from tvm_spinn.decompose import (INT32_MAX, X_MAX, NetworkPlan, accumulation_block, plan_layer, plan_network,
-                                 reference_forward)
 from tvm_spinn.errors import CalibrationError, ResourceError
-from tvm_spinn.layers import DenseLayer
-from tvm_spinn.quantize import (Q_MAX, TANH_TABLE_ERROR_LSB, activate, error_bound, quantize_network,
-                                round_shift, tanh_q, tanh_table)
+from tvm_spinn.graph import OpGraph, float_forward
+from tvm_spinn.graph.ops import DenseLayer
+from tvm_spinn.quantization import error_bound, graph_reference, quantize_graph
+from tvm_spinn.quantization.fixed_point import Q_MAX, TANH_TABLE_ERROR_LSB, activate, round_shift, tanh_q, tanh_table
+from tvm_spinn.tiling import resources as res
+from tvm_spinn.tiling.dense import INT32_MAX, X_MAX, accumulation_block, plan_layer
+from tvm_spinn.tiling.planner import GraphPlan, plan_graph
+
+
+def quantize_network(layers, calibration):
+    """A chain of dense layers quantised by the one quantiser."""
+    return quantize_graph(OpGraph(list(layers), [(1, 1, layers[0].in_features)]), calibration)
+
+
+def reference_forward(plan, x_q):
+    (y,) = graph_reference(plan.tiled_ops(), [x_q], plan.qgraph.input_shapes, plan.qgraph.outputs)
+    return y.reshape(y.shape[0], -1)
+
+
+def dequantize_output(q, y):
+    return y.astype(np.float32) * np.float32(q.output_scale)
+
+
+def float_result(q, x):
+    y = float_forward([o.op for o in q.ops], x.reshape((-1,) + q.input_shape))[q.outputs[0]]
+    return y.reshape(y.shape[0], -1)
 
 
 def test_tanh_table_error_over_every_int16_input():
@@ -41,7 +61,7 @@ def _layer(rng, k, n, act="none", scale=1.0):
 
 def test_requantisation_multiplier_is_precise_and_in_range(rng):
     q = quantize_network([_layer(rng, 784, 300, "relu")], rng.normal(size=(200, 784)))
-    layer = q.layers[0]
+    layer = q.ops[0]
     m_true = layer.in_scale * layer.weight_scale / layer.target_scale
     m_used = layer.multiplier * 2.0 ** -layer.shift.astype(float)
     assert np.all(np.abs(m_used / m_true - 1) < 2.0 ** -(layer.m_bits - 1))
@@ -62,7 +82,7 @@ def test_accumulation_block_proof_holds_for_the_worst_input(rng):
 
 def test_partial_shift_keeps_partial_sums_in_int32(rng):
     q = quantize_network([_layer(rng, 3000, 16)], rng.normal(size=(50, 3000)))
-    lp = plan_layer(q.layers[0], 1, 2)
+    lp = plan_layer(q.ops[0], 1, 2)
     for c0, c1 in zip(lp.col_bounds[:-1], lp.col_bounds[1:]):
         worst = np.abs(lp.layer.weight[:, c0:c1].astype(np.int64)).sum(axis=1).max() * X_MAX
         assert (worst + (1 << max(lp.partial_shift - 1, 0))) >> lp.partial_shift < 2 ** 31
@@ -74,16 +94,16 @@ def test_error_bound_holds_and_errors_are_small(rng):
     calib = rng.uniform(-2, 2, size=(300, 100)).astype(np.float32)
     q = quantize_network(layers, calib)
     # Column tiles (partial sums + reducers) and odd-sized row tiles in every layer.
-    plan = NetworkPlan(q, [plan_layer(layer, 3, 3) for layer in q.layers], res.SPINN_5)
-    bound = error_bound(q, [lp.partial_shift for lp in plan.layers], [lp.n_col_tiles for lp in plan.layers])
+    plan = GraphPlan(q, [plan_layer(layer, 3, 3) for layer in q.ops], res.SPINN_5, None)
+    (bound,) = error_bound(plan.tiled_ops(), q.input_scales, q.input_max_abs, q.outputs)
     # The bound's premise: every tensor stays inside its calibrated range.
-    y = q.dequantize_output(reference_forward(plan, q.quantize_input(calib)))
-    err = np.abs(y - q.float_forward(calib))
+    y = dequantize_output(q, reference_forward(plan, q.quantize_input(calib)))
+    err = np.abs(y - float_result(q, calib))
     assert np.all(err <= bound)
-    assert err.max() < 0.01 * np.abs(q.float_forward(calib)).max()
+    assert err.max() < 0.01 * np.abs(float_result(q, calib)).max()
     # New samples may exceed a calibrated range and saturate there; the rest stay accurate.
     x = rng.uniform(-2, 2, size=(500, 100)).astype(np.float32)
-    err = np.abs(q.dequantize_output(reference_forward(plan, q.quantize_input(x))) - q.float_forward(x))
+    err = np.abs(dequantize_output(q, reference_forward(plan, q.quantize_input(x))) - float_result(q, x))
     assert np.median(err) < 1e-3 and np.mean(err <= bound) > 0.99
 
 
@@ -100,6 +120,6 @@ def test_calibration_errors(rng):
 def test_too_big_for_the_board_names_the_layer(rng):
     layers = [DenseLayer(np.ones((2048, 4096), np.float32), None, "relu", "big (4096->2048)")] * 5
     q = quantize_network(layers[:1], rng.normal(size=(4, 4096)))
-    q.layers = q.layers * 5
+    q.ops = q.ops * 5
     with pytest.raises(ResourceError, match=r"too big for the board.*big \(4096->2048\)"):
-        plan_network(q, board=res.SPINN_5)
+        plan_graph(q, board=res.SPINN_5)

@@ -1,6 +1,6 @@
 """The tensor kernels (conv, pool, add tiles; c_runtime/kernels/*_tile.c; conv reduce tiles,
 conv_reduce.c, finishing convolutions split by input channels) in the board emulator, bit
-for bit against the numpy references of tvm_spinn.tensor_configs, the references against
+for bit against the numpy references of tvm_spinn.quantization.reference, the references against
 float torch, row streaming at packet level, config rejection and undefined-behaviour
 checking.
 
@@ -12,21 +12,23 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
 
-from tvm_spinn.emulator import EmulatedBoard
+from tvm_spinn.runtime.emulator import EmulatedBoard
 from tvm_spinn.errors import EmulatorError
-from tvm_spinn.quantize import round_shift
-from tvm_spinn.tensor_configs import (AVG_RECIP_SHIFT, CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, FIX_SELF,
-                                      add_config, add_reference, avg_recip, avg_recip_errors, block_key_layout,
-                                      block_n_keys, conv_accumulators, conv_config, conv_reduce_config,
-                                      conv_reference, depthwise_inputs, partial_key_layout, pool_config, pool_reference, trx_entry,
-                                      window_input_rows, window_output_size)
+from tvm_spinn.quantization.fixed_point import round_shift
+from tvm_spinn.graph.windows import window_input_rows, window_output_size
+from tvm_spinn.machine.configs.tensor import (CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, FIX_SELF, add_config,
+                                              block_key_layout, block_n_keys, conv_config, conv_reduce_config,
+                                              depthwise_inputs, partial_key_layout, pool_config, trx_entry)
+from tvm_spinn.program import BoardProgram, CoreProgram, InputEnd, OutputEnd
+from tvm_spinn.quantization.fixed_point import AVG_RECIP_SHIFT, avg_recip, avg_recip_errors
+from tvm_spinn.quantization.reference import add_reference, conv_accumulators, conv_reference, pool_reference
 
 N_SLOTS = 4
 OUTPUT_P = 17
@@ -95,12 +97,12 @@ class ProgramBuilder:
         for word, what, ref in fixups:
             src = self.producers[label if ref == FIX_SELF else sources[ref]]
             config[word] = src.key if what == "key" else src.mask
-        self.cores.append({"label": label, "kind": kind, "placement": (0, 0, p), "config": config})
+        self.cores.append(CoreProgram(label, kind, (0, 0, p), config))
         for s in sources:
             self.routes[s].add(p)
         return p
 
-    def program(self, in_shape: Tuple[int, int, int], out_tensor: str, out_shape: Tuple[int, int, int]) -> dict:
+    def program(self, in_shape: Tuple[int, int, int], out_tensor: str, out_shape: Tuple[int, int, int]) -> BoardProgram:
         inp = self.producers["input"]
         C, H, W = out_shape
         rx = []
@@ -115,14 +117,12 @@ class ProgramBuilder:
             route = sum(1 << (6 + c) for c in cores)
             assert route, f"{label}'s packets go nowhere"
             table.append([p.key, p.mask, route])
-        return {
-            "chips": [(0, 0)], "links": {}, "routing_tables": {(0, 0): np.array(table, np.uint32)},
-            "cores": self.cores, "n_slots": N_SLOTS,
-            "in_features": int(np.prod(in_shape)), "out_features": int(np.prod(out_shape)),
-            "input": {"chip": (0, 0), "key": inp.key, "slot_shift": inp.shifts[0], "c_shift": inp.shifts[1],
-                      "h_shift": inp.shifts[2], "shape": tuple(in_shape)},
-            "output": {"placement": (0, 0, OUTPUT_P), "rx": np.array(rx, np.uint32), "trx": True},
-        }
+        return BoardProgram(
+            chips=[(0, 0)], links={}, routing_tables={(0, 0): np.array(table, np.uint32)},
+            cores=self.cores, n_slots=N_SLOTS,
+            in_features=int(np.prod(in_shape)), out_features=int(np.prod(out_shape)),
+            input=InputEnd((0, 0), inp.key, inp.shifts[0], inp.shifts[1], inp.shifts[2], tuple(in_shape)),
+            output=OutputEnd((0, 0, OUTPUT_P), np.array(rx, np.uint32), trx=True))
 
 
 def cuts(n: int, parts: int, rng: np.random.Generator, must: Sequence[int] = ()) -> List[int]:
@@ -334,7 +334,7 @@ def test_conv_tiles_match_the_reference_bit_for_bit(case):
     np.testing.assert_array_equal(y, ref)
     assert 0 < np.mean((ref != 32767) & (ref != -32768))  # not all saturated
     if groups == C > 1 and OC > C:  # depthwise with a channel multiplier: some tile starts off phase 0
-        assert any(c["config"][7] % c["config"][18] for c in b.cores)
+        assert any(c.config[7] % c.config[18] for c in b.cores)
     # the cycle-model counters: every tile's MACs are the valid window positions
     counters = board.core_counters()
     ones = np.ones((1, C, H, W), np.int16)
@@ -369,7 +369,7 @@ def acc_bound(w_q) -> int:
 
 
 def planner_shift(w_q) -> int:
-    """The rounding shift the planner picks (tvm_spinn.decompose_conv.partial_shift)."""
+    """The rounding shift the planner picks (tvm_spinn.tiling.tensor.partial_shift)."""
     return max(0, acc_bound(w_q).bit_length() - 30)
 
 
@@ -875,7 +875,7 @@ def test_conv_reduce_recovers_its_slot_after_a_failed_send():
     b.producer("input", "x", (0, C, 0, H, 0, W))
     add_split_conv_tiles(b, "split", "x", (C, H, W), w, bias, mult, shift, (1, 1), (1, 1, 1, 1), "relu", ic_bounds,
                          p, 1, 1, "y")
-    cfg = np.ascontiguousarray(next(c["config"] for c in b.cores if c["label"] == "split_0_0"), np.uint32)
+    cfg = np.ascontiguousarray(next(c.config for c in b.cores if c.label == "split_0_0"), np.uint32)
     out, groups = b.producers["split_0_0"], [b.producers[f"split_0_0_g{g}"] for g in range(2)]
     x = random_input(rng, 3, (C, H, W))
     ref = conv_reference(x, w, bias, mult, shift, 1, 1, 1, "relu", ic_bounds=ic_bounds, partial_shift=p)
@@ -943,7 +943,7 @@ def test_fused_pool_conv_tiles_match_the_reference_bit_for_bit(case):
         b.producer("input", "x", (0, C, 0, H, 0, W))
         shape = add_conv_tiles(b, "fused", "x", (C, H, W), w, bias, mult, shift, stride, pads, groups, act, ocp,
                                php, "y", pool=pool)
-        assert all(c["config"][25] == 2 for c in b.cores)
+        assert all(c.config[25] == 2 for c in b.cores)
         board = EmulatedBoard(b.program((C, H, W), "y", shape))
         x = random_input(rng, 7, (C, H, W))
         y = board.run(x).reshape((-1,) + shape)
@@ -955,7 +955,7 @@ def test_fused_pool_conv_tiles_match_the_reference_bit_for_bit(case):
         ones = np.ones((1, C, H, W), np.int16)
         valid = conv_accumulators(ones, np.ones((OC, C // groups) + k, np.int16), stride, pads, groups)[0]
         OW = valid.shape[2]
-        tiles = [(int(c["config"][7]), int(c["config"][8]), int(c["config"][9]), int(c["config"][10]))
+        tiles = [(int(c.config[7]), int(c.config[8]), int(c.config[9]), int(c.config[10]))
                  for c in b.cores]  # oc0, n_oc, oh0, n_oh
         assert sum(c["macs"] for c in counters.values()) == \
             sum(int(valid[o0:o0 + no, h0:h0 + nh].sum()) for o0, no, h0, nh in tiles) * len(x)
@@ -1014,10 +1014,10 @@ def test_fused_pool_rows_stream_out_as_their_conv_rows_complete(case, row_bounds
     x = random_input(rng, 4, (C, H, W))
     ref = _fused_reference(case, x, *params, pool, shape)
     early = 0
-    for label, core in zip([c["label"] for c in b.cores], b.cores):
+    for label, core in zip([c.label for c in b.cores], b.cores):
         tile = b.producers[label]
         oc0, n_oc, ph0, n_ph = tile.block[:4]
-        oh0, n_oh = int(core["config"][9]), int(core["config"][10])
+        oh0, n_oh = int(core.config[9]), int(core.config[10])
         per_row = n_oc * ((shape[2] + 1) // 2)
         conv_needs = _window_needs(oh0, n_oh, stride[0], pads[0], k[0], H)
         # the pool rows' last conv rows (+ 1, local)
@@ -1062,7 +1062,7 @@ def test_fused_pool_recovers_its_slot_after_a_failed_send(fail_at):
     rng = np.random.default_rng(29)
     _, b, inp, params, pool, shape = _fused_tile(rng, case, slack=False)
     tile = b.producers["fused_0_0"]
-    cfg = b.cores[0]["config"]
+    cfg = b.cores[0].config
     x = random_input(rng, 3, (C, H, W))
     ref = _fused_reference(case, x, *params, pool, shape)
     n_packets = OC * shape[1] * ((shape[2] + 1) // 2)
@@ -1112,13 +1112,13 @@ def _one_conv_program(rng, **over):
 def test_corrupt_tensor_configs_are_rejected(word, value):
     rng = np.random.default_rng(1)
     program = _one_conv_program(rng)
-    core = dict(program["cores"][0])
-    cfg = core["config"].copy()
+    core = replace(program.cores[0])
+    cfg = core.config.copy()
     cfg[word] = value
     if word == 18:
         cfg[8] = 1  # depthwise with n_oc != n_ic
-    core["config"] = cfg
-    program["cores"] = [core] + program["cores"][1:]
+    core.config = cfg
+    program.cores = [core] + program.cores[1:]
     with pytest.raises(EmulatorError, match="rejected its config"):
         EmulatedBoard(program)
 
@@ -1135,15 +1135,15 @@ def test_truncated_configs_of_every_kind_are_rejected():
     for mode in ("avg", "max"):  # conv tiles with a fused pool: cut in the recip table, in the pool section
         add_conv_tiles(b, f"fused_{mode}", "x", (2, 6, 6), w, bias, mult, shift, (1, 1), (1, 1, 1, 1), 1, "sigmoid", 1,
                        1, f"f_{mode}", pool=((3, 3), (2, 2), (1, 1, 1, 1), mode, False, True))
-    assert sum(c["config"][25] == 2 for c in b.cores if c["kind"] == CORE_CONV) == 2
+    assert sum(c.config[25] == 2 for c in b.cores if c.kind == CORE_CONV) == 2
     for core in b.cores:
-        for cut in (0, 5, len(core["config"]) - 1):
-            bad = dict(core, config=core["config"][:cut])
+        for cut in (0, 5, len(core.config) - 1):
+            bad = replace(core, config=core.config[:cut])
             with pytest.raises(EmulatorError, match="rejected its config"):
-                EmulatedBoard({"chips": [(0, 0)], "links": {}, "routing_tables": {}, "cores": [bad],
-                               "n_slots": N_SLOTS, "in_features": 1, "out_features": 1,
-                               "input": {"chip": (0, 0), "key": 0, "slot_shift": 1},
-                               "output": {"placement": (0, 0, 17), "rx": np.zeros(5, np.uint32)}})
+                EmulatedBoard(BoardProgram(chips=[(0, 0)], links={}, routing_tables={}, cores=[bad],
+                                           n_slots=N_SLOTS, in_features=1, out_features=1,
+                                           input=InputEnd((0, 0), 0, 1),
+                                           output=OutputEnd((0, 0, 17), np.zeros(5, np.uint32))))
 
 
 def test_encoders_refuse_inconsistent_tiles():
@@ -1193,17 +1193,17 @@ def test_depthwise_multiplier_tiles_are_checked():
     x = random_input(rng, 3, (C, H, W))
     ref = conv_reference(x, wq, bias, mult, shift, 1, 1, C, "none")
     np.testing.assert_array_equal(EmulatedBoard(program).run(x).reshape((-1,) + shape), ref)
-    core = program["cores"][0]
-    assert list(core["config"][[1, 4, 7, 8, 18]]) == [3, 0, 0, 6, 2]
+    core = program.cores[0]
+    assert list(core.config[[1, 4, 7, 8, 18]]) == [3, 0, 0, 6, 2]
     for word, value in [(18, 1),         # x1: 6 outputs read 6 channels
                         (18, 3),         # x3: 6 outputs read 2 channels
                         (18, 0x10000),   # beyond SPINN_MAX_DIM
                         (7, 1),          # outputs [1, 7) read 4 channels
                         (7, 2)]:         # oc0 = 2 is not in input channel ic0 = 0's outputs [0, 2)
-        cfg = core["config"].copy()
+        cfg = core.config.copy()
         cfg[word] = value
         with pytest.raises(EmulatorError, match="rejected its config"):
-            EmulatedBoard(dict(program, cores=[dict(core, config=cfg)] + program["cores"][1:]))
+            EmulatedBoard(replace(program, cores=[replace(core, config=cfg)] + program.cores[1:]))
 
 
 def _fused_program(rng):
@@ -1244,12 +1244,12 @@ POOL_AT = -15 - 10  # the pool section of an avg 3x3 pool: 15 words, then the re
 def test_corrupt_fused_pool_configs_are_rejected(word, value):
     program = _fused_program(np.random.default_rng(14))
     EmulatedBoard(program)  # the uncorrupted program is fine
-    cores = [dict(c) for c in program["cores"]]
-    cfg = cores[0]["config"] = cores[0]["config"].copy()
+    cores = [replace(c) for c in program.cores]
+    cfg = cores[0].config = cores[0].config.copy()
     assert list(cfg[POOL_AT:POOL_AT + 4]) == [9, 0, 2, 5] and cfg[9] == 0 and cfg[10] == 4 and cfg[24] == 2
     cfg[word] = value
     with pytest.raises(EmulatorError, match="rejected its config"):
-        EmulatedBoard(dict(program, cores=cores))
+        EmulatedBoard(replace(program, cores=cores))
 
 
 def test_fused_pool_encoder_layout_and_refusals():
@@ -1329,12 +1329,12 @@ def _split_program(rng):
 def test_corrupt_split_conv_configs_are_rejected(core, word, value):
     program = _split_program(np.random.default_rng(6))
     EmulatedBoard(program)  # the uncorrupted program is fine
-    cores = [dict(c) for c in program["cores"]]
-    assert [c["kind"] for c in cores] == [CORE_CONV, CORE_CONV, CORE_CONV_REDUCE]
-    cores[core]["config"] = cores[core]["config"].copy()
-    cores[core]["config"][word] = value
+    cores = [replace(c) for c in program.cores]
+    assert [c.kind for c in cores] == [CORE_CONV, CORE_CONV, CORE_CONV_REDUCE]
+    cores[core].config = cores[core].config.copy()
+    cores[core].config[word] = value
     with pytest.raises(EmulatorError, match="rejected its config"):
-        EmulatedBoard(dict(program, cores=cores))
+        EmulatedBoard(replace(program, cores=cores))
 
 
 def test_split_encoders_refuse_inconsistent_tiles():
@@ -1396,7 +1396,7 @@ def test_dense_input_layout_still_accepted_by_the_tensor_injection():
     b.producer("input", "x", (0, 1, 0, 1, 0, 9))
     add_pool_tiles(b, "pool", "x", (1, 1, 9), (1, 1), (1, 1), (0, 0, 0, 0), "max", True, False, 1, 1, "y")
     program = b.program((1, 1, 9), "y", (1, 1, 9))
-    del program["input"]["shape"]  # the old format: a vector of in_features values
+    program.input.shape = None  # a plain vector of in_features values
     x = random_input(rng, 5, (9,))
     np.testing.assert_array_equal(EmulatedBoard(program).run(x), x)
 
@@ -1405,7 +1405,7 @@ def test_no_undefined_behaviour_under_ubsan():
     script = textwrap.dedent("""
         import numpy as np
         import tests.test_tensor_kernels as t
-        from tvm_spinn.emulator import EmulatedBoard
+        from tvm_spinn.runtime.emulator import EmulatedBoard
         t.EmulatedBoard = lambda program: EmulatedBoard(program, ubsan=True)
         for case in range(len(t.CONV_CASES)):
             t.test_conv_tiles_match_the_reference_bit_for_bit(case)

@@ -2,15 +2,17 @@
 mapping and the emulated board, without TVM: bit for bit against the integer reference."""
 import numpy as np
 
-from tvm_spinn import resources as res
-from tvm_spinn.codegen import make_tensor_program
-from tvm_spinn.decompose_conv import FusedPool, TensorOpPlan, plan_tensor_network
-from tvm_spinn.emulator import EmulatedBoard
-from tvm_spinn.layers import Add, Conv2D, DenseLayer, Flatten, Pool2D
-from tvm_spinn.mapping import map_graph
-from tvm_spinn.program import build_tensor_graph
+from tvm_spinn.codegen.codegen import make_program
+from tvm_spinn.graph import OpGraph, float_forward
+from tvm_spinn.graph.ops import Add, Conv2D, DenseLayer, Flatten, Pool2D
+from tvm_spinn.machine.builder import build_machine_graph
+from tvm_spinn.machine.mapping import map_graph
+from tvm_spinn.quantization import quantize_graph
 from tvm_spinn.runtime import integer_reference
-from tvm_spinn.tensor_net import float_forward, quantize_tensor_network
+from tvm_spinn.runtime.emulator import EmulatedBoard
+from tvm_spinn.tiling import resources as res
+from tvm_spinn.tiling.planner import plan_graph
+from tvm_spinn.tiling.tensor import FusedPool, TensorOpPlan
 
 
 def _conv(rng, o, i, k, stride=1, pad=1, act="relu", inputs=(), groups=1):
@@ -22,19 +24,19 @@ def _conv(rng, o, i, k, stride=1, pad=1, act="relu", inputs=(), groups=1):
 
 def _run(ops, input_shape, rng, n=40, budget=None, fuse_pools=True, board_out=None):
     x = rng.normal(size=(n,) + input_shape).astype(np.float32)
-    q = quantize_tensor_network(ops, input_shape, x)
-    plan = plan_tensor_network(q, res.SPINN_5, budget, fuse_pools)
-    layout = build_tensor_graph(plan)
-    program = make_tensor_program("t", plan, layout, map_graph(layout.spec))
+    q = quantize_graph(OpGraph(ops, [input_shape]), x)
+    plan = plan_graph(q, res.SPINN_5, budget, fuse_pools)
+    layout = build_machine_graph(plan)
+    program = make_program("t", plan, layout, map_graph(layout.spec))
     board = EmulatedBoard(program)
     y = board.run(q.quantize_input(x).reshape(n, -1))
     if board_out is not None:
         board_out.append(board)
     np.testing.assert_array_equal(y, integer_reference(program, x))
     y_float = float_forward(ops, x)[-1].reshape(n, -1)
-    err = np.abs(y * program["output_scale"] - y_float).max()
+    err = np.abs(y * program.output_scale - y_float).max()
     # The calibration data is x itself: the stated worst-case bound's premise holds.
-    assert err <= program["error_bound"].max(), (err, program["error_bound"].max())
+    assert err <= program.error_bound.max(), (err, program.error_bound.max())
     return program, plan, err, np.abs(y_float).max()
 
 
@@ -96,7 +98,7 @@ def test_pools_fused_into_their_convolutions_save_packets(rng):
                                          fuse_pools=fuse, board_out=boards)
         fused = [p for p in plan.plans if isinstance(p, FusedPool)]
         assert bool(fused) == fuse, "a pool right after its only-reader conv is fused when that costs no core"
-        assert [op.get("fused_into") for op in program["ops"] if op["kind"] == "Pool2D" and "fused_into" in op] \
+        assert [lay.fused_into for lay in program.layers if lay.kind == "Pool2D" and lay.fused_into] \
             == [f.conv.qop.name for f in fused]
         sent.append(sum(c["packets_out"] for c in boards[0].core_counters().values()))
     assert sent[0] < sent[1], sent
@@ -112,5 +114,5 @@ def test_conv_cut_by_input_channel_groups(rng):
     split = plan.plans[0]
     assert split.n_col_tiles > 1 and split.partial_shift > 0
     assert split.n_cores == len(split.tiles) + len(split.blocks)
-    assert program["ops"][0]["ic_bounds"] == split.ic_bounds
+    assert program.ops[0].split == split.ic_bounds
     assert err < 0.05 * scale

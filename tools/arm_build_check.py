@@ -15,7 +15,7 @@ For every kernel ``c_runtime/kernels/<name>.c``:
   against ``spin1_api_decls.h`` (or, when ``SPINN_DIRS`` is set, also against
   the real SDK headers with ``-DSPINN_REAL_SDK``);
 * report text+data of the kernel and of kernel+binding, and check the sum
-  fits the ITCM left by the spin1 runtime (``tvm_spinn/resources.py``).
+  fits the ITCM left by the spin1 runtime (``tvm_spinn/tiling/resources.py``).
 
 Also compiles the kernels, the bindings and the emulator for the host with
 ``gcc -std=c99 -O2 -Wall -Wextra -Werror -pedantic``. Prints a table and exits
@@ -62,8 +62,8 @@ SDK_API = re.compile(r"^(spin1_|sark_|rt_error$|simulation_|data_specification_)
 
 
 def _resources():
-    """tvm_spinn/resources.py loaded by path: the package's __init__ imports TVM."""
-    path = ROOT / "tvm_spinn" / "resources.py"
+    """tvm_spinn/tiling/resources.py loaded by path: the package's __init__ imports TVM."""
+    path = ROOT / "tvm_spinn" / "tiling" / "resources.py"
     spec = importlib.util.spec_from_file_location("_tvm_spinn_resources", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built

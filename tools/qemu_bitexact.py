@@ -7,10 +7,10 @@ Builds ``c_runtime/tests/kernel_driver.c`` with the kernels twice: for the host
 (gcc) and for ARMv5TE Linux (``arm-linux-gnueabi-gcc -mcpu=arm968e-s -marm -Os
 -static``), run under ``qemu-arm -cpu arm946`` (an ARMv5TE model that traps
 ARMv6-only instructions). Random dense-tile and dense-reduce configs (the
-layouts of spinn_dense.h / spinn_rx.h, as tvm_spinn/program.py writes them),
+layouts of spinn_dense.h / spinn_rx.h, as tvm_spinn/machine/builder.py writes them),
 random tensor-kernel configs (conv tiles final / partial / with a fused pool,
 pool, add and conv reduce tiles, spinn_tensor.h, written by the encoders of
-tvm_spinn/tensor_configs.py) and shuffled packet streams go through both;
+tvm_spinn/machine/configs/tensor.py) and shuffled packet streams go through both;
 every packet sent must match.
 
 The random values stay inside what the compiler proves for real layers (no
@@ -156,18 +156,24 @@ def random_reduce(rng: random.Random, rounds: int = 2) -> Case:
 
 
 # ---------------------------------------------------------------------------
-# tensor kernels: configs from tvm_spinn/tensor_configs.py, random samples as packets
+# tensor kernels: configs from tvm_spinn/machine/configs/tensor.py, random samples as packets
 
 CONV, POOL, ADD, CONV_REDUCE = 3, 4, 5, 6  # driver kinds (kernel_driver.c)
 TENSOR_CASES = ("conv_final", "conv_partial", "conv_pooled", "pool", "add", "conv_reduce")
 
 
 def _tensor_configs():
-    """tvm_spinn.tensor_configs: its package imports TVM unless TVM_SPINN_LIGHT_IMPORT=1 (main sets it)."""
+    """The tensor kernels' config encoders (tvm_spinn.machine.configs.tensor) and the window
+    arithmetic they need (tvm_spinn.graph.windows). The package imports TVM unless
+    TVM_SPINN_LIGHT_IMPORT=1 (main sets it)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tvm_spinn import tensor_configs
-    return tensor_configs
+    from types import SimpleNamespace
+
+    from tvm_spinn.graph import windows
+    from tvm_spinn.machine.configs import tensor
+    return SimpleNamespace(**vars(tensor), window_input_rows=windows.window_input_rows,
+                           window_output_size=windows.window_output_size)
 
 
 def _np_rng(rng: random.Random):

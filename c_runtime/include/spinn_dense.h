@@ -7,7 +7,7 @@
  * sum (int32 after a proven-safe rounding shift) to the layer's reducer, which
  * adds the partial sums of all column tiles and finishes the layer.
  *
- * Config region (region 1) layout, uint32 words; see tvm_spinn/program.py:
+ * Config region (region 1) layout, uint32 words; see tvm_spinn/machine/builder.py and machine/configs/dense.py:
  *   tile:   kind, mode, rows, cols, block, out_key, out_slot_shift, activation,
  *           partial_shift, n_slots, n_rx, rx[n_rx], weights[rows][cols_padded/2],
  *           (final) per row {bias_lo, bias_hi, multiplier, shift}, (tanh/sigmoid) table

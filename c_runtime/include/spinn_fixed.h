@@ -2,7 +2,7 @@
  * Fixed-point helpers shared by every kernel. Portable C99, freestanding, no
  * floating point and no division: these run on the ARM968 (ARMv5TE) as well
  * as on the host emulator, and must give bit-identical results on both.
- * tvm_spinn/quantize.py implements the same arithmetic in numpy.
+ * tvm_spinn/quantization/fixed_point.py implements the same arithmetic in numpy.
  */
 #ifndef SPINN_FIXED_H
 #define SPINN_FIXED_H

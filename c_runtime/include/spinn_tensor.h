@@ -16,7 +16,7 @@
  * from the top: h_shift <= c_shift <= slot_shift < 32, so the pair field is
  * h_shift bits wide, the row field c_shift - h_shift bits and the channel field
  * slot_shift - c_shift bits (a zero-width field: that coordinate is always 0).
- * Minimal choice (tvm_spinn/tensor_configs.py block_key_layout):
+ * Minimal choice (tvm_spinn/machine/configs/tensor.py block_key_layout):
  *     h_shift = ceil_log2(ceil(nw / 2)), c_shift = h_shift + ceil_log2(nh),
  *     slot_shift = c_shift + ceil_log2(nc),
  * and the block reserves n_slots << slot_shift keys (n_slots rounded up to a
@@ -130,7 +130,7 @@ enum {
  * per packet: payload (uint32)value, key out_key | slot << out_slot_shift |
  * c_local << out_c_shift | h_local << out_h_shift | ow (the low field holds
  * the column, not a pair: the fields are those of a block nw = 2 * out_w wide;
- * tvm_spinn/tensor_configs.py partial_key_layout).
+ * tvm_spinn/machine/configs/tensor.py partial_key_layout).
  * Depthwise with channel multiplier m = word 18 >= 1 (groups == C, m * C output
  * channels; CHANGED: word 18 was a 0/1 flag, 1 still means m = 1): output
  * channel oc reads input channel oc / m only. A tile's input channels are
@@ -183,7 +183,7 @@ enum {
  * outside the mask, or a mask bit below in_slot_shift, is rejected at init);
  * its value (int32 payload) is added to acc[slot][c][h][w] (uint32 arithmetic:
  * wraps instead of overflowing; the producer proves the true sum fits int32:
- * tvm_spinn.decompose_conv.partial_shift keeps every channel's whole |acc|
+ * tvm_spinn.tiling.tensor.partial_shift keeps every channel's whole |acc|
  * below 2^(30 + partial_shift), so the G rounded partials add to less than
  * 2^30 + G / 2). A slot >= n_slots or a coordinate outside the block is
  * dropped (counted). Row h of a slot is complete when n_groups * n_oc * out_w
@@ -204,7 +204,7 @@ enum {
  *   21 n_slots, 22 out_key, 23 out_slot_shift, 24 out_c_shift, 25 out_h_shift,
  *   26 n_rx, then n_rx receive entries, then (avg) kh*kw + 1 words
  *   recip[n] = min(ceil(2^recip_shift / n), 2^32 - 1) (recip[0] = 0),
- *   recip_shift <= 32 (tvm_spinn/tensor_configs.py avg_recip: 32).
+ *   recip_shift <= 32 (tvm_spinn/quantization/fixed_point.py avg_recip: 32).
  * Window of (oh, ow): rows oh*sh - pad_top + [0, kh), columns ow*sw - pad_left
  * + [0, kw); out_h/out_w may exceed the floor formula (ceil mode): windows may
  * hang past in_h + pad_bottom / in_w + pad_right.
@@ -221,7 +221,7 @@ enum {
  *      t <= 0, possible only for even n that is not a power of two), which
  *      round down (half away from zero): no multiplier is exact at ties of
  *      both signs there. Otherwise the result differs by at most 1 LSB
- *      (proof in tensor_configs.avg_recip; checked exhaustively in the tests).
+ *      (proof in quantization.fixed_point.avg_recip; checked exhaustively in the tests).
  * A window with no input position gives 0 (max and avg).
  * Output scale = input scale. Channel c0 + j of the output reads input
  * channel c0 + j. Rows stream as for the conv tile; buffer block (every rx

@@ -14,7 +14,7 @@
  * so completions that arrive during a compute wait in our own ring, which
  * holds one entry per possible slot and therefore never overflows.
  *
- * Regions (written by tvm_spinn/mapping/vertices.py): 0 = the front end's
+ * Regions (written by tvm_spinn/machine/mapping/vertices.py): 0 = the front end's
  * simulation header, 1 = the kernel config, copied into DTCM at start.
  *
  * Build: with the SDK (spinnaker_tools + front-end-common, SPINN_DIRS set)

@@ -193,9 +193,9 @@ def extract_network(func: relax.Function) -> list[Op]:
     :func:`tvm_spinn.partition.partition_for_spinnaker` (``convolutions=True``
     or not): its body binds local composite functions and calls them.
 
-    Returns a list of :class:`~tvm_spinn.layers.DenseLayer`,
-    :class:`~tvm_spinn.layers.Conv2D`, :class:`~tvm_spinn.layers.Pool2D`,
-    :class:`~tvm_spinn.layers.Add` and :class:`~tvm_spinn.layers.Flatten`,
+    Returns a list of :class:`~tvm_spinn.graph.ops.DenseLayer`,
+    :class:`~tvm_spinn.graph.ops.Conv2D`, :class:`~tvm_spinn.graph.ops.Pool2D`,
+    :class:`~tvm_spinn.graph.ops.Add` and :class:`~tvm_spinn.graph.ops.Flatten`,
     each with ``inputs`` set explicitly: indices of earlier ops, or
     ``NETWORK_INPUT`` for the function's input. Tensors are (C, H, W) per
     sample, 1D tensors (C, 1, L) (a conv1d weight is (O, I, 1, K)). The last op

@@ -209,7 +209,7 @@ def _trx_entries(sources: List[Producer], dst: Tuple[int, int, int, int, int, in
 
 
 def _tensor_fixups(fixups, labels: List[str], own: str) -> List[Tuple[int, str, str]]:
-    """tensor_configs fix-ups (word, "key"|"mask", entry index|"self") -> mapper fix-ups."""
+    """configs.tensor fix-ups (word, "key"|"mask", entry index|"self") -> mapper fix-ups."""
     return [(word, own if src == "self" else labels[src], FIX_KEY if what == "key" else FIX_MASK)
             for word, what, src in fixups]
 

@@ -2,7 +2,7 @@
 
 The board runs dense layers ``y = act(x @ W.T + b)`` in float32 models (they
 are quantised later) and, with ``convolutions=True``, the tensor operators of
-:mod:`tvm_spinn.layers` (conv, pooling, residual add, flatten). Each pattern's
+:mod:`tvm_spinn.graph.ops` (conv, pooling, residual add, flatten). Each pattern's
 composite name is ``spinnaker.<form>``:
 
 ======================================  ==========================================
@@ -74,7 +74,7 @@ from tvm.relax.transform import FuseOpsByPattern, MergeCompositeFunctions, Patte
 
 CODEGEN = "spinnaker"
 
-# Activation name (as in tvm_spinn.layers.ACTIVATIONS) -> Relax op.
+# Activation name (as in tvm_spinn.graph.ops.ACTIVATIONS) -> Relax op.
 ACTIVATION_OPS = {"relu": "relax.nn.relu", "tanh": "relax.tanh", "sigmoid": "relax.sigmoid"}
 OP_TO_ACTIVATION = {op: name for name, op in ACTIVATION_OPS.items()}
 
@@ -579,7 +579,7 @@ def partition_for_spinnaker(mod: tvm.IRModule, *, convolutions: bool = False) ->
         conv1d/conv2d (BatchNorm folded in first, see :func:`fold_batch_norm`),
         max/avg pooling, residual adds and flatten: a whole CNN (LeNet-5,
         ResNet-8, ...) becomes one offloaded function (read it with
-        :func:`tvm_spinn.extract.extract_network`).
+        :func:`tvm_spinn.graph.extract.extract_graph`).
 
     Returns
     -------
@@ -600,13 +600,13 @@ def partition_for_spinnaker(mod: tvm.IRModule, *, convolutions: bool = False) ->
         from tvm import relax
         from tvm_spinn.frontend import from_torch
         from tvm_spinn.partition import partition_for_spinnaker
-        from tvm_spinn.extract import extract_layers
+        from tvm_spinn.graph.extract import extract_graph
 
         mod = from_torch(model, torch.randn(4, 784))
         partitioned = partition_for_spinnaker(mod)
         for gv, func in partitioned.functions.items():
             if func.attrs is not None and "Codegen" in func.attrs:
-                print(gv.name_hint, [layer.name for layer in extract_layers(func)])
+                print(gv.name_hint, [op.name for op in extract_graph(func).ops])
         # then RunCodegen() (the spinnaker codegen) and tvm.compile(..., target="llvm")
     """
     patterns = get_patterns_with_prefix(CODEGEN)

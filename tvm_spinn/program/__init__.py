@@ -87,26 +87,28 @@ class BoardProgram:
     symbols of every function mapped together on the same board.
     """
 
-    symbol: str
-    board: str
-    n_slots: int
-    input_shape: Tuple[int, ...]
-    in_features: int
-    out_features: int
-    input_scale: float
-    output_scale: float
-    input: InputEnd
-    output: OutputEnd
-    cores: List[CoreProgram]
-    ops: List[QOp]
-    input_shapes: List[Tuple[int, int, int]]
-    outputs: List[int]
-    layers: List[LayerSummary]
-    error_bound: np.ndarray
+    # what the board (emulator) needs
     chips: List[Chip]
     links: Dict[Tuple[int, int, int], Chip]
     routing_tables: Dict[Chip, np.ndarray]
-    placements: Dict[str, Placement]
+    cores: List[CoreProgram]
+    input: InputEnd
+    output: OutputEnd
+    in_features: int
+    out_features: int
+    n_slots: int
+    # what the executor, the integer reference, statistics and reports need
+    symbol: str = ""
+    board: str = ""
+    input_shape: Tuple[int, ...] = ()
+    input_scale: float = 1.0
+    output_scale: float = 1.0
+    ops: List[QOp] = field(default_factory=list)
+    input_shapes: List[Tuple[int, int, int]] = field(default_factory=list)
+    outputs: List[int] = field(default_factory=list)
+    layers: List[LayerSummary] = field(default_factory=list)
+    error_bound: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    placements: Dict[str, Placement] = field(default_factory=dict)
     mapping_seconds: float = 0.0
     board_functions: List[str] = field(default_factory=list)
     n_cores: int = 0

@@ -118,8 +118,13 @@ class QuantizedGraph:
         return self.ops[self.outputs[0]].out_shape
 
     def quantize_input(self, x: np.ndarray, k: int = 0) -> np.ndarray:
-        """float32 samples of input k -> int16 (n, C, H, W) at the input's scale."""
-        return quantize_tensor(np.asarray(x).reshape((-1,) + tuple(self.input_shapes[k])), self.input_scales[k])
+        """float32 samples of input k -> int16 at the input's scale: (n, N) for a vector input
+        given as (n, N), else (n, C, H, W)."""
+        x = np.asarray(x)
+        shape = tuple(self.input_shapes[k])
+        if not (shape[:2] == (1, 1) and x.ndim == 2):
+            x = x.reshape((-1,) + shape)
+        return quantize_tensor(x, self.input_scales[k])
 
 
 def _calibration_arrays(graph: OpGraph, calibration) -> List[np.ndarray]:

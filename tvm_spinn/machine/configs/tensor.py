@@ -317,7 +317,7 @@ def conv_reduce_config(*, oc0: int, n_oc: int, oh0: int, n_oh: int, out_w: int, 
 
     acc_bound: the largest |exact accumulator| (all groups, without bias) of any output channel
     (or one per channel), e.g. sum |w| * 32768; None: the planner's guarantee
-    2**(30 + partial_shift) (tvm_spinn.decompose_conv.partial_shift). The encoder proves from it
+    2**(30 + partial_shift) (tvm_spinn.tiling.tensor.partial_shift). The encoder proves from it
     that the groups' rounded sums add up inside int32 and that requantisation stays exact."""
     what = f"conv reduce tile (oc0={oc0}, oh0={oh0})"
     _dims(what, oc0=oc0, n_oc=n_oc, oh0=oh0, n_oh=n_oh, out_w=out_w)

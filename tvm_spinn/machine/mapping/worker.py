@@ -1,4 +1,4 @@
-"""Mapping worker: ``python -m tvm_spinn.mapping.worker <scratch dir>``.
+"""Mapping worker: ``python -m tvm_spinn.machine.mapping.worker <scratch dir>``.
 
 Reads ``spec.pkl`` (a MachineGraphSpec) from the scratch directory, maps it with the real
 SpiNNaker toolchain on a virtual board, and writes ``result.pkl`` (a MappingResult).
@@ -6,7 +6,7 @@ Runs in its own process because the toolchain keeps global state (one simulation
 process) and writes report trees into its working directory.
 
 On an error it prints one line ``TVM_SPINN_ERROR <kind> <json>`` to stderr, which
-:func:`tvm_spinn.mapping.map_graph` turns into a clear MappingError.
+:func:`tvm_spinn.machine.mapping.map_graph` turns into a clear MappingError.
 """
 from __future__ import annotations
 
