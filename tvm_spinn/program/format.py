@@ -13,30 +13,24 @@ Versions:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import serialization
 from ..errors import ProgramFormatError
-
-if TYPE_CHECKING:
-    from . import BoardProgram
+from .board import BoardProgram
 
 PROGRAM_FORMAT = 2
 MAGIC = b"SPINNPRG"
 _PICKLE_PROTOCOL_2_TO_5 = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
-def dump_program(program: "BoardProgram") -> bytes:
+def dump_program(program: BoardProgram) -> bytes:
     """The bytes of ``program`` in format :data:`PROGRAM_FORMAT`."""
     return serialization.dumps(program, MAGIC, PROGRAM_FORMAT)
 
 
-def load_program(payload: bytes) -> "BoardProgram":
+def load_program(payload: bytes) -> BoardProgram:
     """The program stored in a module payload. Raises ProgramFormatError, naming both
     versions, for a program of another format version (e.g. one exported by an older
     tvm_spinn: rebuild the model), and for bytes that are not a program."""
-    from . import BoardProgram
-
     payload = bytes(payload)
     if payload[:2] in _PICKLE_PROTOCOL_2_TO_5:
         raise ProgramFormatError(

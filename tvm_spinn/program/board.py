@@ -1,0 +1,107 @@
+"""The board program's dataclasses (see :mod:`tvm_spinn.program`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..quantization.quantize import QOp
+
+Chip = Tuple[int, int]
+Placement = Tuple[int, int, int]  # (x, y, p)
+
+
+@dataclass
+class CoreProgram:
+    """One kernel core. kind: the emulator's core kind (``spinn_emulator.h`` CORE_*);
+    config: uint32 words of its config region exactly as the toolchain wrote them."""
+
+    label: str
+    kind: int
+    placement: Placement
+    config: np.ndarray
+
+
+@dataclass
+class InputEnd:
+    """The live input: samples enter at chip ``chip`` with keys
+    ``key | slot << slot_shift | c << c_shift | h << h_shift | pair`` of a (C, H, W) tensor
+    ``shape`` (c-major); shape None: a plain vector of in_features values (C = H = 1)."""
+
+    chip: Chip
+    key: int
+    slot_shift: int
+    c_shift: int = 0
+    h_shift: int = 0
+    shape: Optional[Tuple[int, int, int]] = None
+
+
+@dataclass
+class OutputEnd:
+    """The live output gatherer at ``placement`` and its receive table ``rx`` (uint32):
+    5-word ``spinn_rx.h`` entries, or with ``trx`` 16-word ``spinn_tensor.h`` entries whose
+    dst block is the whole output tensor (c-major)."""
+
+    placement: Placement
+    rx: np.ndarray
+    trx: bool = False
+
+
+@dataclass
+class LayerSummary:
+    """How one op was put on the board (for reports): tiles rows x columns (dense: row x
+    column tiles; tensor ops: output blocks x input-channel groups), cores, and the op whose
+    tiles compute it (a fused pool)."""
+
+    name: str
+    kind: str
+    in_features: int
+    out_features: int
+    activation: str
+    row_tiles: int
+    col_tiles: int
+    cores: int
+    fused_into: Optional[str] = None
+
+
+@dataclass
+class BoardProgram:
+    """The compiled program of one offloaded function (one ``"spinnaker"`` runtime module).
+
+    symbol: the function's global symbol. board: the board's name. input_shape: one sample
+    as the caller passes it (without the batch axis). in_features / out_features: values
+    per sample in and out. input_scale / output_scale: int16 * scale = value.
+    ops: the quantised graph with tiling's cuts (:func:`tvm_spinn.integer_reference`),
+    input_shapes / outputs: its inputs' (C, H, W) and output op indices.
+    error_bound: worst-case |result - float32| per output value for inputs inside the
+    calibrated range. n_cores: kernel cores + the 2 live IO cores. board_functions: the
+    symbols of every function mapped together on the same board.
+    """
+
+    # what the board (emulator) needs
+    chips: List[Chip]
+    links: Dict[Tuple[int, int, int], Chip]
+    routing_tables: Dict[Chip, np.ndarray]
+    cores: List[CoreProgram]
+    input: InputEnd
+    output: OutputEnd
+    in_features: int
+    out_features: int
+    n_slots: int
+    # what the executor, the integer reference, statistics and reports need
+    symbol: str = ""
+    board: str = ""
+    input_shape: Tuple[int, ...] = ()
+    input_scale: float = 1.0
+    output_scale: float = 1.0
+    ops: List[QOp] = field(default_factory=list)
+    input_shapes: List[Tuple[int, int, int]] = field(default_factory=list)
+    outputs: List[int] = field(default_factory=list)
+    layers: List[LayerSummary] = field(default_factory=list)
+    error_bound: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    placements: Dict[str, Placement] = field(default_factory=dict)
+    mapping_seconds: float = 0.0
+    board_functions: List[str] = field(default_factory=list)
+    n_cores: int = 0
+
