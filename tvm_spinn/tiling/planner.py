@@ -31,10 +31,6 @@ class GraphPlan:
     cycle_budget: Optional[float]
 
     @property
-    def qnet(self) -> QuantizedGraph:
-        return self.qgraph
-
-    @property
     def n_kernel_cores(self) -> int:
         return sum(p.n_cores for p in self.plans if p is not None)
 
