@@ -237,4 +237,4 @@ def test_model_too_big_for_the_board():
     x = torch.randn(8, 4096)
     mod = tvm_spinn.from_torch(model, (x[:2],))
     with pytest.raises(tvm_spinn.ResourceError, match=r"too big for the board.*cores.*dense"):
-        tvm_spinn.build(mod, calibration=x.numpy())
+        tvm_spinn.build(mod, calibration=x.numpy(), strict=True)

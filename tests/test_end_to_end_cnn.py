@@ -100,7 +100,7 @@ def test_conv_too_big_for_a_core_names_the_layer_and_resource():
     model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU()).eval()
     x = torch.randn(2, 1, 20000)
     with pytest.raises(tvm_spinn.ResourceError, match=r"conv.*one input channel.*DTCM"):
-        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy())
+        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy(), strict=True)
 
 
 def test_conv_cut_by_input_channels_too_big_for_the_board():
@@ -109,7 +109,7 @@ def test_conv_cut_by_input_channels_too_big_for_the_board():
     model = torch.nn.Sequential(torch.nn.Conv1d(4096, 64, 3), torch.nn.ReLU()).eval()
     x = torch.randn(2, 4096, 512)
     with pytest.raises(tvm_spinn.ResourceError, match=r"too big for the board.*conv"):
-        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy())
+        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy(), strict=True)
 
 
 def test_cnn_too_big_for_the_board():
@@ -117,4 +117,4 @@ def test_cnn_too_big_for_the_board():
     model = nn.Sequential(*[m for _ in range(6) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())]).eval()
     x = torch.randn(2, 64, 32, 32)  # every conv fits a core; together they need > 808 cores
     with pytest.raises(tvm_spinn.ResourceError, match=r"too big for the board.*cores"):
-        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy())
+        tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy(), strict=True)

@@ -301,7 +301,7 @@ def test_residual_add_is_not_a_bias():
     assert _host_ops(mod) == ["relax.add", "relax.nn.relu"]
 
 
-def test_branching_subgraph_is_rejected_by_extract():
+def test_branching_subgraph_is_one_graph_with_two_outputs():
     class Diamond(nn.Module):
         def __init__(self):
             super().__init__()
@@ -315,5 +315,6 @@ def test_branching_subgraph_is_rejected_by_extract():
     # MergeCompositeFunctions puts all three in one function with two outputs.
     (func,) = offloaded_functions(mod).values()
     assert len(_composites(func)) == 3
-    with pytest.raises(UnsupportedError, match="several outputs"):
-        extract_layers(func)
+    # The operator graph holds both results (the board runs it as one program).
+    graph = extract_graph(func)
+    assert [op.inputs for op in graph.ops] == [(-1,), (0,), (0,)] and graph.outputs == [1, 2]

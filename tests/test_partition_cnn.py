@@ -450,7 +450,7 @@ def test_non_constant_conv_weight_and_other_dtypes_stay_on_cpu():
         assert offloaded_functions(partition_for_spinnaker(mod, convolutions=True)) == {}
 
 
-def test_extract_network_rejects_two_outputs():
+def test_extract_graph_of_two_outputs():
     class TwoHeads(nn.Module):
         def __init__(self):
             super().__init__()
@@ -463,8 +463,9 @@ def test_extract_network_rejects_two_outputs():
 
     mod = _partition(TwoHeads(), torch.randn(2, 3, 8, 8))
     func = _single(mod)
-    with pytest.raises(UnsupportedError, match="output"):
-        extract_network(func)
+    graph = extract_graph(func)  # one graph, both heads its results
+    assert len(graph.ops) == 3 and graph.outputs == [1, 2]
+    assert [op.inputs for op in graph.ops] == [(-1,), (0,), (0,)]
 
 
 def test_forward_network_default_inputs_and_flatten():

@@ -121,7 +121,7 @@ class ProgramBuilder:
             chips=[(0, 0)], links={}, routing_tables={(0, 0): np.array(table, np.uint32)},
             cores=self.cores, n_slots=N_SLOTS,
             in_features=int(np.prod(in_shape)), out_features=int(np.prod(out_shape)),
-            input=InputEnd((0, 0), inp.key, inp.shifts[0], inp.shifts[1], inp.shifts[2], tuple(in_shape)),
+            inputs=[InputEnd((0, 0), inp.key, inp.shifts[0], inp.shifts[1], inp.shifts[2], tuple(in_shape))],
             output=OutputEnd((0, 0, OUTPUT_P), np.array(rx, np.uint32), trx=True))
 
 
@@ -1142,7 +1142,7 @@ def test_truncated_configs_of_every_kind_are_rejected():
             with pytest.raises(EmulatorError, match="rejected its config"):
                 EmulatedBoard(BoardProgram(chips=[(0, 0)], links={}, routing_tables={}, cores=[bad],
                                            n_slots=N_SLOTS, in_features=1, out_features=1,
-                                           input=InputEnd((0, 0), 0, 1),
+                                           inputs=[InputEnd((0, 0), 0, 1)],
                                            output=OutputEnd((0, 0, 17), np.zeros(5, np.uint32))))
 
 

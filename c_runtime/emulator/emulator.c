@@ -44,6 +44,10 @@ typedef struct {
     } k;
 } core_t;
 
+typedef struct {
+    uint32_t chip, key, slot_shift, c_shift, h_shift, c, h, w;
+} input_t;
+
 struct spinn_emu {
     uint32_t n_chips;
     int32_t *links;
@@ -57,9 +61,11 @@ struct spinn_emu {
     /* packet queue: a growable ring */
     packet_t *queue;
     uint32_t q_head, q_len, q_cap;
-    /* live IO: the input is a (c, h, w) tensor, keys key | slot << slot_shift |
-     * c << c_shift | h << h_shift | pair (dense: c = h = 1) */
-    uint32_t in_chip, in_key, in_slot_shift, in_c_shift, in_h_shift, in_c, in_h, in_w, in_n;
+    /* live IO: each input is a (c, h, w) tensor, keys key | slot << slot_shift |
+     * c << c_shift | h << h_shift | pair (dense: c = h = 1); a sample is the inputs'
+     * values one after the other (in_n in all) */
+    input_t inputs[SPINN_EMU_MAX_INPUTS];
+    uint32_t n_inputs, in_n;
     int32_t out_core_chip, out_core_p;
     uint32_t *out_rx, out_n_rx, out_n, out_trx; /* out_trx: spinn_tensor.h entries, else spinn_rx.h */
     /* per run */
@@ -200,20 +206,30 @@ int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t
     return (int32_t)emu->n_cores++;
 }
 
+int spinn_emu_add_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift,
+                               uint32_t c_shift, uint32_t h_shift, uint32_t n_c, uint32_t n_h, uint32_t n_w) {
+    input_t *in;
+    if (emu->n_inputs >= SPINN_EMU_MAX_INPUTS) return -1;
+    if (chip >= emu->n_chips || slot_shift > 31u || c_shift > slot_shift || h_shift > c_shift) return -1;
+    if (n_c == 0u || n_h == 0u || n_w == 0u || (uint64_t)n_c * n_h * n_w + emu->in_n > 0x7FFFFFFFu) return -1;
+    in = &emu->inputs[emu->n_inputs++];
+    in->chip = chip;
+    in->key = key;
+    in->slot_shift = slot_shift;
+    in->c_shift = c_shift;
+    in->h_shift = h_shift;
+    in->c = n_c;
+    in->h = n_h;
+    in->w = n_w;
+    emu->in_n += n_c * n_h * n_w;
+    return 0;
+}
+
 int spinn_emu_set_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift,
                                uint32_t c_shift, uint32_t h_shift, uint32_t n_c, uint32_t n_h, uint32_t n_w) {
-    if (chip >= emu->n_chips || slot_shift > 31u || c_shift > slot_shift || h_shift > c_shift) return -1;
-    if (n_c == 0u || n_h == 0u || n_w == 0u || (uint64_t)n_c * n_h * n_w > 0x7FFFFFFFu) return -1;
-    emu->in_chip = chip;
-    emu->in_key = key;
-    emu->in_slot_shift = slot_shift;
-    emu->in_c_shift = c_shift;
-    emu->in_h_shift = h_shift;
-    emu->in_c = n_c;
-    emu->in_h = n_h;
-    emu->in_w = n_w;
-    emu->in_n = n_c * n_h * n_w;
-    return 0;
+    emu->n_inputs = 0;
+    emu->in_n = 0;
+    return spinn_emu_add_input_tensor(emu, chip, key, slot_shift, c_shift, h_shift, n_c, n_h, n_w);
 }
 
 int spinn_emu_set_input(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift, uint32_t n_values) {
@@ -493,20 +509,24 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
         if (route_word & (1u << (SPINN_LINKS + p))) deliver(emu, pk->chip, p, pk->key, pk->payload);
 }
 
-/* One sample enters at the input chip: row by row in (h, c) order (so rows
- * complete early and downstream tiles stream), pairs along w. */
+/* One sample enters, input by input, each at its input chip: row by row in
+ * (h, c) order (so rows complete early and downstream tiles stream), pairs along w. */
 static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot) {
-    uint32_t c, h, pair, w = emu->in_w;
-    for (h = 0; h < emu->in_h; h++) {
-        for (c = 0; c < emu->in_c; c++) {
-            const int16_t *row = x + ((size_t)c * emu->in_h + h) * w;
-            uint32_t base = emu->in_key | (slot << emu->in_slot_shift) | (c << emu->in_c_shift) |
-                            (h << emu->in_h_shift);
-            for (pair = 0; 2u * pair < w; pair++) {
-                int32_t lo = row[2u * pair], hi = (2u * pair + 1u < w) ? row[2u * pair + 1u] : 0;
-                if (push(emu, emu->in_chip, LOCAL, base | pair, spinn_pack16(lo, hi), 0)) return -1;
+    uint32_t i, c, h, pair;
+    for (i = 0; i < emu->n_inputs; i++) {
+        const input_t *in = &emu->inputs[i];
+        uint32_t w = in->w;
+        for (h = 0; h < in->h; h++) {
+            for (c = 0; c < in->c; c++) {
+                const int16_t *row = x + ((size_t)c * in->h + h) * w;
+                uint32_t base = in->key | (slot << in->slot_shift) | (c << in->c_shift) | (h << in->h_shift);
+                for (pair = 0; 2u * pair < w; pair++) {
+                    int32_t lo = row[2u * pair], hi = (2u * pair + 1u < w) ? row[2u * pair + 1u] : 0;
+                    if (push(emu, in->chip, LOCAL, base | pair, spinn_pack16(lo, hi), 0)) return -1;
+                }
             }
         }
+        x += (size_t)in->c * in->h * in->w;
     }
     return 0;
 }
@@ -514,8 +534,8 @@ static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot) {
 int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots) {
     uint32_t next = 0, done = 0, s, i;
     char msg[200];
-    if (emu->out_core_chip < 0 || n_slots == 0 || n_slots > SPINN_MAX_SLOTS) {
-        fail(emu, "run: output not configured or bad slot count");
+    if (emu->out_core_chip < 0 || emu->n_inputs == 0 || n_slots == 0 || n_slots > SPINN_MAX_SLOTS) {
+        fail(emu, "run: input or output not configured, or bad slot count");
         return -1;
     }
     emu->failed = 0;

@@ -20,6 +20,7 @@
 #define SPINN_CORE_ADD 6u
 #define SPINN_CORE_CONV_REDUCE 7u
 
+#define SPINN_EMU_MAX_INPUTS 16u /* live inputs of one program */
 #define SPINN_LINKS 6u
 #define SPINN_CORES_PER_CHIP 18u
 
@@ -40,6 +41,10 @@ int spinn_emu_set_input(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t 
  * key | slot << slot_shift | c << c_shift | h << h_shift | pair, rows sent in
  * (h, c) order (spinn_tensor.h). set_input is this with n_c = n_h = 1. */
 int spinn_emu_set_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift,
+                               uint32_t c_shift, uint32_t h_shift, uint32_t n_c, uint32_t n_h, uint32_t n_w);
+/* One more input (after set_input_tensor): a sample is then every input's values,
+ * c-major, one input after the other; returns -1 beyond SPINN_EMU_MAX_INPUTS. */
+int spinn_emu_add_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift,
                                uint32_t c_shift, uint32_t h_shift, uint32_t n_c, uint32_t n_h, uint32_t n_w);
 /* The output gatherer core and its receive table (spinn_rx.h entries). */
 int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,

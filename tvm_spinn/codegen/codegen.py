@@ -15,7 +15,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import CalibrationError, ResourceError
+from ..errors import CalibrationError, MappingError, ResourceError, UnsupportedError
 from ..graph.extract import extract_graph
 from ..machine.builder import GraphLayout, build_machine_graph, merge_graphs, output_receive_table
 from ..machine.graph import MappingResult
@@ -25,7 +25,7 @@ from ..quantization.error import error_bound
 from ..quantization.quantize import quantize_graph
 from ..tiling import resources as res
 from ..tiling.dense import LayerPlan
-from ..tiling.planner import IO_CORES, GraphPlan, plan_graph
+from ..tiling.planner import GraphPlan, plan_graph
 from ..tiling.tensor import FusedPool, TensorOpPlan
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CodegenOptions:
-    """Options of one build: board, per-core cycle budget, pool fusion, and the calibration
-    values of each offloaded function's input (by global symbol), prepared by the pipeline."""
+    """Options of one build: board, per-core cycle budget, pool fusion; prepared by the
+    pipeline, by global symbol: the calibration values of each offloaded function's inputs
+    (one array per argument, all call sites), its call sites per inference, and the
+    programs compiled already."""
 
     board: res.Board = res.SPINN_5
     cycle_budget: Optional[float] = None
     fuse_pools: bool = True
-    calibration: Dict[str, np.ndarray] = field(default_factory=dict)
+    calibration: Dict[str, List[np.ndarray]] = field(default_factory=dict)
+    calls_per_inference: Dict[str, int] = field(default_factory=dict)
+    programs: Dict[str, BoardProgram] = field(default_factory=dict)  # compiled by the pipeline
 
 
 _local = threading.local()
@@ -75,34 +79,54 @@ def _layer_summaries(plan: GraphPlan) -> List[LayerSummary]:
 
 
 def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: MappingResult,
-                 board_functions: Optional[List[str]] = None,
-                 input_shape: Optional[Tuple[int, ...]] = None) -> BoardProgram:
+                 board_functions: Optional[List[str]] = None, arg_shapes: Optional[List[Tuple[int, ...]]] = None,
+                 result_shapes: Optional[List[Tuple[int, ...]]] = None, calls_per_inference: int = 1) -> BoardProgram:
     """The board program of one tiled graph: the board's mapping, the kernel cores with the
     exact config region bytes the toolchain generated, the live IO ends, the quantised
     graph with tiling's cuts, the scales and the error bound.
-    input_shape: one sample as the caller passes it (default: the graph input's (C, H, W))."""
+    arg_shapes / result_shapes: one sample of each argument / result as the caller passes or
+    receives it (default: the graph's (C, H, W))."""
     qgraph = plan.qgraph
     cores = [CoreProgram(label, kind, tuple(mapping.placements[label]),
                          np.frombuffer(mapping.regions[label][1], dtype="<u4").astype(np.uint32))
              for label, kind in layout.core_kinds.items()]
-    in_key, _ = mapping.keys[layout.input_label]
-    c_shift, h_shift = layout.input_shifts
+    inputs = [InputEnd(tuple(mapping.placements[p.label][:2]), int(mapping.keys[p.label][0]), p.slot_shift,
+                       p.c_shift, p.h_shift, tuple(p.tensor)) for p in layout.inputs]
     ops = plan.tiled_ops()
-    (bound,) = error_bound(ops, qgraph.input_scales, qgraph.input_max_abs, qgraph.outputs)
+    bounds = error_bound(ops, qgraph.input_scales, qgraph.input_max_abs, qgraph.outputs)
+    distinct = list(dict.fromkeys(qgraph.outputs))
     return BoardProgram(
         symbol=symbol, board=plan.board.name, n_slots=res.N_SLOTS,
-        input_shape=tuple(int(d) for d in (input_shape or qgraph.input_shape)),
+        arg_shapes=[tuple(int(d) for d in s) for s in (arg_shapes or qgraph.input_shapes)],
+        input_scales=[float(v) for v in qgraph.input_scales],
+        result_shapes=[tuple(int(d) for d in s) for s in (result_shapes or [qgraph.ops[o].out_shape
+                                                                              for o in qgraph.outputs])],
+        result_offsets=list(layout.result_offsets),
+        output_scales=[float(qgraph.ops[o].out_scale) for o in qgraph.outputs],
+        calls_per_inference=int(calls_per_inference),
         in_features=layout.in_features, out_features=layout.out_features,
-        input_scale=float(qgraph.input_scale), output_scale=float(qgraph.output_scale),
-        input=InputEnd(tuple(mapping.placements[layout.input_label][:2]), int(in_key), layout.input_slot_shift,
-                       c_shift, h_shift, tuple(qgraph.input_shape)),
+        inputs=inputs,
         output=OutputEnd(tuple(mapping.placements[layout.output_label]), output_receive_table(layout, mapping.keys)),
         cores=cores, ops=ops, input_shapes=list(qgraph.input_shapes), outputs=list(qgraph.outputs),
-        layers=_layer_summaries(plan), error_bound=bound,
+        layers=_layer_summaries(plan), error_bound=np.concatenate([bounds[qgraph.outputs.index(o)] for o in distinct]),
         chips=[tuple(c) for c in mapping.chips], links=dict(mapping.links),
         routing_tables={tuple(k): np.asarray(v, np.uint32) for k, v in mapping.routing_tables.items()},
         placements={k: tuple(v) for k, v in mapping.placements.items()}, mapping_seconds=mapping.mapping_seconds,
-        board_functions=list(board_functions or [symbol]), n_cores=len(cores) + IO_CORES)
+        board_functions=list(board_functions or [symbol]), n_cores=len(cores) + len(inputs) + 1)
+
+
+def _static_shapes(ty, where: str) -> List[Tuple[int, ...]]:
+    """Per-sample shapes (without the batch axis) of a tensor or tuple-of-tensors type."""
+    from tvm import relax, tirx
+
+    types = list(ty.fields) if isinstance(ty, relax.TupleType) else [ty]
+    shapes = []
+    for t in types:
+        dims = list(getattr(t, "shape", None).values) if isinstance(getattr(t, "shape", None), relax.ShapeExpr) else None
+        if dims is None or not all(isinstance(d, tirx.IntImm) for d in dims[1:]):
+            raise UnsupportedError(f"{where}: {t} is not a (batch, ...) tensor with static sizes")
+        shapes.append(tuple(int(d) for d in dims[1:]))
+    return shapes
 
 
 def plan_function(func, symbol: str, options: CodegenOptions) -> GraphPlan:
@@ -117,32 +141,74 @@ def plan_function(func, symbol: str, options: CodegenOptions) -> GraphPlan:
     return plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
 
 
-def compile_functions(funcs: List, options: CodegenOptions) -> List[BoardProgram]:
-    """All offloaded functions of a module -> one program each, mapped together on one board."""
-    symbols = [str(f.attrs["global_symbol"]) for f in funcs]
-    plans = [plan_function(f, s, options) for f, s in zip(funcs, symbols)]
-    total = sum(p.n_cores for p in plans)
-    if total > options.board.app_cores:
-        parts = ", ".join(f"{p.qgraph.ops[0].name}...: {p.n_cores}" for p in plans)
-        raise ResourceError(
-            f"model too big for the board: its {len(plans)} offloaded functions need {total} cores together "
-            f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores")
+def _map_and_package(funcs: List, symbols: List[str], plans: List[GraphPlan],
+                     options: CodegenOptions) -> List[BoardProgram]:
     prefixes = [f"f{i}." if len(plans) > 1 else "" for i in range(len(plans))]
     layouts = [build_machine_graph(p, prefix) for p, prefix in zip(plans, prefixes)]
     mapping = map_graph(merge_graphs(layouts))
-    log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(plans), total,
+    log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(plans), sum(p.n_cores for p in plans),
              mapping.mapping_seconds)
-    return [make_program(s, p, lay, mapping, symbols, tuple(int(d) for d in list(f.params[0].ty.shape)[1:]))
+    return [make_program(s, p, lay, mapping, symbols, [_static_shapes(a.ty, s)[0] for a in f.params],
+                         _static_shapes(f.ret_ty, s), options.calls_per_inference.get(s, 1))
             for s, p, lay, f in zip(symbols, plans, layouts, funcs)]
 
 
+def _too_big(plans: List[GraphPlan], options: CodegenOptions) -> ResourceError:
+    total = sum(p.n_cores for p in plans)
+    parts = ", ".join(f"{p.qgraph.ops[0].name}...: {p.n_cores}" for p in plans)
+    return ResourceError(
+        f"model too big for the board: its {len(plans)} offloaded functions need {total} cores together "
+        f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores")
+
+
+def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
+                      ) -> Tuple[List[BoardProgram], Dict[str, str]]:
+    """All offloaded functions of a module -> one program each, mapped together on one board.
+
+    Returns (programs, refused): with ``strict`` the first function that cannot be built
+    raises its error (UnsupportedError, ResourceError, CalibrationError, MappingError);
+    without, such functions are left out (``refused``: symbol -> why) so that the caller
+    keeps them on the host: one that fails to extract, quantise or tile; the largest
+    functions until the rest fit the board; the largest while the mapping fails."""
+    refused: Dict[str, str] = {}
+    kept = []
+    for f in funcs:
+        symbol = str(f.attrs["global_symbol"])
+        try:
+            kept.append((f, symbol, plan_function(f, symbol, options)))
+        except (UnsupportedError, ResourceError, CalibrationError) as exc:
+            if strict:
+                raise
+            refused[symbol] = str(exc)
+    while kept:
+        plans = [p for _, _, p in kept]
+        if sum(p.n_cores for p in plans) > options.board.app_cores:
+            error = _too_big(plans, options)
+        else:
+            try:
+                return _map_and_package([f for f, _, _ in kept], [s for _, s, _ in kept], plans, options), refused
+            except (MappingError, UnsupportedError) as exc:
+                error = exc
+        if strict:
+            raise error
+        largest = max(range(len(kept)), key=lambda i: kept[i][2].n_cores)
+        refused[kept[largest][1]] = f"left on the host so that the rest fits the board: {error}"
+        del kept[largest]
+    return [], refused
+
+
 def _codegen(functions, options, constant_names) -> List:
-    """``relax.ext.spinnaker``: called by RunCodegen with the offloaded functions."""
+    """``relax.ext.spinnaker``: called by RunCodegen with the offloaded functions (compiled
+    already by the pipeline, or here, strictly, when RunCodegen runs on its own)."""
     from .._native import make_module
 
     opts = getattr(_local, "options", None) or CodegenOptions()
-    programs = compile_functions(list(functions), opts)
-    return [make_module(p.symbol, dump_program(p)) for p in programs]
+    functions = list(functions)
+    missing = [f for f in functions if str(f.attrs["global_symbol"]) not in opts.programs]
+    programs = dict(opts.programs)
+    if missing:
+        programs.update({p.symbol: p for p in compile_functions(missing, opts, strict=True)[0]})
+    return [make_module(s, dump_program(programs[s])) for s in (str(f.attrs["global_symbol"]) for f in functions)]
 
 
 def register() -> None:

@@ -1,9 +1,10 @@
 """The ``spinnaker`` Relax pipeline and :func:`build`.
 
-``relax.get_pipeline("spinnaker", calibration=...)`` partitions the module, runs the
-float model once on the host (llvm) over the calibration data to capture the input of
-every offloaded function, runs the SpiNNaker codegen, then lowers what stays on the
-host with TVM's default pipeline.
+``relax.get_pipeline("spinnaker", calibration=...)`` partitions the module, runs it once
+on the host (llvm) over the calibration data to capture the inputs of every offloaded
+function at every call site, compiles the offloaded functions (those that cannot be
+built stay on the host, unless ``strict``), runs the SpiNNaker codegen, then lowers what
+stays on the host with TVM's default pipeline.
 """
 from __future__ import annotations
 
@@ -13,10 +14,17 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..errors import CalibrationError, UnsupportedError
-from ..partition import CODEGEN, partition_for_spinnaker
+import logging
+import threading
+
+from ..errors import CalibrationError
+from ..partition import CODEGEN, offloaded_functions, partition_for_spinnaker
 from ..tiling import resources as res
-from .codegen import CodegenOptions, codegen_options
+from .codegen import CodegenOptions, codegen_options, compile_functions
+from .offload import offload_summary, short_name
+
+log = logging.getLogger(__name__)
+_last_offload = threading.local()  # the offload summary of the build running in this thread
 
 Calibration = Union[np.ndarray, Sequence[np.ndarray], None]
 
@@ -37,62 +45,90 @@ def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarr
     return arrays
 
 
-def capture_values(mod: tvm.IRModule, inputs: List[np.ndarray]) -> Dict[str, np.ndarray]:
-    """Run main on llvm over ``inputs`` and return every tensor it binds, by name."""
+def _main_values(main: relax.Function) -> List[relax.Var]:
+    """main's parameters, then every variable it binds, in order."""
+    return list(main.params) + [b.var for block in main.body.blocks for b in block.bindings]
+
+
+def capture_values(mod: tvm.IRModule, inputs: List[np.ndarray]) -> List[Optional[np.ndarray]]:
+    """Run main on llvm over ``inputs`` and return the value of every parameter and binding
+    of main, in :func:`_main_values` order (None for non-tensors).
+
+    A main with a static batch axis runs in chunks of that batch (the last one padded with
+    repeats of the first sample), so that any number of calibration samples works."""
     main = relax.transform.ToNonDataflow()(tvm.IRModule({"main": mod["main"]}))["main"]
-    names, values = [], []
-    for p in main.params:
-        names.append(p.name)
-    for block in main.body.blocks:
-        for binding in block.bindings:
-            if isinstance(binding.var.ty, relax.TensorType):
-                names.append(binding.var.name)
-                values.append(binding.var)
-    body = relax.BlockBuilder().normalize(relax.SeqExpr(main.body.blocks, relax.Tuple(list(main.params) + values)))
+    every = _main_values(main)
+    tensors = [i for i, v in enumerate(every) if isinstance(v.ty, relax.TensorType)]
+    body = relax.BlockBuilder().normalize(relax.SeqExpr(main.body.blocks, relax.Tuple([every[i] for i in tensors])))
     probe = tvm.IRModule({"main": relax.Function(main.params, body, attrs=main.attrs)})
     for gv, func in mod.functions.items():
         if gv.name_hint != "main":
             probe[gv] = func
     ex = tvm.compile(probe, target="llvm")
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]
-    out = vm["main"](*args)
-    return {name: np.asarray(v.numpy()) for name, v in zip(names, out)}
+    n = inputs[0].shape[0]
+    batch = main.params[0].ty.shape.values[0] if isinstance(getattr(main.params[0].ty, "shape", None),
+                                                            relax.ShapeExpr) else None
+    step = int(batch.value) if isinstance(batch, tvm.tirx.IntImm) else n
+    chunks: List[List[np.ndarray]] = []
+    for start in range(0, n, step):
+        idx = np.arange(start, start + step) % n if start + step > n else np.arange(start, start + step)
+        out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a[idx])) for a in inputs])
+        chunks.append([np.asarray(v.numpy())[:min(step, n - start)] for v in out])
+    values: List[Optional[np.ndarray]] = [None] * len(every)
+    for k, i in enumerate(tensors):
+        values[i] = np.concatenate([c[k] for c in chunks]) if step != n else chunks[0][k]
+    return values
 
 
-def _offloaded_calls(mod: tvm.IRModule) -> Dict[str, str]:
-    """global_symbol of each offloaded function -> name of the main variable it is called with."""
+def _offloaded_calls(mod: tvm.IRModule) -> Dict[str, List[List[Optional[int]]]]:
+    """global_symbol of each offloaded function -> its call sites in main, each the positions
+    (:func:`_main_values`) of the values it is called with (None: not a variable)."""
     codegen_funcs = {gv: f for gv, f in mod.functions.items()
                      if isinstance(f, relax.Function) and f.attrs and f.attrs.get("Codegen") == CODEGEN}
-    result = {}
+    position = {v: i for i, v in enumerate(_main_values(mod["main"]))}
+    result: Dict[str, List[List[Optional[int]]]] = {}
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
             call = binding.value
             if isinstance(call, relax.Call) and call.op in codegen_funcs:
-                if len(call.args) != 1 or not isinstance(call.args[0], relax.Var):
-                    raise UnsupportedError(f"offloaded function {call.op.name_hint} must take one tensor")
-                result[str(codegen_funcs[call.op].attrs["global_symbol"])] = call.args[0].name
+                symbol = str(codegen_funcs[call.op].attrs["global_symbol"])
+                result.setdefault(symbol, []).append([position.get(a) for a in call.args])
     return result
 
 
-def _calibration_per_function(original: tvm.IRModule, partitioned: tvm.IRModule,
-                              calibration: Calibration) -> Dict[str, np.ndarray]:
-    calls = _offloaded_calls(partitioned)
-    if not calls:
-        return {}
-    values = capture_values(original, _as_input_list(original, calibration))
+def _calibration_per_function(values: List[Optional[np.ndarray]], calls: Dict[str, List[List[Optional[int]]]]
+                              ) -> Dict[str, List[np.ndarray]]:
+    """Per offloaded function, one calibration array per argument: its values at every call
+    site, one after the other along the sample axis (a function called per time step is
+    calibrated on all steps). Functions whose inputs were not captured are left out."""
     result = {}
-    for symbol, var_name in calls.items():
-        if var_name not in values:
-            raise CalibrationError(f"could not find the calibration values of {var_name}, "
-                                   f"the input of offloaded function {symbol}")
-        result[symbol] = values[var_name]
+    for symbol, sites in calls.items():
+        if all(i is not None and values[i] is not None for site in sites for i in site):
+            result[symbol] = [np.concatenate([values[site[k]] for site in sites]) for k in range(len(sites[0]))]
     return result
+
+
+def _un_offload(mod: tvm.IRModule, symbols: Sequence[str]) -> tvm.IRModule:
+    """Keep the named offloaded functions on the host: drop their codegen attributes and lift
+    their composites into plain functions, which the default pipeline compiles for the CPU."""
+    if not symbols:
+        return mod
+    mod = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and func.attrs and func.attrs.get("Codegen") == CODEGEN \
+                and str(func.attrs["global_symbol"]) in symbols:
+            mod[gv] = func.without_attr("Codegen").without_attr("global_symbol")
+    mod = relax.transform.LambdaLift()(mod)
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and func.attrs and "Composite" in func.attrs:
+            mod[gv] = func.without_attr("Composite")
+    return mod
 
 
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                        cycle_budget: Optional[float] = None, convolutions: bool = True,
-                       fuse_pools: bool = True) -> tvm.transform.Pass:
+                       fuse_pools: bool = True, strict: bool = False) -> tvm.transform.Pass:
     """Partition for SpiNNaker, run its codegen, lower the rest for the host CPU.
 
     Parameters
@@ -108,6 +144,8 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
     fuse_pools : compute a pool in the tiles of the convolution that feeds it, where that
         takes no more cores (saves the convolution output's packets); False keeps every
         pool on its own cores.
+    strict : raise the error of an offloaded function that cannot be built (resources, a
+        planner limit, the mapping) instead of keeping it on the host with a warning.
     """
     if board not in res.BOARDS:
         raise ValueError(f"unknown board {board!r}; choose one of {sorted(res.BOARDS)}")
@@ -115,8 +153,22 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
     @tvm.transform.module_pass(opt_level=0, name="SpiNNakerPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         partitioned = partition_for_spinnaker(mod, convolutions=convolutions)
+        calls = _offloaded_calls(partitioned)
+        # The partitioned module computed on the host: main's values line up with its calls.
+        values = capture_values(_un_offload(partitioned, list(calls)), _as_input_list(mod, calibration)) \
+            if calls else []
         options = CodegenOptions(board=res.BOARDS[board], cycle_budget=cycle_budget, fuse_pools=fuse_pools,
-                                 calibration=_calibration_per_function(mod, partitioned, calibration))
+                                 calibration=_calibration_per_function(values, calls),
+                                 calls_per_inference={s: len(sites) for s, sites in calls.items()})
+        funcs = list(offloaded_functions(partitioned).values())
+        programs, refused = compile_functions(funcs, options, strict=strict)
+        options.programs = {p.symbol: p for p in programs}
+        for symbol, why in refused.items():
+            log.warning("kept on the host: %s: %s", short_name(symbol), why)
+        partitioned = _un_offload(partitioned, list(refused))
+        summary = offload_summary(mod, partitioned, refused)
+        log.info("%s", summary.line())
+        _last_offload.summary = summary
         with codegen_options(options):
             lowered = relax.transform.RunCodegen()(partitioned)
         # The modules carry their own weights: drop the second copy RunCodegen keeps.
@@ -136,7 +188,7 @@ def register() -> None:
 
 def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[str, dict] = "spinnaker",
           board: str = "spinn5", cycle_budget: Optional[float] = None, convolutions: bool = True,
-          fuse_pools: bool = True):
+          fuse_pools: bool = True, strict: bool = False):
     """Partition, quantise, map and compile ``mod``; returns a Relax VM executable (the
     options are those of :func:`spinnaker_pipeline`).
 
@@ -150,5 +202,11 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
         y = vm["main"](tvm.runtime.tensor(x)).numpy()
     """
     pipeline = spinnaker_pipeline(calibration=calibration, board=board, cycle_budget=cycle_budget,
-                                  convolutions=convolutions, fuse_pools=fuse_pools)
-    return tvm.compile(mod, target=target, relax_pipeline=pipeline)
+                                  convolutions=convolutions, fuse_pools=fuse_pools, strict=strict)
+    _last_offload.summary = None
+    ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
+    try:  # what went where, for tvm_spinn.report.offload_report(ex)
+        ex.spinnaker_offload = _last_offload.summary
+    except AttributeError:
+        pass
+    return ex

@@ -11,8 +11,8 @@ from tvm import relax, tirx
 
 from ..errors import UnsupportedError
 from ..partition.patterns import OP_TO_ACTIVATION, channel_bias, is_call_to, resolve
-from .network import OpGraph
-from .ops import NETWORK_INPUT, Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
+from .network import OpGraph, graph_input
+from .ops import Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
 
 
 def _func_name(func: relax.Function) -> str:
@@ -186,29 +186,12 @@ def _op_from_composite(comp: relax.Function, index: int, where: str) -> Op:
     raise UnsupportedError(f"{where}: unknown composite")
 
 
-def extract_network(func: relax.Function) -> list[Op]:
-    """The ops of one offloaded function, in topological (execution) order.
-
-    ``func`` is a function with the ``Codegen="spinnaker"`` attr, as produced by
-    :func:`tvm_spinn.partition.partition_for_spinnaker` (``convolutions=True``
-    or not): its body binds local composite functions and calls them.
-
-    Returns a list of :class:`~tvm_spinn.graph.ops.DenseLayer`,
-    :class:`~tvm_spinn.graph.ops.Conv2D`, :class:`~tvm_spinn.graph.ops.Pool2D`,
-    :class:`~tvm_spinn.graph.ops.Add` and :class:`~tvm_spinn.graph.ops.Flatten`,
-    each with ``inputs`` set explicitly: indices of earlier ops, or
-    ``NETWORK_INPUT`` for the function's input. Tensors are (C, H, W) per
-    sample, 1D tensors (C, 1, L) (a conv1d weight is (O, I, 1, K)). The last op
-    computes the function's result; :func:`forward_network` runs the list.
-
-    Raises :class:`tvm_spinn.errors.UnsupportedError` unless the function has
-    one input and one output and contains only SpiNNaker composites.
-    """
+def _extract(func: relax.Function) -> tuple[list[Op], list[int]]:
+    """(ops, output op indices) of one offloaded function (see :func:`extract_graph`)."""
     where = _func_name(func)
-    if len(func.params) != 1:
-        raise UnsupportedError(f"{where}: has {len(func.params)} inputs; the board network has one input")
     local_funcs: dict = {}
-    index: dict = {func.params[0]: NETWORK_INPUT}  # value -> op producing it
+    index: dict = {p: graph_input(k) for k, p in enumerate(func.params)}  # value -> op producing it
+    tuples: dict = {}
     ops: list[Op] = []
     for binding in _bindings(func.body):
         value = binding.value
@@ -217,6 +200,9 @@ def extract_network(func: relax.Function) -> list[Op]:
             continue
         if isinstance(value, relax.Var) and value in index:
             index[binding.var] = index[value]  # an alias (``gv = lv``)
+            continue
+        if isinstance(value, relax.Tuple) and all(f in index for f in value.fields):
+            tuples[binding.var] = list(value.fields)  # the function's results
             continue
         comp = local_funcs.get(value.op, value.op) if isinstance(value, relax.Call) else None
         if not (isinstance(comp, relax.Function) and comp.attrs is not None and "Composite" in comp.attrs):
@@ -237,18 +223,50 @@ def extract_network(func: relax.Function) -> list[Op]:
         ops.append(op)
         index[binding.var] = len(ops) - 1
     result = func.body.body
-    if not ops or index.get(result) != len(ops) - 1:
-        raise UnsupportedError(f"{where}: the output is not the last op's result "
-                               "(several outputs, or a tuple output)")
-    return ops
+    fields = list(result.fields) if isinstance(result, relax.Tuple) else tuples.get(result, [result])
+    outputs = [index.get(f) for f in fields]
+    if not ops or any(o is None for o in outputs):
+        raise UnsupportedError(f"{where}: a result is not computed by the function's ops")
+    if any(o < 0 for o in outputs):
+        raise UnsupportedError(f"{where}: a result is one of the function's inputs, passed through unchanged")
+    return ops, outputs
+
+
+def extract_network(func: relax.Function) -> list[Op]:
+    """The ops of one offloaded function, in topological (execution) order.
+
+    ``func`` is a function with the ``Codegen="spinnaker"`` attr, as produced by
+    :func:`tvm_spinn.partition.partition_for_spinnaker` (``convolutions=True``
+    or not): its body binds local composite functions and calls them.
+
+    Returns a list of :class:`~tvm_spinn.graph.ops.DenseLayer`,
+    :class:`~tvm_spinn.graph.ops.Conv2D`, :class:`~tvm_spinn.graph.ops.Pool2D`,
+    :class:`~tvm_spinn.graph.ops.Add` and :class:`~tvm_spinn.graph.ops.Flatten`,
+    each with ``inputs`` set explicitly: indices of earlier ops, or
+    :func:`~tvm_spinn.graph.network.graph_input` (k) for the function's input k
+    (``NETWORK_INPUT`` for the first). Tensors are (C, H, W) per sample, 1D tensors
+    (C, 1, L) (a conv1d weight is (O, I, 1, K)). :func:`extract_graph` also gives
+    which ops are the function's results; :func:`forward_network` runs the list.
+
+    Raises :class:`tvm_spinn.errors.UnsupportedError` unless the function contains only
+    SpiNNaker composites and every result is computed by them.
+    """
+    return _extract(func)[0]
 
 
 def extract_graph(func: relax.Function) -> OpGraph:
     """The operator graph of one offloaded function: its ops (:func:`extract_network`), the
-    (C, H, W) of its input (:func:`input_shape`) and its output (the last op).
+    (C, H, W) of each input (:func:`input_shapes`) and the ops whose results it returns (in
+    order: a tuple result gives several).
 
     Raises :class:`tvm_spinn.errors.UnsupportedError` as those two do."""
-    return OpGraph(extract_network(func), [input_shape(func)], name=_func_name(func))
+    ops, outputs = _extract(func)
+    return OpGraph(ops, input_shapes(func), outputs, name=_func_name(func))
+
+
+def input_shapes(func: relax.Function) -> list[tuple[int, int, int]]:
+    """(C, H, W) of one sample of each of an offloaded function's inputs (see :func:`input_shape`)."""
+    return [_sample_shape(func, p) for p in func.params]
 
 
 def input_shape(func: relax.Function) -> tuple[int, int, int]:
@@ -257,10 +275,14 @@ def input_shape(func: relax.Function) -> tuple[int, int, int]:
     A (batch, C, L) input is (C, 1, L), a (batch, N) vector (1, 1, N). Raises
     UnsupportedError unless there is one input with static dims after the batch.
     """
-    where = _func_name(func)
     if len(func.params) != 1:
-        raise UnsupportedError(f"{where}: has {len(func.params)} inputs, expected 1")
-    ty = func.params[0].ty
+        raise UnsupportedError(f"{_func_name(func)}: has {len(func.params)} inputs, expected 1")
+    return _sample_shape(func, func.params[0])
+
+
+def _sample_shape(func: relax.Function, param: relax.Var) -> tuple[int, int, int]:
+    where = _func_name(func)
+    ty = param.ty
     shape = getattr(ty, "shape", None)
     if not isinstance(ty, relax.TensorType) or not isinstance(shape, relax.ShapeExpr) \
             or not 2 <= len(shape.values) <= 4 \

@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..graph.network import op_inputs
+from ..graph.network import input_number, op_inputs
 from ..graph.ops import Conv2D, Pool2D
 from ..tiling import resources as res
 from ..tiling.dense import LayerPlan, next_pow2
@@ -74,17 +74,24 @@ class Producer:
 
 @dataclass
 class GraphLayout:
-    """What the runtime needs to know about the machine graph beyond the mapping."""
+    """What the runtime needs to know about the machine graph beyond the mapping.
+
+    inputs: one live input vertex (a Producer of the whole input tensor) per graph input.
+    outputs: the producers of each distinct result op, in the order the output gatherer
+    decodes them (one flat vector, result after result); result_offsets: where each of the
+    graph's results starts in that vector (a result listed twice shares its values)."""
 
     spec: MachineGraphSpec
-    core_kinds: Dict[str, int]  # kernel vertex label -> CORE_DENSE_TILE / CORE_DENSE_REDUCE
-    input_label: str
+    core_kinds: Dict[str, int]  # kernel vertex label -> CORE_* kind
+    inputs: List[Producer]
     output_label: str
-    input_slot_shift: int
-    in_features: int
+    outputs: List[List[Producer]]
+    result_offsets: List[int]
     out_features: int
-    outputs: List[Producer] = field(default_factory=list)
-    input_shifts: Tuple[int, int] = (0, 0)  # (c_shift, h_shift) of the input block's keys
+
+    @property
+    def in_features(self) -> int:
+        return sum(p.nc * p.nh * p.nw for p in self.inputs)
 
 
 def _slot_shift(n_indices: int) -> int:
@@ -146,7 +153,7 @@ class _Builder:
                 label = f"{self.prefix}L{li}_t{r}_{c}"
                 shift = _slot_shift(r1 - r0 if partial else (r1 - r0 + 1) // 2)
                 header = [KIND_DENSE_TILE, TILE_PARTIAL if partial else TILE_FINAL, r1 - r0, c1 - c0,
-                          int(lp.blocks[r, c]), 0, shift, layer.act_code, lp.partial_shift, res.N_SLOTS, 0]
+                          int(lp.acc_blocks[r, c]), 0, shift, layer.act_code, lp.partial_shift, res.N_SLOTS, 0]
                 rx, fixups = self.receive_entries(label, sources, c0, c1, len(header))
                 header[10] = len(rx) // 5
                 fixups.append((5, label, FIX_KEY))
@@ -173,20 +180,31 @@ class _Builder:
 
 
 def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
-    """One machine graph holding several networks (one board for a whole model)."""
-    return MachineGraphSpec([v for lay in layouts for v in lay.spec.vertices],
-                            [e for lay in layouts for e in lay.spec.edges],
-                            board_version=layouts[0].spec.board_version)
+    """One machine graph holding several networks (one board for a whole model). They share
+    one live output gatherer (one IP tag for the board, whatever the number of networks);
+    each layout's ``output_label`` is set to it."""
+    shared = OUTPUT_LABEL
+    vertices = [v for lay in layouts for v in lay.spec.vertices if v.kind != OUTPUT]
+    vertices.append(VertexSpec(label=shared, kind=OUTPUT))
+    edges = []
+    for lay in layouts:
+        edges += [(pre, shared if post == lay.output_label else post) for pre, post in lay.spec.edges]
+        lay.output_label = shared
+    return MachineGraphSpec(vertices, edges, board_version=layouts[0].spec.board_version)
 
 
 def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) -> np.ndarray:
-    """Receive entries that decode the output producers' packets into the flattened output."""
+    """Receive entries that decode the output producers' packets into one flat vector: the
+    distinct results one after the other, each flattened c-major."""
     rows = []
-    for p in layout.outputs:
-        key, mask = keys[p.label]
-        for c_local, h_local, flat in p.flat_rows():
-            entry = p.row_entry(c_local, h_local, flat)
-            rows.append([entry[0] | key, entry[1] | mask] + entry[2:])
+    offset = 0
+    for producers in layout.outputs:
+        for p in producers:
+            key, mask = keys[p.label]
+            for c_local, h_local, flat in p.flat_rows():
+                entry = p.row_entry(c_local, h_local, flat + offset)
+                rows.append([entry[0] | key, entry[1] | mask] + entry[2:])
+        offset += int(np.prod(producers[0].tensor))
     return np.array(rows, dtype=np.uint32).reshape(-1)
 
 
@@ -277,6 +295,9 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
             dst = (t.c0, t.h0, 0, t.nc, t.nh, in_w)
             rx_a, labels_a = _trx_entries(inputs[0], dst, 0)
             rx_b, labels_b = _trx_entries(inputs[1], dst, 1)
+            if set(labels_a) & set(labels_b):  # a receive table matches each key once
+                raise UnsupportedError(f"{q.name}: both operands come from the same cores ({labels_a[0]}); "
+                                       "an add of a tensor to itself runs on the host")
             rx, labels = rx_a + rx_b, labels_a + labels_b
             config, fixups = add_config(
                 c0=t.c0, n_c=t.nc, h=in_h, w=in_w, h0=t.h0, n_h=t.nh, activation=op.activation,
@@ -307,23 +328,37 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
     return producers
 
 
+def _drop_unread(b: _Builder) -> None:
+    """Drop kernel vertices whose values nothing reads (e.g. the rows between a strided
+    reader's windows), then those that fed only them: the toolchain gives a vertex that
+    sends on no edge no key, and its packets would have no route."""
+    while True:
+        senders = {pre for pre, _ in b.edges}
+        dead = {v.label for v in b.vertices if v.kind == KERNEL and v.label not in senders}
+        if not dead:
+            return
+        b.vertices = [v for v in b.vertices if v.label not in dead]
+        b.edges = [(pre, post) for pre, post in b.edges if post not in dead]
+        for label in dead:
+            del b.core_kinds[label]
+
+
 def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
-    """The machine graph of a tiled operator graph, with its live input and output vertices;
-    vertex labels start with ``prefix`` (functions sharing one board)."""
-    qnet = plan.qgraph
-    if len(qnet.input_shapes) != 1 or len(qnet.outputs) != 1:
-        raise UnsupportedError(f"{qnet.name or 'offloaded function'}: has {len(qnet.input_shapes)} inputs and "
-                               f"{len(qnet.outputs)} outputs; the board program streams one input and one output "
-                               "today")
+    """The machine graph of a tiled operator graph, with one live input vertex per graph
+    input and the live output vertex; vertex labels start with ``prefix`` (functions
+    sharing one board)."""
+    qgraph = plan.qgraph
     b = _Builder(prefix)
-    c, h, w = qnet.input_shape
-    in_label, out_label = prefix + INPUT_LABEL, prefix + OUTPUT_LABEL
-    slot_shift, c_shift, h_shift = block_key_layout(c, h, w)
-    b.vertices.append(VertexSpec(label=in_label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
-    network_input = [Producer(in_label, 0, c, 0, h, 0, w, slot_shift, c_shift, h_shift, (c, h, w))]
+    graph_inputs: List[Producer] = []
+    for k, (c, h, w) in enumerate(qgraph.input_shapes):
+        label = prefix + INPUT_LABEL + (str(k) if k else "")
+        slot_shift, c_shift, h_shift = block_key_layout(c, h, w)
+        b.vertices.append(VertexSpec(label=label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
+        graph_inputs.append(Producer(label, 0, c, 0, h, 0, w, slot_shift, c_shift, h_shift, (c, h, w)))
     outputs: List[List[Producer]] = []
-    for i, (q, p) in enumerate(zip(qnet.ops, plan.plans)):
-        inputs = [network_input if j < 0 else outputs[j] for j in op_inputs([x.op for x in qnet.ops], i)]
+    for i, (q, p) in enumerate(zip(qgraph.ops, plan.plans)):
+        inputs = [[graph_inputs[input_number(j)]] if j < 0 else outputs[j]
+                  for j in op_inputs([x.op for x in qgraph.ops], i)]
         if p is None:  # flatten: consumers read the producers' blocks as a flat vector
             outputs.append(inputs[0])
         elif isinstance(p, FusedPool):  # the convolution's tiles send this pool's output
@@ -332,10 +367,18 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
             outputs.append(b.add_layer(i, p, inputs[0]))
         else:
             outputs.append(_add_tensor_op(b, i, p, inputs))
+    out_label = prefix + OUTPUT_LABEL
     b.vertices.append(VertexSpec(label=out_label, kind=OUTPUT))
-    result = outputs[qnet.outputs[0]]
-    b.edges += [(p.label, out_label) for p in result]
+    distinct = list(dict.fromkeys(qgraph.outputs))
+    starts = np.concatenate([[0], np.cumsum([int(np.prod(qgraph.ops[o].out_shape)) for o in distinct])])
+    senders = [p.label for o in distinct for p in outputs[o]]
+    if len(senders) != len(set(senders)):  # the gatherer decodes each key into one place only
+        raise UnsupportedError(f"{qgraph.name or 'offloaded function'}: two of its results are the same "
+                               "values (e.g. a tensor and its flatten)")
+    b.edges += [(label, out_label) for label in senders]
+    _drop_unread(b)
     spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version)
-    n_out = int(np.prod(qnet.output_shape))
-    return GraphLayout(spec, b.core_kinds, in_label, out_label, slot_shift, c * h * w, n_out, result,
-                       (c_shift, h_shift))
+    return GraphLayout(spec, b.core_kinds, graph_inputs, out_label, [outputs[o] for o in distinct],
+                       [int(starts[distinct.index(o)]) for o in qgraph.outputs], int(starts[-1]))
+
+

@@ -72,10 +72,13 @@ from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, registe
 from tvm.relax.dpl.pattern import DFPattern, is_op, wildcard
 from tvm.relax.transform import FuseOpsByPattern, MergeCompositeFunctions, PatternCheckContext
 
+from ..kernels import ADD_ACTIVATIONS
+
 CODEGEN = "spinnaker"
 
 # Activation name (as in tvm_spinn.graph.ops.ACTIVATIONS) -> Relax op.
 ACTIVATION_OPS = {"relu": "relax.nn.relu", "tanh": "relax.tanh", "sigmoid": "relax.sigmoid"}
+
 OP_TO_ACTIVATION = {op: name for name, op in ACTIVATION_OPS.items()}
 
 
@@ -378,6 +381,8 @@ def _check_add(context: PatternCheckContext) -> bool:
     if _leaks(context):
         return False
     lhs, rhs = context.annotated_expr["add"].args
+    if lhs.same_as(rhs):  # the add tile receives each source once: y + y stays on the host
+        return False
     shapes = []
     for operand in (lhs, rhs):
         info = _tensor_info(operand)
@@ -434,7 +439,7 @@ def _tensor_patterns() -> list[tuple]:
     """Conv / pool / flatten / add patterns, lowest priority first."""
     acts: list[Optional[str]] = [None, *ACTIVATION_OPS]
     patterns = []
-    for act in acts:  # lowest: the add patterns run after everything else (see _check_add)
+    for act in (a for a in acts if (a or "none") in ADD_ACTIVATIONS):  # lowest: after everything else
         add = is_op("relax.add")(wildcard(), wildcard())
         annotations = {"add": add}
         name, out = _with_activation("add", add, act, annotations)

@@ -69,9 +69,13 @@ class LayerSummary:
 class BoardProgram:
     """The compiled program of one offloaded function (one ``"spinnaker"`` runtime module).
 
-    symbol: the function's global symbol. board: the board's name. input_shape: one sample
-    as the caller passes it (without the batch axis). in_features / out_features: values
-    per sample in and out. input_scale / output_scale: int16 * scale = value.
+    symbol: the function's global symbol. board: the board's name. inputs: one live input
+    per argument; a sample on the board is every input's values one after the other
+    (in_features in all), and the output gatherer decodes every distinct result into one
+    flat vector (out_features). arg_shapes / result_shapes: one sample of each argument and
+    result as the caller sees it (without the batch axis); result_offsets: where each result
+    starts in the decoded vector. input_scales / output_scales: int16 * scale = value.
+    calls_per_inference: call sites of the function in ``main`` (statistics add them up).
     ops: the quantised graph with tiling's cuts (:func:`tvm_spinn.integer_reference`),
     input_shapes / outputs: its inputs' (C, H, W) and output op indices.
     error_bound: worst-case |result - float32| per output value for inputs inside the
@@ -84,7 +88,7 @@ class BoardProgram:
     links: Dict[Tuple[int, int, int], Chip]
     routing_tables: Dict[Chip, np.ndarray]
     cores: List[CoreProgram]
-    input: InputEnd
+    inputs: List[InputEnd]
     output: OutputEnd
     in_features: int
     out_features: int
@@ -92,9 +96,12 @@ class BoardProgram:
     # what the executor, the integer reference, statistics and reports need
     symbol: str = ""
     board: str = ""
-    input_shape: Tuple[int, ...] = ()
-    input_scale: float = 1.0
-    output_scale: float = 1.0
+    arg_shapes: List[Tuple[int, ...]] = field(default_factory=list)
+    input_scales: List[float] = field(default_factory=list)
+    result_shapes: List[Tuple[int, ...]] = field(default_factory=list)
+    result_offsets: List[int] = field(default_factory=list)
+    output_scales: List[float] = field(default_factory=list)
+    calls_per_inference: int = 1
     ops: List[QOp] = field(default_factory=list)
     input_shapes: List[Tuple[int, int, int]] = field(default_factory=list)
     outputs: List[int] = field(default_factory=list)
@@ -104,4 +111,17 @@ class BoardProgram:
     mapping_seconds: float = 0.0
     board_functions: List[str] = field(default_factory=list)
     n_cores: int = 0
+
+    @property
+    def input(self) -> InputEnd:
+        """The first (usually only) live input."""
+        return self.inputs[0]
+
+    @property
+    def input_scale(self) -> float:
+        return self.input_scales[0]
+
+    @property
+    def output_scale(self) -> float:
+        return self.output_scales[0]
 

@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Sequence, Tuple
 from ..program import BoardProgram, load_program
 from ..runtime.executor import spinnaker_modules
 from ..runtime.stats import RunStatistics
-from ..tiling.planner import IO_CORES
 
 
 def programs(obj: Any) -> List[BoardProgram]:
@@ -78,7 +77,7 @@ def model_report(obj: Any) -> str:
         parts.append(
             f"{_short(p.symbol)}  [{p.board}]\n"
             + table(("layer", "tiles R x C", "cores"), rows) + "\n"
-            f"cores: {p.n_cores} ({p.n_cores - IO_CORES} kernel + {IO_CORES} live IO); "
+            f"cores: {p.n_cores} ({len(p.cores)} kernel + {p.n_cores - len(p.cores)} live IO); "
             f"routing entries{' of the board shared by %d functions' % len(p.board_functions) if len(p.board_functions) > 1 else ''}: "
             f"{total} on {chips} chip(s), max {max_chip} per chip (limit 1023); "
             f"mapping {p.mapping_seconds:.2f} s")
@@ -119,3 +118,14 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
 def format_statistics(stats: RunStatistics) -> str:
     """A table of one call's RunStatistics, each row labelled counted / modelled / measured."""
     return table(("quantity", "value", "kind"), statistics_rows(stats))
+
+
+def offload_report(ex: Any) -> str:
+    """Every op of a build's model, on the board or on the host, and for the host ones why
+    (from :func:`tvm_spinn.build`'s record on the executable)."""
+    summary = getattr(ex, "spinnaker_offload", None)
+    if summary is None:
+        return "no offload record: build with tvm_spinn.build"
+    parts = [summary.line(), table(("op", "where", "why on the host"), summary.rows())]
+    parts += [f"kept on the host: {fn}: {why}" for fn, why in summary.refused.items()]
+    return "\n".join(parts)

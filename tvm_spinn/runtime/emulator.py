@@ -5,7 +5,7 @@ routing tables and chip links, and for each kernel core the exact config region
 bytes the toolchain generated for it.
 
 The program's fields read here: ``chips``, ``links``, ``routing_tables``, ``cores``,
-``in_features``, ``out_features``, ``n_slots`` and the live IO ends ``input`` and ``output``
+``in_features``, ``out_features``, ``n_slots`` and the live IO ends ``inputs`` and ``output``
 (:class:`~tvm_spinn.program.InputEnd`, :class:`~tvm_spinn.program.OutputEnd`).
 """
 from __future__ import annotations
@@ -40,8 +40,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                                        _u32p, ctypes.c_uint32]
     lib.spinn_emu_set_input.restype = ctypes.c_int
     lib.spinn_emu_set_input.argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 4
-    lib.spinn_emu_set_input_tensor.restype = ctypes.c_int
-    lib.spinn_emu_set_input_tensor.argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 8
+    for name in ("spinn_emu_set_input_tensor", "spinn_emu_add_input_tensor"):
+        getattr(lib, name).restype = ctypes.c_int
+        getattr(lib, name).argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 8
     for name in ("spinn_emu_set_output", "spinn_emu_set_output_trx"):
         getattr(lib, name).restype = ctypes.c_int
         getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, _u32p,
@@ -97,20 +98,23 @@ class EmulatedBoard:
             if idx < 0:
                 raise EmulatorError(f"core {core.label}: {self._error()}")
             self.core_labels.append(core.label)
-        inp, out = program.input, program.output
+        out = program.output
         self.in_features, self.out_features = int(program.in_features), int(program.out_features)
-        in_chip = self.chip_index[tuple(inp.chip)]
-        if inp.shape is not None:
-            c, h, w = (int(v) for v in inp.shape)
-            if c * h * w != self.in_features:
-                raise EmulatorError(f"input shape {(c, h, w)} does not hold in_features={self.in_features}")
-            rc = self._lib.spinn_emu_set_input_tensor(self._emu, in_chip, inp.key, inp.slot_shift,
-                                                      inp.c_shift, inp.h_shift, c, h, w)
-        else:
-            rc = self._lib.spinn_emu_set_input(self._emu, in_chip, inp.key, inp.slot_shift,
+        if len(program.inputs) == 1 and program.inputs[0].shape is None:  # a plain vector
+            inp = program.inputs[0]
+            rc = self._lib.spinn_emu_set_input(self._emu, self.chip_index[tuple(inp.chip)], inp.key, inp.slot_shift,
                                                self.in_features)
+        else:
+            shapes = [tuple(int(v) for v in inp.shape or ()) for inp in program.inputs]
+            if any(len(s) != 3 for s in shapes) or sum(int(np.prod(s)) for s in shapes) != self.in_features:
+                raise EmulatorError(f"input shapes {shapes} do not hold in_features={self.in_features}")
+            rc = 0
+            for k, (inp, (c, h, w)) in enumerate(zip(program.inputs, shapes)):
+                add = self._lib.spinn_emu_add_input_tensor if k else self._lib.spinn_emu_set_input_tensor
+                rc = rc or add(self._emu, self.chip_index[tuple(inp.chip)], inp.key, inp.slot_shift, inp.c_shift,
+                               inp.h_shift, c, h, w)
         if rc != 0:
-            raise EmulatorError("the input's key layout is invalid")
+            raise EmulatorError("an input's key layout is invalid (or more than 16 inputs)")
         rx = np.ascontiguousarray(out.rx, np.uint32).reshape(-1)
         x, y, p = out.placement
         if out.trx:
@@ -130,8 +134,9 @@ class EmulatedBoard:
     def run(self, x_q: np.ndarray) -> np.ndarray:
         """Stream int16 samples (n, in_features) through the board; int16 (n, out_features).
 
-        Tensor samples may also be given as (n, C, H, W); outputs of tensor programs
-        are flattened c-major (reshape them to the output's shape)."""
+        A sample is every input's values, c-major, one input after the other (a single
+        tensor input may also be given as (n, C, H, W)); the output is every distinct
+        result, flattened c-major, one after the other (BoardProgram.result_offsets)."""
         x_q = np.asarray(x_q, np.int16)
         n = x_q.shape[0]
         x_q = np.ascontiguousarray(x_q.reshape(n, int(np.prod(x_q.shape[1:], dtype=np.int64))))

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -40,7 +40,10 @@ def open_board(program: BoardProgram):
 
 
 class Executor:
-    """Runs one offloaded function (one program) on a board."""
+    """Runs one offloaded function (one program) on a board.
+
+    Statistics cover one inference: a function that ``main`` calls k times per inference
+    (``program.calls_per_inference``, e.g. a recurrent cell) adds its k calls up."""
 
     def __init__(self, symbol: str, program: BoardProgram, instance_id: int) -> None:
         self.symbol = symbol
@@ -50,51 +53,81 @@ class Executor:
         self.last_stats: Optional[RunStatistics] = None
         self._lock = threading.Lock()
         self._warned_saturation = False
+        self._calls = 0  # calls so far; every calls_per_inference-th starts a new inference
+        self._wall = 0.0
+        self._saturated = 0
 
-    def _check_input(self, x: np.ndarray) -> None:
-        shape = tuple(self.program.input_shape)
-        first = self.program.layers[0].name
-        if x.dtype != np.float32:
-            raise InputError(f"{self.symbol} ({first}): input dtype must be float32, got {x.dtype}")
-        if tuple(x.shape[1:]) != shape:
-            raise InputError(f"{self.symbol} ({first}): input shape must be (batch, "
-                             f"{', '.join(map(str, shape))}), got {tuple(x.shape)}")
-        if not np.all(np.isfinite(x)):
-            raise InputError(f"{self.symbol}: input contains NaN or infinity")
+    def _check_inputs(self, xs: List[np.ndarray]) -> None:
+        first = self.program.layers[0].name if self.program.layers else self.symbol
+        if len(xs) != len(self.program.arg_shapes):
+            raise InputError(f"{self.symbol} ({first}): expected {len(self.program.arg_shapes)} input tensors, "
+                             f"got {len(xs)}")
+        batch = {x.shape[0] if x.ndim else -1 for x in xs}
+        for k, (x, shape) in enumerate(zip(xs, self.program.arg_shapes)):
+            which = f"input {k}" if len(xs) > 1 else "input"
+            if x.dtype != np.float32:
+                raise InputError(f"{self.symbol} ({first}): {which} dtype must be float32, got {x.dtype}")
+            if tuple(x.shape[1:]) != tuple(shape) or len(batch) != 1:
+                raise InputError(f"{self.symbol} ({first}): {which} shape must be (batch, "
+                                 f"{', '.join(map(str, shape))}), got {tuple(x.shape)}")
+            if not np.all(np.isfinite(x)):
+                raise InputError(f"{self.symbol}: {which} contains NaN or infinity")
 
-    def run_numpy(self, x: np.ndarray) -> np.ndarray:
-        """float32 (batch, in) -> float32 (batch, out) through the board."""
+    def run_all(self, xs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """float32 inputs (batch, *arg shape) -> float32 results (batch, result size), one per
+        result, through the board."""
         global _last
-        self._check_input(x)
+        xs = [np.ascontiguousarray(x) for x in xs]
+        self._check_inputs(xs)
         _last = self
-        x = x.reshape(x.shape[0], -1)  # tensors travel c-major, as numpy stores them
+        n = xs[0].shape[0]
         with self._lock:  # one stream at a time per board
-            x_q = quantize_tensor(x, self.program.input_scale)
+            # Samples travel c-major, as numpy stores them, input after input.
+            flat = [x.reshape(n, -1) for x in xs]
+            x_q = np.concatenate([quantize_tensor(x, sc) for x, sc in zip(flat, self.program.input_scales)], axis=1)
             # Values beyond the calibrated range saturate: count them, never hide them.
-            saturated = int(np.count_nonzero(np.abs(x) > self.program.input_scale * 32767.5))
-            self.board.reset_counters()
+            saturated = sum(int(np.count_nonzero(np.abs(x) > sc * 32767.5))
+                            for x, sc in zip(flat, self.program.input_scales))
+            if self._calls % max(1, self.program.calls_per_inference) == 0:  # a new inference
+                self.board.reset_counters()
+                self._wall, self._saturated = 0.0, 0
+            self._calls += 1
             start = time.perf_counter()
             y_q = self.board.run(x_q)
-            wall = time.perf_counter() - start
-            self.last_stats = collect(self.program, self.board, x.shape[0], wall)
-            self.last_stats.saturated_inputs = saturated
+            self._wall += time.perf_counter() - start
+            self._saturated += saturated
+            self.last_stats = collect(self.program, self.board, n, self._wall)
+            self.last_stats.saturated_inputs = self._saturated
         if saturated and not self._warned_saturation:  # once per executor; every call counts them
             self._warned_saturation = True
             log.warning("%s: %d input values exceed the calibrated range and were saturated to int16 "
                         "(counted per call in the statistics); calibrate with more representative data",
                         self.symbol, saturated)
-        return (y_q.astype(np.float32) * np.float32(self.program.output_scale)).astype(np.float32)
+        results = []
+        for offset, shape, scale in zip(self.program.result_offsets, self.program.result_shapes,
+                                        self.program.output_scales):
+            y = y_q[:, offset:offset + int(np.prod(shape))]
+            results.append((y.astype(np.float32) * np.float32(scale)).astype(np.float32))
+        return results
+
+    def run_numpy(self, *xs: np.ndarray):
+        """float32 (batch, ...) inputs -> float32 (batch, result size) through the board: one
+        array for a function with one result, else a list."""
+        results = self.run_all(list(xs))
+        return results[0] if len(results) == 1 else results
 
     def __call__(self, *args) -> None:
-        """VM calling convention: inputs, then the preallocated output."""
-        if len(args) != 2:
-            raise InputError(f"{self.symbol}: expected one input and one output tensor, got {len(args)} arguments")
-        x = np.from_dlpack(args[0])
-        out = np.from_dlpack(args[1])
-        y = self.run_numpy(np.ascontiguousarray(x))
-        if out.size != y.size:
-            raise InputError(f"{self.symbol}: output buffer shape {out.shape} != result shape {y.shape}")
-        out[...] = y.reshape(out.shape)
+        """VM calling convention: the inputs, then one preallocated buffer per result."""
+        n_in, n_out = len(self.program.arg_shapes), len(self.program.result_shapes)
+        if len(args) != n_in + n_out:
+            raise InputError(f"{self.symbol}: expected {n_in} input and {n_out} output tensors, got "
+                             f"{len(args)} arguments")
+        ys = self.run_all([np.from_dlpack(a) for a in args[:n_in]])
+        for y, buf in zip(ys, args[n_in:]):
+            out = np.from_dlpack(buf)
+            if out.size != y.size:
+                raise InputError(f"{self.symbol}: output buffer shape {out.shape} != result shape {y.shape}")
+            out[...] = y.reshape(out.shape)
 
 
 _executors: Dict[int, Executor] = {}
@@ -149,12 +182,20 @@ def statistics(obj=None) -> Optional[RunStatistics]:
     return combine(done) if done else None
 
 
-def integer_reference(program: BoardProgram, x: np.ndarray) -> np.ndarray:
+def integer_reference(program: BoardProgram, x) -> np.ndarray:
     """The numpy integer reference of a compiled program (:mod:`tvm_spinn.quantization.reference`
     on the program's quantised graph, tiling's cuts included): float32 (quantised with the
-    program's input scale) or int16 in, int16 (batch, out_features) out."""
-    x = np.asarray(x)
-    y = x if x.dtype == np.int16 else quantize_tensor(x.astype(np.float32), program.input_scale)
-    y = y.reshape(y.shape[0], -1)
-    (out,) = graph_reference(program.ops, [y], program.input_shapes, program.outputs)
-    return out.reshape(out.shape[0], -1)
+    program's input scales) or int16 in, int16 (batch, out_features) out, as the board
+    returns it. x: one array (batch, ...) per input (a list), or the inputs' values one after
+    the other (batch, in_features)."""
+    sizes = [int(np.prod(s)) for s in program.input_shapes]
+    if isinstance(x, (list, tuple)):
+        xs = [np.asarray(v).reshape(np.shape(v)[0], -1) for v in x]
+    else:
+        flat = np.asarray(x).reshape(np.shape(x)[0], -1)
+        xs = np.split(flat, np.cumsum(sizes)[:-1], axis=1)
+    xs = [v if v.dtype == np.int16 else quantize_tensor(v.astype(np.float32), sc)
+          for v, sc in zip(xs, program.input_scales)]
+    distinct = list(dict.fromkeys(program.outputs))
+    outs = graph_reference(program.ops, xs, program.input_shapes, distinct)
+    return np.concatenate([o.reshape(o.shape[0], -1) for o in outs], axis=1)

@@ -15,7 +15,7 @@ Two facts are proved here from the actual int16 weights, for any int16 input:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class LayerPlan:
     layer: QOp
     row_bounds: List[int]
     col_bounds: List[int]
-    blocks: np.ndarray  # (R, C) int32 accumulation block length of each tile
+    acc_blocks: np.ndarray  # (R, C) int32 accumulation block length of each tile
     partial_shift: int
 
     @property
@@ -65,6 +65,12 @@ class LayerPlan:
     def n_cores(self) -> int:
         r, c = self.n_row_tiles, self.n_col_tiles
         return r * c + (r if c > 1 else 0)
+
+    @property
+    def blocks(self) -> List[Tuple[int, int, int, int]]:
+        """Output blocks (c0, nc, h0, nh) of the (1, 1, N) vector, one per producer vertex (a
+        row tile, or its reducer): all in channel 0, row 0 (the columns tell them apart)."""
+        return [(0, 1, 0, 1)] * self.n_row_tiles
 
     @property
     def tiled_qop(self) -> QOp:
@@ -174,12 +180,12 @@ def plan_layer(layer: QOp, n_rows: int, n_cols: int) -> LayerPlan:
     n, k = layer.weight.shape
     row_bounds = split(n, n_rows)
     col_bounds = split(k, n_cols, even=True)
-    blocks = np.zeros((n_rows, n_cols), np.int32)
+    acc_blocks = np.zeros((n_rows, n_cols), np.int32)
     t_max = 0
     for i, (r0, r1) in enumerate(zip(row_bounds[:-1], row_bounds[1:])):
         for j, (c0, c1) in enumerate(zip(col_bounds[:-1], col_bounds[1:])):
             w = layer.weight[r0:r1, c0:c1]
-            blocks[i, j] = accumulation_block(w)
+            acc_blocks[i, j] = accumulation_block(w)
             t_max = max(t_max, int(np.abs(w.astype(np.int64)).sum(axis=1).max()) * X_MAX)
     partial_shift = max(0, t_max.bit_length() - 30) if n_cols > 1 else 0
-    return LayerPlan(layer, row_bounds, col_bounds, blocks, partial_shift)
+    return LayerPlan(layer, row_bounds, col_bounds, acc_blocks, partial_shift)

@@ -6,7 +6,7 @@ for the whole graph so that it fits the board.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 from ..errors import ResourceError
 from ..graph.network import input_number, op_inputs
@@ -17,7 +17,6 @@ from .dense import LayerPlan, choose_tiling, plan_layer
 from .tensor import FusedPool, TensorOpPlan, input_rows, plan_fused, plan_tensor_op
 
 OpPlan = Union[LayerPlan, TensorOpPlan, FusedPool, None]
-IO_CORES = 2  # the live input source and output gatherer of a graph
 
 
 @dataclass
@@ -35,15 +34,33 @@ class GraphPlan:
         return sum(p.n_cores for p in self.plans if p is not None)
 
     @property
+    def n_io_cores(self) -> int:
+        """Live IO cores: one input source per graph input and the output gatherer."""
+        return len(self.qgraph.input_shapes) + 1
+
+    @property
     def n_cores(self) -> int:
-        """Kernel cores plus the live IO cores (input source and output gatherer)."""
-        return self.n_kernel_cores + IO_CORES
+        """Kernel cores plus the live IO cores."""
+        return self.n_kernel_cores + self.n_io_cores
 
     def tiled_ops(self) -> List[QOp]:
         """The graph's ops with tiling's cuts of their accumulations (what the integer
         reference and the error model need)."""
         return [q if p is None or isinstance(p, FusedPool) else p.tiled_qop
                 for q, p in zip(self.qgraph.ops, self.plans)]
+
+
+def _producer_blocks(qgraph: QuantizedGraph, plans: List[OpPlan], j: int) -> List[Tuple[int, int, int, int]]:
+    """Blocks (c0, nc, h0, nh) of the vertices producing the value op index j names: the graph
+    input, a tensor op's tiles, a dense layer's row tiles, or (a flatten, a view) its input's
+    producers, which then all send parts of one (1, 1, N) vector."""
+    if j < 0:
+        c, h, _ = qgraph.input_shapes[input_number(j)]
+        return [(0, c, 0, h)]
+    p = plans[j]
+    if p is None:  # flatten
+        return [(0, 1, 0, 1)] * _source_rows(qgraph, plans, j)
+    return p.blocks
 
 
 def _source_rows(qgraph: QuantizedGraph, plans: List[OpPlan], i: int) -> int:
@@ -109,13 +126,7 @@ def plan_with_budget(qgraph: QuantizedGraph, board: res.Board, budget: Optional[
         elif len(plans) > i:
             continue  # a pool fused into the convolution before it
         else:
-            blocks = []
-            for j in q.inputs:
-                if j < 0:
-                    c, h, _ = qgraph.input_shapes[input_number(j)]
-                    blocks.append((0, c, 0, h))
-                else:
-                    blocks += plans[j].blocks
+            blocks = [b for j in q.inputs for b in _producer_blocks(qgraph, plans, j)]
             plans.append(plan_tensor_op(q, blocks, budget, rows_read[i]))
             if fuse and _fusable_pool(qgraph, i) and plans[i].ic_bounds is None:
                 # Fused when it takes no more cores than a conv stage plus a pool stage: it
@@ -154,7 +165,7 @@ def plan_graph(qgraph: QuantizedGraph, board: res.Board = res.SPINN_5, cycle_bud
         cut = f" ({biggest.n_row_tiles} x {biggest.n_col_tiles} tiles)" if isinstance(biggest, LayerPlan) else ""
         raise ResourceError(
             f"model too big for the board: it needs {plan.n_cores} cores ({plan.n_kernel_cores} for kernels + "
-            f"{IO_CORES} for live IO) even with the fewest cores per op (DTCM-limited), but a {board.name} has "
+            f"{plan.n_io_cores} for live IO) even with the fewest cores per op (DTCM-limited), but a {board.name} has "
             f"{board.app_cores} application cores; the largest op, {qgraph.ops[biggest_i].name}, alone takes "
             f"{biggest.n_cores} cores{cut}")
     lo, hi = budget, 1e9  # bisection on the budget (log scale): fewer cycles need more cores

@@ -102,14 +102,13 @@ class FusedPool:
 
 
 def input_rows(op, oh0: int, noh: int, in_h: int) -> Tuple[int, int]:
-    """Input rows [first, first + n) that output rows [oh0, oh0 + noh) read (clipped)."""
+    """Input rows [first, first + n) that output rows [oh0, oh0 + noh) read (clipped). A band
+    whose windows lie wholly in the padding still buffers one row: its arrival is what
+    makes the tile compute (and send) those rows."""
     if isinstance(op, Add):
         return oh0, noh
     kh = op.weight.shape[2] if isinstance(op, Conv2D) else op.kernel[0]
-    sh, pt = op.stride[0], op.padding[0]
-    first = max(0, oh0 * sh - pt)
-    last = min(in_h, (oh0 + noh - 1) * sh - pt + kh)
-    return first, max(0, last - first)
+    return window_input_rows(oh0, noh, op.stride[0], op.padding[0], kh, in_h)
 
 
 

@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ...kernels import ADD_ACTIVATIONS
 from ...quantization.fixed_point import ACT_CODES, AVG_RECIP_SHIFT, avg_recip
 from .dense import pack_int16, row_params, table_words
 
@@ -411,8 +412,8 @@ def add_config(*, c0: int, n_c: int, h: int, w: int, h0: int, n_h: int, activati
     if min(n_c, h, w, n_h) < 1 or h0 + n_h > h or not 1 <= n_slots <= MAX_SLOTS:
         raise ValueError(f"{what}: bad sizes, rows [{h0}, {h0 + n_h}) of {h}, or n_slots")
     name, code = _act(activation)
-    if name not in ("none", "relu"):
-        raise ValueError(f"{what}: activation must be none or relu")
+    if name not in ADD_ACTIVATIONS:
+        raise ValueError(f"{what}: activation must be one of {ADD_ACTIVATIONS}")
     if not all(-(1 << 31) <= int(m) < 1 << 31 for m in (mult_a, mult_b)) or not 0 <= shift <= 62:
         raise ValueError(f"{what}: multipliers must be int32 and shift in [0, 62]")
     _check_fields(what, out_slot_shift, out_c_shift, out_h_shift, n_c, n_h, w, n_slots)

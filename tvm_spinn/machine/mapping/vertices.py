@@ -103,10 +103,13 @@ def make_vertex(vspec: VertexSpec):
     if vspec.kind == INPUT:
         if vspec.n_keys <= 0:
             raise ValueError(f"input vertex {vspec.label} needs n_keys > 0")
+        # No reverse IP tag: the Ethernet chip has 7 tags for every function of a board, so
+        # the host addresses each input source as an SDP port of its core (x, y, p) through
+        # the board's SCP connection instead (any number of inputs, no tag).
         return ReverseIPTagMulticastSourceMachineVertex(
             vspec.label,
             n_keys=vspec.n_keys,
-            eieio_params=EIEIOParameters(reserve_reverse_ip_tag=True),
+            eieio_params=EIEIOParameters(reserve_reverse_ip_tag=False),
         )
     if vspec.kind == OUTPUT:
         params = LivePacketGatherParameters(
