@@ -210,3 +210,118 @@ def test_kind8_too_big_across_functions_is_a_clear_error_or_stays_on_the_host(re
                                                 for why in ex.spinnaker_offload.refused.values())
     y = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(y, model(torch.from_numpy(x)).detach().numpy(), atol=2e-3, rtol=0)
+
+
+# --- kind 9: no silent saturation
+
+class OnesMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 8), nn.Linear(8, 4)
+        for layer in (self.a, self.b):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_kind9_headroom_keeps_values_beyond_the_calibration_set_and_saturation_is_counted(caplog):
+    model = OnesMLP().eval()
+    calib = np.random.default_rng(0).uniform(0, 1, size=(256, 16)).astype(np.float32)
+    mod = tvm_spinn.from_torch(model, (torch.from_numpy(calib[:2]),))
+    vm = relax.VirtualMachine(tvm_spinn.build(mod, calibration=calib), tvm.cpu())
+    x = np.full((1, 16), 0.99, np.float32)  # every hidden value beyond its calibrated maximum
+    y = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(y, 8 * 16 * 0.99, rtol=2e-3)
+    assert tvm_spinn.statistics(vm).saturated == 0
+    # Far beyond the headroom: clipped inside the board, counted per tensor and warned.
+    with caplog.at_level(logging.WARNING, logger="tvm_spinn"):
+        vm["main"](tvm.runtime.tensor(np.full((3, 16), 2.5, np.float32)))
+    stats = tvm_spinn.statistics(vm)
+    assert stats.saturated_values and all(n > 0 for n in stats.saturated_values.values())
+    assert any("saturated" in r.getMessage() and "dense" in r.getMessage() for r in caplog.records)
+    # Without headroom, the example of the issue clips silently no more: it is counted.
+    vm0 = relax.VirtualMachine(tvm_spinn.build(mod, calibration=calib, headroom=1.0), tvm.cpu())
+    y0 = vm0["main"](tvm.runtime.tensor(x)).numpy()
+    assert np.all(y0 < 0.9 * 8 * 16 * 0.99) and tvm_spinn.statistics(vm0).saturated > 0
+
+
+def test_kind9_degenerate_calibration_is_warned(caplog):
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    mod = tvm_spinn.from_torch(model, (torch.randn(2, 4),))
+    with caplog.at_level(logging.WARNING, logger="tvm_spinn"):
+        tvm_spinn.build(mod, calibration=np.zeros((8, 4), np.float32))
+        tvm_spinn.build(mod, calibration=np.ones((1, 4), np.float32))
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "zero on every calibration sample" in text and "one calibration sample" in text
+    with pytest.raises(tvm_spinn.CalibrationError, match="headroom"):
+        tvm_spinn.build(mod, calibration=np.ones((8, 4), np.float32), headroom=0.5)
+
+
+# --- kind 10: a function called several times per inference
+
+class TinyRNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.i, self.h, self.o = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.zeros(x.shape[0], 8)
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.i(x[:, t]) + self.h(h))
+        return self.o(h)
+
+
+def test_kind10_a_function_called_per_time_step(record_board_io):
+    ex, vm, ys = build_and_check(TinyRNN(), (5, 4), record_board_io, strict=True)
+    step = [p for p in report.programs(ex) if p.calls_per_inference == 5]
+    assert len(step) == 1, "one offloaded cell, called at each of the 5 time steps"
+    # Every call of the inference is counted: 5 x (4*8 + 8*8) + 8*3 MACs per sample.
+    assert tvm_spinn.statistics(vm).macs == 64 * (5 * (4 * 8 + 8 * 8) + 8 * 3)
+
+
+# --- kind 11: negative select indices reach TVM's importer as correct indices
+
+class LastStep(nn.Module):
+    def forward(self, x):
+        return torch.tanh(x)[:, -1]
+
+
+def test_kind11_negative_select_matches_torch():
+    x = torch.randn(2, 3, 4)
+    mod = tvm_spinn.from_torch(LastStep(), (x,))
+    y = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x.numpy()))
+    np.testing.assert_allclose(y.numpy(), LastStep()(x).numpy(), rtol=1e-6, atol=1e-6)
+    gru = nn.GRU(4, 6, batch_first=True).eval()
+
+    class LastState(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = gru
+
+        def forward(self, x):
+            return self.gru(x)[1][-1]
+
+    x = torch.randn(3, 5, 4)
+    mod = tvm_spinn.from_torch(LastState(), (x,))
+    y = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x.numpy()))
+    np.testing.assert_allclose(y.numpy(), LastState()(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(tvm_spinn.UnsupportedError, match="symbolic"):
+        tvm_spinn.from_torch(LastBatchRow(), (torch.randn(2, 3),))
+
+
+class LastBatchRow(nn.Module):
+    def forward(self, x):
+        return x[-1]
+
+
+# --- kind 12: a static batch calibrates with any number of samples
+
+def test_kind12_static_batch_calibration(record_board_io):
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    x = torch.randn(50, 6)
+    mod = tvm_spinn.from_torch(model, (x[:4],), dynamic_batch=False)
+    vm = relax.VirtualMachine(tvm_spinn.build(mod, calibration=x.numpy(), strict=True), tvm.cpu())
+    y = vm["main"](tvm.runtime.tensor(x[:4].numpy())).numpy()
+    np.testing.assert_allclose(y, model(x[:4]).detach().numpy(), atol=2e-3 * float(np.abs(y).max()))

@@ -40,6 +40,7 @@ typedef struct {
     uint32_t macs_lo;      /* multiply-accumulates, 64-bit split in two words */
     uint32_t macs_hi;
     uint32_t dropped;      /* packets that matched no receive entry */
+    uint32_t saturated;    /* output values clipped to int16 (beyond the calibrated range) */
 } spinn_counters_t;
 
 typedef struct {

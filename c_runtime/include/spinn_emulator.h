@@ -59,7 +59,7 @@ int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const 
  * 0 or -1 (then spinn_emu_error() says why). */
 int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots);
 const char *spinn_emu_error(const spinn_emu_t *emu);
-/* Kernel counters of a core (spinn_counters_t, 8 words). */
+/* Kernel counters of a core (spinn_counters_t, 9 words). */
 int spinn_emu_core_counters(const spinn_emu_t *emu, uint32_t core, uint32_t *out);
 /* Test hook: hand one packet straight to a kernel core (receive, then compute
  * the slot it returns, as the binding does) and capture what it sends, not

@@ -50,10 +50,17 @@ static inline int64_t spinn_round_shift(int64_t v, uint32_t shift) {
     return (v + ((int64_t)1 << (shift - 1u))) >> shift;
 }
 
-/* acc * multiplier / 2^shift, rounded and saturated to int16. The compiler
- * proved |acc * multiplier| < 2^62 for every reachable acc. */
-static inline int32_t spinn_requantize(int64_t acc, int32_t multiplier, uint32_t shift) {
-    return spinn_sat16(spinn_round_shift(acc * (int64_t)multiplier, shift));
+/* int16 saturation that counts the values it clipped (a tensor beyond its calibrated
+ * range: the host reports these per tensor, never hiding them). */
+static inline int32_t spinn_sat16_count(int64_t v, uint32_t *saturated) {
+    if (v > SPINN_Q_MAX || v < SPINN_Q_MIN) ++*saturated;
+    return spinn_sat16(v);
+}
+
+/* acc * multiplier / 2^shift, rounded and saturated to int16 (counted in *saturated).
+ * The compiler proved |acc * multiplier| < 2^62 for every reachable acc. */
+static inline int32_t spinn_requantize(int64_t acc, int32_t multiplier, uint32_t shift, uint32_t *saturated) {
+    return spinn_sat16_count(spinn_round_shift(acc * (int64_t)multiplier, shift), saturated);
 }
 
 static inline int32_t spinn_lo16(uint32_t w) { return (int32_t)(int16_t)(uint16_t)(w & 0xFFFFu); }

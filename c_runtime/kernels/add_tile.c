@@ -83,10 +83,10 @@ int32_t spinn_add_tile_receive(spinn_add_tile_t *s, uint32_t key, uint32_t paylo
                                 &s->counters, row_ready, s);
 }
 
-static int32_t add_value(const spinn_add_tile_t *s, int32_t a, int32_t b) {
+static int32_t add_value(spinn_add_tile_t *s, int32_t a, int32_t b) {
     /* |a * mult| < 2^46 each: exact in int64 */
     int64_t acc = (int64_t)a * s->mult_a + (int64_t)b * s->mult_b;
-    int32_t y = spinn_sat16(spinn_round_shift(acc, s->shift));
+    int32_t y = spinn_sat16_count(spinn_round_shift(acc, s->shift), &s->counters.saturated);
     return s->activation == SPINN_ACT_RELU && y < 0 ? 0 : y;
 }
 

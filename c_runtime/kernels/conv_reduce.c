@@ -152,7 +152,7 @@ static int reduce_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn sen
         for (ow = 0; ow < s->out_w; ow++) {
             /* undo the tiles' rounding shift (a multiplication: the sum may be negative) */
             int64_t acc = (int64_t)(int32_t)a[ow] * ((int64_t)1 << s->partial_shift) + bias;
-            int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3]));
+            int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3], &s->counters.saturated));
             int last = last_row && j + 1u == s->n_oc && ow + 1u == s->out_w;
             a[ow] = 0u;
             if (spinn_tensor_send16(&s->st, slot, last, key, ow, s->out_w, y, &pending, send, ctx, &s->counters) !=

@@ -292,7 +292,7 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
                 uint32_t v = (uint32_t)spinn_sat32(spinn_round_shift(acc, s->partial_shift));
                 rc = spinn_tensor_send(&s->st, slot, last, key | ow, v, send, ctx, &s->counters);
             } else {
-                int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3]));
+                int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3], &s->counters.saturated));
                 if (s->mode == SPINN_CONV_POOLED)
                     stored[ow] = (int16_t)y;
                 else

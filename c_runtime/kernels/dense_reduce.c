@@ -86,7 +86,7 @@ int spinn_dense_reduce_compute(spinn_dense_reduce_t *s, uint32_t slot, spinn_sen
         const uint32_t *p = s->row_params + n * ROW_PARAM_WORDS;
         /* Undo the tiles' rounding shift, then finish exactly like a final tile. */
         int64_t acc = sums[n] * ((int64_t)1 << s->partial_shift) + spinn_read_i64(p);
-        int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3]));
+        int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3], &s->counters.saturated));
         sums[n] = 0;
         if (n & 1u) {
             if (send(ctx, key_base | (n >> 1), spinn_pack16(pending, y)) != 0) return -1;

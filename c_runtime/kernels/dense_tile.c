@@ -132,7 +132,7 @@ int spinn_dense_tile_compute(spinn_dense_tile_t *s, uint32_t slot, spinn_send_fn
             s->counters.packets_out++;
         } else {
             const uint32_t *p = s->row_params + n * ROW_PARAM_WORDS;
-            int32_t y = spinn_requantize(acc + spinn_read_i64(p), (int32_t)p[2], p[3]);
+            int32_t y = spinn_requantize(acc + spinn_read_i64(p), (int32_t)p[2], p[3], &s->counters.saturated);
             y = spinn_activate(s->activation, s->table, y);
             if (n & 1u) {
                 if (send(ctx, key_base | (n >> 1), spinn_pack16(pending, y)) != 0) return -1;

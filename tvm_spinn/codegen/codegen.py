@@ -22,7 +22,7 @@ from ..machine.graph import MappingResult
 from ..machine.mapping import map_graph
 from ..program import BoardProgram, CoreProgram, InputEnd, LayerSummary, OutputEnd, dump_program
 from ..quantization.error import error_bound
-from ..quantization.quantize import quantize_graph
+from ..quantization.quantize import CalibrationSettings, quantize_graph
 from ..tiling import resources as res
 from ..tiling.dense import LayerPlan
 from ..tiling.planner import GraphPlan, plan_graph
@@ -44,6 +44,7 @@ class CodegenOptions:
     calibration: Dict[str, List[np.ndarray]] = field(default_factory=dict)
     calls_per_inference: Dict[str, int] = field(default_factory=dict)
     programs: Dict[str, BoardProgram] = field(default_factory=dict)  # compiled by the pipeline
+    calibration_settings: CalibrationSettings = field(default_factory=CalibrationSettings)
 
 
 _local = threading.local()
@@ -137,7 +138,7 @@ def plan_function(func, symbol: str, options: CodegenOptions) -> GraphPlan:
         raise CalibrationError(
             f"no calibration data for the offloaded function {symbol} ({graph.ops[0].name}): build with "
             "tvm_spinn.build(mod, calibration=...) or relax.get_pipeline('spinnaker', calibration=...)")
-    qgraph = quantize_graph(graph, calibration)
+    qgraph = quantize_graph(graph, calibration, options.calibration_settings)
     return plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
 
 

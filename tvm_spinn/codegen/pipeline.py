@@ -19,6 +19,7 @@ import threading
 
 from ..errors import CalibrationError
 from ..partition import CODEGEN, offloaded_functions, partition_for_spinnaker
+from ..quantization.quantize import CalibrationSettings
 from ..tiling import resources as res
 from .codegen import CodegenOptions, codegen_options, compile_functions
 from .offload import offload_summary, short_name
@@ -128,7 +129,8 @@ def _un_offload(mod: tvm.IRModule, symbols: Sequence[str]) -> tvm.IRModule:
 
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                        cycle_budget: Optional[float] = None, convolutions: bool = True,
-                       fuse_pools: bool = True, strict: bool = False) -> tvm.transform.Pass:
+                       fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0,
+                       percentile: float = 100.0) -> tvm.transform.Pass:
     """Partition for SpiNNaker, run its codegen, lower the rest for the host CPU.
 
     Parameters
@@ -146,9 +148,14 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         pool on its own cores.
     strict : raise the error of an offloaded function that cannot be built (resources, a
         planner limit, the mapping) instead of keeping it on the host with a warning.
+    headroom, percentile : a tensor's int16 range is the ``percentile`` of |x| over its
+        calibration values (100: the maximum) times ``headroom`` (default 2: one bit of
+        precision keeps fresh samples from saturating); see
+        :class:`tvm_spinn.quantization.quantize.CalibrationSettings`.
     """
     if board not in res.BOARDS:
         raise ValueError(f"unknown board {board!r}; choose one of {sorted(res.BOARDS)}")
+    settings = CalibrationSettings(headroom=headroom, percentile=percentile)
 
     @tvm.transform.module_pass(opt_level=0, name="SpiNNakerPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -159,7 +166,8 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
             if calls else []
         options = CodegenOptions(board=res.BOARDS[board], cycle_budget=cycle_budget, fuse_pools=fuse_pools,
                                  calibration=_calibration_per_function(values, calls),
-                                 calls_per_inference={s: len(sites) for s, sites in calls.items()})
+                                 calls_per_inference={s: len(sites) for s, sites in calls.items()},
+                                 calibration_settings=settings)
         funcs = list(offloaded_functions(partitioned).values())
         programs, refused = compile_functions(funcs, options, strict=strict)
         options.programs = {p.symbol: p for p in programs}
@@ -188,7 +196,7 @@ def register() -> None:
 
 def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[str, dict] = "spinnaker",
           board: str = "spinn5", cycle_budget: Optional[float] = None, convolutions: bool = True,
-          fuse_pools: bool = True, strict: bool = False):
+          fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0, percentile: float = 100.0):
     """Partition, quantise, map and compile ``mod``; returns a Relax VM executable (the
     options are those of :func:`spinnaker_pipeline`).
 
@@ -202,7 +210,8 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
         y = vm["main"](tvm.runtime.tensor(x)).numpy()
     """
     pipeline = spinnaker_pipeline(calibration=calibration, board=board, cycle_budget=cycle_budget,
-                                  convolutions=convolutions, fuse_pools=fuse_pools, strict=strict)
+                                  convolutions=convolutions, fuse_pools=fuse_pools, strict=strict,
+                                  headroom=headroom, percentile=percentile)
     _last_offload.summary = None
     ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
     try:  # what went where, for tvm_spinn.report.offload_report(ex)

@@ -11,6 +11,31 @@ from tvm.relax.frontend.torch import from_exported_program
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
+def _positive_select_indices(exported: "torch.export.ExportedProgram") -> None:
+    """Rewrite ``aten.select(x, dim, -k)`` as ``select(x, dim, size - k)``: TVM 0.27's importer
+    turns a negative select index into an out-of-bounds ``take`` (``x[:, -1]`` gives wrong
+    numbers, a GRU's last state garbage). Raises UnsupportedError for a negative index on a
+    dimension whose size is symbolic (the batch)."""
+    from ..errors import UnsupportedError
+
+    changed = False
+    for node in exported.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.ops.aten.select.int:
+            continue
+        src, dim, index = node.args[:3]
+        if not isinstance(index, int) or index >= 0:
+            continue
+        size = src.meta["val"].shape[dim]
+        if not isinstance(size, int):
+            raise UnsupportedError(
+                f"{node.name}: selecting index {index} along dimension {dim}, whose size is symbolic (the "
+                "batch); index from the start instead, or export with dynamic_batch=False")
+        node.args = (src, dim, index + size) + tuple(node.args[3:])
+        changed = True
+    if changed:
+        exported.graph_module.recompile()
+
+
 def from_torch(
     model: torch.nn.Module, example_inputs: Inputs, *, dynamic_batch: bool = True
 ) -> tvm.IRModule:
@@ -65,6 +90,7 @@ def from_torch(
             for a in args
         )
     exported = torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
+    _positive_select_indices(exported)
     # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
     # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
     return from_exported_program(exported, unwrap_unit_return_tuple=True)

@@ -111,12 +111,13 @@ def _multiplier_shift(m: float, m_bits: int, layer: str) -> tuple[int, int]:
 
 
 def quantize_weights(weight: np.ndarray, bias: Optional[np.ndarray], activation: str, in_scale: float,
-                     y_calibration: np.ndarray, name: str) -> dict:
+                     out_range: float, name: str) -> dict:
     """int16 parameters of a layer with weights (dense (out, in) or conv (out, in, kh, kw)):
     weight / weight_scale per output channel, bias (int64, accumulator units), the
     requantisation multiplier / shift per output channel, out_scale and target_scale,
     and the proven accumulator bound with the multiplier's bit budget m_bits.
-    y_calibration: the layer's float outputs on the calibration data (for out_scale)."""
+    out_range: the largest |output| the int16 scale must hold (calibration statistic times
+    headroom, see :class:`tvm_spinn.quantization.quantize.CalibrationSettings`)."""
     w = np.asarray(weight, np.float64)
     n = w.shape[0]
     w_scale = np.array([symmetric_scale(v) for v in np.max(np.abs(w.reshape(n, -1)), axis=1)])
@@ -129,7 +130,7 @@ def quantize_weights(weight: np.ndarray, bias: Optional[np.ndarray], activation:
     elif activation == "sigmoid":
         target, out_scale = 2.0 ** -(TANH_INPUT_BITS - 1), 1.0 / Q_MAX
     else:
-        out_scale = target = symmetric_scale(float(np.max(np.abs(y_calibration))))
+        out_scale = target = symmetric_scale(out_range)
     # |acc| <= sum|W| * 32768 + |bias| for any int16 input; one more bit covers
     # the rounding of partial sums when the layer is cut into column tiles.
     acc_bound = int(np.max(np.abs(wq.reshape(n, -1).astype(np.int64)).sum(axis=1) * 32768 + np.abs(bias_q)))

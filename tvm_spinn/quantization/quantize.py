@@ -8,6 +8,7 @@ rescales both inputs to its output scale with integer multipliers and one shift.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
@@ -17,6 +18,8 @@ from ..errors import CalibrationError
 from ..graph.network import OpGraph, Shape, float_forward, input_number, op_inputs, shapes
 from ..graph.ops import Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
 from .fixed_point import ACT_CODES, add_multipliers, quantize_tensor, quantize_weights, symmetric_scale
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,6 +130,43 @@ class QuantizedGraph:
         return quantize_tensor(x, self.input_scales[k])
 
 
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """How a tensor's int16 range comes from its calibration values: the ``percentile`` of
+    |x| over every calibration value (100: the maximum) times ``headroom``.
+
+    The default headroom of 2 (one bit) keeps fresh samples of the calibration's
+    distribution from saturating (values a little beyond the calibration set, which a
+    scale at exactly the calibrated maximum clips); it costs one bit of int16 precision,
+    which doubles the rounding error of every tensor (measured in the README)."""
+
+    headroom: float = 2.0
+    percentile: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not (self.headroom >= 1.0 and np.isfinite(self.headroom)):
+            raise CalibrationError(f"headroom must be a finite number >= 1, got {self.headroom}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise CalibrationError(f"percentile must be in (0, 100], got {self.percentile}")
+
+    def range_of(self, values: np.ndarray) -> float:
+        """The largest |value| the tensor's int16 scale holds."""
+        a = np.abs(np.asarray(values, np.float64))
+        stat = float(a.max()) if self.percentile >= 100.0 else float(np.percentile(a, self.percentile))
+        return stat * self.headroom
+
+
+def _warn_degenerate(what: str, x: np.ndarray) -> None:
+    """A calibration that cannot set a scale: all zero, one sample, every sample the same."""
+    if not np.any(x):
+        log.warning("calibration: %s is zero on every calibration sample; its int16 scale is a guess "
+                    "(1/32767): calibrate with data that exercises it", what)
+    elif x.shape[0] == 1:
+        log.warning("calibration: %s has one calibration sample; scales from one sample clip most others", what)
+    elif np.all(x == x[:1]):
+        log.warning("calibration: %s is the same on every calibration sample; calibrate with varied data", what)
+
+
 def _calibration_arrays(graph: OpGraph, calibration) -> List[np.ndarray]:
     """Calibration (one array, or one per input) as float32 (samples, C, H, W) arrays."""
     if calibration is None:
@@ -151,31 +191,36 @@ def _calibration_arrays(graph: OpGraph, calibration) -> List[np.ndarray]:
     return result
 
 
-def quantize_graph(graph: OpGraph, calibration) -> QuantizedGraph:
+def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = CalibrationSettings()
+                   ) -> QuantizedGraph:
     """Scales from calibration data and int16 parameters of every op.
 
     calibration: float array (samples, *input shape, or flat per sample) of the graph's
-    input, or a list of such arrays, one per input.
+    input, or a list of such arrays, one per input. settings: headroom and percentile.
     Raises CalibrationError (missing, wrong shape, NaN) or ResourceError (a requantisation
-    that cannot be exact in int64).
+    that cannot be exact in int64); warns (logging) about degenerate calibration data.
     """
     xs = _calibration_arrays(graph, calibration)
     outs = float_forward(graph.ops, xs)
     all_shapes = shapes(graph.ops, graph.input_shapes)
     input_max = [float(np.max(np.abs(x))) for x in xs]
-    input_scales = [symmetric_scale(m) for m in input_max]
+    input_scales = [symmetric_scale(settings.range_of(x)) for x in xs]
+    for k, x in enumerate(xs):
+        _warn_degenerate(f"input {k} of {graph.name or 'an offloaded function'}", x)
     qops: List[QOp] = []
     for i, op in enumerate(graph.ops):
         ins = op_inputs(graph.ops, i)
         in_scales = [input_scales[input_number(j)] if j < 0 else qops[j].out_scale for j in ins]
         in_shapes = [tuple(graph.input_shapes[input_number(j)]) if j < 0 else all_shapes[j] for j in ins]
         q = QOp(op, ins, in_shapes, all_shapes[i], in_scales, in_scales[0])
+        if isinstance(op, (Conv2D, DenseLayer, Add)) and xs[0].shape[0] > 1:
+            _warn_degenerate(op.name, outs[i])
         if isinstance(op, (Conv2D, DenseLayer)):
-            for key, value in quantize_weights(op.weight, op.bias, op.activation, in_scales[0], outs[i],
-                                               op.name).items():
+            for key, value in quantize_weights(op.weight, op.bias, op.activation, in_scales[0],
+                                               settings.range_of(outs[i]), op.name).items():
                 setattr(q, key, value)
         elif isinstance(op, Add):
-            q.out_scale = symmetric_scale(float(np.max(np.abs(outs[i]))))
+            q.out_scale = symmetric_scale(settings.range_of(outs[i]))
             q.multiplier, q.shift = add_multipliers(in_scales[0], in_scales[1], q.out_scale)
         elif not isinstance(op, (Pool2D, Flatten)):
             raise TypeError(f"unknown op {type(op).__name__}")

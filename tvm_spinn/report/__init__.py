@@ -100,6 +100,9 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
         ("link traversals", f"{stats.link_traversals}", "counted"),
         ("MACs per inference", f"{stats.macs / max(1, stats.samples):.0f}", "counted"),
         ("input values saturated", f"{stats.saturated_inputs}", "counted"),
+    ]
+    rows += [(f"  {op} values saturated", f"{n}", "counted") for op, n in stats.saturated_values.items()]
+    rows += [
         ("max core cycles per sample", f"{stats.max_core_cycles_per_sample:.0f} ({stats.bottleneck_core})",
          "modelled"),
     ]

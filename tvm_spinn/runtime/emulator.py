@@ -19,8 +19,9 @@ from .._native import emulator_library
 from ..errors import EmulatorError
 from ..program import BoardProgram
 
-N_COUNTERS = 8  # spinn_counters_t
-COUNTER_NAMES = ("packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi", "dropped")
+N_COUNTERS = 9  # spinn_counters_t
+COUNTER_NAMES = ("packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi", "dropped",
+                 "saturated")
 LINKS = 6
 
 _u32p = ctypes.POINTER(ctypes.c_uint32)

@@ -52,7 +52,6 @@ class Executor:
         self.board = open_board(program)
         self.last_stats: Optional[RunStatistics] = None
         self._lock = threading.Lock()
-        self._warned_saturation = False
         self._calls = 0  # calls so far; every calls_per_inference-th starts a new inference
         self._wall = 0.0
         self._saturated = 0
@@ -98,11 +97,12 @@ class Executor:
             self._saturated += saturated
             self.last_stats = collect(self.program, self.board, n, self._wall)
             self.last_stats.saturated_inputs = self._saturated
-        if saturated and not self._warned_saturation:  # once per executor; every call counts them
-            self._warned_saturation = True
-            log.warning("%s: %d input values exceed the calibrated range and were saturated to int16 "
-                        "(counted per call in the statistics); calibrate with more representative data",
-                        self.symbol, saturated)
+        inside = self.last_stats.saturated_values
+        if saturated or inside:  # every call that clipped anything says so
+            where = ", ".join(f"{n} in {name}" for name, n in inside.items())
+            log.warning("%s: values beyond the calibrated range were saturated to int16: %d of the inputs%s "
+                        "(tvm_spinn.statistics counts them per tensor); calibrate with more representative data "
+                        "or a larger headroom", self.symbol, saturated, f", {where}" if where else "")
         results = []
         for offset, shape, scale in zip(self.program.result_offsets, self.program.result_shapes,
                                         self.program.output_scales):

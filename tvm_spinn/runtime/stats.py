@@ -50,7 +50,14 @@ class RunStatistics:
     host_link_limit_per_s: float
     layer_cycles_per_sample: Dict[str, float] = field(default_factory=dict)
     saturated_inputs: int = 0  # input values beyond the calibrated range (clipped to int16)
+    # per tensor on the board (the op that computes it): values beyond its calibrated range
+    saturated_values: Dict[str, int] = field(default_factory=dict)
     functions: int = 1  # offloaded functions these statistics cover
+
+    @property
+    def saturated(self) -> int:
+        """Every value clipped to int16 in the call: inputs and tensors on the board."""
+        return self.saturated_inputs + sum(self.saturated_values.values())
 
     @property
     def packets_per_inference(self) -> float:
@@ -82,9 +89,19 @@ def _stage(label: str) -> str:
     return stage if role.startswith("t") else f"{stage} reduce"
 
 
+def _op_of(label: str) -> int:
+    """Index of the op a kernel vertex computes ([f<k>.]L<i>_...)."""
+    return int(label.rpartition(".")[2].split("_", 1)[0][1:])
+
+
 def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     """Statistics of the run just made on ``board`` (counters reset before the run)."""
     counters = board.core_counters()
+    saturated: Dict[str, int] = {}
+    for label, c in counters.items():
+        if c.get("saturated"):
+            name = program.ops[_op_of(label)].name if program.ops else label
+            saturated[name] = saturated.get(name, 0) + c["saturated"]
     chips, links = board.router_counters()
     n = max(1, samples)
     # Tiles that accumulate straight into int64: dense tiles whose proven int32 block is 2,
@@ -113,7 +130,7 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
         macs=sum(c["macs"] for c in counters.values()), max_core_cycles_per_sample=max_cycles,
         bottleneck_core=bottleneck, modelled_latency_s=latency,
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
-        layer_cycles_per_sample=per_stage)
+        layer_cycles_per_sample=per_stage, saturated_values=saturated)
 
 
 def combine(all_stats: List[RunStatistics]) -> RunStatistics:
@@ -139,4 +156,5 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         modelled_latency_s=sum(s.modelled_latency_s for s in all_stats),
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
         layer_cycles_per_sample={k: v for s in all_stats for k, v in s.layer_cycles_per_sample.items()},
-        saturated_inputs=sum(s.saturated_inputs for s in all_stats), functions=len(all_stats))
+        saturated_inputs=sum(s.saturated_inputs for s in all_stats),
+        saturated_values={k: v for s in all_stats for k, v in s.saturated_values.items()}, functions=len(all_stats))
