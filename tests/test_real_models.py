@@ -165,6 +165,7 @@ class DenseResidual(nn.Module):
 
 def test_kind3_residual_add_then_sigmoid(record_board_io):
     ex, vm, ys = build_and_check(AddThenSigmoid(), (1, 4), record_board_io, strict=True)
+    assert on_host(ex) == [], "the add tile computes tanh and sigmoid too"
 
 
 def test_kind4_a_tensor_added_to_itself(record_board_io):
@@ -268,8 +269,8 @@ class TinyRNN(nn.Module):
 
     def forward(self, x):
         h = torch.zeros(x.shape[0], 8)
-        for t in range(x.shape[1]):
-            h = torch.tanh(self.i(x[:, t]) + self.h(h))
+        for t in range(x.shape[1]):  # gelu stays on the host: the board cell is called per step
+            h = F.gelu(self.i(x[:, t]) + self.h(h))
         return self.o(h)
 
 

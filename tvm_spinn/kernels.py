@@ -4,5 +4,5 @@ cannot disagree."""
 
 # Activations the dense, conv and reduce kernels apply (spinn_fixed.h spinn_activate).
 ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
-# Activations the add tile applies (add_tile.c): no activation table in its config.
-ADD_ACTIVATIONS = ("none", "relu")
+# Activations the add tile applies (add_tile.c; tanh / sigmoid with the table in its config).
+ADD_ACTIVATIONS = ACTIVATIONS

@@ -235,9 +235,11 @@ enum {
  * a (buffer 0) and b (buffer 1) of shape (*, h, w). Config words:
  *   0 kind, 1 c0, 2 n_c, 3 h, 4 w, 5 h0, 6 n_h, 7 activation, 8 mult_a,
  *   9 mult_b, 10 shift, 11 n_slots, 12 out_key, 13 out_slot_shift,
- *   14 out_c_shift, 15 out_h_shift, 16 n_rx, then n_rx receive entries.
- * y = activate(sat16(round_shift(a * mult_a + b * mult_b, shift))) (activation
- * none or relu; mult_a, mult_b are int32; shift <= 62), computed row by row,
+ *   14 out_c_shift, 15 out_h_shift, 16 n_rx, then n_rx receive entries, then
+ *   for tanh / sigmoid the SPINN_TANH_WORDS table.
+ * y = activate(sat16(round_shift(a * mult_a + b * mult_b, shift))) (any
+ * activation: for tanh / sigmoid the rescaling targets Q3.12 of x or x / 2;
+ * mult_a, mult_b are int32; shift <= 62), computed row by row,
  * in order, once both inputs' row is complete. Buffer blocks (rx entries with
  * buffer 0 and 1): (c0, h0, 0, n_c, n_h, w) each. Sent: block (c0, n_c) x
  * (h0, n_h) x (0, w). As the first matching entry wins, one producer feeds only
@@ -739,7 +741,7 @@ typedef struct {
     int32_t mult_a, mult_b;
     uint32_t n_rx;
     spinn_block_keys_t out; /* the block it sends */
-    const uint32_t *rx;
+    const uint32_t *rx, *table; /* table: tanh / sigmoid only */
     int16_t *inputs[2]; /* a and b: n_slots x n_c x n_h x w each */
     spinn_stream_t st;  /* rows: a's n_h then b's n_h */
     spinn_counters_t counters;

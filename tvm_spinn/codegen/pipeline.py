@@ -43,7 +43,20 @@ def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarr
         raise CalibrationError(f"calibration has {len(arrays)} arrays but main takes {n_params} inputs")
     if len({a.shape[0] for a in arrays}) != 1 or arrays[0].shape[0] == 0:
         raise CalibrationError("calibration arrays must share a non-empty first (sample) axis")
+    for k, a in enumerate(arrays):
+        _warn_degenerate(f"input {k} of main" if len(arrays) > 1 else "the input", a)
     return arrays
+
+
+def _warn_degenerate(what: str, x: np.ndarray) -> None:
+    """A calibration that cannot set a scale: all zero, one sample, every sample the same."""
+    if not np.any(x):
+        log.warning("calibration: %s is zero on every calibration sample; its int16 scale is a guess "
+                    "(1/32767): calibrate with data that exercises it", what)
+    elif x.shape[0] == 1:
+        log.warning("calibration: %s has one calibration sample; scales from one sample clip most others", what)
+    elif np.all(x == x[:1]):
+        log.warning("calibration: %s is the same on every calibration sample; calibrate with varied data", what)
 
 
 def _main_values(main: relax.Function) -> List[relax.Var]:

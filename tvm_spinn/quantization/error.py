@@ -103,10 +103,17 @@ def error_bound(ops: Sequence, input_scales: Sequence[float], input_max_abs: Seq
         elif kind == "Add":
             e_b, x_b = get(err, q.inputs[1]), get(rng, q.inputs[1])
             used = q.multiplier * 2.0 ** -float(q.shift[0])
-            true = np.array(q.in_scales) / q.out_scale
+            true = np.array(q.in_scales) / q.target_scale
             rel = np.abs(used - true) / true
-            e = e_in + e_b + rel[0] * x_in + rel[1] * x_b + q.out_scale / 2
-            x = np.minimum(x_in + x_b, q.out_scale * Q_MAX) + e
+            pre = e_in + e_b + rel[0] * x_in + rel[1] * x_b + q.target_scale / 2
+            if q.activation == "sigmoid":
+                e = pre / 4 + (TANH_TABLE_ERROR_LSB + 1) / Q_MAX
+            elif q.activation == "tanh":
+                e = pre + (TANH_TABLE_ERROR_LSB + 0.5) / Q_MAX
+            else:
+                e = pre
+            x = (np.ones_like(pre) if q.activation in ("tanh", "sigmoid")
+                 else np.minimum(x_in + x_b, q.out_scale * Q_MAX)) + e
         else:  # Flatten
             e = np.broadcast_to(e_in, q.in_shapes[0]).reshape(1, 1, -1)
             x = np.broadcast_to(x_in, q.in_shapes[0]).reshape(1, 1, -1)

@@ -8,7 +8,6 @@ rescales both inputs to its output scale with integer multipliers and one shift.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
@@ -17,9 +16,9 @@ import numpy as np
 from ..errors import CalibrationError
 from ..graph.network import OpGraph, Shape, float_forward, input_number, op_inputs, shapes
 from ..graph.ops import Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
-from .fixed_point import ACT_CODES, add_multipliers, quantize_tensor, quantize_weights, symmetric_scale
+from .fixed_point import (ACT_CODES, Q_MAX, TANH_INPUT_BITS, add_multipliers, quantize_tensor, quantize_weights,
+                          symmetric_scale)
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,7 +33,7 @@ class QOp:
     float64 (out,), bias int64 (out,) in accumulator units, multiplier and shift int64
     (out,), target_scale (the scale requantisation targets; differs from out_scale before
     tanh / sigmoid), acc_bound (largest |acc| for any int16 input) and m_bits (bits of
-    the multiplier). Add: multiplier (2,) and shift (1,) rescaling a and b to out_scale.
+    the multiplier). Add: multiplier (2,) and shift (1,) rescaling a and b to target_scale.
 
     split, partial_shift: how tiling cut the accumulation (None: not cut). Bounds along the
     reduction's outer axis (dense: input features; conv: input channels); every part's
@@ -156,17 +155,6 @@ class CalibrationSettings:
         return stat * self.headroom
 
 
-def _warn_degenerate(what: str, x: np.ndarray) -> None:
-    """A calibration that cannot set a scale: all zero, one sample, every sample the same."""
-    if not np.any(x):
-        log.warning("calibration: %s is zero on every calibration sample; its int16 scale is a guess "
-                    "(1/32767): calibrate with data that exercises it", what)
-    elif x.shape[0] == 1:
-        log.warning("calibration: %s has one calibration sample; scales from one sample clip most others", what)
-    elif np.all(x == x[:1]):
-        log.warning("calibration: %s is the same on every calibration sample; calibrate with varied data", what)
-
-
 def _calibration_arrays(graph: OpGraph, calibration) -> List[np.ndarray]:
     """Calibration (one array, or one per input) as float32 (samples, C, H, W) arrays."""
     if calibration is None:
@@ -198,30 +186,30 @@ def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = 
     calibration: float array (samples, *input shape, or flat per sample) of the graph's
     input, or a list of such arrays, one per input. settings: headroom and percentile.
     Raises CalibrationError (missing, wrong shape, NaN) or ResourceError (a requantisation
-    that cannot be exact in int64); warns (logging) about degenerate calibration data.
+    that cannot be exact in int64).
     """
     xs = _calibration_arrays(graph, calibration)
     outs = float_forward(graph.ops, xs)
     all_shapes = shapes(graph.ops, graph.input_shapes)
     input_max = [float(np.max(np.abs(x))) for x in xs]
     input_scales = [symmetric_scale(settings.range_of(x)) for x in xs]
-    for k, x in enumerate(xs):
-        _warn_degenerate(f"input {k} of {graph.name or 'an offloaded function'}", x)
     qops: List[QOp] = []
     for i, op in enumerate(graph.ops):
         ins = op_inputs(graph.ops, i)
         in_scales = [input_scales[input_number(j)] if j < 0 else qops[j].out_scale for j in ins]
         in_shapes = [tuple(graph.input_shapes[input_number(j)]) if j < 0 else all_shapes[j] for j in ins]
         q = QOp(op, ins, in_shapes, all_shapes[i], in_scales, in_scales[0])
-        if isinstance(op, (Conv2D, DenseLayer, Add)) and xs[0].shape[0] > 1:
-            _warn_degenerate(op.name, outs[i])
         if isinstance(op, (Conv2D, DenseLayer)):
             for key, value in quantize_weights(op.weight, op.bias, op.activation, in_scales[0],
                                                settings.range_of(outs[i]), op.name).items():
                 setattr(q, key, value)
         elif isinstance(op, Add):
-            q.out_scale = symmetric_scale(settings.range_of(outs[i]))
-            q.multiplier, q.shift = add_multipliers(in_scales[0], in_scales[1], q.out_scale)
+            if op.activation in ("tanh", "sigmoid"):  # rescale to the table's input, Q3.12 of x or x / 2
+                q.target_scale = 2.0 ** -(TANH_INPUT_BITS - (op.activation == "sigmoid"))
+                q.out_scale = 1.0 / Q_MAX
+            else:
+                q.out_scale = q.target_scale = symmetric_scale(settings.range_of(outs[i]))
+            q.multiplier, q.shift = add_multipliers(in_scales[0], in_scales[1], q.target_scale)
         elif not isinstance(op, (Pool2D, Flatten)):
             raise TypeError(f"unknown op {type(op).__name__}")
         qops.append(q)

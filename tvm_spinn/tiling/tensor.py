@@ -160,7 +160,8 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         in_values = nc * nih * in_w
     else:
         nih = noh
-        config = ADD_HEADER_BYTES + overlapping(sources, nc, noh, in_h) * TRX_ENTRY_BYTES
+        config = ADD_HEADER_BYTES + overlapping(sources, nc, noh, in_h) * TRX_ENTRY_BYTES + \
+            (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0)
         buffers = 2 * res.N_SLOTS * nc * noh * in_w * 2
         cycles = nc * noh * out_w * res.CYCLES.output
         in_values = 2 * nc * noh * in_w

@@ -406,7 +406,8 @@ def add_config(*, c0: int, n_c: int, h: int, w: int, h0: int, n_h: int, activati
                mult_a: int, mult_b: int, shift: int, n_slots: int, out_slot_shift: int, out_c_shift: int,
                out_h_shift: int, rx: Sequence[Sequence[int]], out_key: int = 0) -> Tuple[np.ndarray, Fixups]:
     """Add tile config: y = act(sat16(round_shift(a * mult_a + b * mult_b, shift))); rx
-    entries with buffer 0 feed a, buffer 1 feed b."""
+    entries with buffer 0 feed a, buffer 1 feed b; tanh / sigmoid append the tanh table (the
+    multipliers then target Q3.12 of x, or of x / 2)."""
     what = "add tile"
     _dims(what, c0=c0, n_c=n_c, h=h, w=w, h0=h0, n_h=n_h)
     if min(n_c, h, w, n_h) < 1 or h0 + n_h > h or not 1 <= n_slots <= MAX_SLOTS:
@@ -423,4 +424,5 @@ def add_config(*, c0: int, n_c: int, h: int, w: int, h0: int, n_h: int, activati
               shift, n_slots, int(out_key), out_slot_shift, out_c_shift, out_h_shift, len(rx)]
     assert len(header) == ADD_HEADER_WORDS
     rx_words, fixups = _rx_words(rx, ADD_HEADER_WORDS, ADD_OUT_KEY_WORD)
-    return np.array([int(v) & 0xFFFFFFFF for v in header + rx_words], np.uint32), fixups
+    words = np.array([int(v) & 0xFFFFFFFF for v in header + rx_words], np.uint32)
+    return np.concatenate([words, table_words(name)]), fixups
