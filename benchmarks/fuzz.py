@@ -2,7 +2,7 @@
 
     python benchmarks/fuzz.py [--n 500] [--seed 0] [--json PATH] [--show wrong,raw]
 
-Prints the count of each verdict (right, wrong, clear error, raw exception) and the
+Prints the count of each verdict (right, imprecise, wrong, clear error, raw exception) and the
 details of the ones asked for; --json writes every verdict. Models are drawn by
 hypothesis with a fixed seed (derandomized), so a run is repeatable.
 """
@@ -57,7 +57,7 @@ def main() -> None:
     verdicts = run(args.n, args.seed)
     counts = Counter(v.verdict for v in verdicts)
     print(f"{len(verdicts)} models in {time.perf_counter() - start:.0f} s (seed {args.seed})")
-    for verdict in ("right", "wrong", "clear error", "raw exception"):
+    for verdict in ("right", "imprecise", "wrong", "clear error", "raw exception"):
         print(f"  {verdict:14s} {counts.get(verdict, 0)}")
     show = {s.strip() for s in args.show.split(",")}
     for v in verdicts:

@@ -98,9 +98,11 @@ def test_kind1_a_function_with_two_results_runs_on_the_board(record_board_io):
     assert len(program.result_shapes) == 2 and on_host(ex) == []
 
 
-def test_kind1_fire_module_branches_run_on_the_board(record_board_io):
+def test_kind1_fire_module_with_its_concat_runs_on_the_board(record_board_io):
     ex, vm, ys = build_and_check(Fire(), (3, 6, 6), record_board_io, strict=True)
-    assert len(ex.spinnaker_offload.board) == 3
+    assert [op for _, op in ex.spinnaker_offload.board][-1] == "spinnaker.concat2" and on_host(ex) == []
+    (program,) = report.programs(ex)
+    assert [lay.cores for lay in program.layers if lay.kind == "Concat"] == [0], "a concat is routing only"
 
 
 def test_kind1_a_function_with_two_inputs_runs_on_the_board(record_board_io):
@@ -326,3 +328,53 @@ def test_kind12_static_batch_calibration(record_board_io):
     vm = relax.VirtualMachine(tvm_spinn.build(mod, calibration=x.numpy(), strict=True), tvm.cpu())
     y = vm["main"](tvm.runtime.tensor(x[:4].numpy())).numpy()
     np.testing.assert_allclose(y, model(x[:4]).detach().numpy(), atol=2e-3 * float(np.abs(y).max()))
+
+
+# --- ops people's models use
+
+class TwoScales(nn.Module):
+    """A concat of branches whose ranges differ 50x: one int16 scale for both."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 2, 3, padding=1), nn.Conv2d(6, 3, 1)
+        with torch.no_grad():
+            self.a.weight.mul_(50)
+
+    def forward(self, x):
+        return self.c(torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1))
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 1)
+        self.s = nn.Parameter(torch.rand(1, 4, 1, 1) + 0.5)
+        self.t = nn.Parameter(torch.randn(1, 4, 1, 1))
+
+    def forward(self, x):
+        return torch.relu(self.c(x) * self.s + self.t)
+
+
+def _random_bn(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+@pytest.mark.parametrize("name, model, shape", [
+    ("batchnorm1d_after_linear", _random_bn(nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.ReLU(),
+                                                          nn.Linear(6, 2))), (5,)),
+    ("channel_scale_and_shift", Scaled(), (3, 5, 5)),
+    ("adaptive_avg_pool_2d", nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                           nn.Linear(4, 2)), (3, 6, 6)),
+    ("adaptive_avg_pool_1d", nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                                           nn.Linear(4, 2)), (3, 9)),
+    ("concat_of_different_ranges", TwoScales(), (3, 5, 5)),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_ops_people_use_run_on_the_board(name, model, shape, record_board_io):
+    ex, vm, ys = build_and_check(model, shape, record_board_io, strict=True)
+    assert on_host(ex) == [], ex.spinnaker_offload.line()

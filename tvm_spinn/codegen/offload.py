@@ -20,7 +20,7 @@ from ..partition.patterns import ACTIVATION_OPS
 # Ops that only move or view data.
 LAYOUT_OPS = {"relax.reshape", "relax.permute_dims", "relax.expand_dims", "relax.squeeze", "relax.flatten",
               "relax.astype", "relax.broadcast_to", "relax.zeros_like", "relax.zeros", "relax.ones", "relax.full",
-              "relax.strided_slice", "relax.take", "relax.split", "relax.concat", "relax.wrap_param",
+              "relax.strided_slice", "relax.take", "relax.split", "relax.wrap_param",
               "relax.call_tir", "relax.call_dps_packed"}
 # Ops a spinnaker composite can hold: on the host, one of them was refused by its check.
 BOARD_OPS = {"relax.matmul", "relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",

@@ -1,6 +1,7 @@
 """Import a PyTorch model into a Relax IRModule (torch.export + TVM's importer)."""
 from __future__ import annotations
 
+import warnings
 from typing import Sequence, Union
 
 import torch
@@ -89,7 +90,9 @@ def from_torch(
             else a
             for a in args
         )
-    exported = torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
+    with warnings.catch_warnings():  # torch 2.13's own deprecation inside torch.export, not the user's
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        exported = torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
     _positive_select_indices(exported)
     # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
     # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).

@@ -12,7 +12,7 @@ from tvm import relax, tirx
 from ..errors import UnsupportedError
 from ..partition.patterns import OP_TO_ACTIVATION, channel_bias, is_call_to, resolve
 from .network import OpGraph, graph_input
-from .ops import Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
+from .ops import Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
 
 
 def _func_name(func: relax.Function) -> str:
@@ -183,6 +183,8 @@ def _op_from_composite(comp: relax.Function, index: int, where: str) -> Op:
         return Add(_activation(calls), name=f"add{index}")
     if kind == "flatten":
         return Flatten(name=f"flatten{index}")
+    if kind.startswith("concat"):
+        return Concat(name=f"concat{index}")
     raise UnsupportedError(f"{where}: unknown composite")
 
 
@@ -218,6 +220,8 @@ def _extract(func: relax.Function) -> tuple[list[Op], list[int]]:
             # Operand order of the add itself (one param if both operands are the same value).
             add = _calls(comp)[1]["relax.add"]
             op.inputs = tuple(arg_of[operand] for operand in add.args)
+        elif isinstance(op, Concat):
+            op.inputs = tuple(arg_of[f] for f in _calls(comp)[1]["relax.concat"].args[0].fields)
         else:
             op.inputs = (arg_of[comp.params[0]],)
         ops.append(op)

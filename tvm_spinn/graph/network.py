@@ -15,7 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import UnsupportedError
-from .ops import NETWORK_INPUT, Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
+from .ops import NETWORK_INPUT, Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
 
 Shape = Tuple[int, int, int]
 
@@ -71,6 +71,10 @@ def out_shape(op: Op, in_shapes: Sequence[Shape]) -> Shape:
         return in_shapes[0]
     if isinstance(op, Flatten):
         return (1, 1, c * h * w)
+    if isinstance(op, Concat):
+        if len({s[1:] for s in in_shapes}) != 1:
+            raise UnsupportedError(f"{op.name}: operands have different heights / widths {list(in_shapes)}")
+        return (sum(s[0] for s in in_shapes), h, w)
     if (c, h) != (1, 1) or w != op.in_features:
         raise UnsupportedError(f"{op.name}: expects a vector of {op.in_features}, got a tensor {in_shapes[0]}")
     return (1, 1, op.out_features)
@@ -119,6 +123,8 @@ def float_op(op: Op, inputs: List[np.ndarray]) -> np.ndarray:
         return op.forward(x.reshape(x.shape[0], -1)).reshape(x.shape[0], 1, 1, -1)
     if isinstance(op, Flatten):
         return x.reshape(x.shape[0], 1, 1, -1)
+    if isinstance(op, Concat):
+        return np.concatenate(inputs, axis=1)
     if isinstance(op, Add):
         return _activation(op.activation, inputs[0] + inputs[1]).astype(np.float32)
     if isinstance(op, Conv2D):

@@ -119,4 +119,13 @@ class Flatten:
     inputs: Tuple[int, ...] = ()
 
 
-Op = Union[DenseLayer, Conv2D, Pool2D, Add, Flatten]
+@dataclass
+class Concat:
+    """Channel concatenation (torch.cat(..., 1)) of tensors of the same H and W: a view of
+    its inputs, which the board gets by routing (no core computes it)."""
+
+    name: str = "concat"
+    inputs: Tuple[int, ...] = ()
+
+
+Op = Union[DenseLayer, Conv2D, Pool2D, Add, Flatten, Concat]

@@ -9,14 +9,14 @@ from the toolchain's key allocation (``key_fixups``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Dict, List, Tuple
 
 import numpy as np
 
 from ..errors import UnsupportedError
 from ..graph.network import input_number, op_inputs
-from ..graph.ops import Conv2D, Pool2D
+from ..graph.ops import Concat, Conv2D, Pool2D
 from ..tiling import resources as res
 from ..tiling.dense import LayerPlan, next_pow2
 from ..tiling.planner import GraphPlan
@@ -328,6 +328,19 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
     return producers
 
 
+def _concatenated(q, inputs: List[List[Producer]]) -> List[Producer]:
+    """The producers of a channel concat: each operand's, shifted to its channel offset in
+    the (C, H, W) result (their keys do not change: they are block-local)."""
+    out, offset = [], 0
+    labels = [p.label for producers in inputs for p in producers]
+    if len(labels) != len(set(labels)):  # a receive table matches each key once
+        raise UnsupportedError(f"{q.name}: the same values twice in one concat")
+    for producers, shape in zip(inputs, q.in_shapes):
+        out += [replace(p, c0=p.c0 + offset, tensor=tuple(q.out_shape)) for p in producers]
+        offset += shape[0]
+    return out
+
+
 def _drop_unread(b: _Builder) -> None:
     """Drop kernel vertices whose values nothing reads (e.g. the rows between a strided
     reader's windows), then those that fed only them: the toolchain gives a vertex that
@@ -359,7 +372,9 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
     for i, (q, p) in enumerate(zip(qgraph.ops, plan.plans)):
         inputs = [[graph_inputs[input_number(j)]] if j < 0 else outputs[j]
                   for j in op_inputs([x.op for x in qgraph.ops], i)]
-        if p is None:  # flatten: consumers read the producers' blocks as a flat vector
+        if isinstance(q.op, Concat):  # routing only: the operands' producers at channel offsets
+            outputs.append(_concatenated(q, inputs))
+        elif p is None:  # flatten: consumers read the producers' blocks as a flat vector
             outputs.append(inputs[0])
         elif isinstance(p, FusedPool):  # the convolution's tiles send this pool's output
             outputs.append(outputs[p.conv_index])

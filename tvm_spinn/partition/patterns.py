@@ -69,7 +69,7 @@ import tvm
 import tvm_ffi
 from tvm import relax, tirx
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
-from tvm.relax.dpl.pattern import DFPattern, is_op, wildcard
+from tvm.relax.dpl.pattern import DFPattern, is_op, is_tuple, wildcard
 from tvm.relax.transform import FuseOpsByPattern, MergeCompositeFunctions, PatternCheckContext
 
 from ..kernels import ADD_ACTIVATIONS
@@ -80,6 +80,7 @@ CODEGEN = "spinnaker"
 ACTIVATION_OPS = {"relu": "relax.nn.relu", "tanh": "relax.tanh", "sigmoid": "relax.sigmoid"}
 
 OP_TO_ACTIVATION = {op: name for name, op in ACTIVATION_OPS.items()}
+MAX_CONCAT = 4  # operands of a concat the patterns match
 
 
 def resolve(expr: relax.Expr, bindings) -> relax.Expr:
@@ -394,6 +395,26 @@ def _check_add(context: PatternCheckContext) -> bool:
     return tvm_ffi.structural_equal(shapes[0], shapes[1]) and _computed_by_composites(context, [lhs, rhs])
 
 
+def _check_concat(context: PatternCheckContext) -> bool:
+    """A channel concat (axis 1) of distinct (batch, C, L) or (batch, C, H, W) tensors, all
+    computed on the board: a view the board gets by routing (as the adds, it runs late)."""
+    if _leaks(context):
+        return False
+    concat = context.annotated_expr["concat"]
+    fields = list(concat.args[0].fields)
+    if any(fields[i].same_as(fields[j]) for i in range(len(fields)) for j in range(i)):
+        return False
+    infos = [_tensor_info(f) for f in fields]
+    if any(i is None or i[0] != "float32" or len(i[1]) not in (3, 4) for i in infos):
+        return False
+    rank = len(infos[0][1])
+    if int(concat.attrs.axis) not in (1, 1 - rank) or any(len(i[1]) != rank for i in infos):
+        return False
+    if any(_feature_dims(f, rank) is None for f in fields):
+        return False
+    return _computed_by_composites(context, fields)
+
+
 def _with_activation(name: str, out: DFPattern, activation: Optional[str],
                      annotations: dict) -> tuple[str, DFPattern]:
     if activation is not None:
@@ -444,6 +465,9 @@ def _tensor_patterns() -> list[tuple]:
         annotations = {"add": add}
         name, out = _with_activation("add", add, act, annotations)
         patterns.append((f"{CODEGEN}.{name}", out, annotations, _check_add))
+    for n in range(2, MAX_CONCAT + 1):
+        concat = is_op("relax.concat")(is_tuple([wildcard() for _ in range(n)]))
+        patterns.append((f"{CODEGEN}.concat{n}", concat, {"concat": concat, "root": concat}, _check_concat))
     flatten = is_op("relax.reshape")(wildcard(), wildcard())
     patterns.append((f"{CODEGEN}.flatten", flatten, {}, _check_flatten))
     data = wildcard()
@@ -457,56 +481,99 @@ def _tensor_patterns() -> list[tuple]:
     return patterns
 
 
-def fold_batch_norm(mod: tvm.IRModule) -> tvm.IRModule:
-    """Fold eval-mode ``nn.batch_norm`` into the conv (conv1d/conv2d, with or without
-    constant bias) whose result it normalises, as imported from torch:
-    ``TupleGetItem(batch_norm(conv [-> add(reshape(b))], gamma, beta, mean, var), 0)``
-    becomes ``add(conv(x, W * s), b')`` with ``s = gamma / sqrt(var + eps)`` and
-    ``b' = (b - mean) * s + beta`` computed in float64 (numpy). Other batch norms
-    are left alone (they stay on the host). Dead code is not removed.
+def fold_batch_norm(mod: tvm.IRModule, dense_only: bool = False) -> tvm.IRModule:
+    """Fold per-channel affine ops into the conv or dense layer whose result they transform,
+    as imported from torch, so that they run on the board as part of the layer:
+
+    - eval-mode ``nn.batch_norm`` (``TupleGetItem(batch_norm(y, gamma, beta, mean, var), 0)``,
+      BatchNorm1d/2d) with ``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s``;
+    - a constant per-channel scale and shift, ``y * s + t``, ``y * s`` (e.g. a folded
+      LayerScale or an affine normalisation);
+
+    where ``y`` is ``conv1d/conv2d(x, W)`` or ``matmul(x, permute_dims(W))`` (torch Linear),
+    with or without a constant bias ``b``. The result is the layer with weights ``W * s``
+    (per output channel) and bias ``(b * s) + t``, computed in float64 (numpy). Other
+    batch norms and scales are left alone (they stay on the host). Dead code is not removed.
+    dense_only: fold only into dense layers (convolutions stay as imported).
     """
     from tvm.relax.dpl import is_const, is_tuple_get_item, rewrite_call
 
     data, weight, bias = wildcard(), is_const(), is_const()
     conv2d = is_op("relax.nn.conv2d")(data, weight)
     conv1d = is_op("relax.nn.conv1d")(data, weight)
-    conv = conv2d | conv1d
+    transposed = is_op("relax.permute_dims")(weight)
+    dense = is_op("relax.matmul")(data, transposed)
+    layer = dense if dense_only else conv2d | conv1d | dense
     reshaped = is_op("relax.reshape")(bias, wildcard())
-    biased = is_op("relax.add")(conv, reshaped | bias)
+    biased = is_op("relax.add")(layer, reshaped | bias)
+    y = biased | layer
     stats = [is_const() for _ in range(4)]
-    bn = is_op("relax.nn.batch_norm")(biased | conv, *stats)
-    pattern = is_tuple_get_item(bn, 0)
+    bn = is_op("relax.nn.batch_norm")(y, *stats)
+    scale, shift = is_const(), is_const()
+    scaled = is_op("relax.multiply")(y, scale)
+    affine = is_op("relax.add")(scaled, shift)
 
-    def rewriter(expr: relax.Expr, matches) -> relax.Expr:
-        attrs = matches[bn].attrs
-        conv_call = matches[conv2d] if conv2d in matches else matches[conv1d]
-        rank = 4 if conv2d in matches else 3
-        if attrs.training or int(attrs.axis) not in (1, 1 - rank):
-            return expr
-        if str(conv_call.attrs.kernel_layout) not in ("OIHW", "OIW") or str(conv_call.ty.dtype) != "float32":
-            return expr
+    def fold(matches, s: np.ndarray, t: np.ndarray) -> Optional[relax.Expr]:
+        """The layer with weights W * s and bias b * s + t (s, t per output channel)."""
+        call = next(matches[p] for p in (conv2d, conv1d, dense) if p in matches)
+        is_dense = dense in matches
+        rank = len(call.ty.shape.values) if isinstance(getattr(call.ty, "shape", None), relax.ShapeExpr) else 0
+        if str(call.ty.dtype) != "float32" or (is_dense and rank != 2):
+            return None
+        if not is_dense and str(call.attrs.kernel_layout) not in ("OIHW", "OIW"):
+            return None
         w = matches[weight].value.numpy().astype(np.float64)
-        gamma, beta, mean, var = (matches[s].value.numpy().astype(np.float64) for s in stats)
+        if is_dense and (w.ndim != 2 or [int(v) for v in matches[transposed].attrs.axes or [1, 0]] != [1, 0]):
+            return None
         channels = w.shape[0]
         b = np.zeros(channels)
         if bias in matches:
-            b32 = channel_bias(matches[reshaped] if reshaped in matches else matches[bias], {},
-                               channels, rank)
+            b32 = channel_bias(matches[reshaped] if reshaped in matches else matches[bias], {}, channels, rank)
             if b32 is None:
-                return expr
+                return None
             b = b32.astype(np.float64)
-        scale = (gamma if attrs.scale else 1.0) / np.sqrt(var + float(attrs.epsilon))
-        shift = (b - mean) * scale + (beta if attrs.center else 0.0)
-        new_w = relax.const((w * scale.reshape((-1,) + (1,) * (rank - 1))).astype(np.float32))
-        new_conv = relax.Call(conv_call.op, [matches[data], new_w], conv_call.attrs)
-        new_b = relax.const(shift.astype(np.float32).reshape((1, channels) + (1,) * (rank - 2)))
-        return relax.op.add(new_conv, new_b)
+        new_w = relax.const((w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32))
+        if is_dense:
+            new_call = relax.op.matmul(matches[data], relax.op.permute_dims(new_w, [1, 0]))
+            new_b = relax.const((b * s + t).astype(np.float32))
+        else:
+            new_call = relax.Call(call.op, [matches[data], new_w], call.attrs)
+            new_b = relax.const((b * s + t).astype(np.float32).reshape((1, channels) + (1,) * (rank - 2)))
+        return relax.op.add(new_call, new_b)
 
-    @relax.transform.function_pass(opt_level=0, name="SpiNNakerFoldBatchNorm")
-    def fold(func: relax.Function, _mod: tvm.IRModule, _ctx) -> relax.Function:
-        return rewrite_call(pattern, rewriter, func)
+    def channels_of(matches) -> int:
+        return next(matches[p] for p in (conv2d, conv1d, dense) if p in matches).ty.shape.values[1].value
 
-    return fold(mod)
+    def bn_rewriter(expr: relax.Expr, matches) -> relax.Expr:
+        attrs = matches[bn].attrs
+        call = next(matches[p] for p in (conv2d, conv1d, dense) if p in matches)
+        rank = len(call.ty.shape.values)
+        if attrs.training or int(attrs.axis) not in (1, 1 - rank):
+            return expr
+        gamma, beta, mean, var = (matches[p].value.numpy().astype(np.float64) for p in stats)
+        s = (gamma if attrs.scale else 1.0) / np.sqrt(var + float(attrs.epsilon))
+        t = (beta if attrs.center else 0.0) - mean * s
+        folded = fold(matches, s, t)
+        return expr if folded is None else folded
+
+    def affine_rewriter(expr: relax.Expr, matches) -> relax.Expr:
+        call = next(matches[p] for p in (conv2d, conv1d, dense) if p in matches)
+        rank = len(call.ty.shape.values)
+        n = int(channels_of(matches))
+        s = channel_bias(matches[scale], {}, n, rank)
+        t = channel_bias(matches[shift], {}, n, rank) if shift in matches else np.zeros(n, np.float32)
+        if s is None or t is None:
+            return expr
+        folded = fold(matches, s.astype(np.float64), t.astype(np.float64))
+        return expr if folded is None else folded
+
+    @relax.transform.function_pass(opt_level=0, name="SpiNNakerFoldAffine")
+    def fold_pass(func: relax.Function, _mod: tvm.IRModule, _ctx) -> relax.Function:
+        func = rewrite_call(is_tuple_get_item(bn, 0), bn_rewriter, func)
+        func = rewrite_call(affine, affine_rewriter, func)
+        return rewrite_call(scaled, affine_rewriter, func)
+
+    return fold_pass(mod)
 
 
 def pattern_names() -> list[str]:
@@ -617,6 +684,9 @@ def partition_for_spinnaker(mod: tvm.IRModule, *, convolutions: bool = False) ->
     patterns = get_patterns_with_prefix(CODEGEN)
     if not convolutions:
         patterns = [p for p in patterns if _is_dense(p)]
+        folded = fold_batch_norm(mod, dense_only=True)
+        if not tvm_ffi.structural_equal(folded, mod):  # a BatchNorm1d after a Linear: drop the old one
+            mod = relax.transform.DeadCodeElimination()(folded)
         mod = FuseOpsByPattern(patterns, bind_constants=True, annotate_codegen=False)(mod)
         return MergeCompositeFunctions()(mod)
 
@@ -626,7 +696,8 @@ def partition_for_spinnaker(mod: tvm.IRModule, *, convolutions: bool = False) ->
     mod = relax.transform.DeadCodeElimination()(mod)
     # Adds and flattens must read tensors computed on the board (_computed_by_composites):
     # they run after every other pattern.
-    is_late = [_is_add(p) or str(p.name) == f"{CODEGEN}.flatten" for p in patterns]
+    is_late = [_is_add(p) or str(p.name) == f"{CODEGEN}.flatten" or str(p.name).startswith(f"{CODEGEN}.concat")
+               for p in patterns]
     late = [p for p, flag in zip(patterns, is_late) if flag]
     mod = FuseOpsByPattern([p for p, flag in zip(patterns, is_late) if not flag], bind_constants=True,
                            annotate_codegen=False)(mod)

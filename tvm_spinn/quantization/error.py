@@ -12,7 +12,7 @@ op by op, per value (an error array and a range array per tensor, broadcastable 
 * max pool: unchanged (per channel); average pool: + 1 output step (rounding, negative
   ties included);
 * add: both inputs' errors + the rescaling's multiplier rounding + half an output step;
-* flatten: unchanged (reshaped).
+* flatten, concat: unchanged (reshaped, stacked).
 
 It is a bound, not an estimate: typical errors are far smaller (and deep networks make
 it vacuous, so tests also check the measured error).
@@ -114,6 +114,9 @@ def error_bound(ops: Sequence, input_scales: Sequence[float], input_max_abs: Seq
                 e = pre
             x = (np.ones_like(pre) if q.activation in ("tanh", "sigmoid")
                  else np.minimum(x_in + x_b, q.out_scale * Q_MAX)) + e
+        elif kind == "Concat":
+            e = np.concatenate([np.broadcast_to(get(err, j), s) for j, s in zip(q.inputs, q.in_shapes)])
+            x = np.concatenate([np.broadcast_to(get(rng, j), s) for j, s in zip(q.inputs, q.in_shapes)])
         else:  # Flatten
             e = np.broadcast_to(e_in, q.in_shapes[0]).reshape(1, 1, -1)
             x = np.broadcast_to(x_in, q.in_shapes[0]).reshape(1, 1, -1)

@@ -9,13 +9,13 @@ rescales both inputs to its output scale with integer multipliers and one shift.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import CalibrationError
-from ..graph.network import OpGraph, Shape, float_forward, input_number, op_inputs, shapes
-from ..graph.ops import Add, Conv2D, DenseLayer, Flatten, Op, Pool2D
+from ..errors import CalibrationError, UnsupportedError
+from ..graph.network import OpGraph, Shape, float_forward, graph_input, input_number, op_inputs, shapes
+from ..graph.ops import Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
 from .fixed_point import (ACT_CODES, Q_MAX, TANH_INPUT_BITS, add_multipliers, quantize_tensor, quantize_weights,
                           symmetric_scale)
 
@@ -179,6 +179,44 @@ def _calibration_arrays(graph: OpGraph, calibration) -> List[np.ndarray]:
     return result
 
 
+def _shared_ranges(graph: OpGraph, xs: List[np.ndarray], outs: List[np.ndarray],
+                   settings: CalibrationSettings) -> Dict[int, float]:
+    """The int16 range every tensor that a concat joins must share (a concat is a view: its
+    operands reach its readers with one scale), by tensor index (negative: a graph input).
+
+    Tensors are grouped through concats and the ops that keep their input's scale (pool,
+    flatten); a group holding a tanh / sigmoid output takes its fixed range 1. Raises
+    UnsupportedError when such a group must also hold values beyond +-1."""
+    parent: Dict[int, int] = {}
+
+    def find(a: int) -> int:
+        while parent.setdefault(a, a) != a:
+            a = parent[a]
+        return a
+
+    for i, op in enumerate(graph.ops):
+        if isinstance(op, (Concat, Pool2D, Flatten)):
+            for j in op_inputs(graph.ops, i):
+                parent[find(j)] = find(i)
+    groups: Dict[int, List[int]] = {}
+    for t in list(parent):
+        groups.setdefault(find(t), []).append(t)
+    shared: Dict[int, float] = {}
+    for members in groups.values():
+        if not any(isinstance(graph.ops[t], Concat) for t in members if t >= 0):
+            continue
+        fixed = [t for t in members if t >= 0 and getattr(graph.ops[t], "activation", "none") in ("tanh", "sigmoid")]
+        values = [xs[input_number(t)] if t < 0 else outs[t] for t in members]
+        span = max(settings.range_of(v) for v in values)
+        if fixed:
+            if max(float(np.max(np.abs(v))) for v in values) > 1.0:
+                raise UnsupportedError(f"{graph.ops[fixed[0]].name}: a concat joins its tanh / sigmoid output "
+                                       "with values beyond +-1, which one int16 scale cannot hold exactly")
+            span = 1.0
+        shared.update({t: span for t in members})
+    return shared
+
+
 def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = CalibrationSettings()
                    ) -> QuantizedGraph:
     """Scales from calibration data and int16 parameters of every op.
@@ -192,7 +230,8 @@ def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = 
     outs = float_forward(graph.ops, xs)
     all_shapes = shapes(graph.ops, graph.input_shapes)
     input_max = [float(np.max(np.abs(x))) for x in xs]
-    input_scales = [symmetric_scale(settings.range_of(x)) for x in xs]
+    shared = _shared_ranges(graph, xs, outs, settings)
+    input_scales = [symmetric_scale(shared.get(graph_input(k), settings.range_of(x))) for k, x in enumerate(xs)]
     qops: List[QOp] = []
     for i, op in enumerate(graph.ops):
         ins = op_inputs(graph.ops, i)
@@ -201,16 +240,18 @@ def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = 
         q = QOp(op, ins, in_shapes, all_shapes[i], in_scales, in_scales[0])
         if isinstance(op, (Conv2D, DenseLayer)):
             for key, value in quantize_weights(op.weight, op.bias, op.activation, in_scales[0],
-                                               settings.range_of(outs[i]), op.name).items():
+                                               shared.get(i, settings.range_of(outs[i])), op.name).items():
                 setattr(q, key, value)
         elif isinstance(op, Add):
             if op.activation in ("tanh", "sigmoid"):  # rescale to the table's input, Q3.12 of x or x / 2
                 q.target_scale = 2.0 ** -(TANH_INPUT_BITS - (op.activation == "sigmoid"))
                 q.out_scale = 1.0 / Q_MAX
             else:
-                q.out_scale = q.target_scale = symmetric_scale(settings.range_of(outs[i]))
+                q.out_scale = q.target_scale = symmetric_scale(shared.get(i, settings.range_of(outs[i])))
             q.multiplier, q.shift = add_multipliers(in_scales[0], in_scales[1], q.target_scale)
-        elif not isinstance(op, (Pool2D, Flatten)):
+        elif isinstance(op, Concat) and len(set(in_scales)) != 1:  # cannot happen: _shared_ranges
+            raise UnsupportedError(f"{op.name}: operands of different scales {in_scales}")
+        elif not isinstance(op, (Pool2D, Flatten, Concat)):
             raise TypeError(f"unknown op {type(op).__name__}")
         qops.append(q)
     return QuantizedGraph(qops, [tuple(s) for s in graph.input_shapes], input_scales, input_max,

@@ -203,6 +203,8 @@ def op_reference(q, ins: List[np.ndarray]) -> np.ndarray:
                              q.activation)
     if kind == "Flatten":
         return ins[0].reshape(n, 1, 1, -1)
+    if kind == "Concat":
+        return np.concatenate(ins, axis=1)
     if kind == "DenseLayer":
         y = dense_reference(ins[0].reshape(n, -1), q.weight, q.bias, q.multiplier, q.shift, q.activation,
                             q.split, q.partial_shift)

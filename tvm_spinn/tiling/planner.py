@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple, Union
 
 from ..errors import ResourceError
 from ..graph.network import input_number, op_inputs
-from ..graph.ops import Conv2D, DenseLayer, Flatten, Pool2D
+from ..graph.ops import Concat, Conv2D, DenseLayer, Flatten, Pool2D
 from ..quantization.quantize import QOp, QuantizedGraph
 from . import resources as res
 from .dense import LayerPlan, choose_tiling, plan_layer
@@ -22,7 +22,7 @@ OpPlan = Union[LayerPlan, TensorOpPlan, FusedPool, None]
 @dataclass
 class GraphPlan:
     """Per op: a LayerPlan (dense), a TensorOpPlan (conv, pool, add), a FusedPool (a pool the
-    convolution before it computes) or None (flatten: a view, no core)."""
+    convolution before it computes) or None (flatten, concat: views, no core)."""
 
     qgraph: QuantizedGraph
     plans: List[OpPlan]
@@ -58,6 +58,12 @@ def _producer_blocks(qgraph: QuantizedGraph, plans: List[OpPlan], j: int) -> Lis
         c, h, _ = qgraph.input_shapes[input_number(j)]
         return [(0, c, 0, h)]
     p = plans[j]
+    if isinstance(qgraph.ops[j].op, Concat):  # its operands' blocks, at their channel offsets
+        blocks, offset = [], 0
+        for k, shape in zip(qgraph.ops[j].inputs, qgraph.ops[j].in_shapes):
+            blocks += [(c0 + offset, nc, h0, nh) for c0, nc, h0, nh in _producer_blocks(qgraph, plans, k)]
+            offset += shape[0]
+        return blocks
     if p is None:  # flatten
         return [(0, 1, 0, 1)] * _source_rows(qgraph, plans, j)
     return p.blocks
@@ -67,6 +73,8 @@ def _source_rows(qgraph: QuantizedGraph, plans: List[OpPlan], i: int) -> int:
     """Receive entries a consumer of op i's output may need: one per producer block, or per
     producer row when the output is read through a flatten (dense consumers)."""
     q = qgraph.ops[i]
+    if isinstance(q.op, Concat):
+        return sum(nc * nh for _, nc, _, nh in _producer_blocks(qgraph, plans, i))
     if isinstance(q.op, Flatten):
         j = q.inputs[0]
         if j < 0:
@@ -117,7 +125,7 @@ def plan_with_budget(qgraph: QuantizedGraph, board: res.Board, budget: Optional[
     plans: List[OpPlan] = []
     rows_read = _rows_read(qgraph)
     for i, q in enumerate(qgraph.ops):
-        if isinstance(q.op, Flatten):
+        if isinstance(q.op, (Flatten, Concat)):  # views: no core
             plans.append(None)
         elif isinstance(q.op, DenseLayer):
             srcs = [1 if j < 0 else _source_rows(qgraph, plans, j) for j in q.inputs]
