@@ -108,7 +108,7 @@ def test_patterns_registered_once():
     # Most specific first (highest priority); the dense patterns come first, as
     # one block, and are the only ones used by default (convolutions=False).
     dense = [n for n in before if n.startswith("spinnaker.dense")]
-    assert before[:len(dense)] == dense and len(dense) == 8
+    assert before[:len(dense)] == dense and len(dense) == 12  # (bias or not) x 6 activations
     assert dense[0].startswith("spinnaker.dense_bias_") and dense[-1] == "spinnaker.dense"
     # Tensor patterns (convolutions=True); the residual add patterns last.
     assert {"spinnaker.conv2d", "spinnaker.conv1d_pad_bias_relu", "spinnaker.max_pool2d",

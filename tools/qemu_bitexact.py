@@ -72,6 +72,24 @@ def _tanh_table() -> List[int]:
     return _pack16([round(32767 * math.tanh(i / 64)) for i in range(513)])
 
 
+N_ACTS = 6  # none, relu, tanh, sigmoid, clip, leaky relu (spinn_fixed.h)
+
+
+def _act_params(rng: random.Random, act: int) -> List[int]:
+    """Random integer parameters of clip ({lo, hi} inside int16) or leaky relu ({m, s})."""
+    if act == 4:
+        lo = rng.randint(-32768, 32767)
+        return [lo, rng.randint(lo, 32767)]
+    if act == 5:
+        return [rng.randint(0, 32767), rng.randint(0, 31)]
+    return []
+
+
+def _act_words(rng: random.Random, act: int) -> List[int]:
+    """The activation's table words in a dense config (spinn_act_words)."""
+    return _tanh_table() if act in (2, 3) else [v & M32 for v in _act_params(rng, act)]
+
+
 def _row_params(rng: random.Random, rows: int, max_mult: int) -> List[int]:
     words = []
     for _ in range(rows):
@@ -103,7 +121,7 @@ def random_tile(rng: random.Random, rounds: int = 2) -> Case:
     block_words = rng.choice((1, 1, 2, 4, 8, 16))
     # An int32 block of 2*block_words products must not overflow for any int16 input.
     wmax = 32767 if block_words == 1 else min(32767, (1 << 31) // (2 * block_words * 32768) - 1)
-    act, n_slots = rng.randint(0, 3), rng.randint(1, MAX_SLOTS)
+    act, n_slots = rng.randint(0, N_ACTS - 1), rng.randint(1, MAX_SLOTS)
     bound = cols * 32768 * wmax  # |row dot product|
     partial_shift = min(32, max(0, (bound.bit_length() + 1) - 31) + rng.randint(0, 3))
     out_shift = _bits(rows if mode == PARTIAL else (rows + 1) // 2)
@@ -127,7 +145,7 @@ def random_tile(rng: random.Random, rounds: int = 2) -> Case:
         weights += _pack16([rng.randint(-wmax, wmax) for _ in range(cols)])
     cfg = header + rx + weights
     if mode == FINAL:
-        cfg += _row_params(rng, rows, (1 << 15) - 1) + (_tanh_table() if act >= 2 else [])
+        cfg += _row_params(rng, rows, (1 << 15) - 1) + _act_words(rng, act)
 
     def per_slot(slot):
         return [(base | slot << shift | j, rng.getrandbits(32))
@@ -138,7 +156,7 @@ def random_tile(rng: random.Random, rounds: int = 2) -> Case:
 
 def random_reduce(rng: random.Random, rounds: int = 2) -> Case:
     rows, n_sources = rng.randint(1, 24), rng.randint(1, 4)
-    act, n_slots = rng.randint(0, 3), rng.randint(1, MAX_SLOTS)
+    act, n_slots = rng.randint(0, N_ACTS - 1), rng.randint(1, MAX_SLOTS)
     shift = _bits(rows)
     rx = []
     for i in range(n_sources):
@@ -146,7 +164,7 @@ def random_reduce(rng: random.Random, rounds: int = 2) -> Case:
     header = [KIND_REDUCE, rows, n_sources, rng.getrandbits(8) << 24, _bits((rows + 1) // 2), act,
               rng.randint(0, 16), n_slots, n_sources]
     # sum < 2^33, << 16, + bias < 2^41: times a multiplier < 2^12 stays below 2^62.
-    cfg = header + rx + _row_params(rng, rows, (1 << 12) - 1) + (_tanh_table() if act >= 2 else [])
+    cfg = header + rx + _row_params(rng, rows, (1 << 12) - 1) + _act_words(rng, act)
 
     def per_slot(slot):
         return [((i + 1) << 20 | slot << shift | r, rng.getrandbits(32))
@@ -305,7 +323,9 @@ def random_conv(rng: random.Random, mode: str, rounds: int = 2) -> Case:
         extra.update(activation="none", partial_shift=min(62, need + rng.randint(0, 2)))
     else:
         w = np_rng.integers(-4096, 4097, size=shape)
-        extra.update(activation=rng.randint(0, 3), bias=np_rng.integers(-(1 << 28), 1 << 28, size=n_oc),
+        act = rng.randint(0, N_ACTS - 1)
+        extra.update(activation=act, act_params=_act_params(rng, act) or None,
+                     bias=np_rng.integers(-(1 << 28), 1 << 28, size=n_oc),
                      multiplier=np_rng.integers(1, 1 << 20, size=n_oc), shift=np_rng.integers(24, 41, size=n_oc))
     n_slots = rng.randint(1, MAX_SLOTS)
     out = _slack(rng, shifts)
@@ -349,7 +369,9 @@ def random_add(rng: random.Random, rounds: int = 2) -> Case:
     b_src = _sources(rng, tc, (C, H, W), 1 + len(a_src))
     rx_a, used_a = _rx(tc, a_src, c0, n_c, h0, n_h, 0)
     rx_b, used_b = _rx(tc, b_src, c0, n_c, h0, n_h, 1)
-    cfg, _ = tc.add_config(c0=c0, n_c=n_c, h=H, w=W, h0=h0, n_h=n_h, activation=rng.choice(("none", "relu")),
+    act = rng.randint(0, N_ACTS - 1)
+    cfg, _ = tc.add_config(c0=c0, n_c=n_c, h=H, w=W, h0=h0, n_h=n_h, activation=act,
+                           act_params=_act_params(rng, act) or None,
                            mult_a=rng.randint(-(1 << 31), (1 << 31) - 1), mult_b=rng.randint(-(1 << 31), (1 << 31) - 1),
                            shift=rng.randint(0, 40), n_slots=n_slots, out_slot_shift=out[0], out_c_shift=out[1],
                            out_h_shift=out[2], rx=rx_a + rx_b, out_key=_out_key(rng, out[0]))
@@ -360,7 +382,7 @@ def random_conv_reduce(rng: random.Random, rounds: int = 2) -> Case:
     tc = _tensor_configs()
     np_rng = _np_rng(rng)
     n_oc, n_oh, out_w, G = rng.randint(1, 4), rng.randint(1, 5), rng.randint(1, 7), rng.randint(1, 4)
-    p, act, n_slots = rng.randint(0, 8), rng.randint(0, 3), rng.randint(1, MAX_SLOTS)
+    p, act, n_slots = rng.randint(0, 8), rng.randint(0, N_ACTS - 1), rng.randint(1, MAX_SLOTS)
     s, cs, hs = _slack(rng, tc.partial_key_layout(n_oc, n_oh, out_w))
     out = _slack(rng, tc.block_key_layout(n_oc, n_oh, out_w))
     keys = [(g + 1) << 24 for g in range(G)]
@@ -370,7 +392,7 @@ def random_conv_reduce(rng: random.Random, rounds: int = 2) -> Case:
         partial_shift=p, activation=act, n_slots=n_slots, in_slot_shift=s, in_c_shift=cs, in_h_shift=hs,
         out_slot_shift=out[0], out_c_shift=out[1], out_h_shift=out[2], n_rx=G,
         bias=np_rng.integers(-(1 << 30), 1 << 30, size=n_oc), multiplier=np_rng.integers(1, 1 << 20, size=n_oc),
-        shift=np_rng.integers(20, 41, size=n_oc), out_key=_out_key(rng, out[0]))
+        shift=np_rng.integers(20, 41, size=n_oc), out_key=_out_key(rng, out[0]), act_params=_act_params(rng, act) or None)
     cfg = [int(v) for v in cfg]
     for word, what, ref in fixups:
         if ref != "self":

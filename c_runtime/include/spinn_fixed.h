@@ -19,6 +19,8 @@
 #define SPINN_ACT_RELU 1u
 #define SPINN_ACT_TANH 2u
 #define SPINN_ACT_SIGMOID 3u
+#define SPINN_ACT_CLIP 4u  /* table {lo, hi}: int16 bounds in output units */
+#define SPINN_ACT_LEAKY 5u /* table {multiplier, shift}: negative values times multiplier / 2^shift */
 
 /* tanh table: entry i is round(32767 * tanh(i / 64)), i = 0..512, packed two
  * int16 per word; inputs are Q3.12 (1.0 == 4096), linear interpolation over
@@ -57,12 +59,6 @@ static inline int32_t spinn_sat16_count(int64_t v, uint32_t *saturated) {
     return spinn_sat16(v);
 }
 
-/* acc * multiplier / 2^shift, rounded and saturated to int16 (counted in *saturated).
- * The compiler proved |acc * multiplier| < 2^62 for every reachable acc. */
-static inline int32_t spinn_requantize(int64_t acc, int32_t multiplier, uint32_t shift, uint32_t *saturated) {
-    return spinn_sat16_count(spinn_round_shift(acc * (int64_t)multiplier, shift), saturated);
-}
-
 static inline int32_t spinn_lo16(uint32_t w) { return (int32_t)(int16_t)(uint16_t)(w & 0xFFFFu); }
 static inline int32_t spinn_hi16(uint32_t w) { return (int32_t)(int16_t)(uint16_t)(w >> 16); }
 static inline uint32_t spinn_pack16(int32_t lo, int32_t hi) {
@@ -88,9 +84,28 @@ static inline int32_t spinn_tanh_q(const uint32_t *table, int32_t x) {
     return (x < 0) ? -y : y;
 }
 
+/* Words of an activation's table in a config: the tanh table (tanh, sigmoid),
+ * {lo, hi} (clip) or {multiplier, shift} (leaky relu); none otherwise. */
+static inline uint32_t spinn_act_words(uint32_t activation) {
+    if (activation == SPINN_ACT_TANH || activation == SPINN_ACT_SIGMOID) return SPINN_TANH_WORDS;
+    return activation == SPINN_ACT_CLIP || activation == SPINN_ACT_LEAKY ? 2u : 0u;
+}
+
+/* Whether an activation code and its table (spinn_act_words words) are valid. */
+static inline int spinn_act_ok(uint32_t activation, const uint32_t *table) {
+    if (activation > SPINN_ACT_LEAKY) return 0;
+    if (activation == SPINN_ACT_CLIP)
+        return (int32_t)table[0] >= SPINN_Q_MIN && (int32_t)table[0] <= (int32_t)table[1] &&
+               (int32_t)table[1] <= SPINN_Q_MAX;
+    if (activation == SPINN_ACT_LEAKY)
+        return (int32_t)table[0] >= -32768 && (int32_t)table[0] <= 32767 && table[1] <= 31u;
+    return 1;
+}
+
 /* Apply the layer's activation to a requantised int16 value. For tanh and
  * sigmoid the requantisation targeted Q3.12 of x (tanh) or of x/2 (sigmoid,
- * since sigmoid(x) = (1 + tanh(x/2)) / 2). */
+ * since sigmoid(x) = (1 + tanh(x/2)) / 2). Clip and leaky relu are applied
+ * before saturation, by spinn_finish. */
 static inline int32_t spinn_activate(uint32_t activation, const uint32_t *table, int32_t v) {
     switch (activation) {
     case SPINN_ACT_RELU:
@@ -102,6 +117,24 @@ static inline int32_t spinn_activate(uint32_t activation, const uint32_t *table,
     default:
         return v;
     }
+}
+
+/* The end of every output value: round_shift(acc * multiplier, shift), then the
+ * activation, saturated to int16 (counted in *saturated). Clip (bounds inside int16)
+ * and leaky relu act on the unsaturated value, so that a value the activation brings
+ * back into range is neither wrong nor counted. */
+static inline int32_t spinn_finish(uint32_t activation, const uint32_t *table, int64_t acc, int32_t multiplier,
+                                   uint32_t shift, uint32_t *saturated) {
+    int64_t v = spinn_round_shift(acc * (int64_t)multiplier, shift);
+    if (activation == SPINN_ACT_CLIP) {
+        if (v < (int32_t)table[0]) return (int32_t)table[0];
+        return v > (int32_t)table[1] ? (int32_t)table[1] : (int32_t)v;
+    }
+    if (activation == SPINN_ACT_LEAKY) {
+        if (v < 0) v = spinn_round_shift((int64_t)spinn_sat32(v) * (int32_t)table[0], table[1]);
+        return spinn_sat16_count(v, saturated);
+    }
+    return spinn_activate(activation, table, spinn_sat16_count(v, saturated));
 }
 
 static inline int64_t spinn_read_i64(const uint32_t *words) {

@@ -16,15 +16,16 @@ static int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     for (i = H_C0; i <= H_N_H; i++)
         if (cfg[i] > SPINN_MAX_DIM) return -1;
     if (cfg[H_N_C] == 0u || cfg[H_H] == 0u || cfg[H_W] == 0u || cfg[H_N_H] == 0u ||
-        cfg[H_H0] + cfg[H_N_H] > cfg[H_H] || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID || cfg[H_SHIFT] > 62u ||
+        cfg[H_H0] + cfg[H_N_H] > cfg[H_H] || cfg[H_ACTIVATION] > SPINN_ACT_LEAKY || cfg[H_SHIFT] > 62u ||
         cfg[H_N_SLOTS] == 0u || cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_N_RX] > SPINN_MAX_RX)
         return -1;
     if (!spinn_tensor_fields_ok(cfg[H_OUT_KEY], cfg[H_N_SLOTS], cfg[H_OUT_SLOT_SHIFT], cfg[H_OUT_C_SHIFT],
                                 cfg[H_OUT_H_SHIFT], cfg[H_N_C], cfg[H_N_H], cfg[H_W]))
         return -1;
-    need = (uint64_t)H_WORDS + (uint64_t)cfg[H_N_RX] * SPINN_TRX_WORDS +
-           (cfg[H_ACTIVATION] >= SPINN_ACT_TANH ? SPINN_TANH_WORDS : 0u);
-    if (need > n_words) return -1;
+    need = (uint64_t)H_WORDS + (uint64_t)cfg[H_N_RX] * SPINN_TRX_WORDS;
+    if (need + spinn_act_words(cfg[H_ACTIVATION]) > n_words ||
+        !spinn_act_ok(cfg[H_ACTIVATION], cfg + (uint32_t)need))
+        return -1;
     need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_C] * cfg[H_N_H] * cfg[H_W] * 2u;
     if (2u * need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->input_bytes = spinn_align8((uint32_t)need);
@@ -63,7 +64,7 @@ int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_wor
     spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
-    s->table = s->activation >= SPINN_ACT_TANH ? s->rx + s->n_rx * SPINN_TRX_WORDS : 0;
+    s->table = spinn_act_words(s->activation) ? s->rx + s->n_rx * SPINN_TRX_WORDS : 0;
     spinn_tensor_clear(ws, l.workspace_bytes, &s->counters);
     s->inputs[0] = (int16_t *)ws;
     s->inputs[1] = (int16_t *)(ws + l.input_bytes);
@@ -88,8 +89,7 @@ int32_t spinn_add_tile_receive(spinn_add_tile_t *s, uint32_t key, uint32_t paylo
 static int32_t add_value(spinn_add_tile_t *s, int32_t a, int32_t b) {
     /* |a * mult| < 2^46 each: exact in int64 */
     int64_t acc = (int64_t)a * s->mult_a + (int64_t)b * s->mult_b;
-    int32_t y = spinn_sat16_count(spinn_round_shift(acc, s->shift), &s->counters.saturated);
-    return spinn_activate(s->activation, s->table, y);
+    return spinn_finish(s->activation, s->table, acc, 1, s->shift, &s->counters.saturated);
 }
 
 /* Compute local row r of the slot and send it (see conv_row in conv_tile.c). */

@@ -23,7 +23,7 @@ static int reduce_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
         if (cfg[i] > SPINN_MAX_DIM) return -1;
     if (cfg[H_N_OC] == 0u || cfg[H_N_OH] == 0u || cfg[H_OUT_W] == 0u || cfg[H_N_GROUPS] == 0u ||
         cfg[H_N_GROUPS] > SPINN_MAX_RX || cfg[H_N_RX] != cfg[H_N_GROUPS] || cfg[H_PARTIAL_SHIFT] > 32u ||
-        cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID || cfg[H_N_SLOTS] == 0u || cfg[H_N_SLOTS] > SPINN_MAX_SLOTS)
+        cfg[H_ACTIVATION] > SPINN_ACT_LEAKY || cfg[H_N_SLOTS] == 0u || cfg[H_N_SLOTS] > SPINN_MAX_SLOTS)
         return -1;
     /* the partial tiles' fields (one value per key: a block twice as wide), then ours */
     if (!spinn_tensor_fields_ok(0u, cfg[H_N_SLOTS], cfg[H_IN_SLOT_SHIFT], cfg[H_IN_C_SHIFT], cfg[H_IN_H_SHIFT],
@@ -35,8 +35,8 @@ static int reduce_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     l->params_at = (uint32_t)need; /* < 2^18 */
     need += (uint64_t)cfg[H_N_OC] * PARAM_WORDS;
     l->table_at = (uint32_t)need;
-    if (cfg[H_ACTIVATION] >= SPINN_ACT_TANH) need += SPINN_TANH_WORDS;
-    if (need > n_words) return -1;
+    need += spinn_act_words(cfg[H_ACTIVATION]);
+    if (need > n_words || !spinn_act_ok(cfg[H_ACTIVATION], cfg + l->table_at)) return -1;
     for (i = 0; i < cfg[H_N_OC]; i++)
         if (cfg[l->params_at + i * PARAM_WORDS + 3u] > 63u) return -1;
     /* an entry decodes the in_* fields only if its mask leaves them to the key */
@@ -83,7 +83,7 @@ int spinn_conv_reduce_init(spinn_conv_reduce_t *s, const uint32_t *cfg, uint32_t
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
     s->params = cfg + l.params_at;
-    s->table = s->activation >= SPINN_ACT_TANH ? cfg + l.table_at : 0;
+    s->table = spinn_act_words(s->activation) ? cfg + l.table_at : 0;
     spinn_tensor_clear(ws, l.workspace_bytes, &s->counters);
     s->acc = (uint32_t *)ws;
     spinn_stream_init(&s->st, (uint32_t *)(ws + l.acc_bytes), s->n_slots, s->n_oh,
@@ -152,7 +152,7 @@ static int reduce_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn sen
         for (ow = 0; ow < s->out_w; ow++) {
             /* undo the tiles' rounding shift (a multiplication: the sum may be negative) */
             int64_t acc = (int64_t)(int32_t)a[ow] * ((int64_t)1 << s->partial_shift) + bias;
-            int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3], &s->counters.saturated));
+            int32_t y = spinn_finish(s->activation, s->table, acc, (int32_t)p[2], p[3], &s->counters.saturated);
             int last = last_row && j + 1u == s->n_oc && ow + 1u == s->out_w;
             a[ow] = 0u;
             if (spinn_tensor_send16(&s->st, slot, last, key, ow, s->out_w, y, &pending, send, ctx, &s->counters) !=

@@ -25,7 +25,7 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
         if (cfg[i] > SPINN_MAX_DIM) return -1;
     if (cfg[H_N_IC] == 0u || cfg[H_IN_H] == 0u || cfg[H_IN_W] == 0u || cfg[H_N_IH] == 0u || cfg[H_N_OC] == 0u ||
         cfg[H_N_OH] == 0u || cfg[H_OUT_W] == 0u || cfg[H_KH] == 0u || cfg[H_KW] == 0u || cfg[H_SH] == 0u ||
-        cfg[H_SW] == 0u || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
+        cfg[H_SW] == 0u || cfg[H_ACTIVATION] > SPINN_ACT_LEAKY ||
         cfg[H_N_SLOTS] == 0u || cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_MODE] > SPINN_CONV_POOLED ||
         cfg[H_PARTIAL_SHIFT] > 62u || cfg[H_N_RX] > SPINN_MAX_RX)
         return -1;
@@ -60,8 +60,8 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     if (cfg[H_MODE] != SPINN_CONV_PARTIAL) {
         need += (uint64_t)cfg[H_N_OC] * PARAM_WORDS;
         l->table_at = (uint32_t)need;
-        if (cfg[H_ACTIVATION] >= SPINN_ACT_TANH) need += SPINN_TANH_WORDS;
-        if (need > n_words) return -1;
+        need += spinn_act_words(cfg[H_ACTIVATION]);
+        if (need > n_words || !spinn_act_ok(cfg[H_ACTIVATION], cfg + l->table_at)) return -1;
         for (i = 0; i < cfg[H_N_OC]; i++)
             if (cfg[l->params_at + i * PARAM_WORDS + 3u] > 63u) return -1;
     }
@@ -151,7 +151,7 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->rx = cfg + H_WORDS;
     s->weights = cfg + l.weights_at;
     s->params = s->mode == SPINN_CONV_PARTIAL ? 0 : cfg + l.params_at;
-    s->table = s->mode != SPINN_CONV_PARTIAL && s->activation >= SPINN_ACT_TANH ? cfg + l.table_at : 0;
+    s->table = s->mode != SPINN_CONV_PARTIAL && spinn_act_words(s->activation) ? cfg + l.table_at : 0;
     s->ph0 = s->n_ph = s->pool_out_w = 0u;
     if (s->mode == SPINN_CONV_POOLED) {
         spinn_pool_params_read(&s->pool, cfg[l.pool_at + P_CONV_H], s->out_w, cfg + l.pool_at + P_PARAMS);
@@ -292,7 +292,7 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
                 uint32_t v = (uint32_t)spinn_sat32(spinn_round_shift(acc, s->partial_shift));
                 rc = spinn_tensor_send(&s->st, slot, last, key | ow, v, send, ctx, &s->counters);
             } else {
-                int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3], &s->counters.saturated));
+                int32_t y = spinn_finish(s->activation, s->table, acc, (int32_t)p[2], p[3], &s->counters.saturated);
                 if (s->mode == SPINN_CONV_POOLED)
                     stored[ow] = (int16_t)y;
                 else

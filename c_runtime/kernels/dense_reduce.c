@@ -15,13 +15,13 @@ static int reduce_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *params
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_DENSE_REDUCE) return -1;
     if (cfg[H_ROWS] == 0u || cfg[H_ROWS] > SPINN_MAX_DIM || cfg[H_N_SOURCES] == 0u ||
         cfg[H_N_SOURCES] > SPINN_MAX_RX || cfg[H_N_SLOTS] == 0u ||
-        cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
+        cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_ACTIVATION] > SPINN_ACT_LEAKY ||
         cfg[H_PARTIAL_SHIFT] > 32u || cfg[H_OUT_SLOT_SHIFT] > 24u || cfg[H_N_RX] != cfg[H_N_SOURCES])
         return -1;
     *params_at = H_WORDS + cfg[H_N_RX] * SPINN_RX_WORDS;
     *table_at = *params_at + cfg[H_ROWS] * ROW_PARAM_WORDS;
-    need = *table_at + (cfg[H_ACTIVATION] >= SPINN_ACT_TANH ? SPINN_TANH_WORDS : 0u);
-    if (need > n_words) return -1;
+    need = *table_at + spinn_act_words(cfg[H_ACTIVATION]);
+    if (need > n_words || !spinn_act_ok(cfg[H_ACTIVATION], cfg + *table_at)) return -1;
     return spinn_rx_valid(cfg + H_WORDS, cfg[H_N_RX]) ? 0 : -1;
 }
 
@@ -45,7 +45,7 @@ int spinn_dense_reduce_init(spinn_dense_reduce_t *s, const uint32_t *cfg, uint32
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
     s->row_params = cfg + p_at;
-    s->table = s->activation >= SPINN_ACT_TANH ? cfg + t_at : 0;
+    s->table = spinn_act_words(s->activation) ? cfg + t_at : 0;
     s->sums = (int64_t *)ws;
     s->counts = (uint32_t *)(ws + align8(s->n_slots * s->rows * 8u));
     n_bytes = spinn_dense_reduce_workspace(cfg, n_words);
@@ -86,7 +86,7 @@ int spinn_dense_reduce_compute(spinn_dense_reduce_t *s, uint32_t slot, spinn_sen
         const uint32_t *p = s->row_params + n * ROW_PARAM_WORDS;
         /* Undo the tiles' rounding shift, then finish exactly like a final tile. */
         int64_t acc = sums[n] * ((int64_t)1 << s->partial_shift) + spinn_read_i64(p);
-        int32_t y = spinn_activate(s->activation, s->table, spinn_requantize(acc, (int32_t)p[2], p[3], &s->counters.saturated));
+        int32_t y = spinn_finish(s->activation, s->table, acc, (int32_t)p[2], p[3], &s->counters.saturated);
         sums[n] = 0;
         if (n & 1u) {
             if (send(ctx, key_base | (n >> 1), spinn_pack16(pending, y)) != 0) return -1;

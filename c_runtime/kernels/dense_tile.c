@@ -18,7 +18,7 @@ static int tile_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *words_pe
     /* Bounds that keep every size computed below inside uint32 (a corrupt region must not wrap). */
     if (cfg[H_ROWS] > SPINN_MAX_DIM || cfg[H_COLS] > SPINN_MAX_DIM || cfg[H_N_RX] > SPINN_MAX_RX) return -1;
     if (cfg[H_BLOCK] < 2u || (cfg[H_BLOCK] & 1u) || cfg[H_N_SLOTS] == 0u ||
-        cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_ACTIVATION] > SPINN_ACT_SIGMOID ||
+        cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_ACTIVATION] > SPINN_ACT_LEAKY ||
         cfg[H_PARTIAL_SHIFT] > 32u || cfg[H_OUT_SLOT_SHIFT] > 24u)
         return -1;
     *words_per_row = (cfg[H_COLS] + 1u) >> 1;
@@ -27,8 +27,9 @@ static int tile_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *words_pe
     *table_at = *params_at;
     if (cfg[H_MODE] == SPINN_TILE_FINAL) *table_at += cfg[H_ROWS] * ROW_PARAM_WORDS;
     need = *table_at;
-    if (cfg[H_MODE] == SPINN_TILE_FINAL && cfg[H_ACTIVATION] >= SPINN_ACT_TANH) need += SPINN_TANH_WORDS;
+    if (cfg[H_MODE] == SPINN_TILE_FINAL) need += spinn_act_words(cfg[H_ACTIVATION]);
     if (need > n_words) return -1;
+    if (cfg[H_MODE] == SPINN_TILE_FINAL && !spinn_act_ok(cfg[H_ACTIVATION], cfg + *table_at)) return -1;
     return spinn_rx_valid(cfg + H_WORDS, cfg[H_N_RX]) ? 0 : -1;
 }
 
@@ -63,7 +64,7 @@ int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n
     /* Blocks per row, counted once here: the kernels never divide. */
     s->blocks_per_row = 0;
     for (i = 0; i < wpr; i += s->block_words) s->blocks_per_row++;
-    s->table = (s->mode == SPINN_TILE_FINAL && s->activation >= SPINN_ACT_TANH) ? cfg + t_at : 0;
+    s->table = (s->mode == SPINN_TILE_FINAL && spinn_act_words(s->activation)) ? cfg + t_at : 0;
     s->inputs = (int16_t *)ws;
     s->counts = (uint32_t *)(ws + inputs_bytes(cfg, wpr));
     /* Zero the workspace: the padding column of an odd tile must read 0. */
@@ -132,8 +133,8 @@ int spinn_dense_tile_compute(spinn_dense_tile_t *s, uint32_t slot, spinn_send_fn
             s->counters.packets_out++;
         } else {
             const uint32_t *p = s->row_params + n * ROW_PARAM_WORDS;
-            int32_t y = spinn_requantize(acc + spinn_read_i64(p), (int32_t)p[2], p[3], &s->counters.saturated);
-            y = spinn_activate(s->activation, s->table, y);
+            int32_t y = spinn_finish(s->activation, s->table, acc + spinn_read_i64(p), (int32_t)p[2], p[3],
+                                     &s->counters.saturated);
             if (n & 1u) {
                 if (send(ctx, key_base | (n >> 1), spinn_pack16(pending, y)) != 0) return -1;
                 s->counters.packets_out++;

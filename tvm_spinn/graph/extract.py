@@ -10,7 +10,7 @@ import tvm
 from tvm import relax, tirx
 
 from ..errors import UnsupportedError
-from ..partition.patterns import OP_TO_ACTIVATION, channel_bias, is_call_to, resolve
+from ..partition.patterns import OP_TO_ACTIVATION, activation_params, channel_bias, is_call_to, resolve
 from .network import OpGraph, graph_input
 from .ops import Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
 
@@ -45,7 +45,7 @@ def _layer_from_composite(comp: relax.Function, index: int, where: str) -> Dense
         raise UnsupportedError(f"{where}: not a dense composite with one (data) input")
     bindings = {}
     matmul = add = None
-    activation = "none"
+    calls = {}
     for binding in _bindings(comp.body):
         value = binding.value
         bindings[binding.var] = value
@@ -54,7 +54,8 @@ def _layer_from_composite(comp: relax.Function, index: int, where: str) -> Dense
         elif is_call_to(value, "relax.add"):
             add = value
         elif isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-            activation = OP_TO_ACTIVATION.get(value.op.name, activation)
+            calls[value.op.name] = value
+    activation, act_params = _activation(calls)
     if matmul is None or not matmul.args[0].same_as(comp.params[0]):
         raise UnsupportedError(f"{where}: no matmul of the composite's input")
 
@@ -74,7 +75,7 @@ def _layer_from_composite(comp: relax.Function, index: int, where: str) -> Dense
 
     out_f, in_f = weight.shape
     act = "" if activation == "none" else f", {activation}"
-    return DenseLayer(weight, bias, activation, name=f"dense{index} ({in_f}->{out_f}{act})")
+    return DenseLayer(weight, bias, activation, name=f"dense{index} ({in_f}->{out_f}{act})", act_params=act_params)
 
 
 def _ints(values) -> tuple:
@@ -92,11 +93,12 @@ def _calls(comp: relax.Function) -> tuple[dict, dict]:
     return bindings, calls
 
 
-def _activation(calls: dict) -> str:
+def _activation(calls: dict) -> tuple[str, tuple]:
+    """(name, float parameters) of the composite's activation (see activation_params)."""
     for op_name, act in OP_TO_ACTIVATION.items():
         if op_name in calls:
-            return act
-    return "none"
+            return act, tuple(activation_params(calls[op_name]) or ())
+    return "none", ()
 
 
 def _spatial_pad(calls: dict) -> tuple:
@@ -137,7 +139,7 @@ def _conv_from_composite(calls: dict, bindings: dict, where: str) -> Conv2D:
         if bias is None:
             raise UnsupportedError(f"{where}: the conv bias is not one constant per channel")
     return Conv2D(weight, bias, stride=stride, padding=padding, groups=int(a.groups),
-                  activation=_activation(calls))
+                  activation=_activation(calls)[0], act_params=_activation(calls)[1])
 
 
 def _pool_from_composite(calls: dict, where: str) -> Pool2D:
@@ -180,7 +182,8 @@ def _op_from_composite(comp: relax.Function, index: int, where: str) -> Op:
         op.name = f"{op.kind}pool{index} ({op.kernel[0]}x{op.kernel[1]}/{op.stride[0]}x{op.stride[1]})"
         return op
     if kind.startswith("add"):
-        return Add(_activation(calls), name=f"add{index}")
+        activation, params = _activation(calls)
+        return Add(activation, name=f"add{index}", act_params=params)
     if kind == "flatten":
         return Flatten(name=f"flatten{index}")
     if kind.startswith("concat"):

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import UnsupportedError
-from .ops import NETWORK_INPUT, Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
+from .ops import NETWORK_INPUT, Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D, apply_activation
 
 Shape = Tuple[int, int, int]
 
@@ -98,16 +98,6 @@ def shapes(ops: Sequence[Op], input_shapes) -> List[Shape]:
     return result
 
 
-def _activation(name: str, y: np.ndarray) -> np.ndarray:
-    if name == "relu":
-        return np.maximum(y, 0)
-    if name == "tanh":
-        return np.tanh(y)
-    if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-y))
-    return y
-
-
 def _windows(x: np.ndarray, kh: int, kw: int, stride: Sequence[int], padding: Sequence[int],
              fill: float = 0.0) -> np.ndarray:
     """(n, C, OH, OW, kh, kw) windows of x (n, C, H, W) with constant padding."""
@@ -126,7 +116,7 @@ def float_op(op: Op, inputs: List[np.ndarray]) -> np.ndarray:
     if isinstance(op, Concat):
         return np.concatenate(inputs, axis=1)
     if isinstance(op, Add):
-        return _activation(op.activation, inputs[0] + inputs[1]).astype(np.float32)
+        return apply_activation(op.activation, op.act_params, inputs[0] + inputs[1]).astype(np.float32)
     if isinstance(op, Conv2D):
         oc, icg, kh, kw = op.weight.shape
         win = _windows(x.astype(np.float64), kh, kw, op.stride, op.padding)
@@ -138,7 +128,7 @@ def float_op(op: Op, inputs: List[np.ndarray]) -> np.ndarray:
             y = y.reshape(y.shape[0], oc, *y.shape[3:])
         if op.bias is not None:
             y = y + op.bias[None, :, None, None]
-        return _activation(op.activation, y).astype(np.float32)
+        return apply_activation(op.activation, op.act_params, y).astype(np.float32)
     kh, kw = op.kernel
     oh, ow = op.out_hw
     fill = -np.inf if op.kind == "max" else 0.0

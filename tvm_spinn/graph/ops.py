@@ -7,7 +7,22 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
+from ..kernels import ACTIVATIONS
+
+
+def apply_activation(name: str, params: Tuple[float, ...], y: np.ndarray) -> np.ndarray:
+    """Float activation: none, relu, tanh, sigmoid, clip (params lo, hi), leaky_relu (alpha)."""
+    if name == "relu":
+        return np.maximum(y, 0)
+    if name == "tanh":
+        return np.tanh(y)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-y))
+    if name == "clip":
+        return np.clip(y, params[0], params[1])
+    if name == "leaky_relu":
+        return np.where(y < 0, y * params[0], y)
+    return y
 
 
 @dataclass
@@ -24,6 +39,7 @@ class DenseLayer:
     activation: str = "none"
     name: str = "dense"
     inputs: Tuple[int, ...] = ()
+    act_params: Tuple[float, ...] = ()  # clip: (lo, hi); leaky_relu: (alpha,)
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -45,13 +61,7 @@ class DenseLayer:
         y = x.astype(np.float32) @ self.weight.T
         if self.bias is not None:
             y = y + self.bias
-        if self.activation == "relu":
-            y = np.maximum(y, 0)
-        elif self.activation == "tanh":
-            y = np.tanh(y)
-        elif self.activation == "sigmoid":
-            y = 1.0 / (1.0 + np.exp(-y))
-        return y.astype(np.float32)
+        return apply_activation(self.activation, self.act_params, y).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -80,6 +90,7 @@ class Conv2D:
     activation: str = "none"
     name: str = "conv2d"
     inputs: Tuple[int, ...] = ()
+    act_params: Tuple[float, ...] = ()  # clip: (lo, hi); leaky_relu: (alpha,)
 
     @property
     def channel_multiplier(self) -> int:
@@ -109,6 +120,7 @@ class Add:
     activation: str = "none"
     name: str = "add"
     inputs: Tuple[int, ...] = ()  # two indices
+    act_params: Tuple[float, ...] = ()  # clip: (lo, hi); leaky_relu: (alpha,)
 
 
 @dataclass

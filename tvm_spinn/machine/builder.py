@@ -159,7 +159,7 @@ class _Builder:
                 fixups.append((5, label, FIX_KEY))
                 body = [pack_int16(layer.weight[r0:r1, c0:c1])]
                 if not partial:
-                    body += [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation)]
+                    body += [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation, layer.act_params)]
                 self.add_kernel(label, CORE_DENSE_TILE, header, rx, fixups, body, shift)
                 tile_outputs.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
             if not partial:
@@ -174,7 +174,7 @@ class _Builder:
                 rx[5 * i + 3], rx[5 * i + 4] = 0, r1 - r0
             fixups.append((3, label, FIX_KEY))
             self.add_kernel(label, CORE_DENSE_REDUCE, header, rx, fixups,
-                            [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation)], shift)
+                            [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation, layer.act_params)], shift)
             producers.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
         return producers
 
@@ -261,7 +261,8 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
             depthwise = op.channel_multiplier  # 0: dense
             ic0, n_ic = depthwise_inputs(t.c0, t.nc, depthwise) if depthwise else (t.ic0, t.nic or in_c)
             rx, labels = _trx_entries(inputs[0], (ic0, t.ih0, 0, n_ic, t.nih, in_w), 0)
-            finish = dict(activation=op.activation, bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc])
+            finish = dict(activation=op.activation, bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
+                          act_params=q.act_params)
             if plan.pool is not None:  # send the pool's rows [ph0, ph0 + nph) of these channels
                 pool_op, (pool_c, pool_h, pool_w) = plan.pool.op, plan.pool.out_shape
                 slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nph, pool_w)
@@ -275,7 +276,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 slot_shift, c_shift, h_shift = partial_key_layout(t.nc, t.nh, out_w)
                 common.update(out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
                 finish = dict(activation="none", bias=None, multiplier=None, shift=None,
-                              partial_shift=plan.partial_shift)
+                              partial_shift=plan.partial_shift, act_params=None)
             config, fixups = conv_config(
                 n_ic=n_ic, in_h=in_h, in_w=in_w, ic0=ic0, ih0=t.ih0, n_ih=t.nih, oc0=t.c0, oh0=t.h0,
                 n_oh=t.nh, out_w=out_w, sh=op.stride[0], sw=op.stride[1], pad_top=op.padding[0],
@@ -301,7 +302,8 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
             rx, labels = rx_a + rx_b, labels_a + labels_b
             config, fixups = add_config(
                 c0=t.c0, n_c=t.nc, h=in_h, w=in_w, h0=t.h0, n_h=t.nh, activation=op.activation,
-                mult_a=int(q.multiplier[0]), mult_b=int(q.multiplier[1]), shift=int(q.shift[0]), rx=rx, **common)
+                mult_a=int(q.multiplier[0]), mult_b=int(q.multiplier[1]), shift=int(q.shift[0]), rx=rx,
+                act_params=q.act_params, **common)
             kind, binary = CORE_ADD, "add_tile.aplx"
         _add_vertex(b, label, kind, binary, slot_shift, config, fixups, labels)
         if t.nic:
@@ -316,7 +318,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 partial_shift=plan.partial_shift, activation=op.activation, n_slots=res.N_SLOTS,
                 out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift, n_rx=len(partials),
                 bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
-                acc_bound=acc_bounds(q)[oc], **in_shifts)
+                acc_bound=acc_bounds(q)[oc], act_params=q.act_params, **in_shifts)
             _add_vertex(b, label, CORE_CONV_REDUCE, "conv_reduce.aplx", slot_shift, config, fixups, partials)
             partials = []
         if plan.pool is not None:

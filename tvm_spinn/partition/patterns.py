@@ -77,7 +77,8 @@ from ..kernels import ADD_ACTIVATIONS
 CODEGEN = "spinnaker"
 
 # Activation name (as in tvm_spinn.graph.ops.ACTIVATIONS) -> Relax op.
-ACTIVATION_OPS = {"relu": "relax.nn.relu", "tanh": "relax.tanh", "sigmoid": "relax.sigmoid"}
+ACTIVATION_OPS = {"relu": "relax.nn.relu", "tanh": "relax.tanh", "sigmoid": "relax.sigmoid", "clip": "relax.clip",
+                  "leaky_relu": "relax.nn.leakyrelu"}
 
 OP_TO_ACTIVATION = {op: name for name, op in ACTIVATION_OPS.items()}
 MAX_CONCAT = 4  # operands of a concat the patterns match
@@ -162,6 +163,8 @@ def _check_dense(context: PatternCheckContext) -> bool:
     if [_static_int(d) for d in w_info[1]] != expected:
         return False
 
+    if not _activation_ok(context):
+        return False
     # Bias: a float32 constant with N elements, added as (N,) or (1, N).
     if "add" in context.annotated_expr:
         add = context.annotated_expr["add"]
@@ -202,10 +205,7 @@ def _dense_pattern(with_bias: bool, activation: Optional[str]) -> tuple:
         out = is_op("relax.add")(matmul, is_op("relax.reshape")(bias, wildcard()) | bias)
         annotations["add"] = out
         name += "_bias"
-    if activation is not None:
-        out = is_op(ACTIVATION_OPS[activation])(out)
-        name += "_" + activation
-    annotations["root"] = out
+    name, out = _with_activation(name, out, activation, annotations)
     return (f"{CODEGEN}.{name}", out, annotations, _check_dense)
 
 
@@ -298,6 +298,8 @@ def _check_conv(context: PatternCheckContext) -> bool:
         return False
     if "pad" in ann and (not _pad_ok(ann["pad"], 0.0) or _feature_dims(ann["data"], dim + 2) is None):
         return False
+    if not _activation_ok(context):
+        return False
     if "add" in ann:
         lhs, rhs = ann["add"].args
         operand = rhs if resolve(lhs, bindings).same_as(conv) else lhs
@@ -382,7 +384,7 @@ def _check_add(context: PatternCheckContext) -> bool:
     if _leaks(context):
         return False
     lhs, rhs = context.annotated_expr["add"].args
-    if lhs.same_as(rhs):  # the add tile receives each source once: y + y stays on the host
+    if lhs.same_as(rhs) or not _activation_ok(context):  # the add tile receives each source once
         return False
     shapes = []
     for operand in (lhs, rhs):
@@ -418,10 +420,35 @@ def _check_concat(context: PatternCheckContext) -> bool:
 def _with_activation(name: str, out: DFPattern, activation: Optional[str],
                      annotations: dict) -> tuple[str, DFPattern]:
     if activation is not None:
-        out = is_op(ACTIVATION_OPS[activation])(out)
+        args = (wildcard(), wildcard()) if activation == "clip" else ()  # clip(x, lo, hi)
+        out = annotations["activation"] = is_op(ACTIVATION_OPS[activation])(out, *args)
         name += "_" + activation
     annotations["root"] = out
     return name, out
+
+
+def activation_params(call: relax.Call) -> Optional[tuple]:
+    """The float parameters of an activation call the kernels compute: clip (lo, hi), leaky
+    relu (alpha,), the others (); None if they are not constants the board can use."""
+    if call.op.name == "relax.clip":
+        bounds = []
+        for arg in call.args[1:]:  # PrimExpr immediates (IntImm / FloatImm), possibly in a PrimValue
+            value = getattr(arg, "value", None)
+            value = getattr(value, "value", value)
+            if not isinstance(value, (int, float)):
+                return None
+            bounds.append(float(value))
+        lo, hi = bounds
+        return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) and lo < hi else None
+    if call.op.name == "relax.nn.leakyrelu":
+        alpha = float(call.attrs.alpha)
+        return (alpha,) if 0.0 <= alpha <= 1.0 else None
+    return ()
+
+
+def _activation_ok(context: PatternCheckContext) -> bool:
+    call = context.annotated_expr.get("activation")
+    return call is None or activation_params(call) is not None
 
 
 def _conv_pattern(dim: int, pad: bool, bias: bool, activation: Optional[str]) -> tuple:

@@ -37,15 +37,26 @@ def _finish(q, pre: np.ndarray, acc_scale: np.ndarray, acc_max: np.ndarray, y_ma
     m_true = acc_scale / q.target_scale
     m_used = q.multiplier * 2.0 ** (-q.shift.astype(np.float64))
     pre = pre + np.abs(m_used - m_true) / np.maximum(m_true, 1e-300) * acc_max + q.target_scale / 2
-    if q.activation == "sigmoid":
-        e_out = pre / 4 + (TANH_TABLE_ERROR_LSB + 1) / Q_MAX
-    elif q.activation == "tanh":
-        e_out = pre + (TANH_TABLE_ERROR_LSB + 0.5) / Q_MAX
-    else:
-        e_out = pre
-    if q.activation in ("tanh", "sigmoid"):
-        y_max = np.ones_like(y_max)
+    e_out, y_max = _activation_error(q, pre, y_max)
     return e_out, np.minimum(y_max, q.out_scale * Q_MAX) + e_out
+
+
+def _activation_error(q, pre: np.ndarray, y_max: np.ndarray):
+    """Error after the activation from the error before it (pre, in value units), and the
+    output's largest |value|: the activation's slope, its table's error, the rounding of
+    its integer parameters."""
+    if q.activation == "sigmoid":
+        return pre / 4 + (TANH_TABLE_ERROR_LSB + 1) / Q_MAX, np.ones_like(y_max)
+    if q.activation == "tanh":
+        return pre + (TANH_TABLE_ERROR_LSB + 0.5) / Q_MAX, np.ones_like(y_max)
+    if q.activation == "clip":  # slope 1; its bounds rounded to the output step
+        lo, hi = q.op.act_params
+        return pre + q.out_scale / 2, np.minimum(y_max, max(abs(lo), abs(hi)))
+    if q.activation == "leaky_relu":  # slope <= 1; the slope's rounding and the leak's rounding
+        m, s = (int(v) for v in q.act_params)
+        alpha = q.op.act_params[0]
+        return pre + abs(alpha - m * 2.0 ** -s) * y_max + q.out_scale / 2, y_max
+    return pre, y_max
 
 
 def _weighted(q, e_in: np.ndarray, x_in: np.ndarray):
@@ -106,14 +117,8 @@ def error_bound(ops: Sequence, input_scales: Sequence[float], input_max_abs: Seq
             true = np.array(q.in_scales) / q.target_scale
             rel = np.abs(used - true) / true
             pre = e_in + e_b + rel[0] * x_in + rel[1] * x_b + q.target_scale / 2
-            if q.activation == "sigmoid":
-                e = pre / 4 + (TANH_TABLE_ERROR_LSB + 1) / Q_MAX
-            elif q.activation == "tanh":
-                e = pre + (TANH_TABLE_ERROR_LSB + 0.5) / Q_MAX
-            else:
-                e = pre
-            x = (np.ones_like(pre) if q.activation in ("tanh", "sigmoid")
-                 else np.minimum(x_in + x_b, q.out_scale * Q_MAX)) + e
+            e, y_max = _activation_error(q, pre, np.broadcast_to(x_in + x_b, np.shape(pre)).astype(np.float64))
+            x = np.minimum(y_max, q.out_scale * Q_MAX) + e
         elif kind == "Concat":
             e = np.concatenate([np.broadcast_to(get(err, j), s) for j, s in zip(q.inputs, q.in_shapes)])
             x = np.concatenate([np.broadcast_to(get(rng, j), s) for j, s in zip(q.inputs, q.in_shapes)])

@@ -28,7 +28,7 @@ from ..errors import ResourceError
 
 Q_MAX = 32767
 Q_MIN = -32768
-ACT_CODES = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+ACT_CODES = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "clip": 4, "leaky_relu": 5}  # spinn_fixed.h
 TANH_INPUT_BITS = 12  # Q3.12: the table covers |x| < 8
 TANH_STEP_BITS = 6
 TANH_ENTRIES = 513
@@ -153,11 +153,34 @@ def exact_matmul(x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
     return (x_q.astype(np.float64) @ w_q.astype(np.float64).T).astype(np.int64)
 
 
-def requantize_activate(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, activation: str) -> np.ndarray:
-    """int64 accumulators (with bias) -> int16 outputs: activation(sat16(round_shift(acc * M, S)));
-    multiplier and shift broadcast against acc (one per output channel)."""
-    y = sat16(round_shift(acc * multiplier, shift))
-    return activate(activation, y)
+def requantize_activate(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, activation: str,
+                        act_params: Optional[np.ndarray] = None) -> np.ndarray:
+    """int64 accumulators (with bias) -> int16 outputs, as spinn_finish: v = round_shift(acc * M, S),
+    then activation(sat16(v)); clip clamps v to its int16 bounds, leaky relu scales negative
+    v (saturated to int32) by m / 2**s before the saturation. multiplier and shift broadcast
+    against acc (one per output channel); act_params: int64 (lo, hi) or (m, s)."""
+    v = round_shift(acc * multiplier, shift)
+    if activation == "clip":
+        return np.clip(v, int(act_params[0]), int(act_params[1])).astype(np.int64)
+    if activation == "leaky_relu":
+        leak = round_shift(np.clip(v, -(1 << 31), (1 << 31) - 1) * int(act_params[0]), int(act_params[1]))
+        return sat16(np.where(v < 0, leak, v))
+    return activate(activation, sat16(v))
+
+
+def activation_params(activation: str, params, out_scale: float) -> Optional[np.ndarray]:
+    """The integer parameters the kernels use (int64 (2,)): clip's bounds in output steps
+    (inside int16), leaky relu's slope as m / 2**s with |m| < 2**15; None for the others."""
+    if activation == "clip":
+        lo, hi = (float(v) / out_scale for v in params)
+        return np.array([max(Q_MIN, int(np.floor(lo + 0.5))), min(Q_MAX, int(np.floor(hi + 0.5)))], np.int64)
+    if activation == "leaky_relu":
+        alpha = float(params[0])
+        if alpha == 0.0:
+            return np.array([0, 0], np.int64)
+        s = min(31, 14 - math.frexp(alpha)[1])  # alpha * 2**s in [2**13, 2**14)
+        return np.array([int(round(alpha * 2.0 ** s)), s], np.int64)
+    return None
 
 
 ADD_MULTIPLIER_BITS = 30

@@ -16,8 +16,8 @@ import numpy as np
 from ..errors import CalibrationError, UnsupportedError
 from ..graph.network import OpGraph, Shape, float_forward, graph_input, input_number, op_inputs, shapes
 from ..graph.ops import Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
-from .fixed_point import (ACT_CODES, Q_MAX, TANH_INPUT_BITS, add_multipliers, quantize_tensor, quantize_weights,
-                          symmetric_scale)
+from .fixed_point import (ACT_CODES, Q_MAX, TANH_INPUT_BITS, activation_params, add_multipliers, quantize_tensor,
+                          quantize_weights, symmetric_scale)
 
 
 
@@ -56,6 +56,7 @@ class QOp:
     m_bits: int = 0
     split: Optional[List[int]] = None
     partial_shift: int = 0
+    act_params: Optional[np.ndarray] = None  # int64: clip (lo, hi) in output steps; leaky relu (m, s)
 
     @property
     def name(self) -> str:
@@ -253,6 +254,8 @@ def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = 
             raise UnsupportedError(f"{op.name}: operands of different scales {in_scales}")
         elif not isinstance(op, (Pool2D, Flatten, Concat)):
             raise TypeError(f"unknown op {type(op).__name__}")
+        if getattr(op, "activation", "none") in ("clip", "leaky_relu"):
+            q.act_params = activation_params(op.activation, op.act_params, q.out_scale)
         qops.append(q)
     return QuantizedGraph(qops, [tuple(s) for s in graph.input_shapes], input_scales, input_max,
                           list(graph.outputs), graph.name)

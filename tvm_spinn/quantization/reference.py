@@ -27,7 +27,7 @@ def _act_name(activation: Union[str, int]) -> str:
 
 def dense_reference(x_q: np.ndarray, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
                     shift: np.ndarray, activation: str = "none", split: Optional[Sequence[int]] = None,
-                    partial_shift: int = 0) -> np.ndarray:
+                    partial_shift: int = 0, act_params: Optional[np.ndarray] = None) -> np.ndarray:
     """What the dense tiles compute: int16 (n, out) from int16 x_q (n, in), weight int16
     (out, in), bias int64 and multiplier / shift per output row.
 
@@ -41,7 +41,7 @@ def dense_reference(x_q: np.ndarray, weight: np.ndarray, bias: np.ndarray, multi
         for c0, c1 in zip(split[:-1], split[1:]):
             acc += round_shift(exact_matmul(x_q[:, c0:c1], weight[:, c0:c1]), partial_shift)
         acc = acc << partial_shift
-    return requantize_activate(acc + bias, multiplier, shift, activation).astype(np.int16)
+    return requantize_activate(acc + bias, multiplier, shift, activation, act_params).astype(np.int16)
 
 
 def _pair(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -109,16 +109,18 @@ def conv_accumulators(x_q: np.ndarray, w_q: np.ndarray, stride: Union[int, Seque
     return out
 
 
-def _requant(acc: np.ndarray, multiplier, shift, activation: Union[str, int]) -> np.ndarray:
+def _requant(acc: np.ndarray, multiplier, shift, activation: Union[str, int],
+             act_params: Optional[np.ndarray] = None) -> np.ndarray:
     m = np.asarray(multiplier, np.int64).reshape(-1, 1, 1)
     s = np.asarray(shift, np.int64).reshape(-1, 1, 1)
-    return requantize_activate(acc, m, s, _act_name(activation)).astype(np.int16)
+    return requantize_activate(acc, m, s, _act_name(activation), act_params).astype(np.int16)
 
 
 def conv_reference(x_q: np.ndarray, w_q: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
                    shift: np.ndarray, stride: Union[int, Sequence[int]] = 1, padding: Pad = 0,
                    groups: int = 1, activation: Union[str, int] = "none",
-                   ic_bounds: Optional[Sequence[int]] = None, partial_shift: int = 0) -> np.ndarray:
+                   ic_bounds: Optional[Sequence[int]] = None, partial_shift: int = 0,
+                   act_params: Optional[np.ndarray] = None) -> np.ndarray:
     """What the conv tiles compute: int16 (n, OC, OH, OW); padding int, (ph, pw) or
     (top, left, bottom, right); bias int64 and multiplier/shift per output channel.
 
@@ -137,7 +139,7 @@ def conv_reference(x_q: np.ndarray, w_q: np.ndarray, bias: np.ndarray, multiplie
         acc = sum(round_shift(conv_accumulators(x[:, g0:g1], w[:, g0:g1], stride, padding), partial_shift)
                   for g0, g1 in zip(b[:-1], b[1:])) << partial_shift
     acc = acc + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
-    return _requant(acc, multiplier, shift, activation)
+    return _requant(acc, multiplier, shift, activation, act_params)
 
 
 def pool_reference(x_q: np.ndarray, kernel: Union[int, Sequence[int]], stride: Union[int, Sequence[int]],
@@ -180,11 +182,11 @@ def pool_reference(x_q: np.ndarray, kernel: Union[int, Sequence[int]], stride: U
 
 
 def add_reference(a_q: np.ndarray, b_q: np.ndarray, mult_a: int, mult_b: int, shift: int,
-                  activation: Union[str, int] = "none") -> np.ndarray:
-    """What the add tiles compute: act(sat16(round_shift(a * mult_a + b * mult_b, shift)))."""
-    name = _act_name(activation)
+                  activation: Union[str, int] = "none", act_params: Optional[np.ndarray] = None) -> np.ndarray:
+    """What the add tiles compute: act(sat16(round_shift(a * mult_a + b * mult_b, shift)))
+    (clip and leaky relu before the saturation, see requantize_activate)."""
     acc = np.asarray(a_q, np.int64) * int(mult_a) + np.asarray(b_q, np.int64) * int(mult_b)
-    return activate(name, sat16(round_shift(acc, int(shift)))).astype(np.int16)
+    return requantize_activate(acc, 1, int(shift), _act_name(activation), act_params).astype(np.int16)
 
 
 def op_reference(q, ins: List[np.ndarray]) -> np.ndarray:
@@ -194,20 +196,20 @@ def op_reference(q, ins: List[np.ndarray]) -> np.ndarray:
     n = ins[0].shape[0]
     if kind == "Conv2D":
         return conv_reference(ins[0], q.weight, q.bias, q.multiplier, q.shift, op.stride, op.padding, op.groups,
-                              q.activation, ic_bounds=q.split, partial_shift=q.partial_shift)
+                              q.activation, ic_bounds=q.split, partial_shift=q.partial_shift, act_params=q.act_params)
     if kind == "Pool2D":
         return pool_reference(ins[0], op.kernel, op.stride, op.padding, op.kind, op.count_include_pad,
                               out_size=tuple(op.out_hw))
     if kind == "Add":
         return add_reference(ins[0], ins[1], int(q.multiplier[0]), int(q.multiplier[1]), int(q.shift[0]),
-                             q.activation)
+                             q.activation, q.act_params)
     if kind == "Flatten":
         return ins[0].reshape(n, 1, 1, -1)
     if kind == "Concat":
         return np.concatenate(ins, axis=1)
     if kind == "DenseLayer":
         y = dense_reference(ins[0].reshape(n, -1), q.weight, q.bias, q.multiplier, q.shift, q.activation,
-                            q.split, q.partial_shift)
+                            q.split, q.partial_shift, q.act_params)
         return y.reshape(n, 1, 1, -1)
     raise TypeError(f"no integer reference for {kind}")
 

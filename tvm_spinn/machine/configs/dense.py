@@ -33,5 +33,13 @@ def row_params(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> n
     return words.reshape(-1)
 
 
-def table_words(activation: str) -> np.ndarray:
-    return pack_int16(tanh_table()) if activation in ("tanh", "sigmoid") else np.zeros(0, np.uint32)
+def table_words(activation: str, act_params=None) -> np.ndarray:
+    """The activation's table words after a finishing core's parameters (spinn_act_words):
+    the tanh table (tanh, sigmoid), the int (lo, hi) of clip or (m, s) of leaky relu."""
+    if activation in ("tanh", "sigmoid"):
+        return pack_int16(tanh_table())
+    if activation in ("clip", "leaky_relu"):
+        if act_params is None or len(act_params) != 2:
+            raise ValueError(f"{activation} needs its two integer parameters")
+        return np.array([int(v) & 0xFFFFFFFF for v in act_params], np.uint32)
+    return np.zeros(0, np.uint32)

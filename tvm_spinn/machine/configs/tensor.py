@@ -198,7 +198,8 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
                 bias: Optional[np.ndarray] = None, multiplier: Optional[np.ndarray] = None,
                 shift: Optional[np.ndarray] = None, out_key: int = 0,
                 n_oc: Optional[int] = None, kh: Optional[int] = None, kw: Optional[int] = None,
-                partial_shift: Optional[int] = None, pool: Optional[dict] = None) -> Tuple[np.ndarray, Fixups]:
+                partial_shift: Optional[int] = None, pool: Optional[dict] = None,
+                act_params: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Fixups]:
     """Conv tile config. weights int16 (n_oc, depthwise ? 1 : n_ic, kh, kw) of this tile's
     output channels; bias int64, multiplier and shift per output channel (n_oc,).
 
@@ -273,7 +274,7 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
         body = []
     else:
         p = 0
-        body = [_finish_params(what, n_oc, bias, multiplier, shift, w_bound), table_words(name)]
+        body = [_finish_params(what, n_oc, bias, multiplier, shift, w_bound), table_words(name, act_params)]
     header = [KIND_CONV, n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw,
               pad_top, pad_left, m, code, n_slots, int(out_key), out_slot_shift,
               out_c_shift, out_h_shift, CONV_POOLED if pooled else CONV_PARTIAL if partial else CONV_FINAL, p,
@@ -310,7 +311,8 @@ def conv_reduce_config(*, oc0: int, n_oc: int, oh0: int, n_oh: int, out_w: int, 
                        in_c_shift: int, in_h_shift: int, out_slot_shift: int, out_c_shift: int,
                        out_h_shift: int, n_rx: int, bias: np.ndarray, multiplier: np.ndarray,
                        shift: np.ndarray, out_key: int = 0,
-                       acc_bound: Union[int, Sequence[int], None] = None) -> Tuple[np.ndarray, Fixups]:
+                       acc_bound: Union[int, Sequence[int], None] = None,
+                       act_params: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Fixups]:
     """Conv reduce tile config: adds the int32 partial sums of the n_groups partial conv tiles
     (one receive entry each, key and mask left to the fix-ups) of the output block
     (oc0, n_oc) x (oh0, n_oh) x out_w, whose keys have the fields in_* (:func:`partial_key_layout`),
@@ -350,7 +352,7 @@ def conv_reduce_config(*, oc0: int, n_oc: int, oh0: int, n_oh: int, out_w: int, 
     assert len(header) == CONV_REDUCE_HEADER_WORDS
     fixups = _entry_fixups(CONV_REDUCE_HEADER_WORDS, n_rx, CONV_REDUCE_RX_WORDS, CONV_REDUCE_OUT_KEY_WORD)
     body = [np.zeros(n_rx * CONV_REDUCE_RX_WORDS, np.uint32),
-            _finish_params(what, n_oc, bias, multiplier, shift, acc_bounds), table_words(name)]
+            _finish_params(what, n_oc, bias, multiplier, shift, acc_bounds), table_words(name, act_params)]
     config = np.concatenate([np.array([int(v) & 0xFFFFFFFF for v in header], np.uint32)] +
                             [np.asarray(b, np.uint32) for b in body])
     return config, fixups
@@ -404,7 +406,8 @@ def pool_config(*, n_c: int, in_h: int, in_w: int, c0: int, ih0: int, n_ih: int,
 
 def add_config(*, c0: int, n_c: int, h: int, w: int, h0: int, n_h: int, activation: Union[str, int],
                mult_a: int, mult_b: int, shift: int, n_slots: int, out_slot_shift: int, out_c_shift: int,
-               out_h_shift: int, rx: Sequence[Sequence[int]], out_key: int = 0) -> Tuple[np.ndarray, Fixups]:
+               out_h_shift: int, rx: Sequence[Sequence[int]], out_key: int = 0,
+               act_params: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Fixups]:
     """Add tile config: y = act(sat16(round_shift(a * mult_a + b * mult_b, shift))); rx
     entries with buffer 0 feed a, buffer 1 feed b; tanh / sigmoid append the tanh table (the
     multipliers then target Q3.12 of x, or of x / 2)."""
@@ -425,4 +428,4 @@ def add_config(*, c0: int, n_c: int, h: int, w: int, h0: int, n_h: int, activati
     assert len(header) == ADD_HEADER_WORDS
     rx_words, fixups = _rx_words(rx, ADD_HEADER_WORDS, ADD_OUT_KEY_WORD)
     words = np.array([int(v) & 0xFFFFFFFF for v in header + rx_words], np.uint32)
-    return np.concatenate([words, table_words(name)]), fixups
+    return np.concatenate([words, table_words(name, act_params)]), fixups
