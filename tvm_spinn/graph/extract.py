@@ -41,8 +41,11 @@ def _layer_from_composite(comp: relax.Function, index: int, where: str) -> Dense
     """Read weight, bias and activation from one ``spinnaker.dense*`` composite."""
     composite = str(comp.attrs["Composite"]) if comp.attrs is not None else "?"
     where = f"{where}, {composite}"
-    if not composite.startswith("spinnaker.dense") or len(comp.params) != 1:
-        raise UnsupportedError(f"{where}: not a dense composite with one (data) input")
+    if not composite.startswith("spinnaker.dense"):
+        raise UnsupportedError(f"{where}: not a dense composite")
+    if len(comp.params) != 1:  # the importer's reshape of (batch, T, K) to (batch * T, K) adds a shape
+        raise UnsupportedError(f"{where}: a dense layer over several vectors per sample (e.g. a Linear on "
+                               "(batch, T, K)); the board's dense layers take one vector per sample")
     bindings = {}
     matmul = add = None
     calls = {}
