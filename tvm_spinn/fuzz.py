@@ -31,6 +31,8 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
+from .zoo import randomize_bn
+
 TOLERANCE = 1e-3  # of the output range
 ACTS = ("none", "relu", "tanh", "sigmoid")
 HOST_ACTS = ("gelu", "relu6", "leaky_relu")  # not computed on the board: they split the model
@@ -68,13 +70,7 @@ def _init(model: nn.Module, seed: int) -> nn.Module:
             m.weight.data.copy_(torch.randn(m.weight.shape, generator=g) * (1.2 / np.sqrt(fan_in)))
             if m.bias is not None:
                 m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
+    return randomize_bn(model, seed).eval()
 
 
 @st.composite
