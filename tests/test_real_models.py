@@ -394,3 +394,21 @@ def _random_bn(model: nn.Module) -> nn.Module:
 def test_ops_people_use_run_on_the_board(name, model, shape, record_board_io):
     ex, vm, ys = build_and_check(model, shape, record_board_io, strict=True)
     assert on_host(ex) == [], ex.spinnaker_offload.line()
+
+
+class InputResidual(nn.Module):
+    """Residuals around the model's input and a concat with it (DenseNet-like)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = x + self.a(x)
+        y = y + self.b(y)
+        return torch.tanh(self.c(torch.cat([x, y], 1)))
+
+
+def test_residual_and_concat_around_the_model_input_run_on_the_board(record_board_io):
+    ex, vm, ys = build_and_check(InputResidual(), (4, 5, 6), record_board_io, strict=True)
+    assert on_host(ex) == [] and len(tvm_spinn.executors(vm)) == 1

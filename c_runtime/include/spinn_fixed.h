@@ -122,7 +122,8 @@ static inline int32_t spinn_activate(uint32_t activation, const uint32_t *table,
 /* The end of every output value: round_shift(acc * multiplier, shift), then the
  * activation, saturated to int16 (counted in *saturated). Clip (bounds inside int16)
  * and leaky relu act on the unsaturated value, so that a value the activation brings
- * back into range is neither wrong nor counted. */
+ * back into range is neither wrong nor counted; tanh and sigmoid saturate their
+ * Q3.12 input at |x| = 8, where they are within 1 LSB of +-1: not counted either. */
 static inline int32_t spinn_finish(uint32_t activation, const uint32_t *table, int64_t acc, int32_t multiplier,
                                    uint32_t shift, uint32_t *saturated) {
     int64_t v = spinn_round_shift(acc * (int64_t)multiplier, shift);
@@ -134,6 +135,8 @@ static inline int32_t spinn_finish(uint32_t activation, const uint32_t *table, i
         if (v < 0) v = spinn_round_shift((int64_t)spinn_sat32(v) * (int32_t)table[0], table[1]);
         return spinn_sat16_count(v, saturated);
     }
+    if (activation == SPINN_ACT_TANH || activation == SPINN_ACT_SIGMOID) /* |x| >= 8: within 1 LSB of +-1 */
+        return spinn_activate(activation, table, spinn_sat16(v));
     return spinn_activate(activation, table, spinn_sat16_count(v, saturated));
 }
 

@@ -342,16 +342,21 @@ def _check_pool(context: PatternCheckContext) -> bool:
     return True
 
 
-def _computed_by_composites(context: PatternCheckContext, operands) -> bool:
+def _computed_by_composites(context: PatternCheckContext, operands, inputs_ok: bool = False) -> bool:
     """True if every operand is the result of a call to a function that an earlier
     pattern made (FuseOpsByPattern turns the accepted matches of each pattern into
-    composite functions before the next pattern runs): that is, computed on the board."""
+    composite functions before the next pattern runs): that is, computed on the board.
+    inputs_ok: an operand may also be a parameter of the function (the model's input,
+    which reaches the board anyway), as long as one operand is computed on the board."""
     bound = {var: value for value, var in context.value_to_bound_var.items()}
+    on_board = 0
     for operand in operands:
         producer = bound.get(operand)
-        if not (isinstance(producer, relax.Call) and isinstance(producer.op, relax.GlobalVar)):
+        if isinstance(producer, relax.Call) and isinstance(producer.op, relax.GlobalVar):
+            on_board += 1
+        elif not (inputs_ok and producer is None and isinstance(operand, relax.Var)):
             return False
-    return True
+    return on_board > 0
 
 
 def _check_flatten(context: PatternCheckContext) -> bool:
@@ -377,8 +382,8 @@ def _check_add(context: PatternCheckContext) -> bool:
 
     The add patterns have the lowest priority, so conv, pool, dense and flatten
     composites exist when they run (see _computed_by_composites). An operand
-    that the host computes, or a network input, refuses the add: offloading it
-    would give the offloaded function a second input. Chains of adds need
+    that the host computes refuses the add (it stays with the host op); the
+    model's input is accepted (a residual around the input). Chains of adds need
     several rounds, see :func:`partition_for_spinnaker`.
     """
     if _leaks(context):
@@ -394,7 +399,8 @@ def _check_add(context: PatternCheckContext) -> bool:
         if _feature_dims(operand, len(info[1])) is None:
             return False
         shapes.append(operand.ty.shape)
-    return tvm_ffi.structural_equal(shapes[0], shapes[1]) and _computed_by_composites(context, [lhs, rhs])
+    return tvm_ffi.structural_equal(shapes[0], shapes[1]) and _computed_by_composites(context, [lhs, rhs],
+                                                                                       inputs_ok=True)
 
 
 def _check_concat(context: PatternCheckContext) -> bool:
@@ -414,7 +420,7 @@ def _check_concat(context: PatternCheckContext) -> bool:
         return False
     if any(_feature_dims(f, rank) is None for f in fields):
         return False
-    return _computed_by_composites(context, fields)
+    return _computed_by_composites(context, fields, inputs_ok=True)
 
 
 def _with_activation(name: str, out: DFPattern, activation: Optional[str],
@@ -725,7 +731,8 @@ def partition_for_spinnaker(mod: tvm.IRModule, *, convolutions: bool = False) ->
     # they run after every other pattern.
     is_late = [_is_add(p) or str(p.name) == f"{CODEGEN}.flatten" or str(p.name).startswith(f"{CODEGEN}.concat")
                for p in patterns]
-    late = [p for p, flag in zip(patterns, is_late) if flag]
+    # adds first: a concat or flatten reads the adds' results
+    late = sorted((p for p, flag in zip(patterns, is_late) if flag), key=lambda p: not _is_add(p))
     mod = FuseOpsByPattern([p for p, flag in zip(patterns, is_late) if not flag], bind_constants=True,
                            annotate_codegen=False)(mod)
     # An add of adds (or a flatten of an add) is only accepted once the inner add
