@@ -412,3 +412,48 @@ class InputResidual(nn.Module):
 def test_residual_and_concat_around_the_model_input_run_on_the_board(record_board_io):
     ex, vm, ys = build_and_check(InputResidual(), (4, 5, 6), record_board_io, strict=True)
     assert on_host(ex) == [] and len(tvm_spinn.executors(vm)) == 1
+
+
+# --- everyday mistakes and precision limits: said, never a raw traceback, never silent
+
+def test_calibration_is_converted_or_refused_clearly():
+    mod = tvm_spinn.from_torch(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval(),
+                               (torch.randn(2, 16),))
+    ex = tvm_spinn.build(mod, calibration=np.random.default_rng(0).standard_normal((64, 16)))  # float64
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    assert vm["main"](tvm.runtime.tensor(np.zeros((0, 16), np.float32))).numpy().shape == (0, 4)  # empty batch
+    for bad, match in [(np.zeros((64, 15)), r"shape \(64, 15\).*\(batch, 16\)"), (np.zeros(16), "shape"),
+                       (np.zeros((0, 16)), "non-empty")]:
+        with pytest.raises(tvm_spinn.CalibrationError, match=match):
+            tvm_spinn.build(mod, calibration=bad)
+
+
+def test_models_the_importer_cannot_take_are_clear_errors():
+    with pytest.raises(tvm_spinn.UnsupportedError, match="float64 parameters.*model.float"):
+        tvm_spinn.from_torch(nn.Linear(16, 8).double(), (torch.randn(2, 16, dtype=torch.float64),))
+    with pytest.raises(tvm_spinn.UnsupportedError, match="importer cannot import.*adaptive_max_pool2d"):
+        tvm_spinn.from_torch(nn.Sequential(nn.Conv2d(2, 4, 3), nn.AdaptiveMaxPool2d(1)), (torch.randn(2, 2, 10, 10),))
+
+
+def test_results_that_int16_resolves_coarsely_are_warned(caplog):
+    torch.manual_seed(0)
+    narrow = nn.Sequential(nn.Linear(16, 4), nn.Sigmoid()).eval()  # outputs barely move around 0.5
+    narrow[0].weight.data *= 0.01
+    far = nn.Linear(16, 4).eval()  # outputs far from zero
+    far.bias.data += 500
+    calib = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
+    for model in (narrow, far):
+        with caplog.at_level(logging.WARNING, logger="tvm_spinn"):
+            tvm_spinn.build(tvm_spinn.from_torch(model, (torch.randn(2, 16),)), calibration=calib)
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "tanh / sigmoid outputs are fixed" in text and "values far from zero lose precision" in text
+
+
+def test_a_dead_relu_is_not_a_saturation():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU()).eval()
+    model[0].bias.data.fill_(-100.0)
+    x = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    vm = relax.VirtualMachine(tvm_spinn.build(tvm_spinn.from_torch(model, (torch.from_numpy(x[:2]),)),
+                                              calibration=x), tvm.cpu())
+    assert np.all(vm["main"](tvm.runtime.tensor(x)).numpy() == 0)
+    assert tvm_spinn.statistics(vm).saturated == 0

@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only in the mapping worker
     import tvm
 
+    from . import report  # noqa: F401  (tvm_spinn.report.offload_report(ex), model_report(ex), ...)
     from . import runtime as _runtime
     from ._native import load_runtime_library
     from .codegen import codegen as _codegen

@@ -123,7 +123,8 @@ static inline int32_t spinn_activate(uint32_t activation, const uint32_t *table,
  * activation, saturated to int16 (counted in *saturated). Clip (bounds inside int16)
  * and leaky relu act on the unsaturated value, so that a value the activation brings
  * back into range is neither wrong nor counted; tanh and sigmoid saturate their
- * Q3.12 input at |x| = 8, where they are within 1 LSB of +-1: not counted either. */
+ * Q3.12 input at |x| = 8, where they are within 1 LSB of +-1, and relu zeroes any
+ * negative value: not counted either. */
 static inline int32_t spinn_finish(uint32_t activation, const uint32_t *table, int64_t acc, int32_t multiplier,
                                    uint32_t shift, uint32_t *saturated) {
     int64_t v = spinn_round_shift(acc * (int64_t)multiplier, shift);
@@ -137,6 +138,7 @@ static inline int32_t spinn_finish(uint32_t activation, const uint32_t *table, i
     }
     if (activation == SPINN_ACT_TANH || activation == SPINN_ACT_SIGMOID) /* |x| >= 8: within 1 LSB of +-1 */
         return spinn_activate(activation, table, spinn_sat16(v));
+    if (activation == SPINN_ACT_RELU && v < 0) return 0; /* exact, however negative */
     return spinn_activate(activation, table, spinn_sat16_count(v, saturated));
 }
 

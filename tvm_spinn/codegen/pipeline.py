@@ -41,11 +41,33 @@ def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarr
     arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in arrays]
     if len(arrays) != n_params:
         raise CalibrationError(f"calibration has {len(arrays)} arrays but main takes {n_params} inputs")
-    if len({a.shape[0] for a in arrays}) != 1 or arrays[0].shape[0] == 0:
+    if any(a.ndim == 0 for a in arrays) or len({a.shape[0] for a in arrays}) != 1 or arrays[0].shape[0] == 0:
         raise CalibrationError("calibration arrays must share a non-empty first (sample) axis")
+    arrays = [_as_param(a, p, k, len(arrays)) for k, (a, p) in enumerate(zip(arrays, mod["main"].params))]
     for k, a in enumerate(arrays):
         _warn_degenerate(f"input {k} of main" if len(arrays) > 1 else "the input", a)
     return arrays
+
+
+def _as_param(a: np.ndarray, param: relax.Var, k: int, n: int) -> np.ndarray:
+    """Calibration array k in the dtype of main's input k (float64, numpy's default, and
+    integers become float32); CalibrationError if its per-sample shape is not the input's."""
+    which = f"calibration array {k}" if n > 1 else "calibration"
+    ty = param.ty
+    if not isinstance(ty, relax.TensorType):
+        raise CalibrationError(f"{which}: main's input {param.name} is not a tensor")
+    dtype = np.dtype(str(ty.dtype))
+    if not np.issubdtype(dtype, np.floating) and np.issubdtype(a.dtype, np.floating):
+        raise CalibrationError(f"{which} has dtype {a.dtype}, but main's input {param.name} is {dtype}")
+    shape = getattr(ty, "shape", None)
+    if isinstance(shape, relax.ShapeExpr):
+        dims = list(shape.values)
+        want = [int(d.value) if isinstance(d, tvm.tirx.IntImm) else None for d in dims]
+        if len(want) != a.ndim or any(w is not None and w != s for w, s in zip(want[1:], a.shape[1:])):
+            text = ", ".join("batch" if i == 0 else ("?" if w is None else str(w)) for i, w in enumerate(want))
+            raise CalibrationError(f"{which} has shape {tuple(a.shape)}, but main's input {param.name} takes "
+                                   f"({text}): pass samples along the first axis")
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def _warn_degenerate(what: str, x: np.ndarray) -> None:

@@ -74,9 +74,16 @@ def from_torch(
         mod = tvm_spinn.frontend.from_torch(model, torch.randn(8, 784))
         mod.show()   # main(x: R.Tensor((batch, 784), "float32")) -> ...
     """
+    from ..errors import UnsupportedError
+
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     args = tuple(example_inputs)
+    others = sorted({str(t.dtype).replace("torch.", "") for t in list(model.parameters()) + list(model.buffers())
+                     if t.is_floating_point() and t.dtype != torch.float32})
+    if others:
+        raise UnsupportedError(f"the model has {', '.join(others)} parameters; tvm_spinn builds float32 models "
+                               "(int16 on the board): convert it with model.float() and pass float32 examples")
     dynamic_shapes = None
     if dynamic_batch:
         batch = Dim("batch")
@@ -96,4 +103,10 @@ def from_torch(
     _positive_select_indices(exported)
     # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
     # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
-    return from_exported_program(exported, unwrap_unit_return_tuple=True)
+    try:
+        return from_exported_program(exported, unwrap_unit_return_tuple=True)
+    except Exception as exc:  # TVM's importer: an op it does not know, or a form it mis-handles
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedError(f"TVM {tvm.__version__}'s PyTorch importer cannot import this model: {first}. "
+                               "Replace the op it names (e.g. AdaptiveMaxPool by MaxPool with the input's size) "
+                               "or run that part of the model outside the exported module") from exc

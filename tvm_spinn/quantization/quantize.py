@@ -8,6 +8,7 @@ rescales both inputs to its output scale with integer multipliers and one shift.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,6 +19,8 @@ from ..graph.network import OpGraph, Shape, float_forward, graph_input, input_nu
 from ..graph.ops import Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
 from .fixed_point import (ACT_CODES, Q_MAX, TANH_INPUT_BITS, activation_params, add_multipliers, quantize_tensor,
                           quantize_weights, symmetric_scale)
+
+log = logging.getLogger(__name__)
 
 
 
@@ -257,5 +260,21 @@ def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = 
         if getattr(op, "activation", "none") in ("clip", "leaky_relu"):
             q.act_params = activation_params(op.activation, op.act_params, q.out_scale)
         qops.append(q)
+    for o in dict.fromkeys(graph.outputs):
+        _warn_coarse(qops[o], outs[o])
     return QuantizedGraph(qops, [tuple(s) for s in graph.input_shapes], input_scales, input_max,
                           list(graph.outputs), graph.name)
+
+
+def _warn_coarse(q: QOp, y: np.ndarray) -> None:
+    """Say so when a result's calibrated values span less than 1000 int16 steps: they sit far
+    from zero (one symmetric scale per tensor, no zero point) or, after tanh / sigmoid (whose
+    scale is fixed at 1/32767), barely move; errors of a step are then more than 0.1% of
+    what the result varies by."""
+    span = float(np.max(y) - np.min(y)) if y.size else 0.0
+    step = q.out_scale * (3.0 if q.activation in ("tanh", "sigmoid") else 1.0)  # + the table's error
+    if span > 0 and step > 1e-3 * span:
+        log.warning("%s: its calibrated values vary by %.3g but one int16 step is %.3g (%.2f%% of that): "
+                    "expect errors of that order (int16 holds one symmetric scale per tensor%s)", q.name, span,
+                    step, 100 * step / span, "; tanh / sigmoid outputs are fixed at 1/32767"
+                    if q.activation in ("tanh", "sigmoid") else ": values far from zero lose precision")

@@ -77,7 +77,7 @@ class RunStatistics:
         return (f"{self.samples} samples on {self.cores} cores: {self.packets_per_inference:.0f} packets/inference, "
                 f"modelled latency {self.modelled_latency_s * 1e6:.0f} us, modelled throughput "
                 f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck_core}); "
-                f"emulator wall time {self.wall_seconds:.3f} s")
+                f"emulator wall time {self.wall_seconds:.3g} s")
 
 
 def _stage(label: str) -> str:
