@@ -81,9 +81,7 @@ def from_torch(
     args = tuple(example_inputs)
     others = sorted({str(t.dtype).replace("torch.", "") for t in list(model.parameters()) + list(model.buffers())
                      if t.is_floating_point() and t.dtype != torch.float32})
-    if others:
-        raise UnsupportedError(f"the model has {', '.join(others)} parameters; tvm_spinn builds float32 models "
-                               "(int16 on the board): convert it with model.float() and pass float32 examples")
+
     dynamic_shapes = None
     if dynamic_batch:
         batch = Dim("batch")
@@ -107,6 +105,9 @@ def from_torch(
         return from_exported_program(exported, unwrap_unit_return_tuple=True)
     except Exception as exc:  # TVM's importer: an op it does not know, or a form it mis-handles
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedError(f"TVM {tvm.__version__}'s PyTorch importer cannot import this model: {first}. "
-                               "Replace the op it names (e.g. AdaptiveMaxPool by MaxPool with the input's size) "
-                               "or run that part of the model outside the exported module") from exc
+        hint = (f"the model has {', '.join(others)} parameters: model.float() with float32 examples gives a "
+                "model it imports (the board computes int16 from float32)" if others else
+                "replace the op it names (e.g. AdaptiveMaxPool by MaxPool with the input's size) or run that part "
+                "of the model outside the exported module")
+        raise UnsupportedError(f"TVM {tvm.__version__}'s PyTorch importer cannot import this model: {first}; "
+                               f"{hint}") from exc
