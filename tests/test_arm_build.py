@@ -134,7 +134,11 @@ void spin1_delay_us(uint n) { (void)n; }
 uint spin1_fiq_disable(void) { fiq_off++; return 0u; }
 void spin1_mode_restore(uint v) { (void)v; fiq_off--; }
 void rt_error(uint code, ...) { printf("STUB ERROR rt_error %u\n", code); exit(1); }
-data_specification_metadata_t *data_specification_get_data_address(void) { return &ds.m; }
+/* front-end-common 7.4.1: verify, then zero every region's n_words and checksum */
+data_specification_metadata_t *data_specification_get_data_address(void) {
+    ds.r[0].n_words = ds.r[0].checksum = ds.r[1].n_words = ds.r[1].checksum = 0u;
+    return &ds.m;
+}
 bool data_specification_read_header(data_specification_metadata_t *d) { return d->magic_number == 0xAD130AD6u; }
 void *data_specification_get_region(uint32_t region, data_specification_metadata_t *d) {
     return d->regions[region].pointer;
@@ -167,15 +171,16 @@ int main(int argc, char **argv) {
     uint32_t *cfg, sum = 0u;
     rng_state = (uint)strtoul(argv[2], NULL, 10);
     if (!f || fscanf(f, "%lx %lx", &kind, &n) != 2) die("input");
-    cfg = malloc(4u * n);
-    for (i = 0; i < n; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); cfg[i] = (uint32_t)v; sum += cfg[i]; }
+    cfg = malloc(4u * (n + 2u)); /* the region: n_words, checksum, then the config (frame_config) */
+    for (i = 0; i < n; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); cfg[2u + i] = (uint32_t)v; sum += (uint32_t)v; }
+    cfg[0] = (uint32_t)n; cfg[1] = sum;
     if (fscanf(f, "%lx", &v) != 1) die("input");
     n_stream = (uint32_t)v;
     stream = malloc(8u * (n_stream + 1u));
     for (i = 0; i < 2u * n_stream; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); stream[i] = (uint32_t)v; }
     ds.m.magic_number = 0xAD130AD6u;
     ds.r[0].pointer = system_region;
-    ds.r[1].pointer = cfg; ds.r[1].n_words = (uint32_t)n; ds.r[1].checksum = sum;
+    ds.r[1].pointer = cfg; ds.r[1].n_words = (uint32_t)n + 2u; ds.r[1].checksum = sum + (uint32_t)n + sum;
     c_main();
     return 0;
 }

@@ -19,6 +19,7 @@ from tvm_spinn.machine.graph import (
     MachineGraphSpec,
     MappingResult,
     VertexSpec,
+    unframe_config,
 )
 from tvm_spinn.machine.mapping import map_graph, trace_route
 from tvm_spinn.machine.mapping.routes import check_router_tables
@@ -100,7 +101,10 @@ def test_regions_hold_header_and_fixed_up_config(mapped):
         regions = result.regions[v.label]
         # Simulation header: app name hash, timestep (us), SDP port for run control.
         assert struct.unpack("<3I", regions[0]) == (app_hash, 1000, 3)
-        words = np.frombuffer(regions[1], dtype="<u4")
+        framed = np.frombuffer(regions[1], dtype="<u4")
+        # the region carries its own length and checksum (7.4.1 zeroes the table's)
+        assert framed[0] == len(v.config) and framed[1] == int(framed[2:].astype(np.uint64).sum()) & 0xFFFFFFFF
+        words = unframe_config(framed, v.label)
         assert len(words) == len(v.config)
         fixed = {word for word, _, _ in v.key_fixups}
         for word, src, what in v.key_fixups:

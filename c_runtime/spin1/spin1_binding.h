@@ -46,6 +46,8 @@
 
 #define SPINN_SYSTEM_REGION 0u
 #define SPINN_CONFIG_REGION 1u
+#define SPINN_CONFIG_HEADER_WORDS 2u      /* n_words, checksum: tvm_spinn.machine.graph */
+#define SPINN_MAX_CONFIG_WORDS 0x4000u    /* 64 KB: a config must fit DTCM anyway */
 
 #define SPINN_PRIO_PACKET (-1) /* FIQ: MC and MCPL must share it */
 #define SPINN_PRIO_SDP 0       /* IRQ, as front-end-common's live packet gatherer */
@@ -61,7 +63,7 @@
 /* Second argument of rt_error(), to tell the failures apart in the core dump. */
 #define SPINN_ERR_HEADER 1u
 #define SPINN_ERR_SIMULATION 2u
-#define SPINN_ERR_CONFIG 3u   /* empty config region or checksum mismatch */
+#define SPINN_ERR_CONFIG 3u   /* bad length or checksum in the config region's header */
 #define SPINN_ERR_KERNEL 4u   /* the kernel rejected its config */
 #define SPINN_ERR_ALLOC 5u
 
@@ -92,8 +94,12 @@ static inline void *spinn_binding_alloc(uint32_t bytes) {
 }
 
 /* Read the data-spec header, set up simulation control (no timer: the core
- * is purely event driven) and copy the config region into DTCM, checking
- * the loader's checksum. Returns the config; *n_words its length. */
+ * is purely event driven) and copy the config region into DTCM. The region
+ * starts with its own length and checksum (tvm_spinn.machine.graph.frame_config):
+ * front-end-common 7.4.1 verifies every region's checksum in
+ * data_specification_get_data_address() and then zeroes the table's n_words
+ * and checksum, so the table cannot tell the length. Returns the config;
+ * *n_words its length. */
 static inline const uint32_t *spinn_binding_setup(spinn_binding_t *b, uint32_t *n_words) {
     data_specification_metadata_t *ds = data_specification_get_data_address();
     const uint32_t *src;
@@ -105,14 +111,14 @@ static inline const uint32_t *spinn_binding_setup(spinn_binding_t *b, uint32_t *
         rt_error(RTE_SWERR, SPINN_ERR_SIMULATION);
     simulation_set_uses_timer(false);
     src = data_specification_get_region(SPINN_CONFIG_REGION, ds);
-    n = ds->regions[SPINN_CONFIG_REGION].n_words;
-    if (n == 0u) rt_error(RTE_SWERR, SPINN_ERR_CONFIG, 0u);
+    n = src[0];
+    if (n == 0u || n > SPINN_MAX_CONFIG_WORDS) rt_error(RTE_SWERR, SPINN_ERR_CONFIG, n);
     dst = spinn_binding_alloc(n * 4u);
     for (i = 0; i < n; i++) {
-        dst[i] = src[i];
+        dst[i] = src[SPINN_CONFIG_HEADER_WORDS + i];
         sum += dst[i];
     }
-    if (sum != ds->regions[SPINN_CONFIG_REGION].checksum) rt_error(RTE_SWERR, SPINN_ERR_CONFIG, sum);
+    if (sum != src[1]) rt_error(RTE_SWERR, SPINN_ERR_CONFIG, sum);
     *n_words = n;
     return dst;
 }

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CalibrationError, MappingError, ResourceError, UnsupportedError
 from ..graph.extract import extract_graph
 from ..machine.builder import GraphLayout, build_machine_graph, merge_graphs, output_receive_table
-from ..machine.graph import MappingResult
+from ..machine.graph import MappingResult, unframe_config
 from ..machine.mapping import map_graph
 from ..program import BoardProgram, CoreProgram, InputEnd, LayerSummary, OutputEnd, dump_program
 from ..quantization.error import error_bound
@@ -89,7 +89,7 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
     receives it (default: the graph's (C, H, W))."""
     qgraph = plan.qgraph
     cores = [CoreProgram(label, kind, tuple(mapping.placements[label]),
-                         np.frombuffer(mapping.regions[label][1], dtype="<u4").astype(np.uint32))
+                         unframe_config(np.frombuffer(mapping.regions[label][1], dtype="<u4"), label).copy())
              for label, kind in layout.core_kinds.items()]
     inputs = [InputEnd(tuple(mapping.placements[p.label][:2]), int(mapping.keys[p.label][0]), p.slot_shift,
                        p.c_shift, p.h_shift, tuple(p.tensor)) for p in layout.inputs]

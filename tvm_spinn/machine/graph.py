@@ -86,6 +86,32 @@ class MappingResult:
     mapping_seconds: float = 0.0
 
 
+# A kernel's config region (region 1) carries its own length and checksum in front of the
+# config words: front-end-common 7.4.1's data_specification_get_data_address() verifies each
+# region and then zeroes the region table's n_words and checksum, so the core cannot read
+# them from the table (c_runtime/spin1/spin1_binding.h reads this header instead).
+CONFIG_HEADER_WORDS = 2  # n_words, wrapping 32-bit sum of the config words
+
+
+def frame_config(words: np.ndarray) -> np.ndarray:
+    """The region-1 words of a kernel config: its length and checksum, then the config."""
+    words = np.asarray(words, np.uint32)
+    checksum = int(words.astype(np.uint64).sum()) & 0xFFFFFFFF
+    return np.concatenate([np.array([len(words), checksum], np.uint32), words])
+
+
+def unframe_config(region: np.ndarray, label: str = "kernel") -> np.ndarray:
+    """The config words of a region written by :func:`frame_config` (ValueError if its header
+    does not match)."""
+    region = np.asarray(region, np.uint32)
+    if len(region) < CONFIG_HEADER_WORDS or int(region[0]) + CONFIG_HEADER_WORDS > len(region):
+        raise ValueError(f"{label}: config region of {len(region)} words has no valid length header")
+    words = region[CONFIG_HEADER_WORDS:CONFIG_HEADER_WORDS + int(region[0])]
+    if int(words.astype(np.uint64).sum()) & 0xFFFFFFFF != int(region[1]):
+        raise ValueError(f"{label}: config region checksum mismatch")
+    return words
+
+
 SPEC_FILE, RESULT_FILE = "spec.bin", "result.bin"  # in the mapping worker's scratch directory
 _SPEC_MAGIC, _RESULT_MAGIC, _VERSION = b"SPINNMGS", b"SPINNMAP", 1
 

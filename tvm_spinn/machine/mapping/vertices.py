@@ -26,7 +26,7 @@ from spinn_machine.tags import IPTag, ReverseIPTag
 from spinnaker_graph_front_end.utilities import SimulatorVertex
 from spinnman.messages.eieio import EIEIOType
 
-from ..graph import FIX_KEY, FIX_MASK, INPUT, KERNEL, OUTPUT, PARTITION, VertexSpec
+from ..graph import CONFIG_HEADER_WORDS, FIX_KEY, FIX_MASK, INPUT, KERNEL, OUTPUT, PARTITION, VertexSpec, frame_config
 
 SYSTEM_REGION = 0
 CONFIG_REGION = 1
@@ -38,7 +38,8 @@ LPG_HOST = os.environ.get("TVM_SPINN_LPG_HOST", "localhost")
 
 
 class KernelVertex(SimulatorVertex, MachineDataSpecableVertex):
-    """One core running one of our C kernels: region 0 = simulation header, 1 = config."""
+    """One core running one of our C kernels: region 0 = simulation header, 1 = config
+    (framed with its length and checksum, see tvm_spinn.machine.graph.frame_config)."""
 
     __slots__ = ("_vspec",)
 
@@ -49,8 +50,7 @@ class KernelVertex(SimulatorVertex, MachineDataSpecableVertex):
         self._vspec = vspec
 
     def _config_bytes(self) -> int:
-        # A zero-sized region cannot be reserved; keep one word for an empty config.
-        return max(1, len(self._vspec.config)) * 4
+        return (CONFIG_HEADER_WORDS + len(self._vspec.config)) * 4
 
     @property
     def sdram_required(self) -> ConstantSDRAM:
@@ -87,8 +87,7 @@ class KernelVertex(SimulatorVertex, MachineDataSpecableVertex):
         self.generate_system_region(spec, SYSTEM_REGION)
         spec.reserve_memory_region(CONFIG_REGION, self._config_bytes(), label="config")
         spec.switch_write_focus(CONFIG_REGION)
-        words = self.fixed_config()
-        spec.write_array(words if len(words) else np.zeros(1, np.uint32))
+        spec.write_array(frame_config(self.fixed_config()))
         spec.end_specification()
 
 
