@@ -12,27 +12,58 @@ from tvm.relax.frontend.torch import from_exported_program
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
-def _positive_select_indices(exported: "torch.export.ExportedProgram") -> None:
-    """Rewrite ``aten.select(x, dim, -k)`` as ``select(x, dim, size - k)``: TVM 0.27's importer
-    turns a negative select index into an out-of-bounds ``take`` (``x[:, -1]`` gives wrong
-    numbers, a GRU's last state garbage). Raises UnsupportedError for a negative index on a
-    dimension whose size is symbolic (the batch)."""
+def _dim_size(node, dim: int, index, where: str) -> int:
+    """The static size of ``node``'s dimension ``dim``; UnsupportedError if it is symbolic."""
+    from ..errors import UnsupportedError
+
+    size = node.meta["val"].shape[dim]
+    if not isinstance(size, int):
+        raise UnsupportedError(
+            f"{where}: index {index} counts from the end of dimension {dim}, whose size is symbolic (the "
+            "batch); index from the start instead, or export with dynamic_batch=False")
+    return size
+
+
+def _index_constant(exported, node):
+    """(name in exported.constants, tensor) of the constant an index operand reads, or None."""
+    while node.op == "call_function" and node.target is torch.ops.aten.lift_fresh_copy.default:
+        node = node.args[0]
+    if node.op != "placeholder":
+        return None
+    for spec in exported.graph_signature.input_specs:
+        if spec.arg.name == node.name and spec.target in exported.constants:
+            return spec.target, exported.constants[spec.target]
+    return None
+
+
+def _positive_indices(exported: "torch.export.ExportedProgram") -> None:
+    """Make negative indices positive before TVM 0.27's importer, which takes them as
+    out-of-bounds positions (wrong numbers, a GRU's last state garbage): the index of
+    ``aten.select(x, dim, -k)`` (``x[:, -1]``) and constant index tensors of
+    ``aten.index.Tensor`` (``x[:, [-1, 0]]``). Raises UnsupportedError for a negative index on a
+    dimension whose size is symbolic (the batch), and for a constant index tensor that other
+    ops read too (rewriting it would change them)."""
     from ..errors import UnsupportedError
 
     changed = False
     for node in exported.graph.nodes:
-        if node.op != "call_function" or node.target is not torch.ops.aten.select.int:
+        if node.op != "call_function":
             continue
-        src, dim, index = node.args[:3]
-        if not isinstance(index, int) or index >= 0:
-            continue
-        size = src.meta["val"].shape[dim]
-        if not isinstance(size, int):
-            raise UnsupportedError(
-                f"{node.name}: selecting index {index} along dimension {dim}, whose size is symbolic (the "
-                "batch); index from the start instead, or export with dynamic_batch=False")
-        node.args = (src, dim, index + size) + tuple(node.args[3:])
-        changed = True
+        if node.target is torch.ops.aten.select.int:
+            src, dim, index = node.args[:3]
+            if isinstance(index, int) and index < 0:
+                node.args = (src, dim, index + _dim_size(src, dim, index, node.name)) + tuple(node.args[3:])
+                changed = True
+        elif node.target is torch.ops.aten.index.Tensor:
+            src, indices = node.args[:2]
+            for dim, operand in enumerate(indices):
+                found = None if operand is None else _index_constant(exported, operand)
+                if found is None or not bool((found[1] < 0).any()):
+                    continue
+                if len(operand.users) != 1:
+                    raise UnsupportedError(f"{node.name}: a negative constant index that other ops also read")
+                size = _dim_size(src, dim, int(found[1].min()), node.name)
+                exported.constants[found[0]] = torch.where(found[1] < 0, found[1] + size, found[1])
     if changed:
         exported.graph_module.recompile()
 
@@ -98,7 +129,7 @@ def from_torch(
     with warnings.catch_warnings():  # torch 2.13's own deprecation inside torch.export, not the user's
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
         exported = torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
-    _positive_select_indices(exported)
+    _positive_indices(exported)
     # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
     # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
     try:
