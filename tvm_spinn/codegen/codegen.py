@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import CalibrationError, MappingError, ResourceError, UnsupportedError
-from ..graph.extract import extract_graph
+from ..graph.extract import extract_graph, sample_dims
 from ..machine.builder import GraphLayout, build_machine_graph, merge_graphs, output_receive_table
 from ..machine.graph import MappingResult, unframe_config
 from ..machine.mapping import map_graph
@@ -103,12 +103,11 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
         result_shapes=[tuple(int(d) for d in s) for s in (result_shapes or [qgraph.ops[o].out_shape
                                                                               for o in qgraph.outputs])],
         result_offsets=list(layout.result_offsets),
-        output_scales=[float(qgraph.ops[o].out_scale) for o in qgraph.outputs],
         calls_per_inference=int(calls_per_inference),
         in_features=layout.in_features, out_features=layout.out_features,
         inputs=inputs,
         output=OutputEnd(tuple(mapping.placements[layout.output_label]), output_receive_table(layout, mapping.keys)),
-        cores=cores, ops=ops, input_shapes=list(qgraph.input_shapes), outputs=list(qgraph.outputs),
+        cores=cores, ops=ops, outputs=list(qgraph.outputs),
         layers=_layer_summaries(plan), error_bound=np.concatenate([bounds[qgraph.outputs.index(o)] for o in distinct]),
         chips=[tuple(c) for c in mapping.chips], links=dict(mapping.links),
         routing_tables={tuple(k): np.asarray(v, np.uint32) for k, v in mapping.routing_tables.items()},
@@ -118,16 +117,9 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
 
 def _static_shapes(ty, where: str) -> List[Tuple[int, ...]]:
     """Per-sample shapes (without the batch axis) of a tensor or tuple-of-tensors type."""
-    from tvm import relax, tirx
+    from tvm import relax
 
-    types = list(ty.fields) if isinstance(ty, relax.TupleType) else [ty]
-    shapes = []
-    for t in types:
-        dims = list(getattr(t, "shape", None).values) if isinstance(getattr(t, "shape", None), relax.ShapeExpr) else None
-        if dims is None or not all(isinstance(d, tirx.IntImm) for d in dims[1:]):
-            raise UnsupportedError(f"{where}: {t} is not a (batch, ...) tensor with static sizes")
-        shapes.append(tuple(int(d) for d in dims[1:]))
-    return shapes
+    return [sample_dims(t, where) for t in (list(ty.fields) if isinstance(ty, relax.TupleType) else [ty])]
 
 
 def plan_function(func, symbol: str, options: CodegenOptions) -> GraphPlan:
@@ -140,18 +132,6 @@ def plan_function(func, symbol: str, options: CodegenOptions) -> GraphPlan:
             "tvm_spinn.build(mod, calibration=...) or relax.get_pipeline('spinnaker', calibration=...)")
     qgraph = quantize_graph(graph, calibration, options.calibration_settings)
     return plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
-
-
-def _map_and_package(funcs: List, symbols: List[str], plans: List[GraphPlan],
-                     options: CodegenOptions) -> List[BoardProgram]:
-    prefixes = [f"f{i}." if len(plans) > 1 else "" for i in range(len(plans))]
-    layouts = [build_machine_graph(p, prefix) for p, prefix in zip(plans, prefixes)]
-    mapping = map_graph(merge_graphs(layouts))
-    log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(plans), sum(p.n_cores for p in plans),
-             mapping.mapping_seconds)
-    return [make_program(s, p, lay, mapping, symbols, [_static_shapes(a.ty, s)[0] for a in f.params],
-                         _static_shapes(f.ret_ty, s), options.calls_per_inference.get(s, 1))
-            for s, p, lay, f in zip(symbols, plans, layouts, funcs)]
 
 
 def _too_big(plans: List[GraphPlan], options: CodegenOptions) -> ResourceError:
@@ -172,28 +152,36 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
     keeps them on the host: one that fails to extract, quantise or tile; the largest
     functions until the rest fit the board; the largest while the mapping fails."""
     refused: Dict[str, str] = {}
-    kept = []
-    for f in funcs:
+    kept = []  # (symbol, plan, layout, argument shapes, result shapes)
+    for i, f in enumerate(funcs):
         symbol = str(f.attrs["global_symbol"])
-        try:
-            kept.append((f, symbol, plan_function(f, symbol, options)))
+        try:  # everything that depends on the function alone: its faults refuse only it
+            plan = plan_function(f, symbol, options)
+            layout = build_machine_graph(plan, f"f{i}." if len(funcs) > 1 else "")
+            kept.append((symbol, plan, layout, [_static_shapes(a.ty, symbol)[0] for a in f.params],
+                         _static_shapes(f.ret_ty, symbol)))
         except (UnsupportedError, ResourceError, CalibrationError) as exc:
             if strict:
                 raise
             refused[symbol] = str(exc)
     while kept:
-        plans = [p for _, _, p in kept]
+        plans = [k[1] for k in kept]
         if sum(p.n_cores for p in plans) > options.board.app_cores:
             error = _too_big(plans, options)
         else:
             try:
-                return _map_and_package([f for f, _, _ in kept], [s for _, s, _ in kept], plans, options), refused
-            except (MappingError, UnsupportedError) as exc:
+                mapping = map_graph(merge_graphs([k[2] for k in kept]))
+                log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(kept),
+                         sum(p.n_cores for p in plans), mapping.mapping_seconds)
+                symbols = [k[0] for k in kept]
+                return [make_program(s, p, lay, mapping, symbols, args, results, options.calls_per_inference.get(s, 1))
+                        for s, p, lay, args, results in kept], refused
+            except MappingError as exc:
                 error = exc
         if strict:
             raise error
-        largest = max(range(len(kept)), key=lambda i: kept[i][2].n_cores)
-        refused[kept[largest][1]] = f"left on the host so that the rest fits the board: {error}"
+        largest = max(range(len(kept)), key=lambda i: kept[i][1].n_cores)
+        refused[kept[largest][0]] = f"left on the host so that the rest fits the board: {error}"
         del kept[largest]
     return [], refused
 

@@ -147,19 +147,22 @@ def _calibration_per_function(values: List[Optional[np.ndarray]], calls: Dict[st
 
 def _un_offload(mod: tvm.IRModule, symbols: Sequence[str]) -> tvm.IRModule:
     """Keep the named offloaded functions on the host: drop their codegen attributes and lift
-    their composites into plain functions, which the default pipeline compiles for the CPU."""
-    if not symbols:
+    their composites into plain functions, which the default pipeline compiles for the CPU.
+    The other offloaded functions keep their local composites (what the codegen reads)."""
+    chosen = {gv: func for gv, func in mod.functions.items()
+              if isinstance(func, relax.Function) and func.attrs and func.attrs.get("Codegen") == CODEGEN
+              and str(func.attrs["global_symbol"]) in set(symbols)}
+    if not chosen:
         return mod
-    mod = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function) and func.attrs and func.attrs.get("Codegen") == CODEGEN \
-                and str(func.attrs["global_symbol"]) in symbols:
-            mod[gv] = func.without_attr("Codegen").without_attr("global_symbol")
-    mod = relax.transform.LambdaLift()(mod)
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function) and func.attrs and "Composite" in func.attrs:
-            mod[gv] = func.without_attr("Composite")
-    return mod
+    lifted = relax.transform.LambdaLift()(
+        tvm.IRModule({gv: f.without_attr("Codegen").without_attr("global_symbol") for gv, f in chosen.items()}))
+    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    for gv, func in lifted.functions.items():
+        if func.attrs and "Composite" in func.attrs:
+            func = func.without_attr("Composite")
+        existing = [g for g in out.functions if g.name_hint == gv.name_hint]
+        out[existing[0] if existing else gv] = func
+    return out
 
 
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",

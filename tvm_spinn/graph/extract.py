@@ -290,15 +290,21 @@ def input_shape(func: relax.Function) -> tuple[int, int, int]:
     return _sample_shape(func, func.params[0])
 
 
+def sample_dims(ty, where: str) -> tuple[int, ...]:
+    """The static sizes after the batch axis of a (batch, ...) tensor type; UnsupportedError
+    if it is not a tensor with a batch axis and static sizes."""
+    shape = getattr(ty, "shape", None)
+    if not isinstance(ty, relax.TensorType) or not isinstance(shape, relax.ShapeExpr) or len(shape.values) < 1 \
+            or not all(isinstance(d, tirx.IntImm) for d in shape.values[1:]):
+        raise UnsupportedError(f"{where}: {ty} is not a (batch, ...) tensor with static sizes")
+    return tuple(int(d.value) for d in shape.values[1:])
+
+
 def _sample_shape(func: relax.Function, param: relax.Var) -> tuple[int, int, int]:
     where = _func_name(func)
-    ty = param.ty
-    shape = getattr(ty, "shape", None)
-    if not isinstance(ty, relax.TensorType) or not isinstance(shape, relax.ShapeExpr) \
-            or not 2 <= len(shape.values) <= 4 \
-            or not all(isinstance(d, tirx.IntImm) for d in shape.values[1:]):
-        raise UnsupportedError(f"{where}: input {ty} is not a (batch, C[, H], W) tensor with static sizes")
-    dims = [int(d.value) for d in shape.values[1:]]
+    dims = sample_dims(param.ty, f"{where}: input")
+    if not 1 <= len(dims) <= 3:
+        raise UnsupportedError(f"{where}: input {param.ty} is not a (batch, C[, H], W) tensor")
     if len(dims) == 1:
         return (1, 1, dims[0])
     if len(dims) == 2:

@@ -181,16 +181,12 @@ class _Builder:
 
 def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
     """One machine graph holding several networks (one board for a whole model). They share
-    one live output gatherer (one IP tag for the board, whatever the number of networks);
-    each layout's ``output_label`` is set to it."""
-    shared = OUTPUT_LABEL
+    the live output gatherer (one IP tag for the board, whatever the number of networks):
+    every layout names it OUTPUT_LABEL."""
     vertices = [v for lay in layouts for v in lay.spec.vertices if v.kind != OUTPUT]
-    vertices.append(VertexSpec(label=shared, kind=OUTPUT))
-    edges = []
-    for lay in layouts:
-        edges += [(pre, shared if post == lay.output_label else post) for pre, post in lay.spec.edges]
-        lay.output_label = shared
-    return MachineGraphSpec(vertices, edges, board_version=layouts[0].spec.board_version)
+    vertices.append(VertexSpec(label=OUTPUT_LABEL, kind=OUTPUT))
+    return MachineGraphSpec(vertices, [e for lay in layouts for e in lay.spec.edges],
+                            board_version=layouts[0].spec.board_version)
 
 
 def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) -> np.ndarray:
@@ -384,7 +380,7 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
             outputs.append(b.add_layer(i, p, inputs[0]))
         else:
             outputs.append(_add_tensor_op(b, i, p, inputs))
-    out_label = prefix + OUTPUT_LABEL
+    out_label = OUTPUT_LABEL  # the board's one gatherer, whatever the prefix (merge_graphs)
     b.vertices.append(VertexSpec(label=out_label, kind=OUTPUT))
     distinct = list(dict.fromkeys(qgraph.outputs))
     starts = np.concatenate([[0], np.cumsum([int(np.prod(qgraph.ops[o].out_shape)) for o in distinct])])

@@ -74,10 +74,11 @@ class BoardProgram:
     (in_features in all), and the output gatherer decodes every distinct result into one
     flat vector (out_features). arg_shapes / result_shapes: one sample of each argument and
     result as the caller sees it (without the batch axis); result_offsets: where each result
-    starts in the decoded vector. input_scales / output_scales: int16 * scale = value.
+    starts in the decoded vector. input_scales: int16 * scale = value (output_scales, derived:
+    the result ops' scales).
     calls_per_inference: call sites of the function in ``main`` (statistics add them up).
     ops: the quantised graph with tiling's cuts (:func:`tvm_spinn.integer_reference`),
-    input_shapes / outputs: its inputs' (C, H, W) and output op indices.
+    outputs: its result op indices (input_shapes, derived: the live inputs' (C, H, W)).
     error_bound: worst-case |result - float32| per output value for inputs inside the
     calibrated range. n_cores: kernel cores + the 2 live IO cores. board_functions: the
     symbols of every function mapped together on the same board.
@@ -100,10 +101,8 @@ class BoardProgram:
     input_scales: List[float] = field(default_factory=list)
     result_shapes: List[Tuple[int, ...]] = field(default_factory=list)
     result_offsets: List[int] = field(default_factory=list)
-    output_scales: List[float] = field(default_factory=list)
     calls_per_inference: int = 1
     ops: List[QOp] = field(default_factory=list)
-    input_shapes: List[Tuple[int, int, int]] = field(default_factory=list)
     outputs: List[int] = field(default_factory=list)
     layers: List[LayerSummary] = field(default_factory=list)
     error_bound: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -122,6 +121,16 @@ class BoardProgram:
         return self.input_scales[0]
 
     @property
+    def output_scales(self) -> List[float]:
+        """int16 * scale = value of each result."""
+        return [self.ops[o].out_scale for o in self.outputs]
+
+    @property
     def output_scale(self) -> float:
         return self.output_scales[0]
+
+    @property
+    def input_shapes(self) -> List[Tuple[int, int, int]]:
+        """(C, H, W) of each input, as the graph and the live inputs see it."""
+        return [tuple(inp.shape) if inp.shape is not None else (1, 1, self.in_features) for inp in self.inputs]
 

@@ -119,10 +119,6 @@ class QuantizedGraph:
     def output_scale(self) -> float:
         return self.ops[self.outputs[0]].out_scale
 
-    @property
-    def output_shape(self) -> Shape:
-        return self.ops[self.outputs[0]].out_shape
-
     def quantize_input(self, x: np.ndarray, k: int = 0) -> np.ndarray:
         """float32 samples of input k -> int16 at the input's scale: (n, N) for a vector input
         given as (n, N), else (n, C, H, W)."""
