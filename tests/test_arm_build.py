@@ -1,6 +1,6 @@
 """The kernels and their spin1 bindings build for the ARM968 (tools/arm_build_check.py):
 no soft float, no division, sizes within the ITCM budget; the host build is pedantic C99."""
-import importlib.util
+import importlib
 import json
 import shutil
 import subprocess
@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tvm_spinn.machine.graph import PROVENANCE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "arm_build_check.py"
@@ -105,12 +107,17 @@ static int prio[8];
 static uint uq[4][2], uq_head, uq_len, fiq_off, rng_state = 12345u;
 static uint32_t *stream, n_stream, next_packet;
 static uint32_t system_region[3] = {APPLICATION_NAME_HASH, 0u, 15u};
-static struct { data_specification_metadata_t m; region_desc_t r[2]; } ds;
+static uint32_t provenance_region[6 + SPINN_PROV_WORDS];
+static struct { data_specification_metadata_t m; region_desc_t r[3]; } ds;
+static prov_callback_t prov_fn;
+static uint32_t drop_packet = 0xFFFFFFFFu; /* index of a stream packet lost on the way */
 
 static uint rnd(uint n) { rng_state = rng_state * 1103515245u + 12345u; return (rng_state >> 16) % n; }
 static void die(const char *why) { printf("STUB ERROR %s\n", why); exit(1); }
 
 void spin1_callback_on(uint e, callback_t c, int p) { cb[e] = c; prio[e] = p; }
+void spin1_callback_off(uint e) { cb[e] = NULL; }
+void spin1_set_timer_tick(uint t) { if (t != 1000u) die("timer period"); }
 uint spin1_trigger_user_event(uint a, uint b) {
     if (uq_len == 3u) return FAILURE; /* spin1's ring of 4 holds 3 */
     uq[(uq_head + uq_len) & 3u][0] = a; uq[(uq_head + uq_len) & 3u][1] = b; uq_len++;
@@ -119,14 +126,14 @@ uint spin1_trigger_user_event(uint a, uint b) {
 static void deliver(void) { /* one packet through the FIQ handler */
     uint32_t k = stream[2u * next_packet], p = stream[2u * next_packet + 1u];
     if (fiq_off) die("FIQ while disabled");
-    next_packet++;
+    if (next_packet++ == drop_packet) return;
     cb[MCPL_PACKET_RECEIVED](k, p);
 }
 uint spin1_send_mc_packet(uint key, uint data, uint load) {
-    if (load != WITH_PAYLOAD) die("send without payload");
     if (next_packet < n_stream && rnd(5u) == 0u) deliver(); /* FIQ preempts the compute */
     if (rnd(3u) == 0u) return FAILURE;                       /* TX queue full */
-    printf("%08x %08x\n", key, data);
+    if (load == WITH_PAYLOAD) printf("%08x %08x\n", key, data);
+    else printf("L %08x\n", key); /* a lost-value marker */
     return SUCCESS;
 }
 void *spin1_malloc(uint bytes) { return (char *)malloc(bytes + 4u) + 4u; } /* only word aligned, like sark */
@@ -136,7 +143,7 @@ void spin1_mode_restore(uint v) { (void)v; fiq_off--; }
 void rt_error(uint code, ...) { printf("STUB ERROR rt_error %u\n", code); exit(1); }
 /* front-end-common 7.4.1: verify, then zero every region's n_words and checksum */
 data_specification_metadata_t *data_specification_get_data_address(void) {
-    ds.r[0].n_words = ds.r[0].checksum = ds.r[1].n_words = ds.r[1].checksum = 0u;
+    ds.r[0].n_words = ds.r[0].checksum = ds.r[1].n_words = ds.r[1].checksum = ds.r[2].n_words = 0u;
     return &ds.m;
 }
 bool data_specification_read_header(data_specification_metadata_t *d) { return d->magic_number == 0xAD130AD6u; }
@@ -145,24 +152,45 @@ void *data_specification_get_region(uint32_t region, data_specification_metadata
 }
 bool simulation_initialise(address_t a, uint32_t magic, uint32_t *t, uint32_t *s, uint32_t *i, uint32_t *n,
                            int sdp, int dma) {
-    (void)t; (void)s; (void)i; (void)n;
+    *t = 1000u; (void)s; (void)i; (void)n;
     return a[0] == magic && sdp >= 0 && dma < -1;
 }
-void simulation_set_uses_timer(bool u) { if (u) die("timer"); }
+void simulation_set_provenance_function(prov_callback_t f, address_t a) {
+    prov_fn = f;
+    if (a != provenance_region) die("provenance region");
+}
+void simulation_set_exit_function(exit_callback_t f) { (void)f; }
+static int pause_now;
+bool simulation_is_finished(void) { return pause_now; }
+void simulation_handle_pause_resume(resume_callback_t r) { (void)r; prov_fn(provenance_region + 6); }
+void simulation_ready_to_read(void) { pause_now = 2; }
 static void run_user_event(void) {
     uint a = uq[uq_head][0], b = uq[uq_head][1];
     uq_head = (uq_head + 1u) & 3u; uq_len--;
     cb[USER_EVENT](a, b);
 }
 void simulation_run(void) {
-    if (prio[MC_PACKET_RECEIVED] != -1 || prio[MCPL_PACKET_RECEIVED] != -1 || prio[USER_EVENT] != 1) die("priorities");
-    cb[MC_PACKET_RECEIVED](0xFFFFFFFFu, 0u);
+    uint32_t i;
+    if (prio[MC_PACKET_RECEIVED] != -1 || prio[MCPL_PACKET_RECEIVED] != -1 || prio[USER_EVENT] != 1 ||
+        prio[TIMER_TICK] != 2) die("priorities");
+    cb[MC_PACKET_RECEIVED](0xFFFFFFFFu, 0u); /* a marker no entry matches: dropped */
     while (next_packet < n_stream || uq_len) {
-        if (next_packet < n_stream && (uq_len == 0u || rnd(3u) != 0u)) deliver();
-        else run_user_event();
+        uint r = rnd(8u);
+        if (r == 0u) cb[TIMER_TICK](0u, 0u); /* ticks while packets flow: no release */
+        else if (next_packet < n_stream && (uq_len == 0u || r > 2u)) deliver();
+        else if (uq_len) run_user_event();
     }
-    printf("errors %u %u %u %u %u pending %u ready %u\n", core.b.no_payload, core.b.trigger_failed,
-           core.b.queue_overflow, core.b.send_failed, core.b.compute_failed, core.b.event_pending, core.b.ready_len);
+    for (i = 0; i < 40u; i++) { /* quiet: past the lost timeout, then drain what that sent */
+        cb[TIMER_TICK](0u, 0u);
+        while (uq_len) run_user_event();
+    }
+    pause_now = 1; /* the host's pause: provenance, READY */
+    cb[TIMER_TICK](0u, 0u);
+    if (pause_now != 2) die("no READY after pause");
+    printf("prov");
+    for (i = 0; i < SPINN_PROV_WORDS; i++) printf(" %u", provenance_region[6 + i]);
+    printf("\nerrors %u %u %u pending %u queued %u\n", core.b.rx_overflow, core.b.send_failed,
+           core.b.compute_failed, core.b.event_pending, core.b.q_tail - core.b.q_head);
 }
 
 int main(int argc, char **argv) {
@@ -170,17 +198,19 @@ int main(int argc, char **argv) {
     unsigned long kind, n, v, i;
     uint32_t *cfg, sum = 0u;
     rng_state = (uint)strtoul(argv[2], NULL, 10);
+    if (argc > 3) drop_packet = (uint32_t)strtoul(argv[3], NULL, 10);
     if (!f || fscanf(f, "%lx %lx", &kind, &n) != 2) die("input");
-    cfg = malloc(4u * (n + 2u)); /* the region: n_words, checksum, then the config (frame_config) */
-    for (i = 0; i < n; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); cfg[2u + i] = (uint32_t)v; sum += (uint32_t)v; }
-    cfg[0] = (uint32_t)n; cfg[1] = sum;
+    cfg = malloc(4u * (n + 4u)); /* the region: n_words, checksum, lost timeout, lost bit, the config (frame_config) */
+    for (i = 0; i < n; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); cfg[4u + i] = (uint32_t)v; sum += (uint32_t)v; }
+    cfg[0] = (uint32_t)n; cfg[1] = sum; cfg[2] = 20u; cfg[3] = 0u; /* markers without payload */
     if (fscanf(f, "%lx", &v) != 1) die("input");
     n_stream = (uint32_t)v;
     stream = malloc(8u * (n_stream + 1u));
     for (i = 0; i < 2u * n_stream; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); stream[i] = (uint32_t)v; }
     ds.m.magic_number = 0xAD130AD6u;
     ds.r[0].pointer = system_region;
-    ds.r[1].pointer = cfg; ds.r[1].n_words = (uint32_t)n + 2u; ds.r[1].checksum = sum + (uint32_t)n + sum;
+    ds.r[1].pointer = cfg; ds.r[1].n_words = (uint32_t)n + 4u; ds.r[1].checksum = sum + (uint32_t)n + sum + 20u;
+    ds.r[2].pointer = provenance_region;
     c_main();
     return 0;
 }
@@ -191,10 +221,13 @@ DRIVER_KINDS = {1: "dense_tile", 2: "dense_reduce", 3: "conv_tile", 4: "pool_til
 
 
 def test_binding_on_host_with_stub_runtime(tmp_path):
-    """The binding's event logic (ready ring, one user event at a time, send retries,
-    packets arriving in the middle of a compute) delivers exactly the packets each kernel
-    produces when driven directly: the dense kernels and the tensor kernels (conv tiles
-    final, partial and with a fused pool, pool, add, conv reduce)."""
+    """The binding's event logic (the FIQ only queues, one drain at a time, send retries,
+    packets arriving in the middle of a compute, timer ticks) delivers exactly the packets
+    each kernel produces when driven directly: the dense kernels and the tensor kernels
+    (conv tiles final, partial and with a fused pool, pool, add, conv reduce). With a
+    packet lost on the way, the quiet timeout releases the sample and everything it still
+    had to send leaves as lost-value markers, never as values. The pause stores provenance
+    (the counts checked here) and signals READY."""
     import random
 
     spec = importlib.util.spec_from_file_location("qemu_bitexact", QEMU_TOOL)
@@ -219,6 +252,7 @@ def test_binding_on_host_with_stub_runtime(tmp_path):
                     *map(str, tool.KERNEL_SOURCES), "-o", str(driver)], check=True, capture_output=True, text=True)
     rng = random.Random(3)
     which = ["dense_tile", "dense_reduce"] * 20 + list(tool.TENSOR_CASES) * 6
+    n_lost = 0
     for i, kind_of_case in enumerate(which):
         if kind_of_case == "dense_tile":
             kind, cfg, packets = tool.random_tile(rng, rounds=1)
@@ -231,9 +265,24 @@ def test_binding_on_host_with_stub_runtime(tmp_path):
         direct = subprocess.run([str(driver), str(case)], capture_output=True, text=True, check=True).stdout
         assert direct.splitlines()[0].endswith("init=0"), (i, kind_of_case)
         expected = sorted(l for l in direct.splitlines() if len(l) == 17 and l[8] == " ")
-        out = subprocess.run([str(exe[DRIVER_KINDS[kind]]), str(case), str(i + 1)], capture_output=True,
-                             text=True).stdout
+        n_packets = len(packets)
+        drop = rng.randrange(n_packets) if i % 3 == 2 else None  # a packet lost on the way
+        out = subprocess.run([str(exe[DRIVER_KINDS[kind]]), str(case), str(i + 1)]
+                             + ([str(drop)] if drop is not None else []), capture_output=True, text=True).stdout
         lines = out.splitlines()
-        assert lines and lines[-1] == "errors 1 0 0 0 0 pending 0 ready 0", (i, lines[-3:])
-        assert sorted(l for l in lines if len(l) == 17 and l[8] == " ") == expected, i
+        assert lines and lines[-1] == "errors 0 0 0 pending 0 queued 0", (i, lines[-3:])
+        markers = sorted(l[2:] for l in lines if l.startswith("L "))
+        prov = dict(zip(PROVENANCE_NAMES, map(int, lines[-2].split()[1:])))
+        sent = sorted(l for l in lines if len(l) == 17 and l[8] == " ")
+        received = n_packets + 1 - (drop is not None)
+        assert prov["packets_in"] == received and prov["markers_in"] == 1 and prov["dropped"] >= 1, (i, prov)
+        assert prov["packets_out"] == len(sent) + len(markers), (i, prov)
+        if not markers:  # nothing lost (the dropped packet, if any, carried none of this core's values)
+            assert sent == expected and prov["released"] == prov["lost_out"] == 0, (i, drop, prov)
+        else:  # the sample was released after the quiet timeout: whatever it still had to send is marked lost
+            assert drop is not None and prov["released"] == 1 and prov["lost_out"] == 1, (i, prov)
+            n_lost += 1
+            assert set(sent) <= set(expected), i
+            assert sorted([l[:8] for l in sent] + markers) == sorted(l[:8] for l in expected), i
         assert expected, i
+    assert n_lost >= len(which) // 6, n_lost  # most dropped packets did cost a sample

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tvm_spinn.errors import MappingError
-from tvm_spinn.machine.graph import (
+from tvm_spinn.machine.graph import (LOST_TIMEOUT_TICKS, 
     FIX_KEY,
     FIX_MASK,
     INPUT,
@@ -102,8 +102,11 @@ def test_regions_hold_header_and_fixed_up_config(mapped):
         # Simulation header: app name hash, timestep (us), SDP port for run control.
         assert struct.unpack("<3I", regions[0]) == (app_hash, 1000, 3)
         framed = np.frombuffer(regions[1], dtype="<u4")
-        # the region carries its own length and checksum (7.4.1 zeroes the table's)
-        assert framed[0] == len(v.config) and framed[1] == int(framed[2:].astype(np.uint64).sum()) & 0xFFFFFFFF
+        # the region carries its own length and checksum (7.4.1 zeroes the table's), the lost
+        # timeout and the lost-marker key bit; the provenance region is reserved, not written
+        assert framed[0] == len(v.config) and framed[1] == int(framed[4:].astype(np.uint64).sum()) & 0xFFFFFFFF
+        assert framed[2] == LOST_TIMEOUT_TICKS and framed[3] == v.lost_bit
+        assert 2 not in regions or regions[2] == b""
         words = unframe_config(framed, v.label)
         assert len(words) == len(v.config)
         fixed = {word for word, _, _ in v.key_fixups}

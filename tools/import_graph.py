@@ -24,7 +24,7 @@ STAGES = ("frontend", "partition", "graph", "quantization", "tiling", "machine",
 # Shared by every stage (and importing no stage).
 SHARED = ("errors", "serialization", "kernels", "_native", "zoo")
 # Users of the whole package outside the flow (no stage imports them).
-USERS = ("fuzz",)
+USERS = ("fuzz", "board_double")
 
 
 def module_name(path: Path) -> str:

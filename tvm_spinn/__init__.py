@@ -12,8 +12,8 @@
 """
 import os
 
-from .errors import (CalibrationError, EmulatorError, InputError, MappingError, ProgramFormatError,  # noqa: F401
-                     ResourceError, SpinnakerError, UnsupportedError)
+from .errors import (BoardError, CalibrationError, EmulatorError, InputError, LostSamplesError,  # noqa: F401
+                     MappingError, ProgramFormatError, ResourceError, SpinnakerError, UnsupportedError)
 
 __version__ = "0.1.0"
 
@@ -38,7 +38,7 @@ if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only in the mapping w
     import tvm_ffi
 
     for _cls in (SpinnakerError, UnsupportedError, CalibrationError, ResourceError, MappingError, EmulatorError,
-                 InputError, ProgramFormatError):
+                 InputError, ProgramFormatError, BoardError, LostSamplesError):
         tvm_ffi.register_error(_cls.__name__, _cls)
     _codegen.register()
     _runtime.register()

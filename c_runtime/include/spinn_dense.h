@@ -53,6 +53,7 @@ typedef struct {
     const uint32_t *table;    /* tanh table or 0 */
     int16_t *inputs;          /* n_slots x 2*words_per_row, workspace */
     uint32_t *counts;         /* per slot values received */
+    int32_t rx_slot;          /* slot of the last packet received, or -1 */
     spinn_counters_t counters;
 } spinn_dense_tile_t;
 
@@ -64,6 +65,7 @@ typedef struct {
     const uint32_t *table;
     int64_t *sums;            /* n_slots x rows, workspace */
     uint32_t *counts;         /* per slot partial sums received */
+    int32_t rx_slot;          /* slot of the last packet received, or -1 */
     spinn_counters_t counters;
 } spinn_dense_reduce_t;
 
@@ -86,10 +88,19 @@ int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n
 int32_t spinn_dense_tile_receive(spinn_dense_tile_t *s, uint32_t key, uint32_t payload);
 /* Compute a completed slot and send the results. Returns 0, or the send error. */
 int spinn_dense_tile_compute(spinn_dense_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+/* Lost samples (spinn_slots.h): the slot of the last packet received (-1: none
+ * of ours), whether a slot holds part of a sample, and forcing it complete
+ * (returns the slot to compute, or -1 if it holds nothing). */
+int32_t spinn_dense_tile_rx_slot(const spinn_dense_tile_t *s);
+int spinn_dense_tile_busy(const spinn_dense_tile_t *s, uint32_t slot);
+int32_t spinn_dense_tile_release(spinn_dense_tile_t *s, uint32_t slot);
 
 uint32_t spinn_dense_reduce_workspace(const uint32_t *cfg, uint32_t n_words);
 int spinn_dense_reduce_init(spinn_dense_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
 int32_t spinn_dense_reduce_receive(spinn_dense_reduce_t *s, uint32_t key, uint32_t payload);
 int spinn_dense_reduce_compute(spinn_dense_reduce_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+int32_t spinn_dense_reduce_rx_slot(const spinn_dense_reduce_t *s);
+int spinn_dense_reduce_busy(const spinn_dense_reduce_t *s, uint32_t slot);
+int32_t spinn_dense_reduce_release(spinn_dense_reduce_t *s, uint32_t slot);
 
 #endif /* SPINN_DENSE_H */

@@ -55,9 +55,46 @@ int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint
 int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
                              uint32_t n_values);
 /* Stream n_samples through the board with at most n_slots samples in flight.
- * x: n_samples x input n_values int16; y: n_samples x output n_values. Returns
- * 0 or -1 (then spinn_emu_error() says why). */
-int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots);
+ * x: n_samples x input n_values int16; y: n_samples x output n_values. When
+ * the network goes quiet with samples outstanding, every core's lost-sample
+ * timeout fires (spinn_slots.h); a sample whose outputs arrive as markers, or
+ * never arrive (a stopped core), is lost: lost[i] = 1 and its row of y is 0.
+ * lost may be NULL: a lost sample is then an error. Returns 0 or -1 (then
+ * spinn_emu_error() says why). */
+int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots,
+                  uint8_t *lost);
+
+/* Fault injection: the router drops the nth packet routed from now (0 = the
+ * next; UINT64_MAX: none); a stopped core takes no more packets. */
+void spinn_emu_drop_packet(spinn_emu_t *emu, uint64_t nth);
+int spinn_emu_stop_core(spinn_emu_t *emu, uint32_t core, int stopped);
+/* packets routed, dropped by the fault, lost at stopped cores (3 words) */
+void spinn_emu_fault_counts(const spinn_emu_t *emu, uint64_t *out);
+/* A core's lost-sample counters (spinn_slots_t, 4 words). */
+int spinn_emu_core_slots(const spinn_emu_t *emu, uint32_t core, uint32_t *out);
+
+/* Raw streaming, for the board double: packets reaching the gatherer core
+ * (chip, p) are captured as they are instead of decoded. inject puts one
+ * packet on a chip's router; drain routes until none is in flight, writing
+ * (key, payload, marker) triples into out (at most cap) and returning how many
+ * reached the gatherer (or -1); release fires every core's lost timeout. */
+int spinn_emu_set_output_raw(spinn_emu_t *emu, uint32_t chip, uint32_t p);
+int spinn_emu_inject(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t payload, uint32_t marker);
+int64_t spinn_emu_drain(spinn_emu_t *emu, uint32_t *out, uint32_t cap);
+uint32_t spinn_emu_release(spinn_emu_t *emu);
+
+/* The live IO codec the host side of a real board uses (inputs and output
+ * configured, no cores needed): encode the packets of one sample in slot
+ * (keys, payloads, input index; at most cap; returns how many) and decode one
+ * output packet into bufs (SPINN_MAX_SLOTS x output n_values), counts and lost
+ * per slot (returns the slot, SPINN_MAX_SLOTS for values not ours, or -1). */
+int64_t spinn_emu_encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint32_t *keys,
+                         uint32_t *payloads, uint8_t *input, uint32_t cap);
+int32_t spinn_emu_decode(const spinn_emu_t *emu, uint32_t key, uint32_t payload, uint32_t marker, uint32_t n_slots,
+                         int16_t *bufs, uint32_t *counts, uint8_t *lost);
+/* The key bit a core ORs into its lost-value markers (the config header's lost_bit;
+ * 0: markers go without payload). */
+int spinn_emu_set_lost_bit(spinn_emu_t *emu, uint32_t core, uint32_t lost_bit);
 const char *spinn_emu_error(const spinn_emu_t *emu);
 /* Kernel counters of a core (spinn_counters_t, 9 words). */
 int spinn_emu_core_counters(const spinn_emu_t *emu, uint32_t core, uint32_t *out);

@@ -33,6 +33,31 @@
  * binding wraps spin1_send_mc_packet, the emulator its packet queue. */
 typedef int (*spinn_send_fn)(void *ctx, uint32_t key, uint32_t payload);
 
+/* Lost-value markers (spinn_slots.h) travel in the key, so that they survive any hop,
+ * the live packet gatherer's included: a kernel's key block holds twice its slots, and
+ * the marker of slot s carries slot field s + span (span: n_slots rounded up to a power
+ * of two). A receiver's decoded slot is flagged SPINN_SLOT_LOST for a marker. */
+#define SPINN_SLOT_LOST 0x10000
+
+static inline uint32_t spinn_slot_span(uint32_t n_slots) {
+    uint32_t span = 1u;
+    while (span < n_slots) span <<= 1;
+    return span;
+}
+
+/* *s: a key's slot field. 0: a value's slot; 1: a marker's (*s becomes its slot);
+ * -1: outside both. */
+static inline int spinn_slot_decode(uint32_t *s, uint32_t n_slots) {
+    uint32_t span;
+    if (*s < n_slots) return 0;
+    span = spinn_slot_span(n_slots);
+    if (*s >= span && *s - span < n_slots) {
+        *s -= span;
+        return 1;
+    }
+    return -1;
+}
+
 static inline int32_t spinn_sat16(int64_t v) {
     if (v > SPINN_Q_MAX) return SPINN_Q_MAX;
     if (v < SPINN_Q_MIN) return SPINN_Q_MIN;

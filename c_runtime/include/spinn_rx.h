@@ -44,10 +44,11 @@ static inline int32_t spinn_rx_match(const uint32_t *table, uint32_t n_entries, 
 
 /* Store the int16 pair carried by (key, payload) into buf (one slot's values,
  * n_dest long). Returns how many values landed inside buf; *slot gets the
- * sample slot. Values of the source outside [0, n_dest) are not ours. */
+ * sample slot, *lost 1 for a lost-value marker (spinn_slot_decode). Values of
+ * the source outside [0, n_dest) are not ours. */
 static inline uint32_t spinn_rx_store_pair(const uint32_t *entry, uint32_t key, uint32_t payload,
                                            int16_t *buf_base, uint32_t n_dest, uint32_t n_slots,
-                                           uint32_t slot_stride, uint32_t *slot) {
+                                           uint32_t slot_stride, uint32_t *slot, uint32_t *lost) {
     uint32_t local = key & ~entry[SPINN_RX_MASK];
     uint32_t shift = entry[SPINN_RX_SLOT_SHIFT];
     uint32_t index = local & ((1u << shift) - 1u);
@@ -55,8 +56,11 @@ static inline uint32_t spinn_rx_store_pair(const uint32_t *entry, uint32_t key, 
     int32_t pos = (int32_t)entry[SPINN_RX_DEST_OFFSET] + (int32_t)v;
     uint32_t stored = 0, j;
     int16_t *buf;
+    int marker;
     *slot = local >> shift;
-    if (*slot >= n_slots) return 0;
+    marker = spinn_slot_decode(slot, n_slots);
+    if (marker < 0) return 0;
+    *lost = (uint32_t)marker;
     buf = buf_base + *slot * slot_stride;
     for (j = 0; j < 2u; j++, pos++, v++) {
         if (v < entry[SPINN_RX_N_VALUES] && pos >= 0 && (uint32_t)pos < n_dest) {

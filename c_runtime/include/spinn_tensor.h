@@ -304,7 +304,7 @@ static inline int32_t spinn_trx_match(const uint32_t *table, uint32_t n_entries,
  * and multiplications only. */
 static inline int32_t spinn_trx_store(const uint32_t *entry, uint32_t key, uint32_t payload,
                                       int16_t *const *buffers, uint32_t slot_stride, uint32_t n_slots,
-                                      uint32_t *slot, uint32_t *row) {
+                                      uint32_t *slot, uint32_t *row, uint32_t *lost) {
     uint32_t local = key & ~entry[SPINN_TRX_MASK];
     uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT], c_shift = entry[SPINN_TRX_C_SHIFT];
     uint32_t h_shift = entry[SPINN_TRX_H_SHIFT];
@@ -315,7 +315,9 @@ static inline int32_t spinn_trx_store(const uint32_t *entry, uint32_t key, uint3
     uint32_t dc = c - entry[SPINN_TRX_DST_C0], dh = h - entry[SPINN_TRX_DST_H0];
     uint32_t nw = entry[SPINN_TRX_DST_NW], stored = 0u, j;
     int16_t *buf;
-    if (s >= n_slots) return -1;
+    int marker = spinn_slot_decode(&s, n_slots);
+    if (marker < 0) return -1;
+    *lost = (uint32_t)marker;
     /* unsigned differences: coordinates below the block wrap to large values */
     if (dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return 0;
     buf = buffers[entry[SPINN_TRX_BUFFER]] + s * slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw;
@@ -344,6 +346,7 @@ typedef struct {
     volatile uint32_t *received; /* per slot: values received */
     volatile uint32_t *next_row; /* per slot: next output row to compute */
     volatile uint32_t *pending;  /* per slot: a compute is due */
+    int32_t rx_slot;             /* slot of the last packet received, or -1 */
 } spinn_stream_t;
 
 /* uint32 words of workspace the stream state needs. */
@@ -449,6 +452,7 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
                                             spinn_row_ready_fn row_ready, const void *kernel) {
     uint32_t next;
     int ready = 0;
+    st->rx_slot = (int32_t)slot;
     if (spinn_stream_add(st, slot, row, n)) {
         next = st->next_row[slot];
         ready = next < st->n_out_rows && row_ready(kernel, slot, next);
@@ -462,23 +466,26 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
                                            uint32_t rows_per_buffer, spinn_stream_t *st,
                                            spinn_counters_t *counters, spinn_row_ready_fn row_ready,
                                            const void *kernel) {
-    int32_t e = spinn_trx_match(rx, n_rx, key), n;
+    int32_t e = spinn_trx_match(rx, n_rx, key), n, r;
     const uint32_t *entry;
-    uint32_t slot, row;
+    uint32_t slot, row, lost = 0u;
     counters->packets_in++;
+    st->rx_slot = -1;
     if (e < 0) {
         counters->dropped++;
         return -1;
     }
     entry = rx + (uint32_t)e * SPINN_TRX_WORDS;
-    n = spinn_trx_store(entry, key, payload, buffers, slot_stride, st->n_slots, &slot, &row);
+    n = spinn_trx_store(entry, key, payload, buffers, slot_stride, st->n_slots, &slot, &row, &lost);
     if (n < 0) {
         counters->dropped++;
         return -1;
     }
     if (n == 0) return -1;
-    return spinn_stream_received(st, slot, row + entry[SPINN_TRX_BUFFER] * rows_per_buffer, (uint32_t)n,
-                                 row_ready, kernel);
+    r = spinn_stream_received(st, slot, row + entry[SPINN_TRX_BUFFER] * rows_per_buffer, (uint32_t)n, row_ready,
+                              kernel);
+    if (lost) st->rx_slot |= SPINN_SLOT_LOST;
+    return r;
 }
 
 /* The sample in the slot has left this tile: free the slot for the next one. */
@@ -486,6 +493,37 @@ static inline void spinn_stream_release(spinn_stream_t *st, uint32_t slot) {
     st->next_row[slot] = st->n_out_rows;
     spinn_stream_finish_if_done(st, slot);
 }
+
+/* The slot holds part of a sample (inputs in, or outputs still to send). */
+static inline int spinn_stream_busy(const spinn_stream_t *st, uint32_t slot) {
+    return st->received[slot] != 0u || st->next_row[slot] != 0u;
+}
+
+/* Lost samples (spinn_slots.h): force a partly filled slot complete. Its rows
+ * count as arrived (their stale values are never sent as values: the slot's
+ * outputs leave as lost markers); returns the slot for compute, or -1 if it
+ * holds nothing or has nothing left to compute. */
+static inline int32_t spinn_stream_force(spinn_stream_t *st, uint32_t slot) {
+    uint32_t i;
+    volatile uint32_t *c;
+    if (slot >= st->n_slots || !spinn_stream_busy(st, slot)) return -1;
+    c = st->counts + slot * st->n_rows;
+    for (i = 0; i < st->n_rows; i++) c[i] = st->row_values;
+    st->received[slot] = st->total_values;
+    if (st->next_row[slot] >= st->n_out_rows) {
+        spinn_stream_finish_if_done(st, slot);
+        return -1;
+    }
+    return spinn_stream_trigger(st, slot, 1);
+}
+
+/* The three lost-sample hooks of a tensor kernel whose state is s->st. */
+#define SPINN_STREAM_SLOT_HOOKS(name)                                                                     \
+    int32_t spinn_##name##_rx_slot(const spinn_##name##_t *s) { return s->st.rx_slot; }                   \
+    int spinn_##name##_busy(const spinn_##name##_t *s, uint32_t slot) {                                    \
+        return spinn_stream_busy(&s->st, slot);                                                            \
+    }                                                                                                      \
+    int32_t spinn_##name##_release(spinn_##name##_t *s, uint32_t slot) { return spinn_stream_force(&s->st, slot); }
 
 /* Send one packet of an output row. last: the sample's last packet from this
  * tile, so the slot is released first (the next sample's inputs may already be
@@ -766,20 +804,32 @@ uint32_t spinn_conv_tile_workspace(const uint32_t *cfg, uint32_t n_words);
 int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
 int32_t spinn_conv_tile_receive(spinn_conv_tile_t *s, uint32_t key, uint32_t payload);
 int spinn_conv_tile_compute(spinn_conv_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+int32_t spinn_conv_tile_rx_slot(const spinn_conv_tile_t *s);
+int spinn_conv_tile_busy(const spinn_conv_tile_t *s, uint32_t slot);
+int32_t spinn_conv_tile_release(spinn_conv_tile_t *s, uint32_t slot);
 
 uint32_t spinn_pool_tile_workspace(const uint32_t *cfg, uint32_t n_words);
 int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
 int32_t spinn_pool_tile_receive(spinn_pool_tile_t *s, uint32_t key, uint32_t payload);
 int spinn_pool_tile_compute(spinn_pool_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+int32_t spinn_pool_tile_rx_slot(const spinn_pool_tile_t *s);
+int spinn_pool_tile_busy(const spinn_pool_tile_t *s, uint32_t slot);
+int32_t spinn_pool_tile_release(spinn_pool_tile_t *s, uint32_t slot);
 
 uint32_t spinn_add_tile_workspace(const uint32_t *cfg, uint32_t n_words);
 int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
 int32_t spinn_add_tile_receive(spinn_add_tile_t *s, uint32_t key, uint32_t payload);
 int spinn_add_tile_compute(spinn_add_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+int32_t spinn_add_tile_rx_slot(const spinn_add_tile_t *s);
+int spinn_add_tile_busy(const spinn_add_tile_t *s, uint32_t slot);
+int32_t spinn_add_tile_release(spinn_add_tile_t *s, uint32_t slot);
 
 uint32_t spinn_conv_reduce_workspace(const uint32_t *cfg, uint32_t n_words);
 int spinn_conv_reduce_init(spinn_conv_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace);
 int32_t spinn_conv_reduce_receive(spinn_conv_reduce_t *s, uint32_t key, uint32_t payload);
 int spinn_conv_reduce_compute(spinn_conv_reduce_t *s, uint32_t slot, spinn_send_fn send, void *ctx);
+int32_t spinn_conv_reduce_rx_slot(const spinn_conv_reduce_t *s);
+int spinn_conv_reduce_busy(const spinn_conv_reduce_t *s, uint32_t slot);
+int32_t spinn_conv_reduce_release(spinn_conv_reduce_t *s, uint32_t slot);
 
 #endif /* SPINN_TENSOR_H */

@@ -117,3 +117,5 @@ static int add_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send, 
 int spinn_add_tile_compute(spinn_add_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
     return spinn_tensor_compute(&s->st, slot, row_ready, add_row, s, send, ctx, &s->counters);
 }
+
+SPINN_STREAM_SLOT_HOOKS(add_tile)

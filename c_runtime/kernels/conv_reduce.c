@@ -105,7 +105,10 @@ static uint32_t *acc_row(const spinn_conv_reduce_t *s, uint32_t slot, uint32_t c
 int32_t spinn_conv_reduce_receive(spinn_conv_reduce_t *s, uint32_t key, uint32_t payload) {
     int32_t e = spinn_match_entry(s->rx, s->n_rx, RX_WORDS, key);
     uint32_t local, slot, c, h, w;
+    int lost;
+    int32_t r;
     s->counters.packets_in++;
+    s->st.rx_slot = -1;
     if (e < 0) {
         s->counters.dropped++;
         return -1;
@@ -115,7 +118,8 @@ int32_t spinn_conv_reduce_receive(spinn_conv_reduce_t *s, uint32_t key, uint32_t
     c = (local >> s->in_c_shift) & ((1u << (s->in_slot_shift - s->in_c_shift)) - 1u);
     h = (local >> s->in_h_shift) & ((1u << (s->in_c_shift - s->in_h_shift)) - 1u);
     w = local & ((1u << s->in_h_shift) - 1u);
-    if (slot >= s->n_slots || c >= s->n_oc || h >= s->n_oh || w >= s->out_w) {
+    lost = spinn_slot_decode(&slot, s->n_slots);
+    if (lost < 0 || c >= s->n_oc || h >= s->n_oh || w >= s->out_w) {
         s->counters.dropped++;
         return -1;
     }
@@ -123,7 +127,9 @@ int32_t spinn_conv_reduce_receive(spinn_conv_reduce_t *s, uint32_t key, uint32_t
      * all out (only after a failed send: the sample is abandoned) counts its
      * stragglers but keeps its sums clear for the next sample. */
     if (s->st.next_row[slot] < s->n_oh) acc_row(s, slot, c, h)[w] += payload;
-    return spinn_stream_received(&s->st, slot, h, 1u, row_ready, s);
+    r = spinn_stream_received(&s->st, slot, h, 1u, row_ready, s);
+    if (lost) s->st.rx_slot |= SPINN_SLOT_LOST;
+    return r;
 }
 
 /* Zero the slot's sums of rows [r, n_oh) (after a failed send: the slot is
@@ -169,3 +175,5 @@ static int reduce_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn sen
 int spinn_conv_reduce_compute(spinn_conv_reduce_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
     return spinn_tensor_compute(&s->st, slot, row_ready, reduce_row, s, send, ctx, &s->counters);
 }
+
+SPINN_STREAM_SLOT_HOOKS(conv_reduce)

@@ -314,3 +314,5 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
 int spinn_conv_tile_compute(spinn_conv_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
     return spinn_tensor_compute(&s->st, slot, row_ready, conv_row, s, send, ctx, &s->counters);
 }
+
+SPINN_STREAM_SLOT_HOOKS(conv_tile)

@@ -58,7 +58,9 @@ int32_t spinn_dense_reduce_receive(spinn_dense_reduce_t *s, uint32_t key, uint32
     int32_t e = spinn_rx_match(s->rx, s->n_rx, key);
     const uint32_t *entry;
     uint32_t local, slot, row;
+    int lost;
     s->counters.packets_in++;
+    s->rx_slot = -1;
     if (e < 0) {
         s->counters.dropped++;
         return -1;
@@ -67,10 +69,12 @@ int32_t spinn_dense_reduce_receive(spinn_dense_reduce_t *s, uint32_t key, uint32
     local = key & ~entry[SPINN_RX_MASK];
     slot = local >> entry[SPINN_RX_SLOT_SHIFT];
     row = local & ((1u << entry[SPINN_RX_SLOT_SHIFT]) - 1u);
-    if (slot >= s->n_slots || row >= s->rows) {
+    lost = spinn_slot_decode(&slot, s->n_slots);
+    if (lost < 0 || row >= s->rows) {
         s->counters.dropped++;
         return -1;
     }
+    s->rx_slot = (int32_t)(slot | (lost ? SPINN_SLOT_LOST : 0u));
     s->sums[slot * s->rows + row] += (int32_t)payload;
     s->counts[slot]++;
     return s->counts[slot] == s->rows * s->n_sources ? (int32_t)slot : -1;
@@ -102,4 +106,14 @@ int spinn_dense_reduce_compute(spinn_dense_reduce_t *s, uint32_t slot, spinn_sen
     s->counters.computes++;
     s->counters.outputs += s->rows;
     return 0;
+}
+
+int32_t spinn_dense_reduce_rx_slot(const spinn_dense_reduce_t *s) { return s->rx_slot; }
+
+int spinn_dense_reduce_busy(const spinn_dense_reduce_t *s, uint32_t slot) { return s->counts[slot] != 0u; }
+
+int32_t spinn_dense_reduce_release(spinn_dense_reduce_t *s, uint32_t slot) {
+    if (slot >= s->n_slots || s->counts[slot] == 0u) return -1;
+    s->counts[slot] = s->rows * s->n_sources;
+    return (int32_t)slot;
 }

@@ -76,15 +76,17 @@ int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n
 
 int32_t spinn_dense_tile_receive(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
     int32_t e = spinn_rx_match(s->rx, s->n_rx, key);
-    uint32_t slot, stored;
+    uint32_t slot, stored, lost = 0u;
     s->counters.packets_in++;
+    s->rx_slot = -1;
     if (e < 0) {
         s->counters.dropped++;
         return -1;
     }
     stored = spinn_rx_store_pair(s->rx + (uint32_t)e * SPINN_RX_WORDS, key, payload, s->inputs,
-                                 s->cols, s->n_slots, s->words_per_row << 1, &slot);
+                                 s->cols, s->n_slots, s->words_per_row << 1, &slot, &lost);
     if (stored == 0u) return -1;
+    s->rx_slot = (int32_t)(slot | (lost ? SPINN_SLOT_LOST : 0u));
     s->counts[slot] += stored;
     return s->counts[slot] == s->cols ? (int32_t)slot : -1;
 }
@@ -153,4 +155,14 @@ int spinn_dense_tile_compute(spinn_dense_tile_t *s, uint32_t slot, spinn_send_fn
     s->counters.macs_lo += macs;
     if (s->counters.macs_lo < macs) s->counters.macs_hi++;
     return 0;
+}
+
+int32_t spinn_dense_tile_rx_slot(const spinn_dense_tile_t *s) { return s->rx_slot; }
+
+int spinn_dense_tile_busy(const spinn_dense_tile_t *s, uint32_t slot) { return s->counts[slot] != 0u; }
+
+int32_t spinn_dense_tile_release(spinn_dense_tile_t *s, uint32_t slot) {
+    if (slot >= s->n_slots || s->counts[slot] == 0u) return -1;
+    s->counts[slot] = s->cols;
+    return (int32_t)slot;
 }

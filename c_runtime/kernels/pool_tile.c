@@ -101,3 +101,5 @@ static int pool_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
 int spinn_pool_tile_compute(spinn_pool_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
     return spinn_tensor_compute(&s->st, slot, row_ready, pool_row, s, send, ctx, &s->counters);
 }
+
+SPINN_STREAM_SLOT_HOOKS(pool_tile)

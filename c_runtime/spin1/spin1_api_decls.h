@@ -40,6 +40,8 @@ enum { NO_PAYLOAD = 0, WITH_PAYLOAD = 1 };
 typedef void (*callback_t)(uint, uint);
 
 void spin1_callback_on(uint event_id, callback_t cback, int priority);
+void spin1_callback_off(uint event_id);
+void spin1_set_timer_tick(uint time);
 uint spin1_trigger_user_event(uint arg0, uint arg1);
 uint spin1_send_mc_packet(uint key, uint data, uint load); /* static inline in the SDK */
 void *spin1_malloc(uint bytes);                            /* static inline: sark_alloc(bytes, 1) */
@@ -69,11 +71,20 @@ bool data_specification_read_header(data_specification_metadata_t *ds_regions);
 void *data_specification_get_region(uint32_t region, data_specification_metadata_t *ds_regions);
 
 /* simulation.h */
+typedef void (*prov_callback_t)(address_t);
+typedef void (*resume_callback_t)(void);
+typedef void (*exit_callback_t)(void);
+
 bool simulation_initialise(address_t address, uint32_t expected_application_magic_number,
                            uint32_t *timer_period, uint32_t *simulation_ticks_pointer,
                            uint32_t *infinite_run_pointer, uint32_t *time_pointer,
                            int sdp_packet_callback_priority, int dma_transfer_complete_priority);
 void simulation_set_uses_timer(bool sim_uses_timer);
 void simulation_run(void);
+void simulation_set_provenance_function(prov_callback_t provenance_function, address_t provenance_data_address);
+void simulation_set_exit_function(exit_callback_t exit_function);
+bool simulation_is_finished(void);
+void simulation_handle_pause_resume(resume_callback_t callback);
+void simulation_ready_to_read(void);
 
 #endif /* SPIN1_API_DECLS_H */

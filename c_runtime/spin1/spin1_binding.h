@@ -1,21 +1,35 @@
 /*
  * What every kernel binding shares: binds a portable kernel (explicit state,
- * *_receive / *_compute, see spinn_dense.h) to the spin1 event system.
+ * *_receive / *_compute, see spinn_dense.h) to the spin1 event system and to
+ * front-end-common's simulation interface, as the host's run control expects.
  *
- *   MC/MCPL packet  (FIQ, priority -1)  kernel receive; a completed slot
- *                                       triggers a user event, or joins the
- *                                       ready queue if one is pending
- *   USER_EVENT      (priority 1)        kernel compute of that slot, then of
- *                                       every queued slot; sends retry while
- *                                       the TX queue is full
- *   SDP             (IRQ, priority 0)   front-end-common's run/stop control
+ *   MC/MCPL packet  (FIQ, priority -1)  only queues (key, payload, marker) in
+ *                                       a ring and triggers the user event
+ *   USER_EVENT      (priority 1)        drains the ring: kernel receive, and
+ *                                       compute of each completed slot
+ *   TIMER_TICK      (priority 2)        time; pause/stop handshake; releases
+ *                                       slots after lost_timeout quiet ticks
+ *   SDP             (IRQ, priority 0)   front-end-common's run control
  *
- * At most one user event is outstanding (spin1's user-event queue holds 4),
- * so completions that arrive during a compute wait in our own ring, which
- * holds one entry per possible slot and therefore never overflows.
+ * The FIQ does about 15 instructions per packet (as front-end-common's live
+ * packet gatherer and nengo_spinnaker do), so packets keep moving while a
+ * core computes; a full ring drops the packet and counts it (rx_overflow).
  *
- * Regions (written by tvm_spinn/machine/mapping/vertices.py): 0 = the front end's
- * simulation header, 1 = the kernel config, copied into DTCM at start.
+ * Run control (simulation.c with the timer, the usual front-end pattern):
+ * simulation_run() starts paused; the host's CMD_RUNTIME then SYNC0 start the
+ * timer; a tick that finds simulation_is_finished() (the run's ticks are
+ * done, or the host sent CMD_PAUSE) stores provenance, pauses and signals
+ * READY (simulation_ready_to_read); the next CMD_RUNTIME + SYNC resumes;
+ * CMD_STOP exits. Packets are processed whenever they come, paused or not.
+ *
+ * Lost samples (spinn_slots.h): a slot left partly filled for lost_timeout
+ * ticks with no packet arriving is released and its outputs leave as
+ * markers (multicast without payload), so the host names the sample lost.
+ *
+ * Regions (written by tvm_spinn/machine/mapping/vertices.py): 0 = the front
+ * end's simulation header, 1 = the kernel config (copied into DTCM at start),
+ * 2 = provenance (front-end-common's system words, then SPINN_PROV_WORDS of
+ * ours: tvm_spinn.machine.graph.PROVENANCE_NAMES).
  *
  * Build: with the SDK (spinnaker_tools + front-end-common, SPINN_DIRS set)
  * define SPINN_REAL_SDK and APPLICATION_NAME_HASH (front-end-common's
@@ -39,6 +53,7 @@
 
 #include "spinn_dense.h" /* SPINN_MAX_SLOTS */
 #include "spinn_fixed.h" /* spinn_send_fn */
+#include "spinn_slots.h"
 
 #ifndef APPLICATION_NAME_HASH
 #error "APPLICATION_NAME_HASH must be defined (md5 of the binary name, as front-end-common's local.mk does)"
@@ -46,15 +61,21 @@
 
 #define SPINN_SYSTEM_REGION 0u
 #define SPINN_CONFIG_REGION 1u
-#define SPINN_CONFIG_HEADER_WORDS 2u      /* n_words, checksum: tvm_spinn.machine.graph */
-#define SPINN_MAX_CONFIG_WORDS 0x4000u    /* 64 KB: a config must fit DTCM anyway */
+#define SPINN_PROVENANCE_REGION 2u
+/* n_words, checksum, lost_timeout (ticks), lost_bit: tvm_spinn.machine.graph.frame_config */
+#define SPINN_CONFIG_HEADER_WORDS 4u
+#define SPINN_MAX_CONFIG_WORDS 0x4000u /* 64 KB: a config must fit DTCM anyway */
 
 #define SPINN_PRIO_PACKET (-1) /* FIQ: MC and MCPL must share it */
 #define SPINN_PRIO_SDP 0       /* IRQ, as front-end-common's live packet gatherer */
 #define SPINN_PRIO_USER 1
+#define SPINN_PRIO_TIMER 2     /* queued: never interrupts a drain */
 /* simulation_initialise registers a DMA-done callback only for priority >= -1;
  * we use no DMA, and -1 would contend with the packets for the single FIQ. */
 #define SPINN_PRIO_NO_DMA (-2)
+
+/* Packets the FIQ can queue while the core computes: 9 bytes each, 2.3 KB. */
+#define SPINN_RX_QUEUE 256u
 
 /* A full TX queue drains at link speed (a packet in well under 1 us); give
  * up on a packet after this many 1 us waits (a blocked router, not load). */
@@ -67,20 +88,27 @@
 #define SPINN_ERR_KERNEL 4u   /* the kernel rejected its config */
 #define SPINN_ERR_ALLOC 5u
 
-/* The ready ring is indexed with a mask: SPINN_MAX_SLOTS must be a power of 2. */
-typedef char spinn_binding_slots_pow2[(SPINN_MAX_SLOTS & (SPINN_MAX_SLOTS - 1u)) == 0u ? 1 : -1];
+typedef char spinn_binding_queue_pow2[(SPINN_RX_QUEUE & (SPINN_RX_QUEUE - 1u)) == 0u ? 1 : -1];
+
+/* Our provenance words, after front-end-common's system words, in this order
+ * (tvm_spinn.machine.graph.PROVENANCE_NAMES): the kernel's spinn_counters_t
+ * (9 words), then the spinn_slots_t counters and the binding's own. */
+#define SPINN_PROV_WORDS 16u
 
 typedef struct {
     /* simulation_initialise keeps pointers to these */
     uint32_t timer_period, simulation_ticks, infinite_run, time;
-    /* completed slots waiting for compute; written in FIQ, read with FIQ off */
-    volatile uint32_t ready[SPINN_MAX_SLOTS];
-    volatile uint32_t ready_head, ready_len;
-    volatile uint32_t event_pending; /* a user event is queued or running */
-    /* errors, readable with a debugger (ybug) */
-    volatile uint32_t no_payload;     /* MC packets without payload (dropped) */
-    volatile uint32_t trigger_failed; /* spin1 user-event queue full */
-    volatile uint32_t queue_overflow; /* cannot happen while n_slots <= SPINN_MAX_SLOTS */
+    /* FIQ -> user event ring; tail written only by the FIQ, head only by the drain */
+    volatile uint32_t q_key[SPINN_RX_QUEUE], q_payload[SPINN_RX_QUEUE];
+    volatile uint8_t q_marker[SPINN_RX_QUEUE];
+    volatile uint32_t q_head, q_tail;
+    volatile uint32_t event_pending; /* a drain is queued or running */
+    uint32_t quiet_ticks, lost_timeout;
+    uint32_t lost_bit; /* OR-ed into a key to make it a lost-value marker (spinn_fixed.h) */
+    spinn_slots_t slots;
+    /* errors, stored as provenance */
+    volatile uint32_t rx_overflow;    /* packets dropped: ring full */
+    volatile uint32_t trigger_failed; /* spin1 user-event queue full (the tick retries) */
     uint32_t send_failed;             /* packets given up after SPINN_SEND_TRIES */
     uint32_t compute_failed;          /* samples whose outputs were cut short */
 } spinn_binding_t;
@@ -93,14 +121,15 @@ static inline void *spinn_binding_alloc(uint32_t bytes) {
     return (void *)((p + 7u) & ~(uintptr_t)7u);
 }
 
-/* Read the data-spec header, set up simulation control (no timer: the core
- * is purely event driven) and copy the config region into DTCM. The region
- * starts with its own length and checksum (tvm_spinn.machine.graph.frame_config):
- * front-end-common 7.4.1 verifies every region's checksum in
- * data_specification_get_data_address() and then zeroes the table's n_words
- * and checksum, so the table cannot tell the length. Returns the config;
- * *n_words its length. */
-static inline const uint32_t *spinn_binding_setup(spinn_binding_t *b, uint32_t *n_words) {
+/* Read the data-spec header, set up simulation control and copy the config
+ * region into DTCM. The region starts with its own length, checksum, lost
+ * timeout and marker key bit (tvm_spinn.machine.graph.frame_config): front-end-common 7.4.1
+ * verifies every region's checksum in data_specification_get_data_address()
+ * and then zeroes the table's n_words and checksum, so the table cannot tell
+ * the length. Returns the config; *n_words its length. */
+static inline const uint32_t *spinn_binding_setup(spinn_binding_t *b, uint32_t *n_words,
+                                                  prov_callback_t store_provenance,
+                                                  exit_callback_t on_exit) {
     data_specification_metadata_t *ds = data_specification_get_data_address();
     const uint32_t *src;
     uint32_t *dst, n, i, sum = 0u;
@@ -109,7 +138,9 @@ static inline const uint32_t *spinn_binding_setup(spinn_binding_t *b, uint32_t *
                                APPLICATION_NAME_HASH, &b->timer_period, &b->simulation_ticks,
                                &b->infinite_run, &b->time, SPINN_PRIO_SDP, SPINN_PRIO_NO_DMA))
         rt_error(RTE_SWERR, SPINN_ERR_SIMULATION);
-    simulation_set_uses_timer(false);
+    simulation_set_provenance_function(store_provenance,
+                                       data_specification_get_region(SPINN_PROVENANCE_REGION, ds));
+    simulation_set_exit_function(on_exit);
     src = data_specification_get_region(SPINN_CONFIG_REGION, ds);
     n = src[0];
     if (n == 0u || n > SPINN_MAX_CONFIG_WORDS) rt_error(RTE_SWERR, SPINN_ERR_CONFIG, n);
@@ -119,54 +150,60 @@ static inline const uint32_t *spinn_binding_setup(spinn_binding_t *b, uint32_t *
         sum += dst[i];
     }
     if (sum != src[1]) rt_error(RTE_SWERR, SPINN_ERR_CONFIG, sum);
+    b->lost_timeout = src[2] ? src[2] : 1u;
+    b->lost_bit = src[3];
     *n_words = n;
     return dst;
 }
 
-/* FIQ: the kernel completed `slot`. */
-static inline void spinn_binding_slot_ready(spinn_binding_t *b, uint32_t slot) {
-    if (!b->event_pending) {
-        if (spin1_trigger_user_event(slot, 0u) == SUCCESS) {
-            b->event_pending = 1u;
-            return;
-        }
-        /* Queue it: the next completion triggers again and drains the ring. */
-        b->trigger_failed++;
-    }
-    if (b->ready_len >= SPINN_MAX_SLOTS) {
-        b->queue_overflow++;
+/* FIQ: queue the packet and make sure a drain is coming. */
+static inline void spinn_binding_enqueue(spinn_binding_t *b, uint32_t key, uint32_t payload, uint32_t marker) {
+    uint32_t t = b->q_tail, i;
+    if (t - b->q_head >= SPINN_RX_QUEUE) {
+        b->rx_overflow++;
         return;
     }
-    b->ready[(b->ready_head + b->ready_len) & (SPINN_MAX_SLOTS - 1u)] = slot;
-    b->ready_len++;
+    i = t & (SPINN_RX_QUEUE - 1u);
+    b->q_key[i] = key;
+    b->q_payload[i] = payload;
+    b->q_marker[i] = (uint8_t)marker;
+    b->q_tail = t + 1u;
+    if (!b->event_pending) {
+        if (spin1_trigger_user_event(0u, 0u) == SUCCESS)
+            b->event_pending = 1u;
+        else
+            b->trigger_failed++; /* the timer tick triggers again */
+    }
 }
 
-/* User event: pop the next ready slot into *slot and return 1, or, when the
- * ring is empty, end the pending event and return 0. Both under FIQ off, so
- * a completion either sees the event pending and is popped here, or sees it
- * ended and triggers a new one: none is lost. */
-static inline int spinn_binding_next_slot(spinn_binding_t *b, uint32_t *slot) {
+/* Drain: the next queued packet into *key, *payload, *marker and 1, or, when
+ * the ring is empty, end the drain and 0. The empty test and the end are one
+ * step with FIQ off, so a packet queued meanwhile sees the drain ended and
+ * triggers a new one: none waits unseen. */
+static inline int spinn_binding_next(spinn_binding_t *b, uint32_t *key, uint32_t *payload, uint32_t *marker) {
     uint cpsr = spin1_fiq_disable();
-    int got = 0;
-    if (b->ready_len != 0u) {
-        *slot = b->ready[b->ready_head];
-        b->ready_head = (b->ready_head + 1u) & (SPINN_MAX_SLOTS - 1u);
-        b->ready_len--;
-        got = 1;
-    } else {
+    uint32_t h = b->q_head, i;
+    if (h == b->q_tail) {
         b->event_pending = 0u;
+        spin1_mode_restore(cpsr);
+        return 0;
     }
     spin1_mode_restore(cpsr);
-    return got;
+    i = h & (SPINN_RX_QUEUE - 1u);
+    *key = b->q_key[i];
+    *payload = b->q_payload[i];
+    *marker = b->q_marker[i];
+    b->q_head = h + 1u;
+    b->quiet_ticks = 0u;
+    return 1;
 }
 
-/* The kernels' spinn_send_fn; ctx is the spinn_binding_t. Runs in the user
- * event (IRQs on), so the TX-empty interrupt drains the queue while we wait. */
-static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) {
-    spinn_binding_t *b = (spinn_binding_t *)ctx;
+/* The kernels' spinn_send_fn; ctx is the spinn_binding_t. Runs in the drain
+ * (IRQs on), so the TX-empty interrupt drains the queue while we wait. */
+static inline int spinn_binding_send_as(spinn_binding_t *b, uint32_t key, uint32_t payload, uint load) {
     uint32_t tries;
     for (tries = 0u;; tries++) {
-        if (spin1_send_mc_packet(key, payload, WITH_PAYLOAD) == SUCCESS) return 0;
+        if (spin1_send_mc_packet(key, payload, load) == SUCCESS) return 0;
         if (tries == SPINN_SEND_TRIES) break;
         spin1_delay_us(1u);
     }
@@ -174,58 +211,128 @@ static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) 
     return -1;
 }
 
-/* A packet without payload carries no value for our kernels. */
-static inline void spinn_binding_no_payload(spinn_binding_t *b) { b->no_payload++; }
+static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) {
+    return spinn_binding_send_as((spinn_binding_t *)ctx, key, payload, WITH_PAYLOAD);
+}
+
+/* A lost sample's outputs: the marker keys (spinn_slots.h), payload 0. */
+static inline int spinn_binding_send_lost(void *ctx, uint32_t key, uint32_t payload) {
+    spinn_binding_t *b = (spinn_binding_t *)ctx;
+    (void)payload;
+    if (b->lost_bit == 0u) return spinn_binding_send_as(b, key, 0u, NO_PAYLOAD);
+    return spinn_binding_send_as(b, key | b->lost_bit, 0u, WITH_PAYLOAD);
+}
+
+/* Timer tick: 1 if the run is over (pause or end of the run's ticks), after
+ * storing provenance, pausing and signalling READY to the host; else 0, and
+ * the drain is re-triggered if packets wait, or *release set when the core
+ * has been quiet for lost_timeout ticks. */
+static inline int spinn_binding_tick(spinn_binding_t *b, resume_callback_t on_resume, int *release) {
+    *release = 0;
+    b->time++;
+    if (simulation_is_finished()) {
+        simulation_handle_pause_resume(on_resume); /* stops the timer, stores provenance */
+        b->time--;                                 /* the next run starts where this one ended */
+        simulation_ready_to_read();                /* READY: the host may read and resume */
+        return 1;
+    }
+    if (b->q_head != b->q_tail) {
+        uint cpsr = spin1_fiq_disable();
+        if (!b->event_pending && spin1_trigger_user_event(0u, 0u) == SUCCESS) b->event_pending = 1u;
+        spin1_mode_restore(cpsr);
+        return 0;
+    }
+    if (++b->quiet_ticks >= b->lost_timeout) {
+        b->quiet_ticks = 0u;
+        *release = 1;
+    }
+    return 0;
+}
+
+/* Provenance: the kernel's counters, then ours (SPINN_PROV_WORDS in all). */
+static inline void spinn_binding_store_provenance(const spinn_binding_t *b, const spinn_counters_t *c,
+                                                  uint32_t *out) {
+    const uint32_t *words = (const uint32_t *)c;
+    uint32_t i;
+    for (i = 0; i < sizeof(spinn_counters_t) / 4u; i++) out[i] = words[i];
+    out[i++] = b->slots.markers_in;
+    out[i++] = b->slots.released;
+    out[i++] = b->slots.lost_out;
+    out[i++] = b->rx_overflow;
+    out[i++] = b->send_failed;
+    out[i++] = b->compute_failed;
+    out[i++] = b->trigger_failed;
+}
+typedef char spinn_binding_prov_words[sizeof(spinn_counters_t) / 4u + 7u == SPINN_PROV_WORDS ? 1 : -1];
 
 /* Register the callbacks and hand over to front-end-common's run loop, which
- * waits for the host's run command and returns at its stop command. */
-static inline void spinn_binding_run(callback_t on_mc, callback_t on_mcpl, callback_t on_user) {
+ * starts paused and waits for the host's CMD_RUNTIME and SYNC0. */
+static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callback_t on_mcpl, callback_t on_user,
+                                     callback_t on_tick) {
+    spin1_set_timer_tick(b->timer_period);
     spin1_callback_on(MC_PACKET_RECEIVED, on_mc, SPINN_PRIO_PACKET);
     spin1_callback_on(MCPL_PACKET_RECEIVED, on_mcpl, SPINN_PRIO_PACKET);
     spin1_callback_on(USER_EVENT, on_user, SPINN_PRIO_USER);
+    spin1_callback_on(TIMER_TICK, on_tick, SPINN_PRIO_TIMER);
     simulation_run();
 }
 
 /*
  * SPINN_KERNEL_MAIN(name): c_main and the event callbacks binding the kernel
- * spinn_<name>_{workspace,init,receive,compute} (type spinn_<name>_t) to spin1.
- * spin1 callbacks take no context, so the core's whole state is one static struct.
+ * spinn_<name>_{workspace,init,receive,compute,rx_slot,busy,release} (type
+ * spinn_<name>_t) to spin1. spin1 callbacks take no context, so the core's
+ * whole state is one static struct.
  */
-#define SPINN_KERNEL_MAIN(name)                                                              \
-    static struct {                                                                          \
-        spinn_binding_t b;                                                                   \
-        spinn_##name##_t k;                                                                  \
-    } core;                                                                                  \
-                                                                                             \
-    static void on_mcpl(uint key, uint payload) {                                            \
-        int32_t slot = spinn_##name##_receive(&core.k, key, payload);                        \
-        if (slot >= 0) spinn_binding_slot_ready(&core.b, (uint32_t)slot);                    \
-    }                                                                                        \
-                                                                                             \
-    static void on_mc(uint key, uint unused) {                                               \
-        (void)key;                                                                           \
-        (void)unused;                                                                        \
-        spinn_binding_no_payload(&core.b);                                                   \
-    }                                                                                        \
-                                                                                             \
-    /* arg0 is the slot that triggered the event; then whatever completed since. */          \
-    static void on_user(uint slot, uint unused) {                                            \
-        uint32_t s = slot;                                                                   \
-        (void)unused;                                                                        \
-        do {                                                                                 \
-            if (spinn_##name##_compute(&core.k, s, spinn_binding_send, &core.b) != 0)        \
-                core.b.compute_failed++;                                                     \
-        } while (spinn_binding_next_slot(&core.b, &s));                                      \
-    }                                                                                        \
-                                                                                             \
-    void c_main(void) {                                                                      \
-        uint32_t n_words, ws_bytes;                                                          \
-        const uint32_t *cfg = spinn_binding_setup(&core.b, &n_words);                        \
-        ws_bytes = spinn_##name##_workspace(cfg, n_words);                                   \
-        if (ws_bytes == 0u) rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                   \
-        if (spinn_##name##_init(&core.k, cfg, n_words, spinn_binding_alloc(ws_bytes)) != 0)  \
-            rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                                   \
-        spinn_binding_run(on_mc, on_mcpl, on_user);                                          \
+#define SPINN_KERNEL_MAIN(name)                                                                        \
+    SPINN_SLOT_OPS(name)                                                                               \
+                                                                                                       \
+    static struct {                                                                                    \
+        spinn_binding_t b;                                                                             \
+        spinn_##name##_t k;                                                                            \
+    } core;                                                                                            \
+                                                                                                       \
+    static void on_mcpl(uint key, uint payload) { spinn_binding_enqueue(&core.b, key, payload, 0u); }  \
+                                                                                                       \
+    /* no payload: a lost-value marker (spinn_slots.h) */                                              \
+    static void on_mc(uint key, uint unused) {                                                         \
+        (void)unused;                                                                                  \
+        spinn_binding_enqueue(&core.b, key, 0u, 1u);                                                   \
+    }                                                                                                  \
+                                                                                                       \
+    static void on_user(uint unused0, uint unused1) {                                                  \
+        uint32_t key, payload, marker;                                                                 \
+        (void)unused0;                                                                                 \
+        (void)unused1;                                                                                 \
+        while (spinn_binding_next(&core.b, &key, &payload, &marker))                                   \
+            if (spinn_##name##_packet(&core.k, &core.b.slots, key, payload, (int)marker,               \
+                                      spinn_binding_send, spinn_binding_send_lost, &core.b) != 0)      \
+                core.b.compute_failed++;                                                               \
+    }                                                                                                  \
+                                                                                                       \
+    static void on_resume(void) { core.b.quiet_ticks = 0u; }                                           \
+                                                                                                       \
+    static void on_tick(uint unused0, uint unused1) {                                                  \
+        int release;                                                                                   \
+        (void)unused0;                                                                                 \
+        (void)unused1;                                                                                 \
+        if (spinn_binding_tick(&core.b, on_resume, &release) || !release) return;                      \
+        spinn_##name##_release_all(&core.k, &core.b.slots, spinn_binding_send_lost, &core.b);          \
+    }                                                                                                  \
+                                                                                                       \
+    static void store_provenance(address_t at) {                                                       \
+        spinn_binding_store_provenance(&core.b, &core.k.counters, (uint32_t *)at);                     \
+    }                                                                                                  \
+                                                                                                       \
+    static void on_exit(void) { spin1_callback_off(TIMER_TICK); }                                      \
+                                                                                                       \
+    void c_main(void) {                                                                                \
+        uint32_t n_words, ws_bytes;                                                                    \
+        const uint32_t *cfg = spinn_binding_setup(&core.b, &n_words, store_provenance, on_exit);       \
+        ws_bytes = spinn_##name##_workspace(cfg, n_words);                                             \
+        if (ws_bytes == 0u) rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                             \
+        if (spinn_##name##_init(&core.k, cfg, n_words, spinn_binding_alloc(ws_bytes)) != 0)            \
+            rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                                             \
+        spinn_binding_run(&core.b, on_mc, on_mcpl, on_user, on_tick);                                  \
     }
 
 #endif /* SPIN1_BINDING_H */

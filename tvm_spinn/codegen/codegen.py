@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CalibrationError, MappingError, ResourceError, UnsupportedError
 from ..graph.extract import extract_graph, sample_dims
 from ..machine.builder import GraphLayout, build_machine_graph, merge_graphs, output_receive_table
-from ..machine.graph import MappingResult, unframe_config
+from ..machine.graph import CONFIG_HEADER_WORDS, CONFIG_REGION, CoreImage, MappingResult, unframe_config
 from ..machine.mapping import map_graph
 from ..program import BoardProgram, CoreProgram, InputEnd, LayerSummary, OutputEnd, dump_program
 from ..quantization.error import error_bound
@@ -88,11 +88,13 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
     arg_shapes / result_shapes: one sample of each argument / result as the caller passes or
     receives it (default: the graph's (C, H, W))."""
     qgraph = plan.qgraph
-    cores = [CoreProgram(label, kind, tuple(mapping.placements[label]),
-                         unframe_config(np.frombuffer(mapping.regions[label][1], dtype="<u4"), label).copy())
+    regions = {label: np.frombuffer(mapping.regions[label][CONFIG_REGION], dtype="<u4")
+               for label in layout.core_kinds}
+    cores = [CoreProgram(label, kind, tuple(mapping.placements[label]), unframe_config(regions[label], label).copy(),
+                         int(regions[label][CONFIG_HEADER_WORDS - 1]))
              for label, kind in layout.core_kinds.items()]
     inputs = [InputEnd(tuple(mapping.placements[p.label][:2]), int(mapping.keys[p.label][0]), p.slot_shift,
-                       p.c_shift, p.h_shift, tuple(p.tensor)) for p in layout.inputs]
+                       p.c_shift, p.h_shift, tuple(p.tensor), p.label) for p in layout.inputs]
     ops = plan.tiled_ops()
     bounds = error_bound(ops, qgraph.input_scales, qgraph.input_max_abs, qgraph.outputs)
     distinct = list(dict.fromkeys(qgraph.outputs))
@@ -112,7 +114,21 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
         chips=[tuple(c) for c in mapping.chips], links=dict(mapping.links),
         routing_tables={tuple(k): np.asarray(v, np.uint32) for k, v in mapping.routing_tables.items()},
         placements={k: tuple(v) for k, v in mapping.placements.items()}, mapping_seconds=mapping.mapping_seconds,
-        board_functions=list(board_functions or [symbol]), n_cores=len(cores) + len(inputs) + 1)
+        board_functions=list(board_functions or [symbol]), n_cores=len(cores) + len(inputs) + 1,
+        images=_board_images(mapping, {c.label for c in cores} | {i.label for i in layout.inputs} | {layout.output_label}),
+        iptags=[t for t in mapping.iptags if t.label == layout.output_label], app_id=int(mapping.app_id))
+
+
+def _board_images(mapping: MappingResult, labels) -> list:
+    """This function's cores' images; a kernel's config region is dropped (the program's
+    core config, framed again at load time: tvm_spinn.runtime.board.loader)."""
+    kernels = set(mapping.regions)
+    out = []
+    for im in mapping.images:
+        if im.label in labels:
+            data = {k: v for k, v in im.region_data.items() if not (im.label in kernels and k == CONFIG_REGION)}
+            out.append(CoreImage(im.label, tuple(im.placement), im.binary, dict(im.region_sizes), data))
+    return out
 
 
 def _static_shapes(ty, where: str) -> List[Tuple[int, ...]]:

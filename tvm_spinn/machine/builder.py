@@ -99,6 +99,13 @@ def _slot_shift(n_indices: int) -> int:
 
 
 def _n_keys(slot_shift: int) -> int:
+    """Keys of a kernel's block: its slots, twice (the upper half carries lost-value markers,
+    c_runtime/include/spinn_slots.h)."""
+    return 2 * _lost_bit(slot_shift)
+
+
+def _lost_bit(slot_shift: int) -> int:
+    """The key bit of a kernel's lost-value markers: the slot field moved up by the slot span."""
     return res.N_SLOTS << slot_shift
 
 
@@ -137,7 +144,7 @@ class _Builder:
                    fixups: List[Tuple[int, str, str]], body: List[np.ndarray], slot_shift: int) -> None:
         config = np.concatenate([np.array(header + rx, np.uint32)] + body).astype(np.uint32)
         self.vertices.append(VertexSpec(
-            label=label, kind=KERNEL, n_keys=_n_keys(slot_shift),
+            label=label, kind=KERNEL, n_keys=_n_keys(slot_shift), lost_bit=_lost_bit(slot_shift),
             binary="dense_tile.aplx" if kind == CORE_DENSE_TILE else "dense_reduce.aplx",
             config=config, key_fixups=fixups, sdram_bytes=4 * len(config)))
         self.core_kinds[label] = kind
@@ -233,7 +240,8 @@ def _add_vertex(b: "_Builder", label: str, kind: int, binary: str, slot_shift: i
     """A tensor kernel vertex, its edges from its sources and its mapper fix-ups."""
     for src in dict.fromkeys(labels):
         b.edges.append((src, label))
-    b.vertices.append(VertexSpec(label=label, kind=KERNEL, n_keys=res.N_SLOTS << slot_shift, binary=binary,
+    b.vertices.append(VertexSpec(label=label, kind=KERNEL, n_keys=_n_keys(slot_shift), lost_bit=_lost_bit(slot_shift),
+                                 binary=binary,
                                  config=config, key_fixups=_tensor_fixups(fixups, labels, label),
                                  sdram_bytes=4 * len(config)))
     b.core_kinds[label] = kind

@@ -42,6 +42,8 @@ class VertexSpec:
         region is written, ``config[word] |= key or mask of source's partition`` (the
         placeholder holds extra bits to OR in, usually 0).
     sdram_bytes: SDRAM the core needs (regions and buffers).
+    lost_bit: the key bit the core ORs into a lost-value marker (c_runtime/include/spinn_fixed.h):
+        its key block holds twice its slots, and the upper half carries the markers.
     """
 
     label: str
@@ -51,6 +53,7 @@ class VertexSpec:
     config: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
     key_fixups: List[Tuple[int, str, str]] = field(default_factory=list)
     sdram_bytes: int = 0
+    lost_bit: int = 0
 
 
 @dataclass
@@ -58,6 +61,38 @@ class MachineGraphSpec:
     vertices: List[VertexSpec]
     edges: List[Tuple[str, str]]  # (pre label, post label)
     board_version: int = 5  # 3 = SpiNN-3 (4 chips), 5 = SpiNN-5 (48 chips)
+
+
+@dataclass
+class CoreImage:
+    """What one core of the machine graph loads on a board: its binary and its data-spec
+    regions, as front-end-common's data-spec loader would write them.
+
+    label: the vertex. placement: (x, y, p). binary: the .aplx file name (our kernels:
+    built by c_runtime/Makefile; live IO: front-end-common's common_model_binaries).
+    region_sizes: region id -> bytes reserved. region_data: region id -> bytes written (a
+    reserved region may have none). A kernel's config region (1) is left out of the stored
+    program: it is ``frame_config`` of the core's config words, rebuilt at load time.
+    """
+
+    label: str
+    placement: Tuple[int, int, int]
+    binary: str
+    region_sizes: Dict[int, int] = field(default_factory=dict)
+    region_data: Dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class IPTagSpec:
+    """An IP tag the toolchain allocated (the live packet gatherer's): the board's Ethernet
+    chip (eth_x, eth_y), the tag number, and whether SCAMP strips the SDP header. The host
+    address and port are set at load time, to wherever the runtime listens."""
+
+    label: str
+    eth_x: int
+    eth_y: int
+    tag: int
+    strip_sdp: bool = True
 
 
 @dataclass
@@ -84,20 +119,46 @@ class MappingResult:
     n_cores_per_chip_available: int
     max_router_entries: int
     mapping_seconds: float = 0.0
+    images: List[CoreImage] = field(default_factory=list)  # every core: kernels and live IO
+    iptags: List[IPTagSpec] = field(default_factory=list)
+    app_id: int = 0
 
 
 # A kernel's config region (region 1) carries its own length and checksum in front of the
 # config words: front-end-common 7.4.1's data_specification_get_data_address() verifies each
 # region and then zeroes the region table's n_words and checksum, so the core cannot read
-# them from the table (c_runtime/spin1/spin1_binding.h reads this header instead).
-CONFIG_HEADER_WORDS = 2  # n_words, wrapping 32-bit sum of the config words
+# them from the table (c_runtime/spin1/spin1_binding.h reads this header instead). The third
+# header word is the lost-sample timeout, the fourth the key bit of the core's lost-value
+# markers (c_runtime/include/spinn_slots.h, spinn_fixed.h).
+CONFIG_HEADER_WORDS = 4  # n_words, wrapping 32-bit sum of the config words, lost timeout, lost bit
+# Quiet timer ticks (1 ms, front-end-common's default time step) after which a core releases
+# a partly received sample as lost. The planner sizes each core's work to 250 us per sample
+# (modelled; tiling.resources.DEFAULT_CYCLE_BUDGET), and the model is up to 7x optimistic:
+# 20 ms leaves a wide margin above the longest compute upstream, so only a real loss trips it.
+LOST_TIMEOUT_TICKS = 20
+
+# Region ids of a kernel core (spin1_binding.h).
+SYSTEM_REGION, CONFIG_REGION, PROVENANCE_REGION = 0, 1, 2
+# The kernel cores' provenance words after front-end-common's system words, in the order
+# spin1_binding.h stores them: spinn_counters_t, then spinn_slots_t and the binding's.
+PROVENANCE_NAMES = (
+    "packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi",
+    "dropped", "saturated", "markers_in", "released", "lost_out", "rx_overflow",
+    "send_failed", "compute_failed", "trigger_failed",
+)
+# front-end-common's struct simulation_provenance (simulation.h, 7.4.1)
+SYSTEM_PROVENANCE_NAMES = (
+    "transmission_event_overflow", "callback_queue_overloads", "dma_queue_overloads",
+    "user_queue_overloads", "timer_tic_has_overrun", "max_num_timer_tic_overrun",
+)
 
 
-def frame_config(words: np.ndarray) -> np.ndarray:
-    """The region-1 words of a kernel config: its length and checksum, then the config."""
+def frame_config(words: np.ndarray, lost_timeout: int = LOST_TIMEOUT_TICKS, lost_bit: int = 0) -> np.ndarray:
+    """The region-1 words of a kernel config: its length, checksum, lost-sample timeout
+    (timer ticks) and lost-marker key bit (VertexSpec.lost_bit), then the config."""
     words = np.asarray(words, np.uint32)
     checksum = int(words.astype(np.uint64).sum()) & 0xFFFFFFFF
-    return np.concatenate([np.array([len(words), checksum], np.uint32), words])
+    return np.concatenate([np.array([len(words), checksum, lost_timeout, lost_bit], np.uint32), words])
 
 
 def unframe_config(region: np.ndarray, label: str = "kernel") -> np.ndarray:

@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..machine.graph import CoreImage, IPTagSpec
 from ..quantization.quantize import QOp
 
 Chip = Tuple[int, int]
@@ -15,12 +16,14 @@ Placement = Tuple[int, int, int]  # (x, y, p)
 @dataclass
 class CoreProgram:
     """One kernel core. kind: the emulator's core kind (``spinn_emulator.h`` CORE_*);
-    config: uint32 words of its config region exactly as the toolchain wrote them."""
+    config: uint32 words of its config region exactly as the toolchain wrote them (after the
+    region's header). lost_bit: the key bit of its lost-value markers (header word 4)."""
 
     label: str
     kind: int
     placement: Placement
     config: np.ndarray
+    lost_bit: int = 0
 
 
 @dataclass
@@ -35,6 +38,7 @@ class InputEnd:
     c_shift: int = 0
     h_shift: int = 0
     shape: Optional[Tuple[int, int, int]] = None
+    label: str = ""  # its live input vertex (a core on a real board: BoardProgram.images)
 
 
 @dataclass
@@ -110,6 +114,11 @@ class BoardProgram:
     mapping_seconds: float = 0.0
     board_functions: List[str] = field(default_factory=list)
     n_cores: int = 0
+    # What a real board loads (tvm_spinn.runtime.board): every core's binary and data-spec
+    # regions (kernel config regions rebuilt from ``cores``), the IP tags, the app id.
+    images: List[CoreImage] = field(default_factory=list)
+    iptags: List[IPTagSpec] = field(default_factory=list)
+    app_id: int = 0
 
     @property
     def input(self) -> InputEnd:

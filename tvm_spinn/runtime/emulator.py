@@ -16,7 +16,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from .._native import emulator_library
-from ..errors import EmulatorError
+from ..errors import EmulatorError, LostSamplesError
 from ..program import BoardProgram
 
 N_COUNTERS = 9  # spinn_counters_t
@@ -28,6 +28,8 @@ _u32p = ctypes.POINTER(ctypes.c_uint32)
 _i32p = ctypes.POINTER(ctypes.c_int32)
 _i16p = ctypes.POINTER(ctypes.c_int16)
 _u64p = ctypes.POINTER(ctypes.c_uint64)
+_u8p = ctypes.POINTER(ctypes.c_uint8)
+SLOT_COUNTER_NAMES = ("markers_in", "released", "lost_out")  # spinn_slots_t after its lost bits
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -52,7 +54,28 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spinn_emu_core_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
                                           _u32p, ctypes.c_uint32]
     lib.spinn_emu_run.restype = ctypes.c_int
-    lib.spinn_emu_run.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _i16p, ctypes.c_uint32]
+    lib.spinn_emu_run.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _i16p, ctypes.c_uint32, _u8p]
+    lib.spinn_emu_drop_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    lib.spinn_emu_stop_core.restype = ctypes.c_int
+    lib.spinn_emu_stop_core.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
+    lib.spinn_emu_fault_counts.argtypes = [ctypes.c_void_p, _u64p]
+    lib.spinn_emu_core_slots.restype = ctypes.c_int
+    lib.spinn_emu_core_slots.argtypes = [ctypes.c_void_p, ctypes.c_uint32, _u32p]
+    lib.spinn_emu_set_output_raw.restype = ctypes.c_int
+    lib.spinn_emu_set_output_raw.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
+    lib.spinn_emu_inject.restype = ctypes.c_int
+    lib.spinn_emu_inject.argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 4
+    lib.spinn_emu_drain.restype = ctypes.c_int64
+    lib.spinn_emu_drain.argtypes = [ctypes.c_void_p, _u32p, ctypes.c_uint32]
+    lib.spinn_emu_release.restype = ctypes.c_uint32
+    lib.spinn_emu_release.argtypes = [ctypes.c_void_p]
+    lib.spinn_emu_encode.restype = ctypes.c_int64
+    lib.spinn_emu_encode.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _u32p, _u32p, _u8p, ctypes.c_uint32]
+    lib.spinn_emu_decode.restype = ctypes.c_int32
+    lib.spinn_emu_decode.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
+                                     ctypes.c_uint32, _i16p, _u32p, _u8p]
+    lib.spinn_emu_set_lost_bit.restype = ctypes.c_int
+    lib.spinn_emu_set_lost_bit.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
     lib.spinn_emu_error.restype = ctypes.c_char_p
     lib.spinn_emu_error.argtypes = [ctypes.c_void_p]
     lib.spinn_emu_core_counters.argtypes = [ctypes.c_void_p, ctypes.c_uint32, _u32p]
@@ -73,15 +96,45 @@ class EmulatedBoard:
     kernel cores with their config regions, live IO ends).
     """
 
-    def __init__(self, program: BoardProgram, ubsan: bool = False) -> None:
+    def __init__(self, program: BoardProgram, ubsan: bool = False, with_cores: bool = True) -> None:
+        self._fabric(program.chips, program.links, program.routing_tables if with_cores else {}, ubsan)
+        if with_cores:
+            for core in program.cores:
+                self._add_core(core.label, core.placement, core.kind, core.config, core.lost_bit)
+        self._live_io(program)
+
+    @classmethod
+    def codec(cls, program: BoardProgram) -> "EmulatedBoard":
+        """The live IO codec of a program's real-board run: no cores, no routes, only its
+        input key layouts (:meth:`encode`) and its output receive table (:meth:`decode`),
+        the very code the emulator's own host ends use."""
+        return cls(program, with_cores=False)
+
+    @classmethod
+    def from_cores(cls, chips, links, routing_tables, cores, gatherer) -> "EmulatedBoard":
+        """An emulated board as a board double loads it: the machine (chips, links
+        (x, y, link) -> (x2, y2)), the routing tables as loaded ((x, y) -> (n, 3) uint32
+        key, mask, route word), the kernel cores as loaded ((label, (x, y, p), kind,
+        config words, lost-marker key bit)) and the live packet gatherer's core (x, y, p),
+        whose packets are captured raw (:meth:`drain`) rather than decoded."""
+        self = cls.__new__(cls)
+        self._fabric(chips, links, routing_tables, False)
+        for label, placement, kind, config, lost_bit in cores:
+            self._add_core(label, placement, kind, config, lost_bit)
+        x, y, p = gatherer
+        if self._lib.spinn_emu_set_output_raw(self._emu, self.chip_index[(x, y)], p) != 0:
+            raise EmulatorError(f"live packet gatherer core {gatherer} is not on the machine")
+        self.n_slots = 0
+        return self
+
+    def _fabric(self, chips, links_by_chip, routing_tables, ubsan: bool) -> None:
         self._lib = _declare(emulator_library(ubsan))
-        chips = program.chips
         self.chip_index: Dict[Tuple[int, int], int] = {tuple(c): i for i, c in enumerate(chips)}
         n = len(chips)
         links = np.full(n * LINKS, -1, np.int32)
-        for (x, y, link), (x2, y2) in program.links.items():
+        for (x, y, link), (x2, y2) in links_by_chip.items():
             links[self.chip_index[(x, y)] * LINKS + link] = self.chip_index[(x2, y2)]
-        tables = [np.asarray(program.routing_tables.get(tuple(c), np.zeros((0, 3))), np.uint32).reshape(-1, 3)
+        tables = [np.asarray(routing_tables.get(tuple(c), np.zeros((0, 3))), np.uint32).reshape(-1, 3)
                   for c in chips]
         offsets = np.zeros(n + 1, np.uint32)
         offsets[1:] = np.cumsum([len(t) for t in tables])
@@ -91,14 +144,17 @@ class EmulatedBoard:
         if not self._emu:
             raise EmulatorError("could not create the emulator (out of memory)")
         self.core_labels = []
-        for core in program.cores:
-            cfg = np.ascontiguousarray(core.config, np.uint32)
-            x, y, p = core.placement
-            idx = self._lib.spinn_emu_add_core(self._emu, self.chip_index[(x, y)], p, core.kind,
-                                               _ptr(cfg, _u32p), len(cfg))
-            if idx < 0:
-                raise EmulatorError(f"core {core.label}: {self._error()}")
-            self.core_labels.append(core.label)
+
+    def _add_core(self, label: str, placement, kind: int, config, lost_bit: int = 0) -> None:
+        cfg = np.ascontiguousarray(config, np.uint32)
+        x, y, p = placement
+        idx = self._lib.spinn_emu_add_core(self._emu, self.chip_index[(x, y)], p, kind, _ptr(cfg, _u32p), len(cfg))
+        if idx < 0:
+            raise EmulatorError(f"core {label}: {self._error()}")
+        self._lib.spinn_emu_set_lost_bit(self._emu, idx, int(lost_bit))
+        self.core_labels.append(label)
+
+    def _live_io(self, program: BoardProgram) -> None:
         out = program.output
         self.in_features, self.out_features = int(program.in_features), int(program.out_features)
         if len(program.inputs) == 1 and program.inputs[0].shape is None:  # a plain vector
@@ -137,16 +193,93 @@ class EmulatedBoard:
 
         A sample is every input's values, c-major, one input after the other (a single
         tensor input may also be given as (n, C, H, W)); the output is every distinct
-        result, flattened c-major, one after the other (BoardProgram.result_offsets)."""
+        result, flattened c-major, one after the other (BoardProgram.result_offsets).
+
+        Raises LostSamplesError (with the good rows and the lost sample indices) when
+        samples were lost on the way (only with injected faults: the emulator itself
+        loses nothing), EmulatorError for anything else."""
         x_q = np.asarray(x_q, np.int16)
         n = x_q.shape[0]
         x_q = np.ascontiguousarray(x_q.reshape(n, int(np.prod(x_q.shape[1:], dtype=np.int64))))
         if n and x_q.shape[1] != self.in_features:
             raise EmulatorError(f"samples have {x_q.shape[1]} values, the program takes {self.in_features}")
         y = np.zeros((n, self.out_features), np.int16)
-        if n and self._lib.spinn_emu_run(self._emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots) != 0:
+        lost = np.zeros(max(n, 1), np.uint8)
+        if n and self._lib.spinn_emu_run(self._emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots,
+                                         _ptr(lost, _u8p)) != 0:
             raise EmulatorError(self._error())
+        if lost[:n].any():
+            raise LostSamplesError(np.flatnonzero(lost[:n]).tolist(), n, y, "on the emulated board")
         return y
+
+    # -- fault injection (tests, the board double) --------------------------------------
+    def drop_packet(self, nth: int) -> None:
+        """The router drops the ``nth`` multicast packet routed from now (0 = the next)."""
+        self._lib.spinn_emu_drop_packet(self._emu, int(nth))
+
+    def stop_core(self, core, stopped: bool = True) -> None:
+        """A kernel core (label or index) stops taking packets, as a crashed core would."""
+        idx = self.core_labels.index(core) if isinstance(core, str) else int(core)
+        if self._lib.spinn_emu_stop_core(self._emu, idx, int(stopped)) != 0:
+            raise EmulatorError(f"no core {core!r}")
+
+    def fault_counts(self) -> Dict[str, int]:
+        """Packets routed, dropped by an injected fault, and lost at stopped cores."""
+        out = np.zeros(3, np.uint64)
+        self._lib.spinn_emu_fault_counts(self._emu, _ptr(out, _u64p))
+        return dict(zip(("routed", "dropped", "at_stopped_cores"), (int(v) for v in out)))
+
+    def board_counters(self) -> Dict[str, int]:
+        """Board-level provenance: packets the fabric lost to injected faults."""
+        faults = self.fault_counts()
+        return {"fabric_dropped": faults["dropped"], "lost_at_stopped_cores": faults["at_stopped_cores"]}
+
+    # -- raw streaming (the board double) and the live IO codec ---------------------------
+    def inject(self, chip, key: int, payload: int, marker: bool = False) -> None:
+        """One multicast packet enters the router of ``chip`` (x, y)."""
+        if self._lib.spinn_emu_inject(self._emu, self.chip_index[tuple(chip)], int(key) & 0xFFFFFFFF,
+                                      int(payload) & 0xFFFFFFFF, int(marker)) != 0:
+            raise EmulatorError(f"no chip {chip}")
+
+    def drain(self) -> np.ndarray:
+        """Route until no packet is in flight; uint32 (k, 3) (key, payload, marker) of the
+        packets that reached the live packet gatherer (from_cores boards only)."""
+        cap = 1 << 16
+        while True:
+            out = np.zeros(3 * cap, np.uint32)
+            n = self._lib.spinn_emu_drain(self._emu, _ptr(out, _u32p), cap)
+            if n < 0:
+                raise EmulatorError(self._error())
+            if n <= cap:
+                return out[:3 * n].reshape(n, 3)
+            raise EmulatorError(f"more than {cap} packets reached the gatherer in one drain")
+
+    def release(self) -> int:
+        """Fire every core's lost-sample timeout (spinn_slots.h); returns the slots released."""
+        return int(self._lib.spinn_emu_release(self._emu))
+
+    def encode(self, x_q: np.ndarray, slot: int):
+        """The multicast packets of one int16 sample (in_features,) in ``slot``: uint32 keys,
+        uint32 payloads and the input (0..) each belongs to, in sending order."""
+        x_q = np.ascontiguousarray(x_q, np.int16).reshape(-1)
+        if x_q.size != self.in_features:
+            raise EmulatorError(f"a sample has {x_q.size} values, the program takes {self.in_features}")
+        cap = x_q.size // 2 + 16 * 64
+        keys, payloads, which = np.zeros(cap, np.uint32), np.zeros(cap, np.uint32), np.zeros(cap, np.uint8)
+        n = self._lib.spinn_emu_encode(self._emu, _ptr(x_q, _i16p), int(slot), _ptr(keys, _u32p),
+                                       _ptr(payloads, _u32p), _ptr(which, _u8p), cap)
+        if n < 0 or n > cap:
+            raise EmulatorError(f"cannot encode a sample in slot {slot}")
+        return keys[:n], payloads[:n], which[:n]
+
+    def decode(self, key: int, payload: int, marker: bool, bufs: np.ndarray, counts: np.ndarray,
+               lost: np.ndarray) -> int:
+        """Decode one output packet into bufs (16 x out_features int16), counts (16 uint32) and
+        lost (16 uint8) per slot. Returns the slot, 16 for values outside the output, -1 for
+        a key the output does not own."""
+        return int(self._lib.spinn_emu_decode(self._emu, int(key) & 0xFFFFFFFF, int(payload) & 0xFFFFFFFF,
+                                              int(marker), self.n_slots, _ptr(bufs, _i16p), _ptr(counts, _u32p),
+                                              _ptr(lost, _u8p)))
 
     def core_packet(self, core, key: int, payload: int, cap: int = 1 << 16) -> np.ndarray:
         """Test hook: hand one packet straight to a kernel core (by label or index); it
@@ -165,11 +298,14 @@ class EmulatedBoard:
 
     def core_counters(self) -> Dict[str, Dict[str, int]]:
         out = np.zeros(N_COUNTERS, np.uint32)
+        slots = np.zeros(4, np.uint32)
         result = {}
         for i, label in enumerate(self.core_labels):
             self._lib.spinn_emu_core_counters(self._emu, i, _ptr(out, _u32p))
             c = dict(zip(COUNTER_NAMES, (int(v) for v in out)))
             c["macs"] = c.pop("macs_lo") + (c.pop("macs_hi") << 32)
+            self._lib.spinn_emu_core_slots(self._emu, i, _ptr(slots, _u32p))
+            c.update(zip(SLOT_COUNTER_NAMES, (int(v) for v in slots[1:])))
             result[label] = c
         return result
 

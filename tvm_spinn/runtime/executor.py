@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError, SpinnakerError
+from ..errors import InputError, LostSamplesError, SpinnakerError
 from ..program import BoardProgram, load_program
 from ..quantization.fixed_point import quantize_tensor
 from ..quantization.reference import graph_reference
@@ -24,19 +24,19 @@ from .stats import RunStatistics, collect, combine
 
 log = logging.getLogger(__name__)
 
-BOARD_ENV = "TVM_SPINN_BOARD"  # "emulator" (default); a board's hostname is for the real-board path
-
-
 def open_board(program: BoardProgram):
-    """The board that runs ``program``: the emulator unless TVM_SPINN_BOARD names a board."""
-    target = os.environ.get(BOARD_ENV, "emulator")
-    if target == "emulator":
+    """The board that runs ``program``: the emulator, unless ``TVM_SPINN_BOARD`` names a
+    board, a spalloc server or a board double (:mod:`tvm_spinn.runtime.board.address`);
+    then the program is loaded there and started. Raises BoardError (what failed and what
+    to do) when that board cannot be used."""
+    from .board import BOARD_ENV, open_session, parse_board_address
+
+    address = parse_board_address(os.environ.get(BOARD_ENV))
+    if address.kind == "emulator":
         from .emulator import EmulatedBoard
 
         return EmulatedBoard(program)
-    raise SpinnakerError(
-        f"{BOARD_ENV}={target!r}: running on a real SpiNNaker board is not implemented yet "
-        "(the live IO path is mapped but not driven); unset it to use the emulator")
+    return open_session(program, address)
 
 
 class Executor:
@@ -94,7 +94,15 @@ class Executor:
                 self._wall, self._saturated = 0.0, 0
             self._calls += 1
             start = time.perf_counter()
-            y_q = self.board.run(x_q)
+            try:
+                y_q = self.board.run(x_q)
+            except LostSamplesError as exc:
+                # The counters tell where the packets went: keep them for the user.
+                self._wall += time.perf_counter() - start
+                self.last_stats = collect(self.program, self.board, n, self._wall)
+                self.last_stats.lost_samples = len(exc.lost)
+                raise LostSamplesError(exc.lost, exc.n_samples, exc.partial,
+                                       f"{exc.where} in {self.symbol} ({self.program.layers[0].name if self.program.layers else self.symbol})") from None
             self._wall += time.perf_counter() - start
             self._saturated += saturated
             self.last_stats = collect(self.program, self.board, n, self._wall)

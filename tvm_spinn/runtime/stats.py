@@ -53,6 +53,11 @@ class RunStatistics:
     # per tensor on the board (the op that computes it): values beyond its calibrated range
     saturated_values: Dict[str, int] = field(default_factory=dict)
     functions: int = 1  # offloaded functions these statistics cover
+    # Provenance, summed over the kernel cores (on a board: read back from each core's
+    # provenance region after the run; tvm_spinn.machine.graph.PROVENANCE_NAMES), plus the
+    # board's own counts (board path: datagrams sent/lost, router drops; emulator: injected faults).
+    provenance: Dict[str, int] = field(default_factory=dict)
+    lost_samples: int = 0  # samples of the call that did not come back whole
 
     @property
     def saturated(self) -> int:
@@ -97,6 +102,13 @@ def _op_of(label: str) -> int:
 def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     """Statistics of the run just made on ``board`` (counters reset before the run)."""
     counters = board.core_counters()
+    provenance: Dict[str, int] = {}
+    for c in counters.values():
+        for key, value in c.items():
+            provenance[key] = provenance.get(key, 0) + int(value)
+    board_counts = getattr(board, "board_counters", None)
+    if board_counts is not None:
+        provenance.update(board_counts())
     saturated: Dict[str, int] = {}
     for label, c in counters.items():
         if c.get("saturated"):
@@ -130,7 +142,8 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
         macs=sum(c["macs"] for c in counters.values()), max_core_cycles_per_sample=max_cycles,
         bottleneck_core=bottleneck, modelled_latency_s=latency,
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
-        layer_cycles_per_sample=per_stage, saturated_values=saturated)
+        layer_cycles_per_sample=per_stage, saturated_values=saturated, provenance=provenance,
+        lost_samples=int(provenance.get("lost_samples", 0)))
 
 
 def combine(all_stats: List[RunStatistics]) -> RunStatistics:
@@ -157,4 +170,7 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
         layer_cycles_per_sample={k: v for s in all_stats for k, v in s.layer_cycles_per_sample.items()},
         saturated_inputs=sum(s.saturated_inputs for s in all_stats),
-        saturated_values={k: v for s in all_stats for k, v in s.saturated_values.items()}, functions=len(all_stats))
+        saturated_values={k: v for s in all_stats for k, v in s.saturated_values.items()}, functions=len(all_stats),
+        provenance={k: sum(s.provenance.get(k, 0) for s in all_stats) for k in
+                    dict.fromkeys(k for s in all_stats for k in s.provenance)},
+        lost_samples=max(s.lost_samples for s in all_stats))

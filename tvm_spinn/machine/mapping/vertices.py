@@ -26,10 +26,10 @@ from spinn_machine.tags import IPTag, ReverseIPTag
 from spinnaker_graph_front_end.utilities import SimulatorVertex
 from spinnman.messages.eieio import EIEIOType
 
-from ..graph import CONFIG_HEADER_WORDS, FIX_KEY, FIX_MASK, INPUT, KERNEL, OUTPUT, PARTITION, VertexSpec, frame_config
+from spinn_front_end_common.interface.provenance import ProvidesProvenanceDataFromMachineImpl
 
-SYSTEM_REGION = 0
-CONFIG_REGION = 1
+from ..graph import (CONFIG_HEADER_WORDS, CONFIG_REGION, FIX_KEY, FIX_MASK, INPUT, KERNEL, LOST_TIMEOUT_TICKS, OUTPUT,
+                     PARTITION, PROVENANCE_NAMES, PROVENANCE_REGION, SYSTEM_REGION, VertexSpec, frame_config)
 
 # Where a real board's live packet gatherer would send its EIEIO packets. On the
 # virtual board this only fills the LPG's IP tag; the board runtime may override it.
@@ -37,9 +37,11 @@ LPG_PORT = int(os.environ.get("TVM_SPINN_LPG_PORT", "17895"))
 LPG_HOST = os.environ.get("TVM_SPINN_LPG_HOST", "localhost")
 
 
-class KernelVertex(SimulatorVertex, MachineDataSpecableVertex):
+class KernelVertex(SimulatorVertex, MachineDataSpecableVertex, ProvidesProvenanceDataFromMachineImpl):
     """One core running one of our C kernels: region 0 = simulation header, 1 = config
-    (framed with its length and checksum, see tvm_spinn.machine.graph.frame_config)."""
+    (framed with its length, checksum and lost timeout, see tvm_spinn.machine.graph.frame_config),
+    2 = provenance (front-end-common's system words, then PROVENANCE_NAMES), which
+    front-end-common's own run flow would also read back and report."""
 
     __slots__ = ("_vspec",)
 
@@ -49,12 +51,30 @@ class KernelVertex(SimulatorVertex, MachineDataSpecableVertex):
         super().__init__(vspec.label, vspec.binary, vertex_slice=vslice)
         self._vspec = vspec
 
+    @property
+    def _provenance_region_id(self) -> int:
+        return PROVENANCE_REGION
+
+    @property
+    def _n_additional_data_items(self) -> int:
+        return len(PROVENANCE_NAMES)
+
+    def parse_extra_provenance_items(self, label: str, x: int, y: int, p: int, provenance_data) -> None:
+        """front-end-common's own run flow (not tvm_spinn's board runtime, which reads the
+        region itself) records our words under their names."""
+        from spinn_front_end_common.interface.provenance import ProvenanceWriter
+
+        with ProvenanceWriter() as db:
+            for name, value in zip(PROVENANCE_NAMES, self._get_extra_provenance_words(provenance_data)):
+                db.insert_core(x, y, p, name, int(value))
+
     def _config_bytes(self) -> int:
         return (CONFIG_HEADER_WORDS + len(self._vspec.config)) * 4
 
     @property
     def sdram_required(self) -> ConstantSDRAM:
-        return ConstantSDRAM(self._vspec.sdram_bytes + SIMULATION_N_BYTES + self._config_bytes())
+        return ConstantSDRAM(self._vspec.sdram_bytes + SIMULATION_N_BYTES + self._config_bytes()
+                             + self.get_provenance_data_size(len(PROVENANCE_NAMES)))
 
     def get_n_keys_for_partition(self, partition_id: str) -> int:
         return self._vspec.n_keys
@@ -87,7 +107,8 @@ class KernelVertex(SimulatorVertex, MachineDataSpecableVertex):
         self.generate_system_region(spec, SYSTEM_REGION)
         spec.reserve_memory_region(CONFIG_REGION, self._config_bytes(), label="config")
         spec.switch_write_focus(CONFIG_REGION)
-        spec.write_array(frame_config(self.fixed_config()))
+        spec.write_array(frame_config(self.fixed_config(), LOST_TIMEOUT_TICKS, self._vspec.lost_bit))
+        self.reserve_provenance_data_region(spec)
         spec.end_specification()
 
 

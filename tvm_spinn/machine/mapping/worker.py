@@ -19,8 +19,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..graph import (KERNEL, PARTITION, RESULT_FILE, SPEC_FILE, MachineGraphSpec, MappingResult, dump_result,
-                     load_spec)
+from ..graph import (KERNEL, PARTITION, RESULT_FILE, SPEC_FILE, CoreImage, IPTagSpec, MachineGraphSpec,
+                     MappingResult, dump_result, load_spec)
 
 ERROR_TAG = "TVM_SPINN_ERROR"
 # A short run: on a virtual board gfe.run maps, allocates keys, generates routing tables
@@ -77,24 +77,39 @@ def _machine() -> Tuple[List[Tuple[int, int]], Dict[Tuple[int, int, int], Tuple[
     return sorted(chips), links, n_cores, n_entries
 
 
-def _regions(vertices: Dict[str, object], placements: Dict[str, Tuple[int, int, int]]) -> Dict[str, Dict[int, bytes]]:
-    """label -> {region: bytes} each KERNEL core would load, from the data-spec database.
+def _images(vertices: Dict[str, object], placements: Dict[str, Tuple[int, int, int]]) -> List[CoreImage]:
+    """Every core's binary and data-spec regions (sizes and written bytes), from the
+    data-spec database: what front-end-common's loader would write on a board.
 
     One query over the database's ``region`` table instead of 7.4.1's per-core
     ``get_region_pointers_and_content`` (which reads a slow UNION view: 1.3 s for 800 cores).
-    A reserved region nothing was written to has NULL content: reported as b"".
+    A reserved region nothing was written to has NULL content: no data.
     """
     from spinn_front_end_common.interface.ds import DsSqlliteDatabase
 
-    from .vertices import KernelVertex
-
-    by_core = {placements[label]: label for label, v in vertices.items() if isinstance(v, KernelVertex)}
-    out: Dict[str, Dict[int, bytes]] = {label: {} for label in by_core.values()}
+    by_core = {placements[label]: label for label in vertices}
+    images = {label: CoreImage(label, tuple(placements[label]), vertices[label].get_binary_file_name())
+              for label in vertices}
     with DsSqlliteDatabase() as db:
-        for x, y, p, num, content in db.cursor().execute("SELECT x, y, p, region_num, content FROM region"):
+        rows = db.cursor().execute("SELECT x, y, p, region_num, size, content FROM region")
+        for x, y, p, num, size, content in rows:
             label = by_core.get((x, y, p))
             if label is not None:
-                out[label][num] = bytes(content or b"")
+                images[label].region_sizes[int(num)] = int(size)
+                if content is not None:
+                    images[label].region_data[int(num)] = bytes(content)
+    return [images[label] for label in vertices]
+
+
+def _iptags(vertices: Dict[str, object]) -> List[IPTagSpec]:
+    from spinn_front_end_common.data import FecDataView
+
+    tags = FecDataView.get_tags()
+    out = []
+    for label, vertex in vertices.items():
+        for tag in tags.get_ip_tags_for_vertex(vertex) or ():
+            out.append(IPTagSpec(label, int(tag.destination_x), int(tag.destination_y), int(tag.tag),
+                                 bool(tag.strip_sdp)))
     return out
 
 
@@ -148,6 +163,7 @@ def map_spec(spec: MachineGraphSpec) -> MappingResult:
     t_run = time.perf_counter()
 
     by_vertex = {v: label for label, v in vertices.items()}
+    spec_kinds = {v.label: v.kind for v in spec.vertices}
     placements = {}
     for pl in FecDataView.iterate_placemements():
         if pl.vertex in by_vertex:  # skip system vertices (none with monitors off)
@@ -160,7 +176,10 @@ def map_spec(spec: MachineGraphSpec) -> MappingResult:
         keys[label] = (int(info.key), int(info.mask))
     chips, links, n_cores, n_entries = _machine()
     tables, stage = _routing_tables(n_entries)
-    regions = _regions(vertices, placements)
+    images = _images(vertices, placements)
+    regions = {im.label: dict(im.region_data) for im in images if spec_kinds[im.label] == KERNEL}
+    iptags = _iptags(vertices)
+    app_id = int(FecDataView.get_app_id())
     gfe.stop()
     t_end = time.perf_counter()
     print(
@@ -180,6 +199,9 @@ def map_spec(spec: MachineGraphSpec) -> MappingResult:
         n_cores_per_chip_available=n_cores,
         max_router_entries=n_entries,
         mapping_seconds=t_end - t0,
+        images=images,
+        iptags=iptags,
+        app_id=app_id,
     )
 
 

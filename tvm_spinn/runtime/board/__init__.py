@@ -1,0 +1,19 @@
+"""The real-board runtime: a program loaded on a SpiNNaker machine (a board on the
+user's network, a spalloc allocation, or a board double) and driven by live IO.
+
+- :mod:`.address`: what ``TVM_SPINN_BOARD`` names;
+- :mod:`.loader`: loading and run control through the toolchain's transceiver;
+- :mod:`.live_io`: samples in, results out, flow control, lost samples;
+- :mod:`.session`: the board the executor drives (the emulator's interface);
+- :mod:`.double_link`: the transceiver of a board double.
+"""
+from .address import BOARD_ENV, BoardAddress, parse_board_address
+
+__all__ = ["BOARD_ENV", "BoardAddress", "parse_board_address", "open_session"]
+
+
+def open_session(program, address: BoardAddress):
+    """A :class:`.session.BoardSession` of ``program`` on ``address`` (loaded and running)."""
+    from .session import BoardSession
+
+    return BoardSession(program, address)

@@ -1,0 +1,197 @@
+"""Live IO with a loaded board: samples in as EIEIO over SDP, results back from the live
+packet gatherer as EIEIO over UDP, ordered by sample.
+
+Flow control (why it is needed: the toolchain's ``LiveEventConnection`` sleeps 0.1 s after
+every 6 messages, about 60 messages/s; SCAMP on the Ethernet chip holds about 8 SDP
+messages in flight and drops the rest):
+
+- **Window**: at most ``n_slots`` samples in flight, one per kernel slot (the kernels'
+  contract: a slot is reused only after its sample has left the board). The next sample
+  enters as soon as the previous one in its slot is complete or declared lost.
+- **Rate**: datagrams are paced to ``TVM_SPINN_LINK_MBPS`` megabits/s of UDP payload
+  (default 32: about half the 5-10 MB/s published for SDP into a board without
+  handshaking; ../notes/board.md). A board double is not paced.
+- **Completion**: a sample is done when every output value arrived; it is lost if a
+  lost-value marker (an EIEIO key without payload) arrived for it, or if nothing arrived
+  for ``TVM_SPINN_SAMPLE_TIMEOUT`` seconds (default 0.5) while it was in flight.
+- **After a loss** the lost samples' slots rest for twice the cores' lost timeout before
+  reuse, so that stale markers of the lost samples cannot be taken for new samples.
+
+Datagrams: inputs are EIEIO ``KEY_PAYLOAD_32_BIT`` data messages (31 events, 250 bytes)
+wrapped in SDP to port 1 of each input's reverse-IP-tag multicast source core, which
+sends each event as a multicast packet; outputs are the live packet gatherer's EIEIO
+messages (``strip_sdp``), ``KEY_PAYLOAD_32_BIT`` for values and ``KEY_32_BIT`` (no
+payload) for lost-value markers. Encoding and decoding use spinnman's EIEIO classes and
+the emulator's own key codec (``EmulatedBoard.encode`` / ``decode``).
+"""
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import time
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from ...machine.graph import LOST_TIMEOUT_TICKS
+from ...program import BoardProgram
+
+EVENTS_PER_MESSAGE = 31  # KEY_PAYLOAD_32_BIT: 2-byte header + 8 bytes per event <= 256-byte SDP data
+INPUT_SDP_PORT = 1  # front-end-common's reverse IP tag multicast source (SDP_PORTS.INPUT_BUFFERING_SDP_PORT)
+MAX_SLOTS = 16  # SPINN_MAX_SLOTS
+
+
+def link_bits_per_s() -> float:
+    return float(os.environ.get("TVM_SPINN_LINK_MBPS", "32")) * 1e6
+
+
+def sample_timeout_s() -> float:
+    return float(os.environ.get("TVM_SPINN_SAMPLE_TIMEOUT", "0.5"))
+
+
+class LiveIO:
+    """Streams batches through a running board.
+
+    txrx: the transceiver (its ``send_sdp_message`` carries the inputs). sock: the UDP
+    socket the live packet gatherer's IP tag points at. codec: ``EmulatedBoard.codec``
+    of the program. input_cores: (x, y, p) of each input's source core. paced: apply the
+    rate limit (real boards).
+    """
+
+    def __init__(self, txrx, sock: socket.socket, codec, program: BoardProgram,
+                 input_cores: List[Tuple[int, int, int]], paced: bool) -> None:
+        self.txrx, self.sock, self.codec, self.program = txrx, sock, codec, program
+        self.input_cores = input_cores
+        self.paced = paced
+        self.counts: Dict[str, int] = collections.Counter()
+
+    def _messages(self, keys, payloads, which) -> List[Tuple[int, bytes]]:
+        """EIEIO messages (input index, bytes) of one sample's packets."""
+        from spinnman.messages.eieio import EIEIOType
+        from spinnman.messages.eieio.data_messages import EIEIODataMessage
+
+        out = []
+        for k in range(len(self.input_cores)):
+            sel = np.flatnonzero(which == k)
+            for start in range(0, len(sel), EVENTS_PER_MESSAGE):
+                msg = EIEIODataMessage.create(EIEIOType.KEY_PAYLOAD_32_BIT)
+                for i in sel[start:start + EVENTS_PER_MESSAGE]:
+                    msg.add_key_and_payload(int(keys[i]), int(payloads[i]))
+                out.append((k, msg.bytestring))
+        return out
+
+    def _send(self, k: int, body: bytes) -> None:
+        from spinnman.messages.sdp import SDPFlag, SDPHeader, SDPMessage
+
+        x, y, p = self.input_cores[k]
+        header = SDPHeader(flags=SDPFlag.REPLY_NOT_EXPECTED, destination_port=INPUT_SDP_PORT, destination_cpu=p,
+                           destination_chip_x=x, destination_chip_y=y, source_port=0, source_cpu=0,
+                           source_chip_x=0, source_chip_y=0, tag=0)
+        self.txrx.send_sdp_message(SDPMessage(header, data=body))
+        self.counts["datagrams_sent"] += 1
+        self.counts["bytes_sent"] += len(body)
+
+    def _receive(self, deadline: float, on_event) -> bool:
+        """Read the gatherer's datagrams until none waits (or deadline); on_event(key,
+        payload, marker) for each event. True if anything arrived."""
+        from spinnman.messages.eieio import read_eieio_data_message
+
+        got = False
+        while True:
+            timeout = max(0.0, deadline - time.monotonic())
+            self.sock.settimeout(timeout if not got else 0.0)
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, BlockingIOError):
+                return got
+            got = True
+            self.counts["datagrams_received"] += 1
+            try:
+                msg = read_eieio_data_message(data, 0)
+            except Exception:  # not an EIEIO data message: count it, never guess
+                self.counts["datagrams_malformed"] += 1
+                continue
+            while msg.is_next_element:
+                e = msg.next_element
+                payload = getattr(e, "payload", None)
+                on_event(int(e.key), int(payload or 0), payload is None)
+
+    def run(self, x_q: np.ndarray, n_slots: int) -> Tuple[np.ndarray, List[int]]:
+        """Stream int16 samples (n, in_features) through the board; returns (y int16 (n,
+        out_features), sorted indices of lost samples; their rows of y are 0)."""
+        n, out_n = x_q.shape[0], self.program.out_features
+        y = np.zeros((n, out_n), np.int16)
+        bufs = np.zeros(MAX_SLOTS * out_n, np.int16)
+        counts = np.zeros(MAX_SLOTS, np.uint32)
+        lost_flag = np.zeros(MAX_SLOTS, np.uint8)
+        slot_sample = [-1] * MAX_SLOTS
+        free = collections.deque(range(n_slots))
+        resting: List[Tuple[float, int]] = []
+        lost: List[int] = []
+        outbox: collections.deque = collections.deque()
+        next_sample, done = 0, 0
+        bytes_per_s = link_bits_per_s() / 8
+        send_at = time.monotonic()
+        last_progress = time.monotonic()
+        rest_s = 2 * LOST_TIMEOUT_TICKS * 1e-3 + 0.05
+
+        def finish(slot: int, was_lost: bool) -> None:
+            nonlocal done
+            sample = slot_sample[slot]
+            if was_lost:
+                lost.append(sample)
+                resting.append((time.monotonic() + rest_s, slot))
+            else:
+                y[sample] = bufs[slot * out_n:(slot + 1) * out_n]
+                free.append(slot)
+            slot_sample[slot] = -1
+            counts[slot] = 0
+            lost_flag[slot] = 0
+            done += 1
+
+        def on_event(key: int, payload: int, marker: bool) -> None:
+            nonlocal last_progress
+            slot = self.codec.decode(key, payload, marker, bufs, counts, lost_flag)
+            if slot < 0:
+                self.counts["events_unknown_key"] += 1
+                return
+            if slot >= MAX_SLOTS:
+                return
+            self.counts["markers_received" if marker else "events_received"] += 1
+            if slot_sample[slot] < 0:  # a straggler of a sample already declared lost
+                self.counts["events_stale"] += 1
+                counts[slot], lost_flag[slot] = 0, 0
+                return
+            last_progress = time.monotonic()
+            if counts[slot] >= out_n:
+                finish(slot, bool(lost_flag[slot]))
+
+        while done < n:
+            now = time.monotonic()
+            for entry in [r for r in resting if r[0] <= now]:
+                resting.remove(entry)
+                free.append(entry[1])
+            while next_sample < n and free and len(outbox) < 4 * EVENTS_PER_MESSAGE:
+                if all(s < 0 for s in slot_sample):
+                    last_progress = now  # nothing was in flight: the clock starts now
+                slot = free.popleft()
+                slot_sample[slot] = next_sample
+                bufs[slot * out_n:(slot + 1) * out_n] = 0
+                keys, payloads, which = self.codec.encode(x_q[next_sample], slot)
+                outbox.extend(self._messages(keys, payloads, which))
+                next_sample += 1
+            while outbox and (not self.paced or time.monotonic() >= send_at):
+                k, body = outbox.popleft()
+                self._send(k, body)
+                if self.paced:
+                    send_at = max(send_at, time.monotonic()) + (len(body) + 14 + 66) / bytes_per_s
+            wait = 0.0005 if outbox else 0.02
+            self._receive(time.monotonic() + wait, on_event)
+            in_flight = [s for s in range(MAX_SLOTS) if slot_sample[s] >= 0]
+            if in_flight and not outbox and time.monotonic() - last_progress > sample_timeout_s():
+                for s in in_flight:  # nothing came back in time: a core stopped, or the outputs were lost
+                    self.counts["samples_timed_out"] += 1
+                    finish(s, True)
+                last_progress = time.monotonic()
+        return y, sorted(lost)
