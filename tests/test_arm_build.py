@@ -176,7 +176,7 @@ void simulation_run(void) {
     cb[MC_PACKET_RECEIVED](0xFFFFFFFFu, 0u); /* a marker no entry matches: dropped */
     while (next_packet < n_stream || uq_len) {
         uint r = rnd(8u);
-        if (r == 0u) cb[TIMER_TICK](0u, 0u); /* ticks while packets flow: no release */
+        if (r == 0u && rnd(32u) == 0u) cb[TIMER_TICK](0u, 0u); /* a few ticks while packets flow: no release */
         else if (next_packet < n_stream && (uq_len == 0u || r > 2u)) deliver();
         else if (uq_len) run_user_event();
     }

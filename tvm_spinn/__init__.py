@@ -28,7 +28,7 @@ if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only in the mapping w
     from .codegen.pipeline import build  # noqa: F401
     from .frontend import from_torch  # noqa: F401
     from .partition import partition_for_spinnaker  # noqa: F401
-    from .runtime import executors, integer_reference, statistics  # noqa: F401
+    from .runtime import executors, integer_reference, statistics, use_board  # noqa: F401
 
     # A target tag so that tvm.compile(mod, target="spinnaker", ...) is accepted: the
     # host part compiles for the CPU; the offloaded part is chosen by the pipeline.

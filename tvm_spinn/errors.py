@@ -62,5 +62,5 @@ class LostSamplesError(SpinnakerError):
         super().__init__(
             f"{len(self.lost)} of {self.n_samples} samples were lost {where} (sample indices in the batch: "
             f"{shown}): packets or datagrams did not arrive, so these outputs would be wrong. The statistics "
-            f"(tvm_spinn.last_run_stats) show the drop counters. Run the batch again; if it keeps happening, "
+            f"(tvm_spinn.statistics(vm).provenance) show the drop counters. Run the batch again; if it keeps happening, "
             f"reduce the host link rate (TVM_SPINN_LINK_MBPS) or check the board.")

@@ -89,6 +89,7 @@ struct spinn_emu {
     uint32_t completed_slots[SPINN_MAX_SLOTS], n_completed;
     uint8_t out_lost[SPINN_MAX_SLOTS];
     uint32_t run_slots; /* samples in flight of the current run */
+    int settling;       /* after a run: stragglers of lost samples drain away */
     /* raw output mode (board double): packets reaching the gatherer are captured */
     int raw;
     uint32_t *raw_out, raw_cap, raw_n;
@@ -357,21 +358,22 @@ static int core_packet(core_t *c, uint32_t key, uint32_t payload, int marker, sp
     }
 }
 
-/* The lost-sample timeout fired on core c: release its partly filled slots. */
+/* The lost-sample timeout fired on core c: release its partly filled slots (the
+ * emulator has no time: it fires when nothing is left in flight, for every slot). */
 static uint32_t core_release(core_t *c) {
     switch (c->kind) {
     case SPINN_CORE_DENSE_TILE:
-        return spinn_dense_tile_release_all(&c->k.tile, &c->slots, core_send_lost, c);
+        return spinn_dense_tile_release_stale(&c->k.tile, &c->slots, 0u, core_send_lost, c);
     case SPINN_CORE_DENSE_REDUCE:
-        return spinn_dense_reduce_release_all(&c->k.reduce, &c->slots, core_send_lost, c);
+        return spinn_dense_reduce_release_stale(&c->k.reduce, &c->slots, 0u, core_send_lost, c);
     case SPINN_CORE_CONV:
-        return spinn_conv_tile_release_all(&c->k.conv, &c->slots, core_send_lost, c);
+        return spinn_conv_tile_release_stale(&c->k.conv, &c->slots, 0u, core_send_lost, c);
     case SPINN_CORE_POOL:
-        return spinn_pool_tile_release_all(&c->k.pool, &c->slots, core_send_lost, c);
+        return spinn_pool_tile_release_stale(&c->k.pool, &c->slots, 0u, core_send_lost, c);
     case SPINN_CORE_CONV_REDUCE:
-        return spinn_conv_reduce_release_all(&c->k.conv_reduce, &c->slots, core_send_lost, c);
+        return spinn_conv_reduce_release_stale(&c->k.conv_reduce, &c->slots, 0u, core_send_lost, c);
     default:
-        return spinn_add_tile_release_all(&c->k.add, &c->slots, core_send_lost, c);
+        return spinn_add_tile_release_stale(&c->k.add, &c->slots, 0u, core_send_lost, c);
     }
 }
 
@@ -445,6 +447,7 @@ static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload, uin
     slot = decode_output(emu, key, payload, marker, emu->run_slots, emu->out_buf, emu->out_counts, emu->out_lost,
                          &why);
     if (slot == (int32_t)SPINN_MAX_SLOTS) return;
+    if (emu->settling) return;
     if (slot < 0 || emu->slot_sample[slot] < 0) {
         snprintf(msg, sizeof(msg), "output gatherer received key 0x%08x: %s", key,
                  slot < 0 ? why : "its slot holds no sample");
@@ -715,6 +718,18 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
         }
         emu->n_completed = 0;
     }
+    /* Settle, as a board does between runs: what is still in flight or held part-filled
+     * (stragglers of lost samples) drains away, so the next run starts clean. */
+    emu->settling = 1;
+    do {
+        while (emu->q_len && !emu->failed) {
+            packet_t pk = emu->queue[emu->q_head];
+            emu->q_head = (emu->q_head + 1u) & (emu->q_cap - 1u);
+            emu->q_len--;
+            route(emu, &pk);
+        }
+    } while (!emu->failed && release_all(emu));
+    emu->settling = 0;
     for (i = 0; i < emu->n_cores && !emu->failed; i++) {
         uint32_t dropped = core_counters(&emu->cores[i])->dropped;
         if (dropped) {
@@ -748,7 +763,7 @@ void spinn_emu_fault_counts(const spinn_emu_t *emu, uint64_t *out) {
 
 int spinn_emu_core_slots(const spinn_emu_t *emu, uint32_t core, uint32_t *out) {
     if (core >= emu->n_cores) return -1;
-    memcpy(out, &emu->cores[core].slots, sizeof(spinn_slots_t));
+    memcpy(out, &emu->cores[core].slots, SPINN_SLOTS_COUNTERS * sizeof(uint32_t));
     return 0;
 }
 

@@ -5,10 +5,11 @@
  * a multicast packet dropped by a router, a core upstream that stopped) would
  * hold its slot for good, and n_slots such losses stop the core. Instead:
  *
- *   release   after a bounded quiet time (spin1 binding: the config header's
- *             lost_timeout in timer ticks; emulator: when no packet is left
- *             in flight) every slot still holding part of a sample is forced
- *             complete (the kernel's *_release) and computed;
+ *   release   a slot that holds part of a sample and got no packet for a
+ *             bounded time (spin1 binding: the config header's lost_timeout
+ *             in timer ticks, per slot, checked while no packet waits in the
+ *             core's queue; emulator: when no packet is left in flight) is
+ *             forced complete (the kernel's *_release) and computed;
  *   marker    the outputs of such a slot leave with their slot field moved
  *             up by the slot span (spinn_slot_decode; the sender's key block
  *             holds twice its slots), payload 0: "the values this key
@@ -32,6 +33,7 @@
 
 #include <stdint.h>
 
+#include "spinn_dense.h" /* SPINN_MAX_SLOTS */
 #include "spinn_fixed.h" /* spinn_send_fn */
 
 typedef struct {
@@ -39,7 +41,10 @@ typedef struct {
     uint32_t markers_in; /* lost-value markers received */
     uint32_t released;   /* slots forced complete after the quiet timeout */
     uint32_t lost_out;   /* samples this core finished as lost (sent as markers) */
+    uint32_t now;        /* timer ticks (spin1 binding) */
+    uint32_t last[SPINN_MAX_SLOTS]; /* tick of each slot's last packet */
 } spinn_slots_t;
+#define SPINN_SLOTS_COUNTERS 4u /* the words above `now` (provenance, emulator statistics) */
 
 /* A slot the kernel has emptied is no longer lost: count the lost sample once. */
 static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) {
@@ -58,9 +63,10 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
  *       one packet in (marker: it carried no payload); computes the slot it
  *       completes, with send_lost when the slot is lost. Returns 0 or the
  *       send error.
- *   spinn_<name>_release_all(k, g, send_lost, ctx)
- *       the quiet timeout: force every partly filled slot complete and send
- *       its outputs as markers. Returns the number of slots released.
+ *   spinn_<name>_release_stale(k, g, timeout, send_lost, ctx)
+ *       the lost timeout: force every partly filled slot that got no packet
+ *       for `timeout` ticks (0: every one) complete and send its outputs as
+ *       markers. Returns the number of slots released.
  * The kernel provides *_receive, *_compute, *_rx_slot (slot of the last
  * packet received, or -1), *_busy (the slot holds part of a sample) and
  * *_release (force the slot complete; returns it for compute, or -1).
@@ -76,6 +82,7 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
             marker = 1;                                                                                   \
             at = (int32_t)((uint32_t)at & ~(uint32_t)SPINN_SLOT_LOST);                                    \
         }                                                                                                 \
+        if (at >= 0) g->last[at] = g->now;                                                                \
         if (marker) {                                                                                     \
             g->markers_in++;                                                                              \
             if (at >= 0) g->lost |= 1u << (uint32_t)at;                                                   \
@@ -90,12 +97,18 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
         return rc;                                                                                        \
     }                                                                                                     \
                                                                                                           \
-    static inline uint32_t spinn_##name##_release_all(spinn_##name##_t *k, spinn_slots_t *g,              \
-                                                      spinn_send_fn send_lost, void *ctx) {               \
+    static inline uint32_t spinn_##name##_release_stale(spinn_##name##_t *k, spinn_slots_t *g,            \
+                                                        uint32_t timeout, spinn_send_fn send_lost,        \
+                                                        void *ctx) {                                      \
         uint32_t s, n = 0;                                                                                \
         for (s = 0; s < SPINN_MAX_SLOTS; s++) {                                                           \
-            int32_t r = spinn_##name##_release(k, s);                                                     \
-            if (r < 0) continue;                                                                          \
+            int32_t r;                                                                                    \
+            if (g->now - g->last[s] < timeout) continue;                                                  \
+            r = spinn_##name##_release(k, s);                                                             \
+            if (r < 0) { /* nothing left to compute: the slot may just have been emptied */              \
+                spinn_slots_settle(g, (int32_t)s, spinn_##name##_busy(k, s));                             \
+                continue;                                                                                 \
+            }                                                                                             \
             n++;                                                                                          \
             g->released++;                                                                                \
             g->lost |= 1u << (uint32_t)r;                                                                 \

@@ -103,7 +103,7 @@ typedef struct {
     volatile uint8_t q_marker[SPINN_RX_QUEUE];
     volatile uint32_t q_head, q_tail;
     volatile uint32_t event_pending; /* a drain is queued or running */
-    uint32_t quiet_ticks, lost_timeout;
+    uint32_t lost_timeout;
     uint32_t lost_bit; /* OR-ed into a key to make it a lost-value marker (spinn_fixed.h) */
     spinn_slots_t slots;
     /* errors, stored as provenance */
@@ -194,7 +194,6 @@ static inline int spinn_binding_next(spinn_binding_t *b, uint32_t *key, uint32_t
     *payload = b->q_payload[i];
     *marker = b->q_marker[i];
     b->q_head = h + 1u;
-    b->quiet_ticks = 0u;
     return 1;
 }
 
@@ -225,11 +224,13 @@ static inline int spinn_binding_send_lost(void *ctx, uint32_t key, uint32_t payl
 
 /* Timer tick: 1 if the run is over (pause or end of the run's ticks), after
  * storing provenance, pausing and signalling READY to the host; else 0, and
- * the drain is re-triggered if packets wait, or *release set when the core
- * has been quiet for lost_timeout ticks. */
+ * the drain is re-triggered if packets wait, or *release set when none waits
+ * (slots quiet for lost_timeout ticks may then be released: a slot's packets
+ * cannot be sitting in the queue). */
 static inline int spinn_binding_tick(spinn_binding_t *b, resume_callback_t on_resume, int *release) {
     *release = 0;
     b->time++;
+    b->slots.now++;
     if (simulation_is_finished()) {
         simulation_handle_pause_resume(on_resume); /* stops the timer, stores provenance */
         b->time--;                                 /* the next run starts where this one ended */
@@ -242,10 +243,7 @@ static inline int spinn_binding_tick(spinn_binding_t *b, resume_callback_t on_re
         spin1_mode_restore(cpsr);
         return 0;
     }
-    if (++b->quiet_ticks >= b->lost_timeout) {
-        b->quiet_ticks = 0u;
-        *release = 1;
-    }
+    *release = 1;
     return 0;
 }
 
@@ -309,14 +307,19 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
                 core.b.compute_failed++;                                                               \
     }                                                                                                  \
                                                                                                        \
-    static void on_resume(void) { core.b.quiet_ticks = 0u; }                                           \
+    /* a pause does not age the slots: their clocks restart with the run */                          \
+    static void on_resume(void) {                                                                      \
+        uint32_t s;                                                                                    \
+        for (s = 0; s < SPINN_MAX_SLOTS; s++) core.b.slots.last[s] = core.b.slots.now;                 \
+    }                                                                                                  \
                                                                                                        \
     static void on_tick(uint unused0, uint unused1) {                                                  \
         int release;                                                                                   \
         (void)unused0;                                                                                 \
         (void)unused1;                                                                                 \
         if (spinn_binding_tick(&core.b, on_resume, &release) || !release) return;                      \
-        spinn_##name##_release_all(&core.k, &core.b.slots, spinn_binding_send_lost, &core.b);          \
+        spinn_##name##_release_stale(&core.k, &core.b.slots, core.b.lost_timeout, spinn_binding_send_lost, \
+                                     &core.b);                                                         \
     }                                                                                                  \
                                                                                                        \
     static void store_provenance(address_t at) {                                                       \

@@ -168,6 +168,9 @@ class BoardDouble:
         for x, y, p in cores:
             if p not in self.chips.get((x, y), ()):
                 raise ValueError(f"core ({x}, {y}, {p}) is not an application core of this board")
+            other = self.cores.get((x, y, p))
+            if other is not None and other.app_id != app_id and other.state not in (FINISHED, DEAD):
+                raise ValueError(f"core ({x}, {y}, {p}) is in use by application {other.app_id}")
             core = Core(binary, app_id)
             self.cores[(x, y, p)] = core
             self._c_main((x, y, p), core)
@@ -341,7 +344,9 @@ class BoardDouble:
         if time.monotonic() - self.last_input < LOST_TIMEOUT_TICKS * 1e-3:
             return
         for app in self.apps.values():
-            if app.board is not None and app.board.release():
+            # a release can leave downstream cores part-filled with markers: their own
+            # timeouts fire in turn, as the cores' timers would, until nothing is held
+            while app.board is not None and app.board.release():
                 self._forward(app, app.board.drain())
         self.last_input = time.monotonic()
 

@@ -115,20 +115,18 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
         routing_tables={tuple(k): np.asarray(v, np.uint32) for k, v in mapping.routing_tables.items()},
         placements={k: tuple(v) for k, v in mapping.placements.items()}, mapping_seconds=mapping.mapping_seconds,
         board_functions=list(board_functions or [symbol]), n_cores=len(cores) + len(inputs) + 1,
-        images=_board_images(mapping, {c.label for c in cores} | {i.label for i in layout.inputs} | {layout.output_label}),
-        iptags=[t for t in mapping.iptags if t.label == layout.output_label], app_id=int(mapping.app_id))
+        images=_board_images(mapping, {c.label for c in cores}), iptags=list(mapping.iptags),
+        app_id=int(mapping.app_id))
 
 
-def _board_images(mapping: MappingResult, labels) -> list:
-    """This function's cores' images; a kernel's config region is dropped (the program's
-    core config, framed again at load time: tvm_spinn.runtime.board.loader)."""
-    kernels = set(mapping.regions)
-    out = []
-    for im in mapping.images:
-        if im.label in labels:
-            data = {k: v for k, v in im.region_data.items() if not (im.label in kernels and k == CONFIG_REGION)}
-            out.append(CoreImage(im.label, tuple(im.placement), im.binary, dict(im.region_sizes), data))
-    return out
+def _board_images(mapping: MappingResult, own) -> list:
+    """Every core of the board's mapping (the functions mapped together share one
+    application, one gatherer and one IP tag, and load together), so that any of them can
+    load the board. The config region of this function's own kernels is dropped: it is the
+    program's core config, framed again at load time (tvm_spinn.runtime.board.loader)."""
+    return [CoreImage(im.label, tuple(im.placement), im.binary, dict(im.region_sizes),
+                      {k: v for k, v in im.region_data.items() if not (im.label in own and k == CONFIG_REGION)})
+            for im in mapping.images]
 
 
 def _static_shapes(ty, where: str) -> List[Tuple[int, ...]]:

@@ -24,14 +24,14 @@ from .stats import RunStatistics, collect, combine
 
 log = logging.getLogger(__name__)
 
-def open_board(program: BoardProgram):
-    """The board that runs ``program``: the emulator, unless ``TVM_SPINN_BOARD`` names a
-    board, a spalloc server or a board double (:mod:`tvm_spinn.runtime.board.address`);
-    then the program is loaded there and started. Raises BoardError (what failed and what
-    to do) when that board cannot be used."""
+def open_board(program: BoardProgram, board: Optional[str] = None):
+    """The board that runs ``program``: ``board`` (a ``TVM_SPINN_BOARD`` value; None: the
+    variable's) names the emulator (default), a board, a spalloc server or a board double
+    (:mod:`tvm_spinn.runtime.board.address`); a real one gets the program loaded and
+    started. Raises BoardError (what failed and what to do) when that board cannot be used."""
     from .board import BOARD_ENV, open_session, parse_board_address
 
-    address = parse_board_address(os.environ.get(BOARD_ENV))
+    address = parse_board_address(board if board is not None else os.environ.get(BOARD_ENV))
     if address.kind == "emulator":
         from .emulator import EmulatedBoard
 
@@ -51,10 +51,28 @@ class Executor:
         self.instance_id = instance_id
         self.board = open_board(program)
         self.last_stats: Optional[RunStatistics] = None
+        self.last_lost: Optional[LostSamplesError] = None
         self._lock = threading.Lock()
         self._calls = 0  # calls so far; every calls_per_inference-th starts a new inference
         self._wall = 0.0
         self._saturated = 0
+
+    def use_board(self, board: Optional[str] = None) -> None:
+        """Run on another board from now on (see :func:`use_board`)."""
+        from .board import BOARD_ENV, parse_board_address
+
+        target = parse_board_address(board if board is not None else os.environ.get(BOARD_ENV))
+        with self._lock:
+            if getattr(self.board, "address", None) == target:  # the same board: reload it
+                self.board.close()
+                self.board = open_board(self.program, board)
+            else:
+                new = open_board(self.program, board)  # a board that fails leaves the old one in place
+                old, self.board = self.board, new
+                close = getattr(old, "close", None)
+                if close is not None:
+                    close()
+            self._calls = 0
 
     def _check_inputs(self, xs: List[np.ndarray]) -> None:
         first = self.program.layers[0].name if self.program.layers else self.symbol
@@ -101,6 +119,7 @@ class Executor:
                 self._wall += time.perf_counter() - start
                 self.last_stats = collect(self.program, self.board, n, self._wall)
                 self.last_stats.lost_samples = len(exc.lost)
+                self.last_lost = exc  # with the int16 rows (partial): the FFI passes only the message
                 raise LostSamplesError(exc.lost, exc.n_samples, exc.partial,
                                        f"{exc.where} in {self.symbol} ({self.program.layers[0].name if self.program.layers else self.symbol})") from None
             self._wall += time.perf_counter() - start
@@ -181,6 +200,21 @@ def executors(obj=None) -> list:
         return list(_executors.values())
     found = (_executors.get(int(m["spinnaker_instance_id"]())) for m in spinnaker_modules(obj))
     return sorted((e for e in found if e is not None), key=lambda e: e.symbol)
+
+
+def use_board(obj, board: Optional[str] = None) -> None:
+    """Move the offloaded functions of ``obj`` (an executable, VM or module that has run or
+    been linked by a VM) to ``board``, a ``TVM_SPINN_BOARD`` value ("emulator", a hostname,
+    ``spalloc://server``, ``double://host:port``; None: the variable's current value). Each
+    function's board is otherwise chosen once, when a VM first links it. The board it leaves
+    is released (a real board's application is stopped); the board it is on is reloaded
+    (after a fault, say). Raises BoardError if the new board cannot be used."""
+    found = executors(obj)
+    if not found:
+        raise SpinnakerError("use_board: no offloaded function of this object has been linked yet; "
+                             "create a relax.VirtualMachine on it first")
+    for e in found:
+        e.use_board(board)
 
 
 def statistics(obj=None) -> Optional[RunStatistics]:

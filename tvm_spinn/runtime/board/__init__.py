@@ -13,7 +13,8 @@ __all__ = ["BOARD_ENV", "BoardAddress", "parse_board_address", "open_session"]
 
 
 def open_session(program, address: BoardAddress):
-    """A :class:`.session.BoardSession` of ``program`` on ``address`` (loaded and running)."""
-    from .session import BoardSession
+    """``program`` on ``address``: a :class:`.session.BoardView` on the board's session (the
+    application is loaded and started by the first function of the board to open it)."""
+    from .session import BoardView
 
-    return BoardSession(program, address)
+    return BoardView(program, address)

@@ -15,7 +15,9 @@ messages in flight and drops the rest):
   lost-value marker (an EIEIO key without payload) arrived for it, or if nothing arrived
   for ``TVM_SPINN_SAMPLE_TIMEOUT`` seconds (default 0.5) while it was in flight.
 - **After a loss** the lost samples' slots rest for twice the cores' lost timeout before
-  reuse, so that stale markers of the lost samples cannot be taken for new samples.
+  reuse, and a call that lost samples waits that long before it returns, discarding what
+  still arrives: stale markers of lost samples are never taken for new samples. Datagrams
+  waiting when a call starts are discarded too.
 
 Datagrams: inputs are EIEIO ``KEY_PAYLOAD_32_BIT`` data messages (31 events, 250 bytes)
 wrapped in SDP to port 1 of each input's reverse-IP-tag multicast source core, which
@@ -135,6 +137,7 @@ class LiveIO:
         send_at = time.monotonic()
         last_progress = time.monotonic()
         rest_s = 2 * LOST_TIMEOUT_TICKS * 1e-3 + 0.05
+        self._discard(0.0)
 
         def finish(slot: int, was_lost: bool) -> None:
             nonlocal done
@@ -194,4 +197,18 @@ class LiveIO:
                     self.counts["samples_timed_out"] += 1
                     finish(s, True)
                 last_progress = time.monotonic()
+        if lost:  # stragglers of the lost samples: consumed here, never by the next call
+            self._discard(rest_s)
         return y, sorted(lost)
+
+    def _discard(self, seconds: float) -> None:
+        """Read and drop the gatherer's datagrams for ``seconds`` (0: those waiting now)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.sock.settimeout(max(0.0, deadline - time.monotonic()))
+            try:
+                self.sock.recv(65536)
+                self.counts["datagrams_discarded"] += 1
+            except (socket.timeout, BlockingIOError):
+                if time.monotonic() >= deadline:
+                    return

@@ -111,7 +111,8 @@ class BoardLoader:
         self.app_id = int(program.app_id or 30)
         self.images = list(program.images)
         self.by_label = {im.label: im for im in self.images}
-        self.kernel_labels = [c.label for c in program.cores]
+        # every kernel core on the board (the functions mapped with this one included)
+        self.kernel_labels = [im.label for im in self.images if im.binary in OUR_BINARIES]
         self.provenance_address: Dict[str, int] = {}
         self._runs = 0  # runs started: SYNC0 for even, SYNC1 for odd (spin1 flips event.wait)
         self._all = None
@@ -131,7 +132,7 @@ class BoardLoader:
     def _core_regions(self, im) -> Dict[int, bytes]:
         data = dict(im.region_data)
         core = self._kernels.get(im.label)
-        if core is not None:  # the kernel's config region: framed from the program's config words
+        if core is not None:  # this function's kernel: its config region framed from the program's words
             data[CONFIG_REGION] = frame_config(np.asarray(core.config, np.uint32), LOST_TIMEOUT_TICKS,
                                                core.lost_bit).astype("<u4").tobytes()
         return data
@@ -161,7 +162,7 @@ class BoardLoader:
                 if num in data and data[num]:
                     txrx.write_memory(x, y, pointer, data[num])
                     table[num, 1], table[num, 2] = _words_sum(data[num])
-                if num == PROVENANCE_REGION and im.label in self._kernels:
+                if num == PROVENANCE_REGION and im.binary in OUR_BINARIES:
                     self.provenance_address[im.label] = pointer
                 pointer += sizes[num]
             header = np.array([APPDATA_MAGIC_NUM, DSE_VERSION], np.uint32)

@@ -1,12 +1,14 @@
-"""A board session: one program on a real SpiNNaker machine (or a board double), with the
+"""Board sessions: programs on a real SpiNNaker machine (or a board double), with the
 interface the executor uses for the emulator (``run``, ``core_counters``, ...).
 
-Opening: connect (hostname, spalloc, double), load (:mod:`.loader`), start the run. Each
-``run`` streams a batch (:mod:`.live_io`), then pauses the cores (they store provenance and
-signal READY), reads the provenance back and resumes: the statistics of every call carry
-the board's own counters. ``close`` (also at interpreter exit) stops the application,
-clears the IP tag, closes the sockets and frees a spalloc job. Nothing is global: several
-sessions can live in one process, one after the other or side by side.
+A :class:`BoardSession` is one application on one machine: connect (hostname, spalloc,
+double), load (:mod:`.loader`), start the run. The offloaded functions mapped together
+share it, each through a :class:`BoardView`. Each ``run`` streams a batch (:mod:`.live_io`),
+then pauses the cores (they store provenance and signal READY), reads the provenance back
+and resumes: the statistics of every call carry the board's own counters. The last view to
+close (or interpreter exit) stops the application, clears the IP tag, closes the sockets
+and frees a spalloc job. No toolchain state is global: several sessions can live in one
+process, one after the other or side by side.
 """
 from __future__ import annotations
 
@@ -81,17 +83,17 @@ def connect(address: BoardAddress):
 
 
 class BoardSession:
-    """``program`` loaded and running on the machine at ``address``.
+    """A board's application loaded and running on the machine at ``address``: every core
+    of ``program``'s mapping (the offloaded functions mapped together share one application,
+    one gatherer and one IP tag). Shared by those functions' :class:`BoardView` s.
 
     Raises BoardError when the machine cannot be reached or loaded (with the reason and
-    what to do), LostSamplesError from :meth:`run` when samples did not come back whole."""
+    what to do)."""
 
     def __init__(self, program: BoardProgram, address: BoardAddress) -> None:
-        from ..emulator import EmulatedBoard
-
         self.program, self.address = program, address
-        self.n_slots = program.n_slots
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.users = 0
         self._closed = True
         self.txrx, board_ip, self._cleanup = connect(address)
         self.is_double = bool(getattr(self.txrx, "is_double", False))
@@ -108,50 +110,127 @@ class BoardSession:
             self._teardown(stop_app=True)
             raise
         self._closed = False
-        by_label = {im.label: tuple(im.placement) for im in program.images}
-        inputs = [by_label[i.label] for i in program.inputs]
-        self.io = LiveIO(self.txrx, self.sock, EmulatedBoard.codec(program), program, inputs, paced=not self.is_double)
-        self._base = {label: dict.fromkeys(COUNTER_KEYS, 0) for label in self.loader.kernel_labels}
-        self._now = {label: dict(v) for label, v in self._base.items()}
-        self._drops_base = self._drops_now = 0
-        self._lost_total = 0
+        self.placements = {im.label: tuple(im.placement) for im in program.images}
+        self.counters = {label: dict.fromkeys(COUNTER_KEYS + ("macs",), 0) for label in self.loader.kernel_labels}
+        self.router_dropped = 0
         _open_sessions.add(self)
 
-    # -- the executor's board interface ------------------------------------------------------
+    def refresh(self) -> None:
+        """Pause, read provenance, resume: the counters as the cores themselves keep them."""
+        self.loader.pause()
+        prov = self.loader.read_provenance()
+        self.router_dropped = self.loader.router_drops()
+        self.loader.start()
+        for label, words in prov.items():
+            self.counters[label] = {k: words.get(k, 0) for k in COUNTER_KEYS}
+            self.counters[label]["macs"] = words.get("macs_lo", 0) + (words.get("macs_hi", 0) << 32)
+
+    def _teardown(self, stop_app: bool) -> None:
+        if stop_app:
+            try:
+                self.loader.stop() if hasattr(self, "loader") else None
+            except Exception as exc:  # the board may already be gone
+                log.warning("stopping the application on %s: %s", self.address, exc)
+            for tag in self.program.iptags:
+                try:
+                    self.txrx.clear_ip_tag(tag.tag)
+                except Exception:
+                    pass
+        for fn in (self.sock.close, self.txrx.close, self._cleanup):
+            try:
+                fn()
+            except Exception as exc:
+                log.debug("closing %s: %s", self.address, exc)
+
+    def close(self) -> None:
+        """Stop the cores and release the board (idempotent)."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            _sessions.pop(self.key, None)
+            self._teardown(stop_app=True)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+_sessions: Dict[tuple, BoardSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def _session_key(program: BoardProgram, address: BoardAddress) -> tuple:
+    return (str(address), int(program.app_id), tuple(sorted(im.label for im in program.images)))
+
+
+class BoardView:
+    """One offloaded function on a shared :class:`BoardSession`: the executor's board
+    (``run``, ``core_counters``, ``router_counters``, ``board_counters``, ``close``).
+
+    Raises LostSamplesError from :meth:`run` naming the samples that did not come back
+    whole (the session stays usable)."""
+
+    def __init__(self, program: BoardProgram, address: BoardAddress) -> None:
+        from ..emulator import EmulatedBoard
+
+        key = _session_key(program, address)
+        with _sessions_lock:
+            session = _sessions.get(key)
+            busy = [s for k, s in _sessions.items() if k[0] == key[0] and k != key and not s._closed]
+            if busy and (session is None or session._closed):
+                # each build maps a whole board: two different models cannot share one
+                symbols = ", ".join(sorted(busy[0].program.board_functions))[:300]
+                raise BoardError(f"{address} already runs another model in this process ({symbols}); "
+                                 f"move that one off first (tvm_spinn.use_board(vm, 'emulator')) or use "
+                                 f"another board")
+            if session is None or session._closed:
+                session = BoardSession(program, address)
+                session.key = key
+                _sessions[key] = session
+            session.users += 1
+        self.session, self.program, self.address = session, program, address
+        self.n_slots = program.n_slots
+        self.labels = [c.label for c in program.cores]
+        inputs = [session.placements[i.label] for i in program.inputs]
+        self.io = LiveIO(session.txrx, session.sock, EmulatedBoard.codec(program), program, inputs,
+                         paced=not session.is_double)
+        self._base = {label: dict(session.counters[label]) for label in self.labels}
+        self._drops_base = session.router_dropped
+        self._closed = False
+
+    @property
+    def txrx(self):
+        return self.session.txrx
+
+    @property
+    def loader(self):
+        return self.session.loader
+
     def run(self, x_q: np.ndarray) -> np.ndarray:
-        """Stream int16 samples (n, in_features); int16 (n, out_features). Raises
-        LostSamplesError naming the lost samples (the session stays usable)."""
+        """Stream int16 samples (n, in_features); int16 (n, out_features)."""
         x_q = np.ascontiguousarray(np.asarray(x_q, np.int16).reshape(len(x_q), -1))
-        if self._closed:
+        if self._closed or self.session._closed:
             raise BoardError(f"the session on {self.address} is closed")
-        with self._lock:
+        with self.session.lock:
             try:
                 y, lost = self.io.run(x_q, self.n_slots)
             finally:
-                self._refresh()
-        self._lost_total += len(lost)
+                self.session.refresh()
         if lost:
             raise LostSamplesError(lost, len(x_q), y, f"on {self.address}")
         return y
 
-    def _refresh(self) -> None:
-        """Pause, read provenance, resume: the counters as the cores themselves keep them."""
-        self.loader.pause()
-        prov = self.loader.read_provenance()
-        self._drops_now = self.loader.router_drops()
-        self.loader.start()
-        for label, words in prov.items():
-            self._now[label] = {k: words.get(k, 0) for k in COUNTER_KEYS}
-            self._now[label]["macs"] = words.get("macs_lo", 0) + (words.get("macs_hi", 0) << 32)
-
     def reset_counters(self) -> None:
-        self._base = {label: dict(v) for label, v in self._now.items()}
-        self._drops_base = self._drops_now
+        self._base = {label: dict(self.session.counters[label]) for label in self.labels}
+        self._drops_base = self.session.router_dropped
         self.io.counts.clear()
 
     def core_counters(self) -> Dict[str, Dict[str, int]]:
-        return {label: {k: v - self._base[label].get(k, 0) for k, v in now.items()}
-                for label, now in self._now.items()}
+        return {label: {k: v - self._base[label].get(k, 0) for k, v in self.session.counters[label].items()}
+                for label in self.labels}
 
     def router_counters(self) -> Tuple[np.ndarray, np.ndarray]:
         """Not counted per chip and link on a board: zeros (the statistics say so)."""
@@ -160,41 +239,19 @@ class BoardSession:
 
     def board_counters(self) -> Dict[str, int]:
         out = {k: int(v) for k, v in self.io.counts.items()}
-        out["router_dropped"] = int(self._drops_now - self._drops_base)
+        out["router_dropped"] = int(self.session.router_dropped - self._drops_base)
         return out
 
-    # -- lifetime ----------------------------------------------------------------------------
-    def _teardown(self, stop_app: bool) -> None:
-        if stop_app:
-            try:
-                self.txrx.stop_application(self.program.app_id or 30)
-            except Exception as exc:  # the board may already be gone
-                log.warning("stopping the application on %s: %s", self.address, exc)
-            for tag in self.program.iptags:
-                try:
-                    self.txrx.clear_ip_tag(tag.tag)
-                except Exception:
-                    pass
-        for fn in (self.sock.close if hasattr(self, "sock") else None, self.txrx.close, self._cleanup):
-            try:
-                if fn is not None:
-                    fn()
-            except Exception as exc:
-                log.debug("closing %s: %s", self.address, exc)
-
     def close(self) -> None:
-        """Stop the cores and release the board (idempotent)."""
+        """Leave the board; the last function to leave stops the application."""
         if self._closed:
             return
         self._closed = True
-        with self._lock:
-            self._teardown(stop_app=True)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        with _sessions_lock:
+            self.session.users -= 1
+            last = self.session.users <= 0
+        if last:
+            self.session.close()
 
 
 @atexit.register
