@@ -15,6 +15,10 @@ from ..tiling import resources as res
 EIEIO_PAIRS_PER_MESSAGE = 31  # key + payload (32-bit each) pairs in a 256-byte EIEIO message
 EIEIO_HEADER_BYTES = 2
 ETHERNET_OVERHEAD_BYTES = 66  # UDP 8 + IP 20 + Ethernet 14 + FCS 4 + preamble 8 + gap 12
+# Provenance counters that mean something went wrong (the summary names them when non-zero).
+TROUBLE_COUNTERS = ("dropped", "markers_in", "released", "lost_out", "rx_overflow", "send_failed", "compute_failed",
+                    "fabric_dropped", "lost_at_stopped_cores", "router_dropped", "samples_timed_out",
+                    "events_unknown_key", "datagrams_malformed")
 
 
 def host_bytes(n_values: int) -> int:
@@ -79,10 +83,14 @@ class RunStatistics:
         return d
 
     def summary(self) -> str:
-        return (f"{self.samples} samples on {self.cores} cores: {self.packets_per_inference:.0f} packets/inference, "
+        text = (f"{self.samples} samples on {self.cores} cores: {self.packets_per_inference:.0f} packets/inference, "
                 f"modelled latency {self.modelled_latency_s * 1e6:.0f} us, modelled throughput "
                 f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck_core}); "
-                f"emulator wall time {self.wall_seconds:.3g} s")
+                f"wall time {self.wall_seconds:.3g} s")
+        trouble = {k: v for k, v in self.provenance.items() if v and k in TROUBLE_COUNTERS}
+        if self.lost_samples or trouble:
+            text += f"; {self.lost_samples} samples lost; " + ", ".join(f"{k} {v}" for k, v in trouble.items())
+        return text
 
 
 def _stage(label: str) -> str:
