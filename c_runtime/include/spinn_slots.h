@@ -91,9 +91,11 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
             rc = spinn_##name##_compute(k, (uint32_t)done, (g->lost >> (uint32_t)done) & 1u ? send_lost   \
                                                                                             : send,       \
                                         ctx);                                                             \
-            spinn_slots_settle(g, done, spinn_##name##_busy(k, (uint32_t)done));                          \
+            if ((g->lost >> (uint32_t)done) & 1u)                                                         \
+                spinn_slots_settle(g, done, spinn_##name##_busy(k, (uint32_t)done));                      \
         }                                                                                                 \
-        if (at >= 0 && at != done) spinn_slots_settle(g, at, spinn_##name##_busy(k, (uint32_t)at));       \
+        if (at >= 0 && at != done && ((g->lost >> (uint32_t)at) & 1u))                                    \
+            spinn_slots_settle(g, at, spinn_##name##_busy(k, (uint32_t)at));                              \
         return rc;                                                                                        \
     }                                                                                                     \
                                                                                                           \

@@ -15,7 +15,8 @@ the double                SCAMP: the transceiver's control calls arrive as JSON 
                           (not SCP); SDRAM is a bump allocator; the binaries are not run as ARM
                           code: the double runs the host build of the same kernel C, chosen by
                           the .aplx name, with the config it reads back from SDRAM; spin1 and
-                          simulation.c are modelled as a core-state machine (PAUSED after load,
+                          simulation.c are modelled as a core-state machine (READY after load,
+                          PAUSED after START (c_main),
                           SYNC0/SYNC1 after CMD_RUNTIME, RUNNING after the signal, READY after
                           CMD_PAUSE with provenance written); the reverse-IP-tag source and the
                           live packet gatherer are modelled (the gatherer, as front-end-common
@@ -61,6 +62,7 @@ class Core:
     binary: str
     app_id: int
     state: int = PAUSED
+    started: bool = False  # c_main has run (the START signal)
     runs: int = 0
     config: Optional[np.ndarray] = None
     lost_bit: int = 0
@@ -171,9 +173,7 @@ class BoardDouble:
             other = self.cores.get((x, y, p))
             if other is not None and other.app_id != app_id and other.state not in (FINISHED, DEAD):
                 raise ValueError(f"core ({x}, {y}, {p}) is in use by application {other.app_id}")
-            core = Core(binary, app_id)
-            self.cores[(x, y, p)] = core
-            self._c_main((x, y, p), core)
+            self.cores[(x, y, p)] = Core(binary, app_id, state=READY)  # loaded, waiting for START
 
     def _c_main(self, where, core: Core) -> None:
         """What the binding's c_main reads, as front-end-common 7.4.1 does: the region table
@@ -217,6 +217,12 @@ class BoardDouble:
         return out
 
     def do_send_signal(self, app_id, signal) -> None:
+        if signal == "START":  # loaded cores run c_main
+            for where, core in self.cores.items():
+                if core.app_id == app_id and not core.started:
+                    core.started = True
+                    self._c_main(where, core)
+            return
         wanted = {"SYNC0": SYNC0, "SYNC1": SYNC1}.get(signal)
         if wanted is None:
             raise ValueError(f"signal {signal} is not modelled by the double")

@@ -10,7 +10,8 @@ Loading follows front-end-common 7.4.1's data-spec loader (load_data_specificati
 per core one SDRAM block (malloc tag 200 + p), the region table (magic 0xAD130AD6,
 version 0x00010000, 32 x {pointer, checksum, n_words}) at its start, its address in the
 core's user0 register; then routing tables, the live packet gatherer's IP tag, and the
-binaries (``execute_flood``). Run control as front-end-common's: CMD_RUNTIME (SDP port 3)
+binaries (``execute_flood`` with wait, READY, then the START signal: c_main ends PAUSED).
+Run control as front-end-common's: CMD_RUNTIME (SDP port 3)
 to every core, SYNC0/SYNC1 alternating per run, CMD_PAUSE to end a run; every core
 signals READY after storing provenance.
 """
@@ -185,6 +186,12 @@ class BoardLoader:
                 subsets.add_processor(x, y, p)
                 self._all.add_processor(x, y, p)
             txrx.execute_flood(subsets, binary_path(name, need_file=not self.is_double), self.app_id, wait=True)
+        # As front-end-common's load_executable_images: loaded cores wait in READY for START;
+        # c_main then ends in spin1_start_paused (PAUSED), waiting for the run control.
+        from spinnman.messages.scp.enums import Signal
+
+        self._wait(CPUState.READY, "loading the binaries")
+        txrx.send_signal(self.app_id, Signal.START)
         self._wait(CPUState.PAUSED, "start-up (c_main)")
 
     # -- run control ----------------------------------------------------------------------
