@@ -105,8 +105,9 @@ def _n_keys(slot_shift: int) -> int:
 
 
 def _lost_bit(slot_shift: int) -> int:
-    """The key bit of a kernel's lost-value markers: the slot field moved up by the slot span."""
-    return res.N_SLOTS << slot_shift
+    """The key bit of a kernel's lost-value markers: the slot field moved up by the slot span
+    (N_SLOTS rounded up to a power of two, as spinn_slot_decode reads it)."""
+    return (1 << (res.N_SLOTS - 1).bit_length()) << slot_shift
 
 
 class _Builder:

@@ -125,6 +125,10 @@ def _finish_bytes(qop: QOp, nc: int) -> int:
     return nc * CHANNEL_PARAM_BYTES + (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0)
 
 
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
 def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
               n_ic: Optional[int] = None) -> Tuple[int, float]:
     """(DTCM bytes, modelled cycles per sample) of a tile with nc channels x noh rows;
@@ -145,7 +149,8 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         n_sources = overlapping(sources, n_buf, nih, in_h)
         config = (CONV_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES + nc * 2 * ((n_ic * kh * kw + 1) // 2) * 2
                   + (0 if partial else _finish_bytes(qop, nc)))
-        buffers = res.N_SLOTS * n_buf * nih * in_w * 2
+        # input rows per slot, and one output channel's weights unpacked (conv_tile.c wbuf)
+        buffers = res.N_SLOTS * n_buf * nih * in_w * 2 + _align8(n_ic * kh * kw * 2)
         macs = nc * noh * out_w * n_ic * kh * kw
         cycles = macs * (res.CYCLES.mac + res.CYCLES.wide_mac) + nc * noh * out_w * res.CYCLES.output
         in_values = n_buf * nih * in_w
@@ -165,7 +170,9 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         buffers = 2 * res.N_SLOTS * nc * noh * in_w * 2
         cycles = nc * noh * out_w * res.CYCLES.output
         in_values = 2 * nc * noh * in_w
-    counts = res.N_SLOTS * (nih * (2 if isinstance(op, Add) else 1) + 2) * 4
+    # spinn_stream_words: per slot a count per input row, then received, next_row, pending;
+    # each workspace part is 8-byte aligned (up to 3 parts of 4 bytes of padding)
+    counts = res.N_SLOTS * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
     cycles += ((in_values + 1) // 2) * res.CYCLES.packet_in + out_pairs * res.CYCLES.packet_out
     cycles += noh * res.CYCLES.compute
     return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles

@@ -171,6 +171,7 @@ class DoubleTransceiver:
         self._call("send_signal", app_id=app_id, signal=signal.name)
 
     def send_sdp_message(self, message, connection=None) -> None:
+        message.sdp_header.update_for_send(0, 0)  # as spinnman's SDP connection does
         self._sdp.sendto(b"\0\0" + message.bytestring, (self.host, self.sdp_port))
 
     def get_router_diagnostics(self, x: int, y: int) -> _RouterDiagnostics:
