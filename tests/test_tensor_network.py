@@ -116,3 +116,38 @@ def test_conv_cut_by_input_channel_groups(rng):
     assert split.n_cores == len(split.tiles) + len(split.blocks)
     assert program.ops[0].split == split.ic_bounds
     assert err < 0.05 * scale
+
+
+# DTCM the spin1 runtime takes beside a kernel's config and workspace, measured for every
+# kernel linked against the real SDK 7.4.1 and started under qemu (stack, static data,
+# SARK's heap headers and SDP buffers, the binding's allocation headers): at most 7,996 B.
+MEASURED_RUNTIME_DTCM = 7996
+
+
+def test_planned_cores_fit_dtcm_as_the_kernels_allocate(rng):
+    """Every core the planner accepts fits a core's DTCM by the kernels' own account
+    (``spinn_*_workspace`` of its config, the config copy, the runtime's measured share),
+    with tiles pushed to the DTCM limit by a generous cycle budget (the planner once
+    under-counted a conv tile's weight row: such tiles failed to allocate on a board)."""
+    import ctypes
+
+    from tvm_spinn._native import emulator_library
+
+    lib = emulator_library()
+    names = {1: "dense_tile", 2: "dense_reduce", 4: "conv_tile", 5: "pool_tile", 6: "add_tile", 7: "conv_reduce"}
+    ops = [_conv(rng, 128, 128, 3), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (4, 4), name="pool", inputs=(0,)),
+           _conv(rng, 64, 128, 3, inputs=(1,))]
+    x = rng.normal(size=(8, 128, 8, 8)).astype(np.float32)
+    q = quantize_graph(OpGraph(ops, [(128, 8, 8)]), x)
+    plan = plan_graph(q, res.SPINN_5, 1e9, True)
+    program = make_program("t", plan, build_machine_graph(plan), map_graph(build_machine_graph(plan).spec))
+    worst = 0
+    for core in program.cores:
+        fn = getattr(lib, f"spinn_{names[core.kind]}_workspace")
+        fn.restype, fn.argtypes = ctypes.c_uint32, [ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32]
+        cfg = np.ascontiguousarray(core.config, np.uint32)
+        workspace = fn(cfg.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), len(cfg))
+        assert workspace > 0, core.label
+        worst = max(worst, 4 * len(cfg) + workspace + 8 + MEASURED_RUNTIME_DTCM)
+    assert worst <= res.DTCM_BYTES, worst
+    assert worst > res.DTCM_BYTES - 8 * 1024  # the budget really pushed tiles to the limit
