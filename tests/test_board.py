@@ -219,3 +219,109 @@ def test_emulator_drops_are_never_silent(name, built, monkeypatch):
     with pytest.raises(LostSamplesError) as info:
         vm["main"](tvm.runtime.tensor(x))
     assert info.value.lost == list(range(len(x)))
+
+
+def test_board_held_by_another_model_or_process(built, double, tmp_path):
+    """A board one model holds is refused to another, with what to do: another model of the
+    same architecture (other weights) in this process, or another process; the holder keeps
+    running exactly, and nobody else's application is stopped."""
+    ex, x = built["mlp64"]
+    vm, y_emu, _ = on("emulator", ex, x)
+    torch.manual_seed(1)
+    other = zoo.mlp64().eval()  # the same architecture, other weights
+    ex2 = tvm_spinn.build(tvm_spinn.from_torch(other, (torch.from_numpy(x[:2]),)), calibration=x)
+    vm2, _, _ = on("emulator", ex2, x)
+    tvm_spinn.use_board(vm, double)
+    with pytest.raises(BoardError, match="already runs another model"):
+        tvm_spinn.use_board(vm2, double)
+    lib = tmp_path / "mlp64.so"
+    ex.export_library(str(lib))
+    script = textwrap.dedent(f"""
+        import numpy as np, tvm, tvm_spinn
+        from tvm import relax
+        vm = relax.VirtualMachine(tvm.runtime.load_module({str(lib)!r}), tvm.cpu())
+        try:
+            tvm_spinn.use_board(vm, {double!r})
+        except tvm_spinn.BoardError as exc:
+            print("REFUSED", exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "REFUSED" in proc.stdout and "in use on the board" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)  # still ours, exact
+    tvm_spinn.use_board(vm, "emulator")
+
+
+def test_reload_after_a_fault_with_several_functions(built, double):
+    """use_board onto the board a model is on reloads it, every function of it together."""
+    ex, x = built["board_filling_mlp"]
+    vm, y_emu, _ = on("emulator", ex, x)
+    _, y, found = on(double, ex, x)
+    assert len(found) == 2  # two offloaded functions sharing the board
+    np.testing.assert_array_equal(y, y_emu)
+    found[0].board.txrx.inject_faults(stop_core=list(found[0].program.cores[0].placement))
+    with pytest.raises(LostSamplesError):
+        vm["main"](tvm.runtime.tensor(x))
+    tvm_spinn.use_board(vm, double)  # reload
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)
+    found[0].board.txrx.inject_faults(drop_packets=[10, 3000])  # several drops pending at once
+    with pytest.raises(LostSamplesError) as info:
+        vm["main"](tvm.runtime.tensor(x))
+    assert len(info.value.lost) >= 2
+    tvm_spinn.use_board(vm, "emulator")
+
+
+def test_board_gone_and_bad_settings(built, monkeypatch):
+    """A double that dies between calls, a port that answers something else, and bad
+    settings: clear BoardErrors, quickly."""
+    import socket
+    import threading
+    import time
+
+    ex, x = built["lenet5"]
+    vm, y_emu, _ = on("emulator", ex, x)
+    proc = subprocess.Popen([sys.executable, "-m", "tvm_spinn.board_double"], stdout=subprocess.PIPE, text=True)
+    board = proc.stdout.readline().strip().split("=", 1)[1]
+    try:
+        tvm_spinn.use_board(vm, board)
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)
+        monkeypatch.setenv("TVM_SPINN_SAMPLE_TIMEOUT", "abc")
+        with pytest.raises(BoardError, match="TVM_SPINN_SAMPLE_TIMEOUT='abc'"):
+            vm["main"](tvm.runtime.tensor(x))
+        monkeypatch.delenv("TVM_SPINN_SAMPLE_TIMEOUT")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    start = time.monotonic()
+    with pytest.raises(BoardError, match="closed the connection|stopped"):
+        vm["main"](tvm.runtime.tensor(x))
+    assert time.monotonic() - start < 15
+    tvm_spinn.use_board(vm, "emulator")
+    # something else listening on the port
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer():
+        conn, _ = server.accept()
+        conn.recv(1000)
+        conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    with pytest.raises(BoardError, match="not a tvm_spinn board double"):
+        tvm_spinn.use_board(vm, f"double://127.0.0.1:{port}")
+    server.close()
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)
+
+
+def test_toolchain_config_without_a_user_cfg(tmp_path, monkeypatch):
+    """A plain hostname reads the toolchain's config; with none in the user's home it uses
+    the defaults (SpiNN-5) and writes nothing there."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    script = ("from tvm_spinn.runtime.board.session import toolchain_config\n"
+              "toolchain_config()\n"
+              "from spinnman.data import SpiNNManDataView\n"
+              "print(type(SpiNNManDataView.get_machine_version()).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, HOME=str(tmp_path), TVM_SPINN_LIGHT_IMPORT="1"))
+    assert proc.stdout.strip().endswith("Version5"), proc.stdout + proc.stderr[-2000:]
+    assert os.listdir(tmp_path) == []

@@ -62,5 +62,6 @@ class LostSamplesError(SpinnakerError):
         super().__init__(
             f"{len(self.lost)} of {self.n_samples} samples were lost {where} (sample indices in the batch: "
             f"{shown}): packets or datagrams did not arrive, so these outputs would be wrong. The statistics "
-            f"(tvm_spinn.statistics(vm).provenance) show the drop counters. Run the batch again; if it keeps happening, "
-            f"reduce the host link rate (TVM_SPINN_LINK_MBPS) or check the board.")
+            f"(tvm_spinn.statistics(vm).provenance) show the drop counters. Run those samples again; if losses "
+            f"persist, lower the host link rate (TVM_SPINN_LINK_MBPS), and if every sample is lost (a core "
+            f"stopped), reload the board with tvm_spinn.use_board(vm, <the same board>).")

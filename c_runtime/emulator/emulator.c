@@ -94,7 +94,8 @@ struct spinn_emu {
     int raw;
     uint32_t *raw_out, raw_cap, raw_n;
     /* fault injection and its counts */
-    uint64_t routed, drop_at;
+    uint64_t routed, drop_at[SPINN_EMU_MAX_DROPS]; /* sorted; drop_next .. n_drops pending */
+    uint32_t drop_next, n_drops;
     uint64_t faults_dropped, faults_stopped;
     /* statistics */
     uint64_t *chip_packets, *link_packets;
@@ -139,7 +140,6 @@ spinn_emu_t *spinn_emu_create(uint32_t n_chips, const int32_t *links, const uint
     }
     for (i = 0; i < n_chips * SPINN_CORES_PER_CHIP; i++) emu->core_at[i] = -1;
     emu->out_core_chip = -1;
-    emu->drop_at = UINT64_MAX;
     return emu;
 }
 
@@ -554,10 +554,14 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
     uint32_t route_word, l, p;
     int found;
     char msg[200];
-    if (emu->routed++ == emu->drop_at) { /* fault injection: the router drops it */
+    if (emu->drop_next < emu->n_drops && emu->routed == emu->drop_at[emu->drop_next]) {
+        /* fault injection: the router drops it */
+        emu->routed++;
+        emu->drop_next++;
         emu->faults_dropped++;
         return;
     }
+    emu->routed++;
     emu->chip_packets[pk->chip]++;
     route_word = table_lookup(emu, pk->chip, pk->key, &found);
     if (!found) {
@@ -745,8 +749,23 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
 
 /* ---- fault injection, raw streaming (the board double) and the live IO codec ---- */
 
-void spinn_emu_drop_packet(spinn_emu_t *emu, uint64_t nth) {
-    emu->drop_at = nth == UINT64_MAX ? UINT64_MAX : emu->routed + nth;
+int spinn_emu_drop_packet(spinn_emu_t *emu, uint64_t nth) {
+    uint64_t at;
+    uint32_t i, j;
+    if (nth == UINT64_MAX) { /* clear */
+        emu->n_drops = emu->drop_next = 0;
+        return 0;
+    }
+    if (emu->drop_next == emu->n_drops) emu->n_drops = emu->drop_next = 0;
+    if (emu->n_drops == SPINN_EMU_MAX_DROPS) return -1;
+    at = emu->routed + nth;
+    for (i = emu->drop_next; i < emu->n_drops && emu->drop_at[i] < at; i++) {
+    }
+    if (i < emu->n_drops && emu->drop_at[i] == at) return 0;
+    for (j = emu->n_drops; j > i; j--) emu->drop_at[j] = emu->drop_at[j - 1];
+    emu->drop_at[i] = at;
+    emu->n_drops++;
+    return 0;
 }
 
 int spinn_emu_stop_core(spinn_emu_t *emu, uint32_t core, int stopped) {

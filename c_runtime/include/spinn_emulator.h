@@ -65,8 +65,10 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
                   uint8_t *lost);
 
 /* Fault injection: the router drops the nth packet routed from now (0 = the
- * next; UINT64_MAX: none); a stopped core takes no more packets. */
-void spinn_emu_drop_packet(spinn_emu_t *emu, uint64_t nth);
+ * next); several may be pending (-1 beyond SPINN_EMU_MAX_DROPS); UINT64_MAX
+ * clears them. A stopped core takes no more packets. */
+#define SPINN_EMU_MAX_DROPS 64u
+int spinn_emu_drop_packet(spinn_emu_t *emu, uint64_t nth);
 int spinn_emu_stop_core(spinn_emu_t *emu, uint32_t core, int stopped);
 /* packets routed, dropped by the fault, lost at stopped cores (3 words) */
 void spinn_emu_fault_counts(const spinn_emu_t *emu, uint64_t *out);

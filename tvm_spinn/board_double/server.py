@@ -48,7 +48,7 @@ from ..runtime.board.loader import APPDATA_MAGIC_NUM, CMD_PAUSE, CMD_RUNTIME, CM
 log = logging.getLogger(__name__)
 
 # spinnman 7.4.1 CPUState values
-DEAD, RUN_TIME_EXCEPTION, READY, RUNNING, SYNC0, SYNC1, PAUSED, FINISHED = 0, 2, 5, 7, 8, 9, 10, 11
+DEAD, RUN_TIME_EXCEPTION, READY, RUNNING, SYNC0, SYNC1, PAUSED, FINISHED, IDLE = 0, 2, 5, 7, 8, 9, 10, 11, 15
 KERNEL_KINDS = {"dense_tile.aplx": 1, "dense_reduce.aplx": 2, "conv_tile.aplx": 4, "pool_tile.aplx": 5,
                 "add_tile.aplx": 6, "conv_reduce.aplx": 7}
 LPG_BINARY, RIPTMCS_BINARY = "live_packet_gather.aplx", "reverse_iptag_multicast_source.aplx"
@@ -107,6 +107,7 @@ class BoardDouble:
         self.iptags: Dict[int, Tuple[str, int, bool]] = {}
         self.datagrams = 0
         self.drop_datagrams: set = set()
+        self.pending_faults: List[dict] = []  # for applications not running yet
         self.counts = {"datagrams_in": 0, "datagrams_dropped": 0, "datagrams_out": 0}
         self.last_input = time.monotonic()
         self.selector = selectors.DefaultSelector()
@@ -209,6 +210,14 @@ class BoardDouble:
             log.warning("core %s: run-time error at start-up: %s", where, exc)
             core.state = RUN_TIME_EXCEPTION
 
+    def do_cpu_infos(self, cores) -> List[List[int]]:
+        """[state, application id] of each core (IDLE, 0 when nothing is loaded there)."""
+        out = []
+        for x, y, p in cores:
+            core = self.cores.get((x, y, p))
+            out.append([core.state, core.app_id] if core is not None else [IDLE, 0])
+        return out
+
     def do_core_states(self, cores, app_id) -> List[int]:
         out = []
         for x, y, p in cores:
@@ -245,16 +254,29 @@ class BoardDouble:
         return sum(a.board.fault_counts()["dropped"] for a in self.apps.values() if a.board is not None)
 
     def do_faults(self, drop_datagrams=(), drop_packets=(), stop_core=None, clear=False) -> None:
+        """Input datagrams to lose (indices from now), multicast packets the fabric drops
+        (indices from now, in the running applications; or in the next one to run), a core
+        that stops; clear removes every pending fault first."""
         if clear:
             self.drop_datagrams.clear()
+            self.pending_faults.clear()
+            for app in self.apps.values():
+                if app.board is not None:
+                    app.board.drop_packet(None)
         self.drop_datagrams |= {self.datagrams + int(i) for i in drop_datagrams}
-        for app in self.apps.values():
-            if app.board is None:
-                continue
-            for nth in drop_packets:
-                app.board.drop_packet(int(nth))
-            if stop_core is not None and "{},{},{}".format(*stop_core) in app.board.core_labels:
-                app.board.stop_core("{},{},{}".format(*stop_core))
+        running = [app for app in self.apps.values() if app.board is not None]
+        if not running and (drop_packets or stop_core is not None):
+            self.pending_faults.append({"drop_packets": list(drop_packets), "stop_core": stop_core})
+        for app in running:
+            self._apply(app, drop_packets, stop_core)
+
+    @staticmethod
+    def _apply(app: App, drop_packets, stop_core) -> None:
+        for nth in drop_packets:
+            app.board.drop_packet(int(nth))
+        label = "{},{},{}".format(*stop_core) if stop_core is not None else None
+        if label is not None and label in app.board.core_labels:
+            app.board.stop_core(label)
 
     # -- the board's applications -------------------------------------------------------------------
     def _board_of(self, app_id: int):
@@ -270,6 +292,9 @@ class BoardDouble:
                 raise ValueError(f"application {app_id} needs exactly one live packet gatherer, has {len(gatherers)}")
             app.gatherer = gatherers[0]
             app.board = EmulatedBoard.from_cores(sorted(self.chips), self.links, app.routes, kernels, app.gatherer)
+            for fault in self.pending_faults:
+                self._apply(app, fault["drop_packets"], fault["stop_core"])
+            self.pending_faults.clear()
         return app.board
 
     def _provenance(self, where, core: Core) -> None:

@@ -11,7 +11,7 @@ The program's fields read here: ``chips``, ``links``, ``routing_tables``, ``core
 from __future__ import annotations
 
 import ctypes
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -55,6 +55,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                                           _u32p, ctypes.c_uint32]
     lib.spinn_emu_run.restype = ctypes.c_int
     lib.spinn_emu_run.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _i16p, ctypes.c_uint32, _u8p]
+    lib.spinn_emu_drop_packet.restype = ctypes.c_int
     lib.spinn_emu_drop_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
     lib.spinn_emu_stop_core.restype = ctypes.c_int
     lib.spinn_emu_stop_core.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
@@ -213,9 +214,12 @@ class EmulatedBoard:
         return y
 
     # -- fault injection (tests, the board double) --------------------------------------
-    def drop_packet(self, nth: int) -> None:
-        """The router drops the ``nth`` multicast packet routed from now (0 = the next)."""
-        self._lib.spinn_emu_drop_packet(self._emu, int(nth))
+    def drop_packet(self, nth: Optional[int]) -> None:
+        """The router drops the ``nth`` multicast packet routed from now (0 = the next; several
+        may be pending); None clears every pending drop."""
+        nth = 2 ** 64 - 1 if nth is None else int(nth)
+        if not 0 <= nth < 2 ** 64 or self._lib.spinn_emu_drop_packet(self._emu, nth) != 0:
+            raise EmulatorError(f"cannot drop packet {nth}: at most 64 drops may be pending")
 
     def stop_core(self, core, stopped: bool = True) -> None:
         """A kernel core (label or index) stops taking packets, as a crashed core would."""

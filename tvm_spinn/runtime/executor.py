@@ -63,8 +63,8 @@ class Executor:
 
         target = parse_board_address(board if board is not None else os.environ.get(BOARD_ENV))
         with self._lock:
-            if getattr(self.board, "address", None) == target:  # the same board: reload it
-                self.board.close()
+            if getattr(self.board, "address", None) == target or getattr(self.board, "_closed", False):
+                self.board.close()  # the same board: reload it
                 self.board = open_board(self.program, board)
             else:
                 new = open_board(self.program, board)  # a board that fails leaves the old one in place
@@ -112,6 +112,7 @@ class Executor:
                 self._wall, self._saturated = 0.0, 0
             self._calls += 1
             start = time.perf_counter()
+            self.last_stats = None  # a call that fails leaves no statistics of an earlier one
             try:
                 y_q = self.board.run(x_q)
             except LostSamplesError as exc:
@@ -209,10 +210,16 @@ def use_board(obj, board: Optional[str] = None) -> None:
     function's board is otherwise chosen once, when a VM first links it. The board it leaves
     is released (a real board's application is stopped); the board it is on is reloaded
     (after a fault, say). Raises BoardError if the new board cannot be used."""
+    from .board import BOARD_ENV, parse_board_address
+
     found = executors(obj)
     if not found:
         raise SpinnakerError("use_board: no offloaded function of this object has been linked yet; "
                              "create a relax.VirtualMachine on it first")
+    target = parse_board_address(board if board is not None else os.environ.get(BOARD_ENV))
+    for e in found:  # a reload: every function leaves first, so the board's session really ends
+        if getattr(e.board, "address", None) == target:
+            e.board.close()
     for e in found:
         e.use_board(board)
 

@@ -62,6 +62,7 @@ class RunStatistics:
     # board's own counts (board path: datagrams sent/lost, router drops; emulator: injected faults).
     provenance: Dict[str, int] = field(default_factory=dict)
     lost_samples: int = 0  # samples of the call that did not come back whole
+    board: str = "the emulator"  # where the call ran
 
     @property
     def saturated(self) -> int:
@@ -83,7 +84,8 @@ class RunStatistics:
         return d
 
     def summary(self) -> str:
-        text = (f"{self.samples} samples on {self.cores} cores: {self.packets_per_inference:.0f} packets/inference, "
+        text = (f"{self.samples} samples on {self.cores} cores of {self.board}: "
+                f"{self.packets_per_inference:.0f} packets/inference, "
                 f"modelled latency {self.modelled_latency_s * 1e6:.0f} us, modelled throughput "
                 f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck_core}); "
                 f"wall time {self.wall_seconds:.3g} s")
@@ -151,7 +153,7 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
         bottleneck_core=bottleneck, modelled_latency_s=latency,
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
         layer_cycles_per_sample=per_stage, saturated_values=saturated, provenance=provenance,
-        lost_samples=int(provenance.get("lost_samples", 0)))
+        lost_samples=int(provenance.get("lost_samples", 0)), board=str(getattr(board, "address", "the emulator")))
 
 
 def combine(all_stats: List[RunStatistics]) -> RunStatistics:
@@ -181,4 +183,4 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         saturated_values={k: v for s in all_stats for k, v in s.saturated_values.items()}, functions=len(all_stats),
         provenance={k: sum(s.provenance.get(k, 0) for s in all_stats) for k in
                     dict.fromkeys(k for s in all_stats for k in s.provenance)},
-        lost_samples=max(s.lost_samples for s in all_stats))
+        lost_samples=max(s.lost_samples for s in all_stats), board=all_stats[0].board)

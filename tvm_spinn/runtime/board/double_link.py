@@ -72,6 +72,29 @@ class _Machine:
         return len(self._chips)
 
 
+class _CPUInfo:
+    def __init__(self, x: int, y: int, p: int, state: int, app_id: int) -> None:
+        from spinnman.model.enums import CPUState
+
+        self.x, self.y, self.p, self.state, self.application_id = x, y, p, CPUState(state), app_id
+
+
+class _CPUInfos:
+    """The part of spinnman's CPUInfos the loader reads: iteration over (x, y, p), len, get_cpu_info."""
+
+    def __init__(self, infos) -> None:
+        self._infos = {(i.x, i.y, i.p): i for i in infos}
+
+    def __iter__(self):
+        return iter(self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def get_cpu_info(self, x: int, y: int, p: int) -> _CPUInfo:
+        return self._infos[(x, y, p)]
+
+
 class _RouterDiagnostics:
     def __init__(self, dropped: int) -> None:
         self.n_dropped_multicast_packets = dropped
@@ -86,13 +109,21 @@ class DoubleTransceiver:
 
     def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
         try:
-            self._control = socket.create_connection((host, port), timeout=timeout)
+            self._control = socket.create_connection((host, port), timeout=5.0)
         except OSError as exc:
             raise BoardError(f"no board double at {host}:{port} ({exc.strerror or exc}); start one with "
                              "`python -m tvm_spinn.board_double` and use the TVM_SPINN_BOARD value it prints") from None
         self._file = self._control.makefile("r", encoding="utf-8")
         self.host = host
-        hello = self._call("hello")
+        try:
+            hello = self._call("hello")
+            if not isinstance(hello, dict) or "sdp_port" not in hello:
+                raise BoardError("unexpected answer")
+        except BoardError as exc:
+            self.close_control()
+            raise BoardError(f"{host}:{port} is not a tvm_spinn board double ({exc}); start one with "
+                             "`python -m tvm_spinn.board_double` and use the TVM_SPINN_BOARD value it prints") from None
+        self._control.settimeout(timeout)
         self.sdp_port = int(hello["sdp_port"])
         self.board_ip = hello["board_ip"]
         self._sdp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -102,10 +133,15 @@ class DoubleTransceiver:
             self._control.sendall(encode({"m": method, "a": args}).encode())
             line = self._file.readline()
         except OSError as exc:
-            raise BoardError(f"board double at {self.host}: {method} failed ({exc})") from None
+            raise BoardError(f"board double at {self.host} stopped answering ({method}: {exc})") from None
         if not line:
-            raise BoardError(f"board double at {self.host} closed the connection during {method}")
-        reply = decode(line)
+            raise BoardError(f"board double at {self.host} closed the connection during {method} (it stopped?)")
+        try:
+            reply = decode(line)
+            if not isinstance(reply, dict):
+                raise ValueError(type(reply).__name__)
+        except ValueError as exc:
+            raise BoardError(f"board double at {self.host}: {method}: malformed answer ({exc})") from None
         if "e" in reply:
             raise BoardError(f"board double: {method}: {reply['e']}")
         return reply.get("r")
@@ -182,6 +218,24 @@ class DoubleTransceiver:
 
     def clear_ip_tag(self, tag: int, board_address=None) -> None:
         self._call("clear_ip_tag", tag=int(tag))
+
+    def get_cpu_infos(self, core_subsets=None, states=None, include: bool = True) -> _CPUInfos:
+        from spinnman.model.enums import CPUState
+
+        cores = [[int(c.x), int(c.y), int(p)] for c in core_subsets for p in c.processor_ids]
+        answers = self._call("cpu_infos", cores=cores)
+        infos = [_CPUInfo(x, y, p, state, app_id) for (x, y, p), (state, app_id) in zip(cores, answers)]
+        if states is not None:
+            wanted = {states} if isinstance(states, CPUState) else set(states)
+            infos = [i for i in infos if (i.state in wanted) == include]
+        return _CPUInfos(infos)
+
+    def close_control(self) -> None:
+        for s in (self._file, self._control):
+            try:
+                s.close()
+            except OSError:
+                pass
 
     def close(self) -> None:
         for s in (self._file, self._control, self._sdp):

@@ -36,8 +36,10 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from ...errors import BoardError
 from ...machine.graph import LOST_TIMEOUT_TICKS
 from ...program import BoardProgram
+from .loader import setting
 
 EVENTS_PER_MESSAGE = 31  # KEY_PAYLOAD_32_BIT: 2-byte header + 8 bytes per event <= 256-byte SDP data
 INPUT_SDP_PORT = 1  # front-end-common's reverse IP tag multicast source (SDP_PORTS.INPUT_BUFFERING_SDP_PORT)
@@ -45,11 +47,16 @@ MAX_SLOTS = 16  # SPINN_MAX_SLOTS
 
 
 def link_bits_per_s() -> float:
-    return float(os.environ.get("TVM_SPINN_LINK_MBPS", "32")) * 1e6
+    return setting("TVM_SPINN_LINK_MBPS", 32.0) * 1e6
 
 
 def sample_timeout_s() -> float:
-    return float(os.environ.get("TVM_SPINN_SAMPLE_TIMEOUT", "0.5"))
+    return setting("TVM_SPINN_SAMPLE_TIMEOUT", 0.5)
+
+
+# Sample timeouts in a row with nothing at all coming back: the board produces no output
+# (a core on every path stopped); the rest of the batch is then lost at once, not 0.5 s a window.
+DEAD_WINDOWS = 3
 
 
 class LiveIO:
@@ -62,10 +69,11 @@ class LiveIO:
     """
 
     def __init__(self, txrx, sock: socket.socket, codec, program: BoardProgram,
-                 input_cores: List[Tuple[int, int, int]], paced: bool) -> None:
+                 input_cores: List[Tuple[int, int, int]], paced: bool, health=None) -> None:
         self.txrx, self.sock, self.codec, self.program = txrx, sock, codec, program
         self.input_cores = input_cores
         self.paced = paced
+        self.health = health  # raises BoardError if the board is gone or a core crashed
         self.counts: Dict[str, int] = collections.Counter()
 
     def _messages(self, keys, payloads, which) -> List[Tuple[int, bytes]]:
@@ -134,6 +142,9 @@ class LiveIO:
         outbox: collections.deque = collections.deque()
         next_sample, done = 0, 0
         bytes_per_s = link_bits_per_s() / 8
+        timeout = sample_timeout_s()
+        dead_windows = 0
+        events_at_timeout = -1
         send_at = time.monotonic()
         last_progress = time.monotonic()
         rest_s = 2 * LOST_TIMEOUT_TICKS * 1e-3 + 0.05
@@ -192,10 +203,21 @@ class LiveIO:
             wait = 0.0005 if outbox else 0.02
             self._receive(time.monotonic() + wait, on_event)
             in_flight = [s for s in range(MAX_SLOTS) if slot_sample[s] >= 0]
-            if in_flight and not outbox and time.monotonic() - last_progress > sample_timeout_s():
+            if in_flight and not outbox and time.monotonic() - last_progress > timeout:
+                if self.health is not None:
+                    self.health()  # a board that is gone, or crashed cores: a BoardError, not lost samples
+                events = self.counts["events_received"] + self.counts["markers_received"]
+                dead_windows = dead_windows + 1 if events == events_at_timeout else 1
+                events_at_timeout = events
                 for s in in_flight:  # nothing came back in time: a core stopped, or the outputs were lost
                     self.counts["samples_timed_out"] += 1
                     finish(s, True)
+                if dead_windows >= DEAD_WINDOWS:  # nothing comes back at all: the rest is lost too
+                    self.counts["samples_not_sent"] += n - next_sample
+                    lost.extend(range(next_sample, n))
+                    done += n - next_sample
+                    next_sample = n
+                    outbox.clear()
                 last_progress = time.monotonic()
         if lost:  # stragglers of the lost samples: consumed here, never by the next call
             self._discard(rest_s)

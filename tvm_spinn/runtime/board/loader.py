@@ -47,9 +47,28 @@ APLX_ENV = "TVM_SPINN_APLX_DIR"
 DEFAULT_APLX_DIR = Path(__file__).resolve().parents[3] / "c_runtime" / "build" / "aplx"
 OUR_BINARIES = {"dense_tile.aplx", "dense_reduce.aplx", "conv_tile.aplx", "conv_reduce.aplx", "pool_tile.aplx",
                 "add_tile.aplx"}
-# Seconds to wait for every core to reach a state (a SpiNN-5 board answers a state poll in
-# a few ms; loading ~800 binaries by flood fill takes about a second).
-STATE_TIMEOUT = float(os.environ.get("TVM_SPINN_STATE_TIMEOUT", "20"))
+def setting(name: str, default: float, minimum: float = 0.0) -> float:
+    """A positive number from the environment variable ``name`` (BoardError naming it if not)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > minimum or value == float("inf"):
+        raise BoardError(f"{name}={text!r}: expected a number above {minimum:g}; unset it for the default {default:g}")
+    return value
+
+
+def state_timeout() -> float:
+    """Seconds to wait for every core to reach a state (``TVM_SPINN_STATE_TIMEOUT``, default 20:
+    a SpiNN-5 board answers a state poll in a few ms; flood-loading ~800 binaries takes ~1 s)."""
+    return setting("TVM_SPINN_STATE_TIMEOUT", 20.0)
+
+
+# Core states in which a core is free for a new application (spinnman CPUState names).
+FREE_STATES = ("IDLE", "DEAD", "FINISHED", "POWERED_DOWN")
 # SDP control messages sent before pausing for SCAMP to catch up: it holds about 8 SDP
 # messages in flight (spinnaker_tools PR #25; ../notes/board.md).
 SDP_BURST = 8
@@ -85,6 +104,18 @@ def binary_path(name: str, need_file: bool) -> str:
     return str(path)
 
 
+def core_regions(im, kernels: Dict[str, object]) -> Dict[int, bytes]:
+    """The bytes of each region ``im`` loads; kernels: label -> CoreProgram of the program's own
+    kernels, whose config region is framed from the program's config words (the stored
+    program leaves it out of the image)."""
+    data = dict(im.region_data)
+    core = kernels.get(im.label)
+    if core is not None:
+        data[CONFIG_REGION] = frame_config(np.asarray(core.config, np.uint32), LOST_TIMEOUT_TICKS,
+                                           core.lost_bit).astype("<u4").tobytes()
+    return data
+
+
 def _words_sum(data: bytes) -> Tuple[int, int]:
     """(checksum, n_words) of a region as front-end-common's loader computes them."""
     padded = data + b"\0" * (-len(data) % 4)
@@ -112,9 +143,11 @@ class BoardLoader:
         self.app_id = int(program.app_id or 30)
         self.images = list(program.images)
         self.by_label = {im.label: im for im in self.images}
+        self.by_xyp = {tuple(im.placement): im.label for im in self.images}
         # every kernel core on the board (the functions mapped with this one included)
         self.kernel_labels = [im.label for im in self.images if im.binary in OUR_BINARIES]
         self.provenance_address: Dict[str, int] = {}
+        self.loaded = False  # anything written to the board (so stopping the application is ours to do)
         self._runs = 0  # runs started: SYNC0 for even, SYNC1 for odd (spin1 flips event.wait)
         self._all = None
 
@@ -130,13 +163,6 @@ class BoardLoader:
                     f"(a dead chip or core, or a smaller machine): the build mapped a full SpiNN-5 board. "
                     f"Use another board, or rebuild against this machine")
 
-    def _core_regions(self, im) -> Dict[int, bytes]:
-        data = dict(im.region_data)
-        core = self._kernels.get(im.label)
-        if core is not None:  # this function's kernel: its config region framed from the program's words
-            data[CONFIG_REGION] = frame_config(np.asarray(core.config, np.uint32), LOST_TIMEOUT_TICKS,
-                                               core.lost_bit).astype("<u4").tobytes()
-        return data
 
     def load(self) -> None:
         """Allocate and write every core's regions, load routing tables, the IP tag and the
@@ -147,7 +173,12 @@ class BoardLoader:
 
         self._kernels = {c.label: c for c in self.program.cores}
         self._check_machine()
+        self._all = CoreSubsets()
+        for im in self.images:
+            self._all.add_processor(*im.placement)
+        self._check_free()
         txrx = self.txrx
+        self.loaded = True
         for im in self.images:
             x, y, p = im.placement
             data = self._core_regions(im)
@@ -179,12 +210,10 @@ class BoardLoader:
         by_binary: Dict[str, List[Tuple[int, int, int]]] = {}
         for im in self.images:
             by_binary.setdefault(im.binary, []).append(tuple(im.placement))
-        self._all = CoreSubsets()
         for name, cores in by_binary.items():
             subsets = CoreSubsets()
             for x, y, p in cores:
                 subsets.add_processor(x, y, p)
-                self._all.add_processor(x, y, p)
             txrx.execute_flood(subsets, binary_path(name, need_file=not self.is_double), self.app_id, wait=True)
         # As front-end-common's load_executable_images: loaded cores wait in READY for START;
         # c_main then ends in spin1_start_paused (PAUSED), waiting for the run control.
@@ -194,18 +223,51 @@ class BoardLoader:
         txrx.send_signal(self.app_id, Signal.START)
         self._wait(CPUState.PAUSED, "start-up (c_main)")
 
+    def _core_regions(self, im) -> Dict[int, bytes]:
+        return core_regions(im, self._kernels)
+
+    def _check_free(self) -> None:
+        """Refuse a board whose cores another application (another process, another model)
+        holds: loading over it would corrupt both, silently."""
+        from spinnman.model.enums import CPUState
+
+        free = [CPUState[name] for name in FREE_STATES]
+        busy = self.txrx.get_cpu_infos(self._all, free, include=False)
+        if len(busy):
+            x, y, p = next(iter(busy))
+            info = busy.get_cpu_info(x, y, p)
+            raise BoardError(
+                f"{len(busy)} of the cores this model needs are in use on the board, e.g. ({x}, {y}, {p}): "
+                f"application {info.application_id}, state {info.state.name}. Another process or model holds "
+                f"this board: stop it (tvm_spinn.use_board(vm, 'emulator') there, or end that process) or use "
+                f"another board")
+
+    def health(self) -> None:
+        """Raise BoardError if the board does not answer, or if a core of this application
+        stopped with an error (run-time exception, watchdog)."""
+        from spinnman.model.enums import CPUState
+
+        bad = self.txrx.get_cpu_infos(self._all, [CPUState.RUN_TIME_EXCEPTION, CPUState.WATCHDOG], include=True)
+        if len(bad):
+            cores = ", ".join(f"({x}, {y}, {p}) {self.by_xyp.get((x, y, p), '?')}" for x, y, p in list(bad)[:5])
+            raise BoardError(f"{len(bad)} cores of this model stopped with an error on the board: {cores}. "
+                             f"Reload the board (tvm_spinn.use_board(vm, <the same board>))")
+
     # -- run control ----------------------------------------------------------------------
     def _wait(self, state, what: str) -> None:
         from spinnman.model.enums import CPUState
 
+        timeout = state_timeout()
         try:
             self.txrx.wait_for_cores_to_be_in_state(self._all, self.app_id, [state],
-                                                    timeout=STATE_TIMEOUT,
+                                                    timeout=timeout,
                                                     time_between_polls=0.005 if self.is_double else 0.05,
                                                     error_states=frozenset({CPUState.RUN_TIME_EXCEPTION,
                                                                             CPUState.WATCHDOG}))
+        except BoardError as exc:  # the board double's own (connection lost, refused call)
+            raise BoardError(f"{what}: {exc}") from None
         except Exception as exc:  # spinnman's SpinnmanTimeoutException / SpiNNManCoresNotInStateException
-            raise BoardError(f"{what}: the cores did not all reach {state.name} within {STATE_TIMEOUT:g} s "
+            raise BoardError(f"{what}: the cores did not all reach {state.name} within {timeout:g} s "
                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
 
     def _control(self, command: int, args: Tuple[int, int, int] = (0, 0, 0), data: bytes = b"") -> None:

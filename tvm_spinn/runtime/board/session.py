@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import socket
 import threading
 import weakref
@@ -46,6 +47,22 @@ def _local_ip_towards(host: str) -> str:
         probe.close()
 
 
+def toolchain_config() -> None:
+    """Load the toolchain's configuration as the graph front end does: its defaults, then the
+    user's ``~/.spiNNakerGraphFrontEnd.cfg`` if there is one (none: the defaults, and no
+    template is written into the user's home); a SpiNN-5 board unless it names a version."""
+    from spinn_utilities.config_holder import get_config_int_or_none, load_config, set_cfg_files, set_config
+    from spinnaker_graph_front_end import config_setup
+
+    config_setup.setup_configs()
+    user_cfg = os.path.join(os.path.expanduser("~"), "." + config_setup.CONFIG_FILE_NAME)
+    if not os.path.isfile(user_cfg):
+        set_cfg_files(None, os.path.join(os.path.dirname(config_setup.__file__), config_setup.CONFIG_FILE_NAME))
+    load_config()
+    if get_config_int_or_none("Machine", "version") is None:
+        set_config("Machine", "version", "5")  # a SpiNN-5 board, what tvm_spinn maps for
+
+
 def connect(address: BoardAddress):
     """(transceiver, board ip, cleanup callable) for a board address. Real boards use the
     toolchain's own transceiver and spalloc client, configured from the user's SpiNNaker
@@ -65,13 +82,9 @@ def connect(address: BoardAddress):
             cleanup.append(lambda: job.destroy("tvm_spinn session closed"))
             job.wait_until_ready(timeout=SPALLOC_TIMEOUT_S)
             host = job.hostname
-        from spinn_utilities.config_holder import get_config_int_or_none, set_config
-        from spinnaker_graph_front_end.config_setup import setup_configs
         from spinnman.transceiver import create_transceiver_from_hostname
 
-        setup_configs()  # the toolchain's defaults, then the user's own cfg
-        if get_config_int_or_none("Machine", "version") is None:
-            set_config("Machine", "version", "5")  # a SpiNN-5 board, what tvm_spinn maps for
+        toolchain_config()
         txrx = create_transceiver_from_hostname(host, ensure_board_is_ready=True)
     except BoardError:
         raise
@@ -106,8 +119,8 @@ class BoardSession:
                                       is_double=self.is_double)
             self.loader.load()
             self.loader.start()
-        except BaseException:
-            self._teardown(stop_app=True)
+        except BaseException:  # stop only an application we started loading (never another's)
+            self._teardown(stop_app=getattr(getattr(self, "loader", None), "loaded", False))
             raise
         self._closed = False
         self.placements = {im.label: tuple(im.placement) for im in program.images}
@@ -163,7 +176,20 @@ _sessions_lock = threading.Lock()
 
 
 def _session_key(program: BoardProgram, address: BoardAddress) -> tuple:
-    return (str(address), int(program.app_id), tuple(sorted(im.label for im in program.images)))
+    """The functions mapped together (one build) share a session; any other program is
+    another model, even with the same architecture (its weights differ)."""
+    import hashlib
+
+    from .loader import core_regions
+
+    kernels = {c.label: c for c in program.cores}
+    digest = hashlib.sha256()
+    for im in sorted(program.images, key=lambda im: im.label):
+        digest.update(im.label.encode())
+        regions = core_regions(im, kernels)
+        for num in sorted(regions):
+            digest.update(regions[num])
+    return (str(address), int(program.app_id), digest.hexdigest())
 
 
 class BoardView:
@@ -196,7 +222,7 @@ class BoardView:
         self.labels = [c.label for c in program.cores]
         inputs = [session.placements[i.label] for i in program.inputs]
         self.io = LiveIO(session.txrx, session.sock, EmulatedBoard.codec(program), program, inputs,
-                         paced=not session.is_double)
+                         paced=not session.is_double, health=session.loader.health)
         self._base = {label: dict(session.counters[label]) for label in self.labels}
         self._drops_base = session.router_dropped
         self._closed = False
