@@ -52,7 +52,7 @@ MODELS: Dict[str, common.ModelSpec] = {
 }
 DEFAULT_MODELS = ("lenet5", "resnet8")
 COLUMNS = ("model", "build s", "llvm ms", "spinn ms", "emu ms", "ratio", "max|diff|", "pkts/inf", "cores",
-           "rt/chip", "rt total", "MACs/inf", "lat us*", "thru/s*", "link/s*", "bound/s*", "bound us*", "use*")
+           "rt/chip", "rt total", "MACs/inf", "lat us*", "thru/s*", "link/s*", "bound/s*", "bound us*", "use*", "mJ/inf*")
 SPINN_WARMUP_SAMPLES = 16
 # Published reference points (shared/notes/benchmarks.md): measured by others, not here.
 FOOTNOTES = (

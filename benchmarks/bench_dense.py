@@ -51,7 +51,7 @@ MODELS: Dict[str, common.ModelSpec] = {
     "board_filling": common.ModelSpec("board-filling MLP (thesis)", zoo.board_filling_mlp, (224,)),
 }
 COLUMNS = ("model", "build s", "llvm ms", "spinn ms", "emu ms", "ratio", "max|diff|", "pkts/inf", "cores",
-           "rt/chip", "MACs/inf", "lat us*", "thru/s*", "link/s*", "bound/s*", "use*")
+           "rt/chip", "MACs/inf", "lat us*", "thru/s*", "link/s*", "bound/s*", "use*", "mJ/inf*")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

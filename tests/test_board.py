@@ -325,3 +325,17 @@ def test_toolchain_config_without_a_user_cfg(tmp_path, monkeypatch):
                           env=dict(os.environ, HOME=str(tmp_path), TVM_SPINN_LIGHT_IMPORT="1"))
     assert proc.stdout.strip().endswith("Version5"), proc.stdout + proc.stderr[-2000:]
     assert os.listdir(tmp_path) == []
+
+
+def test_energy_model_uses_the_toolchains_figures():
+    """The statistics' energy constants are the installed toolchain's own (spinn_machine)."""
+    from spinn_machine.version.version_5 import Version5
+    from spinn_machine.version.version_spin1 import VersionSpin1
+
+    from tvm_spinn.runtime import stats
+
+    assert stats.WATTS_BOARD_IDLE == Version5.WATTS_FOR_48_CHIP_BOARD_IDLE_COST
+    assert stats.WATTS_PER_ACTIVE_CORE == VersionSpin1.WATTS_PER_CORE_ACTIVE_OVERHEAD
+    assert stats.JOULES_PER_ROUTED_PACKET == VersionSpin1.JOULES_PER_PACKET
+    e = stats.energy_per_inference(1e-3, 2e8, 1e6)
+    assert e == pytest.approx({"board idle": 26.84e-3, "cores": 0.034, "packets": 1e-3})

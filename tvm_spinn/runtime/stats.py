@@ -15,6 +15,16 @@ from ..tiling import resources as res
 EIEIO_PAIRS_PER_MESSAGE = 31  # key + payload (32-bit each) pairs in a 256-byte EIEIO message
 EIEIO_HEADER_BYTES = 2
 ETHERNET_OVERHEAD_BYTES = 66  # UDP 8 + IP 20 + Ethernet 14 + FCS 4 + preamble 8 + gap 12
+# Energy, from the toolchain's own model (spinn_machine 7.4.1: version/version_5.py and
+# version/version_spin1.py, the figures front-end-common's energy report uses): an idle
+# SpiNN-5 board 26.84 W ("Optimising the overall power usage on the SpiNNaker neuromimetic
+# platform"), 0.034 W per active core over idle (31.88 W idle / 59.38 W with 806 cores
+# active), 1 nJ per multicast packet per router (25 pJ/bit, 40-bit packets; the toolchain
+# costs multicast packets at 40 bits even with a payload).
+WATTS_BOARD_IDLE = 26.84
+WATTS_PER_ACTIVE_CORE = 0.034
+JOULES_PER_ROUTED_PACKET = 25e-12 * 40
+
 # Provenance counters that mean something went wrong (the summary names them when non-zero).
 TROUBLE_COUNTERS = ("dropped", "markers_in", "released", "lost_out", "rx_overflow", "send_failed", "compute_failed",
                     "fabric_dropped", "lost_at_stopped_cores", "router_dropped", "samples_timed_out",
@@ -63,6 +73,10 @@ class RunStatistics:
     provenance: Dict[str, int] = field(default_factory=dict)
     lost_samples: int = 0  # samples of the call that did not come back whole
     board: str = "the emulator"  # where the call ran
+    # MODELLED energy per inference at the modelled throughput (J): the board idling for one
+    # sample's share of time, each core active for its modelled cycles, each routed packet.
+    modelled_energy_j: float = 0.0
+    modelled_energy_parts_j: Dict[str, float] = field(default_factory=dict)
 
     @property
     def saturated(self) -> int:
@@ -87,7 +101,8 @@ class RunStatistics:
         text = (f"{self.samples} samples on {self.cores} cores of {self.board}: "
                 f"{self.packets_per_inference:.0f} packets/inference, "
                 f"modelled latency {self.modelled_latency_s * 1e6:.0f} us, modelled throughput "
-                f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck_core}); "
+                f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck_core}), "
+                f"modelled energy {self.modelled_energy_j * 1e3:.3g} mJ/inference; "
                 f"wall time {self.wall_seconds:.3g} s")
         trouble = {k: v for k, v in self.provenance.items() if v and k in TROUBLE_COUNTERS}
         if self.lost_samples or trouble:
@@ -146,6 +161,8 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
                + (len(program.layers) + 1) * hops_per_packet * res.CYCLES.hop_ns * 1e-9)
     host_limit = 1.0 / (max(bytes_in, bytes_out) * link_s)
     compute_limit = res.CLOCK_HZ / max_cycles if max_cycles > 0 else float("inf")
+    energy = energy_per_inference(1.0 / min(host_limit, compute_limit), sum(cycles.values()),
+                                  float(chips.sum()) / n)
     return RunStatistics(
         samples=samples, wall_seconds=wall_seconds, cores=program.n_cores, packets_injected=injected,
         packets_sent_by_cores=sent, router_traversals=int(chips.sum()), link_traversals=int(links.sum()),
@@ -153,7 +170,17 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
         bottleneck_core=bottleneck, modelled_latency_s=latency,
         modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
         layer_cycles_per_sample=per_stage, saturated_values=saturated, provenance=provenance,
-        lost_samples=int(provenance.get("lost_samples", 0)), board=str(getattr(board, "address", "the emulator")))
+        lost_samples=int(provenance.get("lost_samples", 0)), board=str(getattr(board, "address", "the emulator")),
+        modelled_energy_j=sum(energy.values()), modelled_energy_parts_j=energy)
+
+
+def energy_per_inference(seconds_per_sample: float, core_cycles: float, routed_packets: float) -> Dict[str, float]:
+    """MODELLED joules per inference by the toolchain's energy figures (see the constants):
+    "board idle" (26.84 W for one sample's share of time, s), "cores" (0.034 W per core for
+    its modelled cycles at 200 MHz), "packets" (1 nJ per router traversal)."""
+    return {"board idle": WATTS_BOARD_IDLE * seconds_per_sample,
+            "cores": WATTS_PER_ACTIVE_CORE * core_cycles / res.CLOCK_HZ,
+            "packets": JOULES_PER_ROUTED_PACKET * routed_packets}
 
 
 def combine(all_stats: List[RunStatistics]) -> RunStatistics:
@@ -183,4 +210,7 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         saturated_values={k: v for s in all_stats for k, v in s.saturated_values.items()}, functions=len(all_stats),
         provenance={k: sum(s.provenance.get(k, 0) for s in all_stats) for k in
                     dict.fromkeys(k for s in all_stats for k in s.provenance)},
-        lost_samples=max(s.lost_samples for s in all_stats), board=all_stats[0].board)
+        lost_samples=max(s.lost_samples for s in all_stats), board=all_stats[0].board,
+        modelled_energy_j=sum(s.modelled_energy_j for s in all_stats),
+        modelled_energy_parts_j={k: sum(s.modelled_energy_parts_j.get(k, 0.0) for s in all_stats)
+                                 for k in all_stats[0].modelled_energy_parts_j})
