@@ -86,6 +86,16 @@ static inline int32_t spinn_sat16_count(int64_t v, uint32_t *saturated) {
 
 static inline int32_t spinn_lo16(uint32_t w) { return (int32_t)(int16_t)(uint16_t)(w & 0xFFFFu); }
 static inline int32_t spinn_hi16(uint32_t w) { return (int32_t)(int16_t)(uint16_t)(w >> 16); }
+
+/* Two int16 values read as one word (the low address in the low half: SpiNNaker's ARM
+ * and the hosts we build for are little-endian). Reading an int16 buffer through this
+ * union is allowed by C99's aliasing rule (6.5p7: a union type that includes int16_t),
+ * and reading .w after .h were written is defined by gcc (and C99 TC3). It lets the dot
+ * products load a pair with one LDR and multiply with SMLABB / SMLATT. */
+typedef union {
+    uint32_t w;
+    int16_t h[2];
+} spinn_pair_t;
 static inline uint32_t spinn_pack16(int32_t lo, int32_t hi) {
     return ((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16);
 }
