@@ -339,3 +339,60 @@ def test_energy_model_uses_the_toolchains_figures():
     assert stats.JOULES_PER_ROUTED_PACKET == VersionSpin1.JOULES_PER_PACKET
     e = stats.energy_per_inference(1e-3, 2e8, 1e6)
     assert e == pytest.approx({"board idle": 26.84e-3, "cores": 0.034, "packets": 1e-3})
+
+
+def test_spalloc_allocates_a_board_and_frees_it(built, double, tmp_path, monkeypatch):
+    """spalloc://server: the toolchain's spalloc client (honouring the user's spalloc config) asks a spalloc
+    server for one board, the runtime loads it (here the board double stands in for the board
+    the fake server hands out, through the transceiver factory) and runs the model exactly;
+    leaving the board destroys the job."""
+    import json
+    import socket
+    import threading
+
+    import spinnman.transceiver
+
+    from tvm_spinn.runtime.board.double_link import DoubleTransceiver
+
+    calls = []
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve(conn):
+        f = conn.makefile("rwb")
+        for line in f:
+            req = json.loads(line)
+            calls.append((req["command"], req["args"], req["kwargs"]))
+            ret = {"version": "5.0.0", "create_job": 7, "get_job_state":
+                   {"state": 3, "power": True, "keepalive": 60.0, "reason": None},
+                   "get_job_machine_info": {"width": 8, "height": 8, "connections": [[[0, 0], "127.0.0.1"]],
+                                            "machine_name": "fake", "boards": [[0, 0, 0]]}}.get(req["command"])
+            f.write(json.dumps({"return": ret}).encode() + b"\n")
+            f.flush()
+
+    def accept():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    from spalloc_client import job as spalloc_job
+
+    (tmp_path / "spalloc").write_text("[spalloc]\nowner = tests@tvm_spinn\n")
+    monkeypatch.setattr(spalloc_job, "SEARCH_PATH", [str(tmp_path / "spalloc")])  # the user's spalloc config
+    monkeypatch.setenv("HOME", str(tmp_path))
+    double_port = int(double.rsplit(":", 1)[1])
+    monkeypatch.setattr(spinnman.transceiver, "create_transceiver_from_hostname",
+                        lambda host, **kw: DoubleTransceiver(host, double_port))
+    ex, x = built["mlp64"]
+    vm, y_emu, _ = on("emulator", ex, x)
+    tvm_spinn.use_board(vm, f"spalloc://127.0.0.1:{port}")
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)
+    created = [c for c in calls if c[0] == "create_job"]
+    assert created and created[0][1] == [1] and created[0][2]["owner"] == "tests@tvm_spinn"
+    tvm_spinn.use_board(vm, "emulator")
+    assert any(c[0] == "destroy_job" and c[1][0] == 7 for c in calls)
+    server.close()

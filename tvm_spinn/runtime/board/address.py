@@ -3,7 +3,7 @@
     unset, "", "emulator"          the emulator (default)
     <hostname or IP>               a SpiNN-5 board on the user's network
     spalloc://<server>[:<port>]    a board allocated from a spalloc server (the user's
-                                   ~/.spalloc config gives the owner and other options)
+                                   spalloc config, ~/.config/spalloc or ./.spalloc, gives the owner)
     double://<host>:<port>         a board double (``python -m tvm_spinn.board_double``)
 """
 from __future__ import annotations

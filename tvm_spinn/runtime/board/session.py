@@ -66,7 +66,7 @@ def toolchain_config() -> None:
 def connect(address: BoardAddress):
     """(transceiver, board ip, cleanup callable) for a board address. Real boards use the
     toolchain's own transceiver and spalloc client, configured from the user's SpiNNaker
-    config files (~/.spiNNakerGraphFrontEnd.cfg, ~/.spalloc)."""
+    config files (~/.spiNNakerGraphFrontEnd.cfg; spalloc's ~/.config/spalloc or ./.spalloc)."""
     if address.kind == "double":
         from .double_link import DoubleTransceiver
 
