@@ -396,3 +396,29 @@ def test_spalloc_allocates_a_board_and_frees_it(built, double, tmp_path, monkeyp
     tvm_spinn.use_board(vm, "emulator")
     assert any(c[0] == "destroy_job" and c[1][0] == 7 for c in calls)
     server.close()
+
+
+def test_interrupt_on_the_board_leaves_it_ready(built, double, monkeypatch):
+    """Ctrl-C in the middle of a call arrives as KeyboardInterrupt (not an empty RuntimeError
+    from TVM's callback boundary), and the next call is exact: what the interrupted call left
+    in flight drains away first."""
+    from tvm_spinn.runtime.board.live_io import LiveIO
+
+    ex, x = built["lenet5"]
+    vm, y_emu, _ = on("emulator", ex, x)
+    tvm_spinn.use_board(vm, double)
+    send = LiveIO._send
+    sent = []
+
+    def interrupted(self, k, body):
+        sent.append(k)
+        if len(sent) == 40:  # mid-batch, samples in flight
+            raise KeyboardInterrupt
+        send(self, k, body)
+
+    monkeypatch.setattr(LiveIO, "_send", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        vm["main"](tvm.runtime.tensor(x))
+    monkeypatch.setattr(LiveIO, "_send", send)
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)
+    tvm_spinn.use_board(vm, "emulator")

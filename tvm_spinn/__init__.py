@@ -40,6 +40,9 @@ if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only in the mapping w
     for _cls in (SpinnakerError, UnsupportedError, CalibrationError, ResourceError, MappingError, EmulatorError,
                  InputError, ProgramFormatError, BoardError, LostSamplesError):
         tvm_ffi.register_error(_cls.__name__, _cls)
+    # Ctrl-C inside a board call crosses TVM's callback boundary: keep it a KeyboardInterrupt
+    # (unregistered, it would arrive as an empty RuntimeError).
+    tvm_ffi.register_error("KeyboardInterrupt", KeyboardInterrupt)
     _codegen.register()
     _runtime.register()
     _pipeline.register()

@@ -74,6 +74,7 @@ class LiveIO:
         self.input_cores = input_cores
         self.paced = paced
         self.health = health  # raises BoardError if the board is gone or a core crashed
+        self.interrupted = False  # a call ended early (Ctrl-C): its samples may still come back
         self.counts: Dict[str, int] = collections.Counter()
 
     def _messages(self, keys, payloads, which) -> List[Tuple[int, bytes]]:
@@ -130,6 +131,17 @@ class LiveIO:
     def run(self, x_q: np.ndarray, n_slots: int) -> Tuple[np.ndarray, List[int]]:
         """Stream int16 samples (n, in_features) through the board; returns (y int16 (n,
         out_features), sorted indices of lost samples; their rows of y are 0)."""
+        rest_s = 2 * LOST_TIMEOUT_TICKS * 1e-3 + 0.05
+        # what an interrupted call left in flight drains away before this one starts
+        self._discard(rest_s if self.interrupted else 0.0)
+        self.interrupted = False
+        try:
+            return self._stream(x_q, n_slots, rest_s)
+        except BaseException:
+            self.interrupted = True
+            raise
+
+    def _stream(self, x_q: np.ndarray, n_slots: int, rest_s: float) -> Tuple[np.ndarray, List[int]]:
         n, out_n = x_q.shape[0], self.program.out_features
         y = np.zeros((n, out_n), np.int16)
         bufs = np.zeros(MAX_SLOTS * out_n, np.int16)
@@ -147,8 +159,6 @@ class LiveIO:
         events_at_timeout = -1
         send_at = time.monotonic()
         last_progress = time.monotonic()
-        rest_s = 2 * LOST_TIMEOUT_TICKS * 1e-3 + 0.05
-        self._discard(0.0)
 
         def finish(slot: int, was_lost: bool) -> None:
             nonlocal done
