@@ -751,6 +751,7 @@ typedef struct {
     uint32_t n_icpo;       /* input channels per output channel: depthwise ? 1 : n_ic */
     uint32_t phase0;       /* depthwise: oc0 - ic0 * depthwise, the first output's phase */
     uint32_t words_per_oc; /* weight words per output channel */
+    uint32_t full_lo, full_hi; /* output columns whose window lies wholly inside the input row */
     const uint32_t *rx, *weights, *params, *table; /* params, table: 0 if partial */
     int16_t *inputs;       /* n_slots x n_ic x n_ih x in_w */
     int16_t *wbuf;         /* one output channel's weights, unpacked */

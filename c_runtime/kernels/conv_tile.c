@@ -148,6 +148,20 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->n_icpo = l.n_icpo;
     s->phase0 = l.phase0;
     s->words_per_oc = l.words_per_oc;
+    /* found once, without division: [full_lo, full_hi) is one run (the window moves right with ow) */
+    s->full_lo = s->full_hi = 0u;
+    {
+        uint32_t ow;
+        int found = 0;
+        for (ow = 0; ow < s->out_w; ow++) {
+            int32_t ix0 = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
+            if (ix0 >= 0 && ix0 + (int32_t)s->kw <= (int32_t)s->in_w) {
+                if (!found) s->full_lo = ow;
+                found = 1;
+                s->full_hi = ow + 1u;
+            }
+        }
+    }
     s->rx = cfg + H_WORDS;
     s->weights = cfg + l.weights_at;
     s->params = s->mode == SPINN_CONV_PARTIAL ? 0 : cfg + l.params_at;
@@ -234,6 +248,28 @@ static int64_t window_sum(const spinn_conv_tile_t *s, const int16_t *xj, int32_t
     return acc;
 }
 
+/* acc + the window sum of a column whose window lies wholly inside the input
+ * row (kx = 0 .. kw-1): x0 is input channel 0's first window row at the
+ * column's left edge, w0 the weights' row ky_lo; pointers step, no call and no
+ * range test per kernel row. */
+static int64_t window_full(const spinn_conv_tile_t *s, const int16_t *x0, const int16_t *w0, uint32_t n_ky,
+                           int64_t acc) {
+    uint32_t ic_stride = s->n_ih * s->in_w, kk = s->kh * s->kw, ic, ky, k;
+    for (ic = 0; ic < s->n_icpo; ic++, x0 += ic_stride, w0 += kk) {
+        const int16_t *xr = x0, *wr = w0;
+        for (ky = 0; ky < n_ky; ky++, xr += s->in_w, wr += s->kw) {
+            if (s->kw == 3u) {
+                acc += (int64_t)((int32_t)wr[0] * (int32_t)xr[0]);
+                acc += (int64_t)((int32_t)wr[1] * (int32_t)xr[1]);
+                acc += (int64_t)((int32_t)wr[2] * (int32_t)xr[2]);
+            } else {
+                for (k = 0; k < s->kw; k++) acc += (int64_t)((int32_t)wr[k] * (int32_t)xr[k]);
+            }
+        }
+    }
+    return acc;
+}
+
 /* Pooled mode, after conv row r of the slot is stored for every channel: send
  * the next pool rows whose windows' conv rows are all stored (the last pool
  * row only with the tile's last conv row: its last packet frees the slot). The
@@ -285,7 +321,15 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
         int32_t pending = 0;
         unpack_weights(s, j);
         for (ow = 0; ow < s->out_w; ow++) {
-            int64_t acc = window_sum(s, xj, iy0, ky_lo, ky_hi, ow, bias, &macs);
+            int64_t acc;
+            if (ow >= s->full_lo && ow < s->full_hi && ky_hi > ky_lo) {
+                acc = window_full(s, xj + ((uint32_t)(iy0 + (int32_t)ky_lo) - s->ih0) * s->in_w + ow * s->sw -
+                                         s->pad_left,
+                                  s->wbuf + ky_lo * s->kw, ky_hi - ky_lo, bias);
+                macs += s->n_icpo * (ky_hi - ky_lo) * s->kw;
+            } else {
+                acc = window_sum(s, xj, iy0, ky_lo, ky_hi, ow, bias, &macs);
+            }
             int last = last_row && j + 1u == s->n_oc && ow + 1u == s->out_w, rc = 0;
             if (s->mode == SPINN_CONV_PARTIAL) {
                 /* the encoder proved the rounded sum fits int32: saturation is a safety net */
