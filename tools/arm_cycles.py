@@ -1324,8 +1324,27 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
     }
 
 
+# Kinds whose MACs the cycle model charges wide (int64 accumulation), as the statistics do
+# (tvm_spinn/runtime/stats.py: dense tiles with int32 blocks of 2 words, and conv tiles).
+WIDE_KINDS = ("dense_tile_i64", "conv_tile", "conv_tile_depthwise")
+
+
+def model_cycles(kind: str, counts: dict) -> float:
+    """What tvm_spinn's cycle model (tiling.resources.CycleModel, the constants the planner
+    and the statistics use) says the counted work costs, in the terms the trace counts:
+    its MACs, outputs, packets in and out and compute events (blocks: int32 spills)."""
+    from tvm_spinn.tiling import resources as res
+
+    m = res.CYCLES
+    return (counts["macs"] * (m.mac + (m.wide_mac if kind in WIDE_KINDS else 0.0)) + counts["blocks"] * m.block
+            + counts["outputs"] * m.output + counts["packets_in"] * m.packet_in
+            + counts["packets_out"] * m.packet_out + counts["compute_events"] * m.compute)
+
+
 def summarise(items: List[Tuple[Case, CaseResult]]) -> dict:
     out = figures(items)
+    out["model_cycles"] = model_cycles(items[0][0].kind, out["counts"])
+    out["trace_over_model"] = out["cycles_total"] / out["model_cycles"] if out["model_cycles"] else None
     out["cases"] = []
     for c, r in items:
         f = figures([(c, r)])
@@ -1356,6 +1375,11 @@ def table(report: dict) -> str:
             lines.append(f"  {kind + ' ' + case['shape']:<52} {_fmt(c['mac'])} {_fmt(c['output'])} "
                          f"{_fmt(c['compute_event'], 11)}")
     lines.append("")
+    lines.append(f"{'all work of the cases':<20} {'traced':>12} {'model':>12} {'trace/model':>11}")
+    for kind, k in report["kinds"].items():
+        lines.append(f"  {kind:<18} {k['cycles_total']:>12,.0f} {k['model_cycles']:>12,.0f} "
+                     f"{_fmt(k['trace_over_model'], 11)}")
+    lines.append("")
     lines.append("cycles per packet in, by phase (fiq / event / drain / receive):")
     for kind, k in report["kinds"].items():
         ph = k["cycles_per_packet_in_by_phase"]
@@ -1366,6 +1390,8 @@ def table(report: dict) -> str:
     lines.append("cyc/pkt in: FIQ entry to the end of receive with one user event (spin1 scheduling) per packet; "
                  "(no event): that event amortised away.")
     lines.append("cyc/pkt out: the binding's send with spin1_send_mc_packet (queue empty, TX not full).")
+    lines.append("model: tvm_spinn's CycleModel (tiling/resources.py) on the same counted work; trace/model > 1: "
+                 "the model is optimistic.")
     return "\n".join(lines)
 
 
