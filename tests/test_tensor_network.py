@@ -132,9 +132,10 @@ def test_planned_cores_fit_dtcm_as_the_kernels_allocate(rng):
     import ctypes
 
     from tvm_spinn._native import emulator_library
+    from tvm_spinn.machine.graph import KERNEL_BINARIES
 
     lib = emulator_library()
-    names = {1: "dense_tile", 2: "dense_reduce", 4: "conv_tile", 5: "pool_tile", 6: "add_tile", 7: "conv_reduce"}
+
     ops = [_conv(rng, 128, 128, 3), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (4, 4), name="pool", inputs=(0,)),
            _conv(rng, 64, 128, 3, inputs=(1,))]
     x = rng.normal(size=(8, 128, 8, 8)).astype(np.float32)
@@ -143,7 +144,7 @@ def test_planned_cores_fit_dtcm_as_the_kernels_allocate(rng):
     program = make_program("t", plan, build_machine_graph(plan), map_graph(build_machine_graph(plan).spec))
     worst = 0
     for core in program.cores:
-        fn = getattr(lib, f"spinn_{names[core.kind]}_workspace")
+        fn = getattr(lib, f"spinn_{KERNEL_BINARIES[core.kind][:-len('.aplx')]}_workspace")
         fn.restype, fn.argtypes = ctypes.c_uint32, [ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32]
         cfg = np.ascontiguousarray(core.config, np.uint32)
         workspace = fn(cfg.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), len(cfg))

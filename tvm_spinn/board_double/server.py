@@ -41,7 +41,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..machine.graph import CONFIG_HEADER_WORDS, LOST_TIMEOUT_TICKS, PROVENANCE_NAMES, SYSTEM_PROVENANCE_NAMES
+from ..machine.graph import (CONFIG_HEADER_WORDS, KERNEL_BINARIES, LOST_TIMEOUT_TICKS, PROVENANCE_NAMES,
+                             SYSTEM_PROVENANCE_NAMES)
 from ..runtime.board.double_link import decode, encode
 from ..runtime.board.loader import APPDATA_MAGIC_NUM, CMD_PAUSE, CMD_RUNTIME, CMD_STOP, DSE_VERSION, MAX_MEM_REGIONS
 
@@ -49,8 +50,7 @@ log = logging.getLogger(__name__)
 
 # spinnman 7.4.1 CPUState values
 DEAD, RUN_TIME_EXCEPTION, READY, RUNNING, SYNC0, SYNC1, PAUSED, FINISHED, IDLE = 0, 2, 5, 7, 8, 9, 10, 11, 15
-KERNEL_KINDS = {"dense_tile.aplx": 1, "dense_reduce.aplx": 2, "conv_tile.aplx": 4, "pool_tile.aplx": 5,
-                "add_tile.aplx": 6, "conv_reduce.aplx": 7}
+KERNEL_KINDS = {binary: kind for kind, binary in KERNEL_BINARIES.items()}
 LPG_BINARY, RIPTMCS_BINARY = "live_packet_gather.aplx", "reverse_iptag_multicast_source.aplx"
 SDRAM_BASE, SDRAM_BYTES = 0x60000000, 119 * 1024 * 1024  # usable SDRAM per SpiNN-5 chip (128 MB less SCAMP's)
 LPG_TAG_WORD = 9  # the live packet gatherer's config: its IP tag (live_packet_gather_machine_vertex.py)

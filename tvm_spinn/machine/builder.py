@@ -26,7 +26,7 @@ from .configs.dense import (CORE_DENSE_REDUCE, CORE_DENSE_TILE, KIND_DENSE_REDUC
 from .configs.tensor import (CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, add_config, block_key_layout,
                              conv_config, conv_reduce_config, depthwise_inputs, partial_key_layout, pool_config,
                              trx_entry)
-from .graph import FIX_KEY, FIX_MASK, INPUT, KERNEL, OUTPUT, MachineGraphSpec, VertexSpec
+from .graph import FIX_KEY, FIX_MASK, INPUT, KERNEL, KERNEL_BINARIES, OUTPUT, MachineGraphSpec, VertexSpec
 
 INPUT_LABEL = "input"
 OUTPUT_LABEL = "output"
@@ -146,7 +146,7 @@ class _Builder:
         config = np.concatenate([np.array(header + rx, np.uint32)] + body).astype(np.uint32)
         self.vertices.append(VertexSpec(
             label=label, kind=KERNEL, n_keys=_n_keys(slot_shift), lost_bit=_lost_bit(slot_shift),
-            binary="dense_tile.aplx" if kind == CORE_DENSE_TILE else "dense_reduce.aplx",
+            binary=KERNEL_BINARIES[kind],
             config=config, key_fixups=fixups, sdram_bytes=4 * len(config)))
         self.core_kinds[label] = kind
 
@@ -236,13 +236,13 @@ def _tensor_fixups(fixups, labels: List[str], own: str) -> List[Tuple[int, str, 
             for word, what, src in fixups]
 
 
-def _add_vertex(b: "_Builder", label: str, kind: int, binary: str, slot_shift: int, config: np.ndarray,
+def _add_vertex(b: "_Builder", label: str, kind: int, slot_shift: int, config: np.ndarray,
                 fixups, labels: List[str]) -> None:
     """A tensor kernel vertex, its edges from its sources and its mapper fix-ups."""
     for src in dict.fromkeys(labels):
         b.edges.append((src, label))
     b.vertices.append(VertexSpec(label=label, kind=KERNEL, n_keys=_n_keys(slot_shift), lost_bit=_lost_bit(slot_shift),
-                                 binary=binary,
+                                 binary=KERNEL_BINARIES[kind],
                                  config=config, key_fixups=_tensor_fixups(fixups, labels, label),
                                  sdram_bytes=4 * len(config)))
     b.core_kinds[label] = kind
@@ -288,7 +288,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 pad_left=op.padding[1], depthwise=depthwise, rx=rx,
                 weights=q.weight[oc] if depthwise else q.weight[oc, ic0:ic0 + n_ic],
                 **finish, **common)
-            kind, binary = CORE_CONV, "conv_tile.aplx"
+            kind = CORE_CONV
         elif isinstance(op, Pool2D):
             rx, labels = _trx_entries(inputs[0], (t.c0, t.ih0, 0, t.nc, t.nih, in_w), 0)
             config, fixups = pool_config(
@@ -296,7 +296,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 out_w=out_w, kh=op.kernel[0], kw=op.kernel[1], sh=op.stride[0], sw=op.stride[1],
                 pad_top=op.padding[0], pad_left=op.padding[1], pad_bottom=op.padding[2],
                 pad_right=op.padding[3], mode=op.kind, count_include_pad=op.count_include_pad, rx=rx, **common)
-            kind, binary = CORE_POOL, "pool_tile.aplx"
+            kind = CORE_POOL
         else:  # Add
             dst = (t.c0, t.h0, 0, t.nc, t.nh, in_w)
             rx_a, labels_a = _trx_entries(inputs[0], dst, 0)
@@ -309,8 +309,8 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 c0=t.c0, n_c=t.nc, h=in_h, w=in_w, h0=t.h0, n_h=t.nh, activation=op.activation,
                 mult_a=int(q.multiplier[0]), mult_b=int(q.multiplier[1]), shift=int(q.shift[0]), rx=rx,
                 act_params=q.act_params, **common)
-            kind, binary = CORE_ADD, "add_tile.aplx"
-        _add_vertex(b, label, kind, binary, slot_shift, config, fixups, labels)
+            kind = CORE_ADD
+        _add_vertex(b, label, kind, slot_shift, config, fixups, labels)
         if t.nic:
             partials.append(label)
             if t.ic0 + t.nic < in_c:
@@ -324,7 +324,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift, n_rx=len(partials),
                 bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
                 acc_bound=acc_bounds(q)[oc], act_params=q.act_params, **in_shifts)
-            _add_vertex(b, label, CORE_CONV_REDUCE, "conv_reduce.aplx", slot_shift, config, fixups, partials)
+            _add_vertex(b, label, CORE_CONV_REDUCE, slot_shift, config, fixups, partials)
             partials = []
         if plan.pool is not None:
             producers.append(Producer(label, t.c0, t.nc, t.ph0, t.nph, 0, pool_w, slot_shift, c_shift, h_shift,

@@ -24,6 +24,12 @@ KERNEL = "kernel"  # runs one of our C kernels (c_runtime/kernels)
 INPUT = "input"  # live input: ReverseIPTagMulticastSource
 OUTPUT = "output"  # live output: LivePacketGatherer
 
+# The kernels' binaries (c_runtime/Makefile builds them) by the emulator's core kind
+# (spinn_emulator.h SPINN_CORE_*; machine.configs CORE_*): the one list the builder, the
+# board loader and the board double read.
+KERNEL_BINARIES = {1: "dense_tile.aplx", 2: "dense_reduce.aplx", 4: "conv_tile.aplx", 5: "pool_tile.aplx",
+                   6: "add_tile.aplx", 7: "conv_reduce.aplx"}
+
 # Key fix-ups: the config region holds placeholders the mapper fills with the
 # routing key or mask allocated to a source vertex's outgoing partition.
 FIX_KEY = "key"

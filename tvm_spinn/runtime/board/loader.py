@@ -27,8 +27,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...errors import BoardError
-from ...machine.graph import (CONFIG_REGION, LOST_TIMEOUT_TICKS, PROVENANCE_NAMES, PROVENANCE_REGION,
-                              SYSTEM_PROVENANCE_NAMES, frame_config)
+from ...machine.graph import (CONFIG_REGION, KERNEL_BINARIES, LOST_TIMEOUT_TICKS, PROVENANCE_NAMES,
+                              PROVENANCE_REGION, SYSTEM_PROVENANCE_NAMES, frame_config)
 from ...program import BoardProgram
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ CMD_STOP, CMD_RUNTIME, CMD_PAUSE = 6, 7, 10
 # The kernels' binaries: built by ``make -C c_runtime SPINN_DIRS=...`` into c_runtime/build/aplx.
 APLX_ENV = "TVM_SPINN_APLX_DIR"
 DEFAULT_APLX_DIR = Path(__file__).resolve().parents[3] / "c_runtime" / "build" / "aplx"
-OUR_BINARIES = {"dense_tile.aplx", "dense_reduce.aplx", "conv_tile.aplx", "conv_reduce.aplx", "pool_tile.aplx",
-                "add_tile.aplx"}
+OUR_BINARIES = frozenset(KERNEL_BINARIES.values())
 def setting(name: str, default: float, minimum: float = 0.0) -> float:
     """A positive number from the environment variable ``name`` (BoardError naming it if not)."""
     text = os.environ.get(name, "").strip()
