@@ -39,8 +39,23 @@ typedef struct {
     uint32_t mask, key, index;
 } route_slot_t;
 
+typedef struct core core_t;
+
+/* A kernel kind's entry points (KERNEL_OPS). */
 typedef struct {
+    uint32_t (*workspace)(const uint32_t *cfg, uint32_t n_words);
+    int (*init)(core_t *c, uint32_t n_words);
+    int (*packet)(core_t *c, uint32_t key, uint32_t payload, int marker, spinn_send_fn send, spinn_send_fn send_lost,
+                  void *ctx);
+    uint32_t (*release)(core_t *c);
+    spinn_counters_t *(*counters)(core_t *c);
+} kernel_ops_t;
+
+#define SPINN_EMU_KINDS 8u /* core kinds are 1..7 (spinn_emulator.h) */
+
+struct core {
     spinn_emu_s *emu; /* back pointer: the send callback's context is the core */
+    const kernel_ops_t *ops;
     uint32_t kind, chip, p;
     uint32_t *cfg;
     void *workspace;
@@ -55,7 +70,9 @@ typedef struct {
         spinn_add_tile_t add;
         spinn_conv_reduce_t conv_reduce;
     } k;
-} core_t;
+};
+
+static int core_send_lost(void *ctx, uint32_t key, uint32_t payload);
 
 typedef struct {
     uint32_t chip, key, slot_shift, c_shift, h_shift, c, h, w;
@@ -165,9 +182,43 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     free(emu);
 }
 
+/* Each kernel kind's entry points, for a core: workspace and init (its config
+ * and workspace are the core's), a packet in (receive, then compute what it
+ * completed, with lost-sample markers as the binding's drain), the lost-sample
+ * timeout (the emulator has no time: it fires when nothing is in flight, for
+ * every slot) and its counters. One table instead of a switch per use. */
+#define EMU_KERNEL(name, member)                                                                          \
+    static uint32_t workspace_##name(const uint32_t *cfg, uint32_t n) { return spinn_##name##_workspace(cfg, n); } \
+    static int init_##name(core_t *c, uint32_t n) {                                                       \
+        return spinn_##name##_init(&c->k.member, c->cfg, n, c->workspace);                                \
+    }                                                                                                     \
+    static int packet_##name(core_t *c, uint32_t key, uint32_t payload, int marker, spinn_send_fn send,   \
+                             spinn_send_fn send_lost, void *ctx) {                                        \
+        return spinn_##name##_packet(&c->k.member, &c->slots, key, payload, marker, send, send_lost, ctx); \
+    }                                                                                                     \
+    static uint32_t release_##name(core_t *c) {                                                           \
+        return spinn_##name##_release_stale(&c->k.member, &c->slots, 0u, core_send_lost, c);              \
+    }                                                                                                     \
+    static spinn_counters_t *counters_##name(core_t *c) { return &c->k.member.counters; }
+
+EMU_KERNEL(dense_tile, tile)
+EMU_KERNEL(dense_reduce, reduce)
+EMU_KERNEL(conv_tile, conv)
+EMU_KERNEL(pool_tile, pool)
+EMU_KERNEL(add_tile, add)
+EMU_KERNEL(conv_reduce, conv_reduce)
+
+#define EMU_OPS(name) {workspace_##name, init_##name, packet_##name, release_##name, counters_##name}
+static const kernel_ops_t KERNEL_OPS[SPINN_EMU_KINDS] = {
+    [SPINN_CORE_DENSE_TILE] = EMU_OPS(dense_tile), [SPINN_CORE_DENSE_REDUCE] = EMU_OPS(dense_reduce),
+    [SPINN_CORE_CONV] = EMU_OPS(conv_tile),        [SPINN_CORE_POOL] = EMU_OPS(pool_tile),
+    [SPINN_CORE_ADD] = EMU_OPS(add_tile),          [SPINN_CORE_CONV_REDUCE] = EMU_OPS(conv_reduce),
+};
+
 int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t kind, const uint32_t *cfg,
                            uint32_t n_words) {
     core_t *c;
+    const kernel_ops_t *ops;
     uint32_t ws_bytes;
     int ok;
     if (chip >= emu->n_chips || p >= SPINN_CORES_PER_CHIP || emu->core_at[chip * SPINN_CORES_PER_CHIP + p] >= 0) {
@@ -190,33 +241,15 @@ int32_t spinn_emu_add_core(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t
     c->cfg = malloc(sizeof(uint32_t) * (n_words ? n_words : 1u));
     if (!c->cfg) return -1;
     memcpy(c->cfg, cfg, sizeof(uint32_t) * n_words);
-    if (kind == SPINN_CORE_DENSE_TILE) {
-        ws_bytes = spinn_dense_tile_workspace(c->cfg, n_words);
-        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
-        ok = c->workspace && spinn_dense_tile_init(&c->k.tile, c->cfg, n_words, c->workspace) == 0;
-    } else if (kind == SPINN_CORE_DENSE_REDUCE) {
-        ws_bytes = spinn_dense_reduce_workspace(c->cfg, n_words);
-        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
-        ok = c->workspace && spinn_dense_reduce_init(&c->k.reduce, c->cfg, n_words, c->workspace) == 0;
-    } else if (kind == SPINN_CORE_CONV) {
-        ws_bytes = spinn_conv_tile_workspace(c->cfg, n_words);
-        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
-        ok = c->workspace && spinn_conv_tile_init(&c->k.conv, c->cfg, n_words, c->workspace) == 0;
-    } else if (kind == SPINN_CORE_POOL) {
-        ws_bytes = spinn_pool_tile_workspace(c->cfg, n_words);
-        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
-        ok = c->workspace && spinn_pool_tile_init(&c->k.pool, c->cfg, n_words, c->workspace) == 0;
-    } else if (kind == SPINN_CORE_ADD) {
-        ws_bytes = spinn_add_tile_workspace(c->cfg, n_words);
-        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
-        ok = c->workspace && spinn_add_tile_init(&c->k.add, c->cfg, n_words, c->workspace) == 0;
-    } else if (kind == SPINN_CORE_CONV_REDUCE) {
-        ws_bytes = spinn_conv_reduce_workspace(c->cfg, n_words);
-        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
-        ok = c->workspace && spinn_conv_reduce_init(&c->k.conv_reduce, c->cfg, n_words, c->workspace) == 0;
-    } else {
+    ops = kind < SPINN_EMU_KINDS ? &KERNEL_OPS[kind] : NULL;
+    if (ops == NULL || ops->workspace == NULL) {
         ok = 0;
+    } else {
+        ws_bytes = ops->workspace(c->cfg, n_words);
+        c->workspace = ws_bytes ? malloc(ws_bytes) : NULL;
+        ok = c->workspace && ops->init(c, n_words) == 0;
     }
+    c->ops = ops;
     if (!ok) {
         char msg[128];
         snprintf(msg, sizeof(msg), "core (chip %u, p %u): kernel rejected its config region", chip, p);
@@ -337,63 +370,6 @@ static int core_send_lost(void *ctx, uint32_t key, uint32_t payload) {
     return push(c->emu, c->chip, LOCAL, key | c->lost_bit, 0u, 0, 0u);
 }
 
-/* A packet reaches a kernel core: receive, and compute the slot it returns
- * (as the spin1 binding's drain does, lost-sample markers included). Returns 0
- * or the send error. */
-static int core_packet(core_t *c, uint32_t key, uint32_t payload, int marker, spinn_send_fn send,
-                       spinn_send_fn send_lost, void *ctx) {
-    switch (c->kind) {
-    case SPINN_CORE_DENSE_TILE:
-        return spinn_dense_tile_packet(&c->k.tile, &c->slots, key, payload, marker, send, send_lost, ctx);
-    case SPINN_CORE_DENSE_REDUCE:
-        return spinn_dense_reduce_packet(&c->k.reduce, &c->slots, key, payload, marker, send, send_lost, ctx);
-    case SPINN_CORE_CONV:
-        return spinn_conv_tile_packet(&c->k.conv, &c->slots, key, payload, marker, send, send_lost, ctx);
-    case SPINN_CORE_POOL:
-        return spinn_pool_tile_packet(&c->k.pool, &c->slots, key, payload, marker, send, send_lost, ctx);
-    case SPINN_CORE_CONV_REDUCE:
-        return spinn_conv_reduce_packet(&c->k.conv_reduce, &c->slots, key, payload, marker, send, send_lost, ctx);
-    default:
-        return spinn_add_tile_packet(&c->k.add, &c->slots, key, payload, marker, send, send_lost, ctx);
-    }
-}
-
-/* The lost-sample timeout fired on core c: release its partly filled slots (the
- * emulator has no time: it fires when nothing is left in flight, for every slot). */
-static uint32_t core_release(core_t *c) {
-    switch (c->kind) {
-    case SPINN_CORE_DENSE_TILE:
-        return spinn_dense_tile_release_stale(&c->k.tile, &c->slots, 0u, core_send_lost, c);
-    case SPINN_CORE_DENSE_REDUCE:
-        return spinn_dense_reduce_release_stale(&c->k.reduce, &c->slots, 0u, core_send_lost, c);
-    case SPINN_CORE_CONV:
-        return spinn_conv_tile_release_stale(&c->k.conv, &c->slots, 0u, core_send_lost, c);
-    case SPINN_CORE_POOL:
-        return spinn_pool_tile_release_stale(&c->k.pool, &c->slots, 0u, core_send_lost, c);
-    case SPINN_CORE_CONV_REDUCE:
-        return spinn_conv_reduce_release_stale(&c->k.conv_reduce, &c->slots, 0u, core_send_lost, c);
-    default:
-        return spinn_add_tile_release_stale(&c->k.add, &c->slots, 0u, core_send_lost, c);
-    }
-}
-
-static spinn_counters_t *core_counters(core_t *c) {
-    switch (c->kind) {
-    case SPINN_CORE_DENSE_TILE:
-        return &c->k.tile.counters;
-    case SPINN_CORE_DENSE_REDUCE:
-        return &c->k.reduce.counters;
-    case SPINN_CORE_CONV:
-        return &c->k.conv.counters;
-    case SPINN_CORE_POOL:
-        return &c->k.pool.counters;
-    case SPINN_CORE_CONV_REDUCE:
-        return &c->k.conv_reduce.counters;
-    default:
-        return &c->k.add.counters;
-    }
-}
-
 /* Decode one output packet into bufs (SPINN_MAX_SLOTS x out_n int16), counting
  * the values per slot and marking a slot lost on a marker. Returns the slot,
  * SPINN_MAX_SLOTS for values outside the output (none of ours), or -1 with
@@ -475,7 +451,7 @@ static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, u
         emu->faults_stopped++;
         return;
     }
-    if (core_packet(c, key, payload, (int)marker, core_send, core_send_lost, c) != 0) {
+    if (c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c) != 0) {
         snprintf(msg, sizeof(msg), "core (chip %u, p %u) could not send", chip, p);
         fail(emu, msg);
     }
@@ -645,7 +621,7 @@ static void route_some(spinn_emu_t *emu) {
 static uint32_t release_all(spinn_emu_t *emu) {
     uint32_t i, n = 0;
     for (i = 0; i < emu->n_cores; i++)
-        if (!emu->cores[i].stopped) n += core_release(&emu->cores[i]);
+        if (!emu->cores[i].stopped) n += emu->cores[i].ops->release(&emu->cores[i]);
     return n;
 }
 
@@ -735,7 +711,7 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
     } while (!emu->failed && release_all(emu));
     emu->settling = 0;
     for (i = 0; i < emu->n_cores && !emu->failed; i++) {
-        uint32_t dropped = core_counters(&emu->cores[i])->dropped;
+        uint32_t dropped = emu->cores[i].ops->counters(&emu->cores[i])->dropped;
         if (dropped) {
             snprintf(msg, sizeof(msg), "core (chip %u, p %u) received %u packets it has no receive entry for",
                      emu->cores[i].chip, emu->cores[i].p, dropped);
@@ -858,7 +834,7 @@ const char *spinn_emu_error(const spinn_emu_t *emu) { return emu->failed ? emu->
 
 int spinn_emu_core_counters(const spinn_emu_t *emu, uint32_t core, uint32_t *out) {
     if (core >= emu->n_cores) return -1;
-    memcpy(out, core_counters(&emu->cores[core]), sizeof(spinn_counters_t));
+    memcpy(out, emu->cores[core].ops->counters(&emu->cores[core]), sizeof(spinn_counters_t));
     return 0;
 }
 
@@ -883,7 +859,8 @@ int32_t spinn_emu_core_packet(spinn_emu_t *emu, uint32_t core, uint32_t key, uin
     c.sent = sent;
     c.cap = cap;
     c.n = 0;
-    if (core_packet(&emu->cores[core], key, payload, 0, capture_send, capture_send, &c) != 0 || c.n > cap)
+    if (emu->cores[core].ops->packet(&emu->cores[core], key, payload, 0, capture_send, capture_send, &c) != 0 ||
+        c.n > cap)
         return -1;
     return (int32_t)c.n;
 }
@@ -897,5 +874,6 @@ void spinn_emu_reset_counters(spinn_emu_t *emu) {
     uint32_t i;
     memset(emu->chip_packets, 0, sizeof(uint64_t) * emu->n_chips);
     memset(emu->link_packets, 0, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
-    for (i = 0; i < emu->n_cores; i++) memset(core_counters(&emu->cores[i]), 0, sizeof(spinn_counters_t));
+    for (i = 0; i < emu->n_cores; i++)
+        memset(emu->cores[i].ops->counters(&emu->cores[i]), 0, sizeof(spinn_counters_t));
 }
