@@ -218,13 +218,6 @@ class BoardDouble:
             out.append([core.state, core.app_id] if core is not None else [IDLE, 0])
         return out
 
-    def do_core_states(self, cores, app_id) -> List[int]:
-        out = []
-        for x, y, p in cores:
-            core = self.cores.get((x, y, p))
-            out.append(core.state if core is not None and core.app_id == app_id else DEAD)
-        return out
-
     def do_send_signal(self, app_id, signal) -> None:
         if signal == "START":  # loaded cores run c_main
             for where, core in self.cores.items():

@@ -74,18 +74,23 @@ class Executor:
                     close()
             self._calls = 0
 
-    def _check_inputs(self, xs: List[np.ndarray]) -> None:
+    @property
+    def where(self) -> str:
+        """The function as errors name it: its symbol and its first layer."""
         first = self.program.layers[0].name if self.program.layers else self.symbol
+        return f"{self.symbol} ({first})"
+
+    def _check_inputs(self, xs: List[np.ndarray]) -> None:
         if len(xs) != len(self.program.arg_shapes):
-            raise InputError(f"{self.symbol} ({first}): expected {len(self.program.arg_shapes)} input tensors, "
+            raise InputError(f"{self.where}: expected {len(self.program.arg_shapes)} input tensors, "
                              f"got {len(xs)}")
         batch = {x.shape[0] if x.ndim else -1 for x in xs}
         for k, (x, shape) in enumerate(zip(xs, self.program.arg_shapes)):
             which = f"input {k}" if len(xs) > 1 else "input"
             if x.dtype != np.float32:
-                raise InputError(f"{self.symbol} ({first}): {which} dtype must be float32, got {x.dtype}")
+                raise InputError(f"{self.where}: {which} dtype must be float32, got {x.dtype}")
             if tuple(x.shape[1:]) != tuple(shape) or len(batch) != 1:
-                raise InputError(f"{self.symbol} ({first}): {which} shape must be (batch, "
+                raise InputError(f"{self.where}: {which} shape must be (batch, "
                                  f"{', '.join(map(str, shape))}), got {tuple(x.shape)}")
             if not np.all(np.isfinite(x)):
                 raise InputError(f"{self.symbol}: {which} contains NaN or infinity")
@@ -122,7 +127,7 @@ class Executor:
                 self.last_stats.lost_samples = len(exc.lost)
                 self.last_lost = exc  # with the int16 rows (partial): the FFI passes only the message
                 raise LostSamplesError(exc.lost, exc.n_samples, exc.partial,
-                                       f"{exc.where} in {self.symbol} ({self.program.layers[0].name if self.program.layers else self.symbol})") from None
+                                       f"{exc.where} in {self.where}") from None
             self._wall += time.perf_counter() - start
             self._saturated += saturated
             self.last_stats = collect(self.program, self.board, n, self._wall)

@@ -63,14 +63,6 @@ class _Machine:
     def get_chip_at(self, x: int, y: int):
         return self._chips.get((x, y))
 
-    @property
-    def chips(self):
-        return iter(self._chips.values())
-
-    @property
-    def n_chips(self) -> int:
-        return len(self._chips)
-
 
 class _CPUInfo:
     def __init__(self, x: int, y: int, p: int, state: int, app_id: int) -> None:
@@ -190,7 +182,9 @@ class DoubleTransceiver:
         cores = [[int(c.x), int(c.y), int(p)] for c in all_core_subsets for p in c.processor_ids]
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
         while True:
-            states = self._call("core_states", cores=cores, app_id=app_id)
+            # a core of another application counts as DEAD for this one, as SCAMP's count does
+            states = [state if app == app_id else int(CPUState.DEAD)
+                      for state, app in self._call("cpu_infos", cores=cores)]
             if all(s in wanted for s in states):
                 return
             failed = [tuple(c) for c, s in zip(cores, states) if s in bad]

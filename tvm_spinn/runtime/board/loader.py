@@ -145,6 +145,7 @@ class BoardLoader:
         self.by_xyp = {tuple(im.placement): im.label for im in self.images}
         # every kernel core on the board (the functions mapped with this one included)
         self.kernel_labels = [im.label for im in self.images if im.binary in OUR_BINARIES]
+        self._kernels = {c.label: c for c in program.cores}  # this function's own kernels
         self.provenance_address: Dict[str, int] = {}
         self.loaded = False  # anything written to the board (so stopping the application is ours to do)
         self._runs = 0  # runs started: SYNC0 for even, SYNC1 for odd (spin1 flips event.wait)
@@ -170,7 +171,6 @@ class BoardLoader:
         from spinn_machine.tags import IPTag
         from spinnman.model.enums import CPUState, UserRegister
 
-        self._kernels = {c.label: c for c in self.program.cores}
         self._check_machine()
         self._all = CoreSubsets()
         for im in self.images:
@@ -180,7 +180,7 @@ class BoardLoader:
         self.loaded = True
         for im in self.images:
             x, y, p = im.placement
-            data = self._core_regions(im)
+            data = core_regions(im, self._kernels)
             sizes = dict(im.region_sizes)
             for num, blob in data.items():
                 sizes[num] = max(sizes.get(num, 0), len(blob))
@@ -221,9 +221,6 @@ class BoardLoader:
         self._wait(CPUState.READY, "loading the binaries")
         txrx.send_signal(self.app_id, Signal.START)
         self._wait(CPUState.PAUSED, "start-up (c_main)")
-
-    def _core_regions(self, im) -> Dict[int, bytes]:
-        return core_regions(im, self._kernels)
 
     def _check_free(self) -> None:
         """Refuse a board whose cores another application (another process, another model)

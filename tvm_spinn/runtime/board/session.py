@@ -17,7 +17,6 @@ import logging
 import os
 import socket
 import threading
-import weakref
 from typing import Dict, Tuple
 
 import numpy as np
@@ -34,7 +33,6 @@ COUNTER_KEYS = ("packets_in", "packets_out", "computes", "outputs", "blocks", "d
                 "markers_in", "released", "lost_out", "rx_overflow", "send_failed", "compute_failed",
                 "trigger_failed")
 SPALLOC_TIMEOUT_S = 300.0
-_open_sessions: "weakref.WeakSet[BoardSession]" = weakref.WeakSet()
 
 
 def _local_ip_towards(host: str) -> str:
@@ -103,8 +101,8 @@ class BoardSession:
     Raises BoardError when the machine cannot be reached or loaded (with the reason and
     what to do)."""
 
-    def __init__(self, program: BoardProgram, address: BoardAddress) -> None:
-        self.program, self.address = program, address
+    def __init__(self, program: BoardProgram, address: BoardAddress, key: tuple) -> None:
+        self.program, self.address, self.key = program, address, key
         self.lock = threading.RLock()
         self.users = 0
         self._closed = True
@@ -126,7 +124,6 @@ class BoardSession:
         self.placements = {im.label: tuple(im.placement) for im in program.images}
         self.counters = {label: dict.fromkeys(COUNTER_KEYS + ("macs",), 0) for label in self.loader.kernel_labels}
         self.router_dropped = 0
-        _open_sessions.add(self)
 
     def refresh(self) -> None:
         """Pause, read provenance, resume: the counters as the cores themselves keep them."""
@@ -164,11 +161,6 @@ class BoardSession:
             _sessions.pop(self.key, None)
             self._teardown(stop_app=True)
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 _sessions: Dict[tuple, BoardSession] = {}
@@ -213,8 +205,7 @@ class BoardView:
                                  f"move that one off first (tvm_spinn.use_board(vm, 'emulator')) or use "
                                  f"another board")
             if session is None or session._closed:
-                session = BoardSession(program, address)
-                session.key = key
+                session = BoardSession(program, address, key)
                 _sessions[key] = session
             session.users += 1
         self.session, self.program, self.address = session, program, address
@@ -282,5 +273,5 @@ class BoardView:
 
 @atexit.register
 def _close_all() -> None:
-    for session in list(_open_sessions):
+    for session in list(_sessions.values()):
         session.close()
