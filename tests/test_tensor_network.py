@@ -135,20 +135,33 @@ def test_planned_cores_fit_dtcm_as_the_kernels_allocate(rng):
     from tvm_spinn.machine.graph import KERNEL_BINARIES
 
     lib = emulator_library()
-
-    ops = [_conv(rng, 128, 128, 3), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (4, 4), name="pool", inputs=(0,)),
-           _conv(rng, 64, 128, 3, inputs=(1,))]
-    x = rng.normal(size=(8, 128, 8, 8)).astype(np.float32)
-    q = quantize_graph(OpGraph(ops, [(128, 8, 8)]), x)
-    plan = plan_graph(q, res.SPINN_5, 1e9, True)
-    program = make_program("t", plan, build_machine_graph(plan), map_graph(build_machine_graph(plan).spec))
-    worst = 0
-    for core in program.cores:
-        fn = getattr(lib, f"spinn_{KERNEL_BINARIES[core.kind][:-len('.aplx')]}_workspace")
-        fn.restype, fn.argtypes = ctypes.c_uint32, [ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32]
-        cfg = np.ascontiguousarray(core.config, np.uint32)
-        workspace = fn(cfg.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), len(cfg))
-        assert workspace > 0, core.label
-        worst = max(worst, 4 * len(cfg) + workspace + 8 + MEASURED_RUNTIME_DTCM)
-    assert worst <= res.DTCM_BYTES, worst
+    # every kernel kind: conv tiles (dense and depthwise), a pool, a residual add, a dense
+    # layer cut into column tiles with reducers; then a conv cut into input-channel groups
+    graphs = [
+        ([_conv(rng, 128, 128, 3), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (4, 4), name="pool", inputs=(0,)),
+          _conv(rng, 64, 128, 3, inputs=(1,)), _conv(rng, 64, 64, 3, inputs=(2,), groups=64),
+          Add("relu", "add", (2, 3)), Flatten("flat", (4,)),
+          DenseLayer((rng.normal(size=(200, 1024)) / 32).astype(np.float32), None, "relu", "fc", (5,))],
+         (128, 8, 8), 1e9),
+        ([_conv(rng, 8, 1024, 3)], (1024, 6, 6), None),
+        ([DenseLayer((rng.normal(size=(64, 20000)) / 128).astype(np.float32), None, "relu", "wide")], (1, 1, 20000), 1e9),
+    ]
+    worst, kinds = 0, set()
+    for ops, shape, budget in graphs:
+        x = rng.normal(size=(8,) + shape).astype(np.float32)
+        q = quantize_graph(OpGraph(ops, [shape]), x)
+        plan = plan_graph(q, res.SPINN_5, budget, True)
+        layout = build_machine_graph(plan)
+        program = make_program("t", plan, layout, map_graph(layout.spec))
+        for core in program.cores:
+            fn = getattr(lib, f"spinn_{KERNEL_BINARIES[core.kind][:-len('.aplx')]}_workspace")
+            fn.restype, fn.argtypes = ctypes.c_uint32, [ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32]
+            cfg = np.ascontiguousarray(core.config, np.uint32)
+            workspace = fn(cfg.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), len(cfg))
+            assert workspace > 0, core.label
+            need = 4 * len(cfg) + workspace + 8 + MEASURED_RUNTIME_DTCM
+            assert need <= res.DTCM_BYTES, (core.label, KERNEL_BINARIES[core.kind], need)
+            worst = max(worst, need)
+            kinds.add(core.kind)
+    assert kinds == set(KERNEL_BINARIES), kinds  # every kernel kind was checked
     assert worst > res.DTCM_BYTES - 8 * 1024  # the budget really pushed tiles to the limit
