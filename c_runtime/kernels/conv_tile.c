@@ -257,14 +257,15 @@ static int64_t window_full(const spinn_conv_tile_t *s, const int16_t *x0, const 
     uint32_t ic_stride = s->n_ih * s->in_w, kk = s->kh * s->kw, ic, ky, k;
     for (ic = 0; ic < s->n_icpo; ic++, x0 += ic_stride, w0 += kk) {
         const int16_t *xr = x0, *wr = w0;
-        for (ky = 0; ky < n_ky; ky++, xr += s->in_w, wr += s->kw) {
-            if (s->kw == 3u) {
+        if (s->kw == 3u) { /* the common width, unrolled; the test stays out of the row loop */
+            for (ky = 0; ky < n_ky; ky++, xr += s->in_w, wr += 3) {
                 acc += (int64_t)((int32_t)wr[0] * (int32_t)xr[0]);
                 acc += (int64_t)((int32_t)wr[1] * (int32_t)xr[1]);
                 acc += (int64_t)((int32_t)wr[2] * (int32_t)xr[2]);
-            } else {
-                for (k = 0; k < s->kw; k++) acc += (int64_t)((int32_t)wr[k] * (int32_t)xr[k]);
             }
+        } else {
+            for (ky = 0; ky < n_ky; ky++, xr += s->in_w, wr += s->kw)
+                for (k = 0; k < s->kw; k++) acc += (int64_t)((int32_t)wr[k] * (int32_t)xr[k]);
         }
     }
     return acc;
