@@ -45,9 +45,10 @@ from tvm import relax  # noqa: E402
 import tvm_spinn  # noqa: E402
 from tvm_spinn import report  # noqa: E402
 from tvm_spinn.tiling import resources as res  # noqa: E402
+from tvm_spinn.tiling import cycle_model  # noqa: E402
 
 # The board's compute bound: every application core doing nothing but MACs at the modelled rate.
-BOARD_MACS_PER_S = res.SPINN_5.app_cores * res.CLOCK_HZ / res.CYCLES.mac
+BOARD_MACS_PER_S = res.SPINN_5.app_cores * res.CLOCK_HZ / cycle_model.cost("conv_tile").mac
 GOAL_RATIO = 10.0
 CALIBRATION_SAMPLES = 256
 SEED = 0
@@ -213,7 +214,8 @@ def legend(rows: List[Dict[str, Any]], batch: int, repeat: int, spinn_warmup: st
         "* MODELLED for a SpiNN-5 board, not measured: lat = latency of one sample, thru = throughput, "
         "link = limit of the 100 Mbit/s host link alone; "
         f"bound = compute bound = {res.SPINN_5.app_cores} cores * {res.CLOCK_HZ / 1e6:.0f} MHz / "
-        f"{res.CYCLES.mac} cycles per MAC = {BOARD_MACS_PER_S / 1e9:.1f} G MAC/s divided by MACs/inf; "
+        f"{cycle_model.cost('conv_tile').mac:.1f} cycles per MAC (calibrated conv tile) = "
+        f"{BOARD_MACS_PER_S / 1e9:.1f} G MAC/s divided by MACs/inf; "
         "use = thru / bound; mJ/inf = energy per inference by the toolchain's energy figures (spinn_machine: "
         "26.84 W idle board for 1/thru, 0.034 W per core for its modelled cycles, 1 nJ per routed packet).",
         "cores include 2 live IO cores per offloaded function; rt/chip = max routing entries on one chip "

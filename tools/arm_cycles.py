@@ -1402,10 +1402,10 @@ def _tool_version(cmd: Sequence[str]) -> str:
         return "?"
 
 
-def measure(quick: bool, opt: Sequence[str], keep: Optional[Path] = None, jobs: Optional[int] = None,
-            log=print, cc: str = CC) -> dict:
+def trace_cases(selected: Sequence[Case], opt: Sequence[str] = DEFAULT_OPT, keep: Optional[Path] = None,
+                jobs: Optional[int] = None, log=print, cc: str = CC) -> List[Tuple[Case, CaseResult]]:
+    """Build the kernels the cases need and trace every case: (case, its costed trace)."""
     t0 = time.time()
-    selected = cases(quick)
     with tempfile.TemporaryDirectory(prefix="arm_cycles_") as tmp:
         work = Path(keep) if keep is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -1424,10 +1424,18 @@ def measure(quick: bool, opt: Sequence[str], keep: Optional[Path] = None, jobs: 
                                    (work / f"case{i}_{c.kind}.trace") if keep is not None else None)
                        for i, (c, f) in enumerate(zip(selected, files))]
             results = [fu.result() for fu in futures]
-    by_kind: Dict[str, List[Tuple[Case, CaseResult]]] = {}
     for c, r in zip(selected, results):
         if r.counters.get("dropped") or r.counters.get("rx_overflow") or r.counters.get("send_failed"):
             raise RuntimeError(f"{c.kind} {c.shape}: packets dropped or lost: {r.counters}")
+    return list(zip(selected, results))
+
+
+def measure(quick: bool, opt: Sequence[str], keep: Optional[Path] = None, jobs: Optional[int] = None,
+            log=print, cc: str = CC) -> dict:
+    t0 = time.time()
+    items = trace_cases(cases(quick), opt, keep, jobs, log, cc)
+    by_kind: Dict[str, List[Tuple[Case, CaseResult]]] = {}
+    for c, r in items:
         by_kind.setdefault(c.kind, []).append((c, r))
     return {
         "tool": "tools/arm_cycles.py",

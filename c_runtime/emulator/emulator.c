@@ -9,6 +9,7 @@
 #include "spinn_rx.h"
 #include "spinn_slots.h"
 #include "spinn_tensor.h"
+#include "timing.h"
 
 /* The packet and lost-sample paths of every kernel, exactly as the spin1 binding has them. */
 SPINN_SLOT_OPS(dense_tile)
@@ -20,14 +21,6 @@ SPINN_SLOT_OPS(conv_reduce)
 
 #define LOCAL (-1) /* packet sent by a core of the chip, not arriving on a link */
 #define MAX_HOPS 256u
-
-typedef struct {
-    uint32_t chip;
-    int32_t arrival_link; /* link of this chip it arrived on, or LOCAL */
-    uint32_t key, payload;
-    uint32_t hops;
-    uint32_t marker; /* no payload: a lost-value marker (spinn_slots.h) */
-} packet_t;
 
 typedef struct spinn_emu spinn_emu_s;
 
@@ -62,6 +55,7 @@ struct core {
     spinn_slots_t slots;
     uint32_t lost_bit; /* marker key bit (spinn_fixed.h); 0: markers go without payload */
     int stopped;       /* fault injection: the core takes no more packets */
+    tm_core_t *tm;     /* its clock (timed runs) */
     union {
         spinn_dense_tile_t tile;
         spinn_dense_reduce_t reduce;
@@ -114,6 +108,18 @@ struct spinn_emu {
     uint64_t routed, drop_at[SPINN_EMU_MAX_DROPS]; /* sorted; drop_next .. n_drops pending */
     uint32_t drop_next, n_drops;
     uint64_t faults_dropped, faults_stopped;
+    /* timed runs (timing.h) */
+    tm_t tm;
+    int timed;               /* the current run is timed */
+    uint64_t now;            /* time of the event being processed */
+    core_t *sending;         /* the core whose handler runs: its sends are held until it ends */
+    uint32_t *pend, n_pend, cap_pend; /* (key, payload, marker) of the held sends */
+    uint64_t *pend_t;
+    uint8_t done_pending[SPINN_MAX_SLOTS]; /* complete at the gatherer, not yet at the host */
+    uint64_t slot_done_t[SPINN_MAX_SLOTS], slot_start_t[SPINN_MAX_SLOTS];
+    uint64_t *sample_start_t, *sample_done_t;
+    uint64_t inject_at;                          /* the host may start the sample being encoded */
+    uint32_t inject_left[SPINN_EMU_MAX_INPUTS]; /* its pairs still to come, per input */
     /* statistics */
     uint64_t *chip_packets, *link_packets;
     char error[512];
@@ -143,6 +149,7 @@ spinn_emu_t *spinn_emu_create(uint32_t n_chips, const int32_t *links, const uint
     emu->link_packets = calloc((size_t)n_chips * SPINN_LINKS, sizeof(uint64_t));
     emu->q_cap = 1024;
     emu->queue = malloc(sizeof(packet_t) * emu->q_cap);
+    if (tm_init(&emu->tm, n_chips) != 0) emu->queue = (free(emu->queue), NULL);
     if (!emu->links || !emu->table_offsets || !emu->tables || !emu->core_at || !emu->chip_packets ||
         !emu->link_packets || !emu->queue) {
         spinn_emu_destroy(emu);
@@ -166,6 +173,7 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     for (i = 0; i < emu->n_cores; i++) {
         free(emu->cores[i].cfg);
         free(emu->cores[i].workspace);
+        free(emu->cores[i].tm);
     }
     free(emu->cores);
     free(emu->links);
@@ -179,6 +187,9 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     free(emu->out_rx);
     free(emu->chip_packets);
     free(emu->link_packets);
+    tm_free(&emu->tm);
+    free(emu->pend);
+    free(emu->pend_t);
     free(emu);
 }
 
@@ -328,11 +339,10 @@ int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const 
     return set_output(emu, chip, p, rx, n_rx, n_values, 1u);
 }
 
-static int push(spinn_emu_t *emu, uint32_t chip, int32_t arrival_link, uint32_t key, uint32_t payload,
-                uint32_t hops, uint32_t marker) {
-    packet_t *pk;
+/* An event joins the queue: a FIFO ring, or in a timed run a heap on (t, seq). */
+static int enqueue(spinn_emu_t *emu, packet_t *pk) {
     if (emu->q_len == emu->q_cap) {
-        /* grow the ring, unrolling it so q_head becomes 0 */
+        /* grow the ring, unrolling it so q_head becomes 0 (a heap has q_head 0 already) */
         uint32_t cap = emu->q_cap * 2u, i;
         packet_t *q = malloc(sizeof(packet_t) * cap);
         if (!q) {
@@ -345,29 +355,92 @@ static int push(spinn_emu_t *emu, uint32_t chip, int32_t arrival_link, uint32_t 
         emu->q_cap = cap;
         emu->q_head = 0;
     }
-    pk = &emu->queue[(emu->q_head + emu->q_len) & (emu->q_cap - 1u)];
-    pk->chip = chip;
-    pk->arrival_link = arrival_link;
-    pk->key = key;
-    pk->payload = payload;
-    pk->hops = hops;
-    pk->marker = marker;
+    pk->seq = emu->tm.seq++;
+    if (emu->timed)
+        tm_heap_push(emu->queue, emu->q_len, pk);
+    else
+        emu->queue[(emu->q_head + emu->q_len) & (emu->q_cap - 1u)] = *pk;
     emu->q_len++;
     return 0;
 }
 
-/* Send callback handed to kernels: the packet enters its own chip's router. */
+/* A packet enters chip's router (at time t in a timed run). */
+static int push(spinn_emu_t *emu, uint32_t chip, int32_t arrival_link, uint32_t key, uint32_t payload,
+                uint32_t hops, uint32_t marker, uint64_t t) {
+    packet_t pk;
+    pk.t = t;
+    pk.tick = 0u;
+    pk.chip = chip;
+    pk.arrival_link = arrival_link;
+    pk.key = key;
+    pk.payload = payload;
+    pk.hops = hops;
+    pk.marker = marker;
+    return enqueue(emu, &pk);
+}
+
+/* The gatherer's timer tick at t (timed runs). */
+static int push_tick(spinn_emu_t *emu, uint64_t t) {
+    packet_t pk;
+    memset(&pk, 0, sizeof(pk));
+    pk.t = t;
+    pk.tick = 1u;
+    return enqueue(emu, &pk);
+}
+
+/* The next event: the oldest (FIFO) or the earliest (timed). */
+static packet_t pop(spinn_emu_t *emu) {
+    packet_t pk;
+    if (emu->timed) {
+        pk = tm_heap_pop(emu->queue, emu->q_len);
+        emu->now = pk.t;
+    } else {
+        pk = emu->queue[emu->q_head];
+        emu->q_head = (emu->q_head + 1u) & (emu->q_cap - 1u);
+    }
+    emu->q_len--;
+    return pk;
+}
+
+/* A core sends: the packet enters its own chip's router. In a timed run the sends of
+ * a packet handler are held until it ends (their times depend on its whole work);
+ * others (lost-sample timeouts) leave when the core is next free. */
+static int send_from(core_t *c, uint32_t key, uint32_t payload, uint32_t marker) {
+    spinn_emu_t *emu = c->emu;
+    if (emu->timed && emu->sending == c) {
+        if (emu->n_pend == emu->cap_pend) {
+            uint32_t cap = emu->cap_pend ? emu->cap_pend * 2u : 256u;
+            uint32_t *pend = realloc(emu->pend, sizeof(uint32_t) * 3u * cap);
+            uint64_t *pend_t = pend ? realloc(emu->pend_t, sizeof(uint64_t) * cap) : NULL;
+            if (pend) emu->pend = pend;
+            if (pend_t) emu->pend_t = pend_t;
+            if (!pend || !pend_t) {
+                fail(emu, "out of memory for a core's sends");
+                return -1;
+            }
+            emu->cap_pend = cap;
+        }
+        emu->pend[3u * emu->n_pend] = key;
+        emu->pend[3u * emu->n_pend + 1u] = payload;
+        emu->pend[3u * emu->n_pend + 2u] = marker;
+        emu->n_pend++;
+        return 0;
+    }
+    return push(emu, c->chip, LOCAL, key, payload, 0, marker,
+                emu->timed && c->tm->cpu_free > emu->now ? c->tm->cpu_free : emu->now);
+}
+
+/* Send callback handed to kernels. */
 static int core_send(void *ctx, uint32_t key, uint32_t payload) {
-    core_t *c = (core_t *)ctx;
-    return push(c->emu, c->chip, LOCAL, key, payload, 0, 0u);
+    return send_from((core_t *)ctx, key, payload, 0u);
 }
 
 /* A lost sample's outputs: the marker keys, payload 0 (as spin1_binding.h sends them). */
 static int core_send_lost(void *ctx, uint32_t key, uint32_t payload) {
     core_t *c = (core_t *)ctx;
     (void)payload;
-    if (c->lost_bit == 0u) return push(c->emu, c->chip, LOCAL, key, 0u, 0, 1u);
-    return push(c->emu, c->chip, LOCAL, key | c->lost_bit, 0u, 0, 0u);
+    if (c->lost_bit == 0u) return send_from(c, key, 0u, 1u);
+    return send_from(c, key | c->lost_bit, 0u, 0u);
 }
 
 /* Decode one output packet into bufs (SPINN_MAX_SLOTS x out_n int16), counting
@@ -407,10 +480,25 @@ static int32_t decode_output(const spinn_emu_t *emu, uint32_t key, uint32_t payl
 }
 
 /* The output gatherer decodes int16 pairs into the slot's output buffer. */
-static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload, uint32_t marker) {
+/* The gatherer's buffered events reach the host at t (timed runs): samples whose last
+ * value was among them are complete there. */
+static void flush_output(spinn_emu_t *emu, uint64_t t) {
+    uint64_t at = tm_gatherer_flush(&emu->tm, t);
+    uint32_t s;
+    for (s = 0; s < SPINN_MAX_SLOTS; s++) {
+        if (!emu->done_pending[s]) continue;
+        emu->done_pending[s] = 0u;
+        emu->slot_done_t[s] = at;
+        emu->completed_slots[emu->n_completed++] = s;
+    }
+}
+
+static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload, uint32_t marker, uint64_t t) {
     const char *why = "";
     int32_t slot;
     char msg[160];
+    uint64_t t_flush = 0;
+    int full = 0;
     if (emu->raw) { /* the board double's live packet gatherer sends them on as they are */
         if (emu->raw_n < emu->raw_cap) {
             emu->raw_out[3u * emu->raw_n] = key;
@@ -420,25 +508,38 @@ static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload, uin
         emu->raw_n++;
         return;
     }
+    if (emu->timed) {
+        full = tm_gatherer_event(&emu->tm, t, &t_flush);
+        if (!full && t_flush && push_tick(emu, t_flush) != 0) return;
+    }
     slot = decode_output(emu, key, payload, marker, emu->run_slots, emu->out_buf, emu->out_counts, emu->out_lost,
                          &why);
-    if (slot == (int32_t)SPINN_MAX_SLOTS) return;
-    if (emu->settling) return;
-    if (slot < 0 || emu->slot_sample[slot] < 0) {
-        snprintf(msg, sizeof(msg), "output gatherer received key 0x%08x: %s", key,
-                 slot < 0 ? why : "its slot holds no sample");
-        fail(emu, msg);
-        return;
+    if (slot != (int32_t)SPINN_MAX_SLOTS && !emu->settling) {
+        if (slot < 0 || emu->slot_sample[slot] < 0) {
+            snprintf(msg, sizeof(msg), "output gatherer received key 0x%08x: %s", key,
+                     slot < 0 ? why : "its slot holds no sample");
+            fail(emu, msg);
+            return;
+        }
+        if (emu->out_counts[slot] == emu->out_n) {
+            if (emu->timed)
+                emu->done_pending[slot] = 1u;
+            else
+                emu->completed_slots[emu->n_completed++] = (uint32_t)slot;
+        }
     }
-    if (emu->out_counts[slot] == emu->out_n) emu->completed_slots[emu->n_completed++] = (uint32_t)slot;
+    if (full) flush_output(emu, t_flush);
 }
 
-static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, uint32_t payload, uint32_t marker) {
+static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, uint32_t payload, uint32_t marker,
+                    uint64_t t) {
     int32_t idx = emu->core_at[chip * SPINN_CORES_PER_CHIP + p];
     core_t *c;
     char msg[160];
+    uint32_t j;
+    int rc;
     if ((int32_t)chip == emu->out_core_chip && (int32_t)p == emu->out_core_p) {
-        deliver_output(emu, key, payload, marker);
+        deliver_output(emu, key, payload, marker, t);
         return;
     }
     if (idx < 0) {
@@ -451,7 +552,21 @@ static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, u
         emu->faults_stopped++;
         return;
     }
-    if (c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c) != 0) {
+    if (!emu->timed) {
+        rc = c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c);
+    } else {
+        /* the handler runs on the core's clock; its sends leave spread over its compute */
+        tm_core_begin(&emu->tm, c->tm, t, c->ops->counters(c));
+        emu->sending = c;
+        emu->n_pend = 0;
+        rc = c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c);
+        emu->sending = NULL;
+        tm_core_end(&emu->tm, c->tm, c->ops->counters(c), emu->n_pend, emu->pend_t);
+        for (j = 0; j < emu->n_pend && rc == 0; j++)
+            rc = push(emu, c->chip, LOCAL, emu->pend[3u * j], emu->pend[3u * j + 1u], 0, emu->pend[3u * j + 2u],
+                      emu->pend_t[j]);
+    }
+    if (rc != 0) {
         snprintf(msg, sizeof(msg), "core (chip %u, p %u) could not send", chip, p);
         fail(emu, msg);
     }
@@ -530,6 +645,12 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
     uint32_t route_word, l, p;
     int found;
     char msg[200];
+    uint64_t t_out = pk->t;
+    if (pk->tick) { /* the gatherer's timer tick: it flushes what it holds */
+        emu->tm.tick_pending = 0;
+        if (emu->tm.lpg_count) flush_output(emu, pk->t);
+        return;
+    }
     if (emu->drop_next < emu->n_drops && emu->routed == emu->drop_at[emu->drop_next]) {
         /* fault injection: the router drops it */
         emu->routed++;
@@ -549,6 +670,7 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
         }
         route_word = 1u << (((uint32_t)pk->arrival_link + 3u) % SPINN_LINKS);
     }
+    if (emu->timed) t_out = tm_router(&emu->tm, pk->chip, pk->t);
     if (pk->hops > MAX_HOPS) {
         snprintf(msg, sizeof(msg), "packet key 0x%08x still travelling after %u hops: routing loop", pk->key,
                  MAX_HOPS);
@@ -566,12 +688,12 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
             }
             emu->link_packets[pk->chip * SPINN_LINKS + l]++;
             if (push(emu, (uint32_t)next, (int32_t)((l + 3u) % SPINN_LINKS), pk->key, pk->payload, pk->hops + 1u,
-                     pk->marker))
+                     pk->marker, emu->timed ? tm_link(&emu->tm, pk->chip, l, t_out, pk->marker) : 0u))
                 return;
         }
     }
     for (p = 0; p < SPINN_CORES_PER_CHIP; p++)
-        if (route_word & (1u << (SPINN_LINKS + p))) deliver(emu, pk->chip, p, pk->key, pk->payload, pk->marker);
+        if (route_word & (1u << (SPINN_LINKS + p))) deliver(emu, pk->chip, p, pk->key, pk->payload, pk->marker, t_out);
 }
 
 /* The packets of one sample, input by input, each from its input chip: row by
@@ -600,19 +722,27 @@ static int encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, emit_
 }
 
 static int emit_push(void *ctx, uint32_t input, uint32_t chip, uint32_t key, uint32_t payload) {
-    (void)input;
-    return push((spinn_emu_t *)ctx, chip, LOCAL, key, payload, 0, 0u);
+    spinn_emu_t *emu = (spinn_emu_t *)ctx;
+    uint64_t t = 0;
+    if (emu->timed) t = tm_input_packet(&emu->tm, input, emu->inject_left[input]--, emu->inject_at);
+    return push(emu, chip, LOCAL, key, payload, 0, 0u, t);
 }
 
-/* One sample enters the board. */
-static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot) { return encode(emu, x, slot, emit_push, emu); }
+/* One sample enters the board (timed: the host starts sending it no earlier than at;
+ * returns when its first message starts, in *start). */
+static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint64_t at, uint64_t *start) {
+    uint32_t i;
+    for (i = 0; i < emu->n_inputs; i++)
+        emu->inject_left[i] = emu->inputs[i].c * emu->inputs[i].h * ((emu->inputs[i].w + 1u) / 2u);
+    emu->inject_at = at;
+    *start = at > emu->tm.in_free ? at : emu->tm.in_free;
+    return encode(emu, x, slot, emit_push, emu);
+}
 
 /* Route packets until none is in flight or a slot completes. */
 static void route_some(spinn_emu_t *emu) {
     while (emu->q_len && !emu->failed && emu->n_completed == 0) {
-        packet_t pk = emu->queue[emu->q_head];
-        emu->q_head = (emu->q_head + 1u) & (emu->q_cap - 1u);
-        emu->q_len--;
+        packet_t pk = pop(emu);
         route(emu, &pk);
     }
 }
@@ -623,6 +753,29 @@ static uint32_t release_all(spinn_emu_t *emu) {
     for (i = 0; i < emu->n_cores; i++)
         if (!emu->cores[i].stopped) n += emu->cores[i].ops->release(&emu->cores[i]);
     return n;
+}
+
+/* A run starts every clock at 0 (timing on) and every slot free at 0. */
+static int start_clocks(spinn_emu_t *emu) {
+    uint32_t i;
+    emu->timed = emu->tm.on;
+    emu->now = 0;
+    memset(emu->slot_done_t, 0, sizeof(emu->slot_done_t));
+    memset(emu->done_pending, 0, sizeof(emu->done_pending));
+    if (!emu->timed) return 0;
+    tm_reset(&emu->tm);
+    for (i = 0; i < emu->n_cores; i++) {
+        core_t *c = &emu->cores[i];
+        uint64_t cost[SPINN_COST_WORDS];
+        if (!c->tm && !(c->tm = calloc(1, sizeof(tm_core_t)))) {
+            fail(emu, "out of memory for the core clocks");
+            return -1;
+        }
+        memcpy(cost, c->tm->cost, sizeof(cost));
+        memset(c->tm, 0, sizeof(tm_core_t));
+        memcpy(c->tm->cost, cost, sizeof(cost));
+    }
+    return 0;
 }
 
 int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots,
@@ -645,12 +798,15 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
     if (lost) memset(lost, 0, n_samples);
     emu->n_completed = 0;
     emu->q_head = emu->q_len = 0;
+    if (start_clocks(emu) != 0) return -1;
     while (done < n_samples && !emu->failed) {
         /* Keep the window full: the host streams the next sample as soon as its slot is free. */
         while (next < n_samples && emu->slot_sample[next % n_slots] < 0) {
+            uint64_t start;
             s = next % n_slots;
             emu->slot_sample[s] = next;
-            if (inject(emu, x + (size_t)next * emu->in_n, s)) break;
+            if (inject(emu, x + (size_t)next * emu->in_n, s, emu->slot_done_t[s], &start)) break;
+            if (emu->sample_start_t) emu->sample_start_t[next] = start;
             next++;
         }
         if (emu->q_len == 0 && release_all(emu) == 0 && emu->q_len == 0) {
@@ -666,6 +822,8 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
                 }
                 lost[emu->slot_sample[s]] = 1u;
                 memset(y + (size_t)emu->slot_sample[s] * emu->out_n, 0, sizeof(int16_t) * emu->out_n);
+                if (emu->sample_done_t) emu->sample_done_t[emu->slot_sample[s]] = emu->now;
+                emu->slot_done_t[s] = emu->now;
                 emu->slot_sample[s] = -1;
                 emu->out_counts[s] = 0;
                 emu->out_lost[s] = 0;
@@ -678,6 +836,7 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
             int64_t sample;
             s = emu->completed_slots[i];
             sample = emu->slot_sample[s];
+            if (emu->sample_done_t) emu->sample_done_t[sample] = emu->slot_done_t[s];
             if (emu->out_lost[s]) {
                 if (!lost) {
                     snprintf(msg, sizeof(msg), "sample %lld lost values on the way (lost-value markers arrived)",
@@ -703,13 +862,13 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
     emu->settling = 1;
     do {
         while (emu->q_len && !emu->failed) {
-            packet_t pk = emu->queue[emu->q_head];
-            emu->q_head = (emu->q_head + 1u) & (emu->q_cap - 1u);
-            emu->q_len--;
+            packet_t pk = pop(emu);
             route(emu, &pk);
         }
     } while (!emu->failed && release_all(emu));
     emu->settling = 0;
+    emu->timed = 0;
+    emu->sample_start_t = emu->sample_done_t = NULL; /* for one run */
     for (i = 0; i < emu->n_cores && !emu->failed; i++) {
         uint32_t dropped = emu->cores[i].ops->counters(&emu->cores[i])->dropped;
         if (dropped) {
@@ -772,7 +931,7 @@ int spinn_emu_set_output_raw(spinn_emu_t *emu, uint32_t chip, uint32_t p) {
 
 int spinn_emu_inject(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t payload, uint32_t marker) {
     if (chip >= emu->n_chips) return -1;
-    return push(emu, chip, LOCAL, key, payload, 0, marker ? 1u : 0u);
+    return push(emu, chip, LOCAL, key, payload, 0, marker ? 1u : 0u, 0u);
 }
 
 int64_t spinn_emu_drain(spinn_emu_t *emu, uint32_t *out, uint32_t cap) {
@@ -876,4 +1035,67 @@ void spinn_emu_reset_counters(spinn_emu_t *emu) {
     memset(emu->link_packets, 0, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
     for (i = 0; i < emu->n_cores; i++)
         memset(emu->cores[i].ops->counters(&emu->cores[i]), 0, sizeof(spinn_counters_t));
+}
+
+/* ---- timed emulation ---- */
+
+int spinn_emu_set_timing(spinn_emu_t *emu, const uint64_t *params, uint32_t n_params) {
+    if (n_params != SPINN_TM_PARAMS) return -1;
+    memcpy(emu->tm.p, params, sizeof(emu->tm.p));
+    emu->tm.on = params[SPINN_TM_ON] != 0u;
+    return 0;
+}
+
+int spinn_emu_set_core_cost(spinn_emu_t *emu, uint32_t core, const uint64_t *cost, uint32_t n_words) {
+    core_t *c;
+    if (core >= emu->n_cores || n_words != SPINN_COST_WORDS) return -1;
+    c = &emu->cores[core];
+    if (!c->tm && !(c->tm = calloc(1, sizeof(tm_core_t)))) return -1;
+    memcpy(c->tm->cost, cost, sizeof(c->tm->cost));
+    return 0;
+}
+
+void spinn_emu_set_sample_times(spinn_emu_t *emu, uint64_t *t_start, uint64_t *t_done) {
+    emu->sample_start_t = t_start;
+    emu->sample_done_t = t_done;
+}
+
+void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
+    const tm_t *tm = &emu->tm;
+    uint64_t late = 0, ring = 0, link_late = 0;
+    uint32_t i;
+    for (i = 0; i < emu->n_cores; i++) {
+        if (!emu->cores[i].tm) continue;
+        late += emu->cores[i].tm->late;
+        ring += emu->cores[i].tm->ring_full;
+    }
+    for (i = 0; i < emu->n_chips * SPINN_LINKS; i++) link_late += tm->link_late[i];
+    out[0] = tm->makespan;
+    out[1] = tm->in_busy;
+    out[2] = tm->out_busy;
+    out[3] = tm->lpg_busy;
+    out[4] = tm->in_core_busy;
+    out[5] = late;
+    out[6] = ring;
+    out[7] = link_late;
+    out[8] = tm->lpg_late;
+    out[9] = tm->in_msgs;
+    out[10] = tm->out_msgs;
+}
+
+int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out) {
+    const tm_core_t *c;
+    if (core >= emu->n_cores) return -1;
+    c = emu->cores[core].tm;
+    out[0] = c ? c->busy : 0u;
+    out[1] = c ? c->late : 0u;
+    out[2] = c ? c->ring_full : 0u;
+    return 0;
+}
+
+void spinn_emu_fabric_timing(const spinn_emu_t *emu, uint64_t *router_busy, uint64_t *link_busy,
+                             uint64_t *link_late) {
+    memcpy(router_busy, emu->tm.router_busy, sizeof(uint64_t) * emu->n_chips);
+    memcpy(link_busy, emu->tm.link_busy, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
+    memcpy(link_late, emu->tm.link_late, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
 }

@@ -110,4 +110,51 @@ int32_t spinn_emu_core_packet(spinn_emu_t *emu, uint32_t core, uint32_t key, uin
 void spinn_emu_router_counters(const spinn_emu_t *emu, uint64_t *per_chip, uint64_t *per_link);
 void spinn_emu_reset_counters(spinn_emu_t *emu);
 
+/* ---- timed emulation (emulator/timing.h says what is modelled) ---- */
+/* Cost of a core's work, ps per unit (spinn_emu_set_core_cost). */
+#define SPINN_COST_FIQ 0u        /* per packet in: the FIQ handler */
+#define SPINN_COST_EVENT 1u      /* per packet in that finds the core idle: the user event */
+#define SPINN_COST_RECEIVE 2u    /* per packet in: drain and the kernel's receive */
+#define SPINN_COST_MAC 3u        /* per multiply-accumulate the kernel counts */
+#define SPINN_COST_BLOCK 4u      /* per int32 block spilled */
+#define SPINN_COST_OUTPUT 5u     /* per output value */
+#define SPINN_COST_PACKET_OUT 6u /* per packet sent */
+#define SPINN_COST_COMPUTE 7u    /* per compute call */
+#define SPINN_COST_WORDS 8u
+/* Timing parameters (spinn_emu_set_timing), picoseconds unless said. */
+#define SPINN_TM_ON 0u
+#define SPINN_TM_HOP_PS 1u             /* a router's latency */
+#define SPINN_TM_ROUTER_PS 2u          /* a router's time per packet */
+#define SPINN_TM_WAIT_PS 3u            /* longest wait at a blocked router output before a drop */
+#define SPINN_TM_LINK_PS_PER_BIT 4u    /* chip-to-chip link */
+#define SPINN_TM_HOST_IN_PS_PER_BYTE 5u
+#define SPINN_TM_HOST_OUT_PS_PER_BYTE 6u
+#define SPINN_TM_IN_MSG_OVERHEAD 7u    /* bytes of an input message besides its events */
+#define SPINN_TM_OUT_MSG_OVERHEAD 8u   /* bytes of an output message besides its events */
+#define SPINN_TM_EVENTS_PER_IN_MSG 9u  /* key+payload events per input message */
+#define SPINN_TM_EVENTS_PER_OUT_MSG 10u /* events the gatherer buffers before it flushes */
+#define SPINN_TM_TICK_PS 11u           /* the gatherer's timer tick (it flushes on each) */
+#define SPINN_TM_LPG_PS 12u            /* the gatherer's time per packet */
+#define SPINN_TM_IN_CORE_PS 13u        /* the input source core's time per packet sent */
+#define SPINN_TM_BITS_PAYLOAD 14u      /* bits of a packet with payload on a link */
+#define SPINN_TM_BITS_NO_PAYLOAD 15u
+#define SPINN_TM_PARAMS 16u
+/* Timing on (params[SPINN_TM_ON] != 0) or off for the next runs; -1 on bad input. */
+int spinn_emu_set_timing(spinn_emu_t *emu, const uint64_t *params, uint32_t n_params);
+int spinn_emu_set_core_cost(spinn_emu_t *emu, uint32_t core, const uint64_t *cost, uint32_t n_words);
+/* Where the next timed run writes each sample's first-byte-sent and
+ * result-received times (ps from the run's start); NULL: nowhere. */
+void spinn_emu_set_sample_times(spinn_emu_t *emu, uint64_t *t_start, uint64_t *t_done);
+/* The last timed run (SPINN_TIMING_WORDS words: makespan, host-in busy, host-out
+ * busy, gatherer busy, input source cores' busy, packets late at cores, ring
+ * overflows, packets late at links, packets late at the gatherer, messages in,
+ * messages out). */
+#define SPINN_TIMING_WORDS 11u
+void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out);
+/* A core's busy ps, packets late at its FIQ, ring overflows (3 words). */
+int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out);
+/* Per chip router busy ps (n_chips), per link busy ps and late packets (n_chips * 6 each). */
+void spinn_emu_fabric_timing(const spinn_emu_t *emu, uint64_t *router_busy, uint64_t *link_busy,
+                             uint64_t *link_late);
+
 #endif /* SPINN_EMULATOR_H */

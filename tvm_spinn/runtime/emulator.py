@@ -11,6 +11,7 @@ The program's fields read here: ``chips``, ``links``, ``routing_tables``, ``core
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -18,6 +19,8 @@ import numpy as np
 from .._native import emulator_library
 from ..errors import EmulatorError, LostSamplesError
 from ..program import BoardProgram
+from . import timing
+from .timing import TimedRun
 
 N_COUNTERS = 9  # spinn_counters_t
 COUNTER_NAMES = ("packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi", "dropped",
@@ -82,8 +85,22 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spinn_emu_core_counters.argtypes = [ctypes.c_void_p, ctypes.c_uint32, _u32p]
     lib.spinn_emu_router_counters.argtypes = [ctypes.c_void_p, _u64p, _u64p]
     lib.spinn_emu_reset_counters.argtypes = [ctypes.c_void_p]
+    lib.spinn_emu_set_timing.restype = ctypes.c_int
+    lib.spinn_emu_set_timing.argtypes = [ctypes.c_void_p, _u64p, ctypes.c_uint32]
+    lib.spinn_emu_set_core_cost.restype = ctypes.c_int
+    lib.spinn_emu_set_core_cost.argtypes = [ctypes.c_void_p, ctypes.c_uint32, _u64p, ctypes.c_uint32]
+    lib.spinn_emu_set_sample_times.argtypes = [ctypes.c_void_p, _u64p, _u64p]
+    lib.spinn_emu_timing.argtypes = [ctypes.c_void_p, _u64p]
+    lib.spinn_emu_core_timing.restype = ctypes.c_int
+    lib.spinn_emu_core_timing.argtypes = [ctypes.c_void_p, ctypes.c_uint32, _u64p]
+    lib.spinn_emu_fabric_timing.argtypes = [ctypes.c_void_p, _u64p, _u64p, _u64p]
     lib._spinn_declared = True
     return lib
+
+
+def timing_default() -> bool:
+    """Timed emulation unless TVM_SPINN_TIMING is 0/off/false."""
+    return os.environ.get("TVM_SPINN_TIMING", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def _ptr(a: np.ndarray, ptype):
@@ -97,12 +114,15 @@ class EmulatedBoard:
     kernel cores with their config regions, live IO ends).
     """
 
-    def __init__(self, program: BoardProgram, ubsan: bool = False, with_cores: bool = True) -> None:
+    def __init__(self, program: BoardProgram, ubsan: bool = False, with_cores: bool = True,
+                 timed: Optional[bool] = None) -> None:
         self._fabric(program.chips, program.links, program.routing_tables if with_cores else {}, ubsan)
         if with_cores:
             for core in program.cores:
                 self._add_core(core.label, core.placement, core.kind, core.config, core.lost_bit)
         self._live_io(program)
+        if with_cores:
+            self.set_timed(timing_default() if timed is None else timed, program)
 
     @classmethod
     def codec(cls, program: BoardProgram) -> "EmulatedBoard":
@@ -145,6 +165,8 @@ class EmulatedBoard:
         if not self._emu:
             raise EmulatorError("could not create the emulator (out of memory)")
         self.core_labels = []
+        self.timed = False
+        self.last_timed: Optional[TimedRun] = None
 
     def _add_core(self, label: str, placement, kind: int, config, lost_bit: int = 0) -> None:
         cfg = np.ascontiguousarray(config, np.uint32)
@@ -206,12 +228,55 @@ class EmulatedBoard:
             raise EmulatorError(f"samples have {x_q.shape[1]} values, the program takes {self.in_features}")
         y = np.zeros((n, self.out_features), np.int16)
         lost = np.zeros(max(n, 1), np.uint8)
+        t_start, t_done = np.zeros(max(n, 1), np.uint64), np.zeros(max(n, 1), np.uint64)
+        self.last_timed = None
+        if self.timed:
+            self._lib.spinn_emu_set_sample_times(self._emu, _ptr(t_start, _u64p), _ptr(t_done, _u64p))
         if n and self._lib.spinn_emu_run(self._emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots,
                                          _ptr(lost, _u8p)) != 0:
             raise EmulatorError(self._error())
+        if self.timed and n:
+            self.last_timed = self._timed_run(n, t_start[:n], t_done[:n])
         if lost[:n].any():
             raise LostSamplesError(np.flatnonzero(lost[:n]).tolist(), n, y, "on the emulated board")
         return y
+
+    # -- timed emulation (runtime/timing.py) ----------------------------------------------
+    def set_timed(self, on: bool, program: Optional[BoardProgram] = None) -> None:
+        """Timed emulation on or off for the next runs (see tvm_spinn.runtime.timing); the
+        first time on, program gives each core's calibrated costs and the gatherer's chip."""
+        if on and program is not None:
+            for i, core in enumerate(program.cores):
+                cost = timing.core_cost_ps(core.kind, core.config)
+                if self._lib.spinn_emu_set_core_cost(self._emu, i, _ptr(cost, _u64p), len(cost)) != 0:
+                    raise EmulatorError(f"core {core.label}: cannot set its cycle costs")
+            self._timing_params = timing.params(tuple(program.output.placement[:2]))
+        params = getattr(self, "_timing_params", None)
+        if on and params is None:
+            raise EmulatorError("timed emulation needs the program (its cores' costs) the first time")
+        if params is not None:
+            p = params.copy()
+            p[0] = 1 if on else 0
+            self._lib.spinn_emu_set_timing(self._emu, _ptr(p, _u64p), len(p))
+        self.timed = bool(on)
+
+    def _timed_run(self, n: int, t_start: np.ndarray, t_done: np.ndarray) -> TimedRun:
+        totals = np.zeros(11, np.uint64)
+        self._lib.spinn_emu_timing(self._emu, _ptr(totals, _u64p))
+        core_busy, core_late, core_ring = {}, {}, {}
+        out = np.zeros(3, np.uint64)
+        for i, label in enumerate(self.core_labels):
+            self._lib.spinn_emu_core_timing(self._emu, i, _ptr(out, _u64p))
+            core_busy[label], core_late[label], core_ring[label] = float(out[0]), int(out[1]), int(out[2])
+        n_chips = len(self.chip_index)
+        router, links, late = np.zeros(n_chips, np.uint64), np.zeros(n_chips * LINKS, np.uint64), \
+            np.zeros(n_chips * LINKS, np.uint64)
+        self._lib.spinn_emu_fabric_timing(self._emu, _ptr(router, _u64p), _ptr(links, _u64p), _ptr(late, _u64p))
+        names = {i: f"{x},{y}" for (x, y), i in self.chip_index.items()}
+        link_busy = {f"{names[i // LINKS]}:{i % LINKS}": float(v) for i, v in enumerate(links) if v}
+        router_busy = {names[i]: float(v) for i, v in enumerate(router) if v}
+        return timing.summarise(n, t_start, t_done, totals, core_busy, core_late, core_ring, link_busy,
+                                int(late.sum()), router_busy)
 
     # -- fault injection (tests, the board double) --------------------------------------
     def drop_packet(self, nth: Optional[int]) -> None:

@@ -1,16 +1,20 @@
 """Per-call statistics: what the emulator counted and what the cycle model says.
 
 Counts (packets, MACs, router and link traversals) are exact counts of the emulated
-run. Cycles, latency and throughput are *modelled* (resources.CycleModel and the
-host link model below), not measured on a board.
+run. Cycles, latency and throughput are *modelled*, not measured on a board: by the
+timed emulation (tvm_spinn.runtime.timing, the default), or with timing off by a formula
+(each stage's slowest core, the host link) over the calibrated cycle model
+(tvm_spinn.tiling.cycle_model).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+from ..tiling import cycle_model
 from ..tiling import resources as res
+from .timing import HOP_NS, TimedRun, core_kind, host_in_bytes_per_s
 
 EIEIO_PAIRS_PER_MESSAGE = 31  # key + payload (32-bit each) pairs in a 256-byte EIEIO message
 EIEIO_HEADER_BYTES = 2
@@ -38,11 +42,13 @@ def host_bytes(n_values: int) -> int:
     return pairs * 8 + messages * (EIEIO_HEADER_BYTES + ETHERNET_OVERHEAD_BYTES)
 
 
-def core_cycles(counters: Dict[str, int], wide: bool, model: res.CycleModel = res.CYCLES) -> float:
-    """Modelled cycles of a core's counted work; wide: the tile accumulates in int64."""
-    return (counters["macs"] * (model.mac + (model.wide_mac if wide else 0.0)) + counters["blocks"] * model.block + counters["outputs"] * model.output
-            + counters["packets_in"] * model.packet_in + counters["packets_out"] * model.packet_out
-            + counters["computes"] * model.compute)
+def core_cycles(counters: Dict[str, int], kind: str) -> float:
+    """Modelled cycles of a core's counted work (its spinn_counters_t), by the calibrated
+    model of its kind (tiling.cycle_model.KINDS); a busy core: one user event per sample."""
+    return cycle_model.cost(kind).cycles(
+        macs=counters["macs"], blocks=counters["blocks"], outputs=counters["outputs"],
+        packets_in=counters["packets_in"], packets_out=counters["packets_out"], computes=counters["computes"],
+        events=counters["computes"])
 
 
 @dataclass
@@ -77,6 +83,19 @@ class RunStatistics:
     # sample's share of time, each core active for its modelled cycles, each routed packet.
     modelled_energy_j: float = 0.0
     modelled_energy_parts_j: Dict[str, float] = field(default_factory=dict)
+    # The timed emulation of the call (None with timing off): latency and throughput above
+    # come from it; bottleneck "core ...", "link ...", "host in" ...; packets a board would drop.
+    timed: Optional[TimedRun] = None
+
+    @property
+    def bottleneck(self) -> str:
+        """What binds: the timed run's busiest resource, else the slowest core."""
+        return self.timed.bottleneck if self.timed else f"core {self.bottleneck_core}"
+
+    @property
+    def predicted_drops(self) -> int:
+        """Packets a board would drop in this call, by the timed emulation (0 with timing off)."""
+        return self.timed.predicted_drops if self.timed else 0
 
     @property
     def saturated(self) -> int:
@@ -93,17 +112,24 @@ class RunStatistics:
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["timed"] = self.timed.as_dict() if self.timed else None
+        d["bottleneck"] = self.bottleneck
+        d["predicted_drops"] = self.predicted_drops
         d["packets_per_inference"] = self.packets_per_inference
         d["emulator_samples_per_s"] = self.emulator_samples_per_s
         return d
 
     def summary(self) -> str:
+        how = "timed emulation" if self.timed else "formula"
         text = (f"{self.samples} samples on {self.cores} cores of {self.board}: "
                 f"{self.packets_per_inference:.0f} packets/inference, "
-                f"modelled latency {self.modelled_latency_s * 1e6:.0f} us, modelled throughput "
-                f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck_core}), "
-                f"modelled energy {self.modelled_energy_j * 1e3:.3g} mJ/inference; "
+                f"modelled ({how}) latency {self.modelled_latency_s * 1e6:.0f} us, throughput "
+                f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck}), "
+                f"energy {self.modelled_energy_j * 1e3:.3g} mJ/inference; "
                 f"wall time {self.wall_seconds:.3g} s")
+        if self.predicted_drops:
+            text += (f"; WARNING: a board would drop {self.predicted_drops} packets "
+                     f"({', '.join(f'{k} {v}' for k, v in self.timed.would_drop.items() if v)})")
         trouble = {k: v for k, v in self.provenance.items() if v and k in TROUBLE_COUNTERS}
         if self.lost_samples or trouble:
             text += f"; {self.lost_samples} samples lost; " + ", ".join(f"{k} {v}" for k, v in trouble.items())
@@ -141,10 +167,8 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
             saturated[name] = saturated.get(name, 0) + c["saturated"]
     chips, links = board.router_counters()
     n = max(1, samples)
-    # Tiles that accumulate straight into int64: dense tiles whose proven int32 block is 2,
-    # and conv tiles (always).
-    wide = {core.label: (core.kind == 1 and core.config[4] == 2) or core.kind == 4 for core in program.cores}
-    cycles = {label: core_cycles(c, wide[label]) / n for label, c in counters.items()}
+    kinds = {core.label: core_kind(core.kind, core.config) for core in program.cores}
+    cycles = {label: core_cycles(c, kinds[label]) / n for label, c in counters.items()}
     bottleneck = max(cycles, key=cycles.get) if cycles else ""
     max_cycles = cycles.get(bottleneck, 0.0)
     # Latency: host transfer in, then each stage's slowest core (a layer's tiles, then
@@ -156,22 +180,25 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     injected = samples * ((program.in_features + 1) // 2)
     hops_per_packet = float(links.sum()) / max(1, sent + injected)
     bytes_in, bytes_out = host_bytes(program.in_features), host_bytes(program.out_features)
-    link_s = 8.0 / res.SPINN_5.host_link_bits_per_s
+    link_s = 1.0 / host_in_bytes_per_s()
     latency = ((bytes_in + bytes_out) * link_s + sum(per_stage.values()) / res.CLOCK_HZ
-               + (len(program.layers) + 1) * hops_per_packet * res.CYCLES.hop_ns * 1e-9)
+               + (len(program.layers) + 1) * hops_per_packet * HOP_NS * 1e-9)
     host_limit = 1.0 / (max(bytes_in, bytes_out) * link_s)
     compute_limit = res.CLOCK_HZ / max_cycles if max_cycles > 0 else float("inf")
-    energy = energy_per_inference(1.0 / min(host_limit, compute_limit), sum(cycles.values()),
-                                  float(chips.sum()) / n)
+    throughput = min(host_limit, compute_limit)
+    timed = getattr(board, "last_timed", None)
+    if timed is not None and samples:
+        latency, throughput = timed.latency_s, timed.throughput_per_s
+    energy = energy_per_inference(1.0 / throughput, sum(cycles.values()), float(chips.sum()) / n)
     return RunStatistics(
         samples=samples, wall_seconds=wall_seconds, cores=program.n_cores, packets_injected=injected,
         packets_sent_by_cores=sent, router_traversals=int(chips.sum()), link_traversals=int(links.sum()),
         macs=sum(c["macs"] for c in counters.values()), max_core_cycles_per_sample=max_cycles,
         bottleneck_core=bottleneck, modelled_latency_s=latency,
-        modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
+        modelled_throughput_per_s=throughput, host_link_limit_per_s=host_limit,
         layer_cycles_per_sample=per_stage, saturated_values=saturated, provenance=provenance,
         lost_samples=int(provenance.get("lost_samples", 0)), board=str(getattr(board, "address", "the emulator")),
-        modelled_energy_j=sum(energy.values()), modelled_energy_parts_j=energy)
+        modelled_energy_j=sum(energy.values()), modelled_energy_parts_j=energy, timed=timed)
 
 
 def energy_per_inference(seconds_per_sample: float, core_cycles: float, routed_packets: float) -> Dict[str, float]:
@@ -194,6 +221,10 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
     host_limit = 1.0 / sum(1.0 / s.host_link_limit_per_s for s in all_stats)
     compute_limit = (res.CLOCK_HZ / slowest.max_core_cycles_per_sample
                      if slowest.max_core_cycles_per_sample > 0 else float("inf"))
+    throughput = min(host_limit, compute_limit)
+    timed = _combine_timed([s.timed for s in all_stats])
+    if timed is not None:
+        throughput = timed.throughput_per_s
     return RunStatistics(
         samples=all_stats[0].samples, wall_seconds=sum(s.wall_seconds for s in all_stats),
         cores=sum(s.cores for s in all_stats),
@@ -204,7 +235,7 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         max_core_cycles_per_sample=slowest.max_core_cycles_per_sample,
         bottleneck_core=slowest.bottleneck_core,  # labels of functions sharing a board carry "f<i>."
         modelled_latency_s=sum(s.modelled_latency_s for s in all_stats),
-        modelled_throughput_per_s=min(host_limit, compute_limit), host_link_limit_per_s=host_limit,
+        modelled_throughput_per_s=throughput, host_link_limit_per_s=host_limit,
         layer_cycles_per_sample={k: v for s in all_stats for k, v in s.layer_cycles_per_sample.items()},
         saturated_inputs=sum(s.saturated_inputs for s in all_stats),
         saturated_values={k: v for s in all_stats for k, v in s.saturated_values.items()}, functions=len(all_stats),
@@ -213,4 +244,20 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         lost_samples=max(s.lost_samples for s in all_stats), board=all_stats[0].board,
         modelled_energy_j=sum(s.modelled_energy_j for s in all_stats),
         modelled_energy_parts_j={k: sum(s.modelled_energy_parts_j.get(k, 0.0) for s in all_stats)
-                                 for k in all_stats[0].modelled_energy_parts_j})
+                                 for k in all_stats[0].modelled_energy_parts_j}, timed=timed)
+
+
+def _combine_timed(runs: List[Optional[TimedRun]]) -> Optional[TimedRun]:
+    """The timed runs of functions run one after the other: durations and latencies add up,
+    the bottleneck is the slowest function's, drops add up."""
+    if any(r is None for r in runs):
+        return None
+    slowest = min(runs, key=lambda r: r.throughput_per_s)
+    duration = sum(r.duration_s for r in runs)
+    return TimedRun(samples=runs[0].samples, duration_s=duration, latency_s=sum(r.latency_s for r in runs),
+                    latency_first_s=sum(r.latency_first_s for r in runs),
+                    throughput_per_s=runs[0].samples / duration if duration > 0 else float("inf"),
+                    bottleneck=slowest.bottleneck, bottleneck_utilisation=slowest.bottleneck_utilisation,
+                    would_drop={k: sum(r.would_drop.get(k, 0) for r in runs) for k in slowest.would_drop},
+                    utilisation={k: v for r in runs for k, v in r.utilisation.items()},
+                    messages_in=sum(r.messages_in for r in runs), messages_out=sum(r.messages_out for r in runs))

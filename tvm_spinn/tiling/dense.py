@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ResourceError
 from ..quantization.quantize import QOp
 from . import resources as res
+from .cycle_model import cost
 
 RX_ENTRY_BYTES = 20
 HEADER_BYTES = 11 * 4
@@ -94,19 +95,17 @@ def reduce_dtcm_bytes(rows: int, n_sources: int, table: bool) -> int:
 
 
 def tile_cycles(rows: int, cols: int, block: int, final: bool) -> float:
-    """Modelled cycles per sample of a dense tile (see resources.CycleModel)."""
-    c = res.CYCLES
-    if block > 2:
-        work = rows * cols * c.mac + rows * -(-((cols + 1) // 2 * 2) // block) * c.block + c.compute
-    else:
-        work = rows * cols * (c.mac + c.wide_mac) + c.compute
-    packets_out = (rows + 1) // 2 if final else rows
-    return work + rows * (c.output if final else 4) + ((cols + 1) // 2) * c.packet_in + packets_out * c.packet_out
+    """Modelled cycles per sample of a dense tile (the calibrated tiling.cycle_model)."""
+    model = cost("dense_tile_i32" if block > 2 else "dense_tile_i64")
+    blocks = rows * -(-((cols + 1) // 2 * 2) // block) if block > 2 else 0
+    return model.cycles(macs=rows * cols, blocks=blocks, outputs=rows, computes=1, events=1,
+                        packets_in=(cols + 1) // 2, packets_out=(rows + 1) // 2 if final else rows)
 
 
 def reduce_cycles(rows: int, n_sources: int) -> float:
-    c = res.CYCLES
-    return rows * n_sources * c.packet_in + rows * c.output + ((rows + 1) // 2) * c.packet_out + c.compute
+    """Modelled cycles per sample of a dense reducer (the calibrated tiling.cycle_model)."""
+    return cost("dense_reduce").cycles(packets_in=rows * n_sources, outputs=rows, computes=1, events=1,
+                                       packets_out=(rows + 1) // 2)
 
 
 # Block length assumed while sizing tiles (the real one is proved per tile later).

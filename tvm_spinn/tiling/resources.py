@@ -1,8 +1,7 @@
 """Resource model of a SpiNNaker core, chip and board (SpiNN-5), and the cycle model.
 
-Sizes are the hardware's (see shared/notes/spinnaker.md); the cycle costs are a
-*model* of the ARM968E-S running our kernels (ARM9E-S instruction timings and the
-measured instruction mixes of the int16 dot product), not a measurement.
+Sizes are the hardware's (see shared/notes/spinnaker.md); the kernels' cycle costs are
+the calibrated model of :mod:`tvm_spinn.tiling.cycle_model`.
 """
 from __future__ import annotations
 
@@ -41,32 +40,3 @@ SPINN_5 = Board("SpiNN-5", 5, 48, 808)
 SPINN_3 = Board("SpiNN-3", 3, 4, 68)
 BOARDS = {"spinn5": SPINN_5, "spinn3": SPINN_3}
 
-
-@dataclass(frozen=True)
-class CycleModel:
-    """Modelled ARM968E-S cycles for the work a kernel counts.
-
-    mac: one int16 multiply-accumulate in the packed-pair inner loop (SMLAxy issue,
-        LDR of a weight word shared by two MACs, loop overhead): 2.6.
-    block: spilling an int32 block sum into the int64 accumulator: 4.
-    wide_mac: extra cycles of a MAC accumulated straight into int64 (SMLALxy, 2
-        cycles, instead of SMLAxy, 1): 1.
-    output: requantise one value (64-bit multiply, rounding shift, saturate) plus
-        the activation: 40.
-    packet_in: a multicast packet interrupt (FIQ/IRQ entry, key match, store): 30.
-    packet_out: spin1_send_mc_packet into the TX queue: 12.
-    compute: scheduling one user event for a completed sample: 100.
-    hop_ns: router latency per hop, ~0.1 us per chip traversed.
-    """
-
-    mac: float = 2.6
-    block: float = 4.0
-    wide_mac: float = 1.0
-    output: float = 40.0
-    packet_in: float = 30.0
-    packet_out: float = 12.0
-    compute: float = 100.0
-    hop_ns: float = 100.0
-
-
-CYCLES = CycleModel()

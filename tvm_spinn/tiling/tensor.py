@@ -21,6 +21,7 @@ from ..graph.ops import Add, Conv2D, Pool2D
 from ..graph.windows import window_input_rows
 from ..quantization.quantize import QOp
 from . import resources as res
+from .cycle_model import cost
 from .dense import TANH_TABLE_BYTES
 
 TRX_ENTRY_BYTES = 16 * 4
@@ -152,7 +153,8 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         # input rows per slot, and one output channel's weights unpacked (conv_tile.c wbuf)
         buffers = res.N_SLOTS * n_buf * nih * in_w * 2 + _align8(n_ic * kh * kw * 2)
         macs = nc * noh * out_w * n_ic * kh * kw
-        cycles = macs * (res.CYCLES.mac + res.CYCLES.wide_mac) + nc * noh * out_w * res.CYCLES.output
+        model = cost("conv_tile_depthwise" if k else "conv_tile")
+        cycles = model.cycles(macs=macs, outputs=nc * noh * out_w, computes=1)
         in_values = n_buf * nih * in_w
         if partial:  # one int32 partial sum per packet
             out_pairs = nc * noh * out_w
@@ -161,20 +163,23 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         nih = min(in_h, (noh - 1) * op.stride[0] + kh)
         config = POOL_HEADER_BYTES + overlapping(sources, nc, nih, in_h) * TRX_ENTRY_BYTES + (kh * kw + 1) * 4
         buffers = res.N_SLOTS * nc * nih * in_w * 2
-        cycles = nc * noh * out_w * (kh * kw * 2 + res.CYCLES.output)
+        # calibrated on 2x2 windows: a window's share scales with its size
+        model = cost("pool_tile")
+        cycles = model.cycles(outputs=nc * noh * out_w * max(1.0, kh * kw / 4), computes=1)
         in_values = nc * nih * in_w
     else:
         nih = noh
         config = ADD_HEADER_BYTES + overlapping(sources, nc, noh, in_h) * TRX_ENTRY_BYTES + \
             (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0)
         buffers = 2 * res.N_SLOTS * nc * noh * in_w * 2
-        cycles = nc * noh * out_w * res.CYCLES.output
+        model = cost("add_tile")
+        cycles = model.cycles(outputs=nc * noh * out_w, computes=1)
         in_values = 2 * nc * noh * in_w
     # spinn_stream_words: per slot a count per input row, then received, next_row, pending;
     # each workspace part is 8-byte aligned (up to 3 parts of 4 bytes of padding)
     counts = res.N_SLOTS * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
-    cycles += ((in_values + 1) // 2) * res.CYCLES.packet_in + out_pairs * res.CYCLES.packet_out
-    cycles += noh * res.CYCLES.compute
+    # a busy core: one user event per output row's worth of packets
+    cycles += model.cycles(packets_in=(in_values + 1) // 2, packets_out=out_pairs, events=noh)
     return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles
 
 
@@ -185,8 +190,8 @@ def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float
     values = nc * noh * out_w
     config = REDUCE_HEADER_BYTES + n_groups * REDUCE_RX_BYTES + _finish_bytes(qop, nc)
     buffers = res.N_SLOTS * values * 4 + res.N_SLOTS * (noh + 3) * 4
-    cycles = (n_groups * values * res.CYCLES.packet_in + values * res.CYCLES.output
-              + nc * noh * ((out_w + 1) // 2) * res.CYCLES.packet_out + noh * res.CYCLES.compute)
+    cycles = cost("conv_reduce").cycles(packets_in=n_groups * values, outputs=values, computes=1, events=noh,
+                                        packets_out=nc * noh * ((out_w + 1) // 2))
     return config + buffers + res.DTCM_RESERVED_BYTES, cycles
 
 
@@ -202,8 +207,10 @@ def fused_cost(conv: QOp, pool: QOp, nc: int, nph: int, sources: Sequence[Block]
     nch = min(conv_h, (nph - 1) * pool.op.stride[0] + kh)
     dtcm, cycles = tile_cost(conv, nc, nch, sources)
     dtcm += res.N_SLOTS * nc * nch * conv_w * 2 + POOL_SECTION_BYTES + (kh * kw + 1) * 4
-    cycles -= nc * nch * ((conv_w + 1) // 2) * res.CYCLES.packet_out
-    cycles += nc * nph * (pool_w * (kh * kw * 2 + res.CYCLES.output) + ((pool_w + 1) // 2) * res.CYCLES.packet_out)
+    conv_model, pool_model = cost("conv_tile"), cost("pool_tile")
+    cycles -= conv_model.cycles(packets_out=nc * nch * ((conv_w + 1) // 2))
+    cycles += pool_model.cycles(outputs=nc * nph * pool_w * max(1.0, kh * kw / 4),
+                                packets_out=nc * nph * ((pool_w + 1) // 2))
     return dtcm, cycles
 
 

@@ -1,0 +1,101 @@
+/*
+ * Timed emulation (internal to the emulator): every packet event carries a time
+ * in picoseconds, packets are processed in time order, and the resources a
+ * board has are modelled as servers with a time they are next free:
+ *
+ *   router   each chip's router takes ROUTER_PS per packet and forwards it
+ *            HOP_PS after it entered;
+ *   link     a chip-to-chip link serialises a packet (72 bits with payload, 40
+ *            without) at LINK_PS_PER_BIT;
+ *   core     the FIQ takes each packet (a packet that waits longer than the
+ *            router's WAIT_PS for it is one a board would drop), then the
+ *            core's one CPU runs the FIQ, the user event (only when it was
+ *            idle: a busy core drains several packets per event), the drain and
+ *            receive, then whatever compute the packet completed; the packets
+ *            that compute sends leave spread over it. A core whose binding ring
+ *            (SPINN_RX_QUEUE packets) would overflow is counted too;
+ *   host in  EIEIO messages of EVENTS_PER_IN_MSG pairs at HOST_IN_PS_PER_BYTE,
+ *            each sent on by the input source core at IN_CORE_PS per packet;
+ *   gatherer the live packet gatherer takes LPG_PS per packet, flushes a message
+ *            to the host when EVENTS_PER_OUT_MSG events are buffered or on its
+ *            timer tick (TICK_PS), as front-end-common's live_packet_gather.c
+ *            does; messages go out at HOST_OUT_PS_PER_BYTE.
+ *
+ * The figures are the caller's (tvm_spinn.runtime.timing documents them);
+ * nothing here is measured on a board.
+ */
+#ifndef SPINN_EMU_TIMING_H
+#define SPINN_EMU_TIMING_H
+
+#include <stdint.h>
+
+#include "spinn_dense.h"
+#include "spinn_emulator.h"
+
+#define TM_RX_RING 256u /* SPINN_RX_QUEUE of spin1_binding.h */
+
+/* A packet event: a packet entering a chip's router at time t, or (tick) the
+ * live packet gatherer's timer tick. seq orders events of equal time FIFO. */
+typedef struct {
+    uint64_t t, seq;
+    uint32_t chip;
+    int32_t arrival_link; /* link of this chip it arrived on, or LOCAL */
+    uint32_t key, payload;
+    uint32_t hops;
+    uint32_t marker; /* no payload: a lost-value marker (spinn_slots.h) */
+    uint32_t tick;
+} packet_t;
+
+/* A core's clock. */
+typedef struct {
+    uint64_t cost[SPINN_COST_WORDS]; /* ps per unit, spinn_emulator.h SPINN_COST_* */
+    uint64_t fiq_free, cpu_free, busy, t0, n_rx, late, ring_full;
+    uint64_t rx_start[TM_RX_RING]; /* when each of the last packets' processing started */
+    spinn_counters_t snap;         /* counters when the current packet's handler began */
+} tm_core_t;
+
+typedef struct {
+    int on;
+    uint64_t p[SPINN_TM_PARAMS];
+    uint64_t seq;
+    uint32_t n_chips;
+    uint64_t *router_free, *router_busy, *link_free, *link_busy, *link_late;
+    /* host link and live IO ends */
+    uint64_t in_free, in_busy, in_msgs, in_core_busy, out_free, out_busy, out_msgs;
+    uint64_t in_core_free[SPINN_EMU_MAX_INPUTS], in_msg_arrival[SPINN_EMU_MAX_INPUTS];
+    uint32_t in_msg_left[SPINN_EMU_MAX_INPUTS];
+    uint64_t lpg_free, lpg_busy, lpg_late;
+    uint32_t lpg_count;
+    int tick_pending;
+    uint64_t makespan;
+} tm_t;
+
+int tm_init(tm_t *tm, uint32_t n_chips);
+void tm_free(tm_t *tm);
+void tm_reset(tm_t *tm); /* a run starts at time 0 */
+
+/* The event queue: a binary heap on (t, seq). */
+void tm_heap_push(packet_t *heap, uint32_t n, const packet_t *pk);
+packet_t tm_heap_pop(packet_t *heap, uint32_t n);
+
+/* A packet entering chip's router at t: when it leaves the router. */
+uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t);
+/* ... and leaves on link l at t_out: when it arrives at the next chip. */
+uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t marker);
+/* A packet reaches a kernel core at t: returns when its handler's compute starts. */
+uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now);
+/* The handler finished with counters now, having sent n packets: their send
+ * times go into send_t (n of them); the core is busy until the last. */
+void tm_core_end(const tm_t *tm, tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t);
+/* The next packet of input i (pairs_left pairs of this sample still to come for
+ * it, this one included), the host starting no earlier than at: when the input
+ * source core sends it. */
+uint64_t tm_input_packet(tm_t *tm, uint32_t i, uint32_t pairs_left, uint64_t at);
+/* An event reaches the gatherer at t; returns 1 when its buffer is full then
+ * (flush now, at *t_flush), else 0 (*t_flush: the timer tick to schedule, 0 if
+ * one is pending already). */
+int tm_gatherer_event(tm_t *tm, uint64_t t, uint64_t *t_flush);
+/* The gatherer flushes at t: when the message has reached the host. */
+uint64_t tm_gatherer_flush(tm_t *tm, uint64_t t);
+
+#endif /* SPINN_EMU_TIMING_H */

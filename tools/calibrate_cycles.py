@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Calibrate the cycle model (tvm_spinn/tiling/cycle_model.py) from ARM instruction traces.
+
+    python tools/calibrate_cycles.py            # fit, write the calibration, then check it
+    python tools/calibrate_cycles.py --check    # check the committed calibration only
+    [--json PATH] [--jobs N]
+
+Fit: every tile of :func:`fit_cases` is traced by ``tools/arm_cycles.py`` (the ``.aplx``
+build's flags, ARM968E-S costs per executed instruction). Per kernel kind, the per-packet
+constants are the traced averages (fiq, event, drain + receive per packet in; send per
+packet out) and the compute constants (per MAC, int32 block, output value, completed sample)
+a non-negative least-squares fit of each case's traced compute cycles to the counts the
+kernel itself reports. They are written to ``tvm_spinn/tiling/cycle_calibration.json``.
+
+Check: the tiles of :func:`check_cases` (other shapes than the fit's) are traced and the
+model's cycles for each (with one user event per packet, as the trace has them) are
+compared with the trace, all in and compute alone; more than :data:`TOLERANCE` apart
+fails (exit 1). Exit 2 when the ARM tools are missing.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CALIBRATION = ROOT / "tvm_spinn" / "tiling" / "cycle_calibration.json"
+TOLERANCE = 0.15
+COMPUTE_TERMS = ("mac", "block", "output", "compute")
+# the kernel's own counters (spinn_counters_t; "computes": completed samples), as the emulator reads them
+COUNT_OF = {"mac": "macs", "block": "blocks", "output": "outputs", "compute": "computes"}
+
+
+def _arm_cycles():
+    spec = importlib.util.spec_from_file_location("arm_cycles", ROOT / "tools" / "arm_cycles.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def fit_cases(t) -> list:
+    """Tiles the constants are fitted to: several shapes per kind (rows, columns, channels,
+    image sizes), a few samples each."""
+    out = []
+    for i, (rows, cols) in enumerate([(32, 64), (16, 400), (64, 32), (8, 128), (48, 200)]):
+        out.append(t.dense_tile_case("dense_tile_i32", rows, cols, 2, False, 100 + i))
+        out.append(t.dense_tile_case("dense_tile_i64", rows, cols, 2, True, 110 + i))
+    for i, (rows, groups) in enumerate([(32, 2), (64, 4), (16, 8), (100, 3)]):
+        out.append(t.dense_reduce_case(rows, groups, 2, 120 + i))
+    for i, (c_in, size, c_out, n) in enumerate([(8, 8, 8, 2), (16, 10, 16, 1), (4, 12, 8, 2), (3, 16, 4, 3),
+                                                (24, 6, 12, 1), (2, 6, 2, 4)]):
+        out.append(t.conv_case("conv_tile", c_in, size, c_out, False, n, 130 + i))
+    for i, (c, size, n) in enumerate([(16, 10, 1), (8, 8, 2), (4, 14, 1), (32, 6, 1), (2, 6, 4)]):
+        out.append(t.conv_case("conv_tile_depthwise", c, size, c, True, n, 140 + i))
+    for i, (c, size) in enumerate([(8, 16), (4, 8), (16, 12)]):
+        out.append(t.pool_case(c, size, 2, 150 + i))
+    for i, (c, size) in enumerate([(8, 8), (4, 12), (16, 6)]):
+        out.append(t.add_case(c, size, 2, 160 + i))
+    for i, (n_oc, size, groups) in enumerate([(8, 8, 3), (4, 6, 2), (16, 8, 2)]):
+        out.append(t.conv_reduce_case(n_oc, size, groups, 2, 170 + i))
+    return out
+
+
+def check_cases(t) -> list:
+    """Tiles the calibration is checked on: arm_cycles' quick set and shapes the fit has not seen."""
+    return t.cases(quick=True) + [
+        t.dense_tile_case("dense_tile_i32", 24, 96, 2, False, 201),
+        t.dense_tile_case("dense_tile_i64", 40, 48, 1, True, 202),
+        t.dense_reduce_case(48, 3, 1, 203),
+        t.conv_case("conv_tile", 6, 9, 10, False, 1, 204),
+        t.conv_case("conv_tile_depthwise", 12, 8, 12, True, 1, 205),
+        t.pool_case(6, 10, 1, 206),
+        t.add_case(6, 10, 1, 207),
+        t.conv_reduce_case(6, 7, 3, 1, 208),
+    ]
+
+
+def _case_figures(t, case, result) -> dict:
+    f = t.figures([(case, result)])
+    return {"cycles": f["cycles"], "counts": dict(f["counts"], computes=result.counters.get("computes", 0))}
+
+
+def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Least squares with x >= 0: drop the most negative term and refit until none is."""
+    active = list(range(a.shape[1]))
+    x = np.zeros(a.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(a[:, active], b, rcond=None)
+        if (sol >= 0).all():
+            x[:] = 0
+            x[active] = sol
+            return x
+        active.pop(int(np.argmin(sol)))
+    return x
+
+
+def fit(t, items) -> Dict[str, Dict[str, float]]:
+    by_kind: Dict[str, list] = {}
+    for case, result in items:
+        by_kind.setdefault(case.kind, []).append(_case_figures(t, case, result))
+    kinds = {}
+    for kind, figs in by_kind.items():
+        tot = lambda key, phase=None: sum((f["cycles"][phase] if phase else f["counts"][key]) for f in figs)  # noqa: E731
+        n_in, n_out = tot("packets_in"), tot("packets_out")
+        entry = {
+            "fiq": tot(None, "fiq") / n_in,
+            "event": tot(None, "event") / n_in,
+            "receive": (tot(None, "drain") + tot(None, "receive")) / n_in,
+            "packet_out": tot(None, "send") / n_out if n_out else 0.0,
+        }
+        terms = [k for k in COMPUTE_TERMS if any(f["counts"][COUNT_OF[k]] for f in figs)]
+        # relative least squares: every case weighs the same whatever its size
+        scale = np.array([1.0 / max(1.0, f["cycles"]["compute"]) for f in figs])
+        a = np.array([[f["counts"][COUNT_OF[k]] for k in terms] for f in figs], float) * scale[:, None]
+        b = np.array([f["cycles"]["compute"] for f in figs], float) * scale
+        x = _nnls(a, b)
+        for k in COMPUTE_TERMS:
+            entry[k] = float(x[terms.index(k)]) if k in terms else 0.0
+        kinds[kind] = {k: round(v, 3) for k, v in entry.items()}
+    return kinds
+
+
+def model_of(entry: Dict[str, float], counts: dict) -> Tuple[float, float]:
+    """(all in, compute) cycles the calibration gives a traced case (one user event per packet)."""
+    compute = sum(entry[k] * counts[COUNT_OF[k]] for k in COMPUTE_TERMS)
+    total = (compute + counts["packets_in"] * (entry["fiq"] + entry["event"] + entry["receive"])
+             + counts["packets_out"] * entry["packet_out"])
+    return total, compute
+
+
+def check(t, items, kinds: Dict[str, Dict[str, float]]) -> List[dict]:
+    rows = []
+    for case, result in items:
+        f = _case_figures(t, case, result)
+        traced_total, traced_compute = sum(f["cycles"].values()), f["cycles"]["compute"]
+        model_total, model_compute = model_of(kinds[case.kind], f["counts"])
+        rows.append({"kind": case.kind, "shape": case.shape, "traced": traced_total, "model": model_total,
+                     "error": model_total / traced_total - 1.0, "traced_compute": traced_compute,
+                     "model_compute": model_compute,
+                     "compute_error": (model_compute / traced_compute - 1.0) if traced_compute else 0.0})
+    return rows
+
+
+def table(rows: Sequence[dict]) -> str:
+    lines = [f"{'kind':<20} {'tile':<44} {'traced':>10} {'model':>10} {'error':>7} {'compute err':>11}"]
+    for r in rows:
+        lines.append(f"{r['kind']:<20} {r['shape']:<44} {r['traced']:>10,.0f} {r['model']:>10,.0f} "
+                     f"{100 * r['error']:>+6.1f}% {100 * r['compute_error']:>+10.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="only check the committed calibration")
+    ap.add_argument("--json", type=Path, help="write the check's rows here")
+    ap.add_argument("--jobs", type=int, default=None)
+    args = ap.parse_args(argv)
+    t = _arm_cycles()
+    missing = t.missing_tools()
+    if missing:
+        print(f"calibrate_cycles: {', '.join(missing)} not found; install with:\n    {t.INSTALL_HINT}",
+              file=sys.stderr)
+        return 2
+    quiet = lambda *a, **k: None  # noqa: E731
+    if not args.check:
+        items = t.trace_cases(fit_cases(t), jobs=args.jobs, log=quiet)
+        kinds = fit(t, items)
+        data = {"source": "tools/calibrate_cycles.py: tools/arm_cycles.py traces of the fit tiles "
+                          f"({len(items)}), flags {' '.join(t._flags(t.DEFAULT_OPT))}",
+                "compiler": t._tool_version([t.CC, "--version"]),
+                "units": "ARM968E-S cycles (200 MHz) per unit of counted work",
+                "kinds": kinds}
+        CALIBRATION.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"wrote {CALIBRATION.relative_to(ROOT)}")
+    kinds = json.loads(CALIBRATION.read_text())["kinds"]
+    rows = check(t, t.trace_cases(check_cases(t), jobs=args.jobs, log=quiet), kinds)
+    print("the calibrated model against fresh traces of other tiles:")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    bad = [r for r in rows if abs(r["error"]) > TOLERANCE or abs(r["compute_error"]) > TOLERANCE]
+    if bad:
+        print(f"calibrate_cycles: {len(bad)} tiles off by more than {TOLERANCE:.0%}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

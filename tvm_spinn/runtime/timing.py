@@ -1,0 +1,181 @@
+"""The timed emulation's board model and what a timed run reports.
+
+The emulator (``c_runtime/emulator/timing.c``) gives every packet event a time; these
+are the figures it is given. All are MODELLED, none is measured on a board:
+
+- **Cores**: the calibrated cycles of :mod:`tvm_spinn.tiling.cycle_model` (ARM instruction
+  traces of our kernels) at 200 MHz (:data:`CLOCK_HZ`).
+- **Routers**: :data:`HOP_NS` per hop (about 0.1 us, the figure the SpiNNaker papers
+  quote for a router hop), one packet per router clock of 133 MHz (:data:`ROUTER_NS`, an
+  assumption: the router pipeline takes a packet per cycle). A packet that waits longer
+  than :data:`WAIT_NS` for a blocked output (a link or a core's FIQ) is one a board would
+  drop: spinnaker_tools 7.4.1 sets the router's ``wait1`` field to 0x40 (``sark_hw.c``:
+  ``rtr[RTR_CONTROL] = 0x00400001``), 240 router cycles by the 8-bit float encoding
+  front-end-common decodes (``reinjection_status._decode_router_timeout_value``), and
+  ``wait2`` to 0; emergency routing is not modelled.
+- **Links**: 250 Mbit/s per chip-to-chip link, 72 bits per packet with payload, 40 without.
+- **Host in**: EIEIO messages of 31 key+payload events (12 bytes of EIEIO and SDP
+  headers beside them) at the rate the runtime paces to (``TVM_SPINN_LINK_MBPS``, 32 Mbit/s
+  by default), no faster than the 5 MB/s low end of the 5-10 MB/s measured into a board
+  (SpiNN-misc-Tests t0-sdp). The input source core (front-end-common's reverse IP tag
+  multicast source) sends each event in :data:`IN_CORE_CYCLES` cycles: our traced cost
+  of a send (tools/arm_cycles.py) plus 40 cycles of EIEIO parsing, an estimate.
+- **Host out**: front-end-common's live packet gatherer (``live_packet_gather.c``) buffers
+  32 key+payload events (256 bytes) and flushes when full or on its timer tick (the
+  toolchain's 1,000 us time step); it takes :data:`LPG_CYCLES` per packet (the traced
+  FIQ and drain of our own binding, an estimate of its similar FIQ-queue path). Messages
+  leave at 5.7 MiB/s from chip (0, 0), 1.1 MiB/s from other chips (measured out of a
+  board, SpiNN-misc-Tests).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..tiling import cycle_model
+from ..tiling import resources as res
+
+CLOCK_HZ = res.CLOCK_HZ
+PS_PER_CYCLE = 10 ** 12 // CLOCK_HZ
+HOP_NS = 100.0
+ROUTER_NS = 1e9 / 133e6
+WAIT_NS = 240 * 1e9 / 133e6
+LINK_BITS_PER_S = 250e6
+BITS_PAYLOAD, BITS_NO_PAYLOAD = 72, 40
+HOST_IN_MAX_BYTES_PER_S = 5e6
+IN_MSG_OVERHEAD_BYTES = 2 + 2 + 8  # EIEIO header, SDP padding and header
+EVENTS_PER_IN_MSG = 31
+OUT_MSG_OVERHEAD_BYTES = 2  # EIEIO header (strip_sdp)
+EVENTS_PER_OUT_MSG = 32  # live_packet_gather.c: BUFFER_CAPACITY 256 bytes / 8 per event
+TICK_S = 1e-3
+HOST_OUT_BYTES_PER_S_ETHERNET_CHIP = 5.7 * 2 ** 20
+HOST_OUT_BYTES_PER_S_OTHER_CHIP = 1.1 * 2 ** 20
+COST_FIELDS = ("fiq", "event", "receive", "mac", "block", "output", "packet_out", "compute")  # SPINN_COST_*
+
+# core kinds (spinn_emulator.h SPINN_CORE_*) and the config words that tell variants apart
+_DENSE_TILE, _DENSE_REDUCE, _CONV, _POOL, _ADD, _CONV_REDUCE = 1, 2, 4, 5, 6, 7
+_DENSE_BLOCK_WORD = 4  # spinn_dense.h: the int32 block length (2: accumulate in int64)
+
+
+def core_kind(kind: int, config: Sequence[int]) -> str:
+    """The cycle model's kind (tiling.cycle_model.KINDS) of a kernel core from its core kind
+    (spinn_emulator.h) and config words. Raises ValueError for a kind without a model."""
+    from ..machine.configs.tensor import CONV_DEPTHWISE_WORD
+
+    if kind == _DENSE_TILE:
+        return "dense_tile_i64" if int(config[_DENSE_BLOCK_WORD]) == 2 else "dense_tile_i32"
+    if kind == _CONV:
+        return "conv_tile_depthwise" if int(config[CONV_DEPTHWISE_WORD]) else "conv_tile"
+    names = {_DENSE_REDUCE: "dense_reduce", _POOL: "pool_tile", _ADD: "add_tile", _CONV_REDUCE: "conv_reduce"}
+    if kind not in names:
+        raise ValueError(f"no cycle model for core kind {kind}")
+    return names[kind]
+
+
+def core_cost_ps(kind: int, config: Sequence[int]) -> np.ndarray:
+    """uint64 (8,) ps per unit of work (SPINN_COST_* order) of a kernel core."""
+    c = cycle_model.cost(core_kind(kind, config))
+    return np.array([round(getattr(c, f) * PS_PER_CYCLE) for f in COST_FIELDS], np.uint64)
+
+
+def host_in_bytes_per_s() -> float:
+    """The modelled host-to-board rate: the runtime's pacing, at most the measured low end."""
+    from .board.live_io import link_bits_per_s
+
+    return min(link_bits_per_s() / 8.0, HOST_IN_MAX_BYTES_PER_S)
+
+
+def params(gatherer_chip: Tuple[int, int], on: bool = True) -> np.ndarray:
+    """uint64 (16,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
+    out_rate = HOST_OUT_BYTES_PER_S_ETHERNET_CHIP if tuple(gatherer_chip) == (0, 0) else HOST_OUT_BYTES_PER_S_OTHER_CHIP
+    p = [1 if on else 0, HOP_NS * 1e3, ROUTER_NS * 1e3, WAIT_NS * 1e3, 1e12 / LINK_BITS_PER_S,
+         1e12 / host_in_bytes_per_s(), 1e12 / out_rate, IN_MSG_OVERHEAD_BYTES, OUT_MSG_OVERHEAD_BYTES,
+         EVENTS_PER_IN_MSG, EVENTS_PER_OUT_MSG, TICK_S * 1e12, LPG_CYCLES * PS_PER_CYCLE,
+         IN_CORE_CYCLES * PS_PER_CYCLE, BITS_PAYLOAD, BITS_NO_PAYLOAD]
+    return np.array([round(v) for v in p], np.uint64)
+
+
+def _busy_core_packet_in() -> float:
+    c = cycle_model.cost("dense_tile_i32")
+    return c.fiq + c.receive
+
+
+LPG_CYCLES = round(_busy_core_packet_in())
+IN_CORE_CYCLES = round(cycle_model.cost("dense_tile_i32").packet_out + 40)
+
+
+@dataclass
+class TimedRun:
+    """What a timed emulation of one call says (all times MODELLED).
+
+    latency_s: mean time from a sample's first byte leaving the host to its last result
+    arriving there (s); throughput_per_s: samples / the run's duration; utilisation:
+    busy time / duration per resource ("core <label>", "link <x,y>:<l>", "router <x,y>",
+    "host in", "host out", "gatherer", "input cores"); bottleneck: the most used one;
+    would_drop: packets a board would drop (waiting beyond the router's limit at a core,
+    a link or the gatherer; a core's receive ring full)."""
+
+    samples: int
+    duration_s: float
+    latency_s: float
+    latency_first_s: float
+    throughput_per_s: float
+    bottleneck: str
+    bottleneck_utilisation: float
+    would_drop: Dict[str, int] = field(default_factory=dict)
+    utilisation: Dict[str, float] = field(default_factory=dict)
+    messages_in: int = 0
+    messages_out: int = 0
+
+    @property
+    def predicted_drops(self) -> int:
+        return int(sum(self.would_drop.values()))
+
+    def top(self, n: int = 5) -> List[Tuple[str, float]]:
+        return sorted(self.utilisation.items(), key=lambda kv: -kv[1])[:n]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["predicted_drops"] = self.predicted_drops
+        return d
+
+
+def _kind_of_resource(name: str) -> str:
+    return "core" if name.startswith(("core", "gatherer", "input")) else "link" if name.startswith(
+        ("link", "router")) else "host"
+
+
+def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.ndarray,
+              core_busy: Dict[str, float], core_late: Dict[str, int], core_ring: Dict[str, int],
+              link_busy: Dict[str, float], link_late: int, router_busy: Dict[str, float]) -> TimedRun:
+    """A TimedRun from the emulator's timing words (ps; see spinn_emulator.h)."""
+    duration = float(totals[0]) * 1e-12
+    lat = (t_done.astype(np.float64) - t_start.astype(np.float64)) * 1e-12 if samples else np.zeros(0)
+    util: Dict[str, float] = {}
+    if duration > 0:
+        util["host in"] = float(totals[1]) * 1e-12 / duration
+        util["host out"] = float(totals[2]) * 1e-12 / duration
+        util["gatherer"] = float(totals[3]) * 1e-12 / duration
+        util["input cores"] = float(totals[4]) * 1e-12 / duration
+        for name, busy in core_busy.items():
+            util[f"core {name}"] = busy * 1e-12 / duration
+        for name, busy in link_busy.items():
+            util[f"link {name}"] = busy * 1e-12 / duration
+        for name, busy in router_busy.items():
+            util[f"router {name}"] = busy * 1e-12 / duration
+    bottleneck, top = max(util.items(), key=lambda kv: kv[1]) if util else ("", 0.0)
+    would_drop = {"at cores (router wait)": int(sum(core_late.values())),
+                  "core receive ring full": int(sum(core_ring.values())),
+                  "at links (router wait)": int(link_late), "at the gatherer": int(totals[8])}
+    return TimedRun(samples=samples, duration_s=duration, latency_s=float(lat.mean()) if lat.size else 0.0,
+                    latency_first_s=float(lat[0]) if lat.size else 0.0,
+                    throughput_per_s=samples / duration if duration > 0 else float("inf"),
+                    bottleneck=bottleneck, bottleneck_utilisation=top, would_drop=would_drop, utilisation=util,
+                    messages_in=int(totals[9]), messages_out=int(totals[10]))
+
+
+def bottleneck_class(run: Optional[TimedRun]) -> str:
+    """"core", "link" or "host": what kind of resource binds a timed run."""
+    return _kind_of_resource(run.bottleneck) if run and run.bottleneck else ""
