@@ -81,7 +81,8 @@ def core_cost_ps(kind: int, config: Sequence[int]) -> np.ndarray:
 
 
 def host_in_bytes_per_s() -> float:
-    """The modelled host-to-board rate: the runtime's pacing, at most the measured low end."""
+    """The modelled host-to-board rate (bytes/s): the runtime's pacing (TVM_SPINN_LINK_MBPS,
+    default resources.HOST_IN_BYTES_PER_S), at most the measured low end."""
     from .board.live_io import link_bits_per_s
 
     return min(link_bits_per_s() / 8.0, HOST_IN_MAX_BYTES_PER_S)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
+import numpy as np
+
 from ..errors import ResourceError
 from ..graph.network import input_number, op_inputs
 from ..graph.ops import Concat, Conv2D, DenseLayer, Flatten, Pool2D
@@ -149,8 +151,9 @@ def plan_with_budget(qgraph: QuantizedGraph, board: res.Board, budget: Optional[
 
 def plan_graph(qgraph: QuantizedGraph, board: res.Board = res.SPINN_5, cycle_budget: Optional[float] = None,
                fuse_pools: bool = True) -> GraphPlan:
-    """Tile every op to meet ``cycle_budget`` modelled cycles per sample per core (default
-    :data:`resources.DEFAULT_CYCLE_BUDGET`, about the host link's rate); if that needs more
+    """Tile every op to meet ``cycle_budget`` modelled cycles per sample per core (default:
+    the cycles the host link takes to stream one input sample in, at least
+    :data:`resources.DEFAULT_CYCLE_BUDGET`); if that needs more
     cores than ``board`` has, the smallest budget that fits (the most balanced pipeline the
     board allows, found by bisection).
 
@@ -159,7 +162,11 @@ def plan_graph(qgraph: QuantizedGraph, board: res.Board = res.SPINN_5, cycle_bud
     Raises ResourceError naming the op when one does not fit a core, or naming the largest
     op when the graph does not fit the board even with the fewest cores per op.
     """
-    budget = res.DEFAULT_CYCLE_BUDGET if cycle_budget is None else cycle_budget
+    if cycle_budget is None:
+        n_in = sum(int(np.prod(s)) for s in qgraph.input_shapes)
+        budget = max(res.DEFAULT_CYCLE_BUDGET, res.host_link_cycles(n_in))
+    else:
+        budget = cycle_budget
     try:
         plan = plan_with_budget(qgraph, board, budget, fuse_pools)
         if plan.n_cores <= board.app_cores:

@@ -20,9 +20,20 @@ DTCM_RESERVED_BYTES = 8 * 1024 + 256
 ITCM_RUNTIME_BYTES = 20 * 1024
 N_SLOTS = 4  # samples in flight per core (double buffering would be 2)
 CLOCK_HZ = 200_000_000
-# Default cycles per sample per core the planner sizes tiles to meet: 250 us at 200 MHz,
-# about the rate at which the 100 Mbit/s host link can stream a 784-value int16 sample.
+# Least cycles per sample per core the planner sizes tiles to meet (250 us at 200 MHz); a
+# model's own budget is the time the host link takes to stream one of its samples in, if
+# longer (host_link_cycles): a core faster than its input arrives only takes more cores.
 DEFAULT_CYCLE_BUDGET = 50_000.0
+# The host-to-board rate the live IO paces to by default (runtime.board.live_io,
+# TVM_SPINN_LINK_MBPS = 32 Mbit/s of UDP payload), below the 5-10 MB/s measured.
+HOST_IN_BYTES_PER_S = 32e6 / 8
+
+
+def host_link_cycles(n_values: int, bytes_per_s: float = HOST_IN_BYTES_PER_S) -> float:
+    """Cycles (200 MHz) the host link takes to stream n_values int16 values into a board:
+    8 bytes per key + payload pair, 12 bytes of headers per 31 pairs (runtime.timing)."""
+    pairs = (n_values + 1) // 2
+    return (pairs * 8 + -(-pairs // 31) * 12) / bytes_per_s * CLOCK_HZ
 
 
 @dataclass(frozen=True)
