@@ -113,3 +113,16 @@ def test_quick_run_gives_plausible_figures(tmp_path):
         assert 2 <= kinds[name]["cycles_per"]["mac"] <= 20, kinds[name]["cycles_per"]
     # a depthwise 3x3 reuses nothing across channels: dearer per MAC than the dense conv
     assert kinds["conv_tile_depthwise"]["cycles_per"]["mac"] > kinds["conv_tile"]["cycles_per"]["mac"]
+
+
+@needs_tools
+def test_the_cycle_model_agrees_with_fresh_traces_within_15_percent(tmp_path):
+    """tiling/cycle_calibration.json (fitted by tools/calibrate_cycles.py) against traces of
+    tiles the fit did not see: a kernel change without a recalibration fails here."""
+    out = tmp_path / "check.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "calibrate_cycles.py"), "--check", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())
+    assert {r["kind"] for r in rows} == set(_tool().KINDS)
+    assert all(abs(r["error"]) <= 0.15 and abs(r["compute_error"]) <= 0.15 for r in rows), rows

@@ -1,0 +1,89 @@
+"""Timed emulation (tvm_spinn.runtime.timing, c_runtime/emulator/timing.c): results stay
+bit-exact; the live IO ends give the times worked out by hand from the model's figures
+(the gatherer's timer-tick flush, the host link's bytes); an overloaded core is named as
+the bottleneck with the packets a board would drop; timing off falls back to the formula."""
+import numpy as np
+import pytest
+
+from tests.test_emulator import _network, reference_forward
+from tvm_spinn.runtime import timing
+from tvm_spinn.runtime.emulator import EmulatedBoard
+from tvm_spinn.tiling import resources as res
+
+
+@pytest.fixture(scope="module")
+def net():
+    # 37 -> 29 -> 15 -> 9 -> 4 on a SpiNN-3, layer 0 in 3 x 4 tiles with reducers
+    return _network(7, [37, 29, 15, 9, 4], ["relu", "tanh", "sigmoid", "none"],
+                    tiling=[(3, 4), (2, 1), (1, 2), (1, 1)], board=res.SPINN_3)
+
+
+def _out_ps_per_byte(program) -> float:
+    return 1e12 / (timing.HOST_OUT_BYTES_PER_S_ETHERNET_CHIP if tuple(program.output.placement[:2]) == (0, 0)
+                   else timing.HOST_OUT_BYTES_PER_S_OTHER_CHIP)
+
+
+def test_timed_results_are_bit_exact_and_one_sample_waits_for_the_gatherers_tick(net):
+    plan, program, q, rng = net
+    x_q = q.quantize_input(rng.normal(size=(40, 37)).astype(np.float32))
+    timed, untimed = EmulatedBoard(program, timed=True), EmulatedBoard(program, timed=False)
+    y = timed.run(x_q)
+    np.testing.assert_array_equal(y, untimed.run(x_q))
+    np.testing.assert_array_equal(y, reference_forward(plan, x_q))
+    assert untimed.last_timed is None and timed.last_timed.samples == 40
+
+    timed.run(x_q[:1])
+    one = timed.last_timed
+    # 4 outputs = 2 events, far fewer than the 32 that fill a message: front-end-common's
+    # gatherer sends them on its first timer tick (1 ms), then 2 + 2 * 8 bytes go to the host.
+    expected = timing.TICK_S + (timing.OUT_MSG_OVERHEAD_BYTES + 2 * 8) * _out_ps_per_byte(program) * 1e-12
+    assert one.latency_first_s == pytest.approx(expected, abs=1e-10)  # ps per byte rounded
+    assert one.messages_out == 1 and one.messages_in == 1  # 19 pairs: one input message
+    assert one.predicted_drops == 0
+
+
+def test_a_batch_is_bound_by_the_host_link_the_model_says(net, monkeypatch):
+    plan, program, q, rng = net
+    n = 64
+    monkeypatch.setenv("TVM_SPINN_LINK_MBPS", "0.5")  # the runtime's pacing, far below what the cores take
+    board = EmulatedBoard(program, timed=True)
+    board.run(q.quantize_input(rng.normal(size=(n, 37)).astype(np.float32)))
+    run = board.last_timed
+    pairs = (37 + 1) // 2
+    bytes_in = pairs * 8 + -(-pairs // timing.EVENTS_PER_IN_MSG) * timing.IN_MSG_OVERHEAD_BYTES
+    host_s = n * bytes_in / timing.host_in_bytes_per_s()
+    assert run.utilisation["host in"] == pytest.approx(host_s / run.duration_s, rel=1e-6)
+    assert run.throughput_per_s <= n / host_s * (1 + 1e-9)
+    assert run.duration_s >= host_s
+    assert run.bottleneck == "host in" and timing.bottleneck_class(run) == "host"
+    assert run.predicted_drops == 0
+
+
+def test_an_overloaded_core_is_the_bottleneck_and_its_drops_are_reported(net, monkeypatch):
+    plan, program, q, rng = net
+    slow = program.cores[0]
+    real = timing.core_cost_ps
+
+    def cost(kind, config):
+        c = real(kind, config)
+        if list(config) == list(slow.config):
+            c[timing.COST_FIELDS.index("receive")] *= 200  # about 50 us per packet
+        return c
+
+    monkeypatch.setattr(timing, "core_cost_ps", cost)
+    board = EmulatedBoard(program, timed=True)
+    x_q = q.quantize_input(rng.normal(size=(32, 37)).astype(np.float32))
+    y = board.run(x_q)
+    run = board.last_timed
+    assert run.bottleneck == f"core {slow.label}" and run.bottleneck_utilisation > 0.9
+    assert run.would_drop["core receive ring full"] + run.would_drop["at cores (router wait)"] > 0
+    # the numbers themselves are still the kernels' (the emulator drops nothing)
+    np.testing.assert_array_equal(y, reference_forward(plan, x_q))
+
+
+def test_timing_off_by_environment(net, monkeypatch):
+    plan, program, q, rng = net
+    monkeypatch.setenv("TVM_SPINN_TIMING", "0")
+    board = EmulatedBoard(program)
+    board.run(q.quantize_input(rng.normal(size=(4, 37)).astype(np.float32)))
+    assert not board.timed and board.last_timed is None
