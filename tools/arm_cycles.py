@@ -1302,7 +1302,8 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
     return {
         "cycles": cyc, "instructions": ins, "cycles_total": total,
         "counts": {"macs": macs, "outputs": outputs, "packets_in": n_in, "packets_out": n_out,
-                   "compute_events": n_compute, "fiq": n_fiq, "user_events": n_soft, "blocks": cnt.get("blocks", 0)},
+                   "compute_events": n_compute, "fiq": n_fiq, "user_events": n_soft, "blocks": cnt.get("blocks", 0),
+                   "computes": cnt.get("computes", 0)},
         "cycles_per": {
             "mac": _per(cyc["compute"], macs),
             "mac_all_in": _per(total, macs),
@@ -1324,21 +1325,17 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
     }
 
 
-# Kinds whose MACs the cycle model charges wide (int64 accumulation), as the statistics do
-# (tvm_spinn/runtime/stats.py: dense tiles with int32 blocks of 2 words, and conv tiles).
-WIDE_KINDS = ("dense_tile_i64", "conv_tile", "conv_tile_depthwise")
-
-
 def model_cycles(kind: str, counts: dict) -> float:
-    """What tvm_spinn's cycle model (tiling.resources.CycleModel, the constants the planner
-    and the statistics use) says the counted work costs, in the terms the trace counts:
-    its MACs, outputs, packets in and out and compute events (blocks: int32 spills)."""
-    from tvm_spinn.tiling import resources as res
+    """What tvm_spinn's calibrated cycle model (tiling.cycle_model, the constants the planner,
+    the statistics and the timed emulation use) says the counted work costs, with one user
+    event per packet as the trace has it."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tvm_spinn.tiling import cycle_model
 
-    m = res.CYCLES
-    return (counts["macs"] * (m.mac + (m.wide_mac if kind in WIDE_KINDS else 0.0)) + counts["blocks"] * m.block
-            + counts["outputs"] * m.output + counts["packets_in"] * m.packet_in
-            + counts["packets_out"] * m.packet_out + counts["compute_events"] * m.compute)
+    return cycle_model.cost(kind).cycles(
+        macs=counts["macs"], blocks=counts["blocks"], outputs=counts["outputs"], packets_in=counts["packets_in"],
+        packets_out=counts["packets_out"], computes=counts["computes"], events=counts["packets_in"])
 
 
 def summarise(items: List[Tuple[Case, CaseResult]]) -> dict:
@@ -1390,8 +1387,8 @@ def table(report: dict) -> str:
     lines.append("cyc/pkt in: FIQ entry to the end of receive with one user event (spin1 scheduling) per packet; "
                  "(no event): that event amortised away.")
     lines.append("cyc/pkt out: the binding's send with spin1_send_mc_packet (queue empty, TX not full).")
-    lines.append("model: tvm_spinn's CycleModel (tiling/resources.py) on the same counted work; trace/model > 1: "
-                 "the model is optimistic.")
+    lines.append("model: tvm_spinn's calibrated cycle model (tiling/cycle_model.py, tools/calibrate_cycles.py) on "
+                 "the same counted work; trace/model > 1: the model is optimistic.")
     return "\n".join(lines)
 
 

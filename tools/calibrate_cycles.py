@@ -83,7 +83,7 @@ def check_cases(t) -> list:
 
 def _case_figures(t, case, result) -> dict:
     f = t.figures([(case, result)])
-    return {"cycles": f["cycles"], "counts": dict(f["counts"], computes=result.counters.get("computes", 0))}
+    return {"cycles": f["cycles"], "counts": f["counts"]}
 
 
 def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
