@@ -165,6 +165,24 @@ class WideConv2D(nn.Module):
         return self.fc(torch.relu(self.c2(torch.sigmoid(self.c1(x)))).flatten(1))
 
 
+class DSCNN(nn.Module):
+    """MLPerf Tiny keyword spotting DS-CNN: 1 x 49 x 10 MFCCs -> Conv2d 64 (10 x 4, stride 2,
+    "same") + BN + ReLU -> 4 x (depthwise 3 x 3 + BN + ReLU, pointwise 64 + BN + ReLU) ->
+    global average pool -> Linear 12. 2.66 M MACs."""
+
+    def __init__(self):
+        super().__init__()
+        layers = [nn.Conv2d(1, 64, (10, 4), stride=2, padding=(5, 1)), nn.BatchNorm2d(64), nn.ReLU()]
+        for _ in range(4):
+            layers += [nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.BatchNorm2d(64), nn.ReLU(),
+                       nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(64, 12)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial running statistics and affine parameters, so that folding is tested."""
     g = torch.Generator().manual_seed(seed)

@@ -56,6 +56,7 @@ struct core {
     uint32_t lost_bit; /* marker key bit (spinn_fixed.h); 0: markers go without payload */
     int stopped;       /* fault injection: the core takes no more packets */
     tm_core_t *tm;     /* its clock (timed runs) */
+    spinn_counters_t *counters; /* the kernel's work counters */
     union {
         spinn_dense_tile_t tile;
         spinn_dense_reduce_t reduce;
@@ -110,6 +111,7 @@ struct spinn_emu {
     uint64_t faults_dropped, faults_stopped;
     /* timed runs (timing.h) */
     tm_t tm;
+    tm_queue_t tq;
     int timed;               /* the current run is timed */
     uint64_t now;            /* time of the event being processed */
     core_t *sending;         /* the core whose handler runs: its sends are held until it ends */
@@ -188,6 +190,7 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     free(emu->chip_packets);
     free(emu->link_packets);
     tm_free(&emu->tm);
+    tm_queue_free(&emu->tq);
     free(emu->pend);
     free(emu->pend_t);
     free(emu);
@@ -355,11 +358,14 @@ static int enqueue(spinn_emu_t *emu, packet_t *pk) {
         emu->q_cap = cap;
         emu->q_head = 0;
     }
-    pk->seq = emu->tm.seq++;
-    if (emu->timed)
-        tm_heap_push(emu->queue, emu->q_len, pk);
-    else
+    if (emu->timed) {
+        if (tm_queue_push(&emu->tq, pk) != 0) {
+            fail(emu, "out of memory for the event queue");
+            return -1;
+        }
+    } else {
         emu->queue[(emu->q_head + emu->q_len) & (emu->q_cap - 1u)] = *pk;
+    }
     emu->q_len++;
     return 0;
 }
@@ -392,7 +398,7 @@ static int push_tick(spinn_emu_t *emu, uint64_t t) {
 static packet_t pop(spinn_emu_t *emu) {
     packet_t pk;
     if (emu->timed) {
-        pk = tm_heap_pop(emu->queue, emu->q_len);
+        pk = tm_queue_pop(&emu->tq);
         emu->now = pk.t;
     } else {
         pk = emu->queue[emu->q_head];
@@ -556,12 +562,12 @@ static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, u
         rc = c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c);
     } else {
         /* the handler runs on the core's clock; its sends leave spread over its compute */
-        tm_core_begin(&emu->tm, c->tm, t, c->ops->counters(c));
+        tm_core_begin(&emu->tm, c->tm, t, c->counters);
         emu->sending = c;
         emu->n_pend = 0;
         rc = c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c);
         emu->sending = NULL;
-        tm_core_end(&emu->tm, c->tm, c->ops->counters(c), emu->n_pend, emu->pend_t);
+        tm_core_end(c->tm, c->counters, emu->n_pend, emu->pend_t);
         for (j = 0; j < emu->n_pend && rc == 0; j++)
             rc = push(emu, c->chip, LOCAL, emu->pend[3u * j], emu->pend[3u * j + 1u], 0, emu->pend[3u * j + 2u],
                       emu->pend_t[j]);
@@ -764,8 +770,10 @@ static int start_clocks(spinn_emu_t *emu) {
     memset(emu->done_pending, 0, sizeof(emu->done_pending));
     if (!emu->timed) return 0;
     tm_reset(&emu->tm);
+    tm_queue_free(&emu->tq); /* what a failed run left */
     for (i = 0; i < emu->n_cores; i++) {
         core_t *c = &emu->cores[i];
+        c->counters = c->ops->counters(c); /* the cores array is final now */
         uint64_t cost[SPINN_COST_WORDS];
         if (!c->tm && !(c->tm = calloc(1, sizeof(tm_core_t)))) {
             fail(emu, "out of memory for the core clocks");

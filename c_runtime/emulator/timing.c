@@ -33,7 +33,6 @@ void tm_reset(tm_t *tm) {
     memset(tm->link_free, 0, sizeof(uint64_t) * n_links);
     memset(tm->link_busy, 0, sizeof(uint64_t) * n_links);
     memset(tm->link_late, 0, sizeof(uint64_t) * n_links);
-    tm->seq = 0;
     tm->in_free = tm->in_busy = tm->in_msgs = tm->in_core_busy = 0;
     tm->out_free = tm->out_busy = tm->out_msgs = 0;
     memset(tm->in_core_free, 0, sizeof(tm->in_core_free));
@@ -45,32 +44,65 @@ void tm_reset(tm_t *tm) {
     tm->makespan = 0;
 }
 
-static int before(const packet_t *a, const packet_t *b) { return a->t < b->t || (a->t == b->t && a->seq < b->seq); }
+#define TM_ARITY 4u
 
-void tm_heap_push(packet_t *heap, uint32_t n, const packet_t *pk) {
-    uint32_t i = n;
-    while (i > 0u) {
-        uint32_t parent = (i - 1u) / 2u;
-        if (!before(pk, &heap[parent])) break;
-        heap[i] = heap[parent];
-        i = parent;
-    }
-    heap[i] = *pk;
+static int before(const tm_entry_t *a, const tm_entry_t *b) {
+    return a->t < b->t || (a->t == b->t && (int32_t)(a->seq - b->seq) < 0);
 }
 
-packet_t tm_heap_pop(packet_t *heap, uint32_t n) {
-    packet_t top = heap[0], last = heap[n - 1u];
-    uint32_t i = 0, m = n - 1u;
-    for (;;) {
-        uint32_t c = 2u * i + 1u;
-        if (c >= m) break;
-        if (c + 1u < m && before(&heap[c + 1u], &heap[c])) c++;
-        if (!before(&heap[c], &last)) break;
-        heap[i] = heap[c];
-        i = c;
+int tm_queue_push(tm_queue_t *q, const packet_t *pk) {
+    uint32_t i, slot;
+    tm_entry_t e;
+    if (q->n == q->cap) {
+        uint32_t cap = q->cap ? 2u * q->cap : 4096u, k;
+        tm_entry_t *heap = realloc(q->heap, sizeof(tm_entry_t) * cap);
+        packet_t *pool = heap ? realloc(q->pool, sizeof(packet_t) * cap) : NULL;
+        uint32_t *free_slots = pool ? realloc(q->free_slots, sizeof(uint32_t) * cap) : NULL;
+        if (heap) q->heap = heap;
+        if (pool) q->pool = pool;
+        if (free_slots) q->free_slots = free_slots;
+        if (!heap || !pool || !free_slots) return -1;
+        for (k = cap; k > q->cap; k--) q->free_slots[q->n_free++] = k - 1u; /* the new slots */
+        q->cap = cap;
     }
-    if (m) heap[i] = last;
-    return top;
+    slot = q->free_slots[--q->n_free];
+    q->pool[slot] = *pk;
+    e.t = pk->t;
+    e.seq = q->seq++;
+    e.slot = slot;
+    for (i = q->n++; i > 0u;) {
+        uint32_t parent = (i - 1u) / TM_ARITY;
+        if (!before(&e, &q->heap[parent])) break;
+        q->heap[i] = q->heap[parent];
+        i = parent;
+    }
+    q->heap[i] = e;
+    return 0;
+}
+
+packet_t tm_queue_pop(tm_queue_t *q) {
+    tm_entry_t top = q->heap[0], last = q->heap[--q->n];
+    uint32_t i = 0, m = q->n;
+    for (;;) {
+        uint32_t c = TM_ARITY * i + 1u, best, k;
+        if (c >= m) break;
+        best = c;
+        for (k = c + 1u; k < c + TM_ARITY && k < m; k++)
+            if (before(&q->heap[k], &q->heap[best])) best = k;
+        if (!before(&q->heap[best], &last)) break;
+        q->heap[i] = q->heap[best];
+        i = best;
+    }
+    if (m) q->heap[i] = last;
+    q->free_slots[q->n_free++] = top.slot;
+    return q->pool[top.slot];
+}
+
+void tm_queue_free(tm_queue_t *q) {
+    free(q->heap);
+    free(q->pool);
+    free(q->free_slots);
+    memset(q, 0, sizeof(*q));
 }
 
 uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t) {
@@ -90,6 +122,13 @@ uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t m
     return depart + ser;
 }
 
+/* The ps of a core's counted compute work so far (sends apart). */
+static uint64_t work_ps(const tm_core_t *c, const spinn_counters_t *now) {
+    return ((((uint64_t)now->macs_hi << 32) | now->macs_lo) * c->cost[SPINN_COST_MAC] +
+            (uint64_t)now->blocks * c->cost[SPINN_COST_BLOCK] + (uint64_t)now->outputs * c->cost[SPINN_COST_OUTPUT] +
+            (uint64_t)now->computes * c->cost[SPINN_COST_COMPUTE]);
+}
+
 uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now) {
     uint64_t fiq = max64(t, c->fiq_free), start;
     uint32_t r = (uint32_t)(c->n_rx % TM_RX_RING);
@@ -106,18 +145,13 @@ uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_cou
     c->n_rx++;
     c->t0 = start;
     c->cpu_free = start;
-    c->snap = *now;
+    c->work0 = work_ps(c, now);
     return start;
 }
 
-void tm_core_end(const tm_t *tm, tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t) {
-    uint64_t macs = (((uint64_t)now->macs_hi << 32) | now->macs_lo) -
-                    (((uint64_t)c->snap.macs_hi << 32) | c->snap.macs_lo);
-    uint64_t compute = macs * c->cost[SPINN_COST_MAC] + (uint64_t)(now->blocks - c->snap.blocks) * c->cost[SPINN_COST_BLOCK] +
-                       (uint64_t)(now->outputs - c->snap.outputs) * c->cost[SPINN_COST_OUTPUT] +
-                       (uint64_t)(now->computes - c->snap.computes) * c->cost[SPINN_COST_COMPUTE];
+void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t) {
+    uint64_t compute = work_ps(c, now) - c->work0;
     uint32_t j;
-    (void)tm;
     /* the packets leave as the compute produces them: spread evenly over it */
     for (j = 0; j < n; j++)
         send_t[j] = c->t0 + compute * (j + 1u) / n + (uint64_t)(j + 1u) * c->cost[SPINN_COST_PACKET_OUT];

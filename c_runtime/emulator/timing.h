@@ -35,9 +35,9 @@
 #define TM_RX_RING 256u /* SPINN_RX_QUEUE of spin1_binding.h */
 
 /* A packet event: a packet entering a chip's router at time t, or (tick) the
- * live packet gatherer's timer tick. seq orders events of equal time FIFO. */
+ * live packet gatherer's timer tick. */
 typedef struct {
-    uint64_t t, seq;
+    uint64_t t;
     uint32_t chip;
     int32_t arrival_link; /* link of this chip it arrived on, or LOCAL */
     uint32_t key, payload;
@@ -48,16 +48,29 @@ typedef struct {
 
 /* A core's clock. */
 typedef struct {
+    uint64_t fiq_free, cpu_free, busy, t0, work0, n_rx, late, ring_full;
     uint64_t cost[SPINN_COST_WORDS]; /* ps per unit, spinn_emulator.h SPINN_COST_* */
-    uint64_t fiq_free, cpu_free, busy, t0, n_rx, late, ring_full;
-    uint64_t rx_start[TM_RX_RING]; /* when each of the last packets' processing started */
-    spinn_counters_t snap;         /* counters when the current packet's handler began */
+    uint64_t rx_start[TM_RX_RING];   /* when each of the last packets' processing started */
 } tm_core_t;
+
+/* The event queue of a timed run: a 4-ary heap of (t, seq, pool index) over a pool of
+ * events (small heap entries: the heap moves 16 bytes, not an event); seq orders events
+ * of equal time first in, first out. */
+typedef struct {
+    uint64_t t;
+    uint32_t seq, slot;
+} tm_entry_t;
+
+typedef struct {
+    tm_entry_t *heap;
+    packet_t *pool;
+    uint32_t *free_slots;
+    uint32_t n, cap, n_free, seq;
+} tm_queue_t;
 
 typedef struct {
     int on;
     uint64_t p[SPINN_TM_PARAMS];
-    uint64_t seq;
     uint32_t n_chips;
     uint64_t *router_free, *router_busy, *link_free, *link_busy, *link_late;
     /* host link and live IO ends */
@@ -74,19 +87,20 @@ int tm_init(tm_t *tm, uint32_t n_chips);
 void tm_free(tm_t *tm);
 void tm_reset(tm_t *tm); /* a run starts at time 0 */
 
-/* The event queue: a binary heap on (t, seq). */
-void tm_heap_push(packet_t *heap, uint32_t n, const packet_t *pk);
-packet_t tm_heap_pop(packet_t *heap, uint32_t n);
+/* The event queue: push (-1: no memory), pop the earliest (n > 0), free. */
+int tm_queue_push(tm_queue_t *q, const packet_t *pk);
+packet_t tm_queue_pop(tm_queue_t *q);
+void tm_queue_free(tm_queue_t *q);
 
 /* A packet entering chip's router at t: when it leaves the router. */
 uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t);
 /* ... and leaves on link l at t_out: when it arrives at the next chip. */
 uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t marker);
-/* A packet reaches a kernel core at t: returns when its handler's compute starts. */
+/* A packet reaches a kernel core at t (its counters now): returns when its handler's compute starts. */
 uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now);
 /* The handler finished with counters now, having sent n packets: their send
  * times go into send_t (n of them); the core is busy until the last. */
-void tm_core_end(const tm_t *tm, tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t);
+void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t);
 /* The next packet of input i (pairs_left pairs of this sample still to come for
  * it, this one included), the host starting no earlier than at: when the input
  * source core sends it. */
