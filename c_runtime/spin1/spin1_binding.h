@@ -214,7 +214,30 @@ static inline int spinn_binding_send_as(spinn_binding_t *b, uint32_t key, uint32
     return -1;
 }
 
+/* The comms controller's TX control register (SpiNNaker datasheet, section 8):
+ * bit 30 TX buffer full (sticky: any write clears it), bit 17 the packet
+ * carries a payload. */
+#define SPINN_CC_TX_FULL 0x40000000u
+#define SPINN_CC_TCR_MC_PAYLOAD 0x00020000u
+
 static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) {
+#ifdef SPINN_REAL_SDK
+    /* What spin1_send_mc_packet does when its queue is empty and the TX buffer is
+     * not full, without the call layers and the IRQ-off section: no other code
+     * writes the CC then (no IRQ or FIQ handler of ours sends; spin1's TX-empty
+     * interrupt is enabled only while its queue holds packets, and then we queue
+     * behind them), and the key written last sends. Otherwise spin1's path. */
+    volatile uint *const cc_regs = (volatile uint *)CC_BASE;
+    volatile uint *const vic_regs = (volatile uint *)VIC_BASE;
+    if (!(vic_regs[VIC_ENABLE] & (1u << CC_TMT_INT))) {
+        cc_regs[CC_TCR] = SPINN_CC_TCR_MC_PAYLOAD; /* also clears the sticky full bit */
+        if (!(cc_regs[CC_TCR] & SPINN_CC_TX_FULL)) {
+            cc_regs[CC_TXDATA] = payload;
+            cc_regs[CC_TXKEY] = key;
+            return 0;
+        }
+    }
+#endif
     return spinn_binding_send_as((spinn_binding_t *)ctx, key, payload, WITH_PAYLOAD);
 }
 
