@@ -59,6 +59,8 @@ int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n
     s->n_slots = cfg[H_N_SLOTS];
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
+    s->rx_last = 0;
+    s->rx_cache = spinn_rx_disjoint(s->rx, s->n_rx);
     s->weights = cfg + w_at;
     s->row_params = cfg + p_at;
     /* Blocks per row, counted once here: the kernels never divide. */
@@ -74,21 +76,47 @@ int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n
     return 0;
 }
 
-int32_t spinn_dense_tile_receive(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
+/* A packet through the receive table and spinn_rx_store_pair: any entry, markers,
+ * values partly outside the tile. */
+static __attribute__((noinline)) int32_t receive_any(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
     int32_t e = spinn_rx_match(s->rx, s->n_rx, key);
+    const uint32_t *entry;
     uint32_t slot, stored, lost = 0u;
-    s->counters.packets_in++;
     s->rx_slot = -1;
     if (e < 0) {
         s->counters.dropped++;
         return -1;
     }
-    stored = spinn_rx_store_pair(s->rx + (uint32_t)e * SPINN_RX_WORDS, key, payload, s->inputs,
-                                 s->cols, s->n_slots, s->words_per_row << 1, &slot, &lost);
+    entry = s->rx + (uint32_t)e * SPINN_RX_WORDS;
+    if (s->rx_cache) s->rx_last = entry;
+    stored = spinn_rx_store_pair(entry, key, payload, s->inputs, s->cols, s->n_slots, s->words_per_row << 1, &slot,
+                                 &lost);
     if (stored == 0u) return -1;
     s->rx_slot = (int32_t)(slot | (lost ? SPINN_SLOT_LOST : 0u));
     s->counts[slot] += stored;
     return s->counts[slot] == s->cols ? (int32_t)slot : -1;
+}
+
+int32_t spinn_dense_tile_receive(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
+    const uint32_t *entry = s->rx_last;
+    s->counters.packets_in++;
+    /* The usual packet: the entry the last one matched, a value (not a marker) of a
+     * slot, both of its values ours and word-aligned in the slot: one word store. */
+    if (entry != 0 && (key & entry[SPINN_RX_MASK]) == entry[SPINN_RX_KEY]) {
+        uint32_t local = key & ~entry[SPINN_RX_MASK], shift = entry[SPINN_RX_SLOT_SHIFT];
+        uint32_t slot = local >> shift, index = (local & ((1u << shift) - 1u)) << 1;
+        uint32_t pos = entry[SPINN_RX_DEST_OFFSET] + index; /* int32 offset: negative wraps past cols */
+        if (slot < s->n_slots && index + 1u < entry[SPINN_RX_N_VALUES] && !(pos & 1u) && pos + 1u < s->cols) {
+            spinn_pair_t *buf = (spinn_pair_t *)(void *)(s->inputs + slot * (s->words_per_row << 1));
+            uint32_t n;
+            buf[pos >> 1].w = payload;
+            s->rx_slot = (int32_t)slot;
+            n = s->counts[slot] + 2u;
+            s->counts[slot] = n;
+            return n == s->cols ? (int32_t)slot : -1;
+        }
+    }
+    return receive_any(s, key, payload);
 }
 
 /*
