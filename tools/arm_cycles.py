@@ -24,12 +24,13 @@ header as ``tvm_spinn/machine/builder.py`` writes it, with the accumulation bloc
 order. Every packet takes the way it takes on a core; its cycles are split in phases:
 
   fiq      the FIQ (exception entry :data:`FIQ_ENTRY_CYCLES`, not traced), spin1's
-           ``cc_rx_ready_fiqsr``, the binding's ``on_mcpl`` (queue push,
-           ``spin1_trigger_user_event``);
-  event    the software interrupt (:data:`IRQ_ENTRY_CYCLES`), ``soft_int_isr``,
-           ``schedule``, ``schedule_sysmode`` and a pass of the dispatcher calling the
-           user-event callback. One user event per packet: a core that keeps up with its
-           input; a busy core drains several packets per event and pays this once;
+           ``cc_rx_ready_fiqsr``, the binding's ``on_mcpl`` (queue push);
+  event    ``spin1_trigger_user_event`` (called by the FIQ when no drain is pending:
+           once per user event), the software interrupt (:data:`IRQ_ENTRY_CYCLES`),
+           ``soft_int_isr``, ``schedule``, ``schedule_sysmode`` and a pass of the
+           dispatcher calling the user-event callback. One user event per packet: a core
+           that keeps up with its input; a busy core drains several packets per event
+           and pays this once;
   drain    the binding's ``on_user`` (dequeue with the FIQ off, slot bookkeeping);
   receive  ``spinn_<k>_receive``;
   compute  ``spinn_<k>_compute``, its send calls excluded;
@@ -906,7 +907,9 @@ def build_kind(work: Path, name: str, common: List[Path], opt: Sequence[str], cc
     wanted = {f"spinn_{name}_receive": ("receive", False, "receive"),
               f"spinn_{name}_compute": ("compute", False, "compute"),
               "on_user": ("drain", False, "on_user"), "cc_rx_ready_fiqsr": ("fiq", True, "fiq"),
-              "soft_int_isr": ("event", True, "soft_int"), "dispatch_once": ("event", True, "dispatch")}
+              "soft_int_isr": ("event", True, "soft_int"), "dispatch_once": ("event", True, "dispatch"),
+              # paid once per user event, whoever calls it (the FIQ's phase resumes on return)
+              "spin1_trigger_user_event": ("event", False, "trigger")}
     for lo, _, fn in funcs:
         base = fn.split(".")[0]
         if base in wanted:

@@ -54,6 +54,8 @@ typedef struct {
     int16_t *inputs;          /* n_slots x 2*words_per_row, workspace */
     uint32_t *counts;         /* per slot values received */
     int32_t rx_slot;          /* slot of the last packet received, or -1 */
+    const uint32_t *rx_last;  /* the receive entry the last packet matched, or 0 */
+    uint32_t rx_cache;        /* 1: no key matches two entries, so rx_last may be tried first */
     spinn_counters_t counters;
 } spinn_dense_tile_t;
 

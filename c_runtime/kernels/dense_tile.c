@@ -59,6 +59,8 @@ int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n
     s->n_slots = cfg[H_N_SLOTS];
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
+    s->rx_last = 0;
+    s->rx_cache = spinn_rx_disjoint(s->rx, s->n_rx);
     s->weights = cfg + w_at;
     s->row_params = cfg + p_at;
     /* Blocks per row, counted once here: the kernels never divide. */
@@ -74,69 +76,190 @@ int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n
     return 0;
 }
 
-int32_t spinn_dense_tile_receive(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
+/* A packet through the receive table and spinn_rx_store_pair: any entry, markers,
+ * values partly outside the tile. */
+static __attribute__((noinline)) int32_t receive_any(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
     int32_t e = spinn_rx_match(s->rx, s->n_rx, key);
+    const uint32_t *entry;
     uint32_t slot, stored, lost = 0u;
-    s->counters.packets_in++;
     s->rx_slot = -1;
     if (e < 0) {
         s->counters.dropped++;
         return -1;
     }
-    stored = spinn_rx_store_pair(s->rx + (uint32_t)e * SPINN_RX_WORDS, key, payload, s->inputs,
-                                 s->cols, s->n_slots, s->words_per_row << 1, &slot, &lost);
+    entry = s->rx + (uint32_t)e * SPINN_RX_WORDS;
+    if (s->rx_cache) s->rx_last = entry;
+    stored = spinn_rx_store_pair(entry, key, payload, s->inputs, s->cols, s->n_slots, s->words_per_row << 1, &slot,
+                                 &lost);
     if (stored == 0u) return -1;
     s->rx_slot = (int32_t)(slot | (lost ? SPINN_SLOT_LOST : 0u));
     s->counts[slot] += stored;
     return s->counts[slot] == s->cols ? (int32_t)slot : -1;
 }
 
-/* Row n of W times the slot's inputs, exact in int64. Blocks of block_words
- * pairs accumulate in int32 (SMLAxy, 1 cycle) before spilling to int64: the
- * compiler proved no block can overflow for any int16 input. When only one
- * pair per block is provable, accumulating straight into int64 is cheaper
- * (gcc emits SMLALxy) and gives the same exact sum. */
-static int64_t row_dot(const spinn_dense_tile_t *s, const uint32_t *w, const int16_t *x) {
+int32_t spinn_dense_tile_receive(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
+    const uint32_t *entry = s->rx_last;
+    s->counters.packets_in++;
+    /* The usual packet: the entry the last one matched, a value (not a marker) of a
+     * slot, both of its values ours and word-aligned in the slot: one word store. */
+    if (entry != 0 && (key & entry[SPINN_RX_MASK]) == entry[SPINN_RX_KEY]) {
+        uint32_t local = key & ~entry[SPINN_RX_MASK], shift = entry[SPINN_RX_SLOT_SHIFT];
+        uint32_t slot = local >> shift, index = (local & ((1u << shift) - 1u)) << 1;
+        uint32_t pos = entry[SPINN_RX_DEST_OFFSET] + index; /* int32 offset: negative wraps past cols */
+        if (slot < s->n_slots && index + 1u < entry[SPINN_RX_N_VALUES] && !(pos & 1u) && pos + 1u < s->cols) {
+            spinn_pair_t *buf = (spinn_pair_t *)(void *)(s->inputs + slot * (s->words_per_row << 1));
+            uint32_t n;
+            buf[pos >> 1].w = payload;
+            s->rx_slot = (int32_t)slot;
+            n = s->counts[slot] + 2u;
+            s->counts[slot] = n;
+            return n == s->cols ? (int32_t)slot : -1;
+        }
+    }
+    return receive_any(s, key, payload);
+}
+
+/*
+ * Two rows (wa, wb) times the slot's inputs x, n words (int16 pairs) each. x is
+ * loaded once for both rows, and the two rows' accumulators alternate, so no
+ * multiply waits for the one before it.
+ *   dot2_i32: one int32 sum per row (a block: the compiler proved no block can
+ *             overflow for any int16 input, nor any part of one); returned as
+ *             row a in the low word, row b in the high word.
+ *   dot2_i64: exact int64 sums (out[0], out[1]), for blocks of one pair.
+ * On ARMv5TE (ARM state) both are the hand-scheduled assembly below: LDM of the
+ * words, SMLAxy (1 cycle) or SMLALxy (2 cycles) per MAC, no interlock; about
+ * 2.0 and 3.0 cycles per MAC. Elsewhere (the host, the emulator) the same sums
+ * in C; the results are identical (exact integer sums).
+ */
+#if defined(__arm__) && defined(__ARM_FEATURE_DSP) && !defined(__thumb__)
+uint64_t spinn_dense_dot2_i32(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n);
+void spinn_dense_dot2_i64(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n, int64_t *out);
+__asm__(
+    "    .text\n"
+    "    .arm\n"
+    "    .align 2\n"
+    /* r0 wa, r1 wb, r2 x, r3 n >= 1; sums in r12 (a), lr (b) */
+    "    .macro SPINN_DOT2_I32_STEP2\n"
+    "    ldmia r2!, {r4, r5}\n"
+    "    ldmia r0!, {r6, r7}\n"
+    "    ldmia r1!, {r8, r9}\n"
+    "    smlabb r12, r4, r6, r12\n"
+    "    smlabb lr, r4, r8, lr\n"
+    "    smlatt r12, r4, r6, r12\n"
+    "    smlatt lr, r4, r8, lr\n"
+    "    smlabb r12, r5, r7, r12\n"
+    "    smlabb lr, r5, r9, lr\n"
+    "    smlatt r12, r5, r7, r12\n"
+    "    smlatt lr, r5, r9, lr\n"
+    "    .endm\n"
+    "    .global spinn_dense_dot2_i32\n"
+    "    .type spinn_dense_dot2_i32, %function\n"
+    "spinn_dense_dot2_i32:\n"
+    "    push {r4-r9, lr}\n"
+    "    mov r12, #0\n"
+    "    mov lr, #0\n"
+    "    movs r3, r3, lsr #1\n" /* C: an odd word first */
+    "    bcc 1f\n"
+    "    ldr r4, [r2], #4\n"
+    "    ldr r6, [r0], #4\n"
+    "    ldr r8, [r1], #4\n"
+    "    smulbb r12, r4, r6\n"
+    "    smulbb lr, r4, r8\n"
+    "    smlatt r12, r4, r6, r12\n"
+    "    smlatt lr, r4, r8, lr\n"
+    "1:  movs r3, r3, lsr #1\n" /* C: a pair of words, then groups of four */
+    "    bcc 2f\n"
+    "    SPINN_DOT2_I32_STEP2\n"
+    "2:  cmp r3, #0\n"
+    "    beq 4f\n"
+    "3:  SPINN_DOT2_I32_STEP2\n"
+    "    SPINN_DOT2_I32_STEP2\n"
+    "    subs r3, r3, #1\n"
+    "    bne 3b\n"
+    "4:  mov r0, r12\n"
+    "    mov r1, lr\n"
+    "    pop {r4-r9, pc}\n"
+    "    .size spinn_dense_dot2_i32, .-spinn_dense_dot2_i32\n"
+    /* r0 wa, r1 wb, r2 x, r3 n >= 1, [sp] out; sums in r4:r5 (a), r6:r7 (b) */
+    "    .macro SPINN_DOT2_I64_STEP\n"
+    "    ldr r8, [r2], #4\n"
+    "    ldr r9, [r0], #4\n"
+    "    ldr r10, [r1], #4\n"
+    "    smlalbb r4, r5, r8, r9\n"
+    "    smlalbb r6, r7, r8, r10\n"
+    "    smlaltt r4, r5, r8, r9\n"
+    "    smlaltt r6, r7, r8, r10\n"
+    "    .endm\n"
+    "    .global spinn_dense_dot2_i64\n"
+    "    .type spinn_dense_dot2_i64, %function\n"
+    "spinn_dense_dot2_i64:\n"
+    "    ldr r12, [sp]\n"
+    "    push {r4-r10, lr}\n"
+    "    mov r4, #0\n"
+    "    mov r5, #0\n"
+    "    mov r6, #0\n"
+    "    mov r7, #0\n"
+    "    ands lr, r3, #3\n" /* n mod 4 words first, then groups of four */
+    "    beq 2f\n"
+    "1:  SPINN_DOT2_I64_STEP\n"
+    "    subs lr, lr, #1\n"
+    "    bne 1b\n"
+    "2:  movs r3, r3, lsr #2\n"
+    "    beq 4f\n"
+    "3:  SPINN_DOT2_I64_STEP\n"
+    "    SPINN_DOT2_I64_STEP\n"
+    "    SPINN_DOT2_I64_STEP\n"
+    "    SPINN_DOT2_I64_STEP\n"
+    "    subs r3, r3, #1\n"
+    "    bne 3b\n"
+    "4:  stmia r12, {r4-r7}\n"
+    "    pop {r4-r10, pc}\n"
+    "    .size spinn_dense_dot2_i64, .-spinn_dense_dot2_i64\n");
+#else
+static uint64_t spinn_dense_dot2_i32(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n) {
+    int32_t a = 0, b = 0;
+    uint32_t j;
+    for (j = 0; j < n; j++) {
+        a += spinn_lo16(wa[j]) * spinn_lo16(x[j].w) + spinn_hi16(wa[j]) * spinn_hi16(x[j].w);
+        b += spinn_lo16(wb[j]) * spinn_lo16(x[j].w) + spinn_hi16(wb[j]) * spinn_hi16(x[j].w);
+    }
+    return (uint64_t)(uint32_t)a | ((uint64_t)(uint32_t)b << 32);
+}
+
+static void spinn_dense_dot2_i64(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n,
+                                 int64_t *out) {
+    int64_t a = 0, b = 0;
+    uint32_t j;
+    for (j = 0; j < n; j++) {
+        a += (int64_t)(spinn_lo16(wa[j]) * spinn_lo16(x[j].w)) + (int64_t)(spinn_hi16(wa[j]) * spinn_hi16(x[j].w));
+        b += (int64_t)(spinn_lo16(wb[j]) * spinn_lo16(x[j].w)) + (int64_t)(spinn_hi16(wb[j]) * spinn_hi16(x[j].w));
+    }
+    out[0] = a;
+    out[1] = b;
+}
+#endif
+
+/* Rows wa and wb (wb may be wa) of W times the slot's inputs, exact in int64:
+ * blocks of block_words pairs in int32, spilled to int64. */
+static void rows_dot(const spinn_dense_tile_t *s, const uint32_t *wa, const uint32_t *wb, const int16_t *x16,
+                     int64_t *acc) {
     /* the slot's inputs start on a word boundary: workspace 8-aligned, 2 * words_per_row per slot */
-    const spinn_pair_t *xp = (const spinn_pair_t *)(const void *)x;
-    int64_t acc = 0;
-    uint32_t b, j, end;
+    const spinn_pair_t *x = (const spinn_pair_t *)(const void *)x16;
+    uint32_t b, end, wpr = s->words_per_row;
     if (s->block_words == 1u) {
-        for (j = 0; j < s->words_per_row; j++) {
-            uint32_t wj = w[j], xj = xp[j].w;
-            acc += (int64_t)(spinn_lo16(wj) * spinn_lo16(xj)); /* SMLALBB */
-            acc += (int64_t)(spinn_hi16(wj) * spinn_hi16(xj)); /* SMLALTT */
-        }
-        return acc;
+        spinn_dense_dot2_i64(wa, wb, x, wpr, acc);
+        return;
     }
-    for (b = 0; b < s->words_per_row; b = end) {
-        int32_t block = 0;
+    acc[0] = acc[1] = 0;
+    for (b = 0; b < wpr; b = end) {
+        uint64_t sums;
         end = b + s->block_words;
-        if (end > s->words_per_row) end = s->words_per_row;
-        /* four words (8 MACs) per step, each product added on its own (SMLABB / SMLATT into
-         * one accumulator), pointers stepped (post-indexed LDR: 1 cycle, a scaled index 2) */
-        const uint32_t *wp = w + b, *we = w + end;
-        const spinn_pair_t *xq = xp + b;
-        for (; wp + 3 < we; wp += 4, xq += 4) {
-            uint32_t w0 = wp[0], x0 = xq[0].w, w1 = wp[1], x1 = xq[1].w;
-            uint32_t w2 = wp[2], x2 = xq[2].w, w3 = wp[3], x3 = xq[3].w;
-            block += spinn_lo16(w0) * spinn_lo16(x0);
-            block += spinn_hi16(w0) * spinn_hi16(x0);
-            block += spinn_lo16(w1) * spinn_lo16(x1);
-            block += spinn_hi16(w1) * spinn_hi16(x1);
-            block += spinn_lo16(w2) * spinn_lo16(x2);
-            block += spinn_hi16(w2) * spinn_hi16(x2);
-            block += spinn_lo16(w3) * spinn_lo16(x3);
-            block += spinn_hi16(w3) * spinn_hi16(x3);
-        }
-        for (; wp < we; wp++, xq++) {
-            uint32_t w0 = wp[0], x0 = xq[0].w;
-            block += spinn_lo16(w0) * spinn_lo16(x0);
-            block += spinn_hi16(w0) * spinn_hi16(x0);
-        }
-        acc += block;
+        if (end > wpr) end = wpr;
+        sums = spinn_dense_dot2_i32(wa + b, wb + b, x + b, end - b);
+        acc[0] += (int32_t)(uint32_t)sums;
+        acc[1] += (int32_t)(uint32_t)(sums >> 32);
     }
-    return acc;
 }
 
 int spinn_dense_tile_compute(spinn_dense_tile_t *s, uint32_t slot, spinn_send_fn send, void *ctx) {
@@ -144,9 +267,15 @@ int spinn_dense_tile_compute(spinn_dense_tile_t *s, uint32_t slot, spinn_send_fn
     uint32_t key_base = s->out_key | (slot << s->out_slot_shift);
     uint32_t n, macs = s->rows * (s->words_per_row << 1);
     int32_t pending = 0;
+    int64_t accs[2];
     s->counts[slot] = 0;
     for (n = 0; n < s->rows; n++) {
-        int64_t acc = row_dot(s, s->weights + n * s->words_per_row, x);
+        int64_t acc;
+        if (!(n & 1u)) { /* rows n and n + 1 together (the last one twice when rows is odd) */
+            const uint32_t *wa = s->weights + n * s->words_per_row;
+            rows_dot(s, wa, n + 1u < s->rows ? wa + s->words_per_row : wa, x, accs);
+        }
+        acc = accs[n & 1u];
         if (s->mode == SPINN_TILE_PARTIAL) {
             /* The partial sum fits int32 after this shift (proved at compile time). */
             int32_t part = (int32_t)spinn_round_shift(acc, s->partial_shift);

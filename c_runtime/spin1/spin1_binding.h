@@ -179,19 +179,18 @@ static inline void spinn_binding_enqueue(spinn_binding_t *b, uint32_t key, uint3
 /* Drain: the next queued packet into *key, *payload, *marker and 1, or, when
  * the ring is empty, end the drain and 0. The ring has one producer (the FIQ,
  * which writes an entry before it moves q_tail) and one consumer (here), so a
- * packet is taken without turning the FIQ off; only the end is one step with
- * the FIQ off (empty test and end together), so a packet queued meanwhile sees
- * the drain ended and triggers a new one: none waits unseen. */
+ * packet is taken without turning the FIQ off. The end needs no FIQ-off step
+ * either: the drain first ends (event_pending 0), then looks at the ring once
+ * more. A packet queued before that look is seen by it (the drain goes on); one
+ * queued after it finds the drain ended and triggers a new one (a FIQ runs
+ * whole between two of our instructions): none waits unseen. A drain the FIQ
+ * triggered meanwhile may find the ring empty: it just ends. */
 static inline int spinn_binding_next(spinn_binding_t *b, uint32_t *key, uint32_t *payload, uint32_t *marker) {
     uint32_t h = b->q_head, i;
     if (h == b->q_tail) {
-        uint cpsr = spin1_fiq_disable();
-        if (h == b->q_tail) {
-            b->event_pending = 0u;
-            spin1_mode_restore(cpsr);
-            return 0;
-        }
-        spin1_mode_restore(cpsr);
+        b->event_pending = 0u;
+        if (h == b->q_tail) return 0;
+        b->event_pending = 1u;
     }
     i = h & (SPINN_RX_QUEUE - 1u);
     *key = b->q_key[i];
@@ -214,7 +213,30 @@ static inline int spinn_binding_send_as(spinn_binding_t *b, uint32_t key, uint32
     return -1;
 }
 
+/* The comms controller's TX control register (SpiNNaker datasheet, section 8):
+ * bit 30 TX buffer full (sticky: any write clears it), bit 17 the packet
+ * carries a payload. */
+#define SPINN_CC_TX_FULL 0x40000000u
+#define SPINN_CC_TCR_MC_PAYLOAD 0x00020000u
+
 static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) {
+#ifdef SPINN_REAL_SDK
+    /* What spin1_send_mc_packet does when its queue is empty and the TX buffer is
+     * not full, without the call layers and the IRQ-off section: no other code
+     * writes the CC then (no IRQ or FIQ handler of ours sends; spin1's TX-empty
+     * interrupt is enabled only while its queue holds packets, and then we queue
+     * behind them), and the key written last sends. Otherwise spin1's path. */
+    volatile uint *const cc_regs = (volatile uint *)CC_BASE;
+    volatile uint *const vic_regs = (volatile uint *)VIC_BASE;
+    if (!(vic_regs[VIC_ENABLE] & (1u << CC_TMT_INT))) {
+        cc_regs[CC_TCR] = SPINN_CC_TCR_MC_PAYLOAD; /* also clears the sticky full bit */
+        if (!(cc_regs[CC_TCR] & SPINN_CC_TX_FULL)) {
+            cc_regs[CC_TXDATA] = payload;
+            cc_regs[CC_TXKEY] = key;
+            return 0;
+        }
+    }
+#endif
     return spinn_binding_send_as((spinn_binding_t *)ctx, key, payload, WITH_PAYLOAD);
 }
 
