@@ -172,6 +172,12 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->phase0 = l.phase0;
     s->words_per_oc = l.words_per_oc;
     s->block = cfg[H_BLOCK];
+    /* 3x3 stride-1 depthwise, one int32 block per output: three zero-padded input rows
+     * (out_w + 3 values, rounded up to words) and out_w + 1 int32 sums in the cols buffer */
+    s->dw3_words = (s->out_w + 4u) >> 1;
+    if (!(s->depthwise && s->kh == 3u && s->kw == 3u && s->sw == 1u && s->block >= s->words_per_oc &&
+          (3u * s->dw3_words + s->out_w + 1u) * 4u <= l.cols_bytes))
+        s->dw3_words = 0u;
     s->kx_total = 0u;
     {
         uint32_t ow, kx_lo, kx_hi;
@@ -258,6 +264,64 @@ static void build_cols(const spinn_conv_tile_t *s, const int16_t *xj, int32_t iy
                 }
             }
         }
+    }
+}
+
+/* The three input rows of a 3x3 stride-1 depthwise output row from channel
+ * xc (rows [ky_lo, ky_hi) inside the input), each as dw3_words words: value i is
+ * input column i - pad_left, 0 in the padding. */
+static void build_rows3(const spinn_conv_tile_t *s, const int16_t *xc, int32_t iy0, uint32_t ky_lo, uint32_t ky_hi) {
+    uint32_t n = 2u * s->dw3_words, ky, i;
+    int16_t *d = s->cols;
+    for (ky = 0; ky < 3u; ky++, d += n) {
+        if (ky < ky_lo || ky >= ky_hi) {
+            for (i = 0; i < n; i++) d[i] = 0;
+        } else {
+            const int16_t *xr = xc + ((uint32_t)(iy0 + (int32_t)ky) - s->ih0) * s->in_w;
+            uint32_t lo, hi; /* [lo, hi): the positions inside the input row */
+            spinn_window_range(-(int32_t)s->pad_left, n, 0, (int32_t)s->in_w, &lo, &hi);
+            for (i = 0; i < lo; i++) d[i] = 0;
+            if (hi > lo) xr += lo - s->pad_left; /* lo = pad_left: input column 0 */
+            for (; i < hi; i++) d[i] = *xr++;
+            for (; i < n; i++) d[i] = 0;
+        }
+    }
+}
+
+/* t[ow] = w . window(ow) for ow < out_w (and one more when out_w is odd) of a 3x3
+ * stride-1 depthwise channel: its five weight words held in registers, two
+ * outputs per step from two words of each padded row (int32: one proved block). */
+static void dw3_row(const uint32_t *w, const spinn_pair_t *r0, uint32_t n_words, uint32_t out_w, int32_t *t) {
+    const uint32_t wa = w[0], wb = w[1], wc = w[2], wd = w[3], we = w[4]; /* w00 w01|w02 w10|w11 w12|w20 w21|w22 */
+    const spinn_pair_t *r1 = r0 + n_words, *r2 = r1 + n_words;
+    uint32_t ow;
+    for (ow = 0; ow < out_w; ow += 2u, r0++, r1++, r2++, t += 2) {
+        uint32_t a0 = r0[0].w, a1 = r0[1].w; /* x[ow], x[ow+1] | x[ow+2], x[ow+3] of row 0 */
+        int32_t t0, t1;
+        t0 = spinn_lo16(wa) * spinn_lo16(a0);
+        t1 = spinn_lo16(wa) * spinn_hi16(a0);
+        t0 += spinn_hi16(wa) * spinn_hi16(a0);
+        t1 += spinn_hi16(wa) * spinn_lo16(a1);
+        t0 += spinn_lo16(wb) * spinn_lo16(a1);
+        t1 += spinn_lo16(wb) * spinn_hi16(a1);
+        a0 = r1[0].w;
+        a1 = r1[1].w;
+        t0 += spinn_hi16(wb) * spinn_lo16(a0);
+        t1 += spinn_hi16(wb) * spinn_hi16(a0);
+        t0 += spinn_lo16(wc) * spinn_hi16(a0);
+        t1 += spinn_lo16(wc) * spinn_lo16(a1);
+        t0 += spinn_hi16(wc) * spinn_lo16(a1);
+        t1 += spinn_hi16(wc) * spinn_hi16(a1);
+        a0 = r2[0].w;
+        a1 = r2[1].w;
+        t0 += spinn_lo16(wd) * spinn_lo16(a0);
+        t1 += spinn_lo16(wd) * spinn_hi16(a0);
+        t0 += spinn_hi16(wd) * spinn_hi16(a0);
+        t1 += spinn_hi16(wd) * spinn_lo16(a1);
+        t0 += spinn_lo16(we) * spinn_lo16(a1);
+        t1 += spinn_lo16(we) * spinn_hi16(a1);
+        t[0] = t0;
+        t[1] = t1;
     }
 }
 
@@ -372,7 +436,11 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
     spinn_window_range(iy0, s->kh, 0, (int32_t)s->in_h, &ky_lo, &ky_hi);
     /* the MACs inside the input (the padding's zeros are not counted) */
     macs = ky_hi > ky_lo ? s->n_icpo * (ky_hi - ky_lo) * s->kx_total : 0u;
-    build_cols(s, x, iy0, ky_lo, ky_hi);
+    int32_t *t3 = (int32_t *)(void *)(s->cols + 6u * s->dw3_words); /* dw3: the row's sums */
+    if (s->dw3_words)
+        build_rows3(s, x, iy0, ky_lo, ky_hi);
+    else
+        build_cols(s, x, iy0, ky_lo, ky_hi);
     for (j = 0; j < s->n_oc; j++) {
         const uint32_t *p = s->mode == SPINN_CONV_PARTIAL ? 0 : s->params + j * PARAM_WORDS;
         const uint32_t *w = s->weights + j * lw;
@@ -381,8 +449,11 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
         int64_t bias = p ? spinn_read_i64(p) : 0, acc[2] = {0, 0};
         uint32_t key = spinn_tensor_key(&s->out, slot, j, r);
         int32_t pending = 0;
+        if (s->dw3_words) dw3_row(w, cols, s->dw3_words, s->out_w, t3);
         for (ow = 0; ow < s->out_w; ow++) {
-            if (!(ow & 1u)) { /* columns ow and ow + 1 (the last column of an odd row twice) */
+            if (s->dw3_words) {
+                acc[ow & 1u] = bias + t3[ow];
+            } else if (!(ow & 1u)) { /* columns ow and ow + 1 (the last column of an odd row twice) */
                 uint32_t ow1 = ow + 1u < s->out_w ? ow + 1u : ow;
                 acc[0] = acc[1] = bias;
                 dot2(w, cols + ow * lw, cols + ow1 * lw, lw, s->block, &acc[0], &acc[1]);
@@ -408,7 +479,12 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
         if (s->depthwise && ++phase == s->depthwise) {
             phase = 0u;
             ic++;
-            if (j + 1u < s->n_oc) build_cols(s, x + ic * s->n_ih * s->in_w, iy0, ky_lo, ky_hi);
+            if (j + 1u == s->n_oc) {
+            } else if (s->dw3_words) {
+                build_rows3(s, x + ic * s->n_ih * s->in_w, iy0, ky_lo, ky_hi);
+            } else {
+                build_cols(s, x + ic * s->n_ih * s->in_w, iy0, ky_lo, ky_hi);
+            }
         }
     }
     return s->mode == SPINN_CONV_POOLED ? send_pool_rows(s, slot, r, send, ctx) : 0;
