@@ -1105,9 +1105,10 @@ def _one_conv_program(rng, **over):
     (25, 2),           # partial neither 0 nor 1
     (26, 63),          # partial_shift > 62
     (27, 50),          # n_rx beyond the region
-    (28 + 2, 32),      # rx slot_shift >= 32
-    (28 + 3, 0),       # rx c_shift > h_shift ordering broken? (c_shift < h_shift)
-    (28 + 12, 1),      # rx dst_nc not the buffer's
+    (28, 0x10000),     # int32 accumulation block beyond SPINN_MAX_DIM
+    (29 + 2, 32),      # rx slot_shift >= 32
+    (29 + 3, 0),       # rx c_shift > h_shift ordering broken? (c_shift < h_shift)
+    (29 + 12, 1),      # rx dst_nc not the buffer's
 ])
 def test_corrupt_tensor_configs_are_rejected(word, value):
     rng = np.random.default_rng(1)
@@ -1337,6 +1338,34 @@ def test_corrupt_split_conv_configs_are_rejected(core, word, value):
         EmulatedBoard(replace(program, cores=cores))
 
 
+def test_conv_int32_block_is_proved_and_checked():
+    """The encoder's int32 accumulation block (header word 28) keeps every aligned block's
+    sum |w| * 32768 within int32; a config claiming a longer block than its weights allow is
+    rejected by the kernel (an overflow would be silently wrong)."""
+    from tvm_spinn.machine.configs.tensor import BLOCK_ABS_MAX, conv_accumulation_block
+    w = np.full((2, 18), 4000, np.int64)  # 8000 per word: 8 words per block
+    assert conv_accumulation_block(w) == 8
+    assert conv_accumulation_block(np.full((1, 4), 32768)) == 0  # one pair can reach 2**31
+    assert conv_accumulation_block(np.full((1, 5), 1)) == 3  # odd length: padded, one block
+    rng = np.random.default_rng(1)
+    program = _one_conv_program(rng)
+    core = replace(program.cores[0])
+    cfg = core.config.copy()
+    n_words = (2 * 3 * 3 + 1) // 2
+    w_at = 29 + int(cfg[27]) * 16
+    assert 1 <= cfg[28] <= n_words
+    cfg[w_at:w_at + n_words] = 0x7FFF7FFF  # sum |w| of one word already 65534 <= BLOCK_ABS_MAX
+    cfg[28] = 1
+    core.config = cfg
+    EmulatedBoard(replace(program, cores=[core] + program.cores[1:]))
+    cfg = cfg.copy()
+    cfg[28] = 2  # 131068 > BLOCK_ABS_MAX: unproved
+    assert 4 * 32767 > BLOCK_ABS_MAX
+    core.config = cfg
+    with pytest.raises(EmulatorError, match="rejected its config"):
+        EmulatedBoard(replace(program, cores=[core] + program.cores[1:]))
+
+
 def test_split_encoders_refuse_inconsistent_tiles():
     rng = np.random.default_rng(7)
     w = rng.integers(-300, 300, size=(2, 2, 3, 3)).astype(np.int16)
@@ -1344,8 +1373,9 @@ def test_split_encoders_refuse_inconsistent_tiles():
                 pad_top=1, pad_left=1, depthwise=False, activation="none", n_slots=4, out_slot_shift=9,
                 out_c_shift=8, out_h_shift=3, rx=[], weights=w)
     cfg, fix = conv_config(**tile, partial_shift=0)
-    assert len(cfg) == 28 + 2 * 9  # header, weights: no params, no table
+    assert len(cfg) == 29 + 2 * 9  # header, weights: no params, no table
     assert cfg[25] == 1 and cfg[26] == 0 and cfg[27] == 0 and (21, "key", "self") in fix
+    assert cfg[28] == 9  # |w| < 300: a channel's 18 weights sum below 65536, one int32 block
     final = dict(tile, bias=np.zeros(2), multiplier=np.ones(2), shift=np.zeros(2))
     assert conv_config(**dict(final, out_h_shift=2))[0][25] == 0  # pairs: 4 keys per row suffice
     for over in [{"depthwise": True, "weights": w[:, :1]},  # depthwise partial

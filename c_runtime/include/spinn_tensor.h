@@ -751,10 +751,12 @@ typedef struct {
     uint32_t n_icpo;       /* input channels per output channel: depthwise ? 1 : n_ic */
     uint32_t phase0;       /* depthwise: oc0 - ic0 * depthwise, the first output's phase */
     uint32_t words_per_oc; /* weight words per output channel */
-    uint32_t full_lo, full_hi; /* output columns whose window lies wholly inside the input row */
+    uint32_t block;        /* int32 accumulation block in weight words (proved by the encoder), 0: int64 */
+    uint32_t dw3_words;    /* 3x3 stride-1 depthwise in one int32 block: words per padded input row, else 0 */
+    uint32_t kx_total;     /* in-row kernel columns summed over the output columns (the MACs counted) */
     const uint32_t *rx, *weights, *params, *table; /* params, table: 0 if partial */
     int16_t *inputs;       /* n_slots x n_ic x n_ih x in_w */
-    int16_t *wbuf;         /* one output channel's weights, unpacked */
+    int16_t *cols;         /* im2row of one output row: out_w x 2 * words_per_oc, zero-padded windows */
     /* pooled mode only: */
     uint32_t ph0, n_ph, pool_out_w;
     spinn_pool_params_t pool; /* in_h = conv_h, in_w = out_w */

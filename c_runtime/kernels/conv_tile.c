@@ -3,18 +3,38 @@
 
 enum { H_KIND, H_N_IC, H_IN_H, H_IN_W, H_IC0, H_IH0, H_N_IH, H_OC0, H_N_OC, H_OH0, H_N_OH, H_OUT_W,
        H_KH, H_KW, H_SH, H_SW, H_PAD_TOP, H_PAD_LEFT, H_DEPTHWISE, H_ACTIVATION, H_N_SLOTS, H_OUT_KEY,
-       H_OUT_SLOT_SHIFT, H_OUT_C_SHIFT, H_OUT_H_SHIFT, H_MODE, H_PARTIAL_SHIFT, H_N_RX, H_WORDS };
+       H_OUT_SLOT_SHIFT, H_OUT_C_SHIFT, H_OUT_H_SHIFT, H_MODE, H_PARTIAL_SHIFT, H_N_RX, H_BLOCK, H_WORDS };
 /* the pooled mode's pool section: its input size is conv_h x out_w, then the pool's words */
 enum { P_CONV_H, P_PH0, P_N_PH, P_OUT_W, P_PARAMS, P_WORDS = P_PARAMS + SPINN_POOL_PARAM_WORDS };
 
 #define PARAM_WORDS 4u
 #define INT31 0x7FFFFFFFu
+/* sum |w| of an int32 accumulation block: sum |w| * 32768 <= 2^31 - 1 for any int16 input */
+#define BLOCK_ABS_MAX 65535u
 
 typedef struct {
     uint32_t n_icpo, phase0, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at;
-    uint32_t inputs_bytes, wbuf_bytes, stream_bytes, conv_out_bytes, pool_next_bytes;
+    uint32_t inputs_bytes, cols_bytes, stream_bytes, conv_out_bytes, pool_next_bytes;
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
+
+/* Whether every aligned block of `block` words of every channel's weights has
+ * sum |w| <= BLOCK_ABS_MAX (the encoder's proof, checked): its int32 sum of
+ * products cannot overflow. block 0: int64 accumulation, nothing to prove. */
+static int blocks_proved(const uint32_t *w, uint32_t n_oc, uint32_t words_per_oc, uint32_t block) {
+    uint32_t j, b, k;
+    if (block == 0u) return 1;
+    for (j = 0; j < n_oc; j++, w += words_per_oc)
+        for (b = 0; b < words_per_oc; b += block) {
+            uint32_t sum = 0u; /* <= 2 * block * 32768 < 2^32 (block <= SPINN_MAX_DIM) */
+            for (k = b; k < b + block && k < words_per_oc; k++) {
+                int32_t lo = spinn_lo16(w[k]), hi = spinn_hi16(w[k]);
+                sum += (uint32_t)(lo < 0 ? -lo : lo) + (uint32_t)(hi < 0 ? -hi : hi);
+            }
+            if (sum > BLOCK_ABS_MAX) return 0;
+        }
+    return 1;
+}
 
 static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i, sent_nh, sent_nw;
@@ -27,7 +47,7 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
         cfg[H_N_OH] == 0u || cfg[H_OUT_W] == 0u || cfg[H_KH] == 0u || cfg[H_KW] == 0u || cfg[H_SH] == 0u ||
         cfg[H_SW] == 0u || cfg[H_ACTIVATION] > SPINN_ACT_LEAKY ||
         cfg[H_N_SLOTS] == 0u || cfg[H_N_SLOTS] > SPINN_MAX_SLOTS || cfg[H_MODE] > SPINN_CONV_POOLED ||
-        cfg[H_PARTIAL_SHIFT] > 62u || cfg[H_N_RX] > SPINN_MAX_RX)
+        cfg[H_PARTIAL_SHIFT] > 62u || cfg[H_N_RX] > SPINN_MAX_RX || cfg[H_BLOCK] > SPINN_MAX_DIM)
         return -1;
     if (cfg[H_IH0] + cfg[H_N_IH] > cfg[H_IN_H]) return -1;
     if (cfg[H_DEPTHWISE]) {
@@ -55,7 +75,8 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     need = (uint64_t)H_WORDS + (uint64_t)cfg[H_N_RX] * SPINN_TRX_WORDS;
     l->weights_at = (uint32_t)need; /* < 2^21 */
     need += (uint64_t)cfg[H_N_OC] * l->words_per_oc;
-    if (need > n_words) return -1;
+    if (need > n_words || !blocks_proved(cfg + l->weights_at, cfg[H_N_OC], l->words_per_oc, cfg[H_BLOCK]))
+        return -1;
     l->params_at = l->table_at = (uint32_t)need;
     if (cfg[H_MODE] != SPINN_CONV_PARTIAL) {
         need += (uint64_t)cfg[H_N_OC] * PARAM_WORDS;
@@ -95,9 +116,11 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_IC] * cfg[H_N_IH] * cfg[H_IN_W] * 2u;
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->inputs_bytes = spinn_align8((uint32_t)need);
-    l->wbuf_bytes = spinn_align8((uint32_t)n_w * 2u);
+    need = (uint64_t)cfg[H_OUT_W] * l->words_per_oc * 4u;
+    if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
+    l->cols_bytes = spinn_align8((uint32_t)need);
     l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
-    need = (uint64_t)l->inputs_bytes + l->wbuf_bytes + l->stream_bytes + l->conv_out_bytes + l->pool_next_bytes;
+    need = (uint64_t)l->inputs_bytes + l->cols_bytes + l->stream_bytes + l->conv_out_bytes + l->pool_next_bytes;
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->workspace_bytes = (uint32_t)need;
     /* every output row reads only buffered rows */
@@ -148,18 +171,20 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->n_icpo = l.n_icpo;
     s->phase0 = l.phase0;
     s->words_per_oc = l.words_per_oc;
-    /* found once, without division: [full_lo, full_hi) is one run (the window moves right with ow) */
-    s->full_lo = s->full_hi = 0u;
+    s->block = cfg[H_BLOCK];
+    /* 3x3 stride-1 depthwise, one int32 block per output: three zero-padded input rows
+     * (out_w + 3 values, rounded up to words) and out_w + 1 int32 sums in the cols buffer */
+    s->dw3_words = (s->out_w + 4u) >> 1;
+    if (!(s->depthwise && s->kh == 3u && s->kw == 3u && s->sw == 1u && s->block >= s->words_per_oc &&
+          (3u * s->dw3_words + s->out_w + 1u) * 4u <= l.cols_bytes))
+        s->dw3_words = 0u;
+    s->kx_total = 0u;
     {
-        uint32_t ow;
-        int found = 0;
+        uint32_t ow, kx_lo, kx_hi;
         for (ow = 0; ow < s->out_w; ow++) {
-            int32_t ix0 = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
-            if (ix0 >= 0 && ix0 + (int32_t)s->kw <= (int32_t)s->in_w) {
-                if (!found) s->full_lo = ow;
-                found = 1;
-                s->full_hi = ow + 1u;
-            }
+            spinn_window_range((int32_t)(ow * s->sw) - (int32_t)s->pad_left, s->kw, 0, (int32_t)s->in_w, &kx_lo,
+                               &kx_hi);
+            if (kx_hi > kx_lo) s->kx_total += kx_hi - kx_lo;
         }
     }
     s->rx = cfg + H_WORDS;
@@ -177,8 +202,8 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     spinn_tensor_clear(ws, l.workspace_bytes, &s->counters);
     s->inputs = (int16_t *)ws;
     ws += l.inputs_bytes;
-    s->wbuf = (int16_t *)ws;
-    ws += l.wbuf_bytes;
+    s->cols = (int16_t *)ws; /* 8-aligned; its padding halves stay 0 */
+    ws += l.cols_bytes;
     spinn_stream_init(&s->st, (uint32_t *)ws, s->n_slots, s->n_ih, s->n_ic * s->in_w, s->n_oh);
     ws += l.stream_bytes;
     s->conv_out = (int16_t *)ws; /* pooled mode only (else no bytes) */
@@ -204,71 +229,168 @@ static void add_macs(spinn_counters_t *c, uint32_t macs) {
     if (c->macs_lo < macs) c->macs_hi++;
 }
 
-/* Unpack output channel j's weights into wbuf (int16, (ic, ky, kx) order). */
-static void unpack_weights(const spinn_conv_tile_t *s, uint32_t j) {
-    const uint32_t *w = s->weights + j * s->words_per_oc;
-    uint32_t i, n = s->n_icpo * s->kh * s->kw;
-    for (i = 0; i + 1u < n; i += 2u, w++) {
-        s->wbuf[i] = (int16_t)spinn_lo16(*w);
-        s->wbuf[i + 1u] = (int16_t)spinn_hi16(*w);
+/* The im2row of an output row whose input rows start at iy0 (kernel rows
+ * [ky_lo, ky_hi) inside the input): for every output column ow, its window over
+ * the n_icpo input channels from xj in (ic, ky, kx) order (the weights' order) at
+ * cols + ow * 2 * words_per_oc. Positions in the padding are 0, so every output
+ * value is one dot product of words_per_oc int16 pairs. */
+static void build_cols(const spinn_conv_tile_t *s, const int16_t *xj, int32_t iy0, uint32_t ky_lo, uint32_t ky_hi) {
+    uint32_t ic_stride = s->n_ih * s->in_w, kw = s->kw, lw = 2u * s->words_per_oc, ow, ic, ky, kx;
+    /* input channel 0's row ky_lo (only read when ky_hi > ky_lo) */
+    const int16_t *x0 = xj + (ky_hi > ky_lo ? ((uint32_t)(iy0 + (int32_t)ky_lo) - s->ih0) * s->in_w : 0u);
+    for (ow = 0; ow < s->out_w; ow++) {
+        int16_t *c = s->cols + ow * lw;
+        int32_t ix0 = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
+        uint32_t kx_lo, kx_hi, xoff;
+        spinn_window_range(ix0, kw, 0, (int32_t)s->in_w, &kx_lo, &kx_hi);
+        if (kx_hi <= kx_lo) kx_lo = kx_hi = 0u;
+        xoff = kx_hi > kx_lo ? (uint32_t)(ix0 + (int32_t)kx_lo) : 0u; /* the first column read */
+        for (ic = 0; ic < s->n_icpo; ic++) {
+            const int16_t *xr = x0 + ic * ic_stride + xoff;
+            for (ky = 0; ky < s->kh; ky++, c += kw) {
+                if (ky < ky_lo || ky >= ky_hi) {
+                    for (kx = 0; kx < kw; kx++) c[kx] = 0;
+                } else if (kx_lo == 0u && kx_hi == 3u && kw == 3u) { /* the common case */
+                    c[0] = xr[0];
+                    c[1] = xr[1];
+                    c[2] = xr[2];
+                    xr += s->in_w;
+                } else {
+                    const int16_t *xk = xr;
+                    for (kx = 0; kx < kx_lo; kx++) c[kx] = 0;
+                    for (; kx < kx_hi; kx++) c[kx] = *xk++;
+                    for (; kx < kw; kx++) c[kx] = 0;
+                    xr += s->in_w;
+                }
+            }
+        }
     }
-    if (i < n) s->wbuf[i] = (int16_t)spinn_lo16(*w);
 }
 
-/* acc + w . x over n int16: int32 products summed in int64 (SMLALBB on the
- * ARM968); a separate function keeps the accumulator in registers. */
+/* The three input rows of a 3x3 stride-1 depthwise output row from channel
+ * xc (rows [ky_lo, ky_hi) inside the input), each as dw3_words words: value i is
+ * input column i - pad_left, 0 in the padding. */
+static void build_rows3(const spinn_conv_tile_t *s, const int16_t *xc, int32_t iy0, uint32_t ky_lo, uint32_t ky_hi) {
+    uint32_t n = 2u * s->dw3_words, ky, i;
+    int16_t *d = s->cols;
+    for (ky = 0; ky < 3u; ky++, d += n) {
+        if (ky < ky_lo || ky >= ky_hi) {
+            for (i = 0; i < n; i++) d[i] = 0;
+        } else {
+            const int16_t *xr = xc + ((uint32_t)(iy0 + (int32_t)ky) - s->ih0) * s->in_w;
+            uint32_t lo, hi; /* [lo, hi): the positions inside the input row */
+            spinn_window_range(-(int32_t)s->pad_left, n, 0, (int32_t)s->in_w, &lo, &hi);
+            for (i = 0; i < lo; i++) d[i] = 0;
+            if (hi > lo) xr += lo - s->pad_left; /* lo = pad_left: input column 0 */
+            for (; i < hi; i++) d[i] = *xr++;
+            for (; i < n; i++) d[i] = 0;
+        }
+    }
+}
+
+/* t[ow] = w . window(ow) for ow < out_w (and one more when out_w is odd) of a 3x3
+ * stride-1 depthwise channel: its five weight words held in registers, two
+ * outputs per step from two words of each padded row (int32: one proved block). */
+static void dw3_row(const uint32_t *w, const spinn_pair_t *r0, uint32_t n_words, uint32_t out_w, int32_t *t) {
+    const uint32_t wa = w[0], wb = w[1], wc = w[2], wd = w[3], we = w[4]; /* w00 w01|w02 w10|w11 w12|w20 w21|w22 */
+    const spinn_pair_t *r1 = r0 + n_words, *r2 = r1 + n_words;
+    uint32_t ow;
+    for (ow = 0; ow < out_w; ow += 2u, r0++, r1++, r2++, t += 2) {
+        uint32_t a0 = r0[0].w, a1 = r0[1].w; /* x[ow], x[ow+1] | x[ow+2], x[ow+3] of row 0 */
+        int32_t t0, t1;
+        t0 = spinn_lo16(wa) * spinn_lo16(a0);
+        t1 = spinn_lo16(wa) * spinn_hi16(a0);
+        t0 += spinn_hi16(wa) * spinn_hi16(a0);
+        t1 += spinn_hi16(wa) * spinn_lo16(a1);
+        t0 += spinn_lo16(wb) * spinn_lo16(a1);
+        t1 += spinn_lo16(wb) * spinn_hi16(a1);
+        a0 = r1[0].w;
+        a1 = r1[1].w;
+        t0 += spinn_hi16(wb) * spinn_lo16(a0);
+        t1 += spinn_hi16(wb) * spinn_hi16(a0);
+        t0 += spinn_lo16(wc) * spinn_hi16(a0);
+        t1 += spinn_lo16(wc) * spinn_lo16(a1);
+        t0 += spinn_hi16(wc) * spinn_lo16(a1);
+        t1 += spinn_hi16(wc) * spinn_hi16(a1);
+        a0 = r2[0].w;
+        a1 = r2[1].w;
+        t0 += spinn_lo16(wd) * spinn_lo16(a0);
+        t1 += spinn_lo16(wd) * spinn_hi16(a0);
+        t0 += spinn_hi16(wd) * spinn_hi16(a0);
+        t1 += spinn_hi16(wd) * spinn_lo16(a1);
+        t0 += spinn_lo16(we) * spinn_lo16(a1);
+        t1 += spinn_lo16(we) * spinn_hi16(a1);
+        t[0] = t0;
+        t[1] = t1;
+    }
+}
+
+/* *a0 += w . x0 and *a1 += w . x1 over n words of int16 pairs (SMLAxy on the
+ * ARM968), the two output columns sharing each weight load. Exact: int32 sums of
+ * `block` words (the encoder proved, and init checked, that no aligned block of
+ * any channel's weights can overflow int32 for any int16 input) added to the
+ * int64 sums; block 0: every product added in int64 (SMLALxy). */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static int64_t dot16(int64_t acc, const int16_t *w, const int16_t *x, uint32_t n) {
-    uint32_t k;
-    for (k = 0; k < n; k++) acc += (int64_t)((int32_t)w[k] * (int32_t)x[k]);
-    return acc;
-}
-
-/* acc + the window sum of column ow of an output row whose input rows start
- * at iy0 (kernel rows [ky_lo, ky_hi) inside the input), for the channel whose
- * weights are in wbuf and whose input channels start at xj; counts the MACs. */
-static int64_t window_sum(const spinn_conv_tile_t *s, const int16_t *xj, int32_t iy0, uint32_t ky_lo,
-                          uint32_t ky_hi, uint32_t ow, int64_t acc, uint32_t *macs) {
-    uint32_t ic_stride = s->n_ih * s->in_w, kk = s->kh * s->kw;
-    int32_t ix0 = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
-    uint32_t kx_lo, kx_hi, n, ic, ky;
-    spinn_window_range(ix0, s->kw, 0, (int32_t)s->in_w, &kx_lo, &kx_hi);
-    if (kx_hi <= kx_lo || ky_hi <= ky_lo) return acc;
-    n = kx_hi - kx_lo;
-    for (ic = 0; ic < s->n_icpo; ic++) {
-        for (ky = ky_lo; ky < ky_hi; ky++) {
-            const int16_t *xr = xj + ic * ic_stride + ((uint32_t)(iy0 + (int32_t)ky) - s->ih0) * s->in_w +
-                                (uint32_t)(ix0 + (int32_t)kx_lo);
-            acc = dot16(acc, s->wbuf + ic * kk + ky * s->kw + kx_lo, xr, n);
+static void dot2(const uint32_t *w, const spinn_pair_t *x0, const spinn_pair_t *x1, uint32_t n, uint32_t block,
+                 int64_t *a0, int64_t *a1) {
+    if (block == 0u) {
+        int64_t s0 = *a0, s1 = *a1;
+        for (; n; n--, w++, x0++, x1++) {
+            uint32_t wv = *w, u = x0->w, v = x1->w;
+            s0 += (int64_t)(spinn_lo16(wv) * spinn_lo16(u));
+            s1 += (int64_t)(spinn_lo16(wv) * spinn_lo16(v));
+            s0 += (int64_t)(spinn_hi16(wv) * spinn_hi16(u));
+            s1 += (int64_t)(spinn_hi16(wv) * spinn_hi16(v));
         }
+        *a0 = s0;
+        *a1 = s1;
+        return;
     }
-    *macs += s->n_icpo * (ky_hi - ky_lo) * n;
-    return acc;
-}
-
-/* acc + the window sum of a column whose window lies wholly inside the input
- * row (kx = 0 .. kw-1): x0 is input channel 0's first window row at the
- * column's left edge, w0 the weights' row ky_lo; pointers step, no call and no
- * range test per kernel row. */
-static int64_t window_full(const spinn_conv_tile_t *s, const int16_t *x0, const int16_t *w0, uint32_t n_ky,
-                           int64_t acc) {
-    uint32_t ic_stride = s->n_ih * s->in_w, kk = s->kh * s->kw, ic, ky, k;
-    for (ic = 0; ic < s->n_icpo; ic++, x0 += ic_stride, w0 += kk) {
-        const int16_t *xr = x0, *wr = w0;
-        if (s->kw == 3u) { /* the common width, unrolled; the test stays out of the row loop */
-            for (ky = 0; ky < n_ky; ky++, xr += s->in_w, wr += 3) {
-                acc += (int64_t)((int32_t)wr[0] * (int32_t)xr[0]);
-                acc += (int64_t)((int32_t)wr[1] * (int32_t)xr[1]);
-                acc += (int64_t)((int32_t)wr[2] * (int32_t)xr[2]);
+    {
+        const uint32_t *end = w + n;
+        int64_t s0 = *a0, s1 = *a1;
+        while (w < end) {
+            const uint32_t *be = (uint32_t)(end - w) > block ? w + block : end;
+            int32_t t0 = 0, t1 = 0;
+            while (w + 3 < be) { /* four words: immediate offsets, the pointers stepped once */
+                uint32_t wa = w[0], ua = x0[0].w, va = x1[0].w, wb = w[1], ub = x0[1].w, vb = x1[1].w;
+                t0 += spinn_lo16(wa) * spinn_lo16(ua);
+                t1 += spinn_lo16(wa) * spinn_lo16(va);
+                t0 += spinn_hi16(wa) * spinn_hi16(ua);
+                t1 += spinn_hi16(wa) * spinn_hi16(va);
+                wa = w[2], ua = x0[2].w, va = x1[2].w;
+                t0 += spinn_lo16(wb) * spinn_lo16(ub);
+                t1 += spinn_lo16(wb) * spinn_lo16(vb);
+                t0 += spinn_hi16(wb) * spinn_hi16(ub);
+                t1 += spinn_hi16(wb) * spinn_hi16(vb);
+                wb = w[3], ub = x0[3].w, vb = x1[3].w;
+                t0 += spinn_lo16(wa) * spinn_lo16(ua);
+                t1 += spinn_lo16(wa) * spinn_lo16(va);
+                t0 += spinn_hi16(wa) * spinn_hi16(ua);
+                t1 += spinn_hi16(wa) * spinn_hi16(va);
+                t0 += spinn_lo16(wb) * spinn_lo16(ub);
+                t1 += spinn_lo16(wb) * spinn_lo16(vb);
+                t0 += spinn_hi16(wb) * spinn_hi16(ub);
+                t1 += spinn_hi16(wb) * spinn_hi16(vb);
+                w += 4;
+                x0 += 4;
+                x1 += 4;
             }
-        } else {
-            for (ky = 0; ky < n_ky; ky++, xr += s->in_w, wr += s->kw)
-                for (k = 0; k < s->kw; k++) acc += (int64_t)((int32_t)wr[k] * (int32_t)xr[k]);
+            while (w < be) {
+                uint32_t wa = *w++, ua = (x0++)->w, va = (x1++)->w;
+                t0 += spinn_lo16(wa) * spinn_lo16(ua);
+                t1 += spinn_lo16(wa) * spinn_lo16(va);
+                t0 += spinn_hi16(wa) * spinn_hi16(ua);
+                t1 += spinn_hi16(wa) * spinn_hi16(va);
+            }
+            s0 += t0;
+            s1 += t1;
         }
+        *a0 = s0;
+        *a1 = s1;
     }
-    return acc;
 }
 
 /* Pooled mode, after conv row r of the slot is stored for every channel: send
@@ -306,38 +428,44 @@ static int send_pool_rows(spinn_conv_tile_t *s, uint32_t slot, uint32_t r, spinn
 static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send, void *ctx) {
     spinn_conv_tile_t *s = (spinn_conv_tile_t *)kernel;
     const int16_t *x = s->inputs + slot * (s->n_ic * s->n_ih * s->in_w);
+    const spinn_pair_t *cols = (const spinn_pair_t *)(const void *)s->cols; /* 8-aligned, even rows */
     int32_t iy0 = (int32_t)((s->oh0 + r) * s->sh) - (int32_t)s->pad_top;
     int last_row = r + 1u == s->n_oh;
     /* depthwise: output j reads local input channel ic = (phase0 + j) / m, phase = (phase0 + j) % m */
-    uint32_t j, ow, ky_lo, ky_hi, ic = 0u, phase = s->phase0;
+    uint32_t j, ow, ky_lo, ky_hi, ic = 0u, phase = s->phase0, lw = s->words_per_oc, macs;
     spinn_window_range(iy0, s->kh, 0, (int32_t)s->in_h, &ky_lo, &ky_hi);
+    /* the MACs inside the input (the padding's zeros are not counted) */
+    macs = ky_hi > ky_lo ? s->n_icpo * (ky_hi - ky_lo) * s->kx_total : 0u;
+    int32_t *t3 = (int32_t *)(void *)(s->cols + 6u * s->dw3_words); /* dw3: the row's sums */
+    if (s->dw3_words)
+        build_rows3(s, x, iy0, ky_lo, ky_hi);
+    else
+        build_cols(s, x, iy0, ky_lo, ky_hi);
     for (j = 0; j < s->n_oc; j++) {
         const uint32_t *p = s->mode == SPINN_CONV_PARTIAL ? 0 : s->params + j * PARAM_WORDS;
-        const int16_t *xj = x + ic * s->n_ih * s->in_w;
+        const uint32_t *w = s->weights + j * lw;
         int16_t *stored =
             s->mode == SPINN_CONV_POOLED ? s->conv_out + ((slot * s->n_oc + j) * s->n_oh + r) * s->out_w : 0;
-        int64_t bias = p ? spinn_read_i64(p) : 0;
+        int64_t bias = p ? spinn_read_i64(p) : 0, acc[2] = {0, 0};
         uint32_t key = spinn_tensor_key(&s->out, slot, j, r);
-        uint32_t macs = 0;
         int32_t pending = 0;
-        unpack_weights(s, j);
+        if (s->dw3_words) dw3_row(w, cols, s->dw3_words, s->out_w, t3);
         for (ow = 0; ow < s->out_w; ow++) {
-            int64_t acc;
-            if (ow >= s->full_lo && ow < s->full_hi && ky_hi > ky_lo) {
-                acc = window_full(s, xj + ((uint32_t)(iy0 + (int32_t)ky_lo) - s->ih0) * s->in_w + ow * s->sw -
-                                         s->pad_left,
-                                  s->wbuf + ky_lo * s->kw, ky_hi - ky_lo, bias);
-                macs += s->n_icpo * (ky_hi - ky_lo) * s->kw;
-            } else {
-                acc = window_sum(s, xj, iy0, ky_lo, ky_hi, ow, bias, &macs);
+            if (s->dw3_words) {
+                acc[ow & 1u] = bias + t3[ow];
+            } else if (!(ow & 1u)) { /* columns ow and ow + 1 (the last column of an odd row twice) */
+                uint32_t ow1 = ow + 1u < s->out_w ? ow + 1u : ow;
+                acc[0] = acc[1] = bias;
+                dot2(w, cols + ow * lw, cols + ow1 * lw, lw, s->block, &acc[0], &acc[1]);
             }
             int last = last_row && j + 1u == s->n_oc && ow + 1u == s->out_w, rc = 0;
             if (s->mode == SPINN_CONV_PARTIAL) {
                 /* the encoder proved the rounded sum fits int32: saturation is a safety net */
-                uint32_t v = (uint32_t)spinn_sat32(spinn_round_shift(acc, s->partial_shift));
+                uint32_t v = (uint32_t)spinn_sat32(spinn_round_shift(acc[ow & 1u], s->partial_shift));
                 rc = spinn_tensor_send(&s->st, slot, last, key | ow, v, send, ctx, &s->counters);
             } else {
-                int32_t y = spinn_finish(s->activation, s->table, acc, (int32_t)p[2], p[3], &s->counters.saturated);
+                int32_t y = spinn_finish(s->activation, s->table, acc[ow & 1u], (int32_t)p[2], p[3],
+                                         &s->counters.saturated);
                 if (s->mode == SPINN_CONV_POOLED)
                     stored[ow] = (int16_t)y;
                 else
@@ -351,6 +479,12 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
         if (s->depthwise && ++phase == s->depthwise) {
             phase = 0u;
             ic++;
+            if (j + 1u == s->n_oc) {
+            } else if (s->dw3_words) {
+                build_rows3(s, x + ic * s->n_ih * s->in_w, iy0, ky_lo, ky_hi);
+            } else {
+                build_cols(s, x + ic * s->n_ih * s->in_w, iy0, ky_lo, ky_hi);
+            }
         }
     }
     return s->mode == SPINN_CONV_POOLED ? send_pool_rows(s, slot, r, send, ctx) : 0;

@@ -25,7 +25,7 @@ from .cycle_model import cost
 from .dense import TANH_TABLE_BYTES
 
 TRX_ENTRY_BYTES = 16 * 4
-CONV_HEADER_BYTES = 28 * 4
+CONV_HEADER_BYTES = 29 * 4
 REDUCE_HEADER_BYTES = 18 * 4
 REDUCE_RX_BYTES = 2 * 4
 POOL_HEADER_BYTES = 25 * 4
@@ -150,8 +150,9 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         n_sources = overlapping(sources, n_buf, nih, in_h)
         config = (CONV_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES + nc * 2 * ((n_ic * kh * kw + 1) // 2) * 2
                   + (0 if partial else _finish_bytes(qop, nc)))
-        # input rows per slot, and one output channel's weights unpacked (conv_tile.c wbuf)
-        buffers = res.N_SLOTS * n_buf * nih * in_w * 2 + _align8(n_ic * kh * kw * 2)
+        # input rows per slot, and the im2row of one output row (conv_tile.c cols: out_w windows
+        # of n_ic * kh * kw int16, each padded to whole words)
+        buffers = res.N_SLOTS * n_buf * nih * in_w * 2 + _align8(out_w * ((n_ic * kh * kw + 1) // 2) * 4)
         macs = nc * noh * out_w * n_ic * kh * kw
         model = cost("conv_tile_depthwise" if k else "conv_tile")
         cycles = model.cycles(macs=macs, outputs=nc * noh * out_w, computes=1)

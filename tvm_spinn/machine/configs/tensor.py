@@ -30,7 +30,7 @@ TRX_WORDS = 16
 KIND_CONV, KIND_POOL, KIND_ADD, KIND_CONV_REDUCE = 0x5D03, 0x5D04, 0x5D05, 0x5D06  # spinn_tensor.h
 CORE_CONV, CORE_POOL, CORE_ADD, CORE_CONV_REDUCE = 4, 5, 6, 7  # spinn_emulator.h
 POOL_MAX, POOL_AVG = 0, 1
-CONV_HEADER_WORDS, POOL_HEADER_WORDS, ADD_HEADER_WORDS, CONV_REDUCE_HEADER_WORDS = 28, 27, 17, 18
+CONV_HEADER_WORDS, POOL_HEADER_WORDS, ADD_HEADER_WORDS, CONV_REDUCE_HEADER_WORDS = 29, 27, 17, 18
 CONV_OUT_KEY_WORD, POOL_OUT_KEY_WORD, ADD_OUT_KEY_WORD, CONV_REDUCE_OUT_KEY_WORD = 21, 22, 12, 13
 CONV_DEPTHWISE_WORD = 18  # the channel multiplier (0: not depthwise)
 CONV_REDUCE_RX_WORDS = 2  # key, mask
@@ -192,6 +192,37 @@ def depthwise_inputs(oc0: int, n_oc: int, multiplier: int) -> Tuple[int, int]:
     return ic0, (oc0 + n_oc - 1) // multiplier - ic0 + 1
 
 
+BLOCK_ABS_MAX = (2**31 - 1) // 32768  # sum |w| of an int32 block: sum |w| * 32768 <= 2**31 - 1
+
+
+def conv_accumulation_block(w: np.ndarray) -> int:
+    """The conv tile's int32 accumulation block, in weight words (int16 pairs): a block
+    length b such that every aligned block of b words of every channel's (n_oc, n) weights
+    (padded to an even n) has sum |w| <= BLOCK_ABS_MAX, so that its sum of products cannot
+    overflow int32 for any int16 input (the kernel checks it again). The whole row when it
+    is provable, else the longest b from 1 up before one fails; 0 (int64 accumulation)
+    when not even one word is."""
+    a = np.abs(np.asarray(w, np.int64))
+    if a.shape[1] % 2:
+        a = np.concatenate([a, np.zeros((a.shape[0], 1), np.int64)], axis=1)
+    pairs = a[:, 0::2] + a[:, 1::2]
+    words = pairs.shape[1]
+    prefix = np.concatenate([np.zeros((a.shape[0], 1), np.int64), np.cumsum(pairs, axis=1)], axis=1)
+
+    def proved(b: int) -> bool:
+        starts = np.arange(0, words, b)
+        return bool((prefix[:, np.minimum(starts + b, words)] - prefix[:, starts]).max() <= BLOCK_ABS_MAX)
+
+    if proved(words):
+        return words
+    best = 0
+    for b in range(1, words):
+        if not proved(b):
+            break
+        best = b
+    return best
+
+
 def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: int, oc0: int, oh0: int,
                 n_oh: int, out_w: int, sh: int, sw: int, pad_top: int, pad_left: int, depthwise: Union[bool, int],
                 activation: Union[str, int], n_slots: int, out_slot_shift: int, out_c_shift: int,
@@ -279,7 +310,7 @@ def conv_config(*, n_ic: int, in_h: int, in_w: int, ic0: int, ih0: int, n_ih: in
     header = [KIND_CONV, n_ic, in_h, in_w, ic0, ih0, n_ih, oc0, n_oc, oh0, n_oh, out_w, kh, kw, sh, sw,
               pad_top, pad_left, m, code, n_slots, int(out_key), out_slot_shift,
               out_c_shift, out_h_shift, CONV_POOLED if pooled else CONV_PARTIAL if partial else CONV_FINAL, p,
-              len(rx)]
+              len(rx), conv_accumulation_block(w.reshape(n_oc, -1))]
     assert len(header) == CONV_HEADER_WORDS
     rx_words, fixups = _rx_words(rx, CONV_HEADER_WORDS, CONV_OUT_KEY_WORD)
     body = [pack_int16(w.reshape(n_oc, -1))] + body + pool_parts
