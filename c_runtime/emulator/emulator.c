@@ -55,7 +55,7 @@ struct core {
     spinn_slots_t slots;
     uint32_t lost_bit; /* marker key bit (spinn_fixed.h); 0: markers go without payload */
     int stopped;       /* fault injection: the core takes no more packets */
-    tm_core_t *tm;     /* its clock (timed runs) */
+    tm_core_t tm;      /* its clock (timed runs) */
     spinn_counters_t *counters; /* the kernel's work counters */
     union {
         spinn_dense_tile_t tile;
@@ -175,7 +175,7 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     for (i = 0; i < emu->n_cores; i++) {
         free(emu->cores[i].cfg);
         free(emu->cores[i].workspace);
-        free(emu->cores[i].tm);
+        free(emu->cores[i].tm.rx_start);
     }
     free(emu->cores);
     free(emu->links);
@@ -400,6 +400,7 @@ static packet_t pop(spinn_emu_t *emu) {
     if (emu->timed) {
         pk = tm_queue_pop(&emu->tq);
         emu->now = pk.t;
+        if (emu->tq.oom) fail(emu, "out of memory for the event queue");
     } else {
         pk = emu->queue[emu->q_head];
         emu->q_head = (emu->q_head + 1u) & (emu->q_cap - 1u);
@@ -433,7 +434,7 @@ static int send_from(core_t *c, uint32_t key, uint32_t payload, uint32_t marker)
         return 0;
     }
     return push(emu, c->chip, LOCAL, key, payload, 0, marker,
-                emu->timed && c->tm->cpu_free > emu->now ? c->tm->cpu_free : emu->now);
+                emu->timed && c->tm.cpu_free > emu->now ? c->tm.cpu_free : emu->now);
 }
 
 /* Send callback handed to kernels. */
@@ -562,12 +563,12 @@ static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, u
         rc = c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c);
     } else {
         /* the handler runs on the core's clock; its sends leave spread over its compute */
-        tm_core_begin(&emu->tm, c->tm, t, c->counters);
+        tm_core_begin(&emu->tm, &c->tm, t, c->counters);
         emu->sending = c;
         emu->n_pend = 0;
         rc = c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c);
         emu->sending = NULL;
-        tm_core_end(c->tm, c->counters, emu->n_pend, emu->pend_t);
+        tm_core_end(&c->tm, c->counters, emu->n_pend, emu->pend_t);
         for (j = 0; j < emu->n_pend && rc == 0; j++)
             rc = push(emu, c->chip, LOCAL, emu->pend[3u * j], emu->pend[3u * j + 1u], 0, emu->pend[3u * j + 2u],
                       emu->pend_t[j]);
@@ -774,14 +775,16 @@ static int start_clocks(spinn_emu_t *emu) {
     for (i = 0; i < emu->n_cores; i++) {
         core_t *c = &emu->cores[i];
         c->counters = c->ops->counters(c); /* the cores array is final now */
-        uint64_t cost[SPINN_COST_WORDS];
-        if (!c->tm && !(c->tm = calloc(1, sizeof(tm_core_t)))) {
+        uint64_t cost[SPINN_COST_WORDS], *rx_start = c->tm.rx_start;
+        if (!rx_start && !(rx_start = malloc(sizeof(uint64_t) * TM_RX_RING))) {
             fail(emu, "out of memory for the core clocks");
             return -1;
         }
-        memcpy(cost, c->tm->cost, sizeof(cost));
-        memset(c->tm, 0, sizeof(tm_core_t));
-        memcpy(c->tm->cost, cost, sizeof(cost));
+        memcpy(cost, c->tm.cost, sizeof(cost));
+        memset(&c->tm, 0, sizeof(tm_core_t));
+        memcpy(c->tm.cost, cost, sizeof(cost));
+        c->tm.rx_start = rx_start;
+        c->tm.min_rx = cost[SPINN_COST_FIQ] + cost[SPINN_COST_RECEIVE];
     }
     return 0;
 }
@@ -1058,8 +1061,7 @@ int spinn_emu_set_core_cost(spinn_emu_t *emu, uint32_t core, const uint64_t *cos
     core_t *c;
     if (core >= emu->n_cores || n_words != SPINN_COST_WORDS) return -1;
     c = &emu->cores[core];
-    if (!c->tm && !(c->tm = calloc(1, sizeof(tm_core_t)))) return -1;
-    memcpy(c->tm->cost, cost, sizeof(c->tm->cost));
+    memcpy(c->tm.cost, cost, sizeof(c->tm.cost));
     return 0;
 }
 
@@ -1073,9 +1075,8 @@ void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
     uint64_t late = 0, ring = 0, link_late = 0;
     uint32_t i;
     for (i = 0; i < emu->n_cores; i++) {
-        if (!emu->cores[i].tm) continue;
-        late += emu->cores[i].tm->late;
-        ring += emu->cores[i].tm->ring_full;
+        late += emu->cores[i].tm.late;
+        ring += emu->cores[i].tm.ring_full;
     }
     for (i = 0; i < emu->n_chips * SPINN_LINKS; i++) link_late += tm->link_late[i];
     out[0] = tm->makespan;
@@ -1094,10 +1095,10 @@ void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
 int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out) {
     const tm_core_t *c;
     if (core >= emu->n_cores) return -1;
-    c = emu->cores[core].tm;
-    out[0] = c ? c->busy : 0u;
-    out[1] = c ? c->late : 0u;
-    out[2] = c ? c->ring_full : 0u;
+    c = &emu->cores[core].tm;
+    out[0] = c->busy;
+    out[1] = c->late;
+    out[2] = c->ring_full;
     return 0;
 }
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t max64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+#define max64 tm_max
 
 int tm_init(tm_t *tm, uint32_t n_chips) {
     size_t n_links = (size_t)n_chips * SPINN_LINKS;
@@ -44,64 +44,61 @@ void tm_reset(tm_t *tm) {
     tm->makespan = 0;
 }
 
-#define TM_ARITY 4u
-
-static int before(const tm_entry_t *a, const tm_entry_t *b) {
-    return a->t < b->t || (a->t == b->t && (int32_t)(a->seq - b->seq) < 0);
+static uint32_t bucket_of(uint64_t t, uint64_t last) {
+    uint64_t d = t ^ last;
+#if defined(__GNUC__)
+    return d ? 64u - (uint32_t)__builtin_clzll(d) : 0u;
+#else
+    uint32_t i = 0;
+    while (d) { /* the highest differing bit + 1 */
+        d >>= 1;
+        i++;
+    }
+    return i;
+#endif
 }
 
-int tm_queue_push(tm_queue_t *q, const packet_t *pk) {
-    uint32_t i, slot;
-    tm_entry_t e;
-    if (q->n == q->cap) {
-        uint32_t cap = q->cap ? 2u * q->cap : 4096u, k;
-        tm_entry_t *heap = realloc(q->heap, sizeof(tm_entry_t) * cap);
-        packet_t *pool = heap ? realloc(q->pool, sizeof(packet_t) * cap) : NULL;
-        uint32_t *free_slots = pool ? realloc(q->free_slots, sizeof(uint32_t) * cap) : NULL;
-        if (heap) q->heap = heap;
-        if (pool) q->pool = pool;
-        if (free_slots) q->free_slots = free_slots;
-        if (!heap || !pool || !free_slots) return -1;
-        for (k = cap; k > q->cap; k--) q->free_slots[q->n_free++] = k - 1u; /* the new slots */
-        q->cap = cap;
+static int bucket_add(tm_bucket_t *b, const packet_t *pk) {
+    if (b->n == b->cap) {
+        uint32_t cap = b->cap ? 2u * b->cap : 256u;
+        packet_t *e = realloc(b->e, sizeof(packet_t) * cap);
+        if (!e) return -1;
+        b->e = e;
+        b->cap = cap;
     }
-    slot = q->free_slots[--q->n_free];
-    q->pool[slot] = *pk;
-    e.t = pk->t;
-    e.seq = q->seq++;
-    e.slot = slot;
-    for (i = q->n++; i > 0u;) {
-        uint32_t parent = (i - 1u) / TM_ARITY;
-        if (!before(&e, &q->heap[parent])) break;
-        q->heap[i] = q->heap[parent];
-        i = parent;
-    }
-    q->heap[i] = e;
+    b->e[b->n++] = *pk;
     return 0;
 }
 
+int tm_queue_push(tm_queue_t *q, const packet_t *pk) {
+    packet_t e = *pk;
+    if (e.t < q->last) e.t = q->last; /* never earlier than what was taken */
+    return bucket_add(&q->b[bucket_of(e.t, q->last)], &e);
+}
+
 packet_t tm_queue_pop(tm_queue_t *q) {
-    tm_entry_t top = q->heap[0], last = q->heap[--q->n];
-    uint32_t i = 0, m = q->n;
-    for (;;) {
-        uint32_t c = TM_ARITY * i + 1u, best, k;
-        if (c >= m) break;
-        best = c;
-        for (k = c + 1u; k < c + TM_ARITY && k < m; k++)
-            if (before(&q->heap[k], &q->heap[best])) best = k;
-        if (!before(&q->heap[best], &last)) break;
-        q->heap[i] = q->heap[best];
-        i = best;
+    tm_bucket_t *b0 = &q->b[0];
+    if (b0->head == b0->n) { /* refill bucket 0 from the lowest non-empty bucket */
+        uint32_t i = 1u, k;
+        tm_bucket_t *bi;
+        uint64_t m;
+        b0->head = b0->n = 0u;
+        while (q->b[i].n == 0u) i++;
+        bi = &q->b[i];
+        m = bi->e[0].t;
+        for (k = 1u; k < bi->n; k++)
+            if (bi->e[k].t < m) m = bi->e[k].t;
+        q->last = m;
+        for (k = 0; k < bi->n; k++) /* every entry goes to a lower bucket */
+            if (bucket_add(&q->b[bucket_of(bi->e[k].t, m)], &bi->e[k]) != 0) q->oom = 1;
+        bi->n = 0u;
     }
-    if (m) q->heap[i] = last;
-    q->free_slots[q->n_free++] = top.slot;
-    return q->pool[top.slot];
+    return b0->e[b0->head++];
 }
 
 void tm_queue_free(tm_queue_t *q) {
-    free(q->heap);
-    free(q->pool);
-    free(q->free_slots);
+    uint32_t i;
+    for (i = 0; i < TM_BUCKETS; i++) free(q->b[i].e);
     memset(q, 0, sizeof(*q));
 }
 
@@ -120,43 +117,6 @@ uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t m
     tm->link_free[i] = depart + ser;
     tm->link_busy[i] += ser;
     return depart + ser;
-}
-
-/* The ps of a core's counted compute work so far (sends apart). */
-static uint64_t work_ps(const tm_core_t *c, const spinn_counters_t *now) {
-    return ((((uint64_t)now->macs_hi << 32) | now->macs_lo) * c->cost[SPINN_COST_MAC] +
-            (uint64_t)now->blocks * c->cost[SPINN_COST_BLOCK] + (uint64_t)now->outputs * c->cost[SPINN_COST_OUTPUT] +
-            (uint64_t)now->computes * c->cost[SPINN_COST_COMPUTE]);
-}
-
-uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now) {
-    uint64_t fiq = max64(t, c->fiq_free), start;
-    uint32_t r = (uint32_t)(c->n_rx % TM_RX_RING);
-    int idle = c->cpu_free <= fiq;
-    if (fiq - t > tm->p[SPINN_TM_WAIT_PS]) c->late++;
-    c->fiq_free = fiq + c->cost[SPINN_COST_FIQ];
-    /* the packet TM_RX_RING before this one still waits to be drained: the ring is full */
-    if (c->n_rx >= TM_RX_RING && c->rx_start[r] > fiq) c->ring_full++;
-    /* the FIQ steals its cycles from whatever runs: the CPU does all of it, in order */
-    start = max64(fiq, c->cpu_free) + c->cost[SPINN_COST_FIQ] + (idle ? c->cost[SPINN_COST_EVENT] : 0u) +
-            c->cost[SPINN_COST_RECEIVE];
-    c->busy += c->cost[SPINN_COST_FIQ] + (idle ? c->cost[SPINN_COST_EVENT] : 0u) + c->cost[SPINN_COST_RECEIVE];
-    c->rx_start[r] = start;
-    c->n_rx++;
-    c->t0 = start;
-    c->cpu_free = start;
-    c->work0 = work_ps(c, now);
-    return start;
-}
-
-void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t) {
-    uint64_t compute = work_ps(c, now) - c->work0;
-    uint32_t j;
-    /* the packets leave as the compute produces them: spread evenly over it */
-    for (j = 0; j < n; j++)
-        send_t[j] = c->t0 + compute * (j + 1u) / n + (uint64_t)(j + 1u) * c->cost[SPINN_COST_PACKET_OUT];
-    c->cpu_free = c->t0 + compute + (uint64_t)n * c->cost[SPINN_COST_PACKET_OUT];
-    c->busy += c->cpu_free - c->t0;
 }
 
 uint64_t tm_input_packet(tm_t *tm, uint32_t i, uint32_t pairs_left, uint64_t at) {

@@ -48,24 +48,29 @@ typedef struct {
 
 /* A core's clock. */
 typedef struct {
-    uint64_t fiq_free, cpu_free, busy, t0, work0, n_rx, late, ring_full;
+    uint64_t fiq_free, cpu_free, busy, t0, work0, late, ring_full;
+    uint64_t n_rx;      /* packets in */
+    uint64_t full_until; /* the ring is full for FIQs before this time (found by the last check) */
+    uint64_t min_rx;                 /* ps a packet takes at least (FIQ + receive) */
     uint64_t cost[SPINN_COST_WORDS]; /* ps per unit, spinn_emulator.h SPINN_COST_* */
-    uint64_t rx_start[TM_RX_RING];   /* when each of the last packets' processing started */
+    uint64_t *rx_start;              /* TM_RX_RING: when each of the last packets' processing started */
 } tm_core_t;
 
-/* The event queue of a timed run: a 4-ary heap of (t, seq, pool index) over a pool of
- * events (small heap entries: the heap moves 16 bytes, not an event); seq orders events
- * of equal time first in, first out. */
+/* The event queue of a timed run: a radix heap (event times only grow, so every event is
+ * filed by the highest bit in which its time differs from the last one taken; the events
+ * themselves sit in the buckets, read in order). Events of equal time leave in the order
+ * they were filed into the bucket they leave from. */
 typedef struct {
-    uint64_t t;
-    uint32_t seq, slot;
-} tm_entry_t;
+    packet_t *e;
+    uint32_t n, cap, head;
+} tm_bucket_t;
+
+#define TM_BUCKETS 65u
 
 typedef struct {
-    tm_entry_t *heap;
-    packet_t *pool;
-    uint32_t *free_slots;
-    uint32_t n, cap, n_free, seq;
+    tm_bucket_t b[TM_BUCKETS];
+    uint64_t last;
+    int oom; /* an event could not be filed (out of memory): the run must fail */
 } tm_queue_t;
 
 typedef struct {
@@ -96,11 +101,56 @@ void tm_queue_free(tm_queue_t *q);
 uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t);
 /* ... and leaves on link l at t_out: when it arrives at the next chip. */
 uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t marker);
+static inline uint64_t tm_max(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* The ps of a core's counted compute work so far (sends apart). */
+static inline uint64_t tm_work_ps(const tm_core_t *c, const spinn_counters_t *now) {
+    return ((((uint64_t)now->macs_hi << 32) | now->macs_lo) * c->cost[SPINN_COST_MAC] +
+            (uint64_t)now->blocks * c->cost[SPINN_COST_BLOCK] + (uint64_t)now->outputs * c->cost[SPINN_COST_OUTPUT] +
+            (uint64_t)now->computes * c->cost[SPINN_COST_COMPUTE]);
+}
+
 /* A packet reaches a kernel core at t (its counters now): returns when its handler's compute starts. */
-uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now);
+static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now) {
+    uint64_t fiq = tm_max(t, c->fiq_free), start, own;
+    int idle = c->cpu_free <= fiq;
+    if (fiq - t > tm->p[SPINN_TM_WAIT_PS]) c->late++;
+    c->fiq_free = fiq + c->cost[SPINN_COST_FIQ];
+    /* the binding's ring holds the packets whose processing has not begun: full when the
+     * packet TM_RX_RING before this one has not begun (a board drops this one). Looked up
+     * only when the backlog could hold that many packets' least work (the entry is cold). */
+    if (c->cpu_free > fiq + TM_RX_RING * c->min_rx && c->n_rx >= TM_RX_RING) {
+        if (fiq < c->full_until) {
+            c->ring_full++;
+        } else if (c->rx_start[c->n_rx % TM_RX_RING] > fiq) {
+            c->ring_full++;
+            c->full_until = c->rx_start[c->n_rx % TM_RX_RING]; /* later packets began later */
+        }
+    }
+    /* the FIQ steals its cycles from whatever runs: the CPU does all of it, in order */
+    own = c->min_rx + (idle ? c->cost[SPINN_COST_EVENT] : 0u);
+    start = tm_max(fiq, c->cpu_free) + own;
+    c->busy += own;
+    c->rx_start[c->n_rx % TM_RX_RING] = start;
+    c->n_rx++;
+    c->t0 = start;
+    c->cpu_free = start;
+    c->work0 = tm_work_ps(c, now);
+    return start;
+}
+
 /* The handler finished with counters now, having sent n packets: their send
  * times go into send_t (n of them); the core is busy until the last. */
-void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t);
+static inline void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t) {
+    uint64_t compute = tm_work_ps(c, now) - c->work0;
+    uint32_t j;
+    if (compute == 0u && n == 0u) return; /* most packets: stored, nothing completed */
+    /* the packets leave as the compute produces them: spread evenly over it */
+    for (j = 0; j < n; j++)
+        send_t[j] = c->t0 + compute * (j + 1u) / n + (uint64_t)(j + 1u) * c->cost[SPINN_COST_PACKET_OUT];
+    c->cpu_free = c->t0 + compute + (uint64_t)n * c->cost[SPINN_COST_PACKET_OUT];
+    c->busy += c->cpu_free - c->t0;
+}
 /* The next packet of input i (pairs_left pairs of this sample still to come for
  * it, this one included), the host starting no earlier than at: when the input
  * source core sends it. */
