@@ -171,13 +171,20 @@ def test_faults_on_double(built, double, monkeypatch):
     prov = e.last_stats.provenance
     assert prov["released"] >= 2 and prov["lost_out"] >= 2 and e.last_stats.lost_samples == 2
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)  # usable afterwards
-    # 2. a multicast packet dropped in the fabric
-    txrx.inject_faults(drop_packets=[5000])
-    with pytest.raises(LostSamplesError) as info:
-        vm["main"](tvm.runtime.tensor(x))
-    assert len(info.value.lost) == 1
-    assert e.last_stats.provenance["router_dropped"] == 1
-    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)
+    # 2. a multicast packet dropped in the fabric: the sample it belongs to is lost, unless
+    #    the copy dropped was one no core beyond it needed (fan-out); either way nothing wrong
+    #    comes back
+    n_lost = 0
+    for nth in (5000, 2000, 9000, 700, 3500):
+        txrx.inject_faults(drop_packets=[nth])
+        try:
+            np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)
+        except LostSamplesError as lost:
+            assert len(lost.lost) == 1
+            n_lost += 1
+        assert e.last_stats.provenance["router_dropped"] == 1
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), y_emu)
+    assert n_lost >= 1
     # 3. a core that stops: nothing comes back past it; the host's sample timeout names the
     #    samples in flight and every later one; nothing wrong is returned.
     core = e.program.cores[len(e.program.cores) // 2].placement

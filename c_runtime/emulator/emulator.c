@@ -100,6 +100,10 @@ struct spinn_emu {
     int64_t slot_sample[SPINN_MAX_SLOTS];
     uint32_t completed_slots[SPINN_MAX_SLOTS], n_completed;
     uint8_t out_lost[SPINN_MAX_SLOTS];
+    /* a lost sample's slot rests until the network is quiet (its stragglers, dropped at the
+     * gatherer as the host drops them, never count into a new sample), as the host's live IO
+     * rests it (runtime/board/live_io.py) */
+    uint8_t resting[SPINN_MAX_SLOTS];
     uint32_t run_slots; /* samples in flight of the current run */
     int settling;       /* after a run: stragglers of lost samples drain away */
     /* raw output mode (board double): packets reaching the gatherer are captured */
@@ -522,6 +526,7 @@ static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload, uin
     slot = decode_output(emu, key, payload, marker, emu->run_slots, emu->out_buf, emu->out_counts, emu->out_lost,
                          &why);
     if (slot != (int32_t)SPINN_MAX_SLOTS && !emu->settling) {
+        if (slot >= 0 && emu->slot_sample[slot] < 0 && emu->resting[slot]) return; /* a straggler */
         if (slot < 0 || emu->slot_sample[slot] < 0) {
             snprintf(msg, sizeof(msg), "output gatherer received key 0x%08x: %s", key,
                      slot < 0 ? why : "its slot holds no sample");
@@ -805,6 +810,7 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
         emu->slot_sample[s] = -1;
         emu->out_counts[s] = 0;
         emu->out_lost[s] = 0;
+        emu->resting[s] = 0;
     }
     if (lost) memset(lost, 0, n_samples);
     emu->n_completed = 0;
@@ -812,15 +818,24 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
     if (start_clocks(emu) != 0) return -1;
     while (done < n_samples && !emu->failed) {
         /* Keep the window full: the host streams the next sample as soon as its slot is free. */
-        while (next < n_samples && emu->slot_sample[next % n_slots] < 0) {
+        while (next < n_samples && emu->slot_sample[next % n_slots] < 0 && !emu->resting[next % n_slots]) {
             uint64_t start;
             s = next % n_slots;
             emu->slot_sample[s] = next;
+            emu->out_counts[s] = 0; /* what stragglers of a lost sample left */
+            emu->out_lost[s] = 0;
+            emu->done_pending[s] = 0;
             if (inject(emu, x + (size_t)next * emu->in_n, s, emu->slot_done_t[s], &start)) break;
             if (emu->sample_start_t) emu->sample_start_t[next] = start;
             next++;
         }
         if (emu->q_len == 0 && release_all(emu) == 0 && emu->q_len == 0) {
+            int rested = 0;
+            for (s = 0; s < n_slots; s++) {
+                rested |= emu->resting[s];
+                emu->resting[s] = 0;
+            }
+            if (rested) continue; /* quiet: resting slots take samples again */
             /* Quiet, nothing to release: what is still outstanding never arrives
              * (a core stopped); the host's own timeout names those samples. */
             for (s = 0; s < n_slots; s++) {
@@ -857,6 +872,7 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
                 else
                     lost[sample] = 1u;
                 memset(y + (size_t)sample * emu->out_n, 0, sizeof(int16_t) * emu->out_n);
+                emu->resting[s] = 1u;
             } else {
                 memcpy(y + (size_t)sample * emu->out_n, emu->out_buf + (size_t)s * emu->out_n,
                        sizeof(int16_t) * emu->out_n);
@@ -1078,8 +1094,15 @@ void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
         late += emu->cores[i].tm.late;
         ring += emu->cores[i].tm.ring_full;
     }
-    for (i = 0; i < emu->n_chips * SPINN_LINKS; i++) link_late += tm->link_late[i];
+    uint64_t horizon = tm->makespan;
+    for (i = 0; i < emu->n_cores; i++) horizon = tm_max(horizon, emu->cores[i].tm.cpu_free);
+    for (i = 0; i < emu->n_chips * SPINN_LINKS; i++) {
+        link_late += tm->link_late[i];
+        horizon = tm_max(horizon, tm->link_free[i]);
+    }
+    horizon = tm_max(horizon, tm_max(tm->lpg_free, tm_max(tm->in_free, tm->out_free)));
     out[0] = tm->makespan;
+    out[11] = horizon;
     out[1] = tm->in_busy;
     out[2] = tm->out_busy;
     out[3] = tm->lpg_busy;

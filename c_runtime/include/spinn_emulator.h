@@ -145,11 +145,12 @@ int spinn_emu_set_core_cost(spinn_emu_t *emu, uint32_t core, const uint64_t *cos
 /* Where the next timed run writes each sample's first-byte-sent and
  * result-received times (ps from the run's start); NULL: nowhere. */
 void spinn_emu_set_sample_times(spinn_emu_t *emu, uint64_t *t_start, uint64_t *t_done);
-/* The last timed run (SPINN_TIMING_WORDS words: makespan, host-in busy, host-out
- * busy, gatherer busy, input source cores' busy, packets late at cores, ring
- * overflows, packets late at links, packets late at the gatherer, messages in,
- * messages out). */
-#define SPINN_TIMING_WORDS 11u
+/* The last timed run (SPINN_TIMING_WORDS words: makespan (the last result at the
+ * host), host-in busy, host-out busy, gatherer busy, input source cores' busy,
+ * packets late at cores, ring overflows, packets late at links, packets late at the
+ * gatherer, messages in, messages out, horizon (when the last resource fell idle: a
+ * core may still work through packets it does not need after the last result)). */
+#define SPINN_TIMING_WORDS 12u
 void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out);
 /* A core's busy ps, packets late at its FIQ, ring overflows (3 words). */
 int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out);

@@ -261,7 +261,7 @@ class EmulatedBoard:
         self.timed = bool(on)
 
     def _timed_run(self, n: int, t_start: np.ndarray, t_done: np.ndarray) -> TimedRun:
-        totals = np.zeros(11, np.uint64)
+        totals = np.zeros(12, np.uint64)
         self._lib.spinn_emu_timing(self._emu, _ptr(totals, _u64p))
         core_busy, core_late, core_ring = {}, {}, {}
         out = np.zeros(3, np.uint64)

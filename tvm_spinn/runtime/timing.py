@@ -112,8 +112,8 @@ class TimedRun:
     """What a timed emulation of one call says (all times MODELLED).
 
     latency_s: mean time from a sample's first byte leaving the host to its last result
-    arriving there (s); throughput_per_s: samples / the run's duration; utilisation:
-    busy time / duration per resource ("core <label>", "link <x,y>:<l>", "router <x,y>",
+    arriving there (s); throughput_per_s: samples / the run's duration (the last result at
+    the host); utilisation: busy time / the time until the last resource fell idle, per resource ("core <label>", "link <x,y>:<l>", "router <x,y>",
     "host in", "host out", "gatherer", "input cores"); bottleneck: the most used one;
     would_drop: packets a board would drop (waiting beyond the router's limit at a core,
     a link or the gatherer; a core's receive ring full)."""
@@ -153,19 +153,20 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
               link_busy: Dict[str, float], link_late: int, router_busy: Dict[str, float]) -> TimedRun:
     """A TimedRun from the emulator's timing words (ps; see spinn_emulator.h)."""
     duration = float(totals[0]) * 1e-12
+    horizon = float(totals[11]) * 1e-12  # utilisation: over all the time anything was busy
     lat = (t_done.astype(np.float64) - t_start.astype(np.float64)) * 1e-12 if samples else np.zeros(0)
     util: Dict[str, float] = {}
-    if duration > 0:
-        util["host in"] = float(totals[1]) * 1e-12 / duration
-        util["host out"] = float(totals[2]) * 1e-12 / duration
-        util["gatherer"] = float(totals[3]) * 1e-12 / duration
-        util["input cores"] = float(totals[4]) * 1e-12 / duration
+    if horizon > 0:
+        util["host in"] = float(totals[1]) * 1e-12 / horizon
+        util["host out"] = float(totals[2]) * 1e-12 / horizon
+        util["gatherer"] = float(totals[3]) * 1e-12 / horizon
+        util["input cores"] = float(totals[4]) * 1e-12 / horizon
         for name, busy in core_busy.items():
-            util[f"core {name}"] = busy * 1e-12 / duration
+            util[f"core {name}"] = busy * 1e-12 / horizon
         for name, busy in link_busy.items():
-            util[f"link {name}"] = busy * 1e-12 / duration
+            util[f"link {name}"] = busy * 1e-12 / horizon
         for name, busy in router_busy.items():
-            util[f"router {name}"] = busy * 1e-12 / duration
+            util[f"router {name}"] = busy * 1e-12 / horizon
     bottleneck, top = max(util.items(), key=lambda kv: kv[1]) if util else ("", 0.0)
     would_drop = {"at cores (router wait)": int(sum(core_late.values())),
                   "core receive ring full": int(sum(core_ring.values())),
