@@ -63,8 +63,12 @@ def test_cnn_bit_exact_and_within_tolerance_of_llvm(name, record_board_io):
     assert (y.argmax(1) == y_llvm.argmax(1)).mean() >= 0.97
     stats = tvm_spinn.statistics(vm)
     assert stats.cores <= 808 and stats.packets_per_inference > 0
+    # A conv whose one output channel x row does not fit a core's DTCM (the wide ones) is cut
+    # by input channels; so may be one whose input rows alone take longer to receive than the
+    # host link takes to bring a sample (the cycle budget, by the calibrated cycle model).
     split = [op for op in program.ops if op.n_splits > 1 and op.kind == "Conv2D"]
-    assert bool(split) == name.startswith("wide_"), "only convs too big for a core are cut by input channels"
+    if name.startswith("wide_"):
+        assert split, "a conv too big for a core is cut by input channels"
 
 
 def test_digits_cnn_accuracy_int16_close_to_float():
@@ -114,7 +118,7 @@ def test_conv_cut_by_input_channels_too_big_for_the_board():
 
 def test_cnn_too_big_for_the_board():
     nn = torch.nn
-    model = nn.Sequential(*[m for _ in range(6) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())]).eval()
-    x = torch.randn(2, 64, 32, 32)  # every conv fits a core; together they need > 808 cores
+    model = nn.Sequential(*[m for _ in range(12) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())]).eval()
+    x = torch.randn(2, 64, 32, 32)  # every conv fits a core; together they need > 808 cores (about 88 each)
     with pytest.raises(tvm_spinn.ResourceError, match=r"too big for the board.*cores"):
         tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy(), strict=True)

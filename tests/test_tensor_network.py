@@ -69,9 +69,9 @@ def test_depthwise_and_output_tensor(rng):
 
 
 def test_depthwise_with_channel_multipliers(rng):
-    """Depthwise x2 (its max pool fused when the budget allows) and x3 convs, tiled into
-    channel groups whose first output channel is not a multiple of the multiplier."""
-    for budget in (3000, 1500):
+    """Depthwise x2 (its max pool fused) and x3 convs, tiled into channel groups whose first
+    output channel is not a multiple of the multiplier (budgets in calibrated cycles)."""
+    for budget in (28_000, 50_000):
         r = np.random.default_rng(3)
         ops = [_conv(r, 4, 3, 3), _conv(r, 8, 4, 3, groups=4),
                Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (5, 5), True, "pool"),
@@ -79,9 +79,9 @@ def test_depthwise_with_channel_multipliers(rng):
         program, plan, err, scale = _run(ops, (3, 10, 10), rng, budget=budget)
         assert err < 0.05 * scale
         dw2, dw3 = plan.plans[1], plan.plans[3]
-        assert (dw2.pool is not None) == (budget == 3000)
+        assert dw2.pool is not None  # it costs no core
         assert any(t.c0 % 2 for t in dw2.tiles) and any(t.c0 % 3 for t in dw3.tiles)
-        assert budget == 3000 or any(t.c0 % 3 == 2 and t.nc == 2 for t in dw3.tiles)  # reads 2 input channels
+        assert budget != 28_000 or any(t.c0 % 3 == 2 and t.nc == 2 for t in dw3.tiles)  # reads 2 input channels
 
 
 def _lenet_ops(rng):
@@ -94,7 +94,7 @@ def test_pools_fused_into_their_convolutions_save_packets(rng):
     sent = []
     for fuse in (True, False):
         boards = []
-        program, plan, err, scale = _run(_lenet_ops(np.random.default_rng(7)), (1, 28, 28), rng, budget=20_000,
+        program, plan, err, scale = _run(_lenet_ops(np.random.default_rng(7)), (1, 28, 28), rng, budget=200_000,
                                          fuse_pools=fuse, board_out=boards)
         fused = [p for p in plan.plans if isinstance(p, FusedPool)]
         assert bool(fused) == fuse, "a pool right after its only-reader conv is fused when that costs no core"
