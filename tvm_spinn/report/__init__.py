@@ -108,9 +108,14 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
     ]
     rows += [(f"  {layer} cycles per sample", f"{c:.0f}", "modelled")
              for layer, c in stats.layer_cycles_per_sample.items()]
+    how = "timed emulation" if stats.timed else "formula"
     rows += [
-        ("board latency", f"{stats.modelled_latency_s * us:.1f} us", "modelled"),
-        ("board throughput", f"{stats.modelled_throughput_per_s:.0f} samples/s", "modelled"),
+        (f"board latency ({how})", f"{stats.modelled_latency_s * us:.1f} us", "modelled"),
+        (f"board throughput ({how})", f"{stats.modelled_throughput_per_s:.0f} samples/s", "modelled"),
+        ("bottleneck", stats.bottleneck + (f" ({stats.timed.bottleneck_utilisation:.0%} busy)" if stats.timed else ""),
+         "modelled"),
+        ("packets a board would drop", f"{stats.predicted_drops}" if stats.timed else "- (timing off)", "modelled"),
+        ("energy per inference", f"{stats.modelled_energy_j * 1e3:.3g} mJ", "modelled"),
         ("host link limit", f"{stats.host_link_limit_per_s:.0f} samples/s", "modelled"),
         ("emulator wall time", f"{stats.wall_seconds:.4f} s", "measured"),
         ("emulator speed", f"{stats.emulator_samples_per_s:.0f} samples/s", "measured"),
