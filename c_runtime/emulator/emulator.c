@@ -790,6 +790,8 @@ static int start_clocks(spinn_emu_t *emu) {
         memcpy(c->tm.cost, cost, sizeof(cost));
         c->tm.rx_start = rx_start;
         c->tm.min_rx = cost[SPINN_COST_FIQ] + cost[SPINN_COST_RECEIVE];
+        c->tm.fiq_ps = cost[SPINN_COST_FIQ];
+        c->tm.event_ps = cost[SPINN_COST_EVENT];
     }
     return 0;
 }

@@ -46,12 +46,16 @@ typedef struct {
     uint32_t tick;
 } packet_t;
 
-/* A core's clock. */
+/* A core's clock. What every packet touches comes first (one cache line), then what a
+ * check of the ring or a compute touches. */
 typedef struct {
-    uint64_t fiq_free, cpu_free, busy, t0, work0, late, ring_full;
-    uint64_t n_rx;      /* packets in */
-    uint64_t full_until; /* the ring is full for FIQs before this time (found by the last check) */
-    uint64_t min_rx;                 /* ps a packet takes at least (FIQ + receive) */
+    uint64_t fiq_free, cpu_free, busy, t0;
+    uint64_t min_rx;   /* ps a packet takes at least (FIQ + receive) */
+    uint64_t fiq_ps, event_ps;
+    uint64_t n_rx;     /* packets in */
+    uint32_t snap_macs_lo, snap_macs_hi, snap_blocks, snap_outputs, snap_computes; /* counters at t0 */
+    uint64_t late, ring_full;
+    uint64_t full_until;             /* the ring is full for FIQs before this time (found by the last check) */
     uint64_t cost[SPINN_COST_WORDS]; /* ps per unit, spinn_emulator.h SPINN_COST_* */
     uint64_t *rx_start;              /* TM_RX_RING: when each of the last packets' processing started */
 } tm_core_t;
@@ -103,19 +107,13 @@ uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t);
 uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t marker);
 static inline uint64_t tm_max(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
-/* The ps of a core's counted compute work so far (sends apart). */
-static inline uint64_t tm_work_ps(const tm_core_t *c, const spinn_counters_t *now) {
-    return ((((uint64_t)now->macs_hi << 32) | now->macs_lo) * c->cost[SPINN_COST_MAC] +
-            (uint64_t)now->blocks * c->cost[SPINN_COST_BLOCK] + (uint64_t)now->outputs * c->cost[SPINN_COST_OUTPUT] +
-            (uint64_t)now->computes * c->cost[SPINN_COST_COMPUTE]);
-}
 
 /* A packet reaches a kernel core at t (its counters now): returns when its handler's compute starts. */
 static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now) {
     uint64_t fiq = tm_max(t, c->fiq_free), start, own;
     int idle = c->cpu_free <= fiq;
     if (fiq - t > tm->p[SPINN_TM_WAIT_PS]) c->late++;
-    c->fiq_free = fiq + c->cost[SPINN_COST_FIQ];
+    c->fiq_free = fiq + c->fiq_ps;
     /* the binding's ring holds the packets whose processing has not begun: full when the
      * packet TM_RX_RING before this one has not begun (a board drops this one). Looked up
      * only when the backlog could hold that many packets' least work (the entry is cold). */
@@ -128,23 +126,33 @@ static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, c
         }
     }
     /* the FIQ steals its cycles from whatever runs: the CPU does all of it, in order */
-    own = c->min_rx + (idle ? c->cost[SPINN_COST_EVENT] : 0u);
+    own = c->min_rx + (idle ? c->event_ps : 0u);
     start = tm_max(fiq, c->cpu_free) + own;
     c->busy += own;
     c->rx_start[c->n_rx % TM_RX_RING] = start;
     c->n_rx++;
     c->t0 = start;
     c->cpu_free = start;
-    c->work0 = tm_work_ps(c, now);
+    c->snap_macs_lo = now->macs_lo;
+    c->snap_macs_hi = now->macs_hi;
+    c->snap_blocks = now->blocks;
+    c->snap_outputs = now->outputs;
+    c->snap_computes = now->computes;
     return start;
 }
 
 /* The handler finished with counters now, having sent n packets: their send
  * times go into send_t (n of them); the core is busy until the last. */
 static inline void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t) {
-    uint64_t compute = tm_work_ps(c, now) - c->work0;
+    uint64_t compute, macs;
     uint32_t j;
-    if (compute == 0u && n == 0u) return; /* most packets: stored, nothing completed */
+    if (n == 0u && now->outputs == c->snap_outputs && now->macs_lo == c->snap_macs_lo &&
+        now->computes == c->snap_computes && now->blocks == c->snap_blocks)
+        return; /* most packets: stored, nothing completed */
+    macs = (((uint64_t)now->macs_hi << 32) | now->macs_lo) - (((uint64_t)c->snap_macs_hi << 32) | c->snap_macs_lo);
+    compute = macs * c->cost[SPINN_COST_MAC] + (uint64_t)(now->blocks - c->snap_blocks) * c->cost[SPINN_COST_BLOCK] +
+              (uint64_t)(now->outputs - c->snap_outputs) * c->cost[SPINN_COST_OUTPUT] +
+              (uint64_t)(now->computes - c->snap_computes) * c->cost[SPINN_COST_COMPUTE];
     /* the packets leave as the compute produces them: spread evenly over it */
     for (j = 0; j < n; j++)
         send_t[j] = c->t0 + compute * (j + 1u) / n + (uint64_t)(j + 1u) * c->cost[SPINN_COST_PACKET_OUT];
