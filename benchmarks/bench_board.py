@@ -119,7 +119,7 @@ def bench(name: str, spec: common.ModelSpec, batch: int, repeat: int) -> Dict[st
     from tvm import relax
 
     import tvm_spinn
-    from tvm_spinn.runtime import executors
+    from tvm_spinn.runtime import executors, timing
 
     torch.manual_seed(common.SEED)
     model = spec.factory().eval()
@@ -167,7 +167,7 @@ def bench(name: str, spec: common.ModelSpec, batch: int, repeat: int) -> Dict[st
         "latency_s": one.modelled_latency_s, "old_latency_s": sum(o["latency_s"] for o in old_one),
         "throughput_per_s": full.modelled_throughput_per_s,
         "old_throughput_per_s": min(o["throughput_per_s"] for o in old_full),
-        "bottleneck": full.bottleneck, "bottleneck_class": _class(full.bottleneck),
+        "bottleneck": full.bottleneck, "bottleneck_class": timing.bottleneck_class(t),
         "bottleneck_utilisation": t.bottleneck_utilisation if t else None,
         "predicted_drops": full.predicted_drops, "would_drop": dict(t.would_drop) if t else {},
         "energy_j": full.modelled_energy_j, "packets_per_inference": full.packets_per_inference,
@@ -176,10 +176,6 @@ def bench(name: str, spec: common.ModelSpec, batch: int, repeat: int) -> Dict[st
         "max_abs_diff_vs_torch": float(np.abs(y - model(torch.from_numpy(x)).detach().numpy()).max()),
         "top_utilisation": t.top(5) if t else [],
     }
-
-
-def _class(bottleneck: str) -> str:
-    return bottleneck.split(" ", 1)[0] if bottleneck else ""
 
 
 CELLS = {

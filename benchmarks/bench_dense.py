@@ -21,12 +21,14 @@ Per model (see benchmarks/common.py for the exact definitions):
 - ratio: spinn / llvm (the goal is within 10x; reported, not asserted).
 - pkts/inf, cores (incl. 2 live IO cores per offloaded function), max routing entries
   on one chip (of 1023): counted.
-- latency, throughput: MODELLED for a SpiNN-5 board (cycle model of the ARM968 cores
-  plus the 100 Mbit/s host link; see tvm_spinn/runtime/stats.py), not measured.
-- link: the throughput the 100 Mbit/s host Ethernet link alone allows, MODELLED.
+- latency, throughput: MODELLED for a SpiNN-5 board by the timed emulation of the call
+  (tvm_spinn/runtime/timing.py: calibrated ARM cycle costs, routers, links, the host link
+  at the runtime's rate, the live packet gatherer), not measured; latency is the mean over
+  the batch (``benchmarks/bench_board.py`` gives one sample's).
+- link: the throughput the host link alone allows at the runtime's rate, MODELLED.
 - bound: the board's compute bound, MODELLED::
 
-      board MAC/s   = 808 application cores * 200 MHz / 2.6 cycles per int16 MAC  (= 62.2 G MAC/s)
+      board MAC/s   = 808 application cores * 200 MHz / calibrated cycles per conv MAC
       bound samples/s = board MAC/s / MACs per inference
 
   i.e. the throughput if every application core on the board did nothing but MACs

@@ -211,8 +211,9 @@ def legend(rows: List[Dict[str, Any]], batch: int, repeat: int, spinn_warmup: st
         f"({sum(r['ratio_spinnaker_over_llvm'] <= GOAL_RATIO for r in rows)}/{len(rows)} rows meet it).",
         "spinn = whole VM call of the SpiNNaker build (host ops + quantisation + emulator); "
         f"emu = inside the emulator; spinn warm-up: {spinn_warmup}.",
-        "* MODELLED for a SpiNN-5 board, not measured: lat = latency of one sample, thru = throughput, "
-        "link = limit of the 100 Mbit/s host link alone; "
+        "* MODELLED for a SpiNN-5 board, not measured (timed emulation, tvm_spinn/runtime/timing.py): "
+        "lat = mean latency of the batch's samples, thru = throughput, "
+        "link = limit of the host link alone at the runtime's rate; "
         f"bound = compute bound = {res.SPINN_5.app_cores} cores * {res.CLOCK_HZ / 1e6:.0f} MHz / "
         f"{cycle_model.cost('conv_tile').mac:.1f} cycles per MAC (calibrated conv tile) = "
         f"{BOARD_MACS_PER_S / 1e9:.1f} G MAC/s divided by MACs/inf; "

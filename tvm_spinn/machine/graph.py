@@ -138,9 +138,11 @@ class MappingResult:
 # markers (c_runtime/include/spinn_slots.h, spinn_fixed.h).
 CONFIG_HEADER_WORDS = 4  # n_words, wrapping 32-bit sum of the config words, lost timeout, lost bit
 # Quiet timer ticks (1 ms, front-end-common's default time step) after which a core releases
-# a partly received sample as lost. The planner sizes each core's work to 250 us per sample
-# (modelled; tiling.resources.DEFAULT_CYCLE_BUDGET), and the model is up to 7x optimistic:
-# 20 ms leaves a wide margin above the longest compute upstream, so only a real loss trips it.
+# a partly received sample as lost. It must exceed the longest quiet gap a core sees within a
+# sample: the planner sizes each core's work to the host link's time per sample (at least
+# 250 us, tiling.resources), but a core's real load (every packet of its producers, fan-out
+# included) can be far more: the timed emulation puts ResNet-8's busiest core at about 13 ms
+# per sample, so 20 ms is a thin margin there (runtime/timing.py reports the busiest cores).
 LOST_TIMEOUT_TICKS = 20
 
 # Region ids of a kernel core (spin1_binding.h).

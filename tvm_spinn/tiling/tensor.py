@@ -3,7 +3,7 @@
 A tile computes output channels [c0, c0 + nc) x output rows [h0, h0 + nh) x every
 column, buffering the input rows its band needs (the halo included) for
 ``N_SLOTS`` samples. Channel groups x row bands are chosen to use the fewest cores
-that fit DTCM and the per-core cycle budget (resources.CycleModel). A convolution
+that fit DTCM and the per-core cycle budget (the calibrated tiling.cycle_model). A convolution
 whose single output channel x row does not fit a core is also cut by input-channel
 groups: each group's tile sends int32 partial sums (after a proven-safe rounding
 shift) and one reducer per output block adds them and finishes the layer. Dense layers
