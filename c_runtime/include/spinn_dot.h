@@ -26,6 +26,7 @@
 #if defined(__arm__) && defined(__ARM_FEATURE_DSP) && !defined(__thumb__)
 uint64_t spinn_dense_dot2_i32(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n);
 void spinn_dense_dot2_i64(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n, int64_t *out);
+/* SPINN_DOT_NO_I64: a kernel that needs only the int32 blocks (its code budget) */
 __asm__(
     "    .text\n"
     "    .arm\n"
@@ -71,6 +72,7 @@ __asm__(
     "    mov r1, lr\n"
     "    pop {r4-r9, pc}\n"
     "    .size spinn_dense_dot2_i32, .-spinn_dense_dot2_i32\n"
+#if !defined(SPINN_DOT_NO_I64)
     /* r0 wa, r1 wb, r2 x, r3 n >= 1, [sp] out; sums in r4:r5 (a), r6:r7 (b) */
     "    .macro SPINN_DOT2_I64_STEP\n"
     "    ldr r8, [r2], #4\n"
@@ -104,7 +106,9 @@ __asm__(
     "    bne 3b\n"
     "4:  stmia r12, {r4-r7}\n"
     "    pop {r4-r10, pc}\n"
-    "    .size spinn_dense_dot2_i64, .-spinn_dense_dot2_i64\n");
+    "    .size spinn_dense_dot2_i64, .-spinn_dense_dot2_i64\n"
+#endif
+    );
 #else
 static inline uint64_t spinn_dense_dot2_i32(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n) {
     int32_t a = 0, b = 0;

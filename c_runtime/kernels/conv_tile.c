@@ -1,5 +1,6 @@
 /* Conv tile kernel: see spinn_tensor.h. Portable C99, freestanding. */
 #include "spinn_tensor.h"
+#define SPINN_DOT_NO_I64 /* block 0 (int64, rare): the C loop below */
 #include "spinn_dot.h"
 
 enum { H_KIND, H_N_IC, H_IN_H, H_IN_W, H_IC0, H_IH0, H_N_IH, H_OC0, H_N_OC, H_OH0, H_N_OH, H_OUT_W,
@@ -340,14 +341,7 @@ static void dot2(const uint32_t *w, const spinn_pair_t *x0, const spinn_pair_t *
     /* the dense tile's assembly (spinn_dot.h), the two windows as its two rows */
     const uint32_t *u0 = (const uint32_t *)(const void *)x0, *u1 = (const uint32_t *)(const void *)x1;
     const spinn_pair_t *wp = (const spinn_pair_t *)(const void *)w;
-    if (block == 0u) {
-        int64_t out[2];
-        spinn_dense_dot2_i64(u0, u1, wp, n, out);
-        *a0 += out[0];
-        *a1 += out[1];
-        return;
-    }
-    {
+    if (block != 0u) {
         int64_t s0 = *a0, s1 = *a1;
         uint32_t b, m;
         for (b = 0; b < n; b += m) {
