@@ -160,21 +160,76 @@ static inline int32_t spinn_activate(uint32_t activation, const uint32_t *table,
  * back into range is neither wrong nor counted; tanh and sigmoid saturate their
  * Q3.12 input at |x| = 8, where they are within 1 LSB of +-1, and relu zeroes any
  * negative value: not counted either. */
-static inline int32_t spinn_finish(uint32_t activation, const uint32_t *table, int64_t acc, int32_t multiplier,
-                                   uint32_t shift, uint32_t *saturated) {
-    int64_t v = spinn_round_shift(acc * (int64_t)multiplier, shift);
+/* spinn_finish's activation and saturation of a requantised value v that fits int32
+ * (the same results as the int64 code in spinn_finish for such v, in 32-bit arithmetic). */
+static inline int32_t spinn_finish32(uint32_t activation, const uint32_t *table, int32_t v, uint32_t *saturated) {
     if (activation == SPINN_ACT_CLIP) {
         if (v < (int32_t)table[0]) return (int32_t)table[0];
-        return v > (int32_t)table[1] ? (int32_t)table[1] : (int32_t)v;
+        return v > (int32_t)table[1] ? (int32_t)table[1] : v;
     }
     if (activation == SPINN_ACT_LEAKY) {
-        if (v < 0) v = spinn_round_shift((int64_t)spinn_sat32(v) * (int32_t)table[0], table[1]);
-        return spinn_sat16_count(v, saturated);
+        if (v < 0) return spinn_sat16_count(spinn_round_shift((int64_t)v * (int32_t)table[0], table[1]), saturated);
+        if (v > SPINN_Q_MAX) {
+            ++*saturated;
+            return SPINN_Q_MAX;
+        }
+        return v;
     }
-    if (activation == SPINN_ACT_TANH || activation == SPINN_ACT_SIGMOID) /* |x| >= 8: within 1 LSB of +-1 */
-        return spinn_activate(activation, table, spinn_sat16(v));
-    if (activation == SPINN_ACT_RELU && v < 0) return 0; /* exact, however negative */
-    return spinn_activate(activation, table, spinn_sat16_count(v, saturated));
+    if (activation == SPINN_ACT_RELU) {
+        if (v <= 0) return 0; /* exact, however negative */
+        if (v > SPINN_Q_MAX) {
+            ++*saturated;
+            return SPINN_Q_MAX;
+        }
+        return v;
+    }
+    if (v > SPINN_Q_MAX || v < SPINN_Q_MIN) {
+        int32_t c = v > SPINN_Q_MAX ? SPINN_Q_MAX : SPINN_Q_MIN;
+        if (activation == SPINN_ACT_TANH || activation == SPINN_ACT_SIGMOID) /* |x| >= 8: within 1 LSB of +-1 */
+            return spinn_activate(activation, table, c);
+        ++*saturated;
+        return c;
+    }
+    return spinn_activate(activation, table, v);
+}
+
+/* sat32(round_shift(acc * multiplier, shift)) in 32-bit steps after the product
+ * (acc * multiplier wraps as in spinn_finish's int64 arithmetic; the encoder keeps it
+ * within +-2^62). p = h:l (high and low words):
+ *   shift >= 33: the low word cannot reach bit shift - 1 >= 32, so the result is
+ *     (h + 2^(k-1)) >> k (k = shift - 32): t / 2 rounded up, t = h >> (k - 1), within int32;
+ *   1 <= shift <= 32: p + 2^(shift-1) as words, shifted; saturated when the bits above
+ *     the result's bit 31 are not its sign;
+ *   shift 0: p saturated. */
+static inline int32_t spinn_requant(int64_t acc, int32_t multiplier, uint32_t shift) {
+    uint64_t p = (uint64_t)acc * (uint64_t)(int64_t)multiplier;
+    uint32_t l = (uint32_t)p, h = (uint32_t)(p >> 32);
+    if (shift >= 33u) {
+        int32_t t = (int32_t)h >> (shift - 33u);
+        return (t >> 1) + (t & 1);
+    }
+    if (shift != 0u) {
+        uint32_t l2 = l + (1u << (shift - 1u));
+        h += l2 < l; /* the carry */
+        l = ((l2 >> 1) >> (shift - 1u)) | (h << (32u - shift));
+        h = (uint32_t)((int32_t)h >> (shift - 1u)); /* the bits above the result's bit 31 */
+    }
+    if ((int32_t)h != ((int32_t)l >> 31)) return (int32_t)h < 0 ? INT32_MIN : INT32_MAX;
+    return (int32_t)l;
+}
+
+/* The end of every output value: round_shift(acc * multiplier, shift), then the
+ * activation, saturated to int16 (counted in *saturated). Clip (bounds inside int16)
+ * and leaky relu act on the unsaturated value, so that a value the activation brings
+ * back into range is neither wrong nor counted; tanh and sigmoid saturate their
+ * Q3.12 input at |x| = 8, where they are within 1 LSB of +-1, and relu zeroes any
+ * negative value: not counted either. Every activation gives the same result for v
+ * as for v saturated to int32 (clip's bounds and the int16 saturation lie inside it,
+ * and leaky relu saturates a negative v to int32 first), so the value is computed
+ * by spinn_requant and finished in 32-bit arithmetic. */
+static inline int32_t spinn_finish(uint32_t activation, const uint32_t *table, int64_t acc, int32_t multiplier,
+                                   uint32_t shift, uint32_t *saturated) {
+    return spinn_finish32(activation, table, spinn_requant(acc, multiplier, shift), saturated);
 }
 
 static inline int64_t spinn_read_i64(const uint32_t *words) {

@@ -1,5 +1,7 @@
 /* Conv tile kernel: see spinn_tensor.h. Portable C99, freestanding. */
 #include "spinn_tensor.h"
+#define SPINN_DOT_NO_I64 /* block 0 (int64, rare): the C loop below */
+#include "spinn_dot.h"
 
 enum { H_KIND, H_N_IC, H_IN_H, H_IN_W, H_IC0, H_IH0, H_N_IH, H_OC0, H_N_OC, H_OH0, H_N_OH, H_OUT_W,
        H_KH, H_KW, H_SH, H_SW, H_PAD_TOP, H_PAD_LEFT, H_DEPTHWISE, H_ACTIVATION, H_N_SLOTS, H_OUT_KEY,
@@ -335,6 +337,25 @@ __attribute__((noinline))
 #endif
 static void dot2(const uint32_t *w, const spinn_pair_t *x0, const spinn_pair_t *x1, uint32_t n, uint32_t block,
                  int64_t *a0, int64_t *a1) {
+#if defined(__arm__) && defined(__ARM_FEATURE_DSP) && !defined(__thumb__)
+    /* the dense tile's assembly (spinn_dot.h), the two windows as its two rows */
+    const uint32_t *u0 = (const uint32_t *)(const void *)x0, *u1 = (const uint32_t *)(const void *)x1;
+    const spinn_pair_t *wp = (const spinn_pair_t *)(const void *)w;
+    if (block != 0u) {
+        int64_t s0 = *a0, s1 = *a1;
+        uint32_t b, m;
+        for (b = 0; b < n; b += m) {
+            uint64_t sums;
+            m = n - b < block ? n - b : block;
+            sums = spinn_dense_dot2_i32(u0 + b, u1 + b, wp + b, m);
+            s0 += (int32_t)(uint32_t)sums;
+            s1 += (int32_t)(uint32_t)(sums >> 32);
+        }
+        *a0 = s0;
+        *a1 = s1;
+        return;
+    }
+#endif
     if (block == 0u) {
         int64_t s0 = *a0, s1 = *a1;
         for (; n; n--, w++, x0++, x1++) {
