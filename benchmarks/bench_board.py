@@ -45,7 +45,7 @@ MODELS: Dict[str, common.ModelSpec] = {
     "resnet8": common.ModelSpec("ResNet-8 (3x32x32)", lambda: zoo.randomize_bn(zoo.ResNet8()), (3, 32, 32)),
     "dscnn": common.ModelSpec("DS-CNN (1x49x10, depthwise)", lambda: zoo.randomize_bn(zoo.DSCNN()), (1, 49, 10)),
 }
-COLUMNS = ("model", "cores", "lat us*", "old lat us*", "thru/s*", "old thru/s*", "bottleneck*", "drops*",
+COLUMNS = ("model", "cores", "lat us*", "old lat us*", "thru/s*", "old thru/s*", "bottleneck*", "drops*", "t/o*",
            "mJ/inf*", "emu on s", "emu off s", "on/off", "llvm s", "torch 1t s", "emu/torch", "exact")
 
 # The hand-set constants of the cycle model before issue 10 (tiling/resources.py at 29e1e34).
@@ -170,6 +170,7 @@ def bench(name: str, spec: common.ModelSpec, batch: int, repeat: int) -> Dict[st
         "bottleneck": full.bottleneck, "bottleneck_class": timing.bottleneck_class(t),
         "bottleneck_utilisation": t.bottleneck_utilisation if t else None,
         "predicted_drops": full.predicted_drops, "would_drop": dict(t.would_drop) if t else {},
+        "would_time_out": t.would_time_out if t else 0,
         "energy_j": full.modelled_energy_j, "packets_per_inference": full.packets_per_inference,
         "emulator_timed_s": float(np.median(emu_on)), "emulator_untimed_s": float(np.median(emu_off)),
         "llvm_s": llvm_s, "torch_1thread_s": torch_s, "bit_exact": exact,
@@ -187,6 +188,7 @@ CELLS = {
     "old thru/s*": lambda r: f"{r['old_throughput_per_s']:,.0f}",
     "bottleneck*": lambda r: f"{r['bottleneck']} ({r['bottleneck_utilisation']:.0%})",
     "drops*": lambda r: f"{r['predicted_drops']:,}",
+    "t/o*": lambda r: f"{r['would_time_out']:,}",
     "mJ/inf*": lambda r: f"{r['energy_j'] * 1e3:.3g}",
     "emu on s": lambda r: f"{r['emulator_timed_s']:.3f}",
     "emu off s": lambda r: f"{r['emulator_untimed_s']:.3f}",
@@ -203,7 +205,8 @@ LEGEND = (
     "gatherer's flush (on its 1 ms timer tick unless 32 events fill a message), host link out); thru = "
     "samples / duration of the timed batch; bottleneck = the busiest resource (its busy share); drops = "
     "packets a board would drop (waiting longer than the router's 1.8 us at a core or link, or a core's "
-    "256-packet receive ring full); mJ/inf = the toolchain's energy figures at the timed throughput; old = "
+    "256-packet receive ring full); t/o = partly received samples a core would release as lost (more than "
+    "the 20 ms lost-sample timeout between two of their packets); mJ/inf = the toolchain's energy figures at the timed throughput; old = "
     "the pre-issue-10 formula (hand-set cycle constants, 100 Mbit/s host link) on the same counted work.",
     "Measured on this host: emu on/off = the emulator's time for the batch with timing on/off; llvm = TVM's "
     "llvm build (float32, untuned, default threads); torch 1t = PyTorch eager, one thread; medians of "

@@ -39,7 +39,7 @@ def test_timed_results_are_bit_exact_and_one_sample_waits_for_the_gatherers_tick
     expected = timing.TICK_S + (timing.OUT_MSG_OVERHEAD_BYTES + 2 * 8) * _out_ps_per_byte(program) * 1e-12
     assert one.latency_first_s == pytest.approx(expected, abs=1e-10)  # ps per byte rounded
     assert one.messages_out == 1 and one.messages_in == 1  # 19 pairs: one input message
-    assert one.predicted_drops == 0
+    assert one.predicted_drops == 0 and one.would_time_out == 0
 
 
 def test_a_batch_is_bound_by_the_host_link_the_model_says(net, monkeypatch):
@@ -78,6 +78,28 @@ def test_a_core_slower_than_its_packets_is_the_bottleneck_and_its_drops_are_repo
     assert run.bottleneck == f"core {slow.label}" and 0.9 < run.bottleneck_utilisation <= 1.0
     assert run.would_drop["at cores (router wait)"] > 0 and run.predicted_drops > 0
     # the numbers themselves are still the kernels' (the emulator drops nothing)
+    np.testing.assert_array_equal(y, reference_forward(plan, x_q))
+
+
+def test_a_reducer_waiting_longer_than_the_lost_timeout_is_reported(net, monkeypatch):
+    """One column tile computes for about 0.1 s a sample: its reducer holds the other tiles'
+    partial sums for longer than the binding's 20 ms lost-sample timeout, which on a board
+    would release the sample as lost."""
+    plan, program, q, rng = net
+    slow = program.cores[0]
+    real = timing.core_cost_ps
+
+    def cost(kind, config):
+        c = real(kind, config)
+        if list(config) == list(slow.config):
+            c[timing.COST_FIELDS.index("mac")] = 10 ** 9  # 1 ms per MAC
+        return c
+
+    monkeypatch.setattr(timing, "core_cost_ps", cost)
+    board = EmulatedBoard(program, timed=True)
+    x_q = q.quantize_input(rng.normal(size=(3, 37)).astype(np.float32))
+    y = board.run(x_q)
+    assert board.last_timed.would_time_out >= 3  # each sample, at its reducer
     np.testing.assert_array_equal(y, reference_forward(plan, x_q))
 
 

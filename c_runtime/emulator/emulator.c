@@ -42,6 +42,8 @@ typedef struct {
                   void *ctx);
     uint32_t (*release)(core_t *c);
     spinn_counters_t *(*counters)(core_t *c);
+    int32_t (*rx_slot)(core_t *c); /* slot of the last packet received (SPINN_SLOT_LOST marked), or -1 */
+    int (*busy)(core_t *c, uint32_t slot);
 } kernel_ops_t;
 
 #define SPINN_EMU_KINDS 8u /* core kinds are 1..7 (spinn_emulator.h) */
@@ -217,7 +219,9 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     static uint32_t release_##name(core_t *c) {                                                           \
         return spinn_##name##_release_stale(&c->k.member, &c->slots, 0u, core_send_lost, c);              \
     }                                                                                                     \
-    static spinn_counters_t *counters_##name(core_t *c) { return &c->k.member.counters; }
+    static spinn_counters_t *counters_##name(core_t *c) { return &c->k.member.counters; }                 \
+    static int32_t rx_slot_##name(core_t *c) { return spinn_##name##_rx_slot(&c->k.member); }             \
+    static int busy_##name(core_t *c, uint32_t slot) { return spinn_##name##_busy(&c->k.member, slot); }
 
 EMU_KERNEL(dense_tile, tile)
 EMU_KERNEL(dense_reduce, reduce)
@@ -226,7 +230,8 @@ EMU_KERNEL(pool_tile, pool)
 EMU_KERNEL(add_tile, add)
 EMU_KERNEL(conv_reduce, conv_reduce)
 
-#define EMU_OPS(name) {workspace_##name, init_##name, packet_##name, release_##name, counters_##name}
+#define EMU_OPS(name)                                                                                      \
+    {workspace_##name, init_##name, packet_##name, release_##name, counters_##name, rx_slot_##name, busy_##name}
 static const kernel_ops_t KERNEL_OPS[SPINN_EMU_KINDS] = {
     [SPINN_CORE_DENSE_TILE] = EMU_OPS(dense_tile), [SPINN_CORE_DENSE_REDUCE] = EMU_OPS(dense_reduce),
     [SPINN_CORE_CONV] = EMU_OPS(conv_tile),        [SPINN_CORE_POOL] = EMU_OPS(pool_tile),
@@ -543,6 +548,26 @@ static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload, uin
     if (full) flush_output(emu, t_flush);
 }
 
+/* After a packet (timed runs): a slot that held part of a sample and waited longer than
+ * the binding's lost-sample timeout for this packet would have been released as lost on
+ * a board (the binding checks on its timer tick while its ring is empty: approximated by
+ * the gap between the two packets' processing). */
+static void track_slot(spinn_emu_t *emu, core_t *c) {
+    int32_t at = c->ops->rx_slot(c);
+    uint32_t s, bit;
+    if (at < 0) return;
+    s = (uint32_t)at & ~(uint32_t)SPINN_SLOT_LOST;
+    if (s >= SPINN_MAX_SLOTS) return;
+    bit = 1u << s;
+    if ((c->tm.slot_open & bit) && c->tm.t0 - c->tm.slot_last[s] > emu->tm.p[SPINN_TM_LOST_TIMEOUT_PS])
+        c->tm.timed_out++;
+    c->tm.slot_last[s] = c->tm.t0;
+    if (c->ops->busy(c, s))
+        c->tm.slot_open |= bit;
+    else
+        c->tm.slot_open &= ~bit;
+}
+
 static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, uint32_t payload, uint32_t marker,
                     uint64_t t) {
     int32_t idx = emu->core_at[chip * SPINN_CORES_PER_CHIP + p];
@@ -574,6 +599,7 @@ static void deliver(spinn_emu_t *emu, uint32_t chip, uint32_t p, uint32_t key, u
         rc = c->ops->packet(c, key, payload, (int)marker, core_send, core_send_lost, c);
         emu->sending = NULL;
         tm_core_end(&c->tm, c->counters, emu->n_pend, emu->pend_t);
+        track_slot(emu, c);
         for (j = 0; j < emu->n_pend && rc == 0; j++)
             rc = push(emu, c->chip, LOCAL, emu->pend[3u * j], emu->pend[3u * j + 1u], 0, emu->pend[3u * j + 2u],
                       emu->pend_t[j]);
@@ -1090,11 +1116,12 @@ void spinn_emu_set_sample_times(spinn_emu_t *emu, uint64_t *t_start, uint64_t *t
 
 void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
     const tm_t *tm = &emu->tm;
-    uint64_t late = 0, ring = 0, link_late = 0;
+    uint64_t late = 0, ring = 0, link_late = 0, timed_out = 0;
     uint32_t i;
     for (i = 0; i < emu->n_cores; i++) {
         late += emu->cores[i].tm.late;
         ring += emu->cores[i].tm.ring_full;
+        timed_out += emu->cores[i].tm.timed_out;
     }
     uint64_t horizon = tm->makespan;
     for (i = 0; i < emu->n_cores; i++) horizon = tm_max(horizon, emu->cores[i].tm.cpu_free);
@@ -1105,6 +1132,7 @@ void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
     horizon = tm_max(horizon, tm_max(tm->lpg_free, tm_max(tm->in_free, tm->out_free)));
     out[0] = tm->makespan;
     out[11] = horizon;
+    out[12] = timed_out;
     out[1] = tm->in_busy;
     out[2] = tm->out_busy;
     out[3] = tm->lpg_busy;
@@ -1124,6 +1152,7 @@ int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out) 
     out[0] = c->busy;
     out[1] = c->late;
     out[2] = c->ring_full;
+    out[3] = c->timed_out;
     return 0;
 }
 

@@ -54,7 +54,9 @@ typedef struct {
     uint64_t fiq_ps, event_ps;
     uint64_t n_rx;     /* packets in */
     uint32_t snap_macs_lo, snap_macs_hi, snap_blocks, snap_outputs, snap_computes; /* counters at t0 */
-    uint64_t late, ring_full;
+    uint64_t late, ring_full, timed_out;
+    uint32_t slot_open;                    /* bit s: slot s holds part of a sample */
+    uint64_t slot_last[SPINN_MAX_SLOTS];   /* when each slot's last packet was processed */
     uint64_t full_until;             /* the ring is full for FIQs before this time (found by the last check) */
     uint64_t cost[SPINN_COST_WORDS]; /* ps per unit, spinn_emulator.h SPINN_COST_* */
     uint64_t *rx_start;              /* TM_RX_RING: when each of the last packets' processing started */

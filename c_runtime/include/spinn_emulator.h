@@ -138,7 +138,8 @@ void spinn_emu_reset_counters(spinn_emu_t *emu);
 #define SPINN_TM_IN_CORE_PS 13u        /* the input source core's time per packet sent */
 #define SPINN_TM_BITS_PAYLOAD 14u      /* bits of a packet with payload on a link */
 #define SPINN_TM_BITS_NO_PAYLOAD 15u
-#define SPINN_TM_PARAMS 16u
+#define SPINN_TM_LOST_TIMEOUT_PS 16u   /* the binding's lost-sample timeout */
+#define SPINN_TM_PARAMS 17u
 /* Timing on (params[SPINN_TM_ON] != 0) or off for the next runs; -1 on bad input. */
 int spinn_emu_set_timing(spinn_emu_t *emu, const uint64_t *params, uint32_t n_params);
 int spinn_emu_set_core_cost(spinn_emu_t *emu, uint32_t core, const uint64_t *cost, uint32_t n_words);
@@ -149,10 +150,12 @@ void spinn_emu_set_sample_times(spinn_emu_t *emu, uint64_t *t_start, uint64_t *t
  * host), host-in busy, host-out busy, gatherer busy, input source cores' busy,
  * packets late at cores, ring overflows, packets late at links, packets late at the
  * gatherer, messages in, messages out, horizon (when the last resource fell idle: a
- * core may still work through packets it does not need after the last result)). */
-#define SPINN_TIMING_WORDS 12u
+ * core may still work through packets it does not need after the last result),
+ * partly received samples a core would have released as lost (a gap longer than the
+ * lost-sample timeout between two of their packets)). */
+#define SPINN_TIMING_WORDS 13u
 void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out);
-/* A core's busy ps, packets late at its FIQ, ring overflows (3 words). */
+/* A core's busy ps, packets late at its FIQ, ring overflows, samples it would time out (4 words). */
 int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out);
 /* Per chip router busy ps (n_chips), per link busy ps and late packets (n_chips * 6 each). */
 void spinn_emu_fabric_timing(const spinn_emu_t *emu, uint64_t *router_busy, uint64_t *link_busy,

@@ -115,6 +115,8 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
         ("bottleneck", stats.bottleneck + (f" ({stats.timed.bottleneck_utilisation:.0%} busy)" if stats.timed else ""),
          "modelled"),
         ("packets a board would drop", f"{stats.predicted_drops}" if stats.timed else "- (timing off)", "modelled"),
+        ("samples cores would time out", f"{stats.timed.would_time_out}" if stats.timed else "- (timing off)",
+         "modelled"),
         ("energy per inference", f"{stats.modelled_energy_j * 1e3:.3g} mJ", "modelled"),
         ("host link limit", f"{stats.host_link_limit_per_s:.0f} samples/s", "modelled"),
         ("emulator wall time", f"{stats.wall_seconds:.4f} s", "measured"),

@@ -261,10 +261,10 @@ class EmulatedBoard:
         self.timed = bool(on)
 
     def _timed_run(self, n: int, t_start: np.ndarray, t_done: np.ndarray) -> TimedRun:
-        totals = np.zeros(12, np.uint64)
+        totals = np.zeros(13, np.uint64)
         self._lib.spinn_emu_timing(self._emu, _ptr(totals, _u64p))
         core_busy, core_late, core_ring = {}, {}, {}
-        out = np.zeros(3, np.uint64)
+        out = np.zeros(4, np.uint64)
         for i, label in enumerate(self.core_labels):
             self._lib.spinn_emu_core_timing(self._emu, i, _ptr(out, _u64p))
             core_busy[label], core_late[label], core_ring[label] = float(out[0]), int(out[1]), int(out[2])

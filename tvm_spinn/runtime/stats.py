@@ -130,6 +130,9 @@ class RunStatistics:
         if self.predicted_drops:
             text += (f"; WARNING: a board would drop {self.predicted_drops} packets "
                      f"({', '.join(f'{k} {v}' for k, v in self.timed.would_drop.items() if v)})")
+        if self.timed and self.timed.would_time_out:
+            text += (f"; WARNING: cores would time out {self.timed.would_time_out} partly received samples "
+                     "(longer than the lost-sample timeout between two of their packets)")
         trouble = {k: v for k, v in self.provenance.items() if v and k in TROUBLE_COUNTERS}
         if self.lost_samples or trouble:
             text += f"; {self.lost_samples} samples lost; " + ", ".join(f"{k} {v}" for k, v in trouble.items())
@@ -260,4 +263,5 @@ def _combine_timed(runs: List[Optional[TimedRun]]) -> Optional[TimedRun]:
                     bottleneck=slowest.bottleneck, bottleneck_utilisation=slowest.bottleneck_utilisation,
                     would_drop={k: sum(r.would_drop.get(k, 0) for r in runs) for k in slowest.would_drop},
                     utilisation={k: v for r in runs for k, v in r.utilisation.items()},
-                    messages_in=sum(r.messages_in for r in runs), messages_out=sum(r.messages_out for r in runs))
+                    messages_in=sum(r.messages_in for r in runs), messages_out=sum(r.messages_out for r in runs),
+                    would_time_out=sum(r.would_time_out for r in runs))

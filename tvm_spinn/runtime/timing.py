@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..machine.graph import LOST_TIMEOUT_TICKS
 from ..tiling import cycle_model
 from ..tiling import resources as res
 
@@ -89,12 +90,12 @@ def host_in_bytes_per_s() -> float:
 
 
 def params(gatherer_chip: Tuple[int, int], on: bool = True) -> np.ndarray:
-    """uint64 (16,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
+    """uint64 (17,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
     out_rate = HOST_OUT_BYTES_PER_S_ETHERNET_CHIP if tuple(gatherer_chip) == (0, 0) else HOST_OUT_BYTES_PER_S_OTHER_CHIP
     p = [1 if on else 0, HOP_NS * 1e3, ROUTER_NS * 1e3, WAIT_NS * 1e3, 1e12 / LINK_BITS_PER_S,
          1e12 / host_in_bytes_per_s(), 1e12 / out_rate, IN_MSG_OVERHEAD_BYTES, OUT_MSG_OVERHEAD_BYTES,
          EVENTS_PER_IN_MSG, EVENTS_PER_OUT_MSG, TICK_S * 1e12, LPG_CYCLES * PS_PER_CYCLE,
-         IN_CORE_CYCLES * PS_PER_CYCLE, BITS_PAYLOAD, BITS_NO_PAYLOAD]
+         IN_CORE_CYCLES * PS_PER_CYCLE, BITS_PAYLOAD, BITS_NO_PAYLOAD, LOST_TIMEOUT_TICKS * TICK_S * 1e12]
     return np.array([round(v) for v in p], np.uint64)
 
 
@@ -116,7 +117,9 @@ class TimedRun:
     the host); utilisation: busy time / the time until the last resource fell idle, per resource ("core <label>", "link <x,y>:<l>", "router <x,y>",
     "host in", "host out", "gatherer", "input cores"); bottleneck: the most used one;
     would_drop: packets a board would drop (waiting beyond the router's limit at a core,
-    a link or the gatherer; a core's receive ring full)."""
+    a link or the gatherer; a core's receive ring full); would_time_out: partly received
+    samples a core would release as lost (a gap longer than the binding's lost-sample
+    timeout, machine.graph.LOST_TIMEOUT_TICKS, between two of their packets)."""
 
     samples: int
     duration_s: float
@@ -129,6 +132,7 @@ class TimedRun:
     utilisation: Dict[str, float] = field(default_factory=dict)
     messages_in: int = 0
     messages_out: int = 0
+    would_time_out: int = 0
 
     @property
     def predicted_drops(self) -> int:
@@ -175,7 +179,7 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
                     latency_first_s=float(lat[0]) if lat.size else 0.0,
                     throughput_per_s=samples / duration if duration > 0 else float("inf"),
                     bottleneck=bottleneck, bottleneck_utilisation=top, would_drop=would_drop, utilisation=util,
-                    messages_in=int(totals[9]), messages_out=int(totals[10]))
+                    messages_in=int(totals[9]), messages_out=int(totals[10]), would_time_out=int(totals[12]))
 
 
 def bottleneck_class(run: Optional[TimedRun]) -> str:
