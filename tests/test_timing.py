@@ -23,6 +23,22 @@ def _out_ps_per_byte(program) -> float:
                    else timing.HOST_OUT_BYTES_PER_S_OTHER_CHIP)
 
 
+def _slow_core(monkeypatch, program, field, scale=1, value=None):
+    """Give the program's first core a dearer cost field (ps per unit): times scale, or value."""
+    slow = program.cores[0]
+    real = timing.core_cost_ps
+
+    def cost(kind, config):
+        c = real(kind, config)
+        if list(config) == list(slow.config):
+            i = timing.COST_FIELDS.index(field)
+            c[i] = c[i] * scale if value is None else value
+        return c
+
+    monkeypatch.setattr(timing, "core_cost_ps", cost)
+    return slow
+
+
 def test_timed_results_are_bit_exact_and_one_sample_waits_for_the_gatherers_tick(net):
     plan, program, q, rng = net
     x_q = q.quantize_input(rng.normal(size=(40, 37)).astype(np.float32))
@@ -61,16 +77,7 @@ def test_a_batch_is_bound_by_the_host_link_the_model_says(net, monkeypatch):
 
 def test_a_core_slower_than_its_packets_is_the_bottleneck_and_its_drops_are_reported(net, monkeypatch):
     plan, program, q, rng = net
-    slow = program.cores[0]
-    real = timing.core_cost_ps
-
-    def cost(kind, config):
-        c = real(kind, config)
-        if list(config) == list(slow.config):
-            c[timing.COST_FIELDS.index("fiq")] *= 50  # about 20 us per packet: input packets come every 0.4 us
-        return c
-
-    monkeypatch.setattr(timing, "core_cost_ps", cost)
+    slow = _slow_core(monkeypatch, program, "fiq", scale=50)  # about 20 us a packet: they come every 0.4 us
     board = EmulatedBoard(program, timed=True)
     x_q = q.quantize_input(rng.normal(size=(32, 37)).astype(np.float32))
     y = board.run(x_q)
@@ -86,16 +93,7 @@ def test_a_reducer_waiting_longer_than_the_lost_timeout_is_reported(net, monkeyp
     partial sums for longer than the binding's 20 ms lost-sample timeout, which on a board
     would release the sample as lost."""
     plan, program, q, rng = net
-    slow = program.cores[0]
-    real = timing.core_cost_ps
-
-    def cost(kind, config):
-        c = real(kind, config)
-        if list(config) == list(slow.config):
-            c[timing.COST_FIELDS.index("mac")] = 10 ** 9  # 1 ms per MAC
-        return c
-
-    monkeypatch.setattr(timing, "core_cost_ps", cost)
+    _slow_core(monkeypatch, program, "mac", value=10 ** 9)  # 1 ms per MAC
     board = EmulatedBoard(program, timed=True)
     x_q = q.quantize_input(rng.normal(size=(3, 37)).astype(np.float32))
     y = board.run(x_q)
