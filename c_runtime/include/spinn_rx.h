@@ -41,15 +41,19 @@ static inline int32_t spinn_match_entry(const uint32_t *table, uint32_t n_entrie
 /* 1 if no key can match two of the entries (then the first match is the only
  * one, and a kernel may try the entry its last packet matched first); 0 if some
  * may, or the table is too long to check at start-up. */
-static inline uint32_t spinn_rx_disjoint(const uint32_t *table, uint32_t n_entries) {
+static inline uint32_t spinn_match_disjoint(const uint32_t *table, uint32_t n_entries, uint32_t stride) {
     uint32_t i, j;
     if (n_entries > 256u) return 0;
     for (i = 0; i < n_entries; i++)
         for (j = i + 1u; j < n_entries; j++) {
-            const uint32_t *a = table + i * SPINN_RX_WORDS, *b = table + j * SPINN_RX_WORDS;
-            if (((a[SPINN_RX_KEY] ^ b[SPINN_RX_KEY]) & a[SPINN_RX_MASK] & b[SPINN_RX_MASK]) == 0u) return 0;
+            const uint32_t *a = table + i * stride, *b = table + j * stride;
+            if (((a[0] ^ b[0]) & a[1] & b[1]) == 0u) return 0;
         }
     return 1;
+}
+
+static inline uint32_t spinn_rx_disjoint(const uint32_t *table, uint32_t n_entries) {
+    return spinn_match_disjoint(table, n_entries, SPINN_RX_WORDS);
 }
 
 static inline int32_t spinn_rx_match(const uint32_t *table, uint32_t n_entries, uint32_t key) {

@@ -461,6 +461,82 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
     return spinn_stream_trigger(st, slot, ready);
 }
 
+/* The receive state of spinn_tensor_receive_rc (pool and add tiles; the conv
+ * tile keeps the plain table path: ITCM), set by spinn_trx_prepare. */
+typedef struct {
+    const uint32_t *rx;          /* the receive entries */
+    uint32_t rx_n, rx_disjoint;  /* entries; no key can match two of them */
+    int16_t *rx_buffers[2];      /* each input's slot 0 (copied: a kernel's state may move) */
+    uint32_t rx_slot_stride;     /* int16 values per slot of an input */
+    uint32_t rx_rows_per_buffer; /* stream rows of each input */
+    /* the row the last packet outside spinn_tensor_receive's fast path went to
+     * (spinn_trx_row_fill): its keys are those with (key & rc_mask) == rc_key;
+     * pair p stores both its values at rc_base + 2 (p - rc_plo) if p - rc_plo < rc_pn */
+    uint32_t rc_mask, rc_key, rc_pmask, rc_plo, rc_pn, rc_slot;
+    int16_t *rc_base;
+    volatile uint32_t *rc_count; /* the row's count */
+} spinn_trx_rows_t;
+
+/* Receive entries rx[0 .. n_rx) (valid) for spinn_tensor_receive_rc. buffers:
+ * each input's slot 0 (n_buffers of them, 1 or 2); slot_stride: int16 values per
+ * slot of an input; rows_per_buffer: stream rows of each input. */
+static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, uint32_t n_rx,
+                                     int16_t *const *buffers, uint32_t n_buffers, uint32_t slot_stride,
+                                     uint32_t rows_per_buffer) {
+    t->rx = rx;
+    t->rx_n = n_rx;
+    t->rx_buffers[0] = buffers[0];
+    t->rx_buffers[1] = n_buffers > 1u ? buffers[1] : buffers[0];
+    t->rx_slot_stride = slot_stride;
+    t->rx_rows_per_buffer = rows_per_buffer;
+    t->rx_disjoint = spinn_match_disjoint(rx, n_rx, SPINN_TRX_WORDS);
+    t->rc_mask = 0u; /* no row yet: matches no key */
+    t->rc_key = 1u;
+    t->rc_pmask = t->rc_plo = t->rc_pn = t->rc_slot = 0u;
+    t->rc_base = 0;
+    t->rc_count = 0;
+}
+
+/* Remember the row (slot, channel, row of the entry) of a key that matched
+ * `entry` (of a disjoint table: then every key of the row matches only it), if
+ * the row is a value row inside the buffer block: which of its pairs store both
+ * values, and where. */
+static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t *st, const uint32_t *entry,
+                                      uint32_t key) {
+    uint32_t local = key & ~entry[SPINN_TRX_MASK];
+    uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT], c_shift = entry[SPINN_TRX_C_SHIFT];
+    uint32_t h_shift = entry[SPINN_TRX_H_SHIFT], p_mask = (1u << h_shift) - 1u;
+    uint32_t s = local >> s_shift, nw = entry[SPINN_TRX_DST_NW], b = entry[SPINN_TRX_BUFFER];
+    uint32_t dc = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u)) -
+                  entry[SPINN_TRX_DST_C0];
+    uint32_t dh = entry[SPINN_TRX_SRC_H0] + ((local >> h_shift) & ((1u << (c_shift - h_shift)) - 1u)) -
+                  entry[SPINN_TRX_DST_H0];
+    /* values: all at most SPINN_MAX_DIM, so int32 holds every step */
+    int32_t w_off = (int32_t)entry[SPINN_TRX_SRC_W0] - (int32_t)entry[SPINN_TRX_DST_W0];
+    int32_t room = (int32_t)nw - 2 - w_off, lo, hi;
+    if (s >= st->n_slots || dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return;
+    /* pair p stores both values iff 2p + 1 < src_nw and 0 <= 2p + w_off <= nw - 2 */
+    lo = w_off >= 0 ? 0 : (1 - w_off) >> 1;
+    hi = room < 0 ? 0 : (room >> 1) + 1;
+    if (hi > (int32_t)(entry[SPINN_TRX_SRC_NW] >> 1)) hi = (int32_t)(entry[SPINN_TRX_SRC_NW] >> 1);
+    if (hi <= lo) return; /* no pair of the row is whole in the block */
+    t->rc_mask = entry[SPINN_TRX_MASK] | ~p_mask;
+    t->rc_key = key & t->rc_mask;
+    t->rc_pmask = p_mask;
+    t->rc_plo = (uint32_t)lo;
+    t->rc_pn = (uint32_t)(hi - lo);
+    t->rc_slot = s;
+    t->rc_base = t->rx_buffers[b] + s * t->rx_slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw +
+                  (uint32_t)(2 * lo + w_off);
+    t->rc_count = st->counts + s * st->n_rows + dh + b * t->rx_rows_per_buffer;
+}
+
+/* The receive path every tensor kernel shares: match the key (first matching
+ * entry), store its values into the entry's buffer of the slot (spinn_trx_store),
+ * count them against their input row (the rows of buffer 1 follow buffer 0's:
+ * + rows_per_buffer), and return the slot if its next output row became
+ * computable and no compute is pending for it (spinn_stream_trigger); else -1.
+ */
 static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, uint32_t key, uint32_t payload,
                                            int16_t *const *buffers, uint32_t slot_stride,
                                            uint32_t rows_per_buffer, spinn_stream_t *st,
@@ -486,6 +562,50 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
                               kernel);
     if (lost) st->rx_slot |= SPINN_SLOT_LOST;
     return r;
+}
+
+/* spinn_tensor_receive with the table, buffers and strides spinn_trx_prepare stored;
+ * remembers the packet's row (a disjoint table) for spinn_tensor_receive_rc. */
+static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_general(
+    spinn_trx_rows_t *t, spinn_stream_t *st, spinn_counters_t *counters, uint32_t key, uint32_t payload, spinn_row_ready_fn row_ready,
+    const void *kernel) {
+    if (t->rx_disjoint) { /* remember the packet's row */
+        int32_t e = spinn_trx_match(t->rx, t->rx_n, key);
+        if (e >= 0) spinn_trx_row_fill(t, st, t->rx + (uint32_t)e * SPINN_TRX_WORDS, key);
+    }
+    return spinn_tensor_receive(t->rx, t->rx_n, key, payload, t->rx_buffers, t->rx_slot_stride,
+                                t->rx_rows_per_buffer, st, counters, row_ready, kernel);
+}
+
+/* spinn_tensor_receive after spinn_trx_prepare, with a fast path: a pair of the
+ * row the last general packet went to (spinn_trx_row_fill), both values in the
+ * block, that completes neither its row nor its slot's sample (those packets,
+ * and all others, take spinn_tensor_receive). */
+static inline __attribute__((always_inline)) int32_t spinn_tensor_receive_rc(spinn_trx_rows_t *t,
+                                                                             spinn_stream_t *st,
+                                                                             spinn_counters_t *counters,
+                                                                             uint32_t key, uint32_t payload,
+                                                                             spinn_row_ready_fn row_ready,
+                                                                             const void *kernel) {
+    if ((key & t->rc_mask) == t->rc_key) {
+        uint32_t p = (key & t->rc_pmask) - t->rc_plo;
+        if (p < t->rc_pn) {
+            uint32_t slot = t->rc_slot;
+            volatile uint32_t *c = t->rc_count;
+            uint32_t count = *c + 2u, received = st->received[slot] + 2u;
+            if (count != st->row_values && received != st->total_values) {
+                int16_t *b = t->rc_base + (p << 1);
+                b[0] = (int16_t)spinn_lo16(payload);
+                b[1] = (int16_t)spinn_hi16(payload);
+                counters->packets_in++;
+                st->rx_slot = (int32_t)slot;
+                *c = count;
+                st->received[slot] = received;
+                return -1; /* ready 0: spinn_stream_trigger's -1 */
+            }
+        }
+    }
+    return spinn_tensor_receive_general(t, st, counters, key, payload, row_ready, kernel);
 }
 
 /* The sample in the slot has left this tile: free the slot for the next one. */
@@ -774,6 +894,7 @@ typedef struct {
     const uint32_t *rx;
     int16_t *inputs; /* n_slots x n_c x n_ih x in_w */
     spinn_stream_t st;
+    spinn_trx_rows_t rxr; /* spinn_tensor_receive_rc */
     spinn_counters_t counters;
 } spinn_pool_tile_t;
 
@@ -785,6 +906,7 @@ typedef struct {
     const uint32_t *rx, *table; /* table: tanh / sigmoid only */
     int16_t *inputs[2]; /* a and b: n_slots x n_c x n_h x w each */
     spinn_stream_t st;  /* rows: a's n_h then b's n_h */
+    spinn_trx_rows_t rxr; /* spinn_tensor_receive_rc */
     spinn_counters_t counters;
 } spinn_add_tile_t;
 

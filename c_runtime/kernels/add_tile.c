@@ -70,6 +70,7 @@ int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_wor
     s->inputs[1] = (int16_t *)(ws + l.input_bytes);
     spinn_stream_init(&s->st, (uint32_t *)(ws + 2u * l.input_bytes), s->n_slots, 2u * s->n_h, s->n_c * s->w,
                       s->n_h);
+    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, s->inputs, 2u, s->n_c * s->n_h * s->w, s->n_h);
     return 0;
 }
 
@@ -81,9 +82,7 @@ static int row_ready(const void *kernel, uint32_t slot, uint32_t r) {
 }
 
 int32_t spinn_add_tile_receive(spinn_add_tile_t *s, uint32_t key, uint32_t payload) {
-    int16_t *const *bufs = s->inputs;
-    return spinn_tensor_receive(s->rx, s->n_rx, key, payload, bufs, s->n_c * s->n_h * s->w, s->n_h, &s->st,
-                                &s->counters, row_ready, s);
+    return spinn_tensor_receive_rc(&s->rxr, &s->st, &s->counters, key, payload, row_ready, s);
 }
 
 static int32_t add_value(spinn_add_tile_t *s, int32_t a, int32_t b) {

@@ -67,6 +67,7 @@ int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->inputs = (int16_t *)ws;
     spinn_stream_init(&s->st, (uint32_t *)(ws + l.inputs_bytes), s->n_slots, s->n_ih, s->n_c * s->pool.in_w,
                       s->n_oh);
+    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, &s->inputs, 1u, s->n_c * s->n_ih * s->pool.in_w, 0u);
     return 0;
 }
 
@@ -77,10 +78,7 @@ static int row_ready(const void *kernel, uint32_t slot, uint32_t r) {
 }
 
 int32_t spinn_pool_tile_receive(spinn_pool_tile_t *s, uint32_t key, uint32_t payload) {
-    int16_t *bufs[1];
-    bufs[0] = s->inputs;
-    return spinn_tensor_receive(s->rx, s->n_rx, key, payload, bufs, s->n_c * s->n_ih * s->pool.in_w, 0u, &s->st,
-                                &s->counters, row_ready, s);
+    return spinn_tensor_receive_rc(&s->rxr, &s->st, &s->counters, key, payload, row_ready, s);
 }
 
 /* Compute local output row r of the slot and send it (see conv_row). */
