@@ -230,6 +230,7 @@ static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) 
     volatile uint *const vic_regs = (volatile uint *)VIC_BASE;
     if (!(vic_regs[VIC_ENABLE] & (1u << CC_TMT_INT))) {
         cc_regs[CC_TCR] = SPINN_CC_TCR_MC_PAYLOAD; /* also clears the sticky full bit */
+        (void)cc_regs[CC_TCR];                    /* as spin1_send_packet: a read-after-write hazard on CC_TCR */
         if (!(cc_regs[CC_TCR] & SPINN_CC_TX_FULL)) {
             cc_regs[CC_TXDATA] = payload;
             cc_regs[CC_TXKEY] = key;
