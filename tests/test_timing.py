@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.test_emulator import _network, reference_forward
+from tvm_spinn.errors import EmulatorError
 from tvm_spinn.runtime import timing
 from tvm_spinn.runtime.emulator import EmulatedBoard
 from tvm_spinn.tiling import resources as res
@@ -107,3 +108,6 @@ def test_timing_off_by_environment(net, monkeypatch):
     board = EmulatedBoard(program)
     board.run(q.quantize_input(rng.normal(size=(4, 37)).astype(np.float32)))
     assert not board.timed and board.last_timed is None
+    monkeypatch.setenv("TVM_SPINN_TIMING", "maybe")
+    with pytest.raises(EmulatorError, match="TVM_SPINN_TIMING='maybe': use one of 1, on"):
+        EmulatedBoard(program)

@@ -98,9 +98,21 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
+TIMING_ENV = "TVM_SPINN_TIMING"
+_ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+
+
 def timing_default() -> bool:
-    """Timed emulation unless TVM_SPINN_TIMING is 0/off/false."""
-    return os.environ.get("TVM_SPINN_TIMING", "1").strip().lower() not in ("0", "off", "false", "no")
+    """Timed emulation unless TVM_SPINN_TIMING says 0/off/false/no (unset or empty: on).
+
+    Raises EmulatorError for any other value, naming the ones it takes."""
+    value = os.environ.get(TIMING_ENV, "").strip().lower()
+    if value in _OFF:
+        return False
+    if value in _ON or value == "":
+        return True
+    raise EmulatorError(f"{TIMING_ENV}={os.environ[TIMING_ENV]!r}: use one of {', '.join(_ON + _OFF)} "
+                        "(timed emulation on or off)")
 
 
 def _ptr(a: np.ndarray, ptype):
