@@ -114,6 +114,10 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
         (f"board throughput ({how})", f"{stats.modelled_throughput_per_s:.0f} samples/s", "modelled"),
         ("bottleneck", stats.bottleneck + (f" ({stats.timed.bottleneck_utilisation:.0%} busy)" if stats.timed else ""),
          "modelled"),
+        ("busiest resources", ", ".join(f"{k} {v:.0%}" for k, v in stats.timed.top(3)) if stats.timed else "-",
+         "modelled"),
+        ("busiest link", next((f"{k} {v:.0%}" for k, v in stats.timed.top(len(stats.timed.utilisation))
+                               if k.startswith("link")), "none used") if stats.timed else "-", "modelled"),
         ("packets a board would drop", f"{stats.predicted_drops}" if stats.timed else "- (timing off)", "modelled"),
         ("samples cores would time out", f"{stats.timed.would_time_out}" if stats.timed else "- (timing off)",
          "modelled"),

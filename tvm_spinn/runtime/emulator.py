@@ -288,7 +288,7 @@ class EmulatedBoard:
         link_busy = {f"{names[i // LINKS]}:{i % LINKS}": float(v) for i, v in enumerate(links) if v}
         router_busy = {names[i]: float(v) for i, v in enumerate(router) if v}
         return timing.summarise(n, t_start, t_done, totals, core_busy, core_late, core_ring, link_busy,
-                                int(late.sum()), router_busy)
+                                int(late.sum()), router_busy, self.n_slots)
 
     # -- fault injection (tests, the board double) --------------------------------------
     def drop_packet(self, nth: Optional[int]) -> None:

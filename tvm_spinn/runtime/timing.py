@@ -115,7 +115,8 @@ class TimedRun:
     latency_s: mean time from a sample's first byte leaving the host to its last result
     arriving there (s); throughput_per_s: samples / the run's duration (the last result at
     the host); utilisation: busy time / the time until the last resource fell idle, per resource ("core <label>", "link <x,y>:<l>", "router <x,y>",
-    "host in", "host out", "gatherer", "input cores"); bottleneck: the most used one;
+    "host in", "host out", "gatherer", "input cores"); bottleneck: the most used one, or
+    "sample window (...)" when none is 80% busy (the host waits on results, n_slots in flight);
     would_drop: packets a board would drop (waiting beyond the router's limit at a core,
     a link or the gatherer; a core's receive ring full); would_time_out: partly received
     samples a core would release as lost (a gap longer than the binding's lost-sample
@@ -148,14 +149,22 @@ class TimedRun:
 
 
 def _kind_of_resource(name: str) -> str:
+    if name.startswith("sample window"):
+        return "window"
     return "core" if name.startswith(("core", "gatherer", "input")) else "link" if name.startswith(
         ("link", "router")) else "host"
 
 
+# Below this share of busy time for every resource, a run is bound by its sample window.
+WINDOW_BOUND_UTILISATION = 0.8
+
+
 def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.ndarray,
               core_busy: Dict[str, float], core_late: Dict[str, int], core_ring: Dict[str, int],
-              link_busy: Dict[str, float], link_late: int, router_busy: Dict[str, float]) -> TimedRun:
-    """A TimedRun from the emulator's timing words (ps; see spinn_emulator.h)."""
+              link_busy: Dict[str, float], link_late: int, router_busy: Dict[str, float],
+              n_slots: int = 4) -> TimedRun:
+    """A TimedRun from the emulator's timing words (ps; see spinn_emulator.h); n_slots: the
+    samples the host keeps in flight (when no resource is near full, the window binds)."""
     duration = float(totals[0]) * 1e-12
     horizon = float(totals[11]) * 1e-12  # utilisation: over all the time anything was busy
     lat = (t_done.astype(np.float64) - t_start.astype(np.float64)) * 1e-12 if samples else np.zeros(0)
@@ -172,6 +181,9 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
         for name, busy in router_busy.items():
             util[f"router {name}"] = busy * 1e-12 / horizon
     bottleneck, top = max(util.items(), key=lambda kv: kv[1]) if util else ("", 0.0)
+    if samples > n_slots and top < WINDOW_BOUND_UTILISATION:
+        # nothing is near full: the host waits for results, n_slots samples in flight at a time
+        bottleneck = f"sample window ({n_slots} in flight; busiest: {bottleneck})"
     would_drop = {"at cores (router wait)": int(sum(core_late.values())),
                   "core receive ring full": int(sum(core_ring.values())),
                   "at links (router wait)": int(link_late), "at the gatherer": int(totals[8])}
@@ -183,5 +195,5 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
 
 
 def bottleneck_class(run: Optional[TimedRun]) -> str:
-    """"core", "link" or "host": what kind of resource binds a timed run."""
+    """"core", "link", "host" or "window" (the samples in flight): what binds a timed run."""
     return _kind_of_resource(run.bottleneck) if run and run.bottleneck else ""
