@@ -461,8 +461,8 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
     return spinn_stream_trigger(st, slot, ready);
 }
 
-/* The receive state of spinn_tensor_receive_rc (pool and add tiles; the conv
- * tile keeps the plain table path: ITCM), set by spinn_trx_prepare. */
+/* The receive state of spinn_tensor_receive_rc (conv, pool and add tiles), set
+ * by spinn_trx_prepare. */
 typedef struct {
     const uint32_t *rx;          /* the receive entries */
     uint32_t rx_n, rx_disjoint;  /* entries; no key can match two of them */
@@ -883,6 +883,7 @@ typedef struct {
     int16_t *conv_out;        /* n_slots x n_oc x n_oh x out_w conv outputs */
     uint32_t *pool_next;      /* per slot: next local pool row to send */
     spinn_stream_t st;
+    spinn_trx_rows_t rxr; /* spinn_tensor_receive_rc */
     spinn_counters_t counters;
 } spinn_conv_tile_t;
 
