@@ -461,18 +461,22 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
     return spinn_stream_trigger(st, slot, ready);
 }
 
-/* The receive state of spinn_tensor_receive_rc (pool and add tiles; the conv
- * tile keeps the plain table path: ITCM), set by spinn_trx_prepare. */
+/* The receive state of spinn_tensor_receive_rc (conv, pool and add tiles), set
+ * by spinn_trx_prepare. */
 typedef struct {
     const uint32_t *rx;          /* the receive entries */
     uint32_t rx_n, rx_disjoint;  /* entries; no key can match two of them */
     int16_t *rx_buffers[2];      /* each input's slot 0 (copied: a kernel's state may move) */
     uint32_t rx_slot_stride;     /* int16 values per slot of an input */
     uint32_t rx_rows_per_buffer; /* stream rows of each input */
-    /* the row the last packet outside spinn_tensor_receive's fast path went to
-     * (spinn_trx_row_fill): its keys are those with (key & rc_mask) == rc_key;
-     * pair p stores both its values at rc_base + 2 (p - rc_plo) if p - rc_plo < rc_pn */
-    uint32_t rc_mask, rc_key, rc_pmask, rc_plo, rc_pn, rc_slot;
+    /* the row the last packet outside spinn_tensor_receive_rc's fast path went
+     * to (spinn_trx_row_fill), or one of the rows after it: a key k of the row
+     * stores both its values at rc_base + 2 (k - rc_key) if k - rc_key < rc_pn
+     * (rc_key: the row's key of its first such pair; unsigned: other keys give
+     * rc_pn or more). The row's next row (same slot and channel) has the keys
+     * rc_step further, rc_nw values further in the buffer, the next count: one
+     * of the rc_rows rows after this one that lie in the block and key field. */
+    uint32_t rc_key, rc_pn, rc_step, rc_rows, rc_nw, rc_slot;
     int16_t *rc_base;
     volatile uint32_t *rc_count; /* the row's count */
 } spinn_trx_rows_t;
@@ -490,9 +494,8 @@ static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, ui
     t->rx_slot_stride = slot_stride;
     t->rx_rows_per_buffer = rows_per_buffer;
     t->rx_disjoint = spinn_match_disjoint(rx, n_rx, SPINN_TRX_WORDS);
-    t->rc_mask = 0u; /* no row yet: matches no key */
-    t->rc_key = 1u;
-    t->rc_pmask = t->rc_plo = t->rc_pn = t->rc_slot = 0u;
+    t->rc_pn = 0u; /* no row yet: matches no key */
+    t->rc_key = t->rc_step = t->rc_rows = t->rc_nw = t->rc_slot = 0u;
     t->rc_base = 0;
     t->rc_count = 0;
 }
@@ -509,8 +512,8 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     uint32_t s = local >> s_shift, nw = entry[SPINN_TRX_DST_NW], b = entry[SPINN_TRX_BUFFER];
     uint32_t dc = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u)) -
                   entry[SPINN_TRX_DST_C0];
-    uint32_t dh = entry[SPINN_TRX_SRC_H0] + ((local >> h_shift) & ((1u << (c_shift - h_shift)) - 1u)) -
-                  entry[SPINN_TRX_DST_H0];
+    uint32_t h_max = (1u << (c_shift - h_shift)) - 1u, h_local = (local >> h_shift) & h_max;
+    uint32_t dh = entry[SPINN_TRX_SRC_H0] + h_local - entry[SPINN_TRX_DST_H0];
     /* values: all at most SPINN_MAX_DIM, so int32 holds every step */
     int32_t w_off = (int32_t)entry[SPINN_TRX_SRC_W0] - (int32_t)entry[SPINN_TRX_DST_W0];
     int32_t room = (int32_t)nw - 2 - w_off, lo, hi;
@@ -519,12 +522,16 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     lo = w_off >= 0 ? 0 : (1 - w_off) >> 1;
     hi = room < 0 ? 0 : (room >> 1) + 1;
     if (hi > (int32_t)(entry[SPINN_TRX_SRC_NW] >> 1)) hi = (int32_t)(entry[SPINN_TRX_SRC_NW] >> 1);
+    /* pairs the field holds (so no key of another row is within rc_pn of rc_key) */
+    if (h_shift < 16u && hi > (int32_t)(1u << h_shift)) hi = (int32_t)(1u << h_shift);
     if (hi <= lo) return; /* no pair of the row is whole in the block */
-    t->rc_mask = entry[SPINN_TRX_MASK] | ~p_mask;
-    t->rc_key = key & t->rc_mask;
-    t->rc_pmask = p_mask;
-    t->rc_plo = (uint32_t)lo;
+    t->rc_key = (key & ~p_mask) + (uint32_t)lo;
     t->rc_pn = (uint32_t)(hi - lo);
+    t->rc_step = p_mask + 1u;
+    /* rows after this one of the block whose row field does not carry */
+    t->rc_rows = entry[SPINN_TRX_DST_NH] - 1u - dh;
+    if (t->rc_rows > h_max - h_local) t->rc_rows = h_max - h_local;
+    t->rc_nw = nw;
     t->rc_slot = s;
     t->rc_base = t->rx_buffers[b] + s * t->rx_slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw +
                   (uint32_t)(2 * lo + w_off);
@@ -536,12 +543,14 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
  * count them against their input row (the rows of buffer 1 follow buffer 0's:
  * + rows_per_buffer), and return the slot if its next output row became
  * computable and no compute is pending for it (spinn_stream_trigger); else -1.
+ * With a spinn_trx_prepare'd t (else 0) whose table is disjoint, the packet's
+ * row is remembered for spinn_tensor_receive_rc (spinn_trx_row_fill) first.
  */
 static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, uint32_t key, uint32_t payload,
                                            int16_t *const *buffers, uint32_t slot_stride,
                                            uint32_t rows_per_buffer, spinn_stream_t *st,
                                            spinn_counters_t *counters, spinn_row_ready_fn row_ready,
-                                           const void *kernel) {
+                                           const void *kernel, spinn_trx_rows_t *t) {
     int32_t e = spinn_trx_match(rx, n_rx, key), n, r;
     const uint32_t *entry;
     uint32_t slot, row, lost = 0u;
@@ -552,6 +561,7 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
         return -1;
     }
     entry = rx + (uint32_t)e * SPINN_TRX_WORDS;
+    if (t && t->rx_disjoint) spinn_trx_row_fill(t, st, entry, key);
     n = spinn_trx_store(entry, key, payload, buffers, slot_stride, st->n_slots, &slot, &row, &lost);
     if (n < 0) {
         counters->dropped++;
@@ -569,40 +579,43 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
 static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_general(
     spinn_trx_rows_t *t, spinn_stream_t *st, spinn_counters_t *counters, uint32_t key, uint32_t payload, spinn_row_ready_fn row_ready,
     const void *kernel) {
-    if (t->rx_disjoint) { /* remember the packet's row */
-        int32_t e = spinn_trx_match(t->rx, t->rx_n, key);
-        if (e >= 0) spinn_trx_row_fill(t, st, t->rx + (uint32_t)e * SPINN_TRX_WORDS, key);
-    }
     return spinn_tensor_receive(t->rx, t->rx_n, key, payload, t->rx_buffers, t->rx_slot_stride,
-                                t->rx_rows_per_buffer, st, counters, row_ready, kernel);
+                                t->rx_rows_per_buffer, st, counters, row_ready, kernel, t);
 }
 
 /* spinn_tensor_receive after spinn_trx_prepare, with a fast path: a pair of the
- * row the last general packet went to (spinn_trx_row_fill), both values in the
- * block, that completes neither its row nor its slot's sample (those packets,
- * and all others, take spinn_tensor_receive). */
+ * row the last general packet went to (spinn_trx_row_fill) or of a row after it
+ * in the same slot and channel (a pair of the next row moves the remembered row
+ * on by one), both values in the block, that completes neither its row nor its
+ * slot's sample (those packets, and all others, take spinn_tensor_receive). */
 static inline __attribute__((always_inline)) int32_t spinn_tensor_receive_rc(spinn_trx_rows_t *t,
                                                                              spinn_stream_t *st,
                                                                              spinn_counters_t *counters,
                                                                              uint32_t key, uint32_t payload,
                                                                              spinn_row_ready_fn row_ready,
                                                                              const void *kernel) {
-    if ((key & t->rc_mask) == t->rc_key) {
-        uint32_t p = (key & t->rc_pmask) - t->rc_plo;
-        if (p < t->rc_pn) {
-            uint32_t slot = t->rc_slot;
-            volatile uint32_t *c = t->rc_count;
-            uint32_t count = *c + 2u, received = st->received[slot] + 2u;
-            if (count != st->row_values && received != st->total_values) {
-                int16_t *b = t->rc_base + (p << 1);
-                b[0] = (int16_t)spinn_lo16(payload);
-                b[1] = (int16_t)spinn_hi16(payload);
-                counters->packets_in++;
-                st->rx_slot = (int32_t)slot;
-                *c = count;
-                st->received[slot] = received;
-                return -1; /* ready 0: spinn_stream_trigger's -1 */
-            }
+    uint32_t p = key - t->rc_key;
+    if (p >= t->rc_pn && p - t->rc_step < t->rc_pn && t->rc_rows != 0u) {
+        /* the next row's (the table is disjoint: its keys match the same entry) */
+        p -= t->rc_step;
+        t->rc_key += t->rc_step;
+        t->rc_rows--;
+        t->rc_base += t->rc_nw;
+        t->rc_count++;
+    }
+    if (p < t->rc_pn) {
+        uint32_t slot = t->rc_slot;
+        volatile uint32_t *c = t->rc_count;
+        uint32_t count = *c + 2u, received = st->received[slot] + 2u;
+        if (count != st->row_values && received != st->total_values) {
+            int16_t *b = t->rc_base + (p << 1);
+            b[0] = (int16_t)spinn_lo16(payload);
+            b[1] = (int16_t)spinn_hi16(payload);
+            counters->packets_in++;
+            st->rx_slot = (int32_t)slot;
+            *c = count;
+            st->received[slot] = received;
+            return -1; /* ready 0: spinn_stream_trigger's -1 */
         }
     }
     return spinn_tensor_receive_general(t, st, counters, key, payload, row_ready, kernel);
@@ -883,6 +896,7 @@ typedef struct {
     int16_t *conv_out;        /* n_slots x n_oc x n_oh x out_w conv outputs */
     uint32_t *pool_next;      /* per slot: next local pool row to send */
     spinn_stream_t st;
+    spinn_trx_rows_t rxr; /* spinn_tensor_receive_rc */
     spinn_counters_t counters;
 } spinn_conv_tile_t;
 

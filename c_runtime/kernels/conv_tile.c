@@ -210,6 +210,7 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     ws += l.stream_bytes;
     s->conv_out = (int16_t *)ws; /* pooled mode only (else no bytes) */
     s->pool_next = (uint32_t *)(ws + l.conv_out_bytes);
+    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, &s->inputs, 1u, s->n_ic * s->n_ih * s->in_w, 0u);
     return 0;
 }
 
@@ -220,10 +221,7 @@ static int row_ready(const void *kernel, uint32_t slot, uint32_t r) {
 }
 
 int32_t spinn_conv_tile_receive(spinn_conv_tile_t *s, uint32_t key, uint32_t payload) {
-    int16_t *bufs[1];
-    bufs[0] = s->inputs;
-    return spinn_tensor_receive(s->rx, s->n_rx, key, payload, bufs, s->n_ic * s->n_ih * s->in_w, 0u, &s->st,
-                                &s->counters, row_ready, s);
+    return spinn_tensor_receive_rc(&s->rxr, &s->st, &s->counters, key, payload, row_ready, s);
 }
 
 static void add_macs(spinn_counters_t *c, uint32_t macs) {
