@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define max64 tm_max
 
 int tm_init(tm_t *tm, uint32_t n_chips) {
     size_t n_links = (size_t)n_chips * SPINN_LINKS;
@@ -103,7 +102,7 @@ void tm_queue_free(tm_queue_t *q) {
 }
 
 uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t) {
-    uint64_t start = max64(t, tm->router_free[chip]);
+    uint64_t start = tm_max(t, tm->router_free[chip]);
     tm->router_free[chip] = start + tm->p[SPINN_TM_ROUTER_PS];
     tm->router_busy[chip] += tm->p[SPINN_TM_ROUTER_PS];
     return start + tm->p[SPINN_TM_HOP_PS];
@@ -111,7 +110,7 @@ uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t) {
 
 uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t marker) {
     size_t i = (size_t)chip * SPINN_LINKS + l;
-    uint64_t depart = max64(t_out, tm->link_free[i]);
+    uint64_t depart = tm_max(t_out, tm->link_free[i]);
     uint64_t ser = tm->p[marker ? SPINN_TM_BITS_NO_PAYLOAD : SPINN_TM_BITS_PAYLOAD] * tm->p[SPINN_TM_LINK_PS_PER_BIT];
     if (depart - t_out > tm->p[SPINN_TM_WAIT_PS]) tm->link_late[i]++;
     tm->link_free[i] = depart + ser;
@@ -125,7 +124,7 @@ uint64_t tm_input_packet(tm_t *tm, uint32_t i, uint32_t pairs_left, uint64_t at)
         uint64_t per = tm->p[SPINN_TM_EVENTS_PER_IN_MSG] ? tm->p[SPINN_TM_EVENTS_PER_IN_MSG] : 1u;
         uint32_t events = pairs_left < per ? pairs_left : (uint32_t)per;
         uint64_t bytes = tm->p[SPINN_TM_IN_MSG_OVERHEAD] + 8u * (uint64_t)events;
-        uint64_t start = max64(at, tm->in_free);
+        uint64_t start = tm_max(at, tm->in_free);
         tm->in_free = start + bytes * tm->p[SPINN_TM_HOST_IN_PS_PER_BYTE];
         tm->in_busy += bytes * tm->p[SPINN_TM_HOST_IN_PS_PER_BYTE];
         tm->in_msgs++;
@@ -133,14 +132,14 @@ uint64_t tm_input_packet(tm_t *tm, uint32_t i, uint32_t pairs_left, uint64_t at)
         tm->in_msg_left[i] = events;
     }
     tm->in_msg_left[i]--;
-    t = max64(tm->in_msg_arrival[i], tm->in_core_free[i]) + tm->p[SPINN_TM_IN_CORE_PS];
+    t = tm_max(tm->in_msg_arrival[i], tm->in_core_free[i]) + tm->p[SPINN_TM_IN_CORE_PS];
     tm->in_core_free[i] = t;
     tm->in_core_busy += tm->p[SPINN_TM_IN_CORE_PS];
     return t;
 }
 
 int tm_gatherer_event(tm_t *tm, uint64_t t, uint64_t *t_flush) {
-    uint64_t start = max64(t, tm->lpg_free), tick = tm->p[SPINN_TM_TICK_PS] ? tm->p[SPINN_TM_TICK_PS] : 1u;
+    uint64_t start = tm_max(t, tm->lpg_free), tick = tm->p[SPINN_TM_TICK_PS] ? tm->p[SPINN_TM_TICK_PS] : 1u;
     if (start - t > tm->p[SPINN_TM_WAIT_PS]) tm->lpg_late++;
     tm->lpg_free = start + tm->p[SPINN_TM_LPG_PS];
     tm->lpg_busy += tm->p[SPINN_TM_LPG_PS];
@@ -159,7 +158,7 @@ int tm_gatherer_event(tm_t *tm, uint64_t t, uint64_t *t_flush) {
 
 uint64_t tm_gatherer_flush(tm_t *tm, uint64_t t) {
     uint64_t bytes = tm->p[SPINN_TM_OUT_MSG_OVERHEAD] + 8u * (uint64_t)tm->lpg_count;
-    uint64_t start = max64(t, tm->out_free);
+    uint64_t start = tm_max(t, tm->out_free);
     tm->out_free = start + bytes * tm->p[SPINN_TM_HOST_OUT_PS_PER_BYTE];
     tm->out_busy += bytes * tm->p[SPINN_TM_HOST_OUT_PS_PER_BYTE];
     tm->out_msgs++;
