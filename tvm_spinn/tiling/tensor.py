@@ -306,6 +306,17 @@ def plan_tensor_op(qop: QOp, sources: Sequence[Block], cycle_budget: Optional[fl
         raise ResourceError(f"{qop.name}: even {what} needs {dtcm} bytes of DTCM "
                             f"(limit {res.DTCM_BYTES}) and {cycles:.0f} cycles per sample: the {limit} is exceeded")
     _, groups, bands = best
+    return tensor_plan(qop, groups, bands, out_rows, ic_bounds)
+
+
+def tensor_plan(qop: QOp, groups: int, bands: int, out_rows: Optional[int] = None,
+                ic_bounds: Optional[List[int]] = None) -> TensorOpPlan:
+    """The plan of ``groups`` output-channel groups x ``bands`` row bands (x the input-channel
+    groups of ic_bounds, if given) of a tensor op, its first out_rows output rows (default
+    all). plan_tensor_op chooses the counts; this cuts the tiles."""
+    out_c, out_h, _ = qop.out_shape
+    out_h = out_h if out_rows is None else out_rows
+    in_h = qop.in_shapes[0][1]
     tiles = []
     groups_ic = [(0, 0)] if ic_bounds is None else list(zip(ic_bounds[:-1], np.diff(ic_bounds).tolist()))
     for c0, nc in _bounds(out_c, groups):
