@@ -53,6 +53,13 @@ OLD = dict(mac=2.6, block=4.0, wide_mac=1.0, output=40.0, packet_in=30.0, packet
            hop_ns=100.0, host_bits_per_s=100e6)
 
 
+def _old_host_bytes(n_values: int) -> int:
+    """The old formula's bytes on the wire for n_values int16 values: 8 per pair, 2 + 66
+    (EIEIO header; UDP, IP, Ethernet, FCS, preamble, gap) per message of 31 pairs."""
+    pairs = (n_values + 1) // 2
+    return pairs * 8 + math.ceil(pairs / 31) * (2 + 66)
+
+
 def old_formula(executor) -> Dict[str, float]:
     """Latency (s) and throughput (1/s) of the executor's last call by the pre-issue-10
     formula on the same counted work: host bytes in and out at 100 Mbit/s, each stage's
@@ -75,7 +82,7 @@ def old_formula(executor) -> Dict[str, float]:
     sent = sum(c["packets_out"] for c in counters.values()) + n * ((program.in_features + 1) // 2)
     hops = float(links.sum()) / max(1, sent)
     link_s = 8.0 / OLD["host_bits_per_s"]
-    b_in, b_out = st.host_bytes(program.in_features), st.host_bytes(program.out_features)
+    b_in, b_out = _old_host_bytes(program.in_features), _old_host_bytes(program.out_features)
     latency = ((b_in + b_out) * link_s + sum(per_stage.values()) / 200e6
                + (len(program.layers) + 1) * hops * OLD["hop_ns"] * 1e-9)
     slowest = max(cycles.values()) if cycles else 0.0

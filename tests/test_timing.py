@@ -111,3 +111,28 @@ def test_timing_off_by_environment(net, monkeypatch):
     monkeypatch.setenv("TVM_SPINN_TIMING", "maybe")
     with pytest.raises(EmulatorError, match="TVM_SPINN_TIMING='maybe': use one of 1, on"):
         EmulatedBoard(program)
+
+
+def test_the_host_link_setting_is_read_at_every_run_and_the_limit_agrees(net, monkeypatch):
+    """TVM_SPINN_LINK_MBPS changed between two runs of one board takes effect; the statistics'
+    host link limit uses the same bytes and rate as the timed run (throughput never above it);
+    a rate too small to model is a clear error."""
+    from tvm_spinn.errors import BoardError
+    from tvm_spinn.runtime.stats import collect
+
+    plan, program, q, rng = net
+    board = EmulatedBoard(program)
+    x_q = q.quantize_input(rng.normal(size=(32, 37)).astype(np.float32))
+    durations = []
+    for mbps in ("0.5", "0.25"):
+        monkeypatch.setenv("TVM_SPINN_LINK_MBPS", mbps)
+        board.reset_counters()
+        board.run(x_q)
+        durations.append(board.last_timed.duration_s)
+        stats = collect(program, board, 32, 0.0)
+        assert stats.modelled_throughput_per_s <= stats.host_link_limit_per_s * (1 + 1e-6)
+        assert board.last_timed.bottleneck == "host in"
+    assert durations[1] == pytest.approx(2 * durations[0], rel=0.02)
+    monkeypatch.setenv("TVM_SPINN_LINK_MBPS", "1e-30")
+    with pytest.raises(BoardError, match="TVM_SPINN_LINK_MBPS=1e-30 is below"):
+        board.run(x_q)

@@ -1088,8 +1088,12 @@ void spinn_emu_reset_counters(spinn_emu_t *emu) {
     uint32_t i;
     memset(emu->chip_packets, 0, sizeof(uint64_t) * emu->n_chips);
     memset(emu->link_packets, 0, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
-    for (i = 0; i < emu->n_cores; i++)
+    for (i = 0; i < emu->n_cores; i++) {
         memset(emu->cores[i].ops->counters(&emu->cores[i]), 0, sizeof(spinn_counters_t));
+        /* the lost-sample counters, not the lost bits (state) */
+        emu->cores[i].slots.markers_in = emu->cores[i].slots.released = emu->cores[i].slots.lost_out = 0u;
+    }
+    emu->faults_dropped = emu->faults_stopped = 0u; /* not `routed`: pending drops count from it */
 }
 
 /* ---- timed emulation ---- */

@@ -119,6 +119,7 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
         ("busiest link", next((f"{k} {v:.0%}" for k, v in stats.timed.top(len(stats.timed.utilisation))
                                if k.startswith("link")), "none used") if stats.timed else "-", "modelled"),
         ("packets a board would drop", f"{stats.predicted_drops}" if stats.timed else "- (timing off)", "modelled"),
+        ("samples lost in this call", f"{stats.lost_samples}", "counted"),
         ("samples cores would time out", f"{stats.timed.would_time_out}" if stats.timed else "- (timing off)",
          "modelled"),
         ("energy per inference", f"{stats.modelled_energy_j * 1e3:.3g} mJ", "modelled"),

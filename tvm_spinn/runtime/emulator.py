@@ -134,7 +134,13 @@ class EmulatedBoard:
                 self._add_core(core.label, core.placement, core.kind, core.config, core.lost_bit)
         self._live_io(program)
         if with_cores:
-            self.set_timed(timing_default() if timed is None else timed, program)
+            for i, core in enumerate(program.cores):
+                cost = timing.core_cost_ps(core.kind, core.config)
+                if self._lib.spinn_emu_set_core_cost(self._emu, i, _ptr(cost, _u64p), len(cost)) != 0:
+                    raise EmulatorError(f"core {core.label}: cannot set its cycle costs")
+            self._gatherer_chip = tuple(program.output.placement[:2])
+            self._timed_setting = timed
+            self._apply_timing()
 
     @classmethod
     def codec(cls, program: BoardProgram) -> "EmulatedBoard":
@@ -242,6 +248,7 @@ class EmulatedBoard:
         lost = np.zeros(max(n, 1), np.uint8)
         t_start, t_done = np.zeros(max(n, 1), np.uint64), np.zeros(max(n, 1), np.uint64)
         self.last_timed = None
+        self._apply_timing()
         if self.timed:
             self._lib.spinn_emu_set_sample_times(self._emu, _ptr(t_start, _u64p), _ptr(t_done, _u64p))
         if n and self._lib.spinn_emu_run(self._emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots,
@@ -254,23 +261,23 @@ class EmulatedBoard:
         return y
 
     # -- timed emulation (runtime/timing.py) ----------------------------------------------
-    def set_timed(self, on: bool, program: Optional[BoardProgram] = None) -> None:
-        """Timed emulation on or off for the next runs (see tvm_spinn.runtime.timing); the
-        first time on, program gives each core's calibrated costs and the gatherer's chip."""
-        if on and program is not None:
-            for i, core in enumerate(program.cores):
-                cost = timing.core_cost_ps(core.kind, core.config)
-                if self._lib.spinn_emu_set_core_cost(self._emu, i, _ptr(cost, _u64p), len(cost)) != 0:
-                    raise EmulatorError(f"core {core.label}: cannot set its cycle costs")
-            self._timing_params = timing.params(tuple(program.output.placement[:2]))
-        params = getattr(self, "_timing_params", None)
-        if on and params is None:
-            raise EmulatorError("timed emulation needs the program (its cores' costs) the first time")
-        if params is not None:
-            p = params.copy()
-            p[0] = 1 if on else 0
-            self._lib.spinn_emu_set_timing(self._emu, _ptr(p, _u64p), len(p))
-        self.timed = bool(on)
+    def set_timed(self, on: Optional[bool]) -> None:
+        """Timed emulation on or off for the next runs (see tvm_spinn.runtime.timing); None:
+        as TVM_SPINN_TIMING says at each run (the default)."""
+        if not hasattr(self, "_gatherer_chip"):
+            raise EmulatorError("timed emulation needs a board built from a program with its cores")
+        self._timed_setting = on
+        self._apply_timing()
+
+    def _apply_timing(self) -> None:
+        """Timing on or off and its figures (the host link's rate: TVM_SPINN_LINK_MBPS) as set
+        now: read before every run, so a changed setting takes effect at the next call."""
+        if not hasattr(self, "_gatherer_chip"):
+            return
+        on = timing_default() if self._timed_setting is None else bool(self._timed_setting)
+        p = timing.params(self._gatherer_chip, on)
+        self._lib.spinn_emu_set_timing(self._emu, _ptr(p, _u64p), len(p))
+        self.timed = on
 
     def _timed_run(self, n: int, t_start: np.ndarray, t_done: np.ndarray) -> TimedRun:
         totals = np.zeros(13, np.uint64)

@@ -103,7 +103,8 @@ class Executor:
         self._check_inputs(xs)
         _last = self
         n = xs[0].shape[0]
-        if n == 0:  # nothing to stream
+        if n == 0:  # nothing to stream, and no statistics (not those of an earlier call)
+            self.last_stats = None
             return [np.zeros((0, int(np.prod(s))), np.float32) for s in self.program.result_shapes]
         with self._lock:  # one stream at a time per board
             # Samples travel c-major, as numpy stores them, input after input.

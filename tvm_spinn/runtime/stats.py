@@ -8,17 +8,14 @@ timed emulation (tvm_spinn.runtime.timing, the default), or with timing off by a
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from ..tiling import cycle_model
 from ..tiling import resources as res
+from . import timing
 from .timing import HOP_NS, TimedRun, core_kind, host_in_bytes_per_s
 
-EIEIO_PAIRS_PER_MESSAGE = 31  # key + payload (32-bit each) pairs in a 256-byte EIEIO message
-EIEIO_HEADER_BYTES = 2
-ETHERNET_OVERHEAD_BYTES = 66  # UDP 8 + IP 20 + Ethernet 14 + FCS 4 + preamble 8 + gap 12
 # Energy, from the toolchain's own model (spinn_machine 7.4.1: version/version_5.py and
 # version/version_spin1.py, the figures front-end-common's energy report uses): an idle
 # SpiNN-5 board 26.84 W ("Optimising the overall power usage on the SpiNNaker neuromimetic
@@ -33,13 +30,6 @@ JOULES_PER_ROUTED_PACKET = 25e-12 * 40
 TROUBLE_COUNTERS = ("dropped", "markers_in", "released", "lost_out", "rx_overflow", "send_failed", "compute_failed",
                     "fabric_dropped", "lost_at_stopped_cores", "router_dropped", "samples_timed_out",
                     "events_unknown_key", "datagrams_malformed")
-
-
-def host_bytes(n_values: int) -> int:
-    """Bytes on the wire to move n_values int16 values as packed key+payload EIEIO messages."""
-    pairs = (n_values + 1) // 2
-    messages = math.ceil(pairs / EIEIO_PAIRS_PER_MESSAGE)
-    return pairs * 8 + messages * (EIEIO_HEADER_BYTES + ETHERNET_OVERHEAD_BYTES)
 
 
 def core_cycles(counters: Dict[str, int], kind: str) -> float:
@@ -182,11 +172,13 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     sent = sum(c["packets_out"] for c in counters.values())
     injected = samples * ((program.in_features + 1) // 2)
     hops_per_packet = float(links.sum()) / max(1, sent + injected)
-    bytes_in, bytes_out = host_bytes(program.in_features), host_bytes(program.out_features)
-    link_s = 1.0 / host_in_bytes_per_s()
-    latency = ((bytes_in + bytes_out) * link_s + sum(per_stage.values()) / res.CLOCK_HZ
+    # the host link as the timed emulation models it (runtime.timing): in at the runtime's
+    # pacing, out at the rate measured from the gatherer's chip
+    in_s = timing.host_in_bytes(program.in_features) / host_in_bytes_per_s()
+    out_s = timing.host_out_bytes(program.out_features) / timing.host_out_bytes_per_s(program.output.placement[:2])
+    latency = (in_s + out_s + sum(per_stage.values()) / res.CLOCK_HZ
                + (len(program.layers) + 1) * hops_per_packet * HOP_NS * 1e-9)
-    host_limit = 1.0 / (max(bytes_in, bytes_out) * link_s)
+    host_limit = 1.0 / max(in_s, out_s)
     compute_limit = res.CLOCK_HZ / max_cycles if max_cycles > 0 else float("inf")
     throughput = min(host_limit, compute_limit)
     timed = getattr(board, "last_timed", None)

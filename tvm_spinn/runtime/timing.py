@@ -46,6 +46,7 @@ WAIT_NS = 240 * 1e9 / 133e6
 LINK_BITS_PER_S = 250e6
 BITS_PAYLOAD, BITS_NO_PAYLOAD = 72, 40
 HOST_IN_MAX_BYTES_PER_S = 5e6
+MIN_LINK_BITS_PER_S = 1e3  # below this the picosecond clock of a long run would overflow
 IN_MSG_OVERHEAD_BYTES = 2 + 2 + 8  # EIEIO header, SDP padding and header
 EVENTS_PER_IN_MSG = 31
 OUT_MSG_OVERHEAD_BYTES = 2  # EIEIO header (strip_sdp)
@@ -58,6 +59,24 @@ COST_FIELDS = ("fiq", "event", "receive", "mac", "block", "output", "packet_out"
 # core kinds (spinn_emulator.h SPINN_CORE_*) and the config words that tell variants apart
 _DENSE_TILE, _DENSE_REDUCE, _CONV, _POOL, _ADD, _CONV_REDUCE = 1, 2, 4, 5, 6, 7
 _DENSE_BLOCK_WORD = 4  # spinn_dense.h: the int32 block length (2: accumulate in int64)
+
+
+def host_in_bytes(n_values: int) -> int:
+    """Bytes the runtime sends (paced) for one sample of n_values int16 values: 8 per
+    key + payload pair, IN_MSG_OVERHEAD_BYTES per EIEIO message of EVENTS_PER_IN_MSG."""
+    pairs = (n_values + 1) // 2
+    return pairs * 8 + -(-pairs // EVENTS_PER_IN_MSG) * IN_MSG_OVERHEAD_BYTES
+
+
+def host_out_bytes(n_values: int) -> int:
+    """Bytes the live packet gatherer sends for one sample's n_values results (full messages)."""
+    pairs = (n_values + 1) // 2
+    return pairs * 8 + -(-pairs // EVENTS_PER_OUT_MSG) * OUT_MSG_OVERHEAD_BYTES
+
+
+def host_out_bytes_per_s(gatherer_chip: Tuple[int, int]) -> float:
+    """The measured rate out of a board from the gatherer's chip (bytes/s)."""
+    return HOST_OUT_BYTES_PER_S_ETHERNET_CHIP if tuple(gatherer_chip) == (0, 0) else HOST_OUT_BYTES_PER_S_OTHER_CHIP
 
 
 def core_kind(kind: int, config: Sequence[int]) -> str:
@@ -84,14 +103,19 @@ def core_cost_ps(kind: int, config: Sequence[int]) -> np.ndarray:
 def host_in_bytes_per_s() -> float:
     """The modelled host-to-board rate (bytes/s): the runtime's pacing (TVM_SPINN_LINK_MBPS,
     default resources.HOST_IN_BYTES_PER_S), at most the measured low end."""
+    from ..errors import BoardError
     from .board.live_io import link_bits_per_s
 
-    return min(link_bits_per_s() / 8.0, HOST_IN_MAX_BYTES_PER_S)
+    bits = link_bits_per_s()
+    if bits < MIN_LINK_BITS_PER_S:
+        raise BoardError(f"TVM_SPINN_LINK_MBPS={bits / 1e6:g} is below the {MIN_LINK_BITS_PER_S / 1e6:g} the "
+                         "timed emulation models: set a rate in megabits per second (default 32)")
+    return min(bits / 8.0, HOST_IN_MAX_BYTES_PER_S)
 
 
 def params(gatherer_chip: Tuple[int, int], on: bool = True) -> np.ndarray:
     """uint64 (17,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
-    out_rate = HOST_OUT_BYTES_PER_S_ETHERNET_CHIP if tuple(gatherer_chip) == (0, 0) else HOST_OUT_BYTES_PER_S_OTHER_CHIP
+    out_rate = host_out_bytes_per_s(gatherer_chip)
     p = [1 if on else 0, HOP_NS * 1e3, ROUTER_NS * 1e3, WAIT_NS * 1e3, 1e12 / LINK_BITS_PER_S,
          1e12 / host_in_bytes_per_s(), 1e12 / out_rate, IN_MSG_OVERHEAD_BYTES, OUT_MSG_OVERHEAD_BYTES,
          EVENTS_PER_IN_MSG, EVENTS_PER_OUT_MSG, TICK_S * 1e12, LPG_CYCLES * PS_PER_CYCLE,
@@ -149,7 +173,7 @@ class TimedRun:
 
 
 def _kind_of_resource(name: str) -> str:
-    if name.startswith("sample window"):
+    if name.startswith(("sample window", "latency")):
         return "window"
     return "core" if name.startswith(("core", "gatherer", "input")) else "link" if name.startswith(
         ("link", "router")) else "host"
@@ -181,9 +205,10 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
         for name, busy in router_busy.items():
             util[f"router {name}"] = busy * 1e-12 / horizon
     bottleneck, top = max(util.items(), key=lambda kv: kv[1]) if util else ("", 0.0)
-    if samples > n_slots and top < WINDOW_BOUND_UTILISATION:
+    if top < WINDOW_BOUND_UTILISATION:
         # nothing is near full: the host waits for results, n_slots samples in flight at a time
-        bottleneck = f"sample window ({n_slots} in flight; busiest: {bottleneck})"
+        bottleneck = (f"sample window ({n_slots} in flight; busiest: {bottleneck})" if samples > n_slots else
+                      f"latency ({samples} sample(s), all in flight; busiest: {bottleneck})")
     would_drop = {"at cores (router wait)": int(sum(core_late.values())),
                   "core receive ring full": int(sum(core_ring.values())),
                   "at links (router wait)": int(link_late), "at the gatherer": int(totals[8])}
