@@ -97,19 +97,8 @@ def _bit_exact(vm, call) -> bool:
     from tvm_spinn.runtime import executors
     from tvm_spinn.runtime.emulator import EmulatedBoard
 
-    seen = []
-    original = EmulatedBoard.run
-
-    def recording(self, x_q):
-        y_q = original(self, x_q)
-        seen.append((self, np.array(x_q), np.array(y_q)))
-        return y_q
-
-    EmulatedBoard.run = recording
-    try:
+    with EmulatedBoard.recording() as seen:
         call()
-    finally:
-        EmulatedBoard.run = original
     programs = {id(e.board): e.program for e in executors(vm)}
     return bool(seen) and all(np.array_equal(y_q, integer_reference(programs[id(b)], x_q)) for b, x_q, y_q in seen)
 

@@ -9,17 +9,9 @@ def rng():
 
 
 @pytest.fixture
-def record_board_io(monkeypatch):
-    """Record (program symbol, int16 input, int16 output) of every emulated board run."""
+def record_board_io():
+    """Record (board, int16 input, int16 output) of every emulated board run."""
     from tvm_spinn.runtime.emulator import EmulatedBoard
 
-    calls = []
-    original = EmulatedBoard.run
-
-    def run(self, x_q):
-        y_q = original(self, x_q)
-        calls.append((self, np.array(x_q), np.array(y_q)))
-        return y_q
-
-    monkeypatch.setattr(EmulatedBoard, "run", run)
-    return calls
+    with EmulatedBoard.recording() as calls:
+        yield calls

@@ -103,7 +103,8 @@ def test_pools_fused_into_their_convolutions_save_packets(rng):
     sent = []
     for fuse in (True, False):
         boards = []
-        program, plan, err, scale = _run(_lenet_ops(np.random.default_rng(7)), (1, 28, 28), rng, budget=200_000,
+        # no cycle budget to speak of: the tiling follows DTCM alone, whatever the cycle model says
+        program, plan, err, scale = _run(_lenet_ops(np.random.default_rng(7)), (1, 28, 28), rng, budget=10 ** 9,
                                          fuse_pools=fuse, board_out=boards)
         fused = [p for p in plan.plans if isinstance(p, FusedPool)]
         assert bool(fused) == fuse, "a pool right after its only-reader conv is fused when that costs no core"

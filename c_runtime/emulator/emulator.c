@@ -1135,8 +1135,6 @@ void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
     }
     horizon = tm_max(horizon, tm_max(tm->lpg_free, tm_max(tm->in_free, tm->out_free)));
     out[0] = tm->makespan;
-    out[11] = horizon;
-    out[12] = timed_out;
     out[1] = tm->in_busy;
     out[2] = tm->out_busy;
     out[3] = tm->lpg_busy;
@@ -1147,6 +1145,8 @@ void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
     out[8] = tm->lpg_late;
     out[9] = tm->in_msgs;
     out[10] = tm->out_msgs;
+    out[11] = horizon;
+    out[12] = timed_out;
 }
 
 int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out) {

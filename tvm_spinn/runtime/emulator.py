@@ -10,6 +10,7 @@ The program's fields read here: ``chips``, ``links``, ``routing_tables``, ``core
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from typing import Dict, Optional, Tuple
@@ -259,6 +260,25 @@ class EmulatedBoard:
         if lost[:n].any():
             raise LostSamplesError(np.flatnonzero(lost[:n]).tolist(), n, y, "on the emulated board")
         return y
+
+    @classmethod
+    @contextlib.contextmanager
+    def recording(cls):
+        """Within the block, every run of every emulated board is recorded: yields a list that
+        gets (board, int16 input, int16 output) per run (tests, benchmarks' exactness checks)."""
+        calls = []
+        original = cls.run
+
+        def run(self, x_q):
+            y_q = original(self, x_q)
+            calls.append((self, np.array(x_q), np.array(y_q)))
+            return y_q
+
+        cls.run = run
+        try:
+            yield calls
+        finally:
+            cls.run = original
 
     # -- timed emulation (runtime/timing.py) ----------------------------------------------
     def set_timed(self, on: Optional[bool]) -> None:
