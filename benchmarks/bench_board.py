@@ -117,12 +117,7 @@ def bench(name: str, spec: common.ModelSpec, batch: int, repeat: int) -> Dict[st
     import tvm_spinn
     from tvm_spinn.runtime import executors, timing
 
-    torch.manual_seed(common.SEED)
-    model = spec.factory().eval()
-    rng = np.random.default_rng(common.SEED)
-    x = rng.standard_normal((batch,) + spec.input_shape).astype(np.float32)
-    calib = rng.standard_normal((common.CALIBRATION_SAMPLES,) + spec.input_shape).astype(np.float32)
-    mod = tvm_spinn.from_torch(model, (torch.from_numpy(x[:2]),))
+    model, x, calib, mod = common.model_and_data(spec, batch)
     ex = tvm_spinn.build(mod, calibration=calib)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     run = lambda xs: vm["main"](tvm.runtime.tensor(xs)).numpy()  # noqa: E731

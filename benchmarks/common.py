@@ -116,6 +116,17 @@ class _Once(logging.Filter):
 logging.getLogger("tvm_spinn.runtime").addFilter(_Once())
 
 
+def model_and_data(spec: ModelSpec, batch: int):
+    """(model in eval mode, a batch of N(0, 1) inputs, CALIBRATION_SAMPLES more for
+    calibration, the Relax module from tvm_spinn.from_torch), all seeded."""
+    torch.manual_seed(SEED)
+    model = spec.factory().eval()
+    rng = np.random.default_rng(SEED)
+    x = rng.standard_normal((batch,) + spec.input_shape).astype(np.float32)
+    calib = rng.standard_normal((CALIBRATION_SAMPLES,) + spec.input_shape).astype(np.float32)
+    return model, x, calib, tvm_spinn.from_torch(model, (torch.from_numpy(x[:2]),))
+
+
 def bench_model(name: str, spec: ModelSpec, batch: int, repeat: int,
                 spinn_warmup_samples: Optional[int] = None) -> Dict[str, Any]:
     """Build ``spec``'s model for SpiNNaker and for llvm and measure both on one batch of

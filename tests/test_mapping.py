@@ -48,7 +48,7 @@ def layered_spec(sizes=(4, 12, 4), board_version: int = 5) -> MachineGraphSpec:
             fixups = []
             for j, src in enumerate(prev):
                 edges.append((src, label))
-                fixups += [(N_HEADER + 2 * j, src, FIX_KEY), (N_HEADER + 2 * j + 1, src, FIX_MASK)]
+                fixups += [(N_HEADER + 2 * j, src, FIX_KEY, 0), (N_HEADER + 2 * j + 1, src, FIX_MASK, 0)]
             vertices.append(
                 VertexSpec(label, KERNEL, n_keys=8, binary=BINARY, config=config, key_fixups=fixups, sdram_bytes=4096)
             )
@@ -109,25 +109,26 @@ def test_regions_hold_header_and_fixed_up_config(mapped):
         assert 2 not in regions or regions[2] == b""
         words = unframe_config(framed, v.label)
         assert len(words) == len(v.config)
-        fixed = {word for word, _, _ in v.key_fixups}
-        for word, src, what in v.key_fixups:
-            key, mask = result.keys[src]
+        fixed = {word for word, _, _, _ in v.key_fixups}
+        for word, src, what, part in v.key_fixups:
+            key, mask = result.partition_keys[src][part]
             assert words[word] == (key if what == FIX_KEY else mask) | v.config[word]
         for word in set(range(len(v.config))) - fixed:
             assert words[word] == v.config[word]
 
 
 def assert_routes_exact(spec: MachineGraphSpec, result: MappingResult) -> None:
-    """Every key of every sender reaches exactly the cores of its edges' targets."""
-    targets: Dict[str, Set[Tuple[int, int, int]]] = defaultdict(set)
-    for pre, post in spec.edges:
-        targets[pre].add(result.placements[post])
-    for src, (key, mask) in result.keys.items():
+    """Every key of every partition of every sender reaches exactly the cores of that
+    partition's targets."""
+    for part in spec.sender_partitions():
+        src = part.pre
+        key, mask = result.partition_keys[src][part.index]
+        targets = {result.placements[post] for post in part.posts}
         x, y, _ = result.placements[src]
         # The first and the last key of the block.
         for k in (key, key | (~mask & 0xFFFFFFFF)):
             delivered, links = trace_route(result, (x, y), k)
-            assert delivered == targets[src], src
+            assert delivered == targets, (src, part.index)
             assert all((lx, ly, link) in result.links for lx, ly, link in links)
 
 

@@ -710,9 +710,15 @@ static inline int spinn_tensor_compute(spinn_stream_t *st, uint32_t slot, spinn_
 }
 
 /* The key fields of the block a kernel sends: its config words out_key,
- * out_slot_shift, out_c_shift, out_h_shift (consecutive in every tensor kernel). */
+ * out_slot_shift, out_c_shift, out_h_shift (consecutive in every tensor kernel).
+ * A sender whose rows go to different cores has one multicast partition per
+ * set of readers (tvm_spinn.machine.builder), each with its own key: its config
+ * then ends with a row-key table, n_rows and one key per row of its block
+ * (row c_local * n_h + h_local), which replaces out_key row by row. */
 typedef struct {
     uint32_t key, slot_shift, c_shift, h_shift;
+    uint32_t n_h;              /* rows per channel of the block (the table's stride) */
+    const uint32_t *row_keys;  /* 0: every row sends with key */
 } spinn_block_keys_t;
 
 static inline void spinn_block_keys_read(spinn_block_keys_t *k, const uint32_t *words) {
@@ -720,12 +726,32 @@ static inline void spinn_block_keys_read(spinn_block_keys_t *k, const uint32_t *
     k->slot_shift = words[1];
     k->c_shift = words[2];
     k->h_shift = words[3];
+    k->n_h = 0u;
+    k->row_keys = 0;
+}
+
+/* 1 if the n_tail words after a config are empty or a row-key table of n_rows
+ * keys whose fields (below slot_shift) are clear. */
+static inline int spinn_row_keys_ok(const uint32_t *tail, uint64_t n_tail, uint64_t n_rows, uint32_t slot_shift) {
+    uint32_t i, fields = slot_shift > 31u ? 0xFFFFFFFFu : (1u << slot_shift) - 1u;
+    if (n_tail == 0u) return 1;
+    if (n_tail != n_rows + 1u || tail[0] != n_rows) return 0;
+    for (i = 1u; i <= (uint32_t)n_rows; i++)
+        if (tail[i] & fields) return 0;
+    return 1;
+}
+
+/* Use the row-key table of a checked tail (n_tail 0: none). */
+static inline void spinn_block_keys_rows(spinn_block_keys_t *k, const uint32_t *tail, uint32_t n_tail, uint32_t n_h) {
+    k->n_h = n_h;
+    k->row_keys = n_tail ? tail + 1 : 0;
 }
 
 /* The kernels' output key for (slot, c_local, h_local), pair to be OR-ed in. */
 static inline uint32_t spinn_tensor_key(const spinn_block_keys_t *k, uint32_t slot, uint32_t c_local,
                                         uint32_t h_local) {
-    return k->key | (slot << k->slot_shift) | (c_local << k->c_shift) | (h_local << k->h_shift);
+    uint32_t base = k->row_keys ? k->row_keys[c_local * k->n_h + h_local] : k->key;
+    return base | (slot << k->slot_shift) | (c_local << k->c_shift) | (h_local << k->h_shift);
 }
 
 /* 1 if a block of nc x nh x nw values and n_slots slots fits the key fields

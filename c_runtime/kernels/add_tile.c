@@ -5,7 +5,7 @@ enum { H_KIND, H_C0, H_N_C, H_H, H_W, H_H0, H_N_H, H_ACTIVATION, H_MULT_A, H_MUL
        H_OUT_KEY, H_OUT_SLOT_SHIFT, H_OUT_C_SHIFT, H_OUT_H_SHIFT, H_N_RX, H_WORDS };
 
 typedef struct {
-    uint32_t input_bytes, stream_bytes;
+    uint32_t input_bytes, stream_bytes, keys_at;
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
@@ -26,6 +26,10 @@ static int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     if (need + spinn_act_words(cfg[H_ACTIVATION]) > n_words ||
         !spinn_act_ok(cfg[H_ACTIVATION], cfg + (uint32_t)need))
         return -1;
+    need += spinn_act_words(cfg[H_ACTIVATION]);
+    if (!spinn_row_keys_ok(cfg + need, n_words - need, (uint64_t)cfg[H_N_C] * cfg[H_N_H], cfg[H_OUT_SLOT_SHIFT]))
+        return -1;
+    l->keys_at = (uint32_t)need;
     need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_C] * cfg[H_N_H] * cfg[H_W] * 2u;
     if (2u * need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->input_bytes = spinn_align8((uint32_t)need);
@@ -62,6 +66,7 @@ int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_wor
     s->shift = cfg[H_SHIFT];
     s->n_slots = cfg[H_N_SLOTS];
     spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
+    spinn_block_keys_rows(&s->out, cfg + l.keys_at, n_words - l.keys_at, s->n_h);
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
     s->table = spinn_act_words(s->activation) ? s->rx + s->n_rx * SPINN_TRX_WORDS : 0;

@@ -11,7 +11,7 @@ enum { H_KIND, H_OC0, H_N_OC, H_OH0, H_N_OH, H_OUT_W, H_N_GROUPS, H_PARTIAL_SHIF
 #define PARAM_WORDS 4u
 
 typedef struct {
-    uint32_t params_at, table_at, acc_bytes, stream_bytes;
+    uint32_t params_at, table_at, keys_at, acc_bytes, stream_bytes;
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
@@ -36,7 +36,10 @@ static int reduce_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     need += (uint64_t)cfg[H_N_OC] * PARAM_WORDS;
     l->table_at = (uint32_t)need;
     need += spinn_act_words(cfg[H_ACTIVATION]);
-    if (need > n_words || !spinn_act_ok(cfg[H_ACTIVATION], cfg + l->table_at)) return -1;
+    if (need > n_words || !spinn_act_ok(cfg[H_ACTIVATION], cfg + l->table_at) ||
+        !spinn_row_keys_ok(cfg + need, n_words - need, (uint64_t)cfg[H_N_OC] * cfg[H_N_OH], cfg[H_OUT_SLOT_SHIFT]))
+        return -1;
+    l->keys_at = (uint32_t)need;
     for (i = 0; i < cfg[H_N_OC]; i++)
         if (cfg[l->params_at + i * PARAM_WORDS + 3u] > 63u) return -1;
     /* an entry decodes the in_* fields only if its mask leaves them to the key */
@@ -80,6 +83,7 @@ int spinn_conv_reduce_init(spinn_conv_reduce_t *s, const uint32_t *cfg, uint32_t
     s->in_c_shift = cfg[H_IN_C_SHIFT];
     s->in_h_shift = cfg[H_IN_H_SHIFT];
     spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
+    spinn_block_keys_rows(&s->out, cfg + l.keys_at, n_words - l.keys_at, s->n_oh);
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
     s->params = cfg + l.params_at;

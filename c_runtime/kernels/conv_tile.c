@@ -15,7 +15,7 @@ enum { P_CONV_H, P_PH0, P_N_PH, P_OUT_W, P_PARAMS, P_WORDS = P_PARAMS + SPINN_PO
 #define BLOCK_ABS_MAX 65535u
 
 typedef struct {
-    uint32_t n_icpo, phase0, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at;
+    uint32_t n_icpo, phase0, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at, keys_at, sent_nh;
     uint32_t inputs_bytes, cols_bytes, stream_bytes, conv_out_bytes, pool_next_bytes;
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
@@ -40,7 +40,7 @@ static int blocks_proved(const uint32_t *w, uint32_t n_oc, uint32_t words_per_oc
 
 static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i, sent_nh, sent_nw;
-    uint64_t need, n_w;
+    uint64_t need, n_w, cfg_end;
     l->phase0 = 0u;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_CONV) return -1;
     for (i = H_N_IC; i <= H_DEPTHWISE; i++)
@@ -93,6 +93,7 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     sent_nh = cfg[H_N_OH];
     sent_nw = cfg[H_OUT_W] << (cfg[H_MODE] == SPINN_CONV_PARTIAL);
     l->pool_at = l->recip_at = (uint32_t)need;
+    cfg_end = need;
     l->conv_out_bytes = l->pool_next_bytes = 0u;
     if (cfg[H_MODE] == SPINN_CONV_POOLED) {
         const uint32_t *ps = cfg + l->pool_at;
@@ -105,6 +106,7 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
         l->recip_at = (uint32_t)need;
         need += spinn_pool_recip_words(&p);
         if (need > n_words) return -1;
+        cfg_end = need;
         sent_nh = ps[P_N_PH];
         sent_nw = ps[P_OUT_W];
         need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_OC] * cfg[H_N_OH] * cfg[H_OUT_W] * 2u;
@@ -113,8 +115,11 @@ static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
         l->pool_next_bytes = spinn_align8(4u * cfg[H_N_SLOTS]);
     }
     if (!spinn_tensor_fields_ok(cfg[H_OUT_KEY], cfg[H_N_SLOTS], cfg[H_OUT_SLOT_SHIFT], cfg[H_OUT_C_SHIFT],
-                                cfg[H_OUT_H_SHIFT], cfg[H_N_OC], sent_nh, sent_nw))
+                                cfg[H_OUT_H_SHIFT], cfg[H_N_OC], sent_nh, sent_nw) ||
+        !spinn_row_keys_ok(cfg + cfg_end, n_words - cfg_end, (uint64_t)cfg[H_N_OC] * sent_nh, cfg[H_OUT_SLOT_SHIFT]))
         return -1;
+    l->keys_at = (uint32_t)cfg_end;
+    l->sent_nh = sent_nh;
     need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_IC] * cfg[H_N_IH] * cfg[H_IN_W] * 2u;
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->inputs_bytes = spinn_align8((uint32_t)need);
@@ -167,6 +172,7 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->activation = cfg[H_ACTIVATION];
     s->n_slots = cfg[H_N_SLOTS];
     spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
+    spinn_block_keys_rows(&s->out, cfg + l.keys_at, n_words - l.keys_at, l.sent_nh);
     s->mode = cfg[H_MODE];
     s->partial_shift = cfg[H_PARTIAL_SHIFT];
     s->n_rx = cfg[H_N_RX];

@@ -6,7 +6,7 @@ enum { H_KIND, H_N_C, H_IN_H, H_IN_W, H_C0, H_IH0, H_N_IH, H_OH0, H_N_OH, H_OUT_
        H_N_SLOTS, H_OUT_KEY, H_OUT_SLOT_SHIFT, H_OUT_C_SHIFT, H_OUT_H_SHIFT, H_N_RX, H_WORDS };
 
 typedef struct {
-    uint32_t recip_at, inputs_bytes, stream_bytes;
+    uint32_t recip_at, keys_at, inputs_bytes, stream_bytes;
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
@@ -25,7 +25,10 @@ static int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     need = (uint64_t)H_WORDS + (uint64_t)cfg[H_N_RX] * SPINN_TRX_WORDS;
     l->recip_at = (uint32_t)need; /* < 2^21 */
     need += spinn_pool_recip_words(&p);
-    if (need > n_words) return -1;
+    if (need > n_words ||
+        !spinn_row_keys_ok(cfg + need, n_words - need, (uint64_t)cfg[H_N_C] * cfg[H_N_OH], cfg[H_OUT_SLOT_SHIFT]))
+        return -1;
+    l->keys_at = (uint32_t)need;
     need = (uint64_t)cfg[H_N_SLOTS] * cfg[H_N_C] * cfg[H_N_IH] * cfg[H_IN_W] * 2u;
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->inputs_bytes = spinn_align8((uint32_t)need);
@@ -59,6 +62,7 @@ int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->out_w = cfg[H_OUT_W];
     s->n_slots = cfg[H_N_SLOTS];
     spinn_block_keys_read(&s->out, cfg + H_OUT_KEY);
+    spinn_block_keys_rows(&s->out, cfg + l.keys_at, n_words - l.keys_at, s->n_oh);
     s->n_rx = cfg[H_N_RX];
     s->rx = cfg + H_WORDS;
     spinn_pool_params_read(&s->pool, cfg[H_IN_H], cfg[H_IN_W], cfg + H_KH);

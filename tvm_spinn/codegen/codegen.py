@@ -108,7 +108,7 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
         calls_per_inference=int(calls_per_inference),
         in_features=layout.in_features, out_features=layout.out_features,
         inputs=inputs,
-        output=OutputEnd(tuple(mapping.placements[layout.output_label]), output_receive_table(layout, mapping.keys)),
+        output=OutputEnd(tuple(mapping.placements[layout.output_label]), output_receive_table(layout, mapping.partition_keys)),
         cores=cores, ops=ops, outputs=list(qgraph.outputs),
         layers=_layer_summaries(plan), error_bound=np.concatenate([bounds[qgraph.outputs.index(o)] for o in distinct]),
         chips=[tuple(c) for c in mapping.chips], links=dict(mapping.links),

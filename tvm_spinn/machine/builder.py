@@ -1,16 +1,23 @@
-"""The one builder: a tiled operator graph -> a machine graph (vertices, edges, keys and
-config regions).
+"""The one builder: a tiled operator graph -> a machine graph (vertices, edges, partitions,
+keys and config regions).
 
-Every vertex sends on one partition. Its keys are ``base | slot << slot_shift | index``
-(index: a pair of int16 values, or one row's int32 partial sum); ``n_keys`` reserves
-``N_SLOTS`` slots so several samples are in flight. A receiver's config region holds
-one receive entry per source (``spinn_rx.h``), whose key and mask the mapper fills in
-from the toolchain's key allocation (``key_fixups``).
+A vertex's keys are ``base | slot << slot_shift | index`` (index: a pair of int16 values,
+or one row's int32 partial sum); ``n_keys`` reserves ``N_SLOTS`` slots so several samples
+are in flight. A receiver's config region holds receive entries (``spinn_rx.h``,
+``spinn_tensor.h``) whose key and mask the mapper fills in from the toolchain's key
+allocation (``key_fixups``).
+
+Fan-out: a packet goes to every core of its multicast partition, and each costs that core
+a packet interrupt even when it drops the packet. So a tensor kernel whose rows are read
+by different cores sends on one partition per set of readers (a row band with its halos,
+a channel group): the graph is built twice, the first time to learn which core reads
+which rows of which sender, the second with those partitions (each with its own key from
+the toolchain, the kernel's row-key table choosing it row by row).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Dict, List, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -20,15 +27,19 @@ from ..graph.ops import Concat, Conv2D, Pool2D
 from ..tiling import resources as res
 from ..tiling.dense import LayerPlan, next_pow2
 from ..tiling.planner import GraphPlan
-from ..tiling.tensor import FusedPool, acc_bounds
+from ..tiling.tensor import MAX_PARTITIONS_PER_READER, FusedPool, acc_bounds
 from .configs.dense import (CORE_DENSE_REDUCE, CORE_DENSE_TILE, KIND_DENSE_REDUCE, KIND_DENSE_TILE, TILE_FINAL,
                             TILE_PARTIAL, pack_int16, row_params, table_words)
 from .configs.tensor import (CORE_ADD, CORE_CONV, CORE_CONV_REDUCE, CORE_POOL, add_config, block_key_layout,
                              conv_config, conv_reduce_config, depthwise_inputs, partial_key_layout, pool_config,
                              trx_entry)
-from .graph import FIX_KEY, FIX_MASK, INPUT, KERNEL, KERNEL_BINARIES, OUTPUT, MachineGraphSpec, VertexSpec
+from .graph import (FIX_KEY, FIX_MASK, INPUT, KERNEL, KERNEL_BINARIES, OUTPUT, MachineGraphSpec, PartitionSpec,
+                    VertexSpec)
 
 INPUT_LABEL = "input"
+# One partition per set of readers (False: one per sender, as before issue 11; the fan-out
+# benchmark compares the two).
+SPLIT_PARTITIONS = True
 OUTPUT_LABEL = "output"
 # Vertex labels: "<prefix>L<layer>_t<row>_<col>" (tiles), "<prefix>L<layer>_r<row>" (reducers),
 # "<prefix>input", "<prefix>output"; the prefix tells functions sharing one board apart.
@@ -51,6 +62,18 @@ class Producer:
     c_shift: int
     h_shift: int
     tensor: Tuple[int, int, int]
+    # the multicast partition of each row of the block (index c_local * nh + h_local); empty:
+    # every row in partition 0
+    parts: Tuple[int, ...] = field(default=())
+
+    def part(self, c_local: int, h_local: int) -> int:
+        """The partition that carries row (c_local, h_local) of the block."""
+        return self.parts[c_local * self.nh + h_local] if self.parts else 0
+
+    def rows_in(self, part: int) -> Set[int]:
+        """The rows (c_local * nh + h_local) partition ``part`` carries."""
+        n = self.nc * self.nh
+        return set(range(n)) if not self.parts else {r for r in range(n) if self.parts[r] == part}
 
     @staticmethod
     def vector(label: str, start: int, stop: int, slot_shift: int, n: int) -> "Producer":
@@ -110,39 +133,63 @@ def _lost_bit(slot_shift: int) -> int:
     return (1 << (res.N_SLOTS - 1).bit_length()) << slot_shift
 
 
+Fixup = Tuple[int, str, str, int]  # (config word, source label, FIX_KEY | FIX_MASK, partition)
+
+
 class _Builder:
-    def __init__(self, prefix: str) -> None:
+    """One pass of the builder. parts: label -> the partition of each row of its block (from
+    the first pass's reads; None in the first pass: one partition per sender)."""
+
+    def __init__(self, prefix: str, parts: Optional[Dict[str, Tuple[int, ...]]] = None) -> None:
         self.prefix = prefix
+        self.parts = parts or {}
         self.vertices: List[VertexSpec] = []
         self.edges: List[Tuple[str, str]] = []
         self.core_kinds: Dict[str, int] = {}
+        self.rows: Dict[str, int] = {}  # sender label -> rows of its block
+        self.reads: Dict[str, Dict[str, Set[int]]] = {}  # sender -> reader -> rows read
+
+    def producer(self, label: str, *args) -> Producer:
+        """A Producer of vertex ``label`` (Producer's fields after the label), with its
+        partitions; records its rows."""
+        p = Producer(label, *args, parts=self.parts.get(label, ()))
+        self.rows[label] = p.nc * p.nh
+        return p
+
+    def read(self, src: Producer, dst: str, c_local: int, h_local: int) -> int:
+        """Record that ``dst`` reads row (c_local, h_local) of ``src``; its partition."""
+        self.reads.setdefault(src.label, {}).setdefault(dst, set()).add(c_local * src.nh + h_local)
+        return src.part(c_local, h_local)
 
     def receive_entries(self, label: str, sources: List[Producer], start: int, stop: int,
-                        first_word: int) -> Tuple[List[int], List[Tuple[int, str, str]]]:
+                        first_word: int) -> Tuple[List[int], List[Fixup]]:
         """Receive entries (and key fix-ups) for values[start:stop) of the flattened tensor the
         sources produce, one per source row that overlaps; adds the edges."""
         words: List[int] = []
-        fixups: List[Tuple[int, str, str]] = []
+        fixups: List[Fixup] = []
         for src in sources:
-            used = skipped = False
+            used: Set[int] = set()
             for c_local, h_local, flat in src.flat_rows():
                 if flat + src.nw <= start or flat >= stop:
-                    skipped = True
                     continue
+                part = self.read(src, label, c_local, h_local)
                 at = first_word + len(words)
-                fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
+                fixups += [(at, src.label, FIX_KEY, part), (at + 1, src.label, FIX_MASK, part)]
                 words += src.row_entry(c_local, h_local, flat - start)
-                used = True
-            if used:
-                self.edges.append((src.label, label))
-                if skipped:  # multicast brings the source's other rows too: accept and drop them
+                used.add(part)
+            if not used:
+                continue
+            self.edges.append((src.label, label))
+            read = self.reads[src.label][label]
+            for part in sorted(used):  # a partition may bring rows this core does not read: accept and drop them
+                if not src.rows_in(part) <= read:
                     at = first_word + len(words)
-                    fixups += [(at, src.label, FIX_KEY), (at + 1, src.label, FIX_MASK)]
+                    fixups += [(at, src.label, FIX_KEY, part), (at + 1, src.label, FIX_MASK, part)]
                     words += [0, 0, src.slot_shift, 0, 0]
         return words, fixups
 
     def add_kernel(self, label: str, kind: int, header: List[int], rx: List[int],
-                   fixups: List[Tuple[int, str, str]], body: List[np.ndarray], slot_shift: int) -> None:
+                   fixups: List[Fixup], body: List[np.ndarray], slot_shift: int) -> None:
         config = np.concatenate([np.array(header + rx, np.uint32)] + body).astype(np.uint32)
         self.vertices.append(VertexSpec(
             label=label, kind=KERNEL, n_keys=_n_keys(slot_shift), lost_bit=_lost_bit(slot_shift),
@@ -164,7 +211,7 @@ class _Builder:
                           int(lp.acc_blocks[r, c]), 0, shift, layer.act_code, lp.partial_shift, res.N_SLOTS, 0]
                 rx, fixups = self.receive_entries(label, sources, c0, c1, len(header))
                 header[10] = len(rx) // 5
-                fixups.append((5, label, FIX_KEY))
+                fixups.append((5, label, FIX_KEY, 0))
                 body = [pack_int16(layer.weight[r0:r1, c0:c1])]
                 if not partial:
                     body += [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation, layer.act_params)]
@@ -180,7 +227,7 @@ class _Builder:
             rx, fixups = self.receive_entries(label, tile_outputs, r0, r1, len(header))
             for i in range(lp.n_col_tiles):  # partial sums: one int32 per key, not pairs
                 rx[5 * i + 3], rx[5 * i + 4] = 0, r1 - r0
-            fixups.append((3, label, FIX_KEY))
+            fixups.append((3, label, FIX_KEY, 0))
             self.add_kernel(label, CORE_DENSE_REDUCE, header, rx, fixups,
                             [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation, layer.act_params)], shift)
             producers.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
@@ -194,18 +241,20 @@ def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
     vertices = [v for lay in layouts for v in lay.spec.vertices if v.kind != OUTPUT]
     vertices.append(VertexSpec(label=OUTPUT_LABEL, kind=OUTPUT))
     return MachineGraphSpec(vertices, [e for lay in layouts for e in lay.spec.edges],
-                            board_version=layouts[0].spec.board_version)
+                            board_version=layouts[0].spec.board_version,
+                            partitions=[p for lay in layouts for p in lay.spec.partitions])
 
 
-def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) -> np.ndarray:
+def output_receive_table(layout: GraphLayout, keys: Dict[str, List[Tuple[int, int]]]) -> np.ndarray:
     """Receive entries that decode the output producers' packets into one flat vector: the
-    distinct results one after the other, each flattened c-major."""
+    distinct results one after the other, each flattened c-major. keys: label -> (key, mask)
+    of each of its partitions (MappingResult.partition_keys)."""
     rows = []
     offset = 0
     for producers in layout.outputs:
         for p in producers:
-            key, mask = keys[p.label]
             for c_local, h_local, flat in p.flat_rows():
+                key, mask = keys[p.label][p.part(c_local, h_local)]
                 entry = p.row_entry(c_local, h_local, flat + offset)
                 rows.append([entry[0] | key, entry[1] | mask] + entry[2:])
         offset += int(np.prod(producers[0].tensor))
@@ -214,32 +263,41 @@ def output_receive_table(layout: GraphLayout, keys: Dict[str, Tuple[int, int]]) 
 
 
 
-def _trx_entries(sources: List[Producer], dst: Tuple[int, int, int, int, int, int], buffer: int
-                 ) -> Tuple[List[List[int]], List[str]]:
+Source = Tuple[str, int]  # (sender label, partition)
+
+
+def _trx_entries(b: "_Builder", reader: str, sources: List[Producer], dst: Tuple[int, int, int, int, int, int],
+                 buffer: int) -> Tuple[List[List[int]], List[Source]]:
     """Generic receive entries (key and mask left 0) for the sources' blocks that overlap
-    the destination block (c0, h0, w0, nc, nh, nw); returns them with their source labels."""
+    the destination block (c0, h0, w0, nc, nh, nw), one per partition of a source that
+    carries rows of the overlap; returns them with their (source label, partition)."""
     c0, h0, w0, nc, nh, nw = dst
     entries, labels = [], []
     for s in sources:
         if (s.c0 >= c0 + nc or s.c0 + s.nc <= c0 or s.h0 >= h0 + nh or s.h0 + s.nh <= h0
                 or s.w0 >= w0 + nw or s.w0 + s.nw <= w0):
             continue
-        entries.append(trx_entry(0, 0, s.slot_shift, s.c_shift, s.h_shift, s.c0, s.h0, s.w0, s.nw,
-                                 c0, h0, w0, nc, nh, nw, buffer))
-        labels.append(s.label)
+        parts = {b.read(s, reader, c - s.c0, h - s.h0)
+                 for c in range(max(c0, s.c0), min(c0 + nc, s.c0 + s.nc))
+                 for h in range(max(h0, s.h0), min(h0 + nh, s.h0 + s.nh))}
+        for part in sorted(parts):
+            entries.append(trx_entry(0, 0, s.slot_shift, s.c_shift, s.h_shift, s.c0, s.h0, s.w0, s.nw,
+                                     c0, h0, w0, nc, nh, nw, buffer))
+            labels.append((s.label, part))
     return entries, labels
 
 
-def _tensor_fixups(fixups, labels: List[str], own: str) -> List[Tuple[int, str, str]]:
+def _tensor_fixups(fixups, labels: List[Source], own: str) -> List[Fixup]:
     """configs.tensor fix-ups (word, "key"|"mask", entry index|"self") -> mapper fix-ups."""
-    return [(word, own if src == "self" else labels[src], FIX_KEY if what == "key" else FIX_MASK)
+    return [(word, *((own, 0) if src == "self" else labels[src])[:1], FIX_KEY if what == "key" else FIX_MASK,
+             0 if src == "self" else labels[src][1])
             for word, what, src in fixups]
 
 
 def _add_vertex(b: "_Builder", label: str, kind: int, slot_shift: int, config: np.ndarray,
-                fixups, labels: List[str]) -> None:
+                fixups, labels: List[Source]) -> None:
     """A tensor kernel vertex, its edges from its sources and its mapper fix-ups."""
-    for src in dict.fromkeys(labels):
+    for src in dict.fromkeys(src for src, _ in labels):
         b.edges.append((src, label))
     b.vertices.append(VertexSpec(label=label, kind=KERNEL, n_keys=_n_keys(slot_shift), lost_bit=_lost_bit(slot_shift),
                                  binary=KERNEL_BINARIES[kind],
@@ -265,7 +323,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
         if isinstance(op, Conv2D):
             depthwise = op.channel_multiplier  # 0: dense
             ic0, n_ic = depthwise_inputs(t.c0, t.nc, depthwise) if depthwise else (t.ic0, t.nic or in_c)
-            rx, labels = _trx_entries(inputs[0], (ic0, t.ih0, 0, n_ic, t.nih, in_w), 0)
+            rx, labels = _trx_entries(b, label, inputs[0], (ic0, t.ih0, 0, n_ic, t.nih, in_w), 0)
             finish = dict(activation=op.activation, bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
                           act_params=q.act_params)
             if plan.pool is not None:  # send the pool's rows [ph0, ph0 + nph) of these channels
@@ -290,7 +348,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 **finish, **common)
             kind = CORE_CONV
         elif isinstance(op, Pool2D):
-            rx, labels = _trx_entries(inputs[0], (t.c0, t.ih0, 0, t.nc, t.nih, in_w), 0)
+            rx, labels = _trx_entries(b, label, inputs[0], (t.c0, t.ih0, 0, t.nc, t.nih, in_w), 0)
             config, fixups = pool_config(
                 n_c=t.nc, in_h=in_h, in_w=in_w, c0=t.c0, ih0=t.ih0, n_ih=t.nih, oh0=t.h0, n_oh=t.nh,
                 out_w=out_w, kh=op.kernel[0], kw=op.kernel[1], sh=op.stride[0], sw=op.stride[1],
@@ -299,10 +357,10 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
             kind = CORE_POOL
         else:  # Add
             dst = (t.c0, t.h0, 0, t.nc, t.nh, in_w)
-            rx_a, labels_a = _trx_entries(inputs[0], dst, 0)
-            rx_b, labels_b = _trx_entries(inputs[1], dst, 1)
-            if set(labels_a) & set(labels_b):  # a receive table matches each key once
-                raise UnsupportedError(f"{q.name}: both operands come from the same cores ({labels_a[0]}); "
+            rx_a, labels_a = _trx_entries(b, label, inputs[0], dst, 0)
+            rx_b, labels_b = _trx_entries(b, label, inputs[1], dst, 1)
+            if {s for s, _ in labels_a} & {s for s, _ in labels_b}:  # a receive table matches each key once
+                raise UnsupportedError(f"{q.name}: both operands come from the same cores ({labels_a[0][0]}); "
                                        "an add of a tensor to itself runs on the host")
             rx, labels = rx_a + rx_b, labels_a + labels_b
             config, fixups = add_config(
@@ -324,14 +382,14 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
                 out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift, n_rx=len(partials),
                 bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
                 acc_bound=acc_bounds(q)[oc], act_params=q.act_params, **in_shifts)
-            _add_vertex(b, label, CORE_CONV_REDUCE, slot_shift, config, fixups, partials)
+            _add_vertex(b, label, CORE_CONV_REDUCE, slot_shift, config, fixups, [(p, 0) for p in partials])
             partials = []
         if plan.pool is not None:
-            producers.append(Producer(label, t.c0, t.nc, t.ph0, t.nph, 0, pool_w, slot_shift, c_shift, h_shift,
-                                      (pool_c, pool_h, pool_w)))
+            producers.append(b.producer(label, t.c0, t.nc, t.ph0, t.nph, 0, pool_w, slot_shift, c_shift, h_shift,
+                                        (pool_c, pool_h, pool_w)))
         else:
-            producers.append(Producer(label, t.c0, t.nc, t.h0, t.nh, 0, out_w, slot_shift, c_shift, h_shift,
-                                      (out_c, out_h, out_w)))
+            producers.append(b.producer(label, t.c0, t.nc, t.h0, t.nh, 0, out_w, slot_shift, c_shift, h_shift,
+                                        (out_c, out_h, out_w)))
     return producers
 
 
@@ -363,17 +421,41 @@ def _drop_unread(b: _Builder) -> None:
             del b.core_kinds[label]
 
 
-def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
-    """The machine graph of a tiled operator graph, with one live input vertex per graph
-    input and the live output vertex; vertex labels start with ``prefix`` (functions
-    sharing one board)."""
+def _row_partitions(b: _Builder) -> Dict[str, Tuple[int, ...]]:
+    """label -> the partition of each row of its block, for every kernel whose rows go to
+    different sets of cores: one partition per set of readers, numbered in row order."""
+    alive = {v.label: v.kind for v in b.vertices}
+    parts: Dict[str, Tuple[int, ...]] = {}
+    for src, n_rows in b.rows.items():
+        if alive.get(src) != KERNEL or n_rows <= 1:
+            continue
+        readers = {dst: rows for dst, rows in b.reads.get(src, {}).items() if dst in alive}
+        dests = [frozenset(d for d, rows in readers.items() if r in rows) for r in range(n_rows)]
+        # a row nothing reads still leaves the core (every packet needs a route): it rides
+        # with the row before it
+        last = next((d for d in dests if d), frozenset())
+        for r, d in enumerate(dests):
+            last = dests[r] = d or last
+        index: Dict[frozenset, int] = {}
+        row_parts = tuple(index.setdefault(d, len(index)) for d in dests)
+        # the planner sized every reader's receive table for this many entries per producer
+        fits = all(len({row_parts[r] for r in rows}) <= MAX_PARTITIONS_PER_READER for rows in readers.values())
+        if len(index) > 1 and fits:
+            parts[src] = row_parts
+    return parts
+
+
+def _build(plan: GraphPlan, prefix: str, parts: Optional[Dict[str, Tuple[int, ...]]]):
+    """One pass of the builder: (builder, graph inputs, outputs of the distinct results,
+    their start offsets, the offset of each result)."""
     qgraph = plan.qgraph
-    b = _Builder(prefix)
+    b = _Builder(prefix, parts)
     graph_inputs: List[Producer] = []
     for k, (c, h, w) in enumerate(qgraph.input_shapes):
         label = prefix + INPUT_LABEL + (str(k) if k else "")
         slot_shift, c_shift, h_shift = block_key_layout(c, h, w)
         b.vertices.append(VertexSpec(label=label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
+        # one partition: the host and the emulator inject with one key per input
         graph_inputs.append(Producer(label, 0, c, 0, h, 0, w, slot_shift, c_shift, h_shift, (c, h, w)))
     outputs: List[List[Producer]] = []
     for i, (q, p) in enumerate(zip(qgraph.ops, plan.plans)):
@@ -389,18 +471,57 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
             outputs.append(b.add_layer(i, p, inputs[0]))
         else:
             outputs.append(_add_tensor_op(b, i, p, inputs))
-    out_label = OUTPUT_LABEL  # the board's one gatherer, whatever the prefix (merge_graphs)
-    b.vertices.append(VertexSpec(label=out_label, kind=OUTPUT))
+    b.vertices.append(VertexSpec(label=OUTPUT_LABEL, kind=OUTPUT))  # the board's one gatherer (merge_graphs)
     distinct = list(dict.fromkeys(qgraph.outputs))
     starts = np.concatenate([[0], np.cumsum([int(np.prod(qgraph.ops[o].out_shape)) for o in distinct])])
-    senders = [p.label for o in distinct for p in outputs[o]]
+    results = [outputs[o] for o in distinct]
+    senders = [p.label for producers in results for p in producers]
     if len(senders) != len(set(senders)):  # the gatherer decodes each key into one place only
         raise UnsupportedError(f"{qgraph.name or 'offloaded function'}: two of its results are the same "
                                "values (e.g. a tensor and its flatten)")
-    b.edges += [(label, out_label) for label in senders]
+    for producers in results:
+        for p in producers:
+            for c_local, h_local, _ in p.flat_rows():
+                b.read(p, OUTPUT_LABEL, c_local, h_local)
+    b.edges += [(label, OUTPUT_LABEL) for label in senders]
     _drop_unread(b)
-    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version)
-    return GraphLayout(spec, b.core_kinds, graph_inputs, out_label, [outputs[o] for o in distinct],
-                       [int(starts[distinct.index(o)]) for o in qgraph.outputs], int(starts[-1]))
+    return b, graph_inputs, results, starts, [int(starts[distinct.index(o)]) for o in qgraph.outputs]
 
 
+def _partition_specs(b: _Builder) -> List[PartitionSpec]:
+    """Every sender's partitions and the cores each goes to; a kernel with several gets its
+    row-key table (spinn_tensor.h spinn_block_keys_t) after its config."""
+    alive = {v.label for v in b.vertices}
+    edges: Dict[str, List[str]] = {}
+    for pre, post in b.edges:
+        edges.setdefault(pre, []).append(post)
+    specs = []
+    for v in b.vertices:
+        if v.label not in edges:
+            continue
+        row_parts = b.parts.get(v.label)
+        if not row_parts:
+            specs.append(PartitionSpec(v.label, 0, list(dict.fromkeys(edges[v.label]))))
+            continue
+        reads = {dst: rows for dst, rows in b.reads[v.label].items() if dst in alive}
+        for k in range(max(row_parts) + 1):
+            rows = {r for r, part in enumerate(row_parts) if part == k}
+            specs.append(PartitionSpec(v.label, k, [dst for dst in dict.fromkeys(edges[v.label])
+                                                    if reads.get(dst, set()) & rows]))
+        at = len(v.config) + 1
+        v.config = np.concatenate([v.config, np.zeros(1 + len(row_parts), np.uint32)])
+        v.config[at - 1] = len(row_parts)
+        v.key_fixups = v.key_fixups + [(at + r, v.label, FIX_KEY, part) for r, part in enumerate(row_parts)]
+        v.sdram_bytes = 4 * len(v.config)
+    return specs
+
+
+def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
+    """The machine graph of a tiled operator graph, with one live input vertex per graph
+    input and the live output vertex; vertex labels start with ``prefix`` (functions
+    sharing one board). Built twice: the first pass finds which cores read which rows of
+    each kernel, the second sends each set of rows on its own partition."""
+    parts = _row_partitions(_build(plan, prefix, None)[0]) if SPLIT_PARTITIONS else None
+    b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts)
+    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version, partitions=_partition_specs(b))
+    return GraphLayout(spec, b.core_kinds, graph_inputs, OUTPUT_LABEL, results, offsets, int(starts[-1]))

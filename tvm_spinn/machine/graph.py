@@ -5,8 +5,10 @@ The builder (:mod:`.builder`) makes a :class:`MachineGraphSpec` (plain data); th
 virtual board in a worker process, and returns a :class:`MappingResult`. Both cross the
 process boundary in :mod:`tvm_spinn.serialization`'s format (no pickle).
 
-Every vertex has at most one outgoing partition, named :data:`PARTITION`; an edge
-``(pre, post)`` sends everything ``pre`` emits to ``post`` (multicast).
+A vertex sends on one or more outgoing partitions (:class:`PartitionSpec`, named by
+:func:`partition_name`), each with its own key block from the toolchain: a kernel whose rows
+go to different cores sends each set of rows on its own partition, so that a packet reaches
+only the cores that read it. ``edges`` lists every ``(pre, post)`` pair once.
 """
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ import numpy as np
 from .. import serialization
 
 PARTITION = "out"
+
+
+def partition_name(index: int) -> str:
+    """The toolchain's identifier of a vertex's outgoing partition ``index``."""
+    return PARTITION if index == 0 else f"{PARTITION}{index}"
+
 
 # Vertex kinds
 KERNEL = "kernel"  # runs one of our C kernels (c_runtime/kernels)
@@ -44,9 +52,9 @@ class VertexSpec:
     n_keys: number of keys of its outgoing partition (a power of two; 0 = sends nothing).
     binary: the .aplx the core would run (KERNEL only).
     config: uint32 words of the kernel's config region (region 1), with placeholders.
-    key_fixups: (word index, source vertex label, FIX_KEY or FIX_MASK): before the
-        region is written, ``config[word] |= key or mask of source's partition`` (the
-        placeholder holds extra bits to OR in, usually 0).
+    key_fixups: (word index, source vertex label, FIX_KEY or FIX_MASK, partition index):
+        before the region is written, ``config[word] |= key or mask of that partition of
+        the source`` (the placeholder holds extra bits to OR in, usually 0).
     sdram_bytes: SDRAM the core needs (regions and buffers).
     lost_bit: the key bit the core ORs into a lost-value marker (c_runtime/include/spinn_fixed.h):
         its key block holds twice its slots, and the upper half carries the markers.
@@ -57,9 +65,19 @@ class VertexSpec:
     n_keys: int = 0
     binary: str = ""
     config: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
-    key_fixups: List[Tuple[int, str, str]] = field(default_factory=list)
+    key_fixups: List[Tuple[int, str, str, int]] = field(default_factory=list)
     sdram_bytes: int = 0
     lost_bit: int = 0
+
+
+@dataclass
+class PartitionSpec:
+    """Outgoing partition ``index`` of vertex ``pre`` (0, 1, ... per vertex) and the vertices
+    it goes to. Every partition of a vertex gets a key block of the vertex's n_keys."""
+
+    pre: str
+    index: int
+    posts: List[str]
 
 
 @dataclass
@@ -67,6 +85,17 @@ class MachineGraphSpec:
     vertices: List[VertexSpec]
     edges: List[Tuple[str, str]]  # (pre label, post label)
     board_version: int = 5  # 3 = SpiNN-3 (4 chips), 5 = SpiNN-5 (48 chips)
+    # every sender's partitions; empty: one partition per sender, to every post of its edges
+    partitions: List[PartitionSpec] = field(default_factory=list)
+
+    def sender_partitions(self) -> List[PartitionSpec]:
+        """The partitions, with the default (one per sender) filled in."""
+        if self.partitions:
+            return self.partitions
+        posts: Dict[str, List[str]] = {}
+        for pre, post in self.edges:
+            posts.setdefault(pre, []).append(post)
+        return [PartitionSpec(pre, 0, list(dict.fromkeys(p))) for pre, p in posts.items()]
 
 
 @dataclass
@@ -106,7 +135,8 @@ class MappingResult:
     """What the toolchain decided, in plain data.
 
     placements: label -> (x, y, p).
-    keys: label -> (key, mask) of the vertex's outgoing partition.
+    keys: label -> (key, mask) of the vertex's outgoing partition 0.
+    partition_keys: label -> (key, mask) of each of its partitions, by index.
     routing_tables: (x, y) -> uint32 array (n, 3) of (key, mask, route word), where the
         route word has bit i (0..5) for link i (E, NE, N, W, SW, S) and bit 6 + p for core p.
     regions: label -> {region id: bytes}, the exact bytes the core would load (KERNEL only).
@@ -128,6 +158,7 @@ class MappingResult:
     images: List[CoreImage] = field(default_factory=list)  # every core: kernels and live IO
     iptags: List[IPTagSpec] = field(default_factory=list)
     app_id: int = 0
+    partition_keys: Dict[str, List[Tuple[int, int]]] = field(default_factory=dict)
 
 
 # A kernel's config region (region 1) carries its own length and checksum in front of the

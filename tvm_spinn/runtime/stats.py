@@ -93,6 +93,13 @@ class RunStatistics:
         return self.saturated_inputs + sum(self.saturated_values.values())
 
     @property
+    def deliveries_per_packet(self) -> float:
+        """Packet arrivals at kernel cores per packet sent (by the host and the cores; those to
+        the output gatherer count only here, in the denominator). Each arrival costs a core a
+        packet interrupt, used or dropped: multicast partitions per set of readers keep it low."""
+        return self.provenance.get("packets_in", 0) / max(1, self.packets_injected + self.packets_sent_by_cores)
+
+    @property
     def packets_per_inference(self) -> float:
         return (self.packets_injected + self.packets_sent_by_cores) / max(1, self.samples)
 
@@ -106,13 +113,15 @@ class RunStatistics:
         d["bottleneck"] = self.bottleneck
         d["predicted_drops"] = self.predicted_drops
         d["packets_per_inference"] = self.packets_per_inference
+        d["deliveries_per_packet"] = self.deliveries_per_packet
         d["emulator_samples_per_s"] = self.emulator_samples_per_s
         return d
 
     def summary(self) -> str:
         how = "timed emulation" if self.timed else "formula"
         text = (f"{self.samples} samples on {self.cores} cores of {self.board}: "
-                f"{self.packets_per_inference:.0f} packets/inference, "
+                f"{self.packets_per_inference:.0f} packets/inference ({self.deliveries_per_packet:.2f} core "
+                f"deliveries each), "
                 f"modelled ({how}) latency {self.modelled_latency_s * 1e6:.0f} us, throughput "
                 f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck}), "
                 f"energy {self.modelled_energy_j * 1e3:.3g} mJ/inference; "

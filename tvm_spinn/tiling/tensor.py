@@ -113,12 +113,25 @@ def input_rows(op, oh0: int, noh: int, in_h: int) -> Tuple[int, int]:
 
 
 
+# A producer whose rows go to different cores sends them on several multicast partitions
+# (machine.builder); a reader gets one receive entry per partition it receives, and the
+# builder keeps that at most this many per producer.
+MAX_PARTITIONS_PER_READER = 3
+
+
 def overlapping(blocks: Sequence[Block], n_c: int, n_rows: int, in_h: int) -> int:
-    """Producer blocks a tile reading channels [0, n_c) and a band of n_rows input rows in the
-    middle of the tensor overlaps: its receive entries (the worst band, roughly)."""
+    """Receive entries of a tile reading channels [0, n_c) and a band of n_rows input rows in
+    the middle of the tensor: one per partition of each producer block it overlaps (the
+    worst band, roughly)."""
     h_lo = max(0, (in_h - n_rows) // 2)
-    return max(1, sum(1 for c0, nc, h0, nh in blocks
-                      if c0 < n_c and h0 < h_lo + n_rows and h0 + nh > h_lo))
+    return MAX_PARTITIONS_PER_READER * max(1, sum(1 for c0, nc, h0, nh in blocks
+                                                  if c0 < n_c and h0 < h_lo + n_rows and h0 + nh > h_lo))
+
+
+def row_keys_bytes(nc: int, nh: int) -> int:
+    """The row-key table after the config of a tile that sends nc x nh rows on several
+    partitions (spinn_tensor.h spinn_block_keys_t): a count, then a key per row."""
+    return 4 * (1 + nc * nh)
 
 
 def _finish_bytes(qop: QOp, nc: int) -> int:
@@ -179,6 +192,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
     # spinn_stream_words: per slot a count per input row, then received, next_row, pending;
     # each workspace part is 8-byte aligned (up to 3 parts of 4 bytes of padding)
     counts = res.N_SLOTS * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
+    config += row_keys_bytes(nc, noh)
     # a busy core: one user event per output row's worth of packets
     cycles += model.cycles(packets_in=(in_values + 1) // 2, packets_out=out_pairs, events=noh)
     return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles
@@ -189,7 +203,7 @@ def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float
     whose partial sums come from n_groups input-channel groups (int32 accumulators)."""
     out_w = qop.out_shape[2]
     values = nc * noh * out_w
-    config = REDUCE_HEADER_BYTES + n_groups * REDUCE_RX_BYTES + _finish_bytes(qop, nc)
+    config = REDUCE_HEADER_BYTES + n_groups * REDUCE_RX_BYTES + _finish_bytes(qop, nc) + row_keys_bytes(nc, noh)
     buffers = res.N_SLOTS * values * 4 + res.N_SLOTS * (noh + 3) * 4
     cycles = cost("conv_reduce").cycles(packets_in=n_groups * values, outputs=values, computes=1, events=noh,
                                         packets_out=nc * noh * ((out_w + 1) // 2))

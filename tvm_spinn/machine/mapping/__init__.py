@@ -70,6 +70,7 @@ def _validate(spec: MachineGraphSpec) -> None:
     by_label = {v.label: v for v in spec.vertices}
     if len(by_label) != len(spec.vertices):
         raise MappingError("duplicate vertex labels in the machine graph")
+    edges = set(spec.edges)
     for pre, post in spec.edges:
         for end in (pre, post):
             if end not in by_label:
@@ -78,11 +79,19 @@ def _validate(spec: MachineGraphSpec) -> None:
             raise MappingError(f"edge ({pre!r}, {post!r}): outputs cannot send and inputs cannot receive")
         if by_label[pre].n_keys <= 0:
             raise MappingError(f"vertex {pre!r} sends on an edge but has n_keys={by_label[pre].n_keys}")
-    senders = {pre for pre, _ in spec.edges}
+    n_parts: dict = {}
+    for part in spec.sender_partitions():
+        n_parts[part.pre] = max(n_parts.get(part.pre, 0), part.index + 1)
+        for post in part.posts:
+            if (part.pre, post) not in edges:
+                raise MappingError(f"partition {part.index} of {part.pre!r} goes to {post!r} with no edge")
     for v in spec.vertices:
-        for word, src, what in v.key_fixups:
-            if src not in senders:
+        for word, src, what, part in v.key_fixups:
+            if src not in n_parts:
                 raise MappingError(f"vertex {v.label!r}: key fix-up names {src!r}, which sends on no edge")
+            if not 0 <= part < n_parts[src]:
+                raise MappingError(f"vertex {v.label!r}: key fix-up names partition {part} of {src!r}, "
+                                   f"which has {n_parts[src]}")
             if not 0 <= word < len(v.config):
                 raise MappingError(f"vertex {v.label!r}: key fix-up word {word} outside its {len(v.config)} config words")
             if what not in (FIX_KEY, FIX_MASK):

@@ -29,7 +29,8 @@ from spinnman.messages.eieio import EIEIOType
 from spinn_front_end_common.interface.provenance import ProvidesProvenanceDataFromMachineImpl
 
 from ..graph import (CONFIG_HEADER_WORDS, CONFIG_REGION, FIX_KEY, FIX_MASK, INPUT, KERNEL, LOST_TIMEOUT_TICKS, OUTPUT,
-                     PARTITION, PROVENANCE_NAMES, PROVENANCE_REGION, SYSTEM_REGION, VertexSpec, frame_config)
+                     PROVENANCE_NAMES, PROVENANCE_REGION, SYSTEM_REGION, PartitionSpec, VertexSpec, frame_config,
+                     partition_name)
 
 # Where a real board's live packet gatherer would send its EIEIO packets. On the
 # virtual board this only fills the LPG's IP tag; the board runtime may override it.
@@ -77,7 +78,7 @@ class KernelVertex(SimulatorVertex, MachineDataSpecableVertex, ProvidesProvenanc
                              + self.get_provenance_data_size(len(PROVENANCE_NAMES)))
 
     def get_n_keys_for_partition(self, partition_id: str) -> int:
-        return self._vspec.n_keys
+        return self._vspec.n_keys  # every partition: a whole block (the kernel's key fields)
 
     def fixed_config(self) -> np.ndarray:
         """The config words with every key fix-up filled from the toolchain's routing info."""
@@ -85,8 +86,8 @@ class KernelVertex(SimulatorVertex, MachineDataSpecableVertex, ProvidesProvenanc
         if not self._vspec.key_fixups:
             return words
         infos = FecDataView.get_routing_infos()
-        for index, source_label, what in self._vspec.key_fixups:
-            info = infos.get_info_from(_BY_LABEL[source_label], PARTITION)
+        for index, source_label, what, part in self._vspec.key_fixups:
+            info = infos.get_info_from(_BY_LABEL[source_label], partition_name(part))
             # OR into the placeholder: it may carry field bits below the block (e.g. the
             # channel/row of a per-row receive entry); usually it is 0.
             if what == FIX_KEY:
@@ -144,8 +145,9 @@ def make_vertex(vspec: VertexSpec):
     raise ValueError(f"vertex {vspec.label}: unknown kind {vspec.kind!r}")
 
 
-def build_graph(vspecs: List[VertexSpec], edges: List[Tuple[str, str]], gfe) -> Dict[str, object]:
-    """Add every vertex and edge to the front end; returns label -> toolchain vertex.
+def build_graph(vspecs: List[VertexSpec], partitions: List[PartitionSpec], gfe) -> Dict[str, object]:
+    """Add every vertex and every partition's edges to the front end; returns label ->
+    toolchain vertex.
 
     An edge into a LivePacketGatherer needs both a machine edge (the router only routes
     partitions that exist in the graph) and ``add_incoming_source`` (the LPG's config and
@@ -160,9 +162,11 @@ def build_graph(vspecs: List[VertexSpec], edges: List[Tuple[str, str]], gfe) -> 
         v = make_vertex(vs)
         _BY_LABEL[vs.label] = v
         gfe.add_machine_vertex_instance(v)
-    for pre, post in edges:
-        src, dst = _BY_LABEL[pre], _BY_LABEL[post]
-        gfe.add_machine_edge_instance(MachineEdge(src, dst), PARTITION)
-        if isinstance(dst, LivePacketGatherMachineVertex):
-            dst.add_incoming_source(src, PARTITION)
+    for part in partitions:
+        src, name = _BY_LABEL[part.pre], partition_name(part.index)
+        for post in part.posts:
+            dst = _BY_LABEL[post]
+            gfe.add_machine_edge_instance(MachineEdge(src, dst), name)
+            if isinstance(dst, LivePacketGatherMachineVertex):
+                dst.add_incoming_source(src, name)
     return dict(_BY_LABEL)

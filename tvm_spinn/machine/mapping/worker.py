@@ -19,8 +19,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..graph import (KERNEL, PARTITION, RESULT_FILE, SPEC_FILE, CoreImage, IPTagSpec, MachineGraphSpec,
-                     MappingResult, dump_result, load_spec)
+from ..graph import (KERNEL, RESULT_FILE, SPEC_FILE, CoreImage, IPTagSpec, MachineGraphSpec,
+                     MappingResult, dump_result, load_spec, partition_name)
 
 ERROR_TAG = "TVM_SPINN_ERROR"
 # A short run: on a virtual board gfe.run maps, allocates keys, generates routing tables
@@ -158,7 +158,8 @@ def map_spec(spec: MachineGraphSpec) -> MappingResult:
 
     t_import = time.perf_counter()
     gfe.setup()
-    vertices = build_graph(spec.vertices, spec.edges, gfe)
+    partitions = spec.sender_partitions()
+    vertices = build_graph(spec.vertices, partitions, gfe)
     gfe.run(RUN_MS)
     t_run = time.perf_counter()
 
@@ -169,11 +170,11 @@ def map_spec(spec: MachineGraphSpec) -> MappingResult:
         if pl.vertex in by_vertex:  # skip system vertices (none with monitors off)
             placements[by_vertex[pl.vertex]] = (pl.x, pl.y, pl.p)
     infos = gfe.routing_infos()
-    keys = {}
-    sources = {pre for pre, _ in spec.edges}
-    for label in sources:
-        info = infos.get_info_from(vertices[label], PARTITION)
-        keys[label] = (int(info.key), int(info.mask))
+    partition_keys: Dict[str, List[Tuple[int, int]]] = {}
+    for part in sorted(partitions, key=lambda p: p.index):
+        info = infos.get_info_from(vertices[part.pre], partition_name(part.index))
+        partition_keys.setdefault(part.pre, []).append((int(info.key), int(info.mask)))
+    keys = {label: parts[0] for label, parts in partition_keys.items()}
     chips, links, n_cores, n_entries = _machine()
     tables, stage = _routing_tables(n_entries)
     images = _images(vertices, placements)
@@ -183,7 +184,8 @@ def map_spec(spec: MachineGraphSpec) -> MappingResult:
     gfe.stop()
     t_end = time.perf_counter()
     print(
-        f"tvm_spinn mapping: {len(spec.vertices)} vertices, {len(spec.edges)} edges; "
+        f"tvm_spinn mapping: {len(spec.vertices)} vertices, {len(spec.edges)} edges, "
+        f"{len(partitions)} partitions; "
         f"import {t_import - t0:.2f}s, map+dsg {t_run - t_import:.2f}s, "
         f"harvest+stop {t_end - t_run:.2f}s; tables {stage}",
         file=sys.stderr,
@@ -202,6 +204,7 @@ def map_spec(spec: MachineGraphSpec) -> MappingResult:
         images=images,
         iptags=iptags,
         app_id=app_id,
+        partition_keys=partition_keys,
     )
 
 
