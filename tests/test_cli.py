@@ -24,10 +24,11 @@ def _run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """An MLP saved as .pt2 (dynamic batch) and .onnx, calibration, inputs and torch's outputs."""
+    """An MLP (and a host op) saved as .pt2 (dynamic batch) and .onnx, calibration, inputs and torch's outputs."""
     d = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4),
+                                torch.nn.GELU()).eval()  # GELU stays on the host
     x = torch.randn(64, 16, generator=torch.Generator().manual_seed(1))
     np.save(d / "calib.npy", x.numpy())
     np.save(d / "x.npy", x[:10].numpy().astype(np.float64))  # numpy's default dtype
@@ -44,7 +45,8 @@ def files(tmp_path_factory):
 def test_compile_run_report(files, kind):
     d, y_torch = files
     proc = _run("compile", f"mlp.{kind}", "-c", "calib.npy", "-o", f"mlp_{kind}.so", cwd=d)
-    assert "2 of 2 ops on SpiNNaker" in proc.stdout and f"written mlp_{kind}.so" in proc.stdout
+    offload = "2 of 3 ops on SpiNNaker; on the host: 1 x nn.gelu"
+    assert offload in proc.stdout and f"written mlp_{kind}.so" in proc.stdout
     proc = _run("run", f"mlp_{kind}.so", "x.npy", "-o", f"y_{kind}.npy", cwd=d)
     assert "10 samples on" in proc.stdout and "packets/inference" in proc.stdout
     y = np.load(d / f"y_{kind}.npy")
@@ -53,7 +55,7 @@ def test_compile_run_report(files, kind):
     if kind == "pt2":  # report reads a module, whatever it came from: once is enough
         return
     proc = _run("report", f"mlp_{kind}.so", cwd=d)
-    assert "2 of 2 ops on SpiNNaker" in proc.stdout  # the record compile wrote beside the module
+    assert offload in proc.stdout  # from the record compile wrote beside the module
     assert "cores: 4 (2 kernel + 2 live IO)" in proc.stdout
 
 
@@ -65,7 +67,10 @@ def test_errors_are_one_line_with_exit_codes(files):
     proc = _run("compile", "notes.txt", "-c", "calib.npy", cwd=d, check=False)
     assert proc.returncode == 1 and "unknown model kind '.txt'" in proc.stderr and "Traceback" not in proc.stderr
     proc = _run("run", "mlp.onnx", "x.npy", "-o", "y.npy", cwd=d, check=False)  # not a module
-    assert proc.returncode == 1 and "cannot be loaded" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "not an exported module" in proc.stderr and "Traceback" not in proc.stderr
+    (d / "broken.so").write_bytes(b"\x7fELF broken")
+    proc = _run("run", "broken.so", "x.npy", "-o", "y.npy", cwd=d, check=False)
+    assert proc.returncode == 1 and "broken.so cannot be loaded" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     proc = _run("run", "mlp.onnx", cwd=d, check=False)  # arguments missing: argparse's usage error
     assert proc.returncode == 2 and "usage:" in proc.stderr

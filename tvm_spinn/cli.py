@@ -94,12 +94,16 @@ def _load_module(path: Path):
 
     if not path.is_file():
         raise ModelFileError(f"module {path}: no such file")
+    if path.suffix.lower() not in (".so", ".tar", ".dylib", ".dll"):
+        raise ModelFileError(f"module {path}: not an exported module (.so); write one with 'tvm-spinn compile' "
+                             "or ex.export_library")
     try:
         return tvm.runtime.load_module(str(path))
     except SpinnakerError:
         raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first if len(first) < 120 else first[:117] + "..."
         raise ModelFileError(f"module {path} cannot be loaded ({first}); give a module written by "
                              "'tvm-spinn compile' or ex.export_library") from exc
 
@@ -138,7 +142,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     lib = _load_module(args.module)
     record = _offload_path(args.module)
     if record.is_file():
-        summary = OffloadSummary(**json.loads(record.read_text()))
+        saved = json.loads(record.read_text())  # JSON has no tuples: make the pairs tuples again
+        summary = OffloadSummary(board=[tuple(b) for b in saved["board"]], host=[tuple(h) for h in saved["host"]],
+                                 refused=saved["refused"])
         print(tvm_spinn.report.offload_report(SimpleNamespace(spinnaker_offload=summary)))
         print()
     print(tvm_spinn.report.model_report(lib))
