@@ -21,6 +21,7 @@ loader are registered with TVM as soon as TVM is imported, before or after tvm_s
 ``import tvm_spinn`` as they always did.
 """
 import importlib
+import importlib.util
 import os
 
 from .errors import (BoardError, CalibrationError, EmulatorError, InputError, LostSamplesError,  # noqa: F401
@@ -49,8 +50,9 @@ _ERRORS = (SpinnakerError, UnsupportedError, CalibrationError, ResourceError, Ma
 def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
+    elif name in _SUBMODULES or (not name.startswith("__")
+                                 and importlib.util.find_spec(f"{__name__}.{name}") is not None):
+        value = importlib.import_module(f".{name}", __name__)  # any subpackage, as eager imports gave
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
