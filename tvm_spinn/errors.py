@@ -65,3 +65,7 @@ class LostSamplesError(SpinnakerError):
             f"(tvm_spinn.statistics(vm).provenance) show the drop counters. Run those samples again; if losses "
             f"persist, lower the host link rate (TVM_SPINN_LINK_MBPS), and if every sample is lost (a core "
             f"stopped), reload the board with tvm_spinn.use_board(vm, <the same board>).")
+
+
+class ModelFileError(SpinnakerError):
+    """A model or module file that cannot be read: missing, or not of the kind its name says."""

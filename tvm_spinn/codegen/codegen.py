@@ -213,9 +213,3 @@ def _codegen(functions, options, constant_names) -> List:
         programs.update({p.symbol: p for p in compile_functions(missing, opts, strict=True)[0]})
     return [make_module(s, dump_program(programs[s])) for s in (str(f.attrs["global_symbol"]) for f in functions)]
 
-
-def register() -> None:
-    """Register ``relax.ext.spinnaker`` (idempotent)."""
-    import tvm_ffi
-
-    tvm_ffi.register_global_func("relax.ext.spinnaker", _codegen, override=True)

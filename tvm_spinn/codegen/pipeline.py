@@ -8,7 +8,7 @@ stays on the host with TVM's default pipeline.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import tvm
@@ -19,6 +19,7 @@ import threading
 
 from ..errors import CalibrationError
 from ..partition import CODEGEN, offloaded_functions, partition_for_spinnaker
+from ..quantization.batches import CalibrationBatches, gather_batches
 from ..quantization.quantize import CalibrationSettings
 from ..tiling import resources as res
 from .codegen import CodegenOptions, codegen_options, compile_functions
@@ -27,7 +28,8 @@ from .offload import offload_summary, short_name
 log = logging.getLogger(__name__)
 _last_offload = threading.local()  # the offload summary of the build running in this thread
 
-Calibration = Union[np.ndarray, Sequence[np.ndarray], None]
+# An array (samples on axis 0), one per model input, or an iterable of batches (a DataLoader).
+Calibration = Union[np.ndarray, Sequence[np.ndarray], Iterable, None]
 
 
 def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarray]:
@@ -36,11 +38,16 @@ def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarr
         raise CalibrationError(
             "SpiNNaker needs calibration data to choose int16 scales: pass calibration=<array whose first "
             "axis is samples> (or a list of such arrays, one per model input)")
-    arrays = [calibration] if isinstance(calibration, np.ndarray) or hasattr(calibration, "numpy") else \
-        list(calibration)
+    if isinstance(calibration, CalibrationBatches):
+        arrays = calibration.inputs(n_params)
+    elif isinstance(calibration, np.ndarray) or hasattr(calibration, "numpy"):
+        arrays = [calibration]
+    else:
+        arrays = list(calibration)
     arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in arrays]
     if len(arrays) != n_params:
-        raise CalibrationError(f"calibration has {len(arrays)} arrays but main takes {n_params} inputs")
+        raise CalibrationError(f"calibration has {len(arrays)} arrays but main takes {n_params} inputs (a list "
+                               "holds one array per input; pass batches as an iterator: iter(batches))")
     if any(a.ndim == 0 for a in arrays) or len({a.shape[0] for a in arrays}) != 1 or arrays[0].shape[0] == 0:
         raise CalibrationError("calibration arrays must share a non-empty first (sample) axis")
     arrays = [_as_param(a, p, k, len(arrays)) for k, (a, p) in enumerate(zip(arrays, mod["main"].params))]
@@ -173,9 +180,13 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
 
     Parameters
     ----------
-    calibration : array or list of arrays
+    calibration : array, list of arrays, or iterable of batches
         Representative inputs of ``main`` (first axis = samples), used to choose the
         int16 scales of every tensor on the board. Required if anything is offloaded.
+        A list or tuple holds one array per input of ``main``; any other iterable (a
+        ``torch.utils.data.DataLoader``, a generator) yields batches, each an array or
+        tensor, or a tuple whose first elements are the inputs (labels after them are not
+        used); it is read once, here, and the batches are joined along the sample axis.
     board : "spinn5" (48 chips) or "spinn3" (4 chips).
     cycle_budget : modelled cycles per sample per core that tiles are sized to meet
         (default: resources.DEFAULT_CYCLE_BUDGET, relaxed if the model needs more cores).
@@ -194,6 +205,7 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
     if board not in res.BOARDS:
         raise ValueError(f"unknown board {board!r}; choose one of {sorted(res.BOARDS)}")
     settings = CalibrationSettings(headroom=headroom, percentile=percentile)
+    calibration = gather_batches(calibration)  # once: a generator cannot be read twice
 
     @tvm.transform.module_pass(opt_level=0, name="SpiNNakerPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -224,12 +236,6 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
 
     return _pipeline
 
-
-def register() -> None:
-    from tvm.relax.pipeline import PIPELINE_MAP
-
-    if "spinnaker" not in PIPELINE_MAP:
-        relax.register_pipeline("spinnaker")(spinnaker_pipeline)
 
 
 def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[str, dict] = "spinnaker",

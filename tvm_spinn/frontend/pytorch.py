@@ -1,20 +1,23 @@
 """Import a PyTorch model into a Relax IRModule (torch.export + TVM's importer)."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import warnings
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import tvm
 from torch.export import Dim
 from tvm.relax.frontend.torch import from_exported_program
 
+from ..errors import UnsupportedError
+
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
 def _dim_size(node, dim: int, index, where: str) -> int:
     """The static size of ``node``'s dimension ``dim``; UnsupportedError if it is symbolic."""
-    from ..errors import UnsupportedError
 
     size = node.meta["val"].shape[dim]
     if not isinstance(size, int):
@@ -36,15 +39,14 @@ def _index_constant(exported, node):
     return None
 
 
-def _positive_indices(exported: "torch.export.ExportedProgram") -> None:
+def _positive_indices(exported: "torch.export.ExportedProgram", check_only: bool = False) -> bool:
     """Make negative indices positive before TVM 0.27's importer, which takes them as
     out-of-bounds positions (wrong numbers, a GRU's last state garbage): the index of
     ``aten.select(x, dim, -k)`` (``x[:, -1]``) and constant index tensors of
     ``aten.index.Tensor`` (``x[:, [-1, 0]]``). Raises UnsupportedError for a negative index on a
     dimension whose size is symbolic (the batch), and for a constant index tensor that other
-    ops read too (rewriting it would change them)."""
-    from ..errors import UnsupportedError
-
+    ops read too (rewriting it would change them). Returns whether there was one to make
+    positive; with ``check_only``, changes nothing."""
     changed = False
     for node in exported.graph.nodes:
         if node.op != "call_function":
@@ -52,6 +54,8 @@ def _positive_indices(exported: "torch.export.ExportedProgram") -> None:
         if node.target is torch.ops.aten.select.int:
             src, dim, index = node.args[:3]
             if isinstance(index, int) and index < 0:
+                if check_only:
+                    return True
                 node.args = (src, dim, index + _dim_size(src, dim, index, node.name)) + tuple(node.args[3:])
                 changed = True
         elif node.target is torch.ops.aten.index.Tensor:
@@ -60,32 +64,40 @@ def _positive_indices(exported: "torch.export.ExportedProgram") -> None:
                 found = None if operand is None else _index_constant(exported, operand)
                 if found is None or not bool((found[1] < 0).any()):
                     continue
+                if check_only:
+                    return True
                 if len(operand.users) != 1:
                     raise UnsupportedError(f"{node.name}: a negative constant index that other ops also read")
                 size = _dim_size(src, dim, int(found[1].min()), node.name)
                 exported.constants[found[0]] = torch.where(found[1] < 0, found[1] + size, found[1])
+                changed = True
     if changed:
         exported.graph_module.recompile()
+    return changed
 
 
 def from_torch(
-    model: torch.nn.Module, example_inputs: Inputs, *, dynamic_batch: bool = True
+    model: Union[torch.nn.Module, "torch.export.ExportedProgram"], example_inputs: Optional[Inputs] = None, *,
+    dynamic_batch: bool = True
 ) -> tvm.IRModule:
     """Export ``model`` with ``torch.export`` and import it as a Relax IRModule.
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; it is put in eval mode (``model.eval()``) before export.
+    model : torch.nn.Module or torch.export.ExportedProgram
+        The model. A module is exported in eval mode (dropout off, BatchNorm's running
+        statistics) and then put back in the mode it was in. An ``ExportedProgram``
+        (``torch.export.export(...)`` or ``torch.export.load("model.pt2")``) is imported
+        as it is: its shapes, dynamic or not, are those it was exported with.
     example_inputs : torch.Tensor or sequence of torch.Tensor
         Example positional inputs of ``model.forward``. Only their shapes and
-        dtypes matter.
+        dtypes matter. Required for a module; not used for an ExportedProgram.
     dynamic_batch : bool
         If True (default), axis 0 of every input is one symbolic ``batch``
         dimension, so the compiled module accepts any batch size. torch.export
         specialises a dimension whose example size is 1, so an example batch
         of 1 is repeated to 2 for the export (the module still accepts 1).
-        If False, the example shapes are baked in.
+        If False, the example shapes are baked in. Not used for an ExportedProgram.
 
     Returns
     -------
@@ -105,14 +117,56 @@ def from_torch(
         mod = tvm_spinn.frontend.from_torch(model, torch.randn(8, 784))
         mod.show()   # main(x: R.Tensor((batch, 784), "float32")) -> ...
     """
-    from ..errors import UnsupportedError
+    if isinstance(model, torch.export.ExportedProgram):
+        exported = model
+        # _positive_indices rewrites the graph: work on a copy, not the caller's program.
+        exported = copy.deepcopy(exported) if _positive_indices(exported, check_only=True) else exported
+        others = _other_float_dtypes(exported.state_dict.values())
+    elif isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise TypeError("from_torch(model, example_inputs): a torch.nn.Module needs example inputs "
+                            "(a tensor or a tuple of tensors, one per forward argument)")
+        others = _other_float_dtypes(list(model.parameters()) + list(model.buffers()))
+        exported = _export(model, example_inputs, dynamic_batch)
+    else:
+        raise TypeError(f"from_torch takes a torch.nn.Module or a torch.export.ExportedProgram, not "
+                        f"{type(model).__name__}")
+    _positive_indices(exported)
+    # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
+    # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
+    try:
+        with _quiet_export():  # the decomposition re-runs torch.export's code
+            return from_exported_program(exported, unwrap_unit_return_tuple=True)
+    except Exception as exc:  # TVM's importer: an op it does not know, or a form it mis-handles
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (f"the model has {', '.join(others)} parameters: model.float() with float32 examples gives a "
+                "model it imports (the board computes int16 from float32)" if others else
+                "replace the op it names (e.g. AdaptiveMaxPool by MaxPool with the input's size) or run that part "
+                "of the model outside the exported module")
+        raise UnsupportedError(f"TVM {tvm.__version__}'s PyTorch importer cannot import this model: {first}; "
+                               f"{hint}") from exc
 
+
+def _other_float_dtypes(tensors) -> list:
+    """Floating dtypes other than float32 among ``tensors`` (names, sorted)."""
+    return sorted({str(t.dtype).replace("torch.", "") for t in tensors
+                   if t.is_floating_point() and t.dtype != torch.float32})
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """Silence torch 2.13's own deprecation inside torch.export (raised by its code, not the
+    user's), and only that one."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        yield
+
+
+def _export(model: torch.nn.Module, example_inputs: Inputs, dynamic_batch: bool) -> "torch.export.ExportedProgram":
+    """torch.export of ``model`` in eval mode; ``model`` is left in the mode it was in."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     args = tuple(example_inputs)
-    others = sorted({str(t.dtype).replace("torch.", "") for t in list(model.parameters()) + list(model.buffers())
-                     if t.is_floating_point() and t.dtype != torch.float32})
-
     dynamic_shapes = None
     if dynamic_batch:
         batch = Dim("batch")
@@ -126,19 +180,11 @@ def from_torch(
             else a
             for a in args
         )
-    with warnings.catch_warnings():  # torch 2.13's own deprecation inside torch.export, not the user's
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-        exported = torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
-    _positive_indices(exported)
-    # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
-    # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
+    # Remember each submodule's mode: a model may hold a frozen part in eval on purpose.
+    modes = {m: m.training for m in model.modules()}
     try:
-        return from_exported_program(exported, unwrap_unit_return_tuple=True)
-    except Exception as exc:  # TVM's importer: an op it does not know, or a form it mis-handles
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = (f"the model has {', '.join(others)} parameters: model.float() with float32 examples gives a "
-                "model it imports (the board computes int16 from float32)" if others else
-                "replace the op it names (e.g. AdaptiveMaxPool by MaxPool with the input's size) or run that part "
-                "of the model outside the exported module")
-        raise UnsupportedError(f"TVM {tvm.__version__}'s PyTorch importer cannot import this model: {first}; "
-                               f"{hint}") from exc
+        with _quiet_export():
+            return torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
+    finally:
+        for m, training in modes.items():
+            m.training = training

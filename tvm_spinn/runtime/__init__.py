@@ -4,5 +4,5 @@ runtime (:mod:`.board`: a board, spalloc, or a board double) behind it, and per-
 statistics (:mod:`.stats`)."""
 from .board.address import BOARD_ENV  # noqa: F401
 from .executor import (Executor, create_executor, executors, integer_reference, open_board,  # noqa: F401
-                       register, spinnaker_modules, statistics, use_board)
+                       spinnaker_modules, statistics, use_board)
 from .stats import RunStatistics  # noqa: F401

@@ -179,11 +179,6 @@ def create_executor(symbol: str, payload: bytes, instance_id: int):
     return executor
 
 
-def register() -> None:
-    import tvm_ffi
-
-    tvm_ffi.register_global_func("tvm_spinn.runtime.create_executor", create_executor, override=True)
-
 
 def spinnaker_modules(obj) -> list:
     """The ``"spinnaker"`` runtime modules inside an executable, VM or module (once each)."""
