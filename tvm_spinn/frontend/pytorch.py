@@ -7,7 +7,9 @@ from typing import Sequence, Union
 import torch
 import tvm
 from torch.export import Dim
-from tvm.relax.frontend.torch import from_exported_program
+from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+from .origin import origin_span, with_span
 
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -68,6 +70,54 @@ def _positive_indices(exported: "torch.export.ExportedProgram") -> None:
         exported.graph_module.recompile()
 
 
+class _SpannedBuilder:
+    """The importer's block builder, giving every call it emits the span of one torch module."""
+
+    def __init__(self, builder, span):
+        self._builder, self._span = builder, span
+
+    def __getattr__(self, name):
+        return getattr(self._builder, name)
+
+    def emit(self, expr, name_hint: str = ""):
+        return self._builder.emit(with_span(expr, self._span) if expr.span is None else expr, name_hint)
+
+
+class _Importer(ExportedProgramImporter):
+    """TVM's importer, with the module path of each torch node on the calls made for it
+    (frontend.origin): TVM 0.27 keeps no names or spans."""
+
+    def _translate_fx_graph(self, graph_module, nodes, inputs_vars, custom_ops=None):
+        self.convert_map = {name: self._spanned(convert) for name, convert in self.convert_map.items()}
+        return super()._translate_fx_graph(graph_module, nodes, inputs_vars, custom_ops)
+
+    def _spanned(self, convert):
+        def run(node, *rest):
+            stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
+            path, kind = list(stack.values())[-1] if stack else ("", "")
+            span = origin_span(path, str(kind).rpartition(".")[2])
+            if span is None or isinstance(self.block_builder, _SpannedBuilder):
+                return convert(node, *rest)
+            builder, self.block_builder = self.block_builder, _SpannedBuilder(self.block_builder, span)
+            try:
+                return convert(node, *rest)
+            finally:
+                self.block_builder = builder
+
+        return run
+
+
+def from_exported_program(exported: "torch.export.ExportedProgram") -> tvm.IRModule:
+    """TVM's ``from_exported_program`` (its defaults: decomposition on, weights as constants,
+    a single result unwrapped), each call spanned with its torch module (frontend.origin)."""
+    # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
+    # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
+    with warnings.catch_warnings():  # torch 2.13's own deprecation inside torch.export, not the user's
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        decomposed = exported.run_decompositions()
+    return _Importer().from_exported_program(decomposed, False, True, False, None)
+
+
 def from_torch(
     model: torch.nn.Module, example_inputs: Inputs, *, dynamic_batch: bool = True
 ) -> tvm.IRModule:
@@ -94,6 +144,9 @@ def from_torch(
         module (``keep_params_as_input=False``), ready for
         :func:`tvm_spinn.partition.partition_for_spinnaker`. A model with one
         output returns a tensor (not a 1-tuple); several outputs give a tuple.
+        Each call's span names the torch module it was imported from
+        (:mod:`tvm_spinn.frontend.origin`), so that reports, statistics and
+        errors name layers as the model does (``features.3 (Conv2d 16->32, 3x3)``).
 
     Examples
     --------
@@ -130,10 +183,8 @@ def from_torch(
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
         exported = torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
     _positive_indices(exported)
-    # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
-    # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
     try:
-        return from_exported_program(exported, unwrap_unit_return_tuple=True)
+        return from_exported_program(exported)
     except Exception as exc:  # TVM's importer: an op it does not know, or a form it mis-handles
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = (f"the model has {', '.join(others)} parameters: model.float() with float32 examples gives a "

@@ -85,7 +85,7 @@ class BoardProgram:
     outputs: its result op indices (input_shapes, derived: the live inputs' (C, H, W)).
     error_bound: worst-case |result - float32| per output value for inputs inside the
     calibrated range. n_cores: kernel cores + the 2 live IO cores. board_functions: the
-    symbols of every function mapped together on the same board.
+    symbols of every function mapped together on the same board, in the order main calls them.
     """
 
     # what the board (emulator) needs
@@ -119,6 +119,18 @@ class BoardProgram:
     images: List[CoreImage] = field(default_factory=list)
     iptags: List[IPTagSpec] = field(default_factory=list)
     app_id: int = 0
+    # How reports and errors name the function: "function 2 (features.3 .. head)" (run order).
+    title: str = ""
+
+    @property
+    def name(self) -> str:
+        """The function's readable name (its title; the symbol for programs stored without one)."""
+        return self.title or self.symbol
+
+    @property
+    def run_order(self) -> int:
+        """Position of the function among those mapped together: the order main calls them."""
+        return self.board_functions.index(self.symbol) if self.symbol in self.board_functions else 0
 
     @property
     def input(self) -> InputEnd:
