@@ -82,8 +82,21 @@ def _layer_summaries(plan: GraphPlan) -> List[LayerSummary]:
         rows.append(LayerSummary(
             name=q.name, kind=q.kind, in_features=int(np.prod(q.in_shapes[0])), out_features=int(np.prod(q.out_shape)),
             activation=q.activation, row_tiles=tiles[0], col_tiles=tiles[1], cores=0 if p is None else p.n_cores,
-            fused_into=p.conv.qop.name if isinstance(p, FusedPool) else None))
+            fused_into=p.conv.qop.name if isinstance(p, FusedPool) else None, **_tile_geometry(p)))
     return rows
+
+
+def _tile_geometry(p) -> dict:
+    """LayerSummary.tiles and tile_axes of one op's plan (what tvm_spinn.report.plot_tiling draws)."""
+    if isinstance(p, LayerPlan):
+        r, c = p.row_bounds, p.col_bounds
+        return {"tiles": [(r[i], r[i + 1] - r[i], c[j], c[j + 1] - c[j], 0, 0)
+                          for i in range(len(r) - 1) for j in range(len(c) - 1)],
+                "tile_axes": ("output features (weight rows)", "input features (weight columns)")}
+    if isinstance(p, TensorOpPlan):
+        return {"tiles": [(t.c0, t.nc, t.h0, t.nh, t.ic0, t.nic) for t in p.tiles],
+                "tile_axes": ("output channels", "output rows")}
+    return {}
 
 
 def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: MappingResult,

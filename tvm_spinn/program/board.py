@@ -67,6 +67,12 @@ class LayerSummary:
     col_tiles: int
     cores: int
     fused_into: Optional[str] = None
+    # One entry per kernel tile: (a0, na, b0, nb, g0, ng) on the axes ``tile_axes``: dense,
+    # weight rows (output features) x columns (input features); tensor ops, output channels x
+    # output rows, with [g0, g0 + ng) the input-channel group of a convolution cut by input
+    # channels (ng 0: not cut). Empty for programs stored without it, and for fused pools.
+    tiles: List[Tuple[int, int, int, int, int, int]] = field(default_factory=list)
+    tile_axes: Tuple[str, str] = ("", "")
 
 
 @dataclass

@@ -6,6 +6,7 @@
     print(tvm_spinn.report.model_report(ex))           # layers, tiles, cores, routing
     vm = relax.VirtualMachine(ex, tvm.cpu()); vm["main"](x)
     print(tvm_spinn.report.format_statistics(tvm_spinn.statistics(vm)))
+    tvm_spinn.report.save_plots(vm, "plots")           # placement, per-layer figures, tilings (PNG)
 
 Counts (cores, routing entries, packets, MACs) are exact; cycles, latency and
 throughput are *modelled* (see :mod:`tvm_spinn.stats`), and the tables say so.
@@ -14,17 +15,20 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
 
-from ..program import BoardProgram, load_program
-from ..runtime.executor import spinnaker_modules
+from ..program import BoardProgram
 from ..runtime.stats import RunStatistics
+from .source import programs  # noqa: F401  (tvm_spinn.report.programs)
+
+# The plots (report.plots) import matplotlib only when first used.
+_PLOTS = ("plot_placement", "plot_layers", "plot_tiling", "save_plots")
 
 
-def programs(obj: Any) -> List[BoardProgram]:
-    """The programs of the ``"spinnaker"`` modules inside ``obj`` (executable, VM or module),
-    read from each module's payload, so this works before a VM exists; in the order main
-    calls them."""
-    found = [load_program(bytes(m["spinnaker_payload"]())) for m in spinnaker_modules(obj)]
-    return sorted(found, key=lambda p: (p.run_order, p.symbol))
+def __getattr__(name: str):
+    if name in _PLOTS:
+        from . import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def routing_summary(program: BoardProgram) -> Tuple[int, int, int]:

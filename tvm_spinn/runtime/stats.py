@@ -80,6 +80,11 @@ class RunStatistics:
     timed: Optional[TimedRun] = None
     # kernel core label ("f1.L0_t1_0") -> the name of the layer it computes
     core_layers: Dict[str, str] = field(default_factory=dict)
+    # packets per sample sent by each layer's cores (counted), by layer name
+    layer_packets_per_sample: Dict[str, float] = field(default_factory=dict)
+    # packets sent on each chip-to-chip link in the call (counted; the emulator only),
+    # by "x,y:link" (link 0-5: E, NE, N, W, SW, S), links that carried none left out
+    link_packets: Dict[str, int] = field(default_factory=dict)
 
     def describe_core(self, label: str) -> str:
         """A core label with its layer's short name: "L0_t1_0 of features.3" ("... of conv2d #2")."""
@@ -194,6 +199,12 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
             saturated[name] = saturated.get(name, 0) + c["saturated"]
     chips, links = board.router_counters()
     n = max(1, samples)
+    link_packets = {f"{x},{y}:{k}": int(links[i, k]) for i, (x, y) in enumerate(program.chips)
+                    for k in range(links.shape[1]) if i < len(links) and links[i, k]}
+    layer_packets: Dict[str, float] = {}
+    for label, c in counters.items():
+        name = layers.get(label, _stage(label))
+        layer_packets[name] = layer_packets.get(name, 0.0) + c["packets_out"] / n
     kinds = {core.label: core_kind(core.kind, core.config) for core in program.cores}
     cycles = {label: core_cycles(c, kinds[label]) / n for label, c in counters.items()}
     bottleneck = max(cycles, key=cycles.get) if cycles else ""
@@ -227,6 +238,7 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
         modelled_throughput_per_s=throughput, host_link_limit_per_s=host_limit,
         layer_cycles_per_sample={names[k]: v for names in [_stage_names(per_stage, layers)] for k, v in per_stage.items()},
         saturated_values=saturated, provenance=provenance, core_layers=layers,
+        layer_packets_per_sample=layer_packets, link_packets=link_packets,
         lost_samples=int(provenance.get("lost_samples", 0)), board=str(getattr(board, "address", "the emulator")),
         modelled_energy_j=sum(energy.values()), modelled_energy_parts_j=energy, timed=timed)
 
@@ -275,7 +287,10 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         modelled_energy_j=sum(s.modelled_energy_j for s in all_stats),
         modelled_energy_parts_j={k: sum(s.modelled_energy_parts_j.get(k, 0.0) for s in all_stats)
                                  for k in all_stats[0].modelled_energy_parts_j}, timed=timed,
-        core_layers={k: v for s in all_stats for k, v in s.core_layers.items()})
+        core_layers={k: v for s in all_stats for k, v in s.core_layers.items()},
+        layer_packets_per_sample={k: v for s in all_stats for k, v in s.layer_packets_per_sample.items()},
+        link_packets={k: sum(s.link_packets.get(k, 0) for s in all_stats)
+                      for k in dict.fromkeys(k for s in all_stats for k in s.link_packets)})
 
 
 def _combine_timed(runs: List[Optional[TimedRun]]) -> Optional[TimedRun]:
