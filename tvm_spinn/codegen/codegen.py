@@ -200,8 +200,8 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
         try:  # everything that depends on the function alone: its faults refuse only it
             plan = plan_function(f, symbol, options, namer)
             layout = build_machine_graph(plan, f"f{i + 1}." if len(funcs) > 1 else "")
-            kept.append((symbol, plan, layout, [_static_shapes(a.ty, symbol)[0] for a in f.params],
-                         _static_shapes(f.ret_ty, symbol)))
+            kept.append((symbol, plan, layout, [_static_shapes(a.ty, options.titles[symbol])[0] for a in f.params],
+                         _static_shapes(f.ret_ty, options.titles[symbol])))
         except (UnsupportedError, ResourceError, CalibrationError) as exc:
             if strict:
                 raise
