@@ -103,7 +103,7 @@ def test_conv_too_big_for_a_core_names_the_layer_and_resource():
     # One input channel's kernel rows for 4 samples in flight: 4 x 20000 int16 > 64 KB.
     model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU()).eval()
     x = torch.randn(2, 1, 20000)
-    with pytest.raises(tvm_spinn.ResourceError, match=r"conv.*one input channel.*DTCM"):
+    with pytest.raises(tvm_spinn.ResourceError, match=r"^0 \(Conv1d 1->4, 3, relu\).*one input channel.*DTCM"):
         tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy(), strict=True)
 
 
@@ -112,7 +112,7 @@ def test_conv_cut_by_input_channels_too_big_for_the_board():
     # per core), and then needs about 3,200 cores.
     model = torch.nn.Sequential(torch.nn.Conv1d(4096, 64, 3), torch.nn.ReLU()).eval()
     x = torch.randn(2, 4096, 512)
-    with pytest.raises(tvm_spinn.ResourceError, match=r"too big for the board.*conv"):
+    with pytest.raises(tvm_spinn.ResourceError, match=r"too big for the board.*0 \(Conv1d 4096->64, 3, relu\)"):
         tvm_spinn.build(tvm_spinn.from_torch(model, (x,)), calibration=x.numpy(), strict=True)
 
 

@@ -138,8 +138,9 @@ def test_mlp64_one_function_three_layers():
     assert _host_ops(mod) == ["relax.nn.softmax"]
     layers = extract_layers(func)
     assert [l.activation for l in layers] == ["none", "relu", "none"]
-    assert [l.name for l in layers] == ["dense0 (64->128)", "dense1 (128->128, relu)",
-                                        "dense2 (128->10)"]
+    # named by the torch modules they were imported from
+    assert [l.name for l in layers] == ["fc1 (Linear 64->128)", "fc2 (Linear 128->128, relu)",
+                                        "fc3 (Linear 128->10)"]
     for layer, lin in zip(layers, [model.fc1, model.fc2, model.fc3]):
         np.testing.assert_array_equal(layer.weight, lin.weight.detach().numpy())
         np.testing.assert_array_equal(layer.bias, lin.bias.detach().numpy())

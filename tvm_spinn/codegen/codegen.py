@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import CalibrationError, MappingError, ResourceError, UnsupportedError
-from ..graph.extract import extract_graph, sample_dims
+from ..graph.extract import LayerNamer, describe_function, extract_graph, sample_dims
 from ..machine.builder import GraphLayout, build_machine_graph, merge_graphs, output_receive_table
 from ..machine.graph import CONFIG_HEADER_WORDS, CONFIG_REGION, CoreImage, MappingResult, unframe_config
 from ..machine.mapping import map_graph
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 class CodegenOptions:
     """Options of one build: board, per-core cycle budget, pool fusion; prepared by the
     pipeline, by global symbol: the calibration values of each offloaded function's inputs
-    (one array per argument, all call sites), its call sites per inference, and the
-    programs compiled already."""
+    (one array per argument, all call sites), its call sites per inference, its readable
+    title (:func:`function_titles`) and the programs compiled already."""
 
     board: res.Board = res.SPINN_5
     cycle_budget: Optional[float] = None
@@ -45,6 +45,13 @@ class CodegenOptions:
     calls_per_inference: Dict[str, int] = field(default_factory=dict)
     programs: Dict[str, BoardProgram] = field(default_factory=dict)  # compiled by the pipeline
     calibration_settings: CalibrationSettings = field(default_factory=CalibrationSettings)
+    titles: Dict[str, str] = field(default_factory=dict)  # "function 2 (features.3 .. head)"
+
+
+def function_titles(funcs: List) -> Dict[str, str]:
+    """global symbol -> readable title of each offloaded function, numbered in the given order
+    (the pipeline gives the order main calls them): "function 2 (features.3 .. head)"."""
+    return {str(f.attrs["global_symbol"]): f"function {k + 1} ({describe_function(f)})" for k, f in enumerate(funcs)}
 
 
 _local = threading.local()
@@ -75,13 +82,27 @@ def _layer_summaries(plan: GraphPlan) -> List[LayerSummary]:
         rows.append(LayerSummary(
             name=q.name, kind=q.kind, in_features=int(np.prod(q.in_shapes[0])), out_features=int(np.prod(q.out_shape)),
             activation=q.activation, row_tiles=tiles[0], col_tiles=tiles[1], cores=0 if p is None else p.n_cores,
-            fused_into=p.conv.qop.name if isinstance(p, FusedPool) else None))
+            fused_into=p.conv.qop.name if isinstance(p, FusedPool) else None, **_tile_geometry(p)))
     return rows
+
+
+def _tile_geometry(p) -> dict:
+    """LayerSummary.tiles and tile_axes of one op's plan (what tvm_spinn.report.plot_tiling draws)."""
+    if isinstance(p, LayerPlan):
+        r, c = p.row_bounds, p.col_bounds
+        return {"tiles": [(r[i], r[i + 1] - r[i], c[j], c[j + 1] - c[j], 0, 0)
+                          for i in range(len(r) - 1) for j in range(len(c) - 1)],
+                "tile_axes": ("output features (weight rows)", "input features (weight columns)")}
+    if isinstance(p, TensorOpPlan):
+        return {"tiles": [(t.c0, t.nc, t.h0, t.nh, t.ic0, t.nic) for t in p.tiles],
+                "tile_axes": ("output channels", "output rows")}
+    return {}
 
 
 def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: MappingResult,
                  board_functions: Optional[List[str]] = None, arg_shapes: Optional[List[Tuple[int, ...]]] = None,
-                 result_shapes: Optional[List[Tuple[int, ...]]] = None, calls_per_inference: int = 1) -> BoardProgram:
+                 result_shapes: Optional[List[Tuple[int, ...]]] = None, calls_per_inference: int = 1,
+                 title: str = "") -> BoardProgram:
     """The board program of one tiled graph: the board's mapping, the kernel cores with the
     exact config region bytes the toolchain generated, the live IO ends, the quantised
     graph with tiling's cuts, the scales and the error bound.
@@ -116,7 +137,7 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
         placements={k: tuple(v) for k, v in mapping.placements.items()}, mapping_seconds=mapping.mapping_seconds,
         board_functions=list(board_functions or [symbol]), n_cores=len(cores) + len(inputs) + 1,
         images=_board_images(mapping, {c.label for c in cores}), iptags=list(mapping.iptags),
-        app_id=int(mapping.app_id))
+        app_id=int(mapping.app_id), title=title)
 
 
 def _board_images(mapping: MappingResult, own) -> list:
@@ -136,13 +157,14 @@ def _static_shapes(ty, where: str) -> List[Tuple[int, ...]]:
     return [sample_dims(t, where) for t in (list(ty.fields) if isinstance(ty, relax.TupleType) else [ty])]
 
 
-def plan_function(func, symbol: str, options: CodegenOptions) -> GraphPlan:
-    """One offloaded function -> its operator graph, quantised and tiled."""
-    graph = extract_graph(func)
+def plan_function(func, symbol: str, options: CodegenOptions, namer: Optional[LayerNamer] = None) -> GraphPlan:
+    """One offloaded function -> its operator graph, quantised and tiled; ``namer`` names its
+    layers (one namer for all functions of a model numbers them over the model)."""
+    graph = extract_graph(func, options.titles.get(symbol), namer)
     calibration = options.calibration.get(symbol)
     if calibration is None:
         raise CalibrationError(
-            f"no calibration data for the offloaded function {symbol} ({graph.ops[0].name}): build with "
+            f"no calibration data for the offloaded {graph.name}: build with "
             "tvm_spinn.build(mod, calibration=...) or relax.get_pipeline('spinnaker', calibration=...)")
     qgraph = quantize_graph(graph, calibration, options.calibration_settings)
     return plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
@@ -150,7 +172,11 @@ def plan_function(func, symbol: str, options: CodegenOptions) -> GraphPlan:
 
 def _too_big(plans: List[GraphPlan], options: CodegenOptions) -> ResourceError:
     total = sum(p.n_cores for p in plans)
-    parts = ", ".join(f"{p.qgraph.ops[0].name}...: {p.n_cores}" for p in plans)
+    def largest(p: GraphPlan) -> str:
+        i = max((i for i, q in enumerate(p.plans) if q is not None), key=lambda i: p.plans[i].n_cores, default=None)
+        return "" if i is None else f", the largest layer {p.qgraph.ops[i].name}: {p.plans[i].n_cores}"
+
+    parts = ", ".join(f"{p.qgraph.name}: {p.n_cores}{largest(p)}" for p in plans)
     return ResourceError(
         f"model too big for the board: its {len(plans)} offloaded functions need {total} cores together "
         f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores")
@@ -167,13 +193,15 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
     functions until the rest fit the board; the largest while the mapping fails."""
     refused: Dict[str, str] = {}
     kept = []  # (symbol, plan, layout, argument shapes, result shapes)
+    options.titles = {**function_titles(funcs), **options.titles}
+    namer = LayerNamer()
     for i, f in enumerate(funcs):
         symbol = str(f.attrs["global_symbol"])
         try:  # everything that depends on the function alone: its faults refuse only it
-            plan = plan_function(f, symbol, options)
-            layout = build_machine_graph(plan, f"f{i}." if len(funcs) > 1 else "")
-            kept.append((symbol, plan, layout, [_static_shapes(a.ty, symbol)[0] for a in f.params],
-                         _static_shapes(f.ret_ty, symbol)))
+            plan = plan_function(f, symbol, options, namer)
+            layout = build_machine_graph(plan, f"f{i + 1}." if len(funcs) > 1 else "")
+            kept.append((symbol, plan, layout, [_static_shapes(a.ty, options.titles[symbol])[0] for a in f.params],
+                         _static_shapes(f.ret_ty, options.titles[symbol])))
         except (UnsupportedError, ResourceError, CalibrationError) as exc:
             if strict:
                 raise
@@ -188,7 +216,8 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
                 log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(kept),
                          sum(p.n_cores for p in plans), mapping.mapping_seconds)
                 symbols = [k[0] for k in kept]
-                return [make_program(s, p, lay, mapping, symbols, args, results, options.calls_per_inference.get(s, 1))
+                return [make_program(s, p, lay, mapping, symbols, args, results, options.calls_per_inference.get(s, 1),
+                                     options.titles.get(s, ""))
                         for s, p, lay, args, results in kept], refused
             except MappingError as exc:
                 error = exc

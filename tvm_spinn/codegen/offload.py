@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import tvm
 from tvm import relax
 
+from ..frontend.origin import origin_of
+from ..graph.extract import composite_origin
 from ..partition import CODEGEN
 from ..partition.patterns import ACTIVATION_OPS
 
@@ -34,11 +36,15 @@ def short_name(symbol: str, limit: int = 60) -> str:
 @dataclass
 class OffloadSummary:
     """board: (function, composite) of every op on the board; host: (op, why) of every op on
-    the host; refused: offloaded functions kept on the host, and why."""
+    the host; refused: offloaded functions kept on the host, and why; titles: the readable
+    name of each function ("function 2 (features.3 .. head)"); origins: the torch module
+    of each board op, then of each host op ("" where unknown)."""
 
     board: List[Tuple[str, str]] = field(default_factory=list)
     host: List[Tuple[str, str]] = field(default_factory=list)
     refused: Dict[str, str] = field(default_factory=dict)
+    titles: Dict[str, str] = field(default_factory=dict)
+    origins: List[str] = field(default_factory=list)
 
     def line(self) -> str:
         """One line: "12 of 14 ops on SpiNNaker; on the host: 2 x nn.gelu (why)"."""
@@ -51,9 +57,18 @@ class OffloadSummary:
         return text
 
     def rows(self) -> List[Tuple[str, str, str]]:
-        """(op, where, why) for every op: the board ones first."""
-        return [(comp, f"board ({short_name(fn, 40)})", "") for fn, comp in self.board] + \
-            [(op, "host", why) for op, why in self.host]
+        """(op, where, why) for every op: the board ones first; an op imported from a torch
+        module is followed by the module's path: "spinnaker.conv2d_bias_relu (features.0)"."""
+        origins = self.origins or [""] * (len(self.board) + len(self.host))
+        ops = [comp for _, comp in self.board] + [op for op, _ in self.host]
+        ops = [f"{op} ({where})" if where else op for op, where in zip(ops, origins)]
+        wheres = [f"board ({self.title(fn)})" for fn, _ in self.board] + ["host"] * len(self.host)
+        whys = [""] * len(self.board) + [why for _, why in self.host]
+        return list(zip(ops, wheres, whys))
+
+    def title(self, symbol: str) -> str:
+        """The readable name of an offloaded function (its symbol, shortened, if it has none)."""
+        return self.titles.get(symbol) or short_name(symbol, 40)
 
 
 def _calls(func: relax.Function) -> List[relax.Call]:
@@ -73,10 +88,12 @@ def _why(op: str) -> str:
     return "not an op the board computes"
 
 
-def offload_summary(original: tvm.IRModule, partitioned: tvm.IRModule, refused: Dict[str, str]) -> OffloadSummary:
+def offload_summary(original: tvm.IRModule, partitioned: tvm.IRModule, refused: Dict[str, str],
+                    titles: Optional[Dict[str, str]] = None) -> OffloadSummary:
     """The summary of a partitioned module (after the functions in ``refused`` were put back
-    on the host)."""
-    summary = OffloadSummary(refused=dict(refused))
+    on the host); titles: symbol -> readable name of each offloaded function."""
+    summary = OffloadSummary(refused=dict(refused), titles=dict(titles or {}))
+    host_origins: List[str] = []
     lifted_from = {}  # host functions made from refused offloaded functions -> why
     for symbol, why in refused.items():
         for gv in partitioned.functions:
@@ -90,6 +107,7 @@ def offload_summary(original: tvm.IRModule, partitioned: tvm.IRModule, refused: 
                 if isinstance(binding.value, relax.Function) and binding.value.attrs is not None \
                         and "Composite" in binding.value.attrs:
                     summary.board.append((str(func.attrs["global_symbol"]), str(binding.value.attrs["Composite"])))
+                    summary.origins.append((composite_origin(binding.value) or ("",))[0])
             continue
         is_main = gv.name_hint == "main"
         if not is_main and gv.name_hint not in lifted_from:
@@ -98,4 +116,6 @@ def offload_summary(original: tvm.IRModule, partitioned: tvm.IRModule, refused: 
             if isinstance(call.op, tvm.ir.Op) and call.op.name not in LAYOUT_OPS:
                 name = call.op.name.replace("relax.", "")
                 summary.host.append((name, lifted_from.get(gv.name_hint) or _why(call.op.name)))
+                host_origins.append((origin_of(call) or ("",))[0])
+    summary.origins += host_origins
     return summary

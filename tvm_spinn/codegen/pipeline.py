@@ -22,8 +22,8 @@ from ..partition import CODEGEN, offloaded_functions, partition_for_spinnaker
 from ..quantization.batches import CalibrationBatches, gather_batches
 from ..quantization.quantize import CalibrationSettings
 from ..tiling import resources as res
-from .codegen import CodegenOptions, codegen_options, compile_functions
-from .offload import offload_summary, short_name
+from .codegen import CodegenOptions, codegen_options, compile_functions, function_titles
+from .offload import offload_summary
 
 log = logging.getLogger(__name__)
 _last_offload = threading.local()  # the offload summary of the build running in this thread
@@ -218,13 +218,17 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                                  calibration=_calibration_per_function(values, calls),
                                  calls_per_inference={s: len(sites) for s, sites in calls.items()},
                                  calibration_settings=settings)
-        funcs = list(offloaded_functions(partitioned).values())
+        # In the order main calls them: functions are numbered, and their layers named, in run order.
+        order = {symbol: k for k, symbol in enumerate(calls)}
+        funcs = sorted(offloaded_functions(partitioned).values(),
+                       key=lambda f: order.get(str(f.attrs["global_symbol"]), len(order)))
+        options.titles = function_titles(funcs)
         programs, refused = compile_functions(funcs, options, strict=strict)
         options.programs = {p.symbol: p for p in programs}
         for symbol, why in refused.items():
-            log.warning("kept on the host: %s: %s", short_name(symbol), why)
+            log.warning("kept on the host: %s: %s", options.titles[symbol], why)
         partitioned = _un_offload(partitioned, list(refused))
-        summary = offload_summary(mod, partitioned, refused)
+        summary = offload_summary(mod, partitioned, refused, options.titles)
         log.info("%s", summary.line())
         _last_offload.summary = summary
         with codegen_options(options):

@@ -9,9 +9,10 @@ from typing import Optional, Sequence, Union
 import torch
 import tvm
 from torch.export import Dim
-from tvm.relax.frontend.torch import from_exported_program
+from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
 from ..errors import UnsupportedError
+from .origin import origin_span, with_span
 
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -76,6 +77,53 @@ def _positive_indices(exported: "torch.export.ExportedProgram", check_only: bool
     return changed
 
 
+class _SpannedBuilder:
+    """The importer's block builder, giving every call it emits the span of one torch module."""
+
+    def __init__(self, builder, span):
+        self._builder, self._span = builder, span
+
+    def __getattr__(self, name):
+        return getattr(self._builder, name)
+
+    def emit(self, expr, name_hint: str = ""):
+        return self._builder.emit(with_span(expr, self._span) if expr.span is None else expr, name_hint)
+
+
+class _Importer(ExportedProgramImporter):
+    """TVM's importer, with the module path of each torch node on the calls made for it
+    (frontend.origin): TVM 0.27 keeps no names or spans."""
+
+    def _translate_fx_graph(self, graph_module, nodes, inputs_vars, custom_ops=None):
+        self.convert_map = {name: self._spanned(convert) for name, convert in self.convert_map.items()}
+        return super()._translate_fx_graph(graph_module, nodes, inputs_vars, custom_ops)
+
+    def _spanned(self, convert):
+        def run(node, *rest):
+            stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
+            path, kind = list(stack.values())[-1] if stack else ("", "")
+            span = origin_span(path, str(kind).rpartition(".")[2])
+            if span is None or isinstance(self.block_builder, _SpannedBuilder):
+                return convert(node, *rest)
+            builder, self.block_builder = self.block_builder, _SpannedBuilder(self.block_builder, span)
+            try:
+                return convert(node, *rest)
+            finally:
+                self.block_builder = builder
+
+        return run
+
+
+def from_exported_program(exported: "torch.export.ExportedProgram") -> tvm.IRModule:
+    """TVM's ``from_exported_program`` (its defaults: decomposition on, weights as constants,
+    a single result unwrapped), each call spanned with its torch module (frontend.origin)."""
+    # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
+    # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
+    with _quiet_export():  # the decomposition re-runs torch.export's code
+        decomposed = exported.run_decompositions()
+    return _Importer().from_exported_program(decomposed, False, True, False, None)
+
+
 def from_torch(
     model: Union[torch.nn.Module, "torch.export.ExportedProgram"], example_inputs: Optional[Inputs] = None, *,
     dynamic_batch: bool = True
@@ -132,11 +180,8 @@ def from_torch(
         raise TypeError(f"from_torch takes a torch.nn.Module or a torch.export.ExportedProgram, not "
                         f"{type(model).__name__}")
     _positive_indices(exported)
-    # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
-    # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
     try:
-        with _quiet_export():  # the decomposition re-runs torch.export's code
-            return from_exported_program(exported, unwrap_unit_return_tuple=True)
+        return from_exported_program(exported)
     except Exception as exc:  # TVM's importer: an op it does not know, or a form it mis-handles
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = (f"the model has {', '.join(others)} parameters: model.float() with float32 examples gives a "

@@ -3,13 +3,15 @@
 (:func:`forward_network`)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections import Counter
+from typing import Optional, Sequence
 
 import numpy as np
 import tvm
 from tvm import relax, tirx
 
 from ..errors import UnsupportedError
+from ..frontend.origin import origin_of
 from ..partition.patterns import OP_TO_ACTIVATION, activation_params, channel_bias, is_call_to, resolve
 from .network import OpGraph, graph_input
 from .ops import Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
@@ -19,6 +21,60 @@ def _func_name(func: relax.Function) -> str:
     if func.attrs is not None and "global_symbol" in func.attrs:
         return str(func.attrs["global_symbol"])
     return "<offloaded function>"
+
+
+# The Relax op that names a composite's layer (the one its torch module emitted), by kind.
+_PRINCIPAL = ("relax.matmul", "relax.nn.conv2d", "relax.nn.conv1d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
+              "relax.mean", "relax.concat", "relax.add", "relax.reshape", "relax.flatten")
+# Per op family, the words a torch class name holds when the class is that op (Linear, Conv2d ...).
+_WORDS = {"dense": ("linear",), "conv": ("conv",), "pool": ("pool",), "add": (), "flatten": ("flatten",),
+          "concat": ()}
+
+
+class LayerNamer:
+    """Names layers as the user's model does: ``features.3 (Conv2d 16->32, 3x3)`` for an op
+    imported from a torch module (its span, :mod:`tvm_spinn.frontend.origin`), else by its
+    kind, numbered over the whole model in run order: ``conv2d #2 (16->32, 3x3)``. One namer
+    for all offloaded functions of a model keeps the numbers and names unique."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def name(self, origin: Optional[tuple], word: str, kind: str, details: str) -> str:
+        """origin: (module path, class) or None; word: the op's word (conv2d, dense, maxpool,
+        add ...); kind: its family (a key of _WORDS); details: "16->32, 3x3" or ""."""
+        if origin is None:
+            self.counts[word] += 1
+            return f"{word} #{self.counts[word]}" + (f" ({details})" if details else "")
+        path, cls = origin
+        own = any(k in cls.lower() for k in _WORDS[kind])  # Conv2d says conv, Linear says dense
+        label = cls if own else word
+        name = f"{path} ({label}{(' ' if kind in ('dense', 'conv', 'pool') else ', ') + details if details else ''})"
+        self.counts[name] += 1  # a module called twice in one model: features.3 ... #2
+        return name if self.counts[name] == 1 else f"{name} #{self.counts[name]}"
+
+
+def composite_origin(comp: relax.Function) -> Optional[tuple]:
+    """(module path, class) of the torch module a composite's principal op came from, else None."""
+    _, calls = _calls(comp)
+    for op_name in _PRINCIPAL:
+        if op_name in calls and origin_of(calls[op_name]) is not None:
+            return origin_of(calls[op_name])
+    return None
+
+
+def describe_function(func: relax.Function) -> str:
+    """A short readable name of an offloaded function: the torch modules of its first and
+    last layers ("features.0 .. head"), else its first and last composites ("conv2d .. dense")."""
+    comps = [b.value for b in _bindings(func.body) if isinstance(b.value, relax.Function)
+             and b.value.attrs is not None and "Composite" in b.value.attrs]
+    if not comps:
+        return "no layers"
+    ends = []
+    for comp in (comps[0], comps[-1]):
+        origin = composite_origin(comp)
+        ends.append(origin[0] if origin else str(comp.attrs["Composite"]).split(".", 1)[-1].split("_")[0])
+    return ends[0] if len(comps) == 1 or ends[0] == ends[1] else f"{ends[0]} .. {ends[1]}"
 
 
 def _bindings(seq: relax.Expr) -> list:
@@ -37,7 +93,7 @@ def _const(expr: relax.Expr, bindings: dict, what: str, where: str) -> np.ndarra
     return value.value.numpy()
 
 
-def _layer_from_composite(comp: relax.Function, index: int, where: str) -> DenseLayer:
+def _layer_from_composite(comp: relax.Function, namer: LayerNamer, where: str) -> DenseLayer:
     """Read weight, bias and activation from one ``spinnaker.dense*`` composite."""
     composite = str(comp.attrs["Composite"]) if comp.attrs is not None else "?"
     where = f"{where}, {composite}"
@@ -78,7 +134,8 @@ def _layer_from_composite(comp: relax.Function, index: int, where: str) -> Dense
 
     out_f, in_f = weight.shape
     act = "" if activation == "none" else f", {activation}"
-    return DenseLayer(weight, bias, activation, name=f"dense{index} ({in_f}->{out_f}{act})", act_params=act_params)
+    name = namer.name(composite_origin(comp), "dense", "dense", f"{in_f}->{out_f}{act}")
+    return DenseLayer(weight, bias, activation, name=name, act_params=act_params)
 
 
 def _ints(values) -> tuple:
@@ -164,39 +221,54 @@ def _pool_from_composite(calls: dict, where: str) -> Pool2D:
                   include if kind == "avg" else False)
 
 
-def _op_from_composite(comp: relax.Function, index: int, where: str) -> Op:
-    """One op of layers.py from a ``spinnaker.*`` composite function."""
+def _window(kernel: tuple, stride: tuple, one_d: bool) -> str:
+    """ "3x3" (or "3" in 1D), with ", stride 2" (or "2x1") when it is not 1."""
+    size = f"{kernel[1]}" if one_d else f"{kernel[0]}x{kernel[1]}"
+    if tuple(stride) == (1, 1):
+        return size
+    return f"{size}, stride {stride[1] if one_d or stride[0] == stride[1] else f'{stride[0]}x{stride[1]}'}"
+
+
+def _op_from_composite(comp: relax.Function, namer: LayerNamer, where: str) -> Op:
+    """One op of layers.py from a ``spinnaker.*`` composite function, named by ``namer``."""
     composite = str(comp.attrs["Composite"]) if comp.attrs is not None else "?"
     kind = composite.split(".", 1)[-1]
     if kind.startswith("dense"):
-        return _layer_from_composite(comp, index, where)
+        return _layer_from_composite(comp, namer, where)
     where = f"{where}, {composite}"
     bindings, calls = _calls(comp)
+    origin = composite_origin(comp)
     if kind.startswith("conv"):
         op = _conv_from_composite(calls, bindings, where)
         oc, ic, kh, kw = op.weight.shape
         extra = "" if op.activation == "none" else f", {op.activation}"
         k = op.channel_multiplier
         dw = "" if not k else ", depthwise" if k == 1 else f", depthwise x{k}"
-        op.name = f"conv{index} ({ic * op.groups}->{oc}, {kh}x{kw}/{op.stride[0]}x{op.stride[1]}{dw}{extra})"
+        one_d = kind.startswith("conv1d")
+        details = f"{ic * op.groups}->{oc}, {_window((kh, kw), op.stride, one_d)}{dw}{extra}"
+        op.name = namer.name(origin, "conv1d" if one_d else "conv2d", "conv", details)
         return op
     if "pool" in kind:
         op = _pool_from_composite(calls, where)
-        op.name = f"{op.kind}pool{index} ({op.kernel[0]}x{op.kernel[1]}/{op.stride[0]}x{op.stride[1]})"
+        details = "global" if "global" in kind else _window(op.kernel, op.stride, "pool1d" in kind)
+        op.name = namer.name(origin, f"{op.kind}pool", "pool", details)
         return op
     if kind.startswith("add"):
         activation, params = _activation(calls)
-        return Add(activation, name=f"add{index}", act_params=params)
+        return Add(activation, name=namer.name(origin, "add", "add", "" if activation == "none" else activation),
+                   act_params=params)
     if kind == "flatten":
-        return Flatten(name=f"flatten{index}")
+        return Flatten(name=namer.name(origin, "flatten", "flatten", ""))
     if kind.startswith("concat"):
-        return Concat(name=f"concat{index}")
+        return Concat(name=namer.name(origin, "concat", "concat", ""))
     raise UnsupportedError(f"{where}: unknown composite")
 
 
-def _extract(func: relax.Function) -> tuple[list[Op], list[int]]:
+def _extract(func: relax.Function, where: Optional[str] = None, namer: Optional[LayerNamer] = None
+             ) -> tuple[list[Op], list[int]]:
     """(ops, output op indices) of one offloaded function (see :func:`extract_graph`)."""
-    where = _func_name(func)
+    where = where or _func_name(func)
+    namer = namer or LayerNamer()
     local_funcs: dict = {}
     index: dict = {p: graph_input(k) for k, p in enumerate(func.params)}  # value -> op producing it
     tuples: dict = {}
@@ -220,7 +292,7 @@ def _extract(func: relax.Function) -> tuple[list[Op], list[int]]:
                                    "the board runs only SpiNNaker composites")
         if any(arg not in index for arg in value.args):
             raise UnsupportedError(f"{where}: a composite reads a value that is not a tensor of the network")
-        op = _op_from_composite(comp, len(ops), where)
+        op = _op_from_composite(comp, namer, where)
         arg_of = {param: index[arg] for param, arg in zip(comp.params, value.args)}
         if isinstance(op, Add):
             # Operand order of the add itself (one param if both operands are the same value).
@@ -264,14 +336,18 @@ def extract_network(func: relax.Function) -> list[Op]:
     return _extract(func)[0]
 
 
-def extract_graph(func: relax.Function) -> OpGraph:
+def extract_graph(func: relax.Function, name: Optional[str] = None, namer: Optional[LayerNamer] = None) -> OpGraph:
     """The operator graph of one offloaded function: its ops (:func:`extract_network`), the
     (C, H, W) of each input (:func:`input_shapes`) and the ops whose results it returns (in
     order: a tuple result gives several).
 
+    name: how errors name the function (default: its global symbol); namer: the
+    :class:`LayerNamer` shared by all functions of a model (default: a new one), which names
+    each op as the user's model does (``features.3 (Conv2d 16->32, 3x3)``).
+
     Raises :class:`tvm_spinn.errors.UnsupportedError` as those two do."""
-    ops, outputs = _extract(func)
-    return OpGraph(ops, input_shapes(func), outputs, name=_func_name(func))
+    ops, outputs = _extract(func, name, namer)
+    return OpGraph(ops, input_shapes(func), outputs, name=name or _func_name(func))
 
 
 def input_shapes(func: relax.Function) -> list[tuple[int, int, int]]:

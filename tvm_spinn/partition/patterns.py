@@ -72,6 +72,7 @@ from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, registe
 from tvm.relax.dpl.pattern import DFPattern, is_op, is_tuple, wildcard
 from tvm.relax.transform import FuseOpsByPattern, MergeCompositeFunctions, PatternCheckContext
 
+from ..frontend.origin import with_span
 from ..kernels import ADD_ACTIVATIONS
 
 CODEGEN = "spinnaker"
@@ -566,11 +567,14 @@ def fold_batch_norm(mod: tvm.IRModule, dense_only: bool = False) -> tvm.IRModule
                 return None
             b = b32.astype(np.float64)
         new_w = relax.const((w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32))
+        # The folded layer keeps the layer's span: the torch module it came from (frontend.origin).
+        # Its input is the layer's own argument (a variable): the matched value may be the
+        # expression bound to it, which the rewrite would bind anew, dropping the span.
         if is_dense:
-            new_call = relax.op.matmul(matches[data], relax.op.permute_dims(new_w, [1, 0]))
+            new_call = with_span(relax.op.matmul(call.args[0], relax.op.permute_dims(new_w, [1, 0])), call.span)
             new_b = relax.const((b * s + t).astype(np.float32))
         else:
-            new_call = relax.Call(call.op, [matches[data], new_w], call.attrs)
+            new_call = relax.Call(call.op, [call.args[0], new_w], call.attrs, None, call.span)
             new_b = relax.const((b * s + t).astype(np.float32).reshape((1, channels) + (1,) * (rank - 2)))
         return relax.op.add(new_call, new_b)
 

@@ -67,6 +67,12 @@ class LayerSummary:
     col_tiles: int
     cores: int
     fused_into: Optional[str] = None
+    # One entry per kernel tile: (a0, na, b0, nb, g0, ng) on the axes ``tile_axes``: dense,
+    # weight rows (output features) x columns (input features); tensor ops, output channels x
+    # output rows, with [g0, g0 + ng) the input-channel group of a convolution cut by input
+    # channels (ng 0: not cut). Empty for programs stored without it, and for fused pools.
+    tiles: List[Tuple[int, int, int, int, int, int]] = field(default_factory=list)
+    tile_axes: Tuple[str, str] = ("", "")
 
 
 @dataclass
@@ -85,7 +91,7 @@ class BoardProgram:
     outputs: its result op indices (input_shapes, derived: the live inputs' (C, H, W)).
     error_bound: worst-case |result - float32| per output value for inputs inside the
     calibrated range. n_cores: kernel cores + the 2 live IO cores. board_functions: the
-    symbols of every function mapped together on the same board.
+    symbols of every function mapped together on the same board, in the order main calls them.
     """
 
     # what the board (emulator) needs
@@ -119,6 +125,18 @@ class BoardProgram:
     images: List[CoreImage] = field(default_factory=list)
     iptags: List[IPTagSpec] = field(default_factory=list)
     app_id: int = 0
+    # How reports and errors name the function: "function 2 (features.3 .. head)" (run order).
+    title: str = ""
+
+    @property
+    def name(self) -> str:
+        """The function's readable name (its title; the symbol for programs stored without one)."""
+        return self.title or self.symbol
+
+    @property
+    def run_order(self) -> int:
+        """Position of the function among those mapped together: the order main calls them."""
+        return self.board_functions.index(self.symbol) if self.symbol in self.board_functions else 0
 
     @property
     def input(self) -> InputEnd:

@@ -6,6 +6,7 @@
     print(tvm_spinn.report.model_report(ex))           # layers, tiles, cores, routing
     vm = relax.VirtualMachine(ex, tvm.cpu()); vm["main"](x)
     print(tvm_spinn.report.format_statistics(tvm_spinn.statistics(vm)))
+    tvm_spinn.report.save_plots(vm, "plots")           # placement, per-layer figures, tilings (PNG)
 
 Counts (cores, routing entries, packets, MACs) are exact; cycles, latency and
 throughput are *modelled* (see :mod:`tvm_spinn.stats`), and the tables say so.
@@ -14,16 +15,20 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
 
-from ..program import BoardProgram, load_program
-from ..runtime.executor import spinnaker_modules
+from ..program import BoardProgram
 from ..runtime.stats import RunStatistics
+from .source import programs  # noqa: F401  (tvm_spinn.report.programs)
+
+# The plots (report.plots) import matplotlib only when first used.
+_PLOTS = ("plot_placement", "plot_layers", "plot_tiling", "save_plots")
 
 
-def programs(obj: Any) -> List[BoardProgram]:
-    """The programs of the ``"spinnaker"`` modules inside ``obj`` (executable, VM or module),
-    read from each module's payload, so this works before a VM exists."""
-    found = [load_program(bytes(m["spinnaker_payload"]())) for m in spinnaker_modules(obj)]
-    return sorted(found, key=lambda p: p.symbol)
+def __getattr__(name: str):
+    if name in _PLOTS:
+        from . import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def routing_summary(program: BoardProgram) -> Tuple[int, int, int]:
@@ -75,7 +80,7 @@ def model_report(obj: Any) -> str:
                  lay.cores) for lay in p.layers]
         max_chip, total, chips = routing_summary(p)
         parts.append(
-            f"{_short(p.symbol)}  [{p.board}]\n"
+            f"{_short(p.name, 80)}  [{p.board}]\n"
             + table(("layer", "tiles R x C", "cores"), rows) + "\n"
             f"cores: {p.n_cores} ({len(p.cores)} kernel + {p.n_cores - len(p.cores)} live IO); "
             f"routing entries{' of the board shared by %d functions' % len(p.board_functions) if len(p.board_functions) > 1 else ''}: "
@@ -103,7 +108,8 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
     ]
     rows += [(f"  {op} values saturated", f"{n}", "counted") for op, n in stats.saturated_values.items()]
     rows += [
-        ("max core cycles per sample", f"{stats.max_core_cycles_per_sample:.0f} ({stats.bottleneck_core})",
+        ("max core cycles per sample",
+         f"{stats.max_core_cycles_per_sample:.0f} ({stats.describe_core(stats.bottleneck_core)})",
          "modelled"),
     ]
     rows += [(f"  {layer} cycles per sample", f"{c:.0f}", "modelled")
@@ -112,9 +118,11 @@ def statistics_rows(stats: RunStatistics) -> List[Tuple[str, str, str]]:
     rows += [
         (f"board latency ({how})", f"{stats.modelled_latency_s * us:.1f} us", "modelled"),
         (f"board throughput ({how})", f"{stats.modelled_throughput_per_s:.0f} samples/s", "modelled"),
-        ("bottleneck", stats.bottleneck + (f" ({stats.timed.bottleneck_utilisation:.0%} busy)" if stats.timed else ""),
+        ("bottleneck", stats.describe_resource(stats.bottleneck)
+         + (f" ({stats.timed.bottleneck_utilisation:.0%} busy)" if stats.timed else ""),
          "modelled"),
-        ("busiest resources", ", ".join(f"{k} {v:.0%}" for k, v in stats.timed.top(3)) if stats.timed else "-",
+        ("busiest resources", ", ".join(f"{stats.describe_resource(k)} {v:.0%}" for k, v in stats.timed.top(3))
+         if stats.timed else "-",
          "modelled"),
         ("busiest link", next((f"{k} {v:.0%}" for k, v in stats.timed.top(len(stats.timed.utilisation))
                                if k.startswith("link")), "none used") if stats.timed else "-", "modelled"),
@@ -142,5 +150,5 @@ def offload_report(ex: Any) -> str:
     if summary is None:
         return "no offload record: build with tvm_spinn.build"
     parts = [summary.line(), table(("op", "where", "why on the host"), summary.rows())]
-    parts += [f"kept on the host: {fn}: {why}" for fn, why in summary.refused.items()]
+    parts += [f"kept on the host: {summary.title(fn)}: {why}" for fn, why in summary.refused.items()]
     return "\n".join(parts)

@@ -76,7 +76,10 @@ class Executor:
 
     @property
     def where(self) -> str:
-        """The function as errors name it: its symbol and its first layer."""
+        """The function as errors name it: its title ("function 1 (features.0 .. head)"), or
+        for a program stored without one, its symbol and first layer."""
+        if self.program.title:
+            return self.program.title
         first = self.program.layers[0].name if self.program.layers else self.symbol
         return f"{self.symbol} ({first})"
 
@@ -93,7 +96,7 @@ class Executor:
                 raise InputError(f"{self.where}: {which} shape must be (batch, "
                                  f"{', '.join(map(str, shape))}), got {tuple(x.shape)}")
             if not np.all(np.isfinite(x)):
-                raise InputError(f"{self.symbol}: {which} contains NaN or infinity")
+                raise InputError(f"{self.where}: {which} contains NaN or infinity")
 
     def run_all(self, xs: Sequence[np.ndarray]) -> List[np.ndarray]:
         """float32 inputs (batch, *arg shape) -> float32 results (batch, result size), one per
@@ -156,13 +159,13 @@ class Executor:
         """VM calling convention: the inputs, then one preallocated buffer per result."""
         n_in, n_out = len(self.program.arg_shapes), len(self.program.result_shapes)
         if len(args) != n_in + n_out:
-            raise InputError(f"{self.symbol}: expected {n_in} input and {n_out} output tensors, got "
+            raise InputError(f"{self.where}: expected {n_in} input and {n_out} output tensors, got "
                              f"{len(args)} arguments")
         ys = self.run_all([np.from_dlpack(a) for a in args[:n_in]])
         for y, buf in zip(ys, args[n_in:]):
             out = np.from_dlpack(buf)
             if out.size != y.size:
-                raise InputError(f"{self.symbol}: output buffer shape {out.shape} != result shape {y.shape}")
+                raise InputError(f"{self.where}: output buffer shape {out.shape} != result shape {y.shape}")
             out[...] = y.reshape(out.shape)
 
 
@@ -197,11 +200,12 @@ def spinnaker_modules(obj) -> list:
 
 
 def executors(obj=None) -> list:
-    """Executors of ``obj`` (executable / VM / module) in symbol order, or all of this process."""
+    """Executors of ``obj`` (executable / VM / module) in the order main calls them, or all of
+    this process."""
     if obj is None:
         return list(_executors.values())
     found = (_executors.get(int(m["spinnaker_instance_id"]())) for m in spinnaker_modules(obj))
-    return sorted((e for e in found if e is not None), key=lambda e: e.symbol)
+    return sorted((e for e in found if e is not None), key=lambda e: (e.program.run_order, e.symbol))
 
 
 def use_board(obj, board: Optional[str] = None) -> None:

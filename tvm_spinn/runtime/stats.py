@@ -58,6 +58,8 @@ class RunStatistics:
     modelled_latency_s: float
     modelled_throughput_per_s: float
     host_link_limit_per_s: float
+    # modelled cycles per sample of each layer's slowest core, by the layer's name as the
+    # user's model names it ("features.3 (Conv2d 16->32, 3x3)"; its reducers: "... reduce")
     layer_cycles_per_sample: Dict[str, float] = field(default_factory=dict)
     saturated_inputs: int = 0  # input values beyond the calibrated range (clipped to int16)
     # per tensor on the board (the op that computes it): values beyond its calibrated range
@@ -76,6 +78,23 @@ class RunStatistics:
     # The timed emulation of the call (None with timing off): latency and throughput above
     # come from it; bottleneck "core ...", "link ...", "host in" ...; packets a board would drop.
     timed: Optional[TimedRun] = None
+    # kernel core label ("f1.L0_t1_0") -> the name of the layer it computes
+    core_layers: Dict[str, str] = field(default_factory=dict)
+    # packets per sample sent by each layer's cores (counted), by layer name
+    layer_packets_per_sample: Dict[str, float] = field(default_factory=dict)
+    # packets sent on each chip-to-chip link in the call (counted; the emulator only),
+    # by "x,y:link" (link 0-5: E, NE, N, W, SW, S), links that carried none left out
+    link_packets: Dict[str, int] = field(default_factory=dict)
+
+    def describe_core(self, label: str) -> str:
+        """A core label with its layer's short name: "L0_t1_0 of features.3" ("... of conv2d #2")."""
+        layer = self.core_layers.get(label)
+        return f"{label} of {layer.split(' (')[0]}" if layer else label
+
+    def describe_resource(self, resource: str) -> str:
+        """A timed run's resource name ("core L0_t1_0", "link ...") with the layer of a core."""
+        kind, _, label = resource.partition(" ")
+        return f"core {self.describe_core(label)}" if kind == "core" and label in self.core_layers else resource
 
     @property
     def bottleneck(self) -> str:
@@ -152,6 +171,25 @@ def _op_of(label: str) -> int:
     return int(label.rpartition(".")[2].split("_", 1)[0][1:])
 
 
+def core_layers(program) -> Dict[str, str]:
+    """Kernel core label -> the name of the layer (op) it computes, as the user's model
+    names it (graph.extract.LayerNamer); empty for a program without its ops."""
+    if not program.ops:
+        return {}
+    return {core.label: program.ops[_op_of(core.label)].name for core in program.cores}
+
+
+def _stage_names(stages, layers: Dict[str, str]) -> Dict[str, str]:
+    """Stage ("f1.L0", "f1.L0 reduce") -> "<layer name>[ reduce]"; the stages themselves when
+    two layers share a name (a program whose ops were not named by one LayerNamer)."""
+    by_layer = {_stage(label).partition(" ")[0]: name for label, name in layers.items()}
+    names = {}
+    for stage in stages:
+        layer, _, role = stage.partition(" ")
+        names[stage] = f"{by_layer[layer]} {role}".strip() if layer in by_layer else stage
+    return names if len(set(names.values())) == len(names) else {s: s for s in stages}
+
+
 def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     """Statistics of the run just made on ``board`` (counters reset before the run)."""
     counters = board.core_counters()
@@ -162,13 +200,20 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     board_counts = getattr(board, "board_counters", None)
     if board_counts is not None:
         provenance.update(board_counts())
+    layers = core_layers(program)
     saturated: Dict[str, int] = {}
     for label, c in counters.items():
         if c.get("saturated"):
-            name = program.ops[_op_of(label)].name if program.ops else label
+            name = layers.get(label, label)
             saturated[name] = saturated.get(name, 0) + c["saturated"]
     chips, links = board.router_counters()
     n = max(1, samples)
+    link_packets = {f"{x},{y}:{k}": int(links[i, k]) for i, (x, y) in enumerate(program.chips)
+                    for k in range(links.shape[1]) if i < len(links) and links[i, k]}
+    layer_packets: Dict[str, float] = {}
+    for label, c in counters.items():
+        name = layers.get(label, _stage(label))
+        layer_packets[name] = layer_packets.get(name, 0.0) + c["packets_out"] / n
     kinds = {core.label: core_kind(core.kind, core.config) for core in program.cores}
     cycles = {label: core_cycles(c, kinds[label]) / n for label, c in counters.items()}
     bottleneck = max(cycles, key=cycles.get) if cycles else ""
@@ -200,7 +245,9 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
         macs=sum(c["macs"] for c in counters.values()), max_core_cycles_per_sample=max_cycles,
         bottleneck_core=bottleneck, modelled_latency_s=latency,
         modelled_throughput_per_s=throughput, host_link_limit_per_s=host_limit,
-        layer_cycles_per_sample=per_stage, saturated_values=saturated, provenance=provenance,
+        layer_cycles_per_sample={names[k]: v for names in [_stage_names(per_stage, layers)] for k, v in per_stage.items()},
+        saturated_values=saturated, provenance=provenance, core_layers=layers,
+        layer_packets_per_sample=layer_packets, link_packets=link_packets,
         lost_samples=int(provenance.get("lost_samples", 0)), board=str(getattr(board, "address", "the emulator")),
         modelled_energy_j=sum(energy.values()), modelled_energy_parts_j=energy, timed=timed)
 
@@ -248,7 +295,11 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         lost_samples=max(s.lost_samples for s in all_stats), board=all_stats[0].board,
         modelled_energy_j=sum(s.modelled_energy_j for s in all_stats),
         modelled_energy_parts_j={k: sum(s.modelled_energy_parts_j.get(k, 0.0) for s in all_stats)
-                                 for k in all_stats[0].modelled_energy_parts_j}, timed=timed)
+                                 for k in all_stats[0].modelled_energy_parts_j}, timed=timed,
+        core_layers={k: v for s in all_stats for k, v in s.core_layers.items()},
+        layer_packets_per_sample={k: v for s in all_stats for k, v in s.layer_packets_per_sample.items()},
+        link_packets={k: sum(s.link_packets.get(k, 0) for s in all_stats)
+                      for k in dict.fromkeys(k for s in all_stats for k in s.link_packets)})
 
 
 def _combine_timed(runs: List[Optional[TimedRun]]) -> Optional[TimedRun]:

@@ -134,7 +134,7 @@ class BoardLoader:
     def __init__(self, txrx, program: BoardProgram, board_ip: str, host_address: Tuple[str, int],
                  is_double: bool = False) -> None:
         if not program.images:
-            raise BoardError(f"{program.symbol or 'this program'} was built by a tvm_spinn without board images "
+            raise BoardError(f"{program.name or 'this program'} was built by a tvm_spinn without board images "
                              "(BoardProgram.images is empty): rebuild the model to run it on a board")
         self.txrx, self.program, self.board_ip = txrx, program, board_ip
         self.host_address = host_address

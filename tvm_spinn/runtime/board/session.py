@@ -200,8 +200,8 @@ class BoardView:
             busy = [s for k, s in _sessions.items() if k[0] == key[0] and k != key and not s._closed]
             if busy and (session is None or session._closed):
                 # each build maps a whole board: two different models cannot share one
-                symbols = ", ".join(sorted(busy[0].program.board_functions))[:300]
-                raise BoardError(f"{address} already runs another model in this process ({symbols}); "
+                other = busy[0].program.name[:120]
+                raise BoardError(f"{address} already runs another model in this process ({other}); "
                                  f"move that one off first (tvm_spinn.use_board(vm, 'emulator')) or use "
                                  f"another board")
             if session is None or session._closed:
