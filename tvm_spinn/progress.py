@@ -100,26 +100,27 @@ def interruptible(work: Callable[[], T], cancel: Callable[[], None], done: Optio
     promptly once cancelled) and raises KeyboardInterrupt. Returns what ``work`` returns;
     raises what it raises."""
     outcome: dict = {}
+    finished = threading.Event()  # not Thread.join: an interrupted join may mark a running thread stopped
 
     def run() -> None:
         try:
             outcome["value"] = work()
         except BaseException as exc:  # handed to the waiting thread
             outcome["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=run, name="tvm_spinn-run", daemon=True)
     with bar(total, desc, unit) as shown:
-        worker.start()
+        threading.Thread(target=run, name="tvm_spinn-run", daemon=True).start()
         try:
-            while worker.is_alive():
-                worker.join(0.1)  # a timed wait: this thread handles its signals between waits
+            while not finished.wait(0.1):  # a timed wait: this thread handles its signals between waits
                 if done is not None and not shown.disable:
                     shown.update(done() - shown.n)
         except KeyboardInterrupt:
             cancel()
-            while worker.is_alive():  # never leave the board to a native call still running
+            while not finished.is_set():  # never leave the board to a native call still running
                 try:
-                    worker.join()
+                    finished.wait(0.1)
                 except KeyboardInterrupt:
                     continue
             raise
