@@ -23,6 +23,7 @@ from ..program import BoardProgram, load_program
 from ..quantization.fixed_point import quantize_tensor
 from ..quantization.reference import graph_reference
 from . import vm_guard
+from .vm_guard import spinnaker_modules  # noqa: F401  (tvm_spinn.runtime.spinnaker_modules)
 from .stats import RunStatistics, collect, combine
 
 log = logging.getLogger(__name__)
@@ -218,22 +219,6 @@ def register() -> None:
 
     tvm_ffi.register_global_func("tvm_spinn.runtime.create_executor", create_executor, override=True)
     vm_guard.install()
-
-
-def spinnaker_modules(obj) -> list:
-    """The ``"spinnaker"`` runtime modules inside an executable, VM or module (once each)."""
-    mod = getattr(obj, "mod", obj)
-    mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
-    found, stack, seen = [], [mod], set()
-    while stack:
-        m = stack.pop()
-        if getattr(m, "kind", None) == "spinnaker":
-            ident = int(m["spinnaker_instance_id"]())
-            if ident not in seen:
-                seen.add(ident)
-                found.append(m)
-        stack.extend(getattr(m, "imports", []) or [])
-    return found
 
 
 def executors(obj=None) -> list:

@@ -116,11 +116,25 @@ class GuardedFunction:
         return getattr(self._func, attr)
 
 
+def spinnaker_modules(obj) -> list:
+    """The ``"spinnaker"`` runtime modules inside an executable, VM or module (once each)."""
+    mod = getattr(obj, "mod", obj)
+    mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
+    found, stack, seen = [], [mod], set()
+    while stack:
+        m = stack.pop()
+        if getattr(m, "kind", None) == "spinnaker":
+            ident = int(m["spinnaker_instance_id"]())
+            if ident not in seen:
+                seen.add(ident)
+                found.append(m)
+        stack.extend(getattr(m, "imports", []) or [])
+    return found
+
+
 def install() -> None:
     """Guard every Relax VM created from now on whose module holds spinnaker modules (idempotent)."""
     from tvm.runtime.vm import VirtualMachine
-
-    from .executor import spinnaker_modules
 
     if getattr(VirtualMachine, "_spinnaker_guarded", False):
         return
