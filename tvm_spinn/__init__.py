@@ -97,6 +97,9 @@ def _register_with_tvm(tvm) -> None:
         tvm.relax.register_pipeline("spinnaker")(_forward("codegen.pipeline", "spinnaker_pipeline"))
     # Registers the "spinnaker" module kind and the loader tvm.runtime.load_module needs.
     load_runtime_library()
+    from .runtime import vm_guard
+
+    vm_guard.install()  # one call at a time per VM that runs SpiNNaker functions
 
 
 if os.environ.get("TVM_SPINN_LIGHT_IMPORT") != "1":  # set only where TVM is not wanted (mapping worker)

@@ -132,6 +132,9 @@ struct spinn_emu {
     uint64_t *chip_packets, *link_packets;
     char error[512];
     int failed;
+    /* set by another thread (the host's Ctrl-C): a run stops taking samples, settles and
+     * returns 1; read with __atomic builtins, as is the samples-done count of the run */
+    uint32_t cancel, progress;
 };
 
 static void fail(spinn_emu_t *emu, const char *msg) {
@@ -841,10 +844,13 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
         emu->resting[s] = 0;
     }
     if (lost) memset(lost, 0, n_samples);
+    __atomic_store_n(&emu->progress, 0u, __ATOMIC_RELAXED);
     emu->n_completed = 0;
     emu->q_head = emu->q_len = 0;
     if (start_clocks(emu) != 0) return -1;
     while (done < n_samples && !emu->failed) {
+        __atomic_store_n(&emu->progress, done, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&emu->cancel, __ATOMIC_RELAXED)) break; /* what is in flight settles below */
         /* Keep the window full: the host streams the next sample as soon as its slot is free. */
         while (next < n_samples && emu->slot_sample[next % n_slots] < 0 && !emu->resting[next % n_slots]) {
             uint64_t start;
@@ -934,8 +940,14 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
     }
     free(emu->out_buf);
     emu->out_buf = NULL;
-    return emu->failed ? -1 : 0;
+    if (emu->failed) return -1;
+    __atomic_store_n(&emu->progress, done, __ATOMIC_RELAXED);
+    return done < n_samples ? 1 : 0; /* 1: cancelled */
 }
+
+void spinn_emu_cancel(spinn_emu_t *emu, int cancel) { __atomic_store_n(&emu->cancel, cancel ? 1u : 0u, __ATOMIC_RELAXED); }
+
+uint32_t spinn_emu_progress(const spinn_emu_t *emu) { return __atomic_load_n(&emu->progress, __ATOMIC_RELAXED); }
 
 /* ---- fault injection, raw streaming (the board double) and the live IO codec ---- */
 

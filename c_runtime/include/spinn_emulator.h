@@ -59,10 +59,15 @@ int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const 
  * the network goes quiet with samples outstanding, every core's lost-sample
  * timeout fires (spinn_slots.h); a sample whose outputs arrive as markers, or
  * never arrive (a stopped core), is lost: lost[i] = 1 and its row of y is 0.
- * lost may be NULL: a lost sample is then an error. Returns 0 or -1 (then
- * spinn_emu_error() says why). */
+ * lost may be NULL: a lost sample is then an error. Returns 0, 1 when cancelled
+ * (spinn_emu_cancel: no more samples start, those in flight drain away, the
+ * board is ready for the next run) or -1 (then spinn_emu_error() says why). */
 int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots,
                   uint8_t *lost);
+/* From another thread while spinn_emu_run runs: ask it to stop (cancel = 1), or
+ * clear the request before a run (0); the samples of the current run done so far. */
+void spinn_emu_cancel(spinn_emu_t *emu, int cancel);
+uint32_t spinn_emu_progress(const spinn_emu_t *emu);
 
 /* Fault injection: the router drops the nth packet routed from now (0 = the
  * next); several may be pending (-1 beyond SPINN_EMU_MAX_DROPS); UINT64_MAX

@@ -25,7 +25,8 @@ from ..quantization.error import error_bound
 from ..quantization.quantize import CalibrationSettings, quantize_graph
 from ..tiling import resources as res
 from ..tiling.dense import LayerPlan
-from ..tiling.planner import GraphPlan, plan_graph
+from ..progress import stage
+from ..tiling.planner import WEIGHT_BYTES_PER_CORE, GraphPlan, fewest_cores, plan_graph
 from ..tiling.tensor import FusedPool, TensorOpPlan
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,43 @@ def _too_big(plans: List[GraphPlan], options: CodegenOptions) -> ResourceError:
         f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores")
 
 
+def refuse_early(funcs: List, board: res.Board, strict: bool) -> Dict[str, str]:
+    """The resource check before calibration, from the weight shapes alone: the offloaded
+    functions whose fewest possible cores (:func:`tvm_spinn.tiling.planner.fewest_cores`, a
+    lower bound, so nothing that fits is refused) cannot fit ``board`` together. With
+    ``strict`` a ResourceError names the largest layer, the cores it and the model need at
+    least, the cores the board has and what to do; without, the largest functions until the
+    rest may fit are returned (symbol -> why) for the host. Functions that fail to extract
+    are left to :func:`compile_functions`, which says why."""
+    bounds = []
+    for f in funcs:
+        try:
+            graph = extract_graph(f)
+        except UnsupportedError:
+            continue
+        total, per_op = fewest_cores(graph.ops, len(graph.input_shapes))
+        weights = {op.name: op.weight.shape for op in graph.ops if getattr(op, "weight", None) is not None}
+        bounds.append((str(f.attrs["global_symbol"]), total, per_op, weights))
+    refused: Dict[str, str] = {}
+    while bounds and sum(b[1] for b in bounds) > board.app_cores:
+        largest = max(bounds, key=lambda b: b[1])
+        name, cores = max(largest[2], key=lambda nc: nc[1])
+        shape = largest[3].get(name)
+        held = "" if shape is None else (
+            f" (its {' x '.join(map(str, shape))} int16 weights take {2 * int(np.prod(shape)) / 2**20:,.1f} MiB, "
+            f"and a core's DTCM holds at most {WEIGHT_BYTES_PER_CORE / 1024:.1f} KiB of them)")
+        error = ResourceError(
+            f"model too big for the board: layer {name} alone needs at least {cores:,} cores{held}, the model at "
+            f"least {sum(b[1] for b in bounds):,}, but a {board.name} has {board.app_cores} application cores. "
+            f"Make the layer smaller (fewer features or channels), or leave it on the host CPU: "
+            f"tvm_spinn.build(..., strict=False) keeps what does not fit on the host")
+        if strict:
+            raise error
+        refused[largest[0]] = str(error)
+        bounds.remove(largest)
+    return refused
+
+
 def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
                       ) -> Tuple[List[BoardProgram], Dict[str, str]]:
     """All offloaded functions of a module -> one program each, mapped together on one board.
@@ -197,6 +235,7 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
     namer = LayerNamer()
     for i, f in enumerate(funcs):
         symbol = str(f.attrs["global_symbol"])
+        stage("tiling", f"function {i + 1} of {len(funcs)}" if len(funcs) > 1 else "")
         try:  # everything that depends on the function alone: its faults refuse only it
             plan = plan_function(f, symbol, options, namer)
             layout = build_machine_graph(plan, f"f{i + 1}." if len(funcs) > 1 else "")
@@ -212,6 +251,7 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
             error = _too_big(plans, options)
         else:
             try:
+                stage("mapping", f"{sum(p.n_cores for p in plans)} cores")
                 mapping = map_graph(merge_graphs([k[2] for k in kept]))
                 log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(kept),
                          sum(p.n_cores for p in plans), mapping.mapping_seconds)

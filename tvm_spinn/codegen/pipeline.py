@@ -22,7 +22,8 @@ from ..partition import CODEGEN, offloaded_functions, partition_for_spinnaker
 from ..quantization.batches import CalibrationBatches, gather_batches
 from ..quantization.quantize import CalibrationSettings
 from ..tiling import resources as res
-from .codegen import CodegenOptions, codegen_options, compile_functions, function_titles
+from ..progress import build_stages, stage
+from .codegen import CodegenOptions, codegen_options, compile_functions, function_titles, refuse_early
 from .offload import offload_summary
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ _last_offload = threading.local()  # the offload summary of the build running in
 
 # An array (samples on axis 0), one per model input, or an iterable of batches (a DataLoader).
 Calibration = Union[np.ndarray, Sequence[np.ndarray], Iterable, None]
+# The build's stages, as its progress bar names them (tvm_spinn.progress).
+STAGES = ("partition", "calibration", "tiling", "mapping", "codegen")
 
 
 def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarray]:
@@ -57,23 +60,31 @@ def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarr
 
 
 def _as_param(a: np.ndarray, param: relax.Var, k: int, n: int) -> np.ndarray:
-    """Calibration array k in the dtype of main's input k (float64, numpy's default, and
-    integers become float32); CalibrationError if its per-sample shape is not the input's."""
+    """Calibration array k in the dtype of main's input k: float64 (numpy's default, with a
+    warning) and integers become a float input's dtype. CalibrationError, with the expected
+    and the received shape and dtype, if its per-sample shape or its kind of dtype is not the
+    input's."""
     which = f"calibration array {k}" if n > 1 else "calibration"
     ty = param.ty
     if not isinstance(ty, relax.TensorType):
         raise CalibrationError(f"{which}: main's input {param.name} is not a tensor")
     dtype = np.dtype(str(ty.dtype))
-    if not np.issubdtype(dtype, np.floating) and np.issubdtype(a.dtype, np.floating):
-        raise CalibrationError(f"{which} has dtype {a.dtype}, but main's input {param.name} is {dtype}")
     shape = getattr(ty, "shape", None)
-    if isinstance(shape, relax.ShapeExpr):
-        dims = list(shape.values)
-        want = [int(d.value) if isinstance(d, tvm.tirx.IntImm) else None for d in dims]
-        if len(want) != a.ndim or any(w is not None and w != s for w, s in zip(want[1:], a.shape[1:])):
-            text = ", ".join("batch" if i == 0 else ("?" if w is None else str(w)) for i, w in enumerate(want))
-            raise CalibrationError(f"{which} has shape {tuple(a.shape)}, but main's input {param.name} takes "
-                                   f"({text}): pass samples along the first axis")
+    want = [int(d.value) if isinstance(d, tvm.tirx.IntImm) else None for d in shape.values] \
+        if isinstance(shape, relax.ShapeExpr) else None
+    expected = "" if want is None else "(" + ", ".join(
+        "samples" if i == 0 else ("?" if w is None else str(w)) for i, w in enumerate(want)) + ") "
+    problem = f"{which}: expected shape {expected}{dtype} for main's input {param.name}, received " \
+              f"{tuple(a.shape)} {a.dtype}"
+    numeric = np.issubdtype(a.dtype, np.number) and not np.issubdtype(a.dtype, np.complexfloating)
+    if not numeric or (not np.issubdtype(dtype, np.floating) and np.issubdtype(a.dtype, np.floating)):
+        raise CalibrationError(f"{problem}: pass {dtype} values")
+    if want is not None and (len(want) != a.ndim or any(w is not None and w != s
+                                                        for w, s in zip(want[1:], a.shape[1:]))):
+        raise CalibrationError(f"{problem}: pass samples along the first axis")
+    if a.dtype == np.float64 and dtype != np.float64:
+        log.warning("%s is float64 (numpy's default); converted to %s, the dtype of main's input %s", which,
+                    dtype, param.name)
     return np.ascontiguousarray(a, dtype=dtype)
 
 
@@ -172,6 +183,29 @@ def _un_offload(mod: tvm.IRModule, symbols: Sequence[str]) -> tvm.IRModule:
     return out
 
 
+def _check_arguments(board, cycle_budget, convolutions, fuse_pools, strict, headroom, percentile) -> None:
+    """The pipeline's arguments, before any work: TypeError (a wrong type) or ValueError (a
+    value out of range), naming the argument and what it takes."""
+    if not isinstance(board, str) or board not in res.BOARDS:
+        raise ValueError(f"board={board!r}: choose one of {sorted(res.BOARDS)}")
+    for name, value in (("convolutions", convolutions), ("fuse_pools", fuse_pools), ("strict", strict)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}={value!r}: pass True or False")
+    numbers = (("cycle_budget", cycle_budget), ("headroom", headroom), ("percentile", percentile))
+    for name, value in numbers:
+        if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))):
+            raise TypeError(f"{name}={value!r}: pass a number")
+    if cycle_budget is not None and not (np.isfinite(cycle_budget) and cycle_budget > 0):
+        raise ValueError(f"cycle_budget={cycle_budget!r}: pass a positive number of cycles per sample per core "
+                         f"(e.g. {res.DEFAULT_CYCLE_BUDGET:.0f}, 250 us at 200 MHz), or None to let the planner choose")
+    if not (np.isfinite(headroom) and headroom >= 1):
+        raise ValueError(f"headroom={headroom!r}: pass a finite number >= 1 (2, the default, keeps one bit for "
+                         "values beyond the calibrated range)")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile={percentile!r}: pass a number in (0, 100] (100, the default: the largest "
+                         "calibrated value)")
+
+
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                        cycle_budget: Optional[float] = None, convolutions: bool = True,
                        fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0,
@@ -202,16 +236,25 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         precision keeps fresh samples from saturating); see
         :class:`tvm_spinn.quantization.quantize.CalibrationSettings`.
     """
-    if board not in res.BOARDS:
-        raise ValueError(f"unknown board {board!r}; choose one of {sorted(res.BOARDS)}")
+    _check_arguments(board=board, cycle_budget=cycle_budget, convolutions=convolutions, fuse_pools=fuse_pools,
+                     strict=strict, headroom=headroom, percentile=percentile)
     settings = CalibrationSettings(headroom=headroom, percentile=percentile)
     calibration = gather_batches(calibration)  # once: a generator cannot be read twice
 
     @tvm.transform.module_pass(opt_level=0, name="SpiNNakerPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with build_stages(STAGES):
+            return _run(mod)
+
+    def _run(mod: tvm.IRModule) -> tvm.IRModule:
+        stage("partition")
         partitioned = partition_for_spinnaker(mod, convolutions=convolutions)
+        # What cannot fit by its weight shapes alone goes to the host before the calibration.
+        early = refuse_early(list(offloaded_functions(partitioned).values()), res.BOARDS[board], strict)
+        partitioned = _un_offload(partitioned, list(early))
         calls = _offloaded_calls(partitioned)
         # The partitioned module computed on the host: main's values line up with its calls.
+        stage("calibration")
         values = capture_values(_un_offload(partitioned, list(calls)), _as_input_list(mod, calibration)) \
             if calls else []
         options = CodegenOptions(board=res.BOARDS[board], cycle_budget=cycle_budget, fuse_pools=fuse_pools,
@@ -225,12 +268,14 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         options.titles = function_titles(funcs)
         programs, refused = compile_functions(funcs, options, strict=strict)
         options.programs = {p.symbol: p for p in programs}
+        refused = {**early, **refused}
         for symbol, why in refused.items():
             log.warning("kept on the host: %s: %s", options.titles[symbol], why)
         partitioned = _un_offload(partitioned, list(refused))
         summary = offload_summary(mod, partitioned, refused, options.titles)
         log.info("%s", summary.line())
         _last_offload.summary = summary
+        stage("codegen")
         with codegen_options(options):
             lowered = relax.transform.RunCodegen()(partitioned)
         # The modules carry their own weights: drop the second copy RunCodegen keeps.
@@ -262,8 +307,24 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
                                   headroom=headroom, percentile=percentile)
     _last_offload.summary = None
     ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
-    try:  # what went where, for tvm_spinn.report.offload_report(ex)
+    sig = signature(mod)
+    try:  # what went where, for tvm_spinn.report.offload_report(ex); main's inputs, for the VM's checks
         ex.spinnaker_offload = _last_offload.summary
-    except AttributeError:
+        ex.spinnaker_signature = sig
+    except AttributeError:  # an executable type that takes no attributes
         pass
     return ex
+
+
+def signature(mod: tvm.IRModule) -> Dict[str, List[tuple]]:
+    """main's inputs: {"main": [(name, dtype, shape), ...]}, a shape's symbolic dimensions
+    None ({} when an input is not a tensor of known rank). tvm_spinn.runtime.vm_guard checks
+    a VM's inputs against it."""
+    params = []
+    for p in mod["main"].params:
+        ty = p.ty
+        if not isinstance(ty, relax.TensorType) or not isinstance(getattr(ty, "shape", None), relax.ShapeExpr):
+            return {}
+        shape = tuple(int(d.value) if isinstance(d, tvm.tirx.IntImm) else None for d in ty.shape.values)
+        params.append((p.name, str(ty.dtype), shape))
+    return {"main": params}

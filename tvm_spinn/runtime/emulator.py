@@ -19,6 +19,7 @@ import numpy as np
 
 from .._native import emulator_library
 from ..errors import EmulatorError, LostSamplesError
+from ..progress import interruptible
 from ..program import BoardProgram
 from . import timing
 from .timing import TimedRun
@@ -59,6 +60,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                                           _u32p, ctypes.c_uint32]
     lib.spinn_emu_run.restype = ctypes.c_int
     lib.spinn_emu_run.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _i16p, ctypes.c_uint32, _u8p]
+    lib.spinn_emu_cancel.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.spinn_emu_progress.restype = ctypes.c_uint32
+    lib.spinn_emu_progress.argtypes = [ctypes.c_void_p]
     lib.spinn_emu_drop_packet.restype = ctypes.c_int
     lib.spinn_emu_drop_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
     lib.spinn_emu_stop_core.restype = ctypes.c_int
@@ -252,14 +256,23 @@ class EmulatedBoard:
         self._apply_timing()
         if self.timed:
             self._lib.spinn_emu_set_sample_times(self._emu, _ptr(t_start, _u64p), _ptr(t_done, _u64p))
-        if n and self._lib.spinn_emu_run(self._emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots,
-                                         _ptr(lost, _u8p)) != 0:
+        rc = self._stream(x_q, y, lost) if n else 0
+        if rc != 0:
             raise EmulatorError(self._error())
         if self.timed and n:
             self.last_timed = self._timed_run(n, t_start[:n], t_done[:n])
         if lost[:n].any():
             raise LostSamplesError(np.flatnonzero(lost[:n]).tolist(), n, y, "on the emulated board")
         return y
+
+    def _stream(self, x_q: np.ndarray, y: np.ndarray, lost: np.ndarray) -> int:
+        """spinn_emu_run in a helper thread: Ctrl-C cancels it (the samples in flight drain
+        away, so the board is ready for the next run) and raises KeyboardInterrupt."""
+        lib, emu, n = self._lib, self._emu, x_q.shape[0]
+        lib.spinn_emu_cancel(emu, 0)
+        return interruptible(
+            lambda: lib.spinn_emu_run(emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots, _ptr(lost, _u8p)),
+            lambda: lib.spinn_emu_cancel(emu, 1), lambda: lib.spinn_emu_progress(emu), n, "emulated board")
 
     @classmethod
     @contextlib.contextmanager

@@ -12,7 +12,9 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+import weakref
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -20,6 +22,8 @@ from ..errors import InputError, LostSamplesError, SpinnakerError
 from ..program import BoardProgram, load_program
 from ..quantization.fixed_point import quantize_tensor
 from ..quantization.reference import graph_reference
+from . import vm_guard
+from .vm_guard import spinnaker_modules  # noqa: F401  (tvm_spinn.runtime.spinnaker_modules)
 from .stats import RunStatistics, collect, combine
 
 log = logging.getLogger(__name__)
@@ -39,11 +43,25 @@ def open_board(program: BoardProgram, board: Optional[str] = None):
     return open_session(program, address)
 
 
+@dataclass
+class CallState:
+    """An executor's calls through one VM: calls so far (every calls_per_inference-th starts
+    a new inference), that inference's wall time and saturated inputs, its statistics."""
+
+    calls: int = 0
+    wall: float = 0.0
+    saturated: int = 0
+    last_stats: Optional[RunStatistics] = None
+    board_generation: int = 0  # the executor's board it counts on (use_board starts anew)
+
+
 class Executor:
     """Runs one offloaded function (one program) on a board.
 
     Statistics cover one inference: a function that ``main`` calls k times per inference
-    (``program.calls_per_inference``, e.g. a recurrent cell) adds its k calls up."""
+    (``program.calls_per_inference``, e.g. a recurrent cell) adds its k calls up. They are
+    kept per VM (:mod:`.vm_guard`; ``last_stats``: of the last call through any VM); the
+    board is shared by the VMs of one executable, one stream at a time."""
 
     def __init__(self, symbol: str, program: BoardProgram, instance_id: int) -> None:
         self.symbol = symbol
@@ -53,9 +71,23 @@ class Executor:
         self.last_stats: Optional[RunStatistics] = None
         self.last_lost: Optional[LostSamplesError] = None
         self._lock = threading.Lock()
-        self._calls = 0  # calls so far; every calls_per_inference-th starts a new inference
-        self._wall = 0.0
-        self._saturated = 0
+        self._own = CallState()  # calls that come through no guarded VM
+        self._generation = 0  # boards used so far (use_board)
+
+    def _state(self) -> CallState:
+        """The call state of the VM whose call runs in this thread."""
+        record = vm_guard.current()
+        if record is None:
+            return self._own
+        state = record.states.get(self)
+        if state is None or state.board_generation != self._generation:
+            state = record.states[self] = CallState(board_generation=self._generation)
+        return state
+
+    def stats_of(self, record: Optional["vm_guard.VMRecord"]) -> Optional[RunStatistics]:
+        """Statistics of the last call through the VM of ``record`` (None: through no VM)."""
+        state = self._own if record is None else record.states.get(self)
+        return None if state is None else state.last_stats
 
     def use_board(self, board: Optional[str] = None) -> None:
         """Run on another board from now on (see :func:`use_board`)."""
@@ -72,7 +104,8 @@ class Executor:
                 close = getattr(old, "close", None)
                 if close is not None:
                     close()
-            self._calls = 0
+            self._generation += 1  # every VM's counts restart on the new board
+            self._own = CallState(board_generation=self._generation)
 
     @property
     def where(self) -> str:
@@ -104,10 +137,11 @@ class Executor:
         global _last
         xs = [np.ascontiguousarray(x) for x in xs]
         self._check_inputs(xs)
-        _last = self
+        _last = weakref.ref(self)
         n = xs[0].shape[0]
+        state = self._state()
         if n == 0:  # nothing to stream, and no statistics (not those of an earlier call)
-            self.last_stats = None
+            self.last_stats = state.last_stats = None
             return [np.zeros((0, int(np.prod(s))), np.float32) for s in self.program.result_shapes]
         with self._lock:  # one stream at a time per board
             # Samples travel c-major, as numpy stores them, input after input.
@@ -116,26 +150,26 @@ class Executor:
             # Values beyond the calibrated range saturate: count them, never hide them.
             saturated = sum(int(np.count_nonzero(np.abs(x) > sc * 32767.5))
                             for x, sc in zip(flat, self.program.input_scales))
-            if self._calls % max(1, self.program.calls_per_inference) == 0:  # a new inference
+            if state.calls % max(1, self.program.calls_per_inference) == 0:  # a new inference
                 self.board.reset_counters()
-                self._wall, self._saturated = 0.0, 0
-            self._calls += 1
+                state.wall, state.saturated = 0.0, 0
+            state.calls += 1
             start = time.perf_counter()
-            self.last_stats = None  # a call that fails leaves no statistics of an earlier one
+            self.last_stats = state.last_stats = None  # a call that fails leaves no statistics of an earlier one
             try:
                 y_q = self.board.run(x_q)
             except LostSamplesError as exc:
                 # The counters tell where the packets went: keep them for the user.
-                self._wall += time.perf_counter() - start
-                self.last_stats = collect(self.program, self.board, n, self._wall)
+                state.wall += time.perf_counter() - start
+                self.last_stats = state.last_stats = collect(self.program, self.board, n, state.wall)
                 self.last_stats.lost_samples = len(exc.lost)
                 self.last_lost = exc  # with the int16 rows (partial): the FFI passes only the message
                 raise LostSamplesError(exc.lost, exc.n_samples, exc.partial,
                                        f"{exc.where} in {self.where}") from None
-            self._wall += time.perf_counter() - start
-            self._saturated += saturated
-            self.last_stats = collect(self.program, self.board, n, self._wall)
-            self.last_stats.saturated_inputs = self._saturated
+            state.wall += time.perf_counter() - start
+            state.saturated += saturated
+            self.last_stats = state.last_stats = collect(self.program, self.board, n, state.wall)
+            self.last_stats.saturated_inputs = state.saturated
         inside = self.last_stats.saturated_values
         if saturated or inside:  # every call that clipped anything says so
             where = ", ".join(f"{n} in {name}" for name, n in inside.items())
@@ -169,8 +203,9 @@ class Executor:
             out[...] = y.reshape(out.shape)
 
 
-_executors: Dict[int, Executor] = {}
-_last: Optional[Executor] = None
+# Weakly: an executor lives as long as its module instance (its executable and VMs).
+_executors: "weakref.WeakValueDictionary[int, Executor]" = weakref.WeakValueDictionary()
+_last: Optional["weakref.ref[Executor]"] = None
 
 
 def create_executor(symbol: str, payload: bytes, instance_id: int):
@@ -182,21 +217,6 @@ def create_executor(symbol: str, payload: bytes, instance_id: int):
     return executor
 
 
-
-def spinnaker_modules(obj) -> list:
-    """The ``"spinnaker"`` runtime modules inside an executable, VM or module (once each)."""
-    mod = getattr(obj, "mod", obj)
-    mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
-    found, stack, seen = [], [mod], set()
-    while stack:
-        m = stack.pop()
-        if getattr(m, "kind", None) == "spinnaker":
-            ident = int(m["spinnaker_instance_id"]())
-            if ident not in seen:
-                seen.add(ident)
-                found.append(m)
-        stack.extend(getattr(m, "imports", []) or [])
-    return found
 
 
 def executors(obj=None) -> list:
@@ -231,10 +251,15 @@ def use_board(obj, board: Optional[str] = None) -> None:
 
 def statistics(obj=None) -> Optional[RunStatistics]:
     """Statistics of the last call: of all of ``obj``'s offloaded functions combined
-    (see :func:`tvm_spinn.stats.combine`), or of the last executor used in this process."""
+    (see :func:`tvm_spinn.stats.combine`): for a VM, of its own last call (VMs of one
+    executable keep theirs apart); for an executable or module, of the last call through
+    any VM; without ``obj``, of the last executor used in this process."""
     if obj is None:
-        return _last.last_stats if _last is not None else None
-    done = [e.last_stats for e in executors(obj) if e.last_stats is not None]
+        last = _last() if _last is not None else None
+        return last.last_stats if last is not None else None
+    record = vm_guard.record_of(obj)
+    found = [e.stats_of(record) if record is not None else e.last_stats for e in executors(obj)]
+    done = [s for s in found if s is not None]
     return combine(done) if done else None
 
 

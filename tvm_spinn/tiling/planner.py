@@ -196,3 +196,24 @@ def plan_graph(qgraph: QuantizedGraph, board: res.Board = res.SPINN_5, cycle_bud
         else:
             lo = mid
     return plan
+
+
+# DTCM a kernel core can give its weights: every tile also holds the spin1 runtime's share.
+WEIGHT_BYTES_PER_CORE = res.DTCM_BYTES - res.DTCM_RESERVED_BYTES
+
+
+def fewest_cores(ops: List, n_inputs: int) -> Tuple[int, List[Tuple[str, int]]]:
+    """A lower bound on the cores a graph takes, from its ops' weight shapes alone (no
+    calibration, no tiling): a dense or convolution layer holds each of its int16 weights in
+    some core's DTCM, which holds at most WEIGHT_BYTES_PER_CORE of them; any other op that is
+    not a view takes a core; each input and the output take a live IO core. The planner never
+    uses fewer, so a graph refused by this bound never fits. Returns (total, per op (name,
+    cores)) with ops in graph order."""
+    per_op = []
+    for op in ops:
+        if isinstance(op, (Flatten, Concat)):
+            continue
+        weight = getattr(op, "weight", None)
+        need = 1 if weight is None else -(-int(np.prod(weight.shape)) * 2 // WEIGHT_BYTES_PER_CORE)
+        per_op.append((op.name, max(1, need)))
+    return sum(c for _, c in per_op) + n_inputs + 1, per_op
