@@ -78,7 +78,7 @@ def test_a_model_that_cannot_fit_is_refused_before_calibration(monkeypatch):
     real_capture = pipeline.capture_values
     monkeypatch.setattr(pipeline, "capture_values", lambda *a: captured.append(1) or real_capture(*a))
     with pytest.raises(tvm_spinn.ResourceError,
-                       match=r"dense0 \(8192->8192, relu\) alone needs at least ([\d,]+) cores.*808 application "
+                       match=r"layer 0 \(Linear 8192->8192, relu\) alone needs at least ([\d,]+) cores.*808 application "
                              r"cores.*smaller.*strict=False") as info:
         tvm_spinn.build(mod, calibration=x, strict=True)
     assert captured == []

@@ -183,18 +183,21 @@ def _too_big(plans: List[GraphPlan], options: CodegenOptions) -> ResourceError:
         f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores")
 
 
-def refuse_early(funcs: List, board: res.Board, strict: bool) -> Dict[str, str]:
+def refuse_early(funcs: List, board: res.Board, strict: bool, titles: Optional[Dict[str, str]] = None
+                 ) -> Dict[str, str]:
     """The resource check before calibration, from the weight shapes alone: the offloaded
     functions whose fewest possible cores (:func:`tvm_spinn.tiling.planner.fewest_cores`, a
     lower bound, so nothing that fits is refused) cannot fit ``board`` together. With
     ``strict`` a ResourceError names the largest layer, the cores it and the model need at
     least, the cores the board has and what to do; without, the largest functions until the
     rest may fit are returned (symbol -> why) for the host. Functions that fail to extract
-    are left to :func:`compile_functions`, which says why."""
+    are left to :func:`compile_functions`, which says why. ``titles``: symbol -> the
+    function's readable title (its layers are named as the user's model names them)."""
     bounds = []
+    namer = LayerNamer()
     for f in funcs:
         try:
-            graph = extract_graph(f)
+            graph = extract_graph(f, (titles or {}).get(str(f.attrs["global_symbol"])), namer)
         except UnsupportedError:
             continue
         total, per_op = fewest_cores(graph.ops, len(graph.input_shapes))

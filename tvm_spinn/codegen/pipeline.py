@@ -249,9 +249,15 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
     def _run(mod: tvm.IRModule) -> tvm.IRModule:
         stage("partition")
         partitioned = partition_for_spinnaker(mod, convolutions=convolutions)
+        # In the order main calls them: functions are numbered, and their layers named, in run order.
+        order = {symbol: k for k, symbol in enumerate(_offloaded_calls(partitioned))}
+        funcs = sorted(offloaded_functions(partitioned).values(),
+                       key=lambda f: order.get(str(f.attrs["global_symbol"]), len(order)))
+        titles = function_titles(funcs)
         # What cannot fit by its weight shapes alone goes to the host before the calibration.
-        early = refuse_early(list(offloaded_functions(partitioned).values()), res.BOARDS[board], strict)
+        early = refuse_early(funcs, res.BOARDS[board], strict, titles)
         partitioned = _un_offload(partitioned, list(early))
+        funcs = [f for f in funcs if str(f.attrs["global_symbol"]) not in early]
         calls = _offloaded_calls(partitioned)
         # The partitioned module computed on the host: main's values line up with its calls.
         stage("calibration")
@@ -261,11 +267,7 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                                  calibration=_calibration_per_function(values, calls),
                                  calls_per_inference={s: len(sites) for s, sites in calls.items()},
                                  calibration_settings=settings)
-        # In the order main calls them: functions are numbered, and their layers named, in run order.
-        order = {symbol: k for k, symbol in enumerate(calls)}
-        funcs = sorted(offloaded_functions(partitioned).values(),
-                       key=lambda f: order.get(str(f.attrs["global_symbol"]), len(order)))
-        options.titles = function_titles(funcs)
+        options.titles = titles
         programs, refused = compile_functions(funcs, options, strict=strict)
         options.programs = {p.symbol: p for p in programs}
         refused = {**early, **refused}
