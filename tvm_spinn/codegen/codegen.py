@@ -115,8 +115,11 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
     cores = [CoreProgram(label, kind, tuple(mapping.placements[label]), unframe_config(regions[label], label).copy(),
                          int(regions[label][CONFIG_HEADER_WORDS - 1]))
              for label, kind in layout.core_kinds.items()]
+    args = layout.input_args or list(range(len(layout.inputs)))
     inputs = [InputEnd(tuple(mapping.placements[p.label][:2]), int(mapping.keys[p.label][0]), p.slot_shift,
-                       p.c_shift, p.h_shift, tuple(p.tensor), p.label) for p in layout.inputs]
+                       p.c_shift, p.h_shift, (p.nc, p.nh, p.nw), p.label,
+                       None if (p.nc, p.nh, p.nw) == tuple(p.tensor) else tuple(p.tensor), (p.c0, p.h0), arg)
+              for p, arg in zip(layout.inputs, args)]
     ops = plan.tiled_ops()
     bounds = error_bound(ops, qgraph.input_scales, qgraph.input_max_abs, qgraph.outputs)
     distinct = list(dict.fromkeys(qgraph.outputs))

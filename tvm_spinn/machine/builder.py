@@ -37,6 +37,8 @@ from .graph import (FIX_KEY, FIX_MASK, INPUT, KERNEL, KERNEL_BINARIES, OUTPUT, M
                     VertexSpec)
 
 INPUT_LABEL = "input"
+# The emulator's live inputs per program (c_runtime/include/spinn_emulator.h SPINN_EMU_MAX_INPUTS).
+MAX_LIVE_INPUTS = 16
 # One partition per set of readers (False: one per sender, as before issue 11; the fan-out
 # benchmark compares the two).
 SPLIT_PARTITIONS = True
@@ -99,7 +101,9 @@ class Producer:
 class GraphLayout:
     """What the runtime needs to know about the machine graph beyond the mapping.
 
-    inputs: one live input vertex (a Producer of the whole input tensor) per graph input.
+    inputs: the live input vertices: per graph input one Producer of the whole tensor, or,
+    when its rows go to different cores, one per block of rows that the same cores read
+    (input_args: the graph input each belongs to).
     outputs: the producers of each distinct result op, in the order the output gatherer
     decodes them (one flat vector, result after result); result_offsets: where each of the
     graph's results starts in that vector (a result listed twice shares its values)."""
@@ -111,6 +115,7 @@ class GraphLayout:
     outputs: List[List[Producer]]
     result_offsets: List[int]
     out_features: int
+    input_args: List[int] = field(default_factory=list)
 
     @property
     def in_features(self) -> int:
@@ -147,6 +152,7 @@ class _Builder:
         self.edges: List[Tuple[str, str]] = []
         self.core_kinds: Dict[str, int] = {}
         self.rows: Dict[str, int] = {}  # sender label -> rows of its block
+        self.input_shapes: Dict[str, Tuple[int, int, int]] = {}  # graph input label -> (C, H, W)
         self.reads: Dict[str, Dict[str, Set[int]]] = {}  # sender -> reader -> rows read
 
     def producer(self, label: str, *args) -> Producer:
@@ -421,13 +427,13 @@ def _drop_unread(b: _Builder) -> None:
             del b.core_kinds[label]
 
 
-def _row_partitions(b: _Builder) -> Dict[str, Tuple[int, ...]]:
-    """label -> the partition of each row of its block, for every kernel whose rows go to
-    different sets of cores: one partition per set of readers, numbered in row order."""
+def _row_partitions(b: _Builder, kind: str = KERNEL) -> Dict[str, Tuple[int, ...]]:
+    """label -> the partition of each row of its block, for every vertex of ``kind`` whose rows
+    go to different sets of cores: one partition per set of readers, numbered in row order."""
     alive = {v.label: v.kind for v in b.vertices}
     parts: Dict[str, Tuple[int, ...]] = {}
     for src, n_rows in b.rows.items():
-        if alive.get(src) != KERNEL or n_rows <= 1:
+        if alive.get(src) != kind or n_rows <= 1:
             continue
         readers = {dst: rows for dst, rows in b.reads.get(src, {}).items() if dst in alive}
         dests = [frozenset(d for d, rows in readers.items() if r in rows) for r in range(n_rows)]
@@ -445,21 +451,89 @@ def _row_partitions(b: _Builder) -> Dict[str, Tuple[int, ...]]:
     return parts
 
 
-def _build(plan: GraphPlan, prefix: str, parts: Optional[Dict[str, Tuple[int, ...]]]):
-    """One pass of the builder: (builder, graph inputs, outputs of the distinct results,
-    their start offsets, the offset of each result)."""
+def _input_blocks(row_parts: Tuple[int, ...], c: int, h: int) -> Optional[List[Tuple[int, int, int, int]]]:
+    """The (c0, nc, h0, nh) block of each partition of a (c, h, *) input's rows (c-major), or
+    None if one is not a block (the input then stays one vertex)."""
+    blocks = []
+    for k in range(max(row_parts) + 1):
+        rows = [r for r, part in enumerate(row_parts) if part == k]
+        cs, hs = sorted({r // h for r in rows}), sorted({r % h for r in rows})
+        block = (cs[0], len(cs), hs[0], len(hs))
+        if len(rows) != block[1] * block[3] or cs[-1] - cs[0] + 1 != len(cs) or hs[-1] - hs[0] + 1 != len(hs):
+            return None
+        blocks.append(block)
+    return blocks
+
+
+def _input_splits(b: _Builder, qgraph) -> Dict[str, List[Tuple[int, int, int, int]]]:
+    """Graph input label -> the blocks of rows it is cut into: one live input vertex per set
+    of readers (a row band with its halos, a channel group), so that each input packet goes
+    only to the cores that read it, as a kernel's partitions do (a live input sends on one
+    key: the toolchain's ReverseIPTagMulticastSource takes one partition). At most the
+    emulator's SPINN_EMU_MAX_INPUTS live inputs in all."""
+    splits = {}
+    n_inputs = len(qgraph.input_shapes)
+    for label, row_parts in _row_partitions(b, INPUT).items():
+        c, h, _ = b.input_shapes[label]
+        blocks = _input_blocks(row_parts, c, h)
+        if not blocks:
+            continue
+        readers = [{d for d, rows in b.reads[label].items()
+                    if any(row_parts[r] == k for r in rows)} for k in range(len(blocks))]
+        blocks = _merge_blocks(blocks, readers, MAX_LIVE_INPUTS - n_inputs + 1)
+        if blocks and len(blocks) > 1:
+            splits[label] = blocks
+            n_inputs += len(blocks) - 1
+    return splits
+
+
+def _merge_blocks(blocks: List[Tuple[int, int, int, int]], readers: List[Set[str]], limit: int
+                  ) -> Optional[List[Tuple[int, int, int, int]]]:
+    """Merge neighbouring blocks (c0, nc, h0, nh) until at most ``limit`` remain, each time the
+    pair whose merge delivers the fewest extra rows (a merged block goes to both blocks'
+    readers); None if no two left can merge."""
+    blocks, readers = list(blocks), [set(r) for r in readers]
+    while len(blocks) > limit:
+        best = None
+        for i, (c0, nc, h0, nh) in enumerate(blocks):
+            for j, (d0, nd, g0, ng) in enumerate(blocks):
+                side = (c0 == d0 and nc == nd and h0 + nh == g0) or (h0 == g0 and nh == ng and c0 + nc == d0)
+                if not side:
+                    continue
+                extra = nc * nh * len(readers[j] - readers[i]) + nd * ng * len(readers[i] - readers[j])
+                if best is None or extra < best[0]:
+                    best = (extra, i, j)
+        if best is None:
+            return None
+        _, i, j = best
+        (c0, nc, h0, nh), (d0, nd, g0, ng) = blocks[i], blocks[j]
+        blocks[i] = (c0, nc, h0, nh + ng) if c0 == d0 and nc == nd else (c0, nc + nd, h0, nh)
+        readers[i] |= readers[j]
+        del blocks[j], readers[j]
+    return blocks
+
+
+def _build(plan: GraphPlan, prefix: str, parts: Optional[Dict[str, Tuple[int, ...]]],
+           splits: Optional[Dict[str, List[Tuple[int, int, int, int]]]] = None):
+    """One pass of the builder: (builder, graph inputs (a list of block Producers each),
+    outputs of the distinct results, their start offsets, the offset of each result)."""
     qgraph = plan.qgraph
     b = _Builder(prefix, parts)
-    graph_inputs: List[Producer] = []
+    graph_inputs: List[List[Producer]] = []
     for k, (c, h, w) in enumerate(qgraph.input_shapes):
         label = prefix + INPUT_LABEL + (str(k) if k else "")
-        slot_shift, c_shift, h_shift = block_key_layout(c, h, w)
-        b.vertices.append(VertexSpec(label=label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
-        # one partition: the host and the emulator inject with one key per input
-        graph_inputs.append(Producer(label, 0, c, 0, h, 0, w, slot_shift, c_shift, h_shift, (c, h, w)))
+        b.input_shapes[label] = (c, h, w)
+        blocks = (splits or {}).get(label, [(0, c, 0, h)])
+        graph_inputs.append([])
+        for j, (c0, nc, h0, nh) in enumerate(blocks):
+            block_label = label if j == 0 else f"{label}_b{j}"
+            slot_shift, c_shift, h_shift = block_key_layout(nc, nh, w)
+            b.vertices.append(VertexSpec(label=block_label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
+            graph_inputs[k].append(b.producer(block_label, c0, nc, h0, nh, 0, w, slot_shift, c_shift, h_shift,
+                                              (c, h, w)))
     outputs: List[List[Producer]] = []
     for i, (q, p) in enumerate(zip(qgraph.ops, plan.plans)):
-        inputs = [[graph_inputs[input_number(j)]] if j < 0 else outputs[j]
+        inputs = [graph_inputs[input_number(j)] if j < 0 else outputs[j]
                   for j in op_inputs([x.op for x in qgraph.ops], i)]
         if isinstance(q.op, Concat):  # routing only: the operands' producers at channel offsets
             outputs.append(_concatenated(q, inputs))
@@ -521,7 +595,11 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
     input and the live output vertex; vertex labels start with ``prefix`` (functions
     sharing one board). Built twice: the first pass finds which cores read which rows of
     each kernel, the second sends each set of rows on its own partition."""
-    parts = _row_partitions(_build(plan, prefix, None)[0]) if SPLIT_PARTITIONS else None
-    b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts)
+    parts = splits = None
+    if SPLIT_PARTITIONS:
+        first = _build(plan, prefix, None)[0]
+        parts, splits = _row_partitions(first), _input_splits(first, plan.qgraph)
+    b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts, splits)
     spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version, partitions=_partition_specs(b))
-    return GraphLayout(spec, b.core_kinds, graph_inputs, OUTPUT_LABEL, results, offsets, int(starts[-1]))
+    return GraphLayout(spec, b.core_kinds, [p for ps in graph_inputs for p in ps], OUTPUT_LABEL, results, offsets,
+                       int(starts[-1]), [k for k, ps in enumerate(graph_inputs) for _ in ps])

@@ -28,9 +28,12 @@ class CoreProgram:
 
 @dataclass
 class InputEnd:
-    """The live input: samples enter at chip ``chip`` with keys
+    """A live input: samples enter at chip ``chip`` with keys
     ``key | slot << slot_shift | c << c_shift | h << h_shift | pair`` of a (C, H, W) tensor
-    ``shape`` (c-major); shape None: a plain vector of in_features values (C = H = 1)."""
+    ``shape`` (c-major); shape None: a plain vector of in_features values (C = H = 1).
+    A graph input whose rows go to different cores is cut into blocks, one live input each
+    (machine.builder): ``shape`` is then the block, at channel and row ``origin`` of
+    argument ``arg``'s (C, H, W) ``tensor`` (None: the block is the whole argument)."""
 
     chip: Chip
     key: int
@@ -39,6 +42,9 @@ class InputEnd:
     h_shift: int = 0
     shape: Optional[Tuple[int, int, int]] = None
     label: str = ""  # its live input vertex (a core on a real board: BoardProgram.images)
+    tensor: Optional[Tuple[int, int, int]] = None
+    origin: Tuple[int, int] = (0, 0)
+    arg: int = 0
 
 
 @dataclass
@@ -158,6 +164,26 @@ class BoardProgram:
 
     @property
     def input_shapes(self) -> List[Tuple[int, int, int]]:
-        """(C, H, W) of each input, as the graph and the live inputs see it."""
-        return [tuple(inp.shape) if inp.shape is not None else (1, 1, self.in_features) for inp in self.inputs]
+        """(C, H, W) of each input (argument) of the graph."""
+        shapes: Dict[int, Tuple[int, int, int]] = {}
+        for inp in self.inputs:
+            whole = inp.tensor or inp.shape
+            shapes.setdefault(inp.arg, tuple(whole) if whole is not None else (1, 1, self.in_features))
+        return [shapes[k] for k in sorted(shapes)]
+
+    def input_gather(self) -> Optional[np.ndarray]:
+        """Where each value the live inputs send, input after input (each block c-major),
+        sits in a sample (the arguments' values one after the other, each c-major): int64
+        indices (in_features,), or None when the two orders are the same (no input is cut)."""
+        if all(inp.tensor is None for inp in self.inputs):
+            return None
+        starts = np.concatenate([[0], np.cumsum([int(np.prod(s)) for s in self.input_shapes])])
+        parts = []
+        for inp in self.inputs:
+            c, h, w = inp.shape
+            _, th, tw = inp.tensor or inp.shape
+            c0, h0 = inp.origin
+            rows = ((np.arange(c0, c0 + c)[:, None] * th + np.arange(h0, h0 + h)[None, :]) * tw).reshape(-1)
+            parts.append(starts[inp.arg] + (rows[:, None] + np.arange(w)[None, :]).reshape(-1))
+        return np.concatenate(parts).astype(np.int64)
 

@@ -131,6 +131,8 @@ class EmulatedBoard:
     kernel cores with their config regions, live IO ends).
     """
 
+    _in_order: Optional[np.ndarray] = None  # see _live_io
+
     def __init__(self, program: BoardProgram, ubsan: bool = False, with_cores: bool = True,
                  timed: Optional[bool] = None) -> None:
         self._fabric(program.chips, program.links, program.routing_tables if with_cores else {}, ubsan)
@@ -203,6 +205,8 @@ class EmulatedBoard:
     def _live_io(self, program: BoardProgram) -> None:
         out = program.output
         self.in_features, self.out_features = int(program.in_features), int(program.out_features)
+        # a graph input cut into blocks (one live input each): a sample's values in their order
+        self._in_order = program.input_gather()
         if len(program.inputs) == 1 and program.inputs[0].shape is None:  # a plain vector
             inp = program.inputs[0]
             rc = self._lib.spinn_emu_set_input(self._emu, self.chip_index[tuple(inp.chip)], inp.key, inp.slot_shift,
@@ -249,6 +253,8 @@ class EmulatedBoard:
         x_q = np.ascontiguousarray(x_q.reshape(n, int(np.prod(x_q.shape[1:], dtype=np.int64))))
         if n and x_q.shape[1] != self.in_features:
             raise EmulatorError(f"samples have {x_q.shape[1]} values, the program takes {self.in_features}")
+        if self._in_order is not None:
+            x_q = np.ascontiguousarray(x_q[:, self._in_order])
         y = np.zeros((n, self.out_features), np.int16)
         lost = np.zeros(max(n, 1), np.uint8)
         t_start, t_done = np.zeros(max(n, 1), np.uint64), np.zeros(max(n, 1), np.uint64)
@@ -385,6 +391,8 @@ class EmulatedBoard:
         x_q = np.ascontiguousarray(x_q, np.int16).reshape(-1)
         if x_q.size != self.in_features:
             raise EmulatorError(f"a sample has {x_q.size} values, the program takes {self.in_features}")
+        if self._in_order is not None:
+            x_q = np.ascontiguousarray(x_q[self._in_order])
         cap = x_q.size // 2 + 16 * 64
         keys, payloads, which = np.zeros(cap, np.uint32), np.zeros(cap, np.uint32), np.zeros(cap, np.uint8)
         n = self._lib.spinn_emu_encode(self._emu, _ptr(x_q, _i16p), int(slot), _ptr(keys, _u32p),
