@@ -241,7 +241,7 @@ def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
     vertices = [v for lay in layouts for v in lay.spec.vertices if v.kind != OUTPUT]
     vertices.append(VertexSpec(label=OUTPUT_LABEL, kind=OUTPUT))
     return MachineGraphSpec(vertices, [e for lay in layouts for e in lay.spec.edges],
-                            board_version=layouts[0].spec.board_version,
+                            board_version=layouts[0].spec.board_version, boards=layouts[0].spec.boards,
                             partitions=[p for lay in layouts for p in lay.spec.partitions])
 
 
@@ -523,5 +523,6 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
     each kernel, the second sends each set of rows on its own partition."""
     parts = _row_partitions(_build(plan, prefix, None)[0]) if SPLIT_PARTITIONS else None
     b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts)
-    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version, partitions=_partition_specs(b))
+    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version,
+                            boards=plan.board.boards, partitions=_partition_specs(b))
     return GraphLayout(spec, b.core_kinds, graph_inputs, OUTPUT_LABEL, results, offsets, int(starts[-1]))
