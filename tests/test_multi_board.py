@@ -68,6 +68,34 @@ def test_three_boards_run_bit_exact(big_mlp):
     stats = tvm_spinn.statistics(vm)
     crossed = sum(n for name, n in stats.link_packets.items() if _between_boards(program, name))
     assert crossed > 0
+    # ... and the timed emulation put them on the boards' FPGA serial links
+    if stats.timed is not None:
+        assert any(name.startswith("link board ") and u > 0 for name, u in stats.timed.utilisation.items())
+
+
+def test_board_to_board_links_and_the_gatherer_rate():
+    """The timed emulation's serial links: each board edge (6 per board) multiplexes 8 chip
+    links, as a SpiNN-5 board's FPGAs do; a gatherer on any board's Ethernet chip sends at the
+    Ethernet chip's rate."""
+    from spinn_machine import virtual_machine
+    from spinn_machine.config_setup import unittest_setup
+    from spinn_utilities.config_holder import set_config
+
+    from tvm_spinn.runtime import timing
+
+    unittest_setup()
+    set_config("Machine", "version", "5")
+    machine = virtual_machine(12, 12)
+    chips = sorted((c.x, c.y) for c in machine.chips)
+    links = {(c.x, c.y, link.source_link_id): (link.destination_x, link.destination_y)
+             for c in machine.chips for link in c.router.links}
+    serial, names = timing.board_links(res.SPINN_5_X3, chips, links)
+    assert len(names) == 3 * 6
+    assert sorted(np.bincount(serial[serial >= 0])) == [8] * 18
+    assert (timing.board_links(res.SPINN_5, chips, links)[0] == -1).all()
+    eth = res.SPINN_5_X3.ethernet_chips
+    assert timing.host_out_bytes_per_s((4, 8), eth) == timing.HOST_OUT_BYTES_PER_S_ETHERNET_CHIP
+    assert timing.host_out_bytes_per_s((5, 8), eth) == timing.HOST_OUT_BYTES_PER_S_OTHER_CHIP
 
 
 def _between_boards(program, name: str) -> bool:
