@@ -12,8 +12,8 @@ import tvm_spinn
 from tvm_spinn.errors import ResourceError
 from tvm_spinn.tiling import resources as res
 
-# Dense layers whose int16 weights alone fill about 1,500 cores (a core's DTCM holds 55.8 KiB
-# of weights): too big for one board's 808 cores at any tiling.
+# Dense layers on about 1,500 cores (1,477; their int16 weights alone need at least 1,326, a core's DTCM
+# holds 55.8 KiB of them): too big for one board's 808 cores at any tiling.
 SIZES = (4096, 4096, 4096, 1024, 10)
 
 
@@ -103,3 +103,10 @@ def _between_boards(program, name: str) -> bool:
     x, y = map(int, xy.split(","))
     x2, y2 = program.links[(x, y, int(link))]
     return res.SPINN_5_X3.ethernet_chip_of(x, y) != res.SPINN_5_X3.ethernet_chip_of(x2, y2)
+
+
+def test_spalloc_asks_for_the_boards_the_build_needs():
+    from tvm_spinn.runtime.board.session import spalloc_request
+
+    assert spalloc_request(res.SPINN_5) == ((1,), {})
+    assert spalloc_request(res.SPINN_5_X3) == ((1, 1), {"require_torus": True})  # one triad, a whole torus
