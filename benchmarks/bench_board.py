@@ -90,19 +90,6 @@ def old_formula(executor) -> Dict[str, float]:
                                                            200e6 / slowest if slowest else math.inf)}
 
 
-def _bit_exact(vm, call) -> bool:
-    """Run call() recording every emulated board run; True if each offloaded function's int16
-    output equals the numpy integer reference of its program on the same int16 input."""
-    from tvm_spinn import integer_reference
-    from tvm_spinn.runtime import executors
-    from tvm_spinn.runtime.emulator import EmulatedBoard
-
-    with EmulatedBoard.recording() as seen:
-        call()
-    programs = {id(e.board): e.program for e in executors(vm)}
-    return bool(seen) and all(np.array_equal(y_q, integer_reference(programs[id(b)], x_q)) for b, x_q, y_q in seen)
-
-
 def _set_timed(vm, on: bool) -> None:
     from tvm_spinn.runtime import executors
 
@@ -141,7 +128,7 @@ def bench(name: str, spec: common.ModelSpec, batch: int, repeat: int) -> Dict[st
     _, y = common.median_wall(lambda: call(emu_on), repeat)
     full = tvm_spinn.statistics(vm)
     old_full = [old_formula(e) for e in executors(vm)]
-    exact = _bit_exact(vm, lambda: run(x))
+    exact = common.bit_exact(vm, lambda: run(x))
 
     llvm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
     llvm_s, _ = common.median_wall(lambda: llvm["main"](tvm.runtime.tensor(x)).numpy(), repeat)

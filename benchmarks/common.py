@@ -280,3 +280,16 @@ def main(argv: Optional[Sequence[str]], *, description: str, models: Dict[str, M
             "total_seconds": total_s, "footnotes": list(footnotes), "rows": rows}, indent=2))
         print(f"written to {args.json}")
     return 0
+
+
+def bit_exact(vm, call) -> bool:
+    """Run call() recording every emulated board run; True if each offloaded function's int16
+    output equals the numpy integer reference of its program on the same int16 input."""
+    from tvm_spinn import integer_reference
+    from tvm_spinn.runtime import executors
+    from tvm_spinn.runtime.emulator import EmulatedBoard
+
+    with EmulatedBoard.recording() as seen:
+        call()
+    programs = {id(e.board): e.program for e in executors(vm)}
+    return bool(seen) and all(np.array_equal(y_q, integer_reference(programs[id(b)], x_q)) for b, x_q, y_q in seen)

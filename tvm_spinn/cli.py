@@ -192,8 +192,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--calibration", type=Path, nargs="+", required=True, metavar="X.npy",
                    help="representative inputs, samples on axis 0 (one .npy per model input)")
     p.add_argument("-o", "--output", type=Path, help="the module to write (default: MODEL with .so)")
-    p.add_argument("--board-kind", choices=("spinn5", "spinn3"), default="spinn5",
-                   help="the machine to map onto (default spinn5, 48 chips)")
+    p.add_argument("--board-kind", choices=("spinn5", "spinn5x3", "spinn3"), default="spinn5",
+                   help="the machine to map onto (default spinn5, 48 chips; spinn5x3: three boards, 144 chips)")
     p.add_argument("--strict", action="store_true",
                    help="fail if an offloaded part cannot be built, instead of keeping it on the host")
     p.set_defaults(func=cmd_compile)

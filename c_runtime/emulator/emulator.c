@@ -1178,3 +1178,11 @@ void spinn_emu_fabric_timing(const spinn_emu_t *emu, uint64_t *router_busy, uint
     memcpy(link_busy, emu->tm.link_busy, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
     memcpy(link_late, emu->tm.link_late, sizeof(uint64_t) * emu->n_chips * SPINN_LINKS);
 }
+
+int spinn_emu_set_board_links(spinn_emu_t *emu, const int32_t *serial, uint32_t n_serial) {
+    return tm_set_serial(&emu->tm, serial, n_serial);
+}
+
+void spinn_emu_board_link_timing(const spinn_emu_t *emu, uint64_t *busy) {
+    if (emu->tm.n_serial) memcpy(busy, emu->tm.serial_busy, sizeof(uint64_t) * emu->tm.n_serial);
+}

@@ -18,6 +18,9 @@ int tm_init(tm_t *tm, uint32_t n_chips) {
 }
 
 void tm_free(tm_t *tm) {
+    free(tm->serial_of_link);
+    free(tm->serial_free);
+    free(tm->serial_busy);
     free(tm->router_free);
     free(tm->router_busy);
     free(tm->link_free);
@@ -32,6 +35,10 @@ void tm_reset(tm_t *tm) {
     memset(tm->link_free, 0, sizeof(uint64_t) * n_links);
     memset(tm->link_busy, 0, sizeof(uint64_t) * n_links);
     memset(tm->link_late, 0, sizeof(uint64_t) * n_links);
+    if (tm->n_serial) {
+        memset(tm->serial_free, 0, sizeof(uint64_t) * tm->n_serial);
+        memset(tm->serial_busy, 0, sizeof(uint64_t) * tm->n_serial);
+    }
     tm->in_free = tm->in_busy = tm->in_msgs = tm->in_core_busy = 0;
     tm->out_free = tm->out_busy = tm->out_msgs = 0;
     memset(tm->in_core_free, 0, sizeof(tm->in_core_free));
@@ -115,7 +122,38 @@ uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t m
     if (depart - t_out > tm->p[SPINN_TM_WAIT_PS]) tm->link_late[i]++;
     tm->link_free[i] = depart + ser;
     tm->link_busy[i] += ser;
+    if (tm->serial_of_link && tm->serial_of_link[i] >= 0) { /* into the FPGA, over the board-to-board serial link */
+        uint32_t s = (uint32_t)tm->serial_of_link[i];
+        uint64_t bits = tm->p[marker ? SPINN_TM_BITS_NO_PAYLOAD : SPINN_TM_BITS_PAYLOAD];
+        uint64_t start = tm_max(depart + ser, tm->serial_free[s]), frame = bits * tm->p[SPINN_TM_BOARD_PS_PER_BIT];
+        tm->serial_free[s] = start + frame;
+        tm->serial_busy[s] += frame;
+        return start + frame + tm->p[SPINN_TM_BOARD_LATENCY_PS];
+    }
     return depart + ser;
+}
+
+int tm_set_serial(tm_t *tm, const int32_t *serial, uint32_t n_serial) {
+    size_t n_links = (size_t)tm->n_chips * SPINN_LINKS, i;
+    int32_t *of = malloc(sizeof(int32_t) * (n_links ? n_links : 1u));
+    uint64_t *fr = calloc(n_serial ? n_serial : 1u, sizeof(uint64_t)), *busy = calloc(n_serial ? n_serial : 1u, sizeof(uint64_t));
+    if (!of || !fr || !busy) {
+        free(of), free(fr), free(busy);
+        return -1;
+    }
+    for (i = 0; i < n_links; i++) {
+        if (serial[i] >= (int32_t)n_serial) {
+            free(of), free(fr), free(busy);
+            return -1;
+        }
+        of[i] = serial[i];
+    }
+    free(tm->serial_of_link), free(tm->serial_free), free(tm->serial_busy);
+    tm->serial_of_link = of;
+    tm->serial_free = fr;
+    tm->serial_busy = busy;
+    tm->n_serial = n_serial;
+    return 0;
 }
 
 uint64_t tm_input_packet(tm_t *tm, uint32_t i, uint32_t pairs_left, uint64_t at) {

@@ -6,7 +6,10 @@
  *   router   each chip's router takes ROUTER_PS per packet and forwards it
  *            HOP_PS after it entered;
  *   link     a chip-to-chip link serialises a packet (72 bits with payload, 40
- *            without) at LINK_PS_PER_BIT;
+ *            without) at LINK_PS_PER_BIT; a link from one board to another ends
+ *            at the board's FPGA, which multiplexes the 8 links of a board edge
+ *            onto one serial link (BOARD_PS_PER_BIT, shared) and adds
+ *            BOARD_LATENCY_PS;
  *   core     the FIQ takes each packet (a packet that waits longer than the
  *            router's WAIT_PS for it is one a board would drop), then the
  *            core's one CPU runs the FIQ, the user event (only when it was
@@ -84,6 +87,10 @@ typedef struct {
     uint64_t p[SPINN_TM_PARAMS];
     uint32_t n_chips;
     uint64_t *router_free, *router_busy, *link_free, *link_busy, *link_late;
+    /* board-to-board serial links: per chip link, the one it crosses (-1: none) */
+    int32_t *serial_of_link;
+    uint32_t n_serial;
+    uint64_t *serial_free, *serial_busy;
     /* host link and live IO ends */
     uint64_t in_free, in_busy, in_msgs, in_core_busy, out_free, out_busy, out_msgs;
     uint64_t in_core_free[SPINN_EMU_MAX_INPUTS], in_msg_arrival[SPINN_EMU_MAX_INPUTS];
@@ -103,6 +110,8 @@ int tm_queue_push(tm_queue_t *q, const packet_t *pk);
 packet_t tm_queue_pop(tm_queue_t *q);
 void tm_queue_free(tm_queue_t *q);
 
+/* The board-to-board serial link of each chip link (timing.h tm_t.serial_of_link); -1 on bad input. */
+int tm_set_serial(tm_t *tm, const int32_t *serial, uint32_t n_serial);
 /* A packet entering chip's router at t: when it leaves the router. */
 uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t);
 /* ... and leaves on link l at t_out: when it arrives at the next chip. */

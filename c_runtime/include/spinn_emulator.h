@@ -144,7 +144,9 @@ void spinn_emu_reset_counters(spinn_emu_t *emu);
 #define SPINN_TM_BITS_PAYLOAD 14u      /* bits of a packet with payload on a link */
 #define SPINN_TM_BITS_NO_PAYLOAD 15u
 #define SPINN_TM_LOST_TIMEOUT_PS 16u   /* the binding's lost-sample timeout */
-#define SPINN_TM_PARAMS 17u
+#define SPINN_TM_BOARD_PS_PER_BIT 17u  /* a board-to-board (FPGA) serial link, shared by a board edge's links */
+#define SPINN_TM_BOARD_LATENCY_PS 18u  /* a board-to-board crossing's latency beyond the chip link */
+#define SPINN_TM_PARAMS 19u
 /* Timing on (params[SPINN_TM_ON] != 0) or off for the next runs; -1 on bad input. */
 int spinn_emu_set_timing(spinn_emu_t *emu, const uint64_t *params, uint32_t n_params);
 int spinn_emu_set_core_cost(spinn_emu_t *emu, uint32_t core, const uint64_t *cost, uint32_t n_words);
@@ -165,5 +167,11 @@ int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out);
 /* Per chip router busy ps (n_chips), per link busy ps and late packets (n_chips * 6 each). */
 void spinn_emu_fabric_timing(const spinn_emu_t *emu, uint64_t *router_busy, uint64_t *link_busy,
                              uint64_t *link_late);
+/* Links between boards (machines of several boards): serial[chip * 6 + link] is the
+ * board-to-board serial link (0 .. n_serial - 1) that chip link crosses, or -1 for a link
+ * within a board. Returns -1 on bad input or no memory. */
+int spinn_emu_set_board_links(spinn_emu_t *emu, const int32_t *serial, uint32_t n_serial);
+/* Per board-to-board serial link busy ps (n_serial words; nothing without board links). */
+void spinn_emu_board_link_timing(const spinn_emu_t *emu, uint64_t *busy);
 
 #endif /* SPINN_EMULATOR_H */

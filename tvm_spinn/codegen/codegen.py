@@ -183,7 +183,8 @@ def _too_big(plans: List[GraphPlan], options: CodegenOptions) -> ResourceError:
     parts = ", ".join(f"{p.qgraph.name}: {p.n_cores}{largest(p)}" for p in plans)
     return ResourceError(
         f"model too big for the board: its {len(plans)} offloaded functions need {total} cores together "
-        f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores")
+        f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores."
+        + res.bigger_board_hint(options.board, total))
 
 
 def refuse_early(funcs: List, board: res.Board, strict: bool, titles: Optional[Dict[str, str]] = None
@@ -218,7 +219,8 @@ def refuse_early(funcs: List, board: res.Board, strict: bool, titles: Optional[D
             f"model too big for the board: layer {name} alone needs at least {cores:,} cores{held}, the model at "
             f"least {sum(b[1] for b in bounds):,}, but a {board.name} has {board.app_cores} application cores. "
             f"Make the layer smaller (fewer features or channels), or leave it on the host CPU: "
-            f"tvm_spinn.build(..., strict=False) keeps what does not fit on the host")
+            f"tvm_spinn.build(..., strict=False) keeps what does not fit on the host."
+            + res.bigger_board_hint(board, sum(b[1] for b in bounds)))
         if strict:
             raise error
         refused[largest[0]] = str(error)

@@ -221,7 +221,9 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         ``torch.utils.data.DataLoader``, a generator) yields batches, each an array or
         tensor, or a tuple whose first elements are the inputs (labels after them are not
         used); it is read once, here, and the batches are joined along the sample axis.
-    board : "spinn5" (48 chips) or "spinn3" (4 chips).
+    board : "spinn5" (one SpiNN-5 board: 48 chips, 808 application cores), "spinn5x3" (three
+        SpiNN-5 boards as a triad: 144 chips, 2,424 cores; a model too big for one board is
+        placed across them) or "spinn3" (4 chips).
     cycle_budget : modelled cycles per sample per core that tiles are sized to meet
         (default: resources.DEFAULT_CYCLE_BUDGET, relaxed if the model needs more cores).
     convolutions : offload conv1d/conv2d, pooling, residual adds and flatten too (not only

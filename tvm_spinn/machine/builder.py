@@ -247,7 +247,7 @@ def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
     vertices = [v for lay in layouts for v in lay.spec.vertices if v.kind != OUTPUT]
     vertices.append(VertexSpec(label=OUTPUT_LABEL, kind=OUTPUT))
     return MachineGraphSpec(vertices, [e for lay in layouts for e in lay.spec.edges],
-                            board_version=layouts[0].spec.board_version,
+                            board_version=layouts[0].spec.board_version, boards=layouts[0].spec.boards,
                             partitions=[p for lay in layouts for p in lay.spec.partitions])
 
 
@@ -600,6 +600,7 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
         first = _build(plan, prefix, None)[0]
         parts, splits = _row_partitions(first), _input_splits(first, plan.qgraph)
     b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts, splits)
-    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version, partitions=_partition_specs(b))
+    spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version,
+                            boards=plan.board.boards, partitions=_partition_specs(b))
     return GraphLayout(spec, b.core_kinds, [p for ps in graph_inputs for p in ps], OUTPUT_LABEL, results, offsets,
                        int(starts[-1]), [k for k, ps in enumerate(graph_inputs) for _ in ps])

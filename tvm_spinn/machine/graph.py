@@ -85,6 +85,7 @@ class MachineGraphSpec:
     vertices: List[VertexSpec]
     edges: List[Tuple[str, str]]  # (pre label, post label)
     board_version: int = 5  # 3 = SpiNN-3 (4 chips), 5 = SpiNN-5 (48 chips)
+    boards: int = 1  # boards of the machine (3: a triad of SpiNN-5 boards, 144 chips)
     # every sender's partitions; empty: one partition per sender, to every post of its edges
     partitions: List[PartitionSpec] = field(default_factory=list)
 

@@ -21,6 +21,7 @@ from .._native import emulator_library
 from ..errors import EmulatorError, LostSamplesError
 from ..progress import interruptible
 from ..program import BoardProgram
+from ..tiling import resources as res
 from . import timing
 from .timing import TimedRun
 
@@ -99,6 +100,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spinn_emu_core_timing.restype = ctypes.c_int
     lib.spinn_emu_core_timing.argtypes = [ctypes.c_void_p, ctypes.c_uint32, _u64p]
     lib.spinn_emu_fabric_timing.argtypes = [ctypes.c_void_p, _u64p, _u64p, _u64p]
+    lib.spinn_emu_set_board_links.restype = ctypes.c_int
+    lib.spinn_emu_set_board_links.argtypes = [ctypes.c_void_p, _i32p, ctypes.c_uint32]
+    lib.spinn_emu_board_link_timing.argtypes = [ctypes.c_void_p, _u64p]
     lib._spinn_declared = True
     return lib
 
@@ -146,6 +150,11 @@ class EmulatedBoard:
                 if self._lib.spinn_emu_set_core_cost(self._emu, i, _ptr(cost, _u64p), len(cost)) != 0:
                     raise EmulatorError(f"core {core.label}: cannot set its cycle costs")
             self._gatherer_chip = tuple(program.output.placement[:2])
+            self._ethernet_chips = timing.ethernet_chips(program.board)
+            serial, self._board_link_names = timing.board_links(res.board_named(program.board), program.chips,
+                                                                program.links)
+            if self._lib.spinn_emu_set_board_links(self._emu, _ptr(serial, _i32p), len(self._board_link_names)) != 0:
+                raise EmulatorError("could not set the board-to-board links (out of memory)")
             self._timed_setting = timed
             self._apply_timing()
 
@@ -314,7 +323,7 @@ class EmulatedBoard:
         if not hasattr(self, "_gatherer_chip"):
             return
         on = timing_default() if self._timed_setting is None else bool(self._timed_setting)
-        p = timing.params(self._gatherer_chip, on)
+        p = timing.params(self._gatherer_chip, on, self._ethernet_chips)
         self._lib.spinn_emu_set_timing(self._emu, _ptr(p, _u64p), len(p))
         self.timed = on
 
@@ -333,6 +342,10 @@ class EmulatedBoard:
         names = {i: f"{x},{y}" for (x, y), i in self.chip_index.items()}
         link_busy = {f"{names[i // LINKS]}:{i % LINKS}": float(v) for i, v in enumerate(links) if v}
         router_busy = {names[i]: float(v) for i, v in enumerate(router) if v}
+        if getattr(self, "_board_link_names", None):
+            serial = np.zeros(len(self._board_link_names), np.uint64)
+            self._lib.spinn_emu_board_link_timing(self._emu, _ptr(serial, _u64p))
+            link_busy.update({name: float(v) for name, v in zip(self._board_link_names, serial) if v})
         return timing.summarise(n, t_start, t_done, totals, core_busy, core_late, core_ring, link_busy,
                                 int(late.sum()), router_busy, self.n_slots)
 

@@ -229,7 +229,8 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     # the host link as the timed emulation models it (runtime.timing): in at the runtime's
     # pacing, out at the rate measured from the gatherer's chip
     in_s = timing.host_in_bytes(program.in_features) / host_in_bytes_per_s()
-    out_s = timing.host_out_bytes(program.out_features) / timing.host_out_bytes_per_s(program.output.placement[:2])
+    out_s = timing.host_out_bytes(program.out_features) / timing.host_out_bytes_per_s(
+        program.output.placement[:2], timing.ethernet_chips(program.board))
     latency = (in_s + out_s + sum(per_stage.values()) / res.CLOCK_HZ
                + (len(program.layers) + 1) * hops_per_packet * HOP_NS * 1e-9)
     host_limit = 1.0 / max(in_s, out_s)

@@ -14,6 +14,16 @@ are the figures it is given. All are MODELLED, none is measured on a board:
   front-end-common decodes (``reinjection_status._decode_router_timeout_value``), and
   ``wait2`` to 0; emergency routing is not modelled.
 - **Links**: 250 Mbit/s per chip-to-chip link, 72 bits per packet with payload, 40 without.
+- **Between boards** (a machine of several boards, e.g. ``board="spinn5x3"``): a chip link
+  that leaves its board ends at one of the board's three Spartan-6 FPGAs, which multiplex
+  the 8 chip links of a board edge onto one high-speed serial link (spI/O's
+  ``hss_multiplexer``: eight streams per serial link; ``designs/spinnaker_fpgas``: one SATA
+  socket per board edge). The chip's side is the same 250 Mbit/s link; the serial link is
+  modelled at :data:`BOARD_LINK_BITS_PER_S` (3.0 Gbit/s with 8b/10b coding, the rate spI/O
+  documents for the SpiNN-5's -3 grade FPGAs; frame headers and credits ignored), shared by
+  the edge's 8 links, plus :data:`BOARD_LATENCY_NS` per crossing (an ASSUMPTION for two FPGA
+  pipelines and the cable: no published figure was at hand). The FPGA-to-chip side is
+  not a separate server (it runs at least as fast as the chip's side).
 - **Host in**: EIEIO messages of 31 key+payload events (12 bytes of EIEIO and SDP
   headers beside them) at the rate the runtime paces to (``TVM_SPINN_LINK_MBPS``, 32 Mbit/s
   by default), no faster than the 5 MB/s low end of the 5-10 MB/s measured into a board
@@ -24,8 +34,11 @@ are the figures it is given. All are MODELLED, none is measured on a board:
   32 key+payload events (256 bytes) and flushes when full or on its timer tick (the
   toolchain's 1,000 us time step); it takes :data:`LPG_CYCLES` per packet (the traced
   FIQ and drain of our own binding, an estimate of its similar FIQ-queue path). Messages
-  leave at 5.7 MiB/s from chip (0, 0), 1.1 MiB/s from other chips (measured out of a
-  board, SpiNN-misc-Tests).
+  leave at 5.7 MiB/s from an Ethernet chip, 1.1 MiB/s from other chips (measured out of a
+  board, SpiNN-misc-Tests, from chip (0, 0) and from others: on a machine of several boards
+  every board's Ethernet chip (tiling.resources.Board.ethernet_chips) counts as chip (0, 0)
+  of its board). The host sends every input of a run through one paced stream (the runtime
+  paces all its messages together), whichever board's Ethernet each input enters by.
 """
 from __future__ import annotations
 
@@ -54,6 +67,8 @@ EVENTS_PER_OUT_MSG = 32  # live_packet_gather.c: BUFFER_CAPACITY 256 bytes / 8 p
 TICK_S = 1e-3
 HOST_OUT_BYTES_PER_S_ETHERNET_CHIP = 5.7 * 2 ** 20
 HOST_OUT_BYTES_PER_S_OTHER_CHIP = 1.1 * 2 ** 20
+BOARD_LINK_BITS_PER_S = 3.0e9 * 8 / 10  # an FPGA's serial link, 8b/10b coded
+BOARD_LATENCY_NS = 1000.0  # an assumption (module docstring)
 COST_FIELDS = ("fiq", "event", "receive", "mac", "block", "output", "packet_out", "compute")  # SPINN_COST_*
 
 # core kinds (spinn_emulator.h SPINN_CORE_*) and the config words that tell variants apart
@@ -74,9 +89,39 @@ def host_out_bytes(n_values: int) -> int:
     return pairs * 8 + -(-pairs // EVENTS_PER_OUT_MSG) * OUT_MSG_OVERHEAD_BYTES
 
 
-def host_out_bytes_per_s(gatherer_chip: Tuple[int, int]) -> float:
-    """The measured rate out of a board from the gatherer's chip (bytes/s)."""
-    return HOST_OUT_BYTES_PER_S_ETHERNET_CHIP if tuple(gatherer_chip) == (0, 0) else HOST_OUT_BYTES_PER_S_OTHER_CHIP
+def host_out_bytes_per_s(gatherer_chip: Tuple[int, int], ethernet_chips: Sequence[Tuple[int, int]] = ((0, 0),)
+                         ) -> float:
+    """The measured rate out of a board from the gatherer's chip (bytes/s): the fast one on
+    an Ethernet chip (``ethernet_chips``: the machine's, default one board's (0, 0))."""
+    on_ethernet = tuple(gatherer_chip) in {tuple(c) for c in ethernet_chips}
+    return HOST_OUT_BYTES_PER_S_ETHERNET_CHIP if on_ethernet else HOST_OUT_BYTES_PER_S_OTHER_CHIP
+
+
+def ethernet_chips(board_name: str) -> Tuple[Tuple[int, int], ...]:
+    """The Ethernet chips of the machine a program was built for (BoardProgram.board); a
+    program of an unknown machine: one board's (0, 0)."""
+    machine = res.board_named(board_name)
+    return machine.ethernet_chips if machine else ((0, 0),)
+
+
+def board_links(board: Optional[res.Board], chips: Sequence[Tuple[int, int]],
+                links: Dict[Tuple[int, int, int], Tuple[int, int]]) -> Tuple[np.ndarray, List[str]]:
+    """The board-to-board serial link each chip link crosses: int32 (len(chips) * 6,) index
+    into the returned names ("board x,y:l": the board of Ethernet chip (x, y), its edge in
+    direction l), -1 for a link within a board. None or a one-board machine: all -1."""
+    index = {tuple(c): i for i, c in enumerate(chips)}
+    serial = np.full(len(chips) * 6, -1, np.int32)
+    names: List[str] = []
+    if board is None or board.boards == 1:
+        return serial, names
+    by_name: Dict[str, int] = {}
+    for (x, y, link), (x2, y2) in links.items():
+        here = board.ethernet_chip_of(x, y)
+        if here != board.ethernet_chip_of(x2, y2):
+            name = f"board {here[0]},{here[1]}:{link}"
+            serial[index[(x, y)] * 6 + link] = by_name.setdefault(name, len(by_name))
+    names = sorted(by_name, key=by_name.get)
+    return serial, names
 
 
 def core_kind(kind: int, config: Sequence[int]) -> str:
@@ -113,13 +158,15 @@ def host_in_bytes_per_s() -> float:
     return min(bits / 8.0, HOST_IN_MAX_BYTES_PER_S)
 
 
-def params(gatherer_chip: Tuple[int, int], on: bool = True) -> np.ndarray:
-    """uint64 (17,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
-    out_rate = host_out_bytes_per_s(gatherer_chip)
+def params(gatherer_chip: Tuple[int, int], on: bool = True,
+           ethernet_chips: Sequence[Tuple[int, int]] = ((0, 0),)) -> np.ndarray:
+    """uint64 (19,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
+    out_rate = host_out_bytes_per_s(gatherer_chip, ethernet_chips)
     p = [1 if on else 0, HOP_NS * 1e3, ROUTER_NS * 1e3, WAIT_NS * 1e3, 1e12 / LINK_BITS_PER_S,
          1e12 / host_in_bytes_per_s(), 1e12 / out_rate, IN_MSG_OVERHEAD_BYTES, OUT_MSG_OVERHEAD_BYTES,
          EVENTS_PER_IN_MSG, EVENTS_PER_OUT_MSG, TICK_S * 1e12, LPG_CYCLES * PS_PER_CYCLE,
-         IN_CORE_CYCLES * PS_PER_CYCLE, BITS_PAYLOAD, BITS_NO_PAYLOAD, LOST_TIMEOUT_TICKS * TICK_S * 1e12]
+         IN_CORE_CYCLES * PS_PER_CYCLE, BITS_PAYLOAD, BITS_NO_PAYLOAD, LOST_TIMEOUT_TICKS * TICK_S * 1e12,
+         1e12 / BOARD_LINK_BITS_PER_S, BOARD_LATENCY_NS * 1e3]
     return np.array([round(v) for v in p], np.uint64)
 
 

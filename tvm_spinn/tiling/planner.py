@@ -182,7 +182,7 @@ def plan_graph(qgraph: QuantizedGraph, board: res.Board = res.SPINN_5, cycle_bud
             f"model too big for the board: it needs {plan.n_cores} cores ({plan.n_kernel_cores} for kernels + "
             f"{plan.n_io_cores} for live IO) even with the fewest cores per op (DTCM-limited), but a {board.name} has "
             f"{board.app_cores} application cores; the largest op, {qgraph.ops[biggest_i].name}, alone takes "
-            f"{biggest.n_cores} cores{cut}")
+            f"{biggest.n_cores} cores{cut}.{res.bigger_board_hint(board, plan.n_cores)}")
     lo, hi = budget, 1e9  # bisection on the budget (log scale): fewer cycles need more cores
     while hi / lo > 1.1:
         mid = (lo * hi) ** 0.5

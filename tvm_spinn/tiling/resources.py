@@ -6,6 +6,7 @@ the calibrated model of :mod:`tvm_spinn.tiling.cycle_model`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 DTCM_BYTES = 64 * 1024
 ITCM_BYTES = 32 * 1024
@@ -41,16 +42,74 @@ def host_link_cycles(n_values: int, bytes_per_s: float = HOST_IN_BYTES_PER_S) ->
 
 @dataclass(frozen=True)
 class Board:
+    """A SpiNNaker machine the build maps for: one board, or several joined by their links.
+
+    version: spinnakergraphfrontend's machine version (5 = SpiNN-5 boards of 48 chips).
+    chips / app_cores: of the whole machine (core 0 of each chip is the monitor).
+    boards: boards of the machine. width, height: its chip grid as the toolchain 7.4.1 sizes a
+    virtual machine of that many boards (spinn_machine.version.version_48_chips: 8 x 8 for one
+    SpiNN-5 board; a multiple of 12 wraps around, so 12 x 12 is a triad of 3 boards whose
+    links close into a torus). ethernet_chips: the chip of each board that holds its Ethernet
+    port (the host link, the IP tags), spinn_machine's SpiNNakerTriadGeometry.
+    key: the ``board=`` name of tvm_spinn.build.
+    """
+
     name: str
     version: int  # spinnakergraphfrontend's machine version
     chips: int
     app_cores: int  # application cores (core 0 of each chip is the monitor)
     router_entries: int = 1023
     host_link_bits_per_s: float = 100e6
+    boards: int = 1
+    width: int = 8
+    height: int = 8
+    ethernet_chips: Tuple[Tuple[int, int], ...] = ((0, 0),)
+    key: str = ""
 
+    @property
+    def wraps(self) -> bool:
+        """Whether the chip grid wraps around (links from the last column / row to the first)."""
+        return self.boards > 1 and self.width % 12 == 0 and self.height % 12 == 0
+
+    def ethernet_chip_of(self, x: int, y: int) -> Tuple[int, int]:
+        """The Ethernet chip of the board chip (x, y) sits on (a SpiNN-3 has one board).
+
+        Raises ValueError for a chip that is on no board of this machine."""
+        if self.version != 5:
+            return self.ethernet_chips[0]
+        for ex, ey in self.ethernet_chips:
+            dx, dy = (x - ex) % self.width, (y - ey) % self.height
+            if (dx, dy) in _SPINN5_CHIPS:
+                return ex, ey
+        raise ValueError(f"chip ({x}, {y}) is on no board of the {self.name}")
+
+
+# The 48 chips of a SpiNN-5 board relative to its Ethernet chip: row y holds x from
+# max(0, y - 3) to min(7, y + 4) (the hexagonal board, spinn_machine.version.version_5).
+_SPINN5_CHIPS = frozenset((x, y) for y in range(8) for x in range(max(0, y - 3), min(7, y + 4) + 1))
 
 # The toolchain's virtual SpiNN-5 has 8 chips with 16 application cores, 40 with 17.
-SPINN_5 = Board("SpiNN-5", 5, 48, 808)
-SPINN_3 = Board("SpiNN-3", 3, 4, 68)
-BOARDS = {"spinn5": SPINN_5, "spinn3": SPINN_3}
+SPINN_5 = Board("SpiNN-5", 5, 48, 808, key="spinn5")
+SPINN_3 = Board("SpiNN-3", 3, 4, 68, width=2, height=2, key="spinn3")
+# Three SpiNN-5 boards as one triad (what spalloc allocates as a 1 x 1 triad torus): the
+# boards' edge links join through each board's FPGAs (runtime.timing models them).
+SPINN_5_X3 = Board("3 x SpiNN-5 (triad)", 5, 3 * 48, 3 * 808, boards=3, width=12, height=12,
+                   ethernet_chips=((0, 0), (4, 8), (8, 4)), key="spinn5x3")
+BOARDS = {b.key: b for b in (SPINN_5, SPINN_3, SPINN_5_X3)}
 
+
+def board_named(name: str) -> Optional[Board]:
+    """The Board whose ``name`` (BoardProgram.board) or ``key`` is ``name``, or None."""
+    return next((b for b in BOARDS.values() if name in (b.name, b.key)), None)
+
+
+def bigger_board_hint(board: Board, n_cores: int) -> str:
+    """A sentence naming the smallest machine of the same boards with at least n_cores
+    application cores (the ``board=`` option that fits), or "" when none does."""
+    fits = [b for b in BOARDS.values() if b.version == board.version and b.app_cores > board.app_cores
+            and b.app_cores >= n_cores]
+    if not fits:
+        return ""
+    b = min(fits, key=lambda b: b.app_cores)
+    return (f" It fits {b.boards} boards: tvm_spinn.build(..., board={b.key!r}) maps it across a "
+            f"{b.name} ({b.app_cores:,} application cores).")

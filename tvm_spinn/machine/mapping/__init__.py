@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from ...errors import MappingError
+from ...tiling import resources as res
 from ..graph import (FIX_KEY, FIX_MASK, INPUT, OUTPUT, RESULT_FILE, SPEC_FILE, MachineGraphSpec, MappingResult,
                      dump_spec, load_result)
 from .routes import check_router_tables, trace_route
@@ -31,8 +32,8 @@ _CFG_TEMPLATE = """\
 [Machine]
 virtual_board = True
 version = {version}
-# Pin the virtual machine to one board: without width/height the toolchain sizes it to the
-# graph and silently adds boards.
+# Pin the virtual machine to the build's boards: without width/height the toolchain sizes it
+# to the graph and silently adds boards.
 width = {width}
 height = {height}
 enable_advanced_monitor_support = False
@@ -52,8 +53,9 @@ max_reports_kept = 1
 default = warning
 """
 
-# board_version -> (description, number of chips, width and height of its chip grid)
-_BOARDS = {3: ("SpiNN-3 (4 chips)", 4, 2, 2), 5: ("SpiNN-5 (48 chips)", 48, 8, 8)}
+# (board_version, boards) -> the machine (tiling.resources.BOARDS: its chips and chip grid, the
+# width and height spinn_machine 7.4.1 builds a virtual machine of that many boards for)
+_BOARDS = {(b.version, b.boards): b for b in res.BOARDS.values()}
 _ROUTER_ENTRIES = 1023  # multicast entries a router offers applications
 _ERROR_RE = re.compile(r"^TVM_SPINN_ERROR (\w+) (.*)$", re.M)
 
@@ -65,8 +67,9 @@ def _package_root() -> str:
 
 def _validate(spec: MachineGraphSpec) -> None:
     """Catch graph mistakes here, with names, rather than as toolchain tracebacks."""
-    if spec.board_version not in _BOARDS:
-        raise MappingError(f"unsupported board_version {spec.board_version}; use one of {sorted(_BOARDS)}")
+    if (spec.board_version, spec.boards) not in _BOARDS:
+        raise MappingError(f"unsupported board_version {spec.board_version} with {spec.boards} board(s); use one of "
+                           + ", ".join(f"version {v} x {n}" for v, n in sorted(_BOARDS)))
     by_label = {v.label: v for v in spec.vertices}
     if len(by_label) != len(spec.vertices):
         raise MappingError("duplicate vertex labels in the machine graph")
@@ -102,7 +105,8 @@ def _error_from_worker(spec: MachineGraphSpec, stderr: str, rc: int) -> MappingE
     """Translate the worker's failure into one clear MappingError."""
     tail = "\n".join(stderr.strip().splitlines()[-25:])
     m = _ERROR_RE.search(stderr)
-    name, n_chips = _BOARDS[spec.board_version][:2]
+    board = _BOARDS[spec.board_version, spec.boards]
+    name, n_chips = board.name, board.chips
     if m:
         kind, info = m.group(1), json.loads(m.group(2))
         if kind == "cores":
@@ -134,8 +138,8 @@ def map_graph(spec: MachineGraphSpec, *, timeout: float = 600) -> MappingResult:
         home = os.path.join(scratch, "home")
         os.makedirs(home)
         with open(os.path.join(home, ".spiNNakerGraphFrontEnd.cfg"), "w") as f:
-            _, _, width, height = _BOARDS[spec.board_version]
-            f.write(_CFG_TEMPLATE.format(version=spec.board_version, width=width, height=height))
+            board = _BOARDS[spec.board_version, spec.boards]
+            f.write(_CFG_TEMPLATE.format(version=spec.board_version, width=board.width, height=board.height))
         with open(os.path.join(scratch, SPEC_FILE), "wb") as f:
             f.write(dump_spec(spec))
         env = dict(os.environ)

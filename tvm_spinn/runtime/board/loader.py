@@ -160,7 +160,7 @@ class BoardLoader:
             if chip is None or p not in set(chip.placable_processors_ids):
                 raise BoardError(
                     f"core ({x}, {y}, {p}), where the build placed {im.label}, is not available on this machine "
-                    f"(a dead chip or core, or a smaller machine): the build mapped a full SpiNN-5 board. "
+                    f"(a dead chip or core, or a smaller machine): the build mapped a whole {self.program.board or 'SpiNN-5'}. "
                     f"Use another board, or rebuild against this machine")
 
 
@@ -204,8 +204,9 @@ class BoardLoader:
                        for k, m, r in np.asarray(rows, np.uint32).reshape(-1, 3)]
             txrx.load_multicast_routes(int(x), int(y), entries, self.app_id)
         host_ip, port = self.host_address
-        for tag in self.program.iptags:
-            txrx.set_ip_tag(IPTag(self.board_ip, tag.eth_x, tag.eth_y, tag.tag, host_ip, port, tag.strip_sdp))
+        for tag in self.program.iptags:  # set on the board whose Ethernet chip holds the tag
+            txrx.set_ip_tag(IPTag(self._board_address(tag.eth_x, tag.eth_y), tag.eth_x, tag.eth_y, tag.tag, host_ip,
+                                  port, tag.strip_sdp))
         by_binary: Dict[str, List[Tuple[int, int, int]]] = {}
         for im in self.images:
             by_binary.setdefault(im.binary, []).append(tuple(im.placement))
@@ -221,6 +222,14 @@ class BoardLoader:
         self._wait(CPUState.READY, "loading the binaries")
         txrx.send_signal(self.app_id, Signal.START)
         self._wait(CPUState.PAUSED, "start-up (c_main)")
+
+    def _board_address(self, eth_x: int, eth_y: int) -> str:
+        """The IP address of the board whose Ethernet chip is (eth_x, eth_y) (board_ip for
+        chip (0, 0), and where the machine does not say)."""
+        if (eth_x, eth_y) == (0, 0):
+            return self.board_ip
+        chip = self.txrx.get_machine_details().get_chip_at(eth_x, eth_y)
+        return getattr(chip, "ip_address", None) or self.board_ip
 
     def _check_free(self) -> None:
         """Refuse a board whose cores another application (another process, another model)

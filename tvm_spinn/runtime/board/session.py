@@ -61,10 +61,26 @@ def toolchain_config() -> None:
         set_config("Machine", "version", "5")  # a SpiNN-5 board, what tvm_spinn maps for
 
 
-def connect(address: BoardAddress):
+def spalloc_request(board) -> Tuple[tuple, dict]:
+    """The arguments of spalloc_client.Job for the machine a build mapped (a
+    tiling.resources.Board): one board, ``Job(1)``; a triad, ``Job(1, 1, require_torus=True)``
+    (a 1 x 1 triad that is a whole torus, the 12 x 12 chips with wrap-arounds the build was
+    mapped on: a triad cut out of a bigger machine has no wrap-arounds and other chip numbers)."""
+    if board.boards == 1:
+        return (1,), {}
+    return (board.width // 12, board.height // 12), {"require_torus": True}
+
+
+def connect(address: BoardAddress, board=None):
     """(transceiver, board ip, cleanup callable) for a board address. Real boards use the
     toolchain's own transceiver and spalloc client, configured from the user's SpiNNaker
-    config files (~/.spiNNakerGraphFrontEnd.cfg; spalloc's ~/.config/spalloc or ./.spalloc)."""
+    config files (~/.spiNNakerGraphFrontEnd.cfg; spalloc's ~/.config/spalloc or ./.spalloc).
+    board: the tiling.resources.Board the program was mapped for (default one SpiNN-5): spalloc
+    allocates that many boards, and a machine of several boards gets a connection to each
+    board's Ethernet (the IP tags and the live input of every board)."""
+    from ...tiling import resources as res
+
+    board = board or res.SPINN_5
     if address.kind == "double":
         from .double_link import DoubleTransceiver
 
@@ -76,14 +92,22 @@ def connect(address: BoardAddress):
         if address.kind == "spalloc":
             from spalloc_client import Job
 
-            job = Job(1, hostname=address.host, port=address.port)
+            args, kwargs = spalloc_request(board)
+            job = Job(*args, hostname=address.host, port=address.port, **kwargs)
             cleanup.append(lambda: job.destroy("tvm_spinn session closed"))
             job.wait_until_ready(timeout=SPALLOC_TIMEOUT_S)
+            if (job.width, job.height) != (board.width, board.height):
+                raise BoardError(f"spalloc at {address} allocated a {job.width} x {job.height} chip machine; the "
+                                 f"build was mapped on a {board.name} ({board.width} x {board.height} chips). Rebuild "
+                                 "for the machine spalloc gives, or ask the server's administrator for a "
+                                 f"{board.boards}-board torus")
             host = job.hostname
         from spinnman.transceiver import create_transceiver_from_hostname
 
         toolchain_config()
         txrx = create_transceiver_from_hostname(host, ensure_board_is_ready=True)
+        if board.boards > 1:
+            txrx.discover_scamp_connections()  # one SCAMP connection per board's Ethernet
     except BoardError:
         raise
     except Exception as exc:  # the toolchain's connection errors, without their traceback
@@ -106,7 +130,9 @@ class BoardSession:
         self.lock = threading.RLock()
         self.users = 0
         self._closed = True
-        self.txrx, board_ip, self._cleanup = connect(address)
+        from ...tiling import resources as res
+
+        self.txrx, board_ip, self._cleanup = connect(address, res.board_named(program.board))
         self.is_double = bool(getattr(self.txrx, "is_double", False))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
