@@ -20,7 +20,6 @@ outputs are checked bit for bit against the numpy integer reference.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,8 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from tvm_spinn import zoo  # noqa: E402
@@ -99,16 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in args.models:
         print(f"benchmarking {MODELS[name].label} ...", flush=True)
         rows += [dict(measure(MODELS[name], args.batch, split), model=name) for split in (False, True)]
-    from tvm_spinn import report
-
-    print()
-    print(report.table(COLUMNS, [[CELLS[c](r) for c in COLUMNS] for r in rows]))
-    print(f"\nbatch {args.batch}; * MODELLED by the timed emulation, not measured on a board. "
-          f"total benchmark time {time.perf_counter() - start:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps({"batch": args.batch, "rows": rows}, indent=2, default=str) + "\n")
-        print(f"written to {args.json}")
-    return 0 if all(r["bit_exact"] for r in rows) else 1
+    return common.finish(COLUMNS, CELLS, rows, f"batch {args.batch}; * MODELLED by the timed emulation, not measured on a board.", start, args.json, batch=args.batch)
 
 
 if __name__ == "__main__":

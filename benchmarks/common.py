@@ -293,3 +293,17 @@ def bit_exact(vm, call) -> bool:
         call()
     programs = {id(e.board): e.program for e in executors(vm)}
     return bool(seen) and all(np.array_equal(y_q, integer_reference(programs[id(b)], x_q)) for b, x_q, y_q in seen)
+
+
+def finish(columns: Sequence[str], cells: Dict[str, Callable[[Dict[str, Any]], str]], rows: List[Dict[str, Any]],
+           note: str, start: float, json_path: Optional[Path], **header: Any) -> int:
+    """Print the table of ``rows`` (one cell function per column) and ``note``, write the JSON
+    (``header`` fields and the rows) if asked; exit code 1 if a row was not bit-exact."""
+    print()
+    print(report.table(columns, [[cells[c](r) for c in columns] for r in rows]))
+    print(f"\n{note} total benchmark time {time.perf_counter() - start:.0f} s")
+    if json_path:
+        json_path.write_text(json.dumps({**header, "rows": rows}, indent=2, default=str) + "\n")
+        print(f"written to {json_path}")
+    return 0 if all(r.get("bit_exact", True) for r in rows) else 1
+

@@ -11,13 +11,13 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from ..errors import CalibrationError, MappingError, ResourceError, UnsupportedError
 from ..graph.extract import LayerNamer, describe_function, extract_graph, sample_dims
-from ..machine.builder import GraphLayout, build_machine_graph, merge_graphs, output_receive_table
+from ..machine.builder import MAX_LIVE_INPUTS, GraphLayout, build_machine_graph, merge_graphs, output_receive_table
 from ..machine.graph import CONFIG_HEADER_WORDS, CONFIG_REGION, CoreImage, MappingResult, unframe_config
 from ..machine.mapping import map_graph
 from ..program import BoardProgram, CoreProgram, InputEnd, LayerSummary, OutputEnd, dump_program
@@ -47,6 +47,7 @@ class CodegenOptions:
     programs: Dict[str, BoardProgram] = field(default_factory=dict)  # compiled by the pipeline
     calibration_settings: CalibrationSettings = field(default_factory=CalibrationSettings)
     titles: Dict[str, str] = field(default_factory=dict)  # "function 2 (features.3 .. head)"
+    replicas: Union[int, str] = 1  # copies of every function on the machine, or "auto"
 
 
 def function_titles(funcs: List) -> Dict[str, str]:
@@ -100,7 +101,7 @@ def _tile_geometry(p) -> dict:
     return {}
 
 
-def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: MappingResult,
+def make_program(symbol: str, plan: GraphPlan, layout: Union[GraphLayout, List[GraphLayout]], mapping: MappingResult,
                  board_functions: Optional[List[str]] = None, arg_shapes: Optional[List[Tuple[int, ...]]] = None,
                  result_shapes: Optional[List[Tuple[int, ...]]] = None, calls_per_inference: int = 1,
                  title: str = "") -> BoardProgram:
@@ -108,18 +109,24 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
     exact config region bytes the toolchain generated, the live IO ends, the quantised
     graph with tiling's cuts, the scales and the error bound.
     arg_shapes / result_shapes: one sample of each argument / result as the caller passes or
-    receives it (default: the graph's (C, H, W))."""
+    receives it (default: the graph's (C, H, W)). ``layout``: the function's machine graph,
+    or a list of them, one per copy of the function (BoardProgram.replicas)."""
     qgraph = plan.qgraph
-    regions = {label: np.frombuffer(mapping.regions[label][CONFIG_REGION], dtype="<u4")
-               for label in layout.core_kinds}
+    copies = layout if isinstance(layout, list) else [layout]
+    layout = copies[0]
+    kinds = {label: kind for lay in copies for label, kind in lay.core_kinds.items()}
+    regions = {label: np.frombuffer(mapping.regions[label][CONFIG_REGION], dtype="<u4") for label in kinds}
     cores = [CoreProgram(label, kind, tuple(mapping.placements[label]), unframe_config(regions[label], label).copy(),
                          int(regions[label][CONFIG_HEADER_WORDS - 1]))
-             for label, kind in layout.core_kinds.items()]
-    args = layout.input_args or list(range(len(layout.inputs)))
+             for label, kind in kinds.items()]
     inputs = [InputEnd(tuple(mapping.placements[p.label][:2]), int(mapping.keys[p.label][0]), p.slot_shift,
                        p.c_shift, p.h_shift, (p.nc, p.nh, p.nw), p.label,
-                       None if (p.nc, p.nh, p.nw) == tuple(p.tensor) else tuple(p.tensor), (p.c0, p.h0), arg)
-              for p, arg in zip(layout.inputs, args)]
+                       None if (p.nc, p.nh, p.nw) == tuple(p.tensor) else tuple(p.tensor), (p.c0, p.h0), arg, k)
+              for k, lay in enumerate(copies)
+              for p, arg in zip(lay.inputs, lay.input_args or list(range(len(lay.inputs))))]
+    # one gatherer decodes every copy's results, copy after copy
+    rx = np.concatenate([output_receive_table(lay, mapping.partition_keys, k * lay.out_features)
+                         for k, lay in enumerate(copies)])
     ops = plan.tiled_ops()
     bounds = error_bound(ops, qgraph.input_scales, qgraph.input_max_abs, qgraph.outputs)
     distinct = list(dict.fromkeys(qgraph.outputs))
@@ -133,7 +140,7 @@ def make_program(symbol: str, plan: GraphPlan, layout: GraphLayout, mapping: Map
         calls_per_inference=int(calls_per_inference),
         in_features=layout.in_features, out_features=layout.out_features,
         inputs=inputs,
-        output=OutputEnd(tuple(mapping.placements[layout.output_label]), output_receive_table(layout, mapping.partition_keys)),
+        output=OutputEnd(tuple(mapping.placements[layout.output_label]), rx), replicas=len(copies),
         cores=cores, ops=ops, outputs=list(qgraph.outputs),
         layers=_layer_summaries(plan), error_bound=np.concatenate([bounds[qgraph.outputs.index(o)] for o in distinct]),
         chips=[tuple(c) for c in mapping.chips], links=dict(mapping.links),
@@ -174,8 +181,8 @@ def plan_function(func, symbol: str, options: CodegenOptions, namer: Optional[La
     return plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
 
 
-def _too_big(plans: List[GraphPlan], options: CodegenOptions) -> ResourceError:
-    total = sum(p.n_cores for p in plans)
+def _too_big(plans: List[GraphPlan], options: CodegenOptions, copies: int = 1) -> ResourceError:
+    total = copies * sum(p.n_cores for p in plans)
     def largest(p: GraphPlan) -> str:
         i = max((i for i, q in enumerate(p.plans) if q is not None), key=lambda i: p.plans[i].n_cores, default=None)
         return "" if i is None else f", the largest layer {p.qgraph.ops[i].name}: {p.plans[i].n_cores}"
@@ -183,7 +190,8 @@ def _too_big(plans: List[GraphPlan], options: CodegenOptions) -> ResourceError:
     parts = ", ".join(f"{p.qgraph.name}: {p.n_cores}{largest(p)}" for p in plans)
     return ResourceError(
         f"model too big for the board: its {len(plans)} offloaded functions need {total} cores together "
-        f"({parts}) but a {options.board.name} has {options.board.app_cores} application cores."
+        f"({parts}{f'; {copies} copies of each' if copies > 1 else ''}) but a {options.board.name} has "
+        f"{options.board.app_cores} application cores."
         + res.bigger_board_hint(options.board, total))
 
 
@@ -238,43 +246,66 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
     keeps them on the host: one that fails to extract, quantise or tile; the largest
     functions until the rest fit the board; the largest while the mapping fails."""
     refused: Dict[str, str] = {}
-    kept = []  # (symbol, plan, layout, argument shapes, result shapes)
+    kept = []  # (symbol, plan, argument shapes, result shapes)
     options.titles = {**function_titles(funcs), **options.titles}
     namer = LayerNamer()
+    prefix = (lambda i: f"f{i + 1}.") if len(funcs) > 1 else (lambda i: "")
     for i, f in enumerate(funcs):
         symbol = str(f.attrs["global_symbol"])
         stage("tiling", f"function {i + 1} of {len(funcs)}" if len(funcs) > 1 else "")
         try:  # everything that depends on the function alone: its faults refuse only it
             plan = plan_function(f, symbol, options, namer)
-            layout = build_machine_graph(plan, f"f{i + 1}." if len(funcs) > 1 else "")
-            kept.append((symbol, plan, layout, [_static_shapes(a.ty, options.titles[symbol])[0] for a in f.params],
-                         _static_shapes(f.ret_ty, options.titles[symbol])))
+            build_machine_graph(plan, prefix(i))  # a function the builder refuses is refused alone
+            kept.append((symbol, plan, [_static_shapes(a.ty, options.titles[symbol])[0] for a in f.params],
+                         _static_shapes(f.ret_ty, options.titles[symbol]), prefix(i)))
         except (UnsupportedError, ResourceError, CalibrationError) as exc:
             if strict:
                 raise
             refused[symbol] = str(exc)
+    copies = _replicas(options, [k[1] for k in kept])
     while kept:
         plans = [k[1] for k in kept]
-        if sum(p.n_cores for p in plans) > options.board.app_cores:
-            error = _too_big(plans, options)
+        if copies * sum(p.n_cores for p in plans) > options.board.app_cores:
+            error = _too_big(plans, options, copies)
         else:
             try:
-                stage("mapping", f"{sum(p.n_cores for p in plans)} cores")
-                mapping = map_graph(merge_graphs([k[2] for k in kept]))
-                log.info("%d offloaded function(s) on %d cores, mapped in %.1f s", len(kept),
-                         sum(p.n_cores for p in plans), mapping.mapping_seconds)
+                stage("mapping", f"{copies * sum(p.n_cores for p in plans)} cores")
+                # each function's copies: "f1.r0.", "f1.r1.", ... (live inputs shared out among them)
+                layouts = [[build_machine_graph(p, pre + (f"r{k}." if copies > 1 else ""),
+                                                MAX_LIVE_INPUTS // copies) for k in range(copies)]
+                           for _, p, _, _, pre in kept]
+                mapping = map_graph(merge_graphs([lay for lays in layouts for lay in lays]))
+                log.info("%d offloaded function(s)%s on %d cores, mapped in %.1f s", len(kept),
+                         f" x {copies} copies" if copies > 1 else "", copies * sum(p.n_cores for p in plans),
+                         mapping.mapping_seconds)
                 symbols = [k[0] for k in kept]
-                return [make_program(s, p, lay, mapping, symbols, args, results, options.calls_per_inference.get(s, 1),
+                return [make_program(s, p, lays, mapping, symbols, args, results, options.calls_per_inference.get(s, 1),
                                      options.titles.get(s, ""))
-                        for s, p, lay, args, results in kept], refused
+                        for (s, p, args, results, _), lays in zip(kept, layouts)], refused
             except MappingError as exc:
                 error = exc
+        if copies > 1 and options.replicas == "auto":  # fewer copies, then fewer functions
+            copies -= 1
+            continue
         if strict:
             raise error
         largest = max(range(len(kept)), key=lambda i: kept[i][1].n_cores)
         refused[kept[largest][0]] = f"left on the host so that the rest fits the board: {error}"
         del kept[largest]
     return [], refused
+
+
+def _replicas(options: CodegenOptions, plans: List[GraphPlan]) -> int:
+    """Copies of every function: options.replicas, or for "auto" as many as the machine's
+    application cores hold (each copy needs at least one of the emulator's live inputs per
+    argument; the mapping may still take fewer)."""
+    if options.replicas != "auto":
+        return int(options.replicas)
+    if not plans:
+        return 1
+    per_copy = sum(p.n_cores for p in plans)
+    inputs = max(len(p.qgraph.input_shapes) for p in plans)
+    return max(1, min(options.board.app_cores // per_copy, MAX_LIVE_INPUTS // inputs))
 
 
 def _codegen(functions, options, constant_names) -> List:

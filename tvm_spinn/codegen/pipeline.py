@@ -183,9 +183,14 @@ def _un_offload(mod: tvm.IRModule, symbols: Sequence[str]) -> tvm.IRModule:
     return out
 
 
-def _check_arguments(board, cycle_budget, convolutions, fuse_pools, strict, headroom, percentile) -> None:
+def _check_arguments(board, cycle_budget, convolutions, fuse_pools, strict, headroom, percentile,
+                     replicas=1) -> None:
     """The pipeline's arguments, before any work: TypeError (a wrong type) or ValueError (a
     value out of range), naming the argument and what it takes."""
+    if replicas != "auto" and (isinstance(replicas, (bool, np.bool_)) or not isinstance(replicas, (int, np.integer))
+                               or replicas < 1):
+        raise ValueError(f"replicas={replicas!r}: pass a number of copies >= 1, or \"auto\" (as many as the "
+                         "machine holds)")
     if not isinstance(board, str) or board not in res.BOARDS:
         raise ValueError(f"board={board!r}: choose one of {sorted(res.BOARDS)}")
     for name, value in (("convolutions", convolutions), ("fuse_pools", fuse_pools), ("strict", strict)):
@@ -209,7 +214,7 @@ def _check_arguments(board, cycle_budget, convolutions, fuse_pools, strict, head
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                        cycle_budget: Optional[float] = None, convolutions: bool = True,
                        fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0,
-                       percentile: float = 100.0) -> tvm.transform.Pass:
+                       percentile: float = 100.0, replicas: Union[int, str] = 1) -> tvm.transform.Pass:
     """Partition for SpiNNaker, run its codegen, lower the rest for the host CPU.
 
     Parameters
@@ -237,9 +242,14 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         calibration values (100: the maximum) times ``headroom`` (default 2: one bit of
         precision keeps fresh samples from saturating); see
         :class:`tvm_spinn.quantization.quantize.CalibrationSettings`.
+    replicas : copies of every offloaded function on the machine (int >= 1), or "auto" for as
+        many as its application cores hold (at most 16 per function: the emulator's live
+        inputs). The runtime spreads a batch over the copies, one sample per copy at a time;
+        they run side by side, sharing the host link and the output gatherer
+        (tvm_spinn.runtime.replicas). Results are the same as with one copy.
     """
     _check_arguments(board=board, cycle_budget=cycle_budget, convolutions=convolutions, fuse_pools=fuse_pools,
-                     strict=strict, headroom=headroom, percentile=percentile)
+                     strict=strict, headroom=headroom, percentile=percentile, replicas=replicas)
     settings = CalibrationSettings(headroom=headroom, percentile=percentile)
     calibration = gather_batches(calibration)  # once: a generator cannot be read twice
 
@@ -266,6 +276,7 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         values = capture_values(_un_offload(partitioned, list(calls)), _as_input_list(mod, calibration)) \
             if calls else []
         options = CodegenOptions(board=res.BOARDS[board], cycle_budget=cycle_budget, fuse_pools=fuse_pools,
+                                 replicas=replicas,
                                  calibration=_calibration_per_function(values, calls),
                                  calls_per_inference={s: len(sites) for s, sites in calls.items()},
                                  calibration_settings=settings)
@@ -293,7 +304,8 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
 
 def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[str, dict] = "spinnaker",
           board: str = "spinn5", cycle_budget: Optional[float] = None, convolutions: bool = True,
-          fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0, percentile: float = 100.0):
+          fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0, percentile: float = 100.0,
+          replicas: Union[int, str] = 1):
     """Partition, quantise, map and compile ``mod``; returns a Relax VM executable (the
     options are those of :func:`spinnaker_pipeline`).
 
@@ -308,7 +320,7 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
     """
     pipeline = spinnaker_pipeline(calibration=calibration, board=board, cycle_budget=cycle_budget,
                                   convolutions=convolutions, fuse_pools=fuse_pools, strict=strict,
-                                  headroom=headroom, percentile=percentile)
+                                  headroom=headroom, percentile=percentile, replicas=replicas)
     _last_offload.summary = None
     ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
     sig = signature(mod)

@@ -251,12 +251,12 @@ def merge_graphs(layouts: List[GraphLayout]) -> MachineGraphSpec:
                             partitions=[p for lay in layouts for p in lay.spec.partitions])
 
 
-def output_receive_table(layout: GraphLayout, keys: Dict[str, List[Tuple[int, int]]]) -> np.ndarray:
+def output_receive_table(layout: GraphLayout, keys: Dict[str, List[Tuple[int, int]]], base: int = 0) -> np.ndarray:
     """Receive entries that decode the output producers' packets into one flat vector: the
-    distinct results one after the other, each flattened c-major. keys: label -> (key, mask)
-    of each of its partitions (MappingResult.partition_keys)."""
+    distinct results one after the other, each flattened c-major, from value ``base`` on.
+    keys: label -> (key, mask) of each of its partitions (MappingResult.partition_keys)."""
     rows = []
-    offset = 0
+    offset = base
     for producers in layout.outputs:
         for p in producers:
             for c_local, h_local, flat in p.flat_rows():
@@ -465,12 +465,12 @@ def _input_blocks(row_parts: Tuple[int, ...], c: int, h: int) -> Optional[List[T
     return blocks
 
 
-def _input_splits(b: _Builder, qgraph) -> Dict[str, List[Tuple[int, int, int, int]]]:
+def _input_splits(b: _Builder, qgraph, max_inputs: int) -> Dict[str, List[Tuple[int, int, int, int]]]:
     """Graph input label -> the blocks of rows it is cut into: one live input vertex per set
     of readers (a row band with its halos, a channel group), so that each input packet goes
     only to the cores that read it, as a kernel's partitions do (a live input sends on one
-    key: the toolchain's ReverseIPTagMulticastSource takes one partition). At most the
-    emulator's SPINN_EMU_MAX_INPUTS live inputs in all."""
+    key: the toolchain's ReverseIPTagMulticastSource takes one partition). At most
+    ``max_inputs`` live inputs in all."""
     splits = {}
     n_inputs = len(qgraph.input_shapes)
     for label, row_parts in _row_partitions(b, INPUT).items():
@@ -480,7 +480,7 @@ def _input_splits(b: _Builder, qgraph) -> Dict[str, List[Tuple[int, int, int, in
             continue
         readers = [{d for d, rows in b.reads[label].items()
                     if any(row_parts[r] == k for r in rows)} for k in range(len(blocks))]
-        blocks = _merge_blocks(blocks, readers, MAX_LIVE_INPUTS - n_inputs + 1)
+        blocks = _merge_blocks(blocks, readers, max_inputs - n_inputs + 1)
         if blocks and len(blocks) > 1:
             splits[label] = blocks
             n_inputs += len(blocks) - 1
@@ -590,15 +590,17 @@ def _partition_specs(b: _Builder) -> List[PartitionSpec]:
     return specs
 
 
-def build_machine_graph(plan: GraphPlan, prefix: str = "") -> GraphLayout:
+def build_machine_graph(plan: GraphPlan, prefix: str = "", max_inputs: int = MAX_LIVE_INPUTS) -> GraphLayout:
     """The machine graph of a tiled operator graph, with one live input vertex per graph
     input and the live output vertex; vertex labels start with ``prefix`` (functions
     sharing one board). Built twice: the first pass finds which cores read which rows of
-    each kernel, the second sends each set of rows on its own partition."""
+    each kernel, the second sends each set of rows on its own partition. ``max_inputs``:
+    live input vertices the graph inputs may be cut into (the emulator's limit per program,
+    shared by the copies of a function)."""
     parts = splits = None
     if SPLIT_PARTITIONS:
         first = _build(plan, prefix, None)[0]
-        parts, splits = _row_partitions(first), _input_splits(first, plan.qgraph)
+        parts, splits = _row_partitions(first), _input_splits(first, plan.qgraph, max_inputs)
     b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts, splits)
     spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version,
                             boards=plan.board.boards, partitions=_partition_specs(b))

@@ -33,7 +33,8 @@ class InputEnd:
     ``shape`` (c-major); shape None: a plain vector of in_features values (C = H = 1).
     A graph input whose rows go to different cores is cut into blocks, one live input each
     (machine.builder): ``shape`` is then the block, at channel and row ``origin`` of
-    argument ``arg``'s (C, H, W) ``tensor`` (None: the block is the whole argument)."""
+    argument ``arg``'s (C, H, W) ``tensor`` (None: the block is the whole argument).
+    ``replica``: the copy of the function it feeds (BoardProgram.replicas)."""
 
     chip: Chip
     key: int
@@ -45,6 +46,7 @@ class InputEnd:
     tensor: Optional[Tuple[int, int, int]] = None
     origin: Tuple[int, int] = (0, 0)
     arg: int = 0
+    replica: int = 0
 
 
 @dataclass
@@ -133,6 +135,11 @@ class BoardProgram:
     app_id: int = 0
     # How reports and errors name the function: "function 2 (features.3 .. head)" (run order).
     title: str = ""
+    # Copies of the function on the board (tvm_spinn.build(replicas=...)): the board takes
+    # `replicas` samples at a time, one per copy, as one sample of replicas * in_features
+    # values (copy after copy), and returns replicas * out_features values. in_features and
+    # out_features stay those of one sample.
+    replicas: int = 1
 
     @property
     def name(self) -> str:
@@ -173,9 +180,10 @@ class BoardProgram:
 
     def input_gather(self) -> Optional[np.ndarray]:
         """Where each value the live inputs send, input after input (each block c-major),
-        sits in a sample (the arguments' values one after the other, each c-major): int64
-        indices (in_features,), or None when the two orders are the same (no input is cut)."""
-        if all(inp.tensor is None for inp in self.inputs):
+        sits in what the board takes at a time (``replicas`` samples one after the other, each
+        the arguments' values one after the other, c-major): int64 indices
+        (replicas * in_features,), or None when the two orders are the same."""
+        if any(inp.shape is None for inp in self.inputs):  # a plain vector (hand-made programs)
             return None
         starts = np.concatenate([[0], np.cumsum([int(np.prod(s)) for s in self.input_shapes])])
         parts = []
@@ -184,6 +192,9 @@ class BoardProgram:
             _, th, tw = inp.tensor or inp.shape
             c0, h0 = inp.origin
             rows = ((np.arange(c0, c0 + c)[:, None] * th + np.arange(h0, h0 + h)[None, :]) * tw).reshape(-1)
-            parts.append(starts[inp.arg] + (rows[:, None] + np.arange(w)[None, :]).reshape(-1))
-        return np.concatenate(parts).astype(np.int64)
+            parts.append(inp.replica * self.in_features + starts[inp.arg]
+                         + (rows[:, None] + np.arange(w)[None, :]).reshape(-1))
+        order = np.concatenate(parts).astype(np.int64)
+        return None if np.array_equal(order, np.arange(order.size)) else order
+        return None
 

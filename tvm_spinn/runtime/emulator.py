@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 from typing import Dict, Optional, Tuple
 
@@ -22,7 +23,7 @@ from ..errors import EmulatorError, LostSamplesError
 from ..progress import interruptible
 from ..program import BoardProgram
 from ..tiling import resources as res
-from . import timing
+from . import replicas, timing
 from .timing import TimedRun
 
 N_COUNTERS = 9  # spinn_counters_t
@@ -213,17 +214,20 @@ class EmulatedBoard:
 
     def _live_io(self, program: BoardProgram) -> None:
         out = program.output
+        # per sample; the board takes `replicas` samples at a time (runtime.replicas)
         self.in_features, self.out_features = int(program.in_features), int(program.out_features)
-        # a graph input cut into blocks (one live input each): a sample's values in their order
+        self.replicas = max(1, int(program.replicas))
+        n_in, n_out = self.replicas * self.in_features, self.replicas * self.out_features
+        # a graph input cut into blocks (one live input each), copies: the values in their order
         self._in_order = program.input_gather()
         if len(program.inputs) == 1 and program.inputs[0].shape is None:  # a plain vector
             inp = program.inputs[0]
             rc = self._lib.spinn_emu_set_input(self._emu, self.chip_index[tuple(inp.chip)], inp.key, inp.slot_shift,
-                                               self.in_features)
+                                               n_in)
         else:
             shapes = [tuple(int(v) for v in inp.shape or ()) for inp in program.inputs]
-            if any(len(s) != 3 for s in shapes) or sum(int(np.prod(s)) for s in shapes) != self.in_features:
-                raise EmulatorError(f"input shapes {shapes} do not hold in_features={self.in_features}")
+            if any(len(s) != 3 for s in shapes) or sum(int(np.prod(s)) for s in shapes) != n_in:
+                raise EmulatorError(f"input shapes {shapes} do not hold {self.replicas} x in_features={self.in_features}")
             rc = 0
             for k, (inp, (c, h, w)) in enumerate(zip(program.inputs, shapes)):
                 add = self._lib.spinn_emu_add_input_tensor if k else self._lib.spinn_emu_set_input_tensor
@@ -235,10 +239,10 @@ class EmulatedBoard:
         x, y, p = out.placement
         if out.trx:
             rc = self._lib.spinn_emu_set_output_trx(self._emu, self.chip_index[(x, y)], p, _ptr(rx, _u32p),
-                                                    len(rx) // 16, self.out_features)
+                                                    len(rx) // 16, n_out)
         else:
             rc = self._lib.spinn_emu_set_output(self._emu, self.chip_index[(x, y)], p, _ptr(rx, _u32p),
-                                                len(rx) // 5, self.out_features)
+                                                len(rx) // 5, n_out)
         if rc != 0:
             raise EmulatorError("the output gatherer's receive table is invalid")
         self._rx_keepalive = rx
@@ -258,13 +262,15 @@ class EmulatedBoard:
         samples were lost on the way (only with injected faults: the emulator itself
         loses nothing), EmulatorError for anything else."""
         x_q = np.asarray(x_q, np.int16)
-        n = x_q.shape[0]
-        x_q = np.ascontiguousarray(x_q.reshape(n, int(np.prod(x_q.shape[1:], dtype=np.int64))))
-        if n and x_q.shape[1] != self.in_features:
+        n_samples = x_q.shape[0]
+        x_q = np.ascontiguousarray(x_q.reshape(n_samples, int(np.prod(x_q.shape[1:], dtype=np.int64))))
+        if n_samples and x_q.shape[1] != self.in_features:
             raise EmulatorError(f"samples have {x_q.shape[1]} values, the program takes {self.in_features}")
+        x_q = replicas.group(x_q, self.replicas)  # one sample per copy of the function at a time
+        n = x_q.shape[0]
         if self._in_order is not None:
             x_q = np.ascontiguousarray(x_q[:, self._in_order])
-        y = np.zeros((n, self.out_features), np.int16)
+        y = np.zeros((n, self.replicas * self.out_features), np.int16)
         lost = np.zeros(max(n, 1), np.uint8)
         t_start, t_done = np.zeros(max(n, 1), np.uint64), np.zeros(max(n, 1), np.uint64)
         self.last_timed = None
@@ -276,8 +282,15 @@ class EmulatedBoard:
             raise EmulatorError(self._error())
         if self.timed and n:
             self.last_timed = self._timed_run(n, t_start[:n], t_done[:n])
+            if self.replicas > 1:  # per sample, not per group of samples
+                d = self.last_timed.duration_s
+                self.last_timed = dataclasses.replace(
+                    self.last_timed, samples=n_samples,
+                    throughput_per_s=n_samples / d if d > 0 else self.last_timed.throughput_per_s)
+        y = replicas.ungroup(y, self.replicas, n_samples)
         if lost[:n].any():
-            raise LostSamplesError(np.flatnonzero(lost[:n]).tolist(), n, y, "on the emulated board")
+            raise LostSamplesError(replicas.lost_samples(np.flatnonzero(lost[:n]).tolist(), self.replicas, n_samples),
+                                   n_samples, y, "on the emulated board")
         return y
 
     def _stream(self, x_q: np.ndarray, y: np.ndarray, lost: np.ndarray) -> int:
@@ -402,8 +415,9 @@ class EmulatedBoard:
         """The multicast packets of one int16 sample (in_features,) in ``slot``: uint32 keys,
         uint32 payloads and the input (0..) each belongs to, in sending order."""
         x_q = np.ascontiguousarray(x_q, np.int16).reshape(-1)
-        if x_q.size != self.in_features:
-            raise EmulatorError(f"a sample has {x_q.size} values, the program takes {self.in_features}")
+        if x_q.size != self.replicas * self.in_features:
+            raise EmulatorError(f"a sample has {x_q.size} values, the program takes {self.replicas} x "
+                                f"{self.in_features} (one sample per copy)")
         if self._in_order is not None:
             x_q = np.ascontiguousarray(x_q[self._in_order])
         cap = x_q.size // 2 + 16 * 64

@@ -162,6 +162,8 @@ def _stage(label: str) -> str:
     (labels come from tvm_spinn.machine.builder: [f<k>.]L<i>_t<r>_<c> and [f<k>.]L<i>_r<r>)."""
     prefix, _, name = label.rpartition(".")
     layer, role = name.split("_", 1)
+    # the copies of a function ("r<k>." in the prefix) run the same stages side by side
+    prefix = ".".join(p for p in prefix.split(".") if p and not (p[0] == "r" and p[1:].isdigit()))
     stage = f"{prefix}.{layer}" if prefix else layer
     return stage if role.startswith("t") else f"{stage} reduce"
 

@@ -142,7 +142,7 @@ class LiveIO:
             raise
 
     def _stream(self, x_q: np.ndarray, n_slots: int, rest_s: float) -> Tuple[np.ndarray, List[int]]:
-        n, out_n = x_q.shape[0], self.program.out_features
+        n, out_n = x_q.shape[0], self.program.out_features * max(1, self.program.replicas)
         y = np.zeros((n, out_n), np.int16)
         bufs = np.zeros(MAX_SLOTS * out_n, np.int16)
         counts = np.zeros(MAX_SLOTS, np.uint32)

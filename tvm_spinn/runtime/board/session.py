@@ -23,6 +23,7 @@ import numpy as np
 
 from ...errors import BoardError, LostSamplesError
 from ...program import BoardProgram
+from .. import replicas
 from .address import BoardAddress
 from .live_io import LiveIO
 from .loader import BoardLoader
@@ -257,13 +258,15 @@ class BoardView:
         x_q = np.ascontiguousarray(np.asarray(x_q, np.int16).reshape(len(x_q), -1))
         if self._closed or self.session._closed:
             raise BoardError(f"the session on {self.address} is closed")
+        n, copies = len(x_q), max(1, self.program.replicas)
         with self.session.lock:
-            try:
-                y, lost = self.io.run(x_q, self.n_slots)
+            try:  # one sample per copy of the function at a time
+                y, lost = self.io.run(replicas.group(x_q, copies), self.n_slots)
             finally:
                 self.session.refresh()
+        y = replicas.ungroup(y, copies, n)
         if lost:
-            raise LostSamplesError(lost, len(x_q), y, f"on {self.address}")
+            raise LostSamplesError(replicas.lost_samples(lost, copies, n), n, y, f"on {self.address}")
         return y
 
     def reset_counters(self) -> None:

@@ -1,0 +1,32 @@
+"""Copies of a function on one machine (``tvm_spinn.build(replicas=N)``): the board takes
+N samples at a time, one per copy, as one sample of the copies' values one after the other
+(:attr:`tvm_spinn.program.BoardProgram.replicas`). These helpers turn a batch into such
+groups and back; the copies then run side by side, each on its own cores, with one host
+link and one output gatherer between them."""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+
+def group(x: np.ndarray, replicas: int) -> np.ndarray:
+    """(n, f) samples -> (ceil(n / replicas), replicas * f): sample i goes to copy i % replicas
+    of group i // replicas; a last, partial group is filled with zeros (their results are
+    dropped by :func:`ungroup`)."""
+    n, f = x.shape
+    groups = -(-n // replicas)
+    padded = np.zeros((groups * replicas, f), x.dtype)
+    padded[:n] = x
+    return padded.reshape(groups, replicas * f)
+
+
+def ungroup(y: np.ndarray, replicas: int, n: int) -> np.ndarray:
+    """(groups, replicas * f) results -> the (n, f) results of the n samples grouped."""
+    return y.reshape(y.shape[0] * replicas, -1)[:n]
+
+
+def lost_samples(lost_groups: List[int], replicas: int, n: int) -> List[int]:
+    """The samples of lost groups (a group is lost whole: its copies share one sample slot
+    of the output gatherer)."""
+    return [g * replicas + k for g in lost_groups for k in range(replicas) if g * replicas + k < n]
