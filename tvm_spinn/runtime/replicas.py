@@ -23,7 +23,7 @@ def group(x: np.ndarray, replicas: int) -> np.ndarray:
 
 def ungroup(y: np.ndarray, replicas: int, n: int) -> np.ndarray:
     """(groups, replicas * f) results -> the (n, f) results of the n samples grouped."""
-    return y.reshape(y.shape[0] * replicas, -1)[:n]
+    return y.reshape(y.shape[0] * replicas, y.shape[1] // replicas)[:n]
 
 
 def lost_samples(lost_groups: List[int], replicas: int, n: int) -> List[int]:
