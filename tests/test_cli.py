@@ -81,6 +81,8 @@ def test_errors_are_one_line_with_exit_codes(files):
     proc = _run("run", "broken.so", "x.npy", "-o", "y.npy", cwd=d, check=False)
     assert proc.returncode == 1 and "broken.so cannot be loaded" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = _run("run", "broken.so", "x.np", "-o", "y.npy", cwd=d, check=False)  # a missing input: before the module
+    assert proc.returncode == 1 and proc.stderr.strip() == "tvm-spinn: error: input x.np: no such file"
     proc = _run("run", "mlp.onnx", cwd=d, check=False)  # arguments missing: argparse's usage error
     assert proc.returncode == 2 and "usage:" in proc.stderr
     proc = _run("--debug", "compile", "missing.onnx", "-c", "calib.npy", cwd=d, check=False)

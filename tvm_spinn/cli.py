@@ -56,9 +56,13 @@ def _load_model(path: Path):
                          "or an .onnx file")
 
 
-def _load_array(path: Path, what: str) -> np.ndarray:
+def _need_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise ModelFileError(f"{what} {path}: no such file")
+
+
+def _load_array(path: Path, what: str) -> np.ndarray:
+    _need_file(path, what)
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -109,7 +113,8 @@ def _load_module(path: Path):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    inputs = [_load_array(p, "input") for p in args.inputs]  # before TVM's import: a typo fails at once
+    for path in args.inputs:  # before TVM's import: a typo fails at once
+        _need_file(path, "input")
     import tvm
     from tvm import relax
 
@@ -118,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.board is not None:  # read when the VM links the module's functions
         os.environ[tvm_spinn.runtime.BOARD_ENV] = args.board
     lib = _load_module(args.module)
+    inputs = [_load_array(p, "input") for p in args.inputs]
     vm = relax.VirtualMachine(lib, tvm.cpu())
     out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
     outs = [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
