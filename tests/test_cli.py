@@ -47,16 +47,25 @@ def test_compile_run_report(files, kind):
     proc = _run("compile", f"mlp.{kind}", "-c", "calib.npy", "-o", f"mlp_{kind}.so", cwd=d)
     offload = "2 of 3 ops on SpiNNaker; on the host: 1 x nn.gelu"
     assert offload in proc.stdout and f"written mlp_{kind}.so" in proc.stdout
-    proc = _run("run", f"mlp_{kind}.so", "x.npy", "-o", f"y_{kind}.npy", cwd=d)
+    proc = _run("run", f"mlp_{kind}.so", "x.npy", "-o", f"y_{kind}.npy", "--plot", f"plots_{kind}", cwd=d)
     assert "10 samples on" in proc.stdout and "packets/inference" in proc.stdout
+    # the call's plots: placement with link load, per-layer figures, a tiling per layer on cores
+    written = [line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith(f"written plots_{kind}")]
+    assert [Path(w).name for w in written[:2]] == ["placement.png", "layers.png"] and len(written) == 4, written
+    assert all((d / w).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for w in written)
     y = np.load(d / f"y_{kind}.npy")
     assert y.shape == (10, 4) and y.dtype == np.float32
     assert np.abs(y - y_torch).max() < 0.01 * (y_torch.max() - y_torch.min())
     if kind == "pt2":  # report reads a module, whatever it came from: once is enough
         return
-    proc = _run("report", f"mlp_{kind}.so", cwd=d)
+    proc = _run("report", f"mlp_{kind}.so", "--plot", "report_plots", "--format", "svg", cwd=d)
     assert offload in proc.stdout  # from the record compile wrote beside the module
     assert "cores: 4 (2 kernel + 2 live IO)" in proc.stdout
+    assert "board (function 1 (dense" in proc.stdout  # the record keeps the functions' titles
+    # nothing ran: placement and tiling only, as SVG
+    assert sorted(p.name for p in (d / "report_plots").iterdir()) == ["placement.svg", "tiling_0_dense_1.svg",
+                                                                      "tiling_1_dense_2.svg"]
+    assert b"<svg" in (d / "report_plots" / "placement.svg").read_bytes()[:500]
 
 
 def test_errors_are_one_line_with_exit_codes(files):
@@ -72,6 +81,8 @@ def test_errors_are_one_line_with_exit_codes(files):
     proc = _run("run", "broken.so", "x.npy", "-o", "y.npy", cwd=d, check=False)
     assert proc.returncode == 1 and "broken.so cannot be loaded" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = _run("run", "broken.so", "x.np", "-o", "y.npy", cwd=d, check=False)  # a missing input: before the module
+    assert proc.returncode == 1 and proc.stderr.strip() == "tvm-spinn: error: input x.np: no such file"
     proc = _run("run", "mlp.onnx", cwd=d, check=False)  # arguments missing: argparse's usage error
     assert proc.returncode == 2 and "usage:" in proc.stderr
     proc = _run("--debug", "compile", "missing.onnx", "-c", "calib.npy", cwd=d, check=False)

@@ -1,8 +1,8 @@
 """Compile, run and report SpiNNaker models from the shell (``tvm-spinn`` or ``python -m tvm_spinn``).
 
     tvm-spinn compile MODEL.{pt2,onnx} --calibration X.npy -o MODEL.so
-    tvm-spinn run MODEL.so INPUT.npy [INPUT2.npy ...] -o OUTPUT.npy [--board ADDRESS]
-    tvm-spinn report MODEL.so
+    tvm-spinn run MODEL.so INPUT.npy [INPUT2.npy ...] -o OUTPUT.npy [--board ADDRESS] [--plot DIR]
+    tvm-spinn report MODEL.so [--plot DIR] [--format svg]
     tvm-spinn bench [--quick] [-- bench_board.py options]
 
 A ``.pt2`` is an ExportedProgram saved by ``torch.export.save``; export it with a dynamic
@@ -56,9 +56,13 @@ def _load_model(path: Path):
                          "or an .onnx file")
 
 
-def _load_array(path: Path, what: str) -> np.ndarray:
+def _need_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise ModelFileError(f"{what} {path}: no such file")
+
+
+def _load_array(path: Path, what: str) -> np.ndarray:
+    _need_file(path, what)
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -109,6 +113,8 @@ def _load_module(path: Path):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    for path in args.inputs:  # before TVM's import: a typo fails at once
+        _need_file(path, "input")
     import tvm
     from tvm import relax
 
@@ -130,6 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats = tvm_spinn.statistics(vm)
     print(stats.summary() if stats is not None else "nothing ran on SpiNNaker")
     print(f"written {args.output}: {shapes}")
+    if args.plot is not None:  # after the call: the plots show its link load and per-layer figures
+        _write_plots(vm, args.plot, args.format)
     return 0
 
 
@@ -143,25 +151,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     record = _offload_path(args.module)
     if record.is_file():
         saved = json.loads(record.read_text())  # JSON has no tuples: make the pairs tuples again
-        summary = OffloadSummary(board=[tuple(b) for b in saved["board"]], host=[tuple(h) for h in saved["host"]],
-                                 refused=saved["refused"])
+        known = {f.name for f in dataclasses.fields(OffloadSummary)}
+        summary = OffloadSummary(**{k: v for k, v in saved.items() if k in known})
+        summary.board, summary.host = [tuple(b) for b in summary.board], [tuple(h) for h in summary.host]
         print(tvm_spinn.report.offload_report(SimpleNamespace(spinnaker_offload=summary)))
         print()
     print(tvm_spinn.report.model_report(lib))
-    if args.plot is not None:
-        _write_plots(lib, args.plot)
+    if args.plot is not None:  # nothing ran: placement and tiling, no link load
+        _write_plots(lib, args.plot, args.format)
     return 0
 
 
-def _write_plots(module, directory: Path) -> None:
-    """Where the report's plots hook in: ``tvm_spinn.report.plots.write_all(module, directory)``."""
-    try:
-        from .report import plots
-    except ImportError:
-        raise SpinnakerError("--plot: this tvm_spinn has no plots (tvm_spinn.report.plots)") from None
-    directory.mkdir(parents=True, exist_ok=True)
-    for path in plots.write_all(module, directory):
+def _write_plots(obj, directory: Path, fmt: str) -> None:
+    """The plots of ``obj`` (a module, or a VM after its call) as files in ``directory``."""
+    from .report import plots
+
+    for path in plots.save_plots(obj, directory, fmt=fmt):
         print(f"written {path}")
+
+
+def _add_plot_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--plot", type=Path, metavar="DIR", help=f"also write the plots into DIR ({what})")
+    p.add_argument("--format", choices=("png", "svg", "pdf"), default="png", help="the plots' file format (png)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -204,11 +215,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help=".npy to write (.npz for several results)")
     p.add_argument("--board", metavar="ADDRESS",
                    help="as TVM_SPINN_BOARD: emulator (default), a hostname, spalloc://server, double://host:port")
+    _add_plot_options(p, "placement with the call's link load, per-layer figures, tiling")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="what a module puts on the board, and what stays on the host")
     p.add_argument("module", type=Path)
-    p.add_argument("--plot", type=Path, metavar="DIR", help="also write the plots into DIR")
+    _add_plot_options(p, "placement and tiling; 'run --plot' adds what a call did")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="run benchmarks/bench_board.py (timed emulation vs llvm and PyTorch)")
@@ -223,8 +235,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # The build's "what went where" line and warnings, on stderr, under the tvm_spinn logger.
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("tvm_spinn").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        return args.func(args)
+        with logging_redirect_tqdm():  # a log line printed while a bar shows goes above the bar, not into it
+            return args.func(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -169,7 +169,8 @@ def plot_placement(obj: Any, path: Optional[Union[str, os.PathLike]] = None) -> 
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
     n_cores = sum(1 for v in data["cores"].values())
     load_note = "" if data["ran"] else " (no call yet: no link load)"
-    ax.set_title(f"{data['board']}: {n_cores} cores on {len({c[:2] for c in data['cores']})} chips{load_note}",
+    n_chips = len({c[:2] for c in data["cores"]})
+    ax.set_title(f"{data['board']}: {n_cores} cores on {n_chips} chip{'s' if n_chips != 1 else ''}{load_note}",
                  fontsize=10)
     return _finish(fig, path)
 

@@ -8,6 +8,7 @@ timed emulation (tvm_spinn.runtime.timing, the default), or with timing off by a
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
@@ -15,6 +16,8 @@ from ..tiling import cycle_model
 from ..tiling import resources as res
 from . import timing
 from .timing import HOP_NS, TimedRun, core_kind, host_in_bytes_per_s
+
+_CORE = re.compile(r"\bcore ([\w.]+)")  # a core named in a resource: "core f1.L0_t1_0"
 
 # Energy, from the toolchain's own model (spinn_machine 7.4.1: version/version_5.py and
 # version/version_spin1.py, the figures front-end-common's energy report uses): an idle
@@ -87,14 +90,15 @@ class RunStatistics:
     link_packets: Dict[str, int] = field(default_factory=dict)
 
     def describe_core(self, label: str) -> str:
-        """A core label with its layer's short name: "L0_t1_0 of features.3" ("... of conv2d #2")."""
+        """A core label with its layer's short name: "L0_t1_0 of layer features.3" ("... of layer
+        conv2d #2"; a layer of an nn.Sequential: "of layer 0")."""
         layer = self.core_layers.get(label)
-        return f"{label} of {layer.split(' (')[0]}" if layer else label
+        return f"{label} of layer {layer.split(' (')[0]}" if layer else label
 
     def describe_resource(self, resource: str) -> str:
-        """A timed run's resource name ("core L0_t1_0", "link ...") with the layer of a core."""
-        kind, _, label = resource.partition(" ")
-        return f"core {self.describe_core(label)}" if kind == "core" and label in self.core_layers else resource
+        """A timed run's resource name ("core L0_t1_0", "link ...", "sample window (...; busiest:
+        core L0_t1_0)") with the layer of every core it names."""
+        return _CORE.sub(lambda m: f"core {self.describe_core(m.group(1))}", resource)
 
     @property
     def bottleneck(self) -> str:
@@ -142,7 +146,8 @@ class RunStatistics:
                 f"{self.packets_per_inference:.0f} packets/inference ({self.deliveries_per_packet:.2f} core "
                 f"deliveries each), "
                 f"modelled ({how}) latency {self.modelled_latency_s * 1e6:.0f} us, throughput "
-                f"{self.modelled_throughput_per_s:.0f} samples/s (bottleneck {self.bottleneck}), "
+                f"{self.modelled_throughput_per_s:.0f} samples/s "
+                f"(bottleneck {self.describe_resource(self.bottleneck)}), "
                 f"energy {self.modelled_energy_j * 1e3:.3g} mJ/inference; "
                 f"wall time {self.wall_seconds:.3g} s")
         if self.predicted_drops:
