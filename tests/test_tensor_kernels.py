@@ -1338,6 +1338,36 @@ def test_corrupt_split_conv_configs_are_rejected(core, word, value):
         EmulatedBoard(replace(program, cores=cores))
 
 
+@pytest.mark.parametrize("kernel", [(1, 3), (3, 3)])
+def test_conv_of_extreme_weights_and_inputs_is_exact(kernel):
+    """The host build's vector dot products (spinn_dot.h: PMADDWD, whose int16 pair sum
+    overflows int32 when both products are (-32768)^2) give the exact sums: weights and
+    inputs of only -32768 and 32767, where no int32 block is proved (block 0). 4 x 1 x 3
+    values are 6 words (the SSE2 loop and a tail), 4 x 3 x 3 are 18 (the AVX2 loop where
+    the CPU has it)."""
+    from tvm_spinn.machine.configs.tensor import conv_accumulation_block
+    rng = np.random.default_rng(11)
+    C, OC, H, W = 4, 3, 5, 9
+    w = rng.choice(np.array([-32768, 32767], np.int16), size=(OC, C) + kernel)
+    w[0] = -32768  # every pair of channel 0 overflows PMADDWD on the -32768 inputs
+    assert conv_accumulation_block(w.reshape(OC, -1).astype(np.int64)) == 0
+    bias = np.zeros(OC, np.int64)
+    mult, shift = np.full(OC, 1 << 20, np.int64), np.full(OC, 41, np.int64)  # |acc| < 2^36: |y| < 2^15
+    b = ProgramBuilder(rng)
+    b.producer("input", "x", (0, C, 0, H, 0, W))
+    pads = (kernel[0] // 2, 1, kernel[0] // 2, 1)
+    shape = add_conv_tiles(b, "conv", "x", (C, H, W), w, bias, mult, shift, (1, 1), pads, 1, "none", 1, 1, "y")
+    board = EmulatedBoard(b.program((C, H, W), "y", shape))
+    x = rng.choice(np.array([-32768, 32767], np.int16), size=(4, C, H, W))
+    x[0] = -32768
+    y = board.run(x).reshape((-1,) + shape)
+    ref = conv_reference(x, w, bias, mult, shift, (1, 1), pads, 1, "none")
+    np.testing.assert_array_equal(y, ref)
+    acc = conv_accumulators(x[:1], w, (1, 1), pads, 1)
+    assert acc[0, 0].max() > 2 ** 31  # the overflowing pairs were summed
+    assert len(np.unique(ref)) > 3
+
+
 def test_conv_int32_block_is_proved_and_checked():
     """The encoder's int32 accumulation block (header word 28) keeps every aligned block's
     sum |w| * 32768 within int32; a config claiming a longer block than its weights allow is

@@ -32,6 +32,18 @@ typedef struct {
     uint32_t mask, key, index;
 } route_slot_t;
 
+/* What the lookup found for a chip and a key's bits under the chip's union mask (the
+ * OR of its table's masks: keys equal there match the same entries), cached: most
+ * packets of a stream share those bits. */
+typedef struct {
+    uint32_t chip1; /* chip + 1; 0 = empty */
+    uint32_t key;   /* key & union mask */
+    uint32_t route;
+    uint32_t found;
+} route_cache_t;
+
+#define ROUTE_CACHE 4096u /* entries, a power of two */
+
 typedef struct core core_t;
 
 /* A kernel kind's entry points (KERNEL_OPS). */
@@ -82,6 +94,8 @@ struct spinn_emu {
     route_slot_t *route_index;      /* open addressing, route_index_mask + 1 slots */
     uint32_t route_index_mask;
     uint32_t *mask_offsets, *masks; /* per chip: its distinct masks */
+    uint32_t *union_mask;           /* per chip: the OR of its masks */
+    route_cache_t *route_cache;     /* ROUTE_CACHE entries */
     int32_t *core_at; /* n_chips * 18 -> core index or -1 */
     core_t *cores;
     uint32_t n_cores, cap_cores;
@@ -195,6 +209,8 @@ void spinn_emu_destroy(spinn_emu_t *emu) {
     free(emu->route_index);
     free(emu->mask_offsets);
     free(emu->masks);
+    free(emu->union_mask);
+    free(emu->route_cache);
     free(emu->out_rx);
     free(emu->chip_packets);
     free(emu->link_packets);
@@ -389,11 +405,11 @@ static int push(spinn_emu_t *emu, uint32_t chip, int32_t arrival_link, uint32_t 
     pk.t = t;
     pk.tick = 0u;
     pk.chip = chip;
-    pk.arrival_link = arrival_link;
+    pk.arrival_link = (int8_t)arrival_link;
     pk.key = key;
     pk.payload = payload;
-    pk.hops = hops;
-    pk.marker = marker;
+    pk.hops = (uint16_t)hops; /* <= MAX_HOPS + 1 */
+    pk.marker = marker ? 1u : 0u;
     return enqueue(emu, &pk);
 }
 
@@ -635,7 +651,9 @@ static int build_route_index(spinn_emu_t *emu, uint32_t n_entries) {
     emu->route_index_mask = size - 1u;
     emu->mask_offsets = malloc(sizeof(uint32_t) * (emu->n_chips + 1u));
     emu->masks = malloc(sizeof(uint32_t) * (n_entries ? n_entries : 1u));
-    if (!emu->route_index || !emu->mask_offsets || !emu->masks) return -1;
+    emu->union_mask = calloc(emu->n_chips ? emu->n_chips : 1u, sizeof(uint32_t));
+    emu->route_cache = calloc(ROUTE_CACHE, sizeof(route_cache_t));
+    if (!emu->route_index || !emu->mask_offsets || !emu->masks || !emu->union_mask || !emu->route_cache) return -1;
     for (c = 0; c < emu->n_chips; c++) {
         emu->mask_offsets[c] = n_masks;
         for (i = emu->table_offsets[c]; i < emu->table_offsets[c + 1u]; i++) {
@@ -646,6 +664,7 @@ static int build_route_index(spinn_emu_t *emu, uint32_t n_entries) {
             for (j = emu->mask_offsets[c]; j < n_masks && emu->masks[j] != t[1]; j++) {
             }
             if (j == n_masks) emu->masks[n_masks++] = t[1];
+            emu->union_mask[c] |= t[1];
             for (h = route_hash(c, t[1], t[0]);; h++) {
                 slot = &emu->route_index[h & emu->route_index_mask];
                 if (slot->chip1 == 0u) {
@@ -665,7 +684,7 @@ static int build_route_index(spinn_emu_t *emu, uint32_t n_entries) {
 
 /* The route word of the first entry of the chip's table matching key (as the
  * router's TCAM); *found = 0 if none matches. */
-static uint32_t table_lookup(const spinn_emu_t *emu, uint32_t chip, uint32_t key, int *found) {
+static uint32_t table_search(const spinn_emu_t *emu, uint32_t chip, uint32_t key, int *found) {
     uint32_t best = 0xFFFFFFFFu, m, h;
     for (m = emu->mask_offsets[chip]; m < emu->mask_offsets[chip + 1u]; m++) {
         uint32_t mask = emu->masks[m], k = key & mask;
@@ -682,8 +701,23 @@ static uint32_t table_lookup(const spinn_emu_t *emu, uint32_t chip, uint32_t key
     return *found ? emu->tables[3u * best + 2u] : 0u;
 }
 
+/* table_search through the cache (the same answer). */
+static uint32_t table_lookup(spinn_emu_t *emu, uint32_t chip, uint32_t key, int *found) {
+    uint32_t k = key & emu->union_mask[chip];
+    route_cache_t *e = &emu->route_cache[route_hash(chip, 0u, k) & (ROUTE_CACHE - 1u)];
+    if (e->chip1 != chip + 1u || e->key != k) {
+        int f;
+        e->route = table_search(emu, chip, k, &f); /* k matches the entries key does */
+        e->found = (uint32_t)f;
+        e->chip1 = chip + 1u;
+        e->key = k;
+    }
+    *found = (int)e->found;
+    return e->route;
+}
+
 static void route(spinn_emu_t *emu, const packet_t *pk) {
-    uint32_t route_word, l, p;
+    uint32_t route_word, l, p, cores;
     int found;
     char msg[200];
     uint64_t t_out = pk->t;
@@ -733,8 +767,10 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
                 return;
         }
     }
-    for (p = 0; p < SPINN_CORES_PER_CHIP; p++)
-        if (route_word & (1u << (SPINN_LINKS + p))) deliver(emu, pk->chip, p, pk->key, pk->payload, pk->marker, t_out);
+    for (cores = (route_word >> SPINN_LINKS) & ((1u << SPINN_CORES_PER_CHIP) - 1u); cores; cores &= cores - 1u) {
+        p = (uint32_t)__builtin_ctz(cores);
+        deliver(emu, pk->chip, p, pk->key, pk->payload, pk->marker, t_out);
+    }
 }
 
 /* The packets of one sample, input by input, each from its input chip: row by

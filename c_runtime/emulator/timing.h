@@ -38,15 +38,15 @@
 #define TM_RX_RING 256u /* SPINN_RX_QUEUE of spin1_binding.h */
 
 /* A packet event: a packet entering a chip's router at time t, or (tick) the
- * live packet gatherer's timer tick. */
+ * live packet gatherer's timer tick. 24 bytes: the event queue moves them. */
 typedef struct {
     uint64_t t;
-    uint32_t chip;
-    int32_t arrival_link; /* link of this chip it arrived on, or LOCAL */
     uint32_t key, payload;
-    uint32_t hops;
-    uint32_t marker; /* no payload: a lost-value marker (spinn_slots.h) */
-    uint32_t tick;
+    uint32_t chip;
+    uint16_t hops;
+    int8_t arrival_link;   /* link of this chip it arrived on, or LOCAL */
+    uint8_t marker : 1;    /* no payload: a lost-value marker (spinn_slots.h) */
+    uint8_t tick : 1;
 } packet_t;
 
 /* A core's clock. What every packet touches comes first (one cache line), then what a

@@ -109,6 +109,118 @@ __asm__(
     "    .size spinn_dense_dot2_i64, .-spinn_dense_dot2_i64\n"
 #endif
     );
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(SPINN_DOT_PORTABLE)
+/* The host build (the emulator): the same exact sums with x86's PMADDWD, which
+ * multiplies int16 pairs and adds each pair's two products into an int32 lane,
+ * as one SMLABB + SMLATT step. One lane's pair sum overflows int32 only when
+ * both products are (-32768)^2: the lane then reads INT32_MIN, a value no other
+ * pair sum takes (their least is 2 * -32768 * 32767), so those lanes are
+ * counted and get their 2^32 back. The lanes are widened to int64, so the sums
+ * are exact for any input, whatever the blocks. AVX2 when the CPU has it
+ * (checked at run time: the library is built once and may run elsewhere),
+ * else SSE2, which every x86-64 has. */
+#include <immintrin.h>
+
+static inline void spinn_dot2_tail(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t j,
+                                   uint32_t n, int64_t *a, int64_t *b) {
+    for (; j < n; j++) {
+        *a += (int64_t)(spinn_lo16(wa[j]) * spinn_lo16(x[j].w)) + (int64_t)(spinn_hi16(wa[j]) * spinn_hi16(x[j].w));
+        *b += (int64_t)(spinn_lo16(wb[j]) * spinn_lo16(x[j].w)) + (int64_t)(spinn_hi16(wb[j]) * spinn_hi16(x[j].w));
+    }
+}
+
+static inline int64_t spinn_sum64x2(__m128i v) {
+    return _mm_cvtsi128_si64(v) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v));
+}
+
+/* lanes reading INT32_MIN: the count of 2^32s the pair sums lost (subtracting the -1s) */
+#define SPINN_DOT2_LOST(wrap, p, minv) wrap = _mm_sub_epi32(wrap, _mm_cmpeq_epi32(p, minv))
+
+static inline void spinn_dot2_sse2(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n,
+                                   int64_t *out) {
+    const __m128i minv = _mm_set1_epi32(INT32_MIN);
+    __m128i sa = _mm_setzero_si128(), sb = sa, wrap_a = sa, wrap_b = sa;
+    int64_t a, b;
+    uint32_t j, k;
+    for (j = 0; j + 4u <= n; j += 4u) {
+        __m128i xv = _mm_loadu_si128((const __m128i *)(const void *)(x + j));
+        __m128i pa = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(const void *)(wa + j)), xv);
+        __m128i pb = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(const void *)(wb + j)), xv);
+        __m128i ga = _mm_srai_epi32(pa, 31), gb = _mm_srai_epi32(pb, 31); /* sign words: widen to int64 */
+        SPINN_DOT2_LOST(wrap_a, pa, minv);
+        SPINN_DOT2_LOST(wrap_b, pb, minv);
+        sa = _mm_add_epi64(sa, _mm_add_epi64(_mm_unpacklo_epi32(pa, ga), _mm_unpackhi_epi32(pa, ga)));
+        sb = _mm_add_epi64(sb, _mm_add_epi64(_mm_unpacklo_epi32(pb, gb), _mm_unpackhi_epi32(pb, gb)));
+    }
+    a = spinn_sum64x2(sa);
+    b = spinn_sum64x2(sb);
+    for (k = 0; k < 4u; k++) { /* each lane counted at most n / 4 times */
+        a += (int64_t)((uint64_t)(uint32_t)_mm_cvtsi128_si32(wrap_a) << 32);
+        b += (int64_t)((uint64_t)(uint32_t)_mm_cvtsi128_si32(wrap_b) << 32);
+        wrap_a = _mm_srli_si128(wrap_a, 4);
+        wrap_b = _mm_srli_si128(wrap_b, 4);
+    }
+    spinn_dot2_tail(wa, wb, x, j, n, &a, &b);
+    out[0] = a;
+    out[1] = b;
+}
+
+__attribute__((target("avx2"))) static inline void spinn_dot2_avx2(const uint32_t *wa, const uint32_t *wb,
+                                                                   const spinn_pair_t *x, uint32_t n,
+                                                                   int64_t *out) {
+    const __m256i minv = _mm256_set1_epi32(INT32_MIN);
+    __m256i sa = _mm256_setzero_si256(), sb = sa, wrap_a = sa, wrap_b = sa;
+    __m128i s2a, s2b;
+    int64_t a, b;
+    uint32_t j, k, lanes_a[8], lanes_b[8];
+    for (j = 0; j + 8u <= n; j += 8u) {
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + j));
+        __m256i pa = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(wa + j)), xv);
+        __m256i pb = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(wb + j)), xv);
+        wrap_a = _mm256_sub_epi32(wrap_a, _mm256_cmpeq_epi32(pa, minv));
+        wrap_b = _mm256_sub_epi32(wrap_b, _mm256_cmpeq_epi32(pb, minv));
+        sa = _mm256_add_epi64(sa, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pa)));
+        sa = _mm256_add_epi64(sa, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pa, 1)));
+        sb = _mm256_add_epi64(sb, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pb)));
+        sb = _mm256_add_epi64(sb, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pb, 1)));
+    }
+    s2a = _mm_add_epi64(_mm256_castsi256_si128(sa), _mm256_extracti128_si256(sa, 1));
+    s2b = _mm_add_epi64(_mm256_castsi256_si128(sb), _mm256_extracti128_si256(sb, 1));
+    a = spinn_sum64x2(s2a);
+    b = spinn_sum64x2(s2b);
+    _mm256_storeu_si256((__m256i *)(void *)lanes_a, wrap_a);
+    _mm256_storeu_si256((__m256i *)(void *)lanes_b, wrap_b);
+    for (k = 0; k < 8u; k++) { /* each lane counted at most n / 8 times */
+        a += (int64_t)((uint64_t)lanes_a[k] << 32);
+        b += (int64_t)((uint64_t)lanes_b[k] << 32);
+    }
+    spinn_dot2_tail(wa, wb, x, j, n, &a, &b);
+    out[0] = a;
+    out[1] = b;
+}
+
+/* out = (wa . x, wb . x), exact int64 sums of n words of int16 pairs, any input. */
+static inline void spinn_dot2_exact(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n,
+                                    int64_t *out) {
+    if (n >= 8u && __builtin_cpu_supports("avx2"))
+        spinn_dot2_avx2(wa, wb, x, n, out);
+    else
+        spinn_dot2_sse2(wa, wb, x, n, out);
+}
+
+/* A proved block's sums fit int32: the exact sums, truncated, are the SMLAxy sums. */
+static inline uint64_t spinn_dense_dot2_i32(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x,
+                                            uint32_t n) {
+    int64_t s[2];
+    spinn_dot2_exact(wa, wb, x, n, s);
+    return (uint64_t)(uint32_t)s[0] | ((uint64_t)(uint32_t)s[1] << 32);
+}
+
+static inline void spinn_dense_dot2_i64(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n,
+                                        int64_t *out) {
+    spinn_dot2_exact(wa, wb, x, n, out);
+}
+#define SPINN_DOT2_EXACT 1 /* spinn_dot2_exact: exact int64 sums of any blocks */
 #else
 static inline uint64_t spinn_dense_dot2_i32(const uint32_t *wa, const uint32_t *wb, const spinn_pair_t *x, uint32_t n) {
     int32_t a = 0, b = 0;

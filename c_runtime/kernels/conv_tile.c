@@ -360,6 +360,17 @@ static void dot2(const uint32_t *w, const spinn_pair_t *x0, const spinn_pair_t *
         return;
     }
 #endif
+#if defined(SPINN_DOT2_EXACT)
+    { /* the host's vector units: exact sums, whatever the blocks (spinn_dot.h) */
+        int64_t sums[2];
+        (void)block;
+        spinn_dot2_exact((const uint32_t *)(const void *)x0, (const uint32_t *)(const void *)x1,
+                         (const spinn_pair_t *)(const void *)w, n, sums);
+        *a0 += sums[0];
+        *a1 += sums[1];
+        return;
+    }
+#endif
     if (block == 0u) {
         int64_t s0 = *a0, s1 = *a1;
         for (; n; n--, w++, x0++, x1++) {
