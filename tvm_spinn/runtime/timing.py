@@ -83,6 +83,13 @@ def host_in_bytes(n_packets: int) -> int:
     return n_packets * 8 + -(-n_packets // EVENTS_PER_IN_MSG) * IN_MSG_OVERHEAD_BYTES
 
 
+def program_in_bytes(program) -> float:
+    """Bytes the runtime sends per sample of a BoardProgram: each live input's packets in
+    its own EIEIO messages (host_in_bytes), copies of the function sharing a sample's share."""
+    total = sum(host_in_bytes(inp.packets(program.in_features)) for inp in program.inputs)
+    return total / max(1, program.replicas)
+
+
 def host_out_bytes(n_values: int) -> int:
     """Bytes the live packet gatherer sends for one sample's n_values results (full messages)."""
     pairs = (n_values + 1) // 2
