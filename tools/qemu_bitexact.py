@@ -11,7 +11,8 @@ layouts of spinn_dense.h / spinn_rx.h, as tvm_spinn/machine/builder.py writes th
 random tensor-kernel configs (conv tiles final / partial / with a fused pool,
 pool, add and conv reduce tiles, spinn_tensor.h, written by the encoders of
 tvm_spinn/machine/configs/tensor.py) and shuffled packet streams go through both;
-every packet sent must match.
+every packet sent must match. A third of the sources send 8-bit values, four a
+packet (int8 or uint8 receive entries, as a live input does with input_bits=8).
 
 The random values stay inside what the compiler proves for real layers (no
 int32 block or int64 overflow: that would be undefined behaviour, not a
@@ -68,6 +69,14 @@ def _pack16(values: List[int]) -> List[int]:
     return [(values[i] & 0xFFFF) | ((values[i + 1] & 0xFFFF) << 16) for i in range(0, len(values), 2)]
 
 
+def _pack8(values: List[int]) -> List[int]:
+    """Four 8-bit values a word (their low bytes), the first in the low byte."""
+    out = []
+    for i in range(0, len(values), 4):
+        out.append(sum((v & 0xFF) << (8 * j) for j, v in enumerate(values[i:i + 4])))
+    return out
+
+
 def _tanh_table() -> List[int]:
     return _pack16([round(32767 * math.tanh(i / 64)) for i in range(513)])
 
@@ -96,6 +105,14 @@ def _row_params(rng: random.Random, rows: int, max_mult: int) -> List[int]:
         bias = rng.randint(-(1 << 40), 1 << 40) & ((1 << 64) - 1)
         words += [bias & M32, bias >> 32, rng.randint(1, max_mult), rng.randint(0, 50)]
     return words
+
+
+PACK_SHIFT = 8  # spinn_rx.h SPINN_RX_PACK_SHIFT: 8-bit packing (1 int8, 2 uint8) above the slot shift
+
+
+def _packing(rng: random.Random) -> int:
+    """0 (int16 pairs) in two thirds of the sources, else 1 or 2 (four 8-bit values a key)."""
+    return rng.choice((0, 0, 0, 0, 1, 2))
 
 
 def _source_block(shift: int) -> int:
@@ -133,10 +150,12 @@ def random_tile(rng: random.Random, rounds: int = 2) -> Case:
     bounds = [0] + cuts + [left + cols + right]
     rx, sources = [], []
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        shift = _bits((b - a + 1) // 2)
+        packing = _packing(rng)  # a live input's 8-bit values, four a key, in a third of the sources
+        per = 4 if packing else 2
+        shift = _bits((b - a + per - 1) // per)
         base = (i + 1) << 20
-        rx += [base, M32 & ~(_source_block(shift) - 1), shift, (a - left) & M32, b - a]
-        sources.append((base, shift, b - a))
+        rx += [base, M32 & ~(_source_block(shift) - 1), shift | packing << PACK_SHIFT, (a - left) & M32, b - a]
+        sources.append((base, shift, -(-(b - a) // per)))
 
     header = [KIND_TILE, mode, rows, cols, 2 * block_words, out_key, out_shift, act, partial_shift, n_slots,
               len(sources)]
@@ -148,8 +167,7 @@ def random_tile(rng: random.Random, rounds: int = 2) -> Case:
         cfg += _row_params(rng, rows, (1 << 15) - 1) + _act_words(rng, act)
 
     def per_slot(slot):
-        return [(base | slot << shift | j, rng.getrandbits(32))
-                for base, shift, n in sources for j in range((n + 1) // 2)]
+        return [(base | slot << shift | j, rng.getrandbits(32)) for base, shift, n in sources for j in range(n)]
 
     return 1, cfg, _rounds(rng, n_slots, per_slot, rounds)
 
@@ -216,7 +234,8 @@ class _Source:
 
     def __init__(self, rng: random.Random, tc, index: int, c0: int, nc: int, h0: int, nh: int, w: int) -> None:
         self.c0, self.nc, self.h0, self.nh, self.w = c0, nc, h0, nh, w
-        self.shifts = _slack(rng, tc.block_key_layout(nc, nh, w))
+        self.packing = _packing(rng)
+        self.shifts = _slack(rng, tc.block_key_layout(nc, nh, w, 4 if self.packing else 2))
         self.key = index << 24
         self.mask = ~(tc.block_n_keys(self.shifts[0], MAX_SLOTS) - 1) & M32
 
@@ -225,7 +244,7 @@ class _Source:
 
     def entry(self, tc, c0: int, nc: int, h0: int, nh: int, buffer: int = 0) -> List[int]:
         return tc.trx_entry(self.key, self.mask, *self.shifts, self.c0, self.h0, 0, self.w, c0, h0, 0, nc, nh, self.w,
-                            buffer)
+                            buffer, self.packing)
 
     def packets(self, x, slot: int) -> List[Tuple[int, int]]:
         """The packets of this block of one sample x (C, H, W) int16."""
@@ -233,7 +252,8 @@ class _Source:
         out = []
         for c in range(self.nc):
             for h in range(self.nh):
-                words = _pack16([int(v) for v in x[self.c0 + c, self.h0 + h]])
+                row = [int(v) for v in x[self.c0 + c, self.h0 + h]]
+                words = _pack8(row) if self.packing else _pack16(row)
                 out += [(self.key | slot << s | c << cs | h << hs | i, p) for i, p in enumerate(words)]
         return out
 

@@ -85,6 +85,7 @@ static int core_send_lost(void *ctx, uint32_t key, uint32_t payload);
 
 typedef struct {
     uint32_t chip, key, slot_shift, c_shift, h_shift, c, h, w;
+    uint32_t packing; /* spinn_rx.h SPINN_PACK_*: 2 int16 or 4 8-bit values per packet */
 } input_t;
 
 struct spinn_emu {
@@ -141,7 +142,7 @@ struct spinn_emu {
     uint64_t slot_done_t[SPINN_MAX_SLOTS], slot_start_t[SPINN_MAX_SLOTS];
     uint64_t *sample_start_t, *sample_done_t;
     uint64_t inject_at;                          /* the host may start the sample being encoded */
-    uint32_t inject_left[SPINN_EMU_MAX_INPUTS]; /* its pairs still to come, per input */
+    uint32_t inject_left[SPINN_EMU_MAX_INPUTS]; /* its packets still to come, per input */
     /* statistics */
     uint64_t *chip_packets, *link_packets;
     char error[512];
@@ -319,8 +320,20 @@ int spinn_emu_add_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, ui
     in->c = n_c;
     in->h = n_h;
     in->w = n_w;
+    in->packing = SPINN_PACK_INT16;
     emu->in_n += n_c * n_h * n_w;
     return 0;
+}
+
+int spinn_emu_set_input_packing(spinn_emu_t *emu, uint32_t input, uint32_t packing) {
+    if (input >= emu->n_inputs || packing > SPINN_PACK_UINT8) return -1;
+    emu->inputs[input].packing = packing;
+    return 0;
+}
+
+/* Packets of one row of an input: ceil(w / 2), or ceil(w / 4) packed 8-bit. */
+static uint32_t input_row_packets(const input_t *in) {
+    return in->packing ? (in->w + 3u) >> 2 : (in->w + 1u) >> 1;
 }
 
 int spinn_emu_set_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift,
@@ -345,7 +358,7 @@ static int set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_
             const uint32_t *e = rx + i * SPINN_TRX_WORDS;
             if ((uint64_t)e[SPINN_TRX_DST_NC] * e[SPINN_TRX_DST_NH] * e[SPINN_TRX_DST_NW] != n_values) return -1;
         }
-    } else if (!spinn_rx_valid(rx, n_rx)) {
+    } else if (!spinn_rx_valid_packed(rx, n_rx)) { /* a result may be an 8-bit input itself */
         return -1;
     }
     free(emu->out_rx);
@@ -775,7 +788,10 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
 
 /* The packets of one sample, input by input, each from its input chip: row by
  * row in (h, c) order (so rows complete early and downstream tiles stream),
- * pairs along w. emit(ctx, input index, chip, key, payload) takes each. */
+ * pairs along w, or for an 8-bit input four values per packet (byte j of the
+ * payload value 4 * index + j; the values must be in the input's 8-bit range:
+ * the host quantised them so, and the bytes keep their low 8 bits).
+ * emit(ctx, input index, chip, key, payload) takes each. */
 typedef int (*emit_fn)(void *ctx, uint32_t input, uint32_t chip, uint32_t key, uint32_t payload);
 
 static int encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, emit_fn emit, void *ctx) {
@@ -787,6 +803,15 @@ static int encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, emit_
             for (c = 0; c < in->c; c++) {
                 const int16_t *row = x + ((size_t)c * in->h + h) * w;
                 uint32_t base = in->key | (slot << in->slot_shift) | (c << in->c_shift) | (h << in->h_shift);
+                if (in->packing) {
+                    for (pair = 0; 4u * pair < w; pair++) {
+                        uint32_t payload = 0u, j;
+                        for (j = 0; j < 4u && 4u * pair + j < w; j++)
+                            payload |= ((uint32_t)row[4u * pair + j] & 0xFFu) << (8u * j);
+                        if (emit(ctx, i, in->chip, base | pair, payload)) return -1;
+                    }
+                    continue;
+                }
                 for (pair = 0; 2u * pair < w; pair++) {
                     int32_t lo = row[2u * pair], hi = (2u * pair + 1u < w) ? row[2u * pair + 1u] : 0;
                     if (emit(ctx, i, in->chip, base | pair, spinn_pack16(lo, hi))) return -1;
@@ -810,7 +835,7 @@ static int emit_push(void *ctx, uint32_t input, uint32_t chip, uint32_t key, uin
 static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint64_t at, uint64_t *start) {
     uint32_t i;
     for (i = 0; i < emu->n_inputs; i++)
-        emu->inject_left[i] = emu->inputs[i].c * emu->inputs[i].h * ((emu->inputs[i].w + 1u) / 2u);
+        emu->inject_left[i] = emu->inputs[i].c * emu->inputs[i].h * input_row_packets(&emu->inputs[i]);
     emu->inject_at = at;
     *start = at > emu->tm.in_free ? at : emu->tm.in_free;
     return encode(emu, x, slot, emit_push, emu);
@@ -1195,6 +1220,7 @@ void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
     out[10] = tm->out_msgs;
     out[11] = horizon;
     out[12] = timed_out;
+    out[13] = tm->in_bytes;
 }
 
 int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out) {

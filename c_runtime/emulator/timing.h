@@ -17,7 +17,7 @@
  *            receive, then whatever compute the packet completed; the packets
  *            that compute sends leave spread over it. A core whose binding ring
  *            (SPINN_RX_QUEUE packets) would overflow is counted too;
- *   host in  EIEIO messages of EVENTS_PER_IN_MSG pairs at HOST_IN_PS_PER_BYTE,
+ *   host in  EIEIO messages of EVENTS_PER_IN_MSG packets at HOST_IN_PS_PER_BYTE,
  *            each sent on by the input source core at IN_CORE_PS per packet;
  *   gatherer the live packet gatherer takes LPG_PS per packet, flushes a message
  *            to the host when EVENTS_PER_OUT_MSG events are buffered or on its
@@ -92,7 +92,7 @@ typedef struct {
     uint32_t n_serial;
     uint64_t *serial_free, *serial_busy;
     /* host link and live IO ends */
-    uint64_t in_free, in_busy, in_msgs, in_core_busy, out_free, out_busy, out_msgs;
+    uint64_t in_free, in_busy, in_msgs, in_bytes, in_core_busy, out_free, out_busy, out_msgs;
     uint64_t in_core_free[SPINN_EMU_MAX_INPUTS], in_msg_arrival[SPINN_EMU_MAX_INPUTS];
     uint32_t in_msg_left[SPINN_EMU_MAX_INPUTS];
     uint64_t lpg_free, lpg_busy, lpg_late;
@@ -170,10 +170,10 @@ static inline void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32
     c->cpu_free = c->t0 + compute + (uint64_t)n * c->cost[SPINN_COST_PACKET_OUT];
     c->busy += c->cpu_free - c->t0;
 }
-/* The next packet of input i (pairs_left pairs of this sample still to come for
- * it, this one included), the host starting no earlier than at: when the input
- * source core sends it. */
-uint64_t tm_input_packet(tm_t *tm, uint32_t i, uint32_t pairs_left, uint64_t at);
+/* The next packet of input i (packets_left packets of this sample still to come
+ * for it, this one included: int16 pairs, or 8-bit quads), the host starting no
+ * earlier than at: when the input source core sends it. */
+uint64_t tm_input_packet(tm_t *tm, uint32_t i, uint32_t packets_left, uint64_t at);
 /* An event reaches the gatherer at t; returns 1 when its buffer is full then
  * (flush now, at *t_flush), else 0 (*t_flush: the timer tick to schedule, 0 if
  * one is pending already). */

@@ -46,6 +46,10 @@ int spinn_emu_set_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, ui
  * c-major, one input after the other; returns -1 beyond SPINN_EMU_MAX_INPUTS. */
 int spinn_emu_add_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift,
                                uint32_t c_shift, uint32_t h_shift, uint32_t n_c, uint32_t n_h, uint32_t n_w);
+/* Input `input` (0.. in the order set/added) sends 8-bit values, four per
+ * packet (spinn_rx.h SPINN_PACK_INT8 / UINT8; SPINN_PACK_INT16: two int16, the
+ * default): its key layout's pair field then counts quads. -1 for no such input. */
+int spinn_emu_set_input_packing(spinn_emu_t *emu, uint32_t input, uint32_t packing);
 /* The output gatherer core and its receive table (spinn_rx.h entries). */
 int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
                          uint32_t n_values);
@@ -159,8 +163,9 @@ void spinn_emu_set_sample_times(spinn_emu_t *emu, uint64_t *t_start, uint64_t *t
  * gatherer, messages in, messages out, horizon (when the last resource fell idle: a
  * core may still work through packets it does not need after the last result),
  * partly received samples a core would have released as lost (a gap longer than the
- * lost-sample timeout between two of their packets)). */
-#define SPINN_TIMING_WORDS 13u
+ * lost-sample timeout between two of their packets), bytes the host sent (EIEIO
+ * messages with their headers)). */
+#define SPINN_TIMING_WORDS 14u
 void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out);
 /* A core's busy ps, packets late at its FIQ, ring overflows, samples it would time out (4 words). */
 int spinn_emu_core_timing(const spinn_emu_t *emu, uint32_t core, uint64_t *out);

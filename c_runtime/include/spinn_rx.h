@@ -6,7 +6,12 @@
  * where slot is the sample's buffer (samples in flight) and index the pair of
  * int16 values (or the int32 partial sum) the payload carries.
  * Entry layout (SPINN_RX_WORDS uint32 words):
- *     key, mask, slot_shift, dest_offset (int32), n_values
+ *     key, mask, slot_shift | packing << SPINN_RX_PACK_SHIFT, dest_offset (int32), n_values
+ * packing (8-bit input, the host link's bytes halved): SPINN_PACK_INT16, two
+ * int16 per payload, index the pair; SPINN_PACK_INT8 / SPINN_PACK_UINT8, four
+ * 8-bit values per payload (byte j is value 4 * index + j), sign- or
+ * zero-extended to int16 as they are stored, so everything after the receive
+ * sees int16 as before. Only the live inputs send 8-bit values.
  */
 #ifndef SPINN_RX_H
 #define SPINN_RX_H
@@ -20,11 +25,41 @@
 #define SPINN_RX_DEST_OFFSET 3u
 #define SPINN_RX_N_VALUES 4u
 
-/* Entries a kernel can use safely: slot fields that shift within a word. */
+#define SPINN_RX_PACK_SHIFT 8u   /* the packing's bits in the slot_shift word */
+#define SPINN_RX_SHIFT_MASK 0xFFu
+#define SPINN_PACK_INT16 0u      /* two int16 per payload */
+#define SPINN_PACK_INT8 1u       /* four int8 per payload, sign-extended */
+#define SPINN_PACK_UINT8 2u      /* four uint8 per payload, zero-extended */
+
+/* The packing of an entry (spinn_rx.h or spinn_tensor.h: the slot_shift word). */
+static inline uint32_t spinn_rx_packing(uint32_t slot_shift_word) { return slot_shift_word >> SPINN_RX_PACK_SHIFT; }
+
+/* A packing word's sign bit of one 8-bit value: 0x80 (int8), 0 (uint8). */
+static inline uint32_t spinn_pack8_sign(uint32_t packing) { return packing == SPINN_PACK_INT8 ? 0x80u : 0u; }
+
+/* Byte j of an 8-bit packed payload as int16 (sign: spinn_pack8_sign). */
+static inline int16_t spinn_unpack8(uint32_t payload, uint32_t j, uint32_t sign) {
+    uint32_t b = (payload >> (j << 3)) & 0xFFu;
+    return (int16_t)((int32_t)(b ^ sign) - (int32_t)sign);
+}
+
+/* Entries a kernel can use safely: slot fields that shift within a word, int16
+ * pairs only (every kernel fed by other kernels). */
 static inline int spinn_rx_valid(const uint32_t *table, uint32_t n_entries) {
     uint32_t i;
     for (i = 0; i < n_entries; i++)
         if (table[i * SPINN_RX_WORDS + SPINN_RX_SLOT_SHIFT] > 24u) return 0;
+    return 1;
+}
+
+/* The same, also taking 8-bit packed entries (a kernel that stores values with
+ * spinn_rx_store_pair: a first-layer dense tile, the output gatherer). */
+static inline int spinn_rx_valid_packed(const uint32_t *table, uint32_t n_entries) {
+    uint32_t i;
+    for (i = 0; i < n_entries; i++) {
+        uint32_t w = table[i * SPINN_RX_WORDS + SPINN_RX_SLOT_SHIFT];
+        if ((w & SPINN_RX_SHIFT_MASK) > 24u || spinn_rx_packing(w) > SPINN_PACK_UINT8) return 0;
+    }
     return 1;
 }
 
@@ -60,17 +95,19 @@ static inline int32_t spinn_rx_match(const uint32_t *table, uint32_t n_entries, 
     return spinn_match_entry(table, n_entries, SPINN_RX_WORDS, key);
 }
 
-/* Store the int16 pair carried by (key, payload) into buf (one slot's values,
- * n_dest long). Returns how many values landed inside buf; *slot gets the
- * sample slot, *lost 1 for a lost-value marker (spinn_slot_decode). Values of
- * the source outside [0, n_dest) are not ours. */
+/* Store the int16 pair (or, packed, the four 8-bit values) carried by (key,
+ * payload) into buf (one slot's values, n_dest long). Returns how many values
+ * landed inside buf; *slot gets the sample slot, *lost 1 for a lost-value
+ * marker (spinn_slot_decode). Values of the source outside [0, n_dest) are not
+ * ours. The packing is checked once per packet, not per value. */
 static inline uint32_t spinn_rx_store_pair(const uint32_t *entry, uint32_t key, uint32_t payload,
                                            int16_t *buf_base, uint32_t n_dest, uint32_t n_slots,
                                            uint32_t slot_stride, uint32_t *slot, uint32_t *lost) {
     uint32_t local = key & ~entry[SPINN_RX_MASK];
-    uint32_t shift = entry[SPINN_RX_SLOT_SHIFT];
+    uint32_t shift = entry[SPINN_RX_SLOT_SHIFT] & SPINN_RX_SHIFT_MASK;
+    uint32_t packing = spinn_rx_packing(entry[SPINN_RX_SLOT_SHIFT]);
     uint32_t index = local & ((1u << shift) - 1u);
-    uint32_t v = index << 1;
+    uint32_t v = index << (packing ? 2u : 1u);
     int32_t pos = (int32_t)entry[SPINN_RX_DEST_OFFSET] + (int32_t)v;
     uint32_t stored = 0, j;
     int16_t *buf;
@@ -80,6 +117,16 @@ static inline uint32_t spinn_rx_store_pair(const uint32_t *entry, uint32_t key, 
     if (marker < 0) return 0;
     *lost = (uint32_t)marker;
     buf = buf_base + *slot * slot_stride;
+    if (packing) {
+        uint32_t sign = spinn_pack8_sign(packing);
+        for (j = 0; j < 4u; j++, pos++, v++) {
+            if (v < entry[SPINN_RX_N_VALUES] && pos >= 0 && (uint32_t)pos < n_dest) {
+                buf[pos] = spinn_unpack8(payload, j, sign);
+                stored++;
+            }
+        }
+        return stored;
+    }
     for (j = 0; j < 2u; j++, pos++, v++) {
         if (v < entry[SPINN_RX_N_VALUES] && pos >= 0 && (uint32_t)pos < n_dest) {
             buf[pos] = (int16_t)(j ? spinn_hi16(payload) : spinn_lo16(payload));

@@ -26,7 +26,7 @@
  * those of a block twice as wide, and only a conv reduce tile reads them.
  *
  * Generic receive entry (SPINN_TRX_WORDS uint32 words), one per source:
- *     key, mask, slot_shift, c_shift, h_shift,
+ *     key, mask, slot_shift | packing << SPINN_RX_PACK_SHIFT, c_shift, h_shift,
  *     src_c0, src_h0, src_w0, src_nw,          (the source's block)
  *     dst_c0, dst_h0, dst_w0, dst_nc, dst_nh, dst_nw,  (this core's buffer block)
  *     buffer                                   (input index: 0, or 1 for add's b)
@@ -35,6 +35,11 @@
  * is not a value) lands in the buffer at
  *     ((c - dst_c0) * dst_nh + (h - dst_h0)) * dst_nw + (w - dst_w0)
  * if it lies inside the buffer block; other values are not this core's.
+ * packing (spinn_rx.h): SPINN_PACK_INT16, a key carries the pair w = 2 * index
+ * + {0, 1} (the fields above); SPINN_PACK_INT8 / UINT8 (a live input sending
+ * 8-bit values), four values w = 4 * index + {0..3}, so h_shift =
+ * ceil_log2(ceil(nw / 4)), stored as int16. 8-bit packets always take the
+ * general receive path (spinn_tensor_receive), never the row fast path.
  * Entries are valid (spinn_trx_valid) when the shifts are ordered as above and
  * below 32, key has no bit outside mask, every coordinate and size is at most
  * SPINN_MAX_DIM, the dst sizes are nonzero and buffer < the kernel's number of
@@ -266,7 +271,9 @@ static inline int spinn_trx_valid(const uint32_t *table, uint32_t n_entries, uin
     uint32_t i, j;
     for (i = 0; i < n_entries; i++) {
         const uint32_t *e = table + i * SPINN_TRX_WORDS;
-        if (e[SPINN_TRX_SLOT_SHIFT] > 31u || e[SPINN_TRX_C_SHIFT] > e[SPINN_TRX_SLOT_SHIFT] ||
+        uint32_t s_shift = e[SPINN_TRX_SLOT_SHIFT] & SPINN_RX_SHIFT_MASK;
+        if (s_shift > 31u || spinn_rx_packing(e[SPINN_TRX_SLOT_SHIFT]) > SPINN_PACK_UINT8 ||
+            e[SPINN_TRX_C_SHIFT] > s_shift ||
             e[SPINN_TRX_H_SHIFT] > e[SPINN_TRX_C_SHIFT] || (e[SPINN_TRX_KEY] & ~e[SPINN_TRX_MASK]) != 0u ||
             e[SPINN_TRX_BUFFER] >= n_buffers)
             return 0;
@@ -296,22 +303,25 @@ static inline int32_t spinn_trx_match(const uint32_t *table, uint32_t n_entries,
     return spinn_match_entry(table, n_entries, SPINN_TRX_WORDS, key);
 }
 
-/* Store the int16 pair carried by (key, payload) as `entry` says (a valid
- * entry). buffers[entry buffer] is slot 0 of that input; a slot's values are
- * slot_stride apart. Returns -1 if the key's slot is >= n_slots (nothing
- * stored), else how many values (0..2) landed in the buffer block; when > 0,
- * *slot gets the slot and *row the destination row h - dst_h0. Shifts, masks
- * and multiplications only. */
+/* Store the int16 pair (packed: the four 8-bit values) carried by (key,
+ * payload) as `entry` says (a valid entry). buffers[entry buffer] is slot 0 of
+ * that input; a slot's values are slot_stride apart. Returns -1 if the key's
+ * slot is >= n_slots (nothing stored), else how many values (0..4) landed in
+ * the buffer block; when > 0, *slot gets the slot and *row the destination row
+ * h - dst_h0. Shifts, masks and multiplications only; the packing is checked
+ * once per packet. */
 static inline int32_t spinn_trx_store(const uint32_t *entry, uint32_t key, uint32_t payload,
                                       int16_t *const *buffers, uint32_t slot_stride, uint32_t n_slots,
                                       uint32_t *slot, uint32_t *row, uint32_t *lost) {
     uint32_t local = key & ~entry[SPINN_TRX_MASK];
-    uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT], c_shift = entry[SPINN_TRX_C_SHIFT];
+    uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT] & SPINN_RX_SHIFT_MASK, c_shift = entry[SPINN_TRX_C_SHIFT];
+    uint32_t packing = spinn_rx_packing(entry[SPINN_TRX_SLOT_SHIFT]);
     uint32_t h_shift = entry[SPINN_TRX_H_SHIFT];
     uint32_t s = local >> s_shift;
     uint32_t c = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u));
     uint32_t h = entry[SPINN_TRX_SRC_H0] + ((local >> h_shift) & ((1u << (c_shift - h_shift)) - 1u));
-    uint32_t v = (local & ((1u << h_shift) - 1u)) << 1; /* value index in the source row */
+    /* value index in the source row */
+    uint32_t v = (local & ((1u << h_shift) - 1u)) << (packing ? 2u : 1u);
     uint32_t dc = c - entry[SPINN_TRX_DST_C0], dh = h - entry[SPINN_TRX_DST_H0];
     uint32_t nw = entry[SPINN_TRX_DST_NW], stored = 0u, j;
     int16_t *buf;
@@ -321,11 +331,22 @@ static inline int32_t spinn_trx_store(const uint32_t *entry, uint32_t key, uint3
     /* unsigned differences: coordinates below the block wrap to large values */
     if (dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return 0;
     buf = buffers[entry[SPINN_TRX_BUFFER]] + s * slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw;
-    for (j = 0; j < 2u; j++, v++) {
-        uint32_t dw = entry[SPINN_TRX_SRC_W0] + v - entry[SPINN_TRX_DST_W0];
-        if (v < entry[SPINN_TRX_SRC_NW] && dw < nw) {
-            buf[dw] = (int16_t)(j ? spinn_hi16(payload) : spinn_lo16(payload));
-            stored++;
+    if (packing) {
+        uint32_t sign = spinn_pack8_sign(packing);
+        for (j = 0; j < 4u; j++, v++) {
+            uint32_t dw = entry[SPINN_TRX_SRC_W0] + v - entry[SPINN_TRX_DST_W0];
+            if (v < entry[SPINN_TRX_SRC_NW] && dw < nw) {
+                buf[dw] = spinn_unpack8(payload, j, sign);
+                stored++;
+            }
+        }
+    } else {
+        for (j = 0; j < 2u; j++, v++) {
+            uint32_t dw = entry[SPINN_TRX_SRC_W0] + v - entry[SPINN_TRX_DST_W0];
+            if (v < entry[SPINN_TRX_SRC_NW] && dw < nw) {
+                buf[dw] = (int16_t)(j ? spinn_hi16(payload) : spinn_lo16(payload));
+                stored++;
+            }
         }
     }
     *slot = s;
@@ -509,6 +530,7 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     uint32_t local = key & ~entry[SPINN_TRX_MASK];
     uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT], c_shift = entry[SPINN_TRX_C_SHIFT];
     uint32_t h_shift = entry[SPINN_TRX_H_SHIFT], p_mask = (1u << h_shift) - 1u;
+    if (s_shift > 31u) return; /* 8-bit packed (the packing above the shift): the general path only */
     uint32_t s = local >> s_shift, nw = entry[SPINN_TRX_DST_NW], b = entry[SPINN_TRX_BUFFER];
     uint32_t dc = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u)) -
                   entry[SPINN_TRX_DST_C0];

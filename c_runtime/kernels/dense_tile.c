@@ -31,7 +31,7 @@ static int tile_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *words_pe
     if (cfg[H_MODE] == SPINN_TILE_FINAL) need += spinn_act_words(cfg[H_ACTIVATION]);
     if (need > n_words) return -1;
     if (cfg[H_MODE] == SPINN_TILE_FINAL && !spinn_act_ok(cfg[H_ACTIVATION], cfg + *table_at)) return -1;
-    return spinn_rx_valid(cfg + H_WORDS, cfg[H_N_RX]) ? 0 : -1;
+    return spinn_rx_valid_packed(cfg + H_WORDS, cfg[H_N_RX]) ? 0 : -1; /* a first layer may take 8-bit input */
 }
 
 static uint32_t inputs_bytes(const uint32_t *cfg, uint32_t words_per_row) {
@@ -78,7 +78,8 @@ int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n
 }
 
 /* A packet through the receive table and spinn_rx_store_pair: any entry, markers,
- * values partly outside the tile. */
+ * values partly outside the tile, 8-bit packed input (never cached for the fast
+ * path below, which takes int16 pairs only). */
 static __attribute__((noinline)) int32_t receive_any(spinn_dense_tile_t *s, uint32_t key, uint32_t payload) {
     int32_t e = spinn_rx_match(s->rx, s->n_rx, key);
     const uint32_t *entry;
@@ -89,7 +90,7 @@ static __attribute__((noinline)) int32_t receive_any(spinn_dense_tile_t *s, uint
         return -1;
     }
     entry = s->rx + (uint32_t)e * SPINN_RX_WORDS;
-    if (s->rx_cache) s->rx_last = entry;
+    if (s->rx_cache && !spinn_rx_packing(entry[SPINN_RX_SLOT_SHIFT])) s->rx_last = entry;
     stored = spinn_rx_store_pair(entry, key, payload, s->inputs, s->cols, s->n_slots, s->words_per_row << 1, &slot,
                                  &lost);
     if (stored == 0u) return -1;

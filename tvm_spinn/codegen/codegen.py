@@ -121,7 +121,8 @@ def make_program(symbol: str, plan: GraphPlan, layout: Union[GraphLayout, List[G
              for label, kind in kinds.items()]
     inputs = [InputEnd(tuple(mapping.placements[p.label][:2]), int(mapping.keys[p.label][0]), p.slot_shift,
                        p.c_shift, p.h_shift, (p.nc, p.nh, p.nw), p.label,
-                       None if (p.nc, p.nh, p.nw) == tuple(p.tensor) else tuple(p.tensor), (p.c0, p.h0), arg, k)
+                       None if (p.nc, p.nh, p.nw) == tuple(p.tensor) else tuple(p.tensor), (p.c0, p.h0), arg, k,
+                       packing=p.packing)
               for k, lay in enumerate(copies)
               for p, arg in zip(lay.inputs, lay.input_args or list(range(len(lay.inputs))))]
     # one gatherer decodes every copy's results, copy after copy

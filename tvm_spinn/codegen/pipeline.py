@@ -184,9 +184,12 @@ def _un_offload(mod: tvm.IRModule, symbols: Sequence[str]) -> tvm.IRModule:
 
 
 def _check_arguments(board, cycle_budget, convolutions, fuse_pools, strict, headroom, percentile,
-                     replicas=1) -> None:
+                     replicas=1, input_bits=16) -> None:
     """The pipeline's arguments, before any work: TypeError (a wrong type) or ValueError (a
     value out of range), naming the argument and what it takes."""
+    if isinstance(input_bits, (bool, np.bool_)) or input_bits not in (16, 8):
+        raise ValueError(f"input_bits={input_bits!r}: pass 16 (the default) or 8 (8-bit data such as images: half "
+                         "the bytes per sample on the host link)")
     if replicas != "auto" and (isinstance(replicas, (bool, np.bool_)) or not isinstance(replicas, (int, np.integer))
                                or replicas < 1):
         raise ValueError(f"replicas={replicas!r}: pass a number of copies >= 1, or \"auto\" (as many as the "
@@ -214,7 +217,8 @@ def _check_arguments(board, cycle_budget, convolutions, fuse_pools, strict, head
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                        cycle_budget: Optional[float] = None, convolutions: bool = True,
                        fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0,
-                       percentile: float = 100.0, replicas: Union[int, str] = 1) -> tvm.transform.Pass:
+                       percentile: float = 100.0, replicas: Union[int, str] = 1,
+                       input_bits: int = 16) -> tvm.transform.Pass:
     """Partition for SpiNNaker, run its codegen, lower the rest for the host CPU.
 
     Parameters
@@ -247,10 +251,20 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         inputs). The runtime spreads a batch over the copies, one sample per copy at a time;
         they run side by side, sharing the host link and the output gatherer
         (tvm_spinn.runtime.replicas). Results are the same as with one copy.
+    input_bits : 16 (default) or 8: the bits of each value the host sends to an offloaded
+        function (every input the board takes from the host). 8 sends four values per
+        packet instead of two: half the packets and bytes per sample on the host link, for
+        8-bit data such as images. The input is quantised to uint8 (0..255) when no
+        calibration value is negative, else to int8, at its calibrated range without the
+        headroom (lossless for pixels k / 255 whose calibration reaches 255); the kernels
+        store the values as int16, so results stay bit-exact against the integer reference
+        (:mod:`tvm_spinn.quantization.input_format`). An input a concat joins with other
+        tensors stays int16 (with a warning).
     """
     _check_arguments(board=board, cycle_budget=cycle_budget, convolutions=convolutions, fuse_pools=fuse_pools,
-                     strict=strict, headroom=headroom, percentile=percentile, replicas=replicas)
-    settings = CalibrationSettings(headroom=headroom, percentile=percentile)
+                     strict=strict, headroom=headroom, percentile=percentile, replicas=replicas,
+                     input_bits=input_bits)
+    settings = CalibrationSettings(headroom=headroom, percentile=percentile, input_bits=int(input_bits))
     calibration = gather_batches(calibration)  # once: a generator cannot be read twice
 
     @tvm.transform.module_pass(opt_level=0, name="SpiNNakerPipeline")
@@ -305,7 +319,7 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
 def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[str, dict] = "spinnaker",
           board: str = "spinn5", cycle_budget: Optional[float] = None, convolutions: bool = True,
           fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0, percentile: float = 100.0,
-          replicas: Union[int, str] = 1):
+          replicas: Union[int, str] = 1, input_bits: int = 16):
     """Partition, quantise, map and compile ``mod``; returns a Relax VM executable (the
     options are those of :func:`spinnaker_pipeline`).
 
@@ -320,7 +334,8 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
     """
     pipeline = spinnaker_pipeline(calibration=calibration, board=board, cycle_budget=cycle_budget,
                                   convolutions=convolutions, fuse_pools=fuse_pools, strict=strict,
-                                  headroom=headroom, percentile=percentile, replicas=replicas)
+                                  headroom=headroom, percentile=percentile, replicas=replicas,
+                                  input_bits=input_bits)
     _last_offload.summary = None
     ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
     sig = signature(mod)

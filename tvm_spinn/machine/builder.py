@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Set, Tuple
 import numpy as np
 
 from ..errors import UnsupportedError
+from ..quantization.input_format import PACK_SHIFT
 from ..graph.network import input_number, op_inputs
 from ..graph.ops import Concat, Conv2D, Pool2D
 from ..tiling import resources as res
@@ -67,6 +68,9 @@ class Producer:
     # the multicast partition of each row of the block (index c_local * nh + h_local); empty:
     # every row in partition 0
     parts: Tuple[int, ...] = field(default=())
+    # a live input sending 8-bit values: four a key, the pair field counting quads
+    # (quantization.input_format PACK_*); 0: int16 pairs
+    packing: int = 0
 
     def part(self, c_local: int, h_local: int) -> int:
         """The partition that carries row (c_local, h_local) of the block."""
@@ -94,7 +98,7 @@ class Producer:
         covers the row's channel/row key fields, so only its pairs and slots vary."""
         fields = (c_local << self.c_shift) | (h_local << self.h_shift)
         field_mask = ((1 << self.slot_shift) - 1) ^ ((1 << self.h_shift) - 1)
-        return [fields, field_mask, self.slot_shift, dest_offset & 0xFFFFFFFF, self.nw]
+        return [fields, field_mask, self.slot_shift | self.packing << PACK_SHIFT, dest_offset & 0xFFFFFFFF, self.nw]
 
 
 @dataclass
@@ -155,10 +159,10 @@ class _Builder:
         self.input_shapes: Dict[str, Tuple[int, int, int]] = {}  # graph input label -> (C, H, W)
         self.reads: Dict[str, Dict[str, Set[int]]] = {}  # sender -> reader -> rows read
 
-    def producer(self, label: str, *args) -> Producer:
+    def producer(self, label: str, *args, packing: int = 0) -> Producer:
         """A Producer of vertex ``label`` (Producer's fields after the label), with its
         partitions; records its rows."""
-        p = Producer(label, *args, parts=self.parts.get(label, ()))
+        p = Producer(label, *args, parts=self.parts.get(label, ()), packing=packing)
         self.rows[label] = p.nc * p.nh
         return p
 
@@ -288,7 +292,7 @@ def _trx_entries(b: "_Builder", reader: str, sources: List[Producer], dst: Tuple
                  for h in range(max(h0, s.h0), min(h0 + nh, s.h0 + s.nh))}
         for part in sorted(parts):
             entries.append(trx_entry(0, 0, s.slot_shift, s.c_shift, s.h_shift, s.c0, s.h0, s.w0, s.nw,
-                                     c0, h0, w0, nc, nh, nw, buffer))
+                                     c0, h0, w0, nc, nh, nw, buffer, s.packing))
             labels.append((s.label, part))
     return entries, labels
 
@@ -524,13 +528,14 @@ def _build(plan: GraphPlan, prefix: str, parts: Optional[Dict[str, Tuple[int, ..
         label = prefix + INPUT_LABEL + (str(k) if k else "")
         b.input_shapes[label] = (c, h, w)
         blocks = (splits or {}).get(label, [(0, c, 0, h)])
+        fmt = qgraph.input_format(k)  # 8-bit input: four values a key
         graph_inputs.append([])
         for j, (c0, nc, h0, nh) in enumerate(blocks):
             block_label = label if j == 0 else f"{label}_b{j}"
-            slot_shift, c_shift, h_shift = block_key_layout(nc, nh, w)
+            slot_shift, c_shift, h_shift = block_key_layout(nc, nh, w, fmt.values_per_packet)
             b.vertices.append(VertexSpec(label=block_label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
             graph_inputs[k].append(b.producer(block_label, c0, nc, h0, nh, 0, w, slot_shift, c_shift, h_shift,
-                                              (c, h, w)))
+                                              (c, h, w), packing=fmt.packing))
     outputs: List[List[Producer]] = []
     for i, (q, p) in enumerate(zip(qgraph.ops, plan.plans)):
         inputs = [graph_inputs[input_number(j)] if j < 0 else outputs[j]

@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..machine.graph import CoreImage, IPTagSpec
+from ..quantization.input_format import InputFormat, of_packing
 from ..quantization.quantize import QOp
 
 Chip = Tuple[int, int]
@@ -34,7 +35,9 @@ class InputEnd:
     A graph input whose rows go to different cores is cut into blocks, one live input each
     (machine.builder): ``shape`` is then the block, at channel and row ``origin`` of
     argument ``arg``'s (C, H, W) ``tensor`` (None: the block is the whole argument).
-    ``replica``: the copy of the function it feeds (BoardProgram.replicas)."""
+    ``replica``: the copy of the function it feeds (BoardProgram.replicas). ``packing``: how
+    its values travel (quantization.input_format PACK_*: 0 two int16 a packet, 1 / 2 four
+    int8 / uint8, the pair field then counting quads)."""
 
     chip: Chip
     key: int
@@ -47,6 +50,18 @@ class InputEnd:
     origin: Tuple[int, int] = (0, 0)
     arg: int = 0
     replica: int = 0
+    packing: int = 0
+
+    @property
+    def format(self) -> InputFormat:
+        """The format its values travel in (int16, int8, uint8)."""
+        return of_packing(self.packing)
+
+    def packets(self, in_features: int = 0) -> int:
+        """Packets of one sample through this live input (each row's last one padded);
+        ``in_features``: the length of a plain vector input (shape None)."""
+        c, h, w = self.shape if self.shape is not None else (1, 1, in_features)
+        return c * h * self.format.packets(w)
 
 
 @dataclass
@@ -177,6 +192,24 @@ class BoardProgram:
             whole = inp.tensor or inp.shape
             shapes.setdefault(inp.arg, tuple(whole) if whole is not None else (1, 1, self.in_features))
         return [shapes[k] for k in sorted(shapes)]
+
+    def arg_format(self, k: int) -> InputFormat:
+        """The format of argument k's values on the host link (its live inputs share it)."""
+        return next((inp.format for inp in self.inputs if inp.arg == k), of_packing(0))
+
+    def quantize_args(self, xs: List[np.ndarray]) -> Tuple[np.ndarray, int]:
+        """float (batch, ...) arguments -> (the int16 values the board takes (batch,
+        in_features), arguments one after the other, c-major; how many values saturated),
+        each argument at its scale and in its format (8-bit input: int16 in its range)."""
+        flat = [np.asarray(x).reshape(np.shape(x)[0], -1) for x in xs]
+        fmts = [self.arg_format(k) for k in range(len(flat))]
+        x_q = np.concatenate([f.quantize(x, sc) for x, sc, f in zip(flat, self.input_scales, fmts)], axis=1)
+        return x_q, sum(f.saturated(x, sc) for x, sc, f in zip(flat, self.input_scales, fmts))
+
+    def input_packets(self) -> int:
+        """Packets (EIEIO key + payload events) the host sends per sample: half as many for
+        8-bit input."""
+        return sum(inp.packets(self.in_features) for inp in self.inputs) // max(1, self.replicas)
 
     def input_gather(self) -> Optional[np.ndarray]:
         """Where each value the live inputs send, input after input (each block c-major),

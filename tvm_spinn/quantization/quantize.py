@@ -9,7 +9,7 @@ rescales both inputs to its output scale with integer multipliers and one shift.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,8 +17,9 @@ import numpy as np
 from ..errors import CalibrationError, UnsupportedError
 from ..graph.network import OpGraph, Shape, float_forward, graph_input, input_number, op_inputs, shapes
 from ..graph.ops import Add, Concat, Conv2D, DenseLayer, Flatten, Op, Pool2D
-from .fixed_point import (ACT_CODES, Q_MAX, TANH_INPUT_BITS, activation_params, add_multipliers, quantize_tensor,
-                          quantize_weights, symmetric_scale)
+from . import input_format
+from .fixed_point import (ACT_CODES, Q_MAX, TANH_INPUT_BITS, activation_params, add_multipliers, quantize_weights,
+                          symmetric_scale)
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ class QOp:
 
 @dataclass
 class QuantizedGraph:
-    """An operator graph in int16: per input its (C, H, W), scale and calibrated max |x|;
-    outputs: indices of the ops the graph returns."""
+    """An operator graph in int16: per input its (C, H, W), scale, calibrated max |x| and
+    format (:mod:`.input_format` name: "int16", or 8-bit "int8" / "uint8", whose values the
+    graph takes as int16); outputs: indices of the ops the graph returns."""
 
     ops: List[QOp]
     input_shapes: List[Shape]
@@ -106,6 +108,12 @@ class QuantizedGraph:
     input_max_abs: List[float]
     outputs: List[int]
     name: str = ""
+    input_formats: List[str] = field(default_factory=list)
+
+    def input_format(self, k: int = 0) -> input_format.InputFormat:
+        """The format of input k (int16 when none was recorded)."""
+        names = {f.name: f for f in input_format.FORMATS.values()}
+        return names[self.input_formats[k]] if k < len(self.input_formats) else input_format.INT16
 
     @property
     def input_shape(self) -> Shape:
@@ -120,13 +128,13 @@ class QuantizedGraph:
         return self.ops[self.outputs[0]].out_scale
 
     def quantize_input(self, x: np.ndarray, k: int = 0) -> np.ndarray:
-        """float32 samples of input k -> int16 at the input's scale: (n, N) for a vector input
-        given as (n, N), else (n, C, H, W)."""
+        """float32 samples of input k -> int16 at the input's scale, saturated to its format:
+        (n, N) for a vector input given as (n, N), else (n, C, H, W)."""
         x = np.asarray(x)
         shape = tuple(self.input_shapes[k])
         if not (shape[:2] == (1, 1) and x.ndim == 2):
             x = x.reshape((-1,) + shape)
-        return quantize_tensor(x, self.input_scales[k])
+        return self.input_format(k).quantize(x, self.input_scales[k])
 
 
 @dataclass(frozen=True)
@@ -141,8 +149,12 @@ class CalibrationSettings:
 
     headroom: float = 2.0
     percentile: float = 100.0
+    # bits of each graph input on the host link (16, or 8: .input_format, no headroom)
+    input_bits: int = 16
 
     def __post_init__(self) -> None:
+        if self.input_bits not in input_format.INPUT_BITS:
+            raise CalibrationError(f"input_bits must be one of {input_format.INPUT_BITS}, got {self.input_bits!r}")
         if not (self.headroom >= 1.0 and np.isfinite(self.headroom)):
             raise CalibrationError(f"headroom must be a finite number >= 1, got {self.headroom}")
         if not 0.0 < self.percentile <= 100.0:
@@ -153,6 +165,11 @@ class CalibrationSettings:
         a = np.abs(np.asarray(values, np.float64))
         stat = float(a.max()) if self.percentile >= 100.0 else float(np.percentile(a, self.percentile))
         return stat * self.headroom
+
+    def input_range(self, values: np.ndarray) -> float:
+        """The largest |value| an 8-bit input's scale holds: range_of without the headroom
+        (8-bit data is bounded by its format; see .input_format)."""
+        return replace(self, headroom=1.0).range_of(values)
 
 
 def _calibration_arrays(graph: OpGraph, calibration) -> List[np.ndarray]:
@@ -231,7 +248,16 @@ def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = 
     all_shapes = shapes(graph.ops, graph.input_shapes)
     input_max = [float(np.max(np.abs(x))) for x in xs]
     shared = _shared_ranges(graph, xs, outs, settings)
-    input_scales = [symmetric_scale(shared.get(graph_input(k), settings.range_of(x))) for k, x in enumerate(xs)]
+    formats, input_scales = [], []
+    for k, x in enumerate(xs):
+        fmt = input_format.choose(settings.input_bits, x)
+        if fmt is not input_format.INT16 and graph_input(k) in shared:
+            log.warning("%s: input %d stays int16 on the host link (input_bits=8): a concat joins it with "
+                        "other tensors, which share its scale", graph.name or "offloaded function", k)
+            fmt = input_format.INT16
+        formats.append(fmt.name)
+        input_scales.append(symmetric_scale(shared.get(graph_input(k), settings.range_of(x))) if fmt is
+                            input_format.INT16 else fmt.scale(settings.input_range(x)))
     qops: List[QOp] = []
     for i, op in enumerate(graph.ops):
         ins = op_inputs(graph.ops, i)
@@ -259,7 +285,7 @@ def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = 
     for o in dict.fromkeys(graph.outputs):
         _warn_coarse(qops[o], outs[o])
     return QuantizedGraph(qops, [tuple(s) for s in graph.input_shapes], input_scales, input_max,
-                          list(graph.outputs), graph.name)
+                          list(graph.outputs), graph.name, formats)
 
 
 def _warn_coarse(q: QOp, y: np.ndarray) -> None:

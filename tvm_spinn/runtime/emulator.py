@@ -48,6 +48,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spinn_emu_add_core.restype = ctypes.c_int32
     lib.spinn_emu_add_core.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
                                        _u32p, ctypes.c_uint32]
+    lib.spinn_emu_set_input_packing.restype = ctypes.c_int
+    lib.spinn_emu_set_input_packing.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
     lib.spinn_emu_set_input.restype = ctypes.c_int
     lib.spinn_emu_set_input.argtypes = [ctypes.c_void_p] + [ctypes.c_uint32] * 4
     for name in ("spinn_emu_set_input_tensor", "spinn_emu_add_input_tensor"):
@@ -233,8 +235,10 @@ class EmulatedBoard:
                 add = self._lib.spinn_emu_add_input_tensor if k else self._lib.spinn_emu_set_input_tensor
                 rc = rc or add(self._emu, self.chip_index[tuple(inp.chip)], inp.key, inp.slot_shift, inp.c_shift,
                                inp.h_shift, c, h, w)
+        for k, inp in enumerate(program.inputs):  # 8-bit input: four values a packet
+            rc = rc or (inp.packing and self._lib.spinn_emu_set_input_packing(self._emu, k, inp.packing))
         if rc != 0:
-            raise EmulatorError("an input's key layout is invalid (or more than 16 inputs)")
+            raise EmulatorError("an input's key layout or packing is invalid (or more than 16 inputs)")
         rx = np.ascontiguousarray(out.rx, np.uint32).reshape(-1)
         x, y, p = out.placement
         if out.trx:
@@ -341,7 +345,7 @@ class EmulatedBoard:
         self.timed = on
 
     def _timed_run(self, n: int, t_start: np.ndarray, t_done: np.ndarray) -> TimedRun:
-        totals = np.zeros(13, np.uint64)
+        totals = np.zeros(14, np.uint64)
         self._lib.spinn_emu_timing(self._emu, _ptr(totals, _u64p))
         core_busy, core_late, core_ring = {}, {}, {}
         out = np.zeros(4, np.uint64)
@@ -413,14 +417,15 @@ class EmulatedBoard:
 
     def encode(self, x_q: np.ndarray, slot: int):
         """The multicast packets of one int16 sample (in_features,) in ``slot``: uint32 keys,
-        uint32 payloads and the input (0..) each belongs to, in sending order."""
+        uint32 payloads and the input (0..) each belongs to, in sending order (an 8-bit
+        input's values, in its range as the executor quantised them, four a packet)."""
         x_q = np.ascontiguousarray(x_q, np.int16).reshape(-1)
         if x_q.size != self.replicas * self.in_features:
             raise EmulatorError(f"a sample has {x_q.size} values, the program takes {self.replicas} x "
                                 f"{self.in_features} (one sample per copy)")
         if self._in_order is not None:
             x_q = np.ascontiguousarray(x_q[self._in_order])
-        cap = x_q.size // 2 + 16 * 64
+        cap = x_q.size // 2 + 16 * 64  # int16 pairs, or fewer 8-bit quads
         keys, payloads, which = np.zeros(cap, np.uint32), np.zeros(cap, np.uint32), np.zeros(cap, np.uint8)
         n = self._lib.spinn_emu_encode(self._emu, _ptr(x_q, _i16p), int(slot), _ptr(keys, _u32p),
                                        _ptr(payloads, _u32p), _ptr(which, _u8p), cap)

@@ -20,7 +20,6 @@ import numpy as np
 
 from ..errors import InputError, LostSamplesError, SpinnakerError
 from ..program import BoardProgram, load_program
-from ..quantization.fixed_point import quantize_tensor
 from ..quantization.reference import graph_reference
 from . import vm_guard
 from .vm_guard import spinnaker_modules  # noqa: F401  (tvm_spinn.runtime.spinnaker_modules)
@@ -145,11 +144,9 @@ class Executor:
             return [np.zeros((0, int(np.prod(s))), np.float32) for s in self.program.result_shapes]
         with self._lock:  # one stream at a time per board
             # Samples travel c-major, as numpy stores them, input after input.
-            flat = [x.reshape(n, -1) for x in xs]
-            x_q = np.concatenate([quantize_tensor(x, sc) for x, sc in zip(flat, self.program.input_scales)], axis=1)
-            # Values beyond the calibrated range saturate: count them, never hide them.
-            saturated = sum(int(np.count_nonzero(np.abs(x) > sc * 32767.5))
-                            for x, sc in zip(flat, self.program.input_scales))
+            # Values beyond the calibrated range saturate (to int16, or an 8-bit input's
+            # range): count them, never hide them.
+            x_q, saturated = self.program.quantize_args(xs)
             if state.calls % max(1, self.program.calls_per_inference) == 0:  # a new inference
                 self.board.reset_counters()
                 state.wall, state.saturated = 0.0, 0
@@ -275,8 +272,8 @@ def integer_reference(program: BoardProgram, x) -> np.ndarray:
     else:
         flat = np.asarray(x).reshape(np.shape(x)[0], -1)
         xs = np.split(flat, np.cumsum(sizes)[:-1], axis=1)
-    xs = [v if v.dtype == np.int16 else quantize_tensor(v.astype(np.float32), sc)
-          for v, sc in zip(xs, program.input_scales)]
+    xs = [v if v.dtype == np.int16 else program.arg_format(k).quantize(v.astype(np.float32), sc)
+          for k, (v, sc) in enumerate(zip(xs, program.input_scales))]
     distinct = list(dict.fromkeys(program.outputs))
     outs = graph_reference(program.ops, xs, program.input_shapes, distinct)
     return np.concatenate([o.reshape(o.shape[0], -1) for o in outs], axis=1)

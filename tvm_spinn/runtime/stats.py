@@ -231,11 +231,11 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     for label, cyc in cycles.items():
         per_stage[_stage(label)] = max(per_stage.get(_stage(label), 0.0), cyc)
     sent = sum(c["packets_out"] for c in counters.values())
-    injected = samples * ((program.in_features + 1) // 2)
+    injected = samples * program.input_packets()
     hops_per_packet = float(links.sum()) / max(1, sent + injected)
     # the host link as the timed emulation models it (runtime.timing): in at the runtime's
     # pacing, out at the rate measured from the gatherer's chip
-    in_s = timing.host_in_bytes(program.in_features) / host_in_bytes_per_s()
+    in_s = timing.program_in_bytes(program) / host_in_bytes_per_s()
     out_s = timing.host_out_bytes(program.out_features) / timing.host_out_bytes_per_s(
         program.output.placement[:2], timing.ethernet_chips(program.board))
     latency = (in_s + out_s + sum(per_stage.values()) / res.CLOCK_HZ
@@ -324,4 +324,5 @@ def _combine_timed(runs: List[Optional[TimedRun]]) -> Optional[TimedRun]:
                     would_drop={k: sum(r.would_drop.get(k, 0) for r in runs) for k in slowest.would_drop},
                     utilisation={k: v for r in runs for k, v in r.utilisation.items()},
                     messages_in=sum(r.messages_in for r in runs), messages_out=sum(r.messages_out for r in runs),
+                    bytes_in=sum(r.bytes_in for r in runs),
                     would_time_out=sum(r.would_time_out for r in runs))

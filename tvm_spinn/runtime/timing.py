@@ -76,11 +76,18 @@ _DENSE_TILE, _DENSE_REDUCE, _CONV, _POOL, _ADD, _CONV_REDUCE = 1, 2, 4, 5, 6, 7
 _DENSE_BLOCK_WORD = 4  # spinn_dense.h: the int32 block length (2: accumulate in int64)
 
 
-def host_in_bytes(n_values: int) -> int:
-    """Bytes the runtime sends (paced) for one sample of n_values int16 values: 8 per
-    key + payload pair, IN_MSG_OVERHEAD_BYTES per EIEIO message of EVENTS_PER_IN_MSG."""
-    pairs = (n_values + 1) // 2
-    return pairs * 8 + -(-pairs // EVENTS_PER_IN_MSG) * IN_MSG_OVERHEAD_BYTES
+def host_in_bytes(n_packets: int) -> int:
+    """Bytes the runtime sends (paced) for one sample of n_packets key + payload events
+    (BoardProgram.input_packets: int16 pairs, or 8-bit quads): 8 per event,
+    IN_MSG_OVERHEAD_BYTES per EIEIO message of EVENTS_PER_IN_MSG."""
+    return n_packets * 8 + -(-n_packets // EVENTS_PER_IN_MSG) * IN_MSG_OVERHEAD_BYTES
+
+
+def program_in_bytes(program) -> float:
+    """Bytes the runtime sends per sample of a BoardProgram: each live input's packets in
+    its own EIEIO messages (host_in_bytes), copies of the function sharing a sample's share."""
+    total = sum(host_in_bytes(inp.packets(program.in_features)) for inp in program.inputs)
+    return total / max(1, program.replicas)
 
 
 def host_out_bytes(n_values: int) -> int:
@@ -200,6 +207,7 @@ class TimedRun:
     messages_in: int = 0
     messages_out: int = 0
     would_time_out: int = 0
+    bytes_in: int = 0  # counted: the EIEIO messages' bytes the host sent (headers included)
 
     @property
     def predicted_drops(self) -> int:
@@ -258,7 +266,8 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
                     latency_first_s=float(lat[0]) if lat.size else 0.0,
                     throughput_per_s=samples / duration if duration > 0 else float("inf"),
                     bottleneck=bottleneck, bottleneck_utilisation=top, would_drop=would_drop, utilisation=util,
-                    messages_in=int(totals[9]), messages_out=int(totals[10]), would_time_out=int(totals[12]))
+                    messages_in=int(totals[9]), messages_out=int(totals[10]), would_time_out=int(totals[12]),
+                    bytes_in=int(totals[13]) if len(totals) > 13 else 0)
 
 
 def bottleneck_class(run: Optional[TimedRun]) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...kernels import ADD_ACTIVATIONS
 from ...quantization.fixed_point import ACT_CODES, AVG_RECIP_SHIFT, avg_recip
+from ...quantization.input_format import PACK_INT8, PACK_INT16, PACK_SHIFT, PACK_UINT8
 from .dense import pack_int16, row_params, table_words
 
 TRX_WORDS = 16
@@ -58,9 +59,10 @@ def ceil_log2(n: int) -> int:
     return max(int(n) - 1, 0).bit_length()
 
 
-def block_key_layout(nc: int, nh: int, nw: int) -> Tuple[int, int, int]:
-    """Minimal (slot_shift, c_shift, h_shift) of a producer block of nc x nh x nw values."""
-    h_shift = ceil_log2((int(nw) + 1) // 2)
+def block_key_layout(nc: int, nh: int, nw: int, per_packet: int = 2) -> Tuple[int, int, int]:
+    """Minimal (slot_shift, c_shift, h_shift) of a producer block of nc x nh x nw values,
+    ``per_packet`` values a key (2 int16; 4 8-bit values of a live input, input_format)."""
+    h_shift = ceil_log2(-(-int(nw) // int(per_packet)))
     c_shift = h_shift + ceil_log2(nh)
     return c_shift + ceil_log2(nc), c_shift, h_shift
 
@@ -95,8 +97,9 @@ def _check_fields(what: str, slot_shift: int, c_shift: int, h_shift: int,
 def trx_entry(key: int, mask: int, slot_shift: int, c_shift: int, h_shift: int,
               src_c0: int, src_h0: int, src_w0: int, src_nw: int,
               dst_c0: int, dst_h0: int, dst_w0: int, dst_nc: int, dst_nh: int, dst_nw: int,
-              buffer: int = 0) -> List[int]:
-    """One generic receive entry (SPINN_TRX_WORDS words, spinn_tensor.h order)."""
+              buffer: int = 0, packing: int = PACK_INT16) -> List[int]:
+    """One generic receive entry (SPINN_TRX_WORDS words, spinn_tensor.h order); ``packing``
+    (quantization.input_format: 8-bit values from a live input) rides in the slot_shift word."""
     words = [int(v) for v in (key, mask, slot_shift, c_shift, h_shift, src_c0, src_h0, src_w0, src_nw,
                               dst_c0, dst_h0, dst_w0, dst_nc, dst_nh, dst_nw, buffer)]
     _check_fields("receive entry", words[2], words[3], words[4])
@@ -106,6 +109,9 @@ def trx_entry(key: int, mask: int, slot_shift: int, c_shift: int, h_shift: int,
         raise ValueError("receive entry: empty destination block or buffer not 0/1")
     if key & ~mask & 0xFFFFFFFF:
         raise ValueError("receive entry: key has bits outside mask")
+    if packing not in (PACK_INT16, PACK_INT8, PACK_UINT8):
+        raise ValueError(f"receive entry: unknown packing {packing}")
+    words[2] |= int(packing) << PACK_SHIFT
     return [v & 0xFFFFFFFF for v in words]
 
 
