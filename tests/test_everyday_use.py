@@ -52,7 +52,7 @@ def test_ctrl_c_stops_a_run_and_leaves_the_board_ready():
     ex = tvm_spinn.build(tvm_spinn.from_torch(model, (torch.from_numpy(x[:2]),)), calibration=x, strict=True)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     want = vm["main"](tvm.runtime.tensor(x)).numpy()
-    big = np.tile(x, (600, 1, 1, 1))  # 19,200 samples: several seconds on the emulator
+    big = np.tile(x, (1200, 1, 1, 1))  # 38,400 samples: seconds on the emulator
     main = threading.main_thread().ident
     timer = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
     start = time.perf_counter()
@@ -62,7 +62,7 @@ def test_ctrl_c_stops_a_run_and_leaves_the_board_ready():
     took = time.perf_counter() - start
     board = _emulator(vm)
     done = board._lib.spinn_emu_progress(board._emu)
-    assert 0 < done < len(big) // 4, (done, took)  # cut short, not run to the end
+    assert 0 < done < len(big) // 2, (done, took)  # cut short, not run to the end
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), want)
 
 
