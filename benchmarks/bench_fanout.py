@@ -60,9 +60,7 @@ def measure(spec: common.ModelSpec, batch: int, split: bool) -> Dict[str, Any]:
     finally:
         builder.SPLIT_PARTITIONS = True
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    from benchmarks.bench_board import _bit_exact
-
-    exact = _bit_exact(vm, lambda: vm["main"](tvm.runtime.tensor(x)))
+    exact = common.bit_exact(vm, lambda: vm["main"](tvm.runtime.tensor(x)))
     st = tvm_spinn.statistics(vm)
     resources = report.model_summary(ex)
     return {
