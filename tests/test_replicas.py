@@ -55,7 +55,7 @@ def test_auto_fills_the_machine_and_bad_values_are_refused(cnn):
     mod, x = cnn
     _, p, _, stats = _run(mod, x[:2], replicas="auto")
     assert 1 < p.replicas <= 16 and p.n_cores <= 808
-    for bad in (0, -1, 2.5, "many", True):
+    for bad in (0, -1, 2.5, "many", True, 17):  # 17: more copies than a function has live inputs
         with pytest.raises(ValueError, match="replicas="):
             tvm_spinn.build(mod, calibration=x, replicas=bad)
 
