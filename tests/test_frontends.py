@@ -110,6 +110,11 @@ def test_compile_torch_takes_and_returns_torch_tensors():
     assert net.statistics().samples == 7
     with pytest.raises(tvm_spinn.InputError, match=r"input 0: expected a tensor of shape \(batch, 12\)"):
         net(torch.randn(3, 11))
+    # float64 (a tensor from numpy's default dtype) is converted, as a VM's input is
+    assert torch.equal(net(x[:7].double()), y)
+    # the reports and plots take the model as they take its VM (was: "nothing offloaded")
+    assert tvm_spinn.report.model_summary(net) == tvm_spinn.report.model_summary(net.vm)
+    assert tvm_spinn.statistics(net).samples == 7 and len(tvm_spinn.executors(net)) == 1
 
 
 def test_calibration_from_batches_equals_one_array():

@@ -83,7 +83,16 @@ def current() -> Optional[VMRecord]:
 
 
 def record_of(vm) -> Optional[VMRecord]:
-    return getattr(vm, "_spinnaker_record", None)
+    return getattr(_unwrap(vm), "_spinnaker_record", None)
+
+
+def _unwrap(obj):
+    """A model compile_torch returns stands for its VM (tvm_spinn.torch_model.SpiNNakerModel.vm),
+    so statistics, executors, use_board and the reports take it as they take a VM."""
+    from tvm.runtime.vm import VirtualMachine
+
+    vm = getattr(obj, "vm", None)
+    return vm if isinstance(vm, VirtualMachine) else obj
 
 
 def _convert_inputs(record: VMRecord, name: str, args: tuple) -> tuple:
@@ -152,8 +161,9 @@ class GuardedFunction:
 
 
 def spinnaker_modules(obj) -> list:
-    """The ``"spinnaker"`` runtime modules inside an executable, VM or module (once each)."""
-    mod = getattr(obj, "mod", obj)
+    """The ``"spinnaker"`` runtime modules inside an executable, VM, module or a model
+    compile_torch returns (once each)."""
+    mod = getattr(_unwrap(obj), "mod", _unwrap(obj))
     mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
     found, stack, seen = [], [mod], set()
     while stack:
