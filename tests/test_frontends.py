@@ -78,7 +78,8 @@ def test_from_onnx_errors_name_the_file_and_the_op(tmp_path):
         tvm_spinn.from_onnx(model)
     assert isinstance(model, onnx.ModelProto)
     # shape_dict: a name that is no input (TVM's importer ignores it) or another rank is refused
-    with pytest.raises(ValueError, match="shape_dict names 'input', which is not an input of the model; its inputs: 'x'"):
+    with pytest.raises(ValueError, match="shape_dict names 'input', which is not an input of the model; its "
+                                         "inputs: 'x'"):
         tvm_spinn.from_onnx(model, shape_dict={"input": [2, 4]})
     with pytest.raises(ValueError, match=r"shape_dict\['x'\] = \[4\] has 1 dimensions, the model's input 'x' has 2"):
         tvm_spinn.from_onnx(model, shape_dict={"x": [4]})

@@ -31,10 +31,11 @@ class SpiNNakerModel:
 
     ``model(*inputs)`` takes torch tensors (batch first, the example's dtypes, float64
     converted with a warning; any batch size if compiled with ``dynamic_batch=True``) and
-    returns a tensor, or a tuple for a model with several outputs, on the first input's device. The offloaded layers run on
-    the board ``TVM_SPINN_BOARD`` names (the emulator by default) in int16, the rest on the
-    host CPU through TVM. ``executable`` (a Relax VM executable: ``.export_library(path)``)
-    and ``vm`` are there for those who want TVM after all.
+    returns a tensor, or a tuple for a model with several outputs, on the first input's
+    device. The offloaded layers run on the board ``TVM_SPINN_BOARD`` names (the emulator by
+    default) in int16, the rest on the host CPU through TVM. ``executable`` (a Relax VM
+    executable: ``.export_library(path)``) and ``vm`` are there for those who want TVM after
+    all; the reports, plots and ``tvm_spinn.statistics`` take the model itself as its VM.
     """
 
     def __init__(self, executable, example_inputs: Sequence[torch.Tensor], dynamic_batch: bool) -> None:

@@ -50,8 +50,8 @@ def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarr
         arrays = list(calibration)
     else:  # what gather_batches leaves: not an array, a list or an iterable of batches
         raise CalibrationError(
-            f"calibration is of type {type(calibration).__name__}: pass an array whose first axis is samples, a list of "
-            "such arrays (one per model input), or an iterable of batches (a DataLoader)"
+            f"calibration is of type {type(calibration).__name__}: pass an array whose first axis is samples, a list "
+            "of such arrays (one per model input), or an iterable of batches (a DataLoader)"
             + (" (a file name? load it first: np.load(path))" if isinstance(calibration, (str, bytes)) else ""))
     arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in arrays]
     if len(arrays) != n_params:
@@ -230,8 +230,8 @@ def _check_copies(funcs: List, replicas: Union[int, str], titles: Dict[str, str]
         n = len(f.params)
         if int(replicas) * n > MAX_LIVE_INPUTS:
             raise ValueError(
-                f"replicas={replicas!r}: {titles[str(f.attrs['global_symbol'])]} takes {n} input(s), one live input "
-                f"each per copy, and a function has at most {MAX_LIVE_INPUTS} live inputs: pass replicas <= "
+                f"replicas={replicas!r}: {titles[str(f.attrs['global_symbol'])]} takes {n} input(s), one live "
+                f"input each per copy, and a function has at most {MAX_LIVE_INPUTS} live inputs: pass replicas <= "
                 f"{MAX_LIVE_INPUTS // n}, or \"auto\" (as many copies as fit)")
 
 
@@ -380,7 +380,7 @@ def signature(mod: tvm.IRModule) -> Dict[str, List[tuple]]:
         ty = p.ty
         if not isinstance(ty, relax.TensorType) or not isinstance(getattr(ty, "shape", None), relax.ShapeExpr):
             return {}
-        shape = tuple(int(d.value) if isinstance(d, tvm.tirx.IntImm) else symbols.setdefault(str(d), -1 - len(symbols))
-                      for d in ty.shape.values)
+        shape = tuple(int(d.value) if isinstance(d, tvm.tirx.IntImm)
+                      else symbols.setdefault(str(d), -1 - len(symbols)) for d in ty.shape.values)
         params.append((p.name, str(ty.dtype), shape))
     return {"main": params}
