@@ -138,3 +138,26 @@ def test_calibration_from_batches_equals_one_array():
     np.testing.assert_array_equal(y_pipeline, y_array)
     with pytest.raises(tvm_spinn.CalibrationError, match="yielded no batches"):
         tvm_spinn.build(mod, calibration=(b for b in []))
+
+
+def test_from_torch_exports_varargs_and_says_when_torch_export_cannot():
+    """A forward(*xs) gets one batch dimension per tensor (was: torch's "inputs has 1 elements,
+    but dynamic_shapes has 3"); what torch.export refuses is an UnsupportedError saying so."""
+    class Sum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, *xs):
+            return self.fc(sum(xs))
+
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    mod = tvm_spinn.from_torch(Sum().eval(), tuple(torch.randn(2, 4) for _ in range(3)))
+    shapes = [p.ty.shape.values for p in mod["main"].params]
+    assert len(shapes) == 3 and len({str(s[0]) for s in shapes}) == 1  # one batch, shared
+    assert not isinstance(shapes[0][0], tvm.tirx.IntImm) and all(int(s[1]) == 4 for s in shapes)
+    with pytest.raises(tvm_spinn.UnsupportedError, match="torch.export cannot export this model: Could not guard"):
+        tvm_spinn.from_torch(DataDependent(), torch.randn(2, 4))
