@@ -94,6 +94,8 @@ def test_errors_are_one_line_with_exit_codes(files):
         and "does not exist" in proc.stderr and "INFO" not in proc.stderr
     proc = _run("compile", "mlp.pt2", "-c", "calib.npy", "calib.npy", cwd=d, check=False)
     assert proc.returncode == 1 and "mlp.pt2 takes 1 input(s) (input), given 2 calibration file(s)" in proc.stderr
+    proc = _run("bench", "--models", "nope", cwd=d, check=False)  # bench_board's options, without "--" too
+    assert proc.returncode == 2 and "tvm-spinn bench: error: argument --models: invalid choice: 'nope'" in proc.stderr
     for option in (["--replicas", "0"], ["--replicas", "many"], ["--input-bits", "7"]):
         proc = _run("compile", "mlp.pt2", "-c", "calib.npy", *option, cwd=d, check=False)
         assert proc.returncode == 2 and f"argument {option[0]}" in proc.stderr

@@ -214,7 +214,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if args.quick:  # one small model, one small batch: about half a minute
         argv = ["--models", "mlp784", "--batch", "64", "--repeat", "1"] + argv
-    return int(bench_board.main(argv) or 0)
+    program, sys.argv[0] = sys.argv[0], "tvm-spinn bench"  # what bench_board's usage and errors say
+    try:
+        return int(bench_board.main(argv) or 0)
+    finally:
+        sys.argv[0] = program
 
 
 def parser() -> argparse.ArgumentParser:
@@ -263,7 +267,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args, rest = ap.parse_known_args(argv)
+    if rest and args.command == "bench":  # bench_board.py's options, with or without "--" before them
+        args.bench_args = rest + list(args.bench_args)
+    elif rest:
+        ap.parse_args(argv)  # argparse's usage error for what no command takes
     # The build's "what went where" line and warnings, on stderr, under the tvm_spinn logger.
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("tvm_spinn").setLevel(logging.WARNING if args.quiet else logging.INFO)
