@@ -87,6 +87,34 @@ def test_errors_are_one_line_with_exit_codes(files):
     assert proc.returncode == 2 and "usage:" in proc.stderr
     proc = _run("--debug", "compile", "missing.onnx", "-c", "calib.npy", cwd=d, check=False)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
+    # before any work: a missing output directory (was: the linker's error after the build), the
+    # calibration files one per input, the new options' values
+    proc = _run("compile", "mlp.pt2", "-c", "calib.npy", "-o", "no/such/dir/m.so", cwd=d, check=False)
+    assert proc.returncode == 1 and "output no/such/dir/m.so: the directory" in proc.stderr \
+        and "does not exist" in proc.stderr and "INFO" not in proc.stderr
+    proc = _run("compile", "mlp.pt2", "-c", "calib.npy", "calib.npy", cwd=d, check=False)
+    assert proc.returncode == 1 and "mlp.pt2 takes 1 input(s) (input), given 2 calibration file(s)" in proc.stderr
+    proc = _run("bench", "--models", "nope", cwd=d, check=False)  # bench_board's options, without "--" too
+    assert proc.returncode == 2 and "tvm-spinn bench: error: argument --models: invalid choice: 'nope'" in proc.stderr
+    for option in (["--replicas", "0"], ["--replicas", "many"], ["--input-bits", "7"]):
+        proc = _run("compile", "mlp.pt2", "-c", "calib.npy", *option, cwd=d, check=False)
+        assert proc.returncode == 2 and f"argument {option[0]}" in proc.stderr
+
+
+def test_compile_with_copies_and_8bit_input(files):
+    """--replicas and --input-bits reach the build: the module holds two copies taking int8."""
+    import tvm
+    import tvm_spinn
+
+    d, y_torch = files
+    _run("compile", "mlp.pt2", "-c", "calib.npy", "-o", "mlp_r2.so", "--replicas", "2", "--input-bits", "8", cwd=d)
+    proc = _run("run", "mlp_r2.so", "x.npy", "-o", "y_r2.npy", cwd=d)
+    assert "10 samples on" in proc.stdout
+    y = np.load(d / "y_r2.npy")
+    assert np.abs(y - y_torch).max() < 0.03 * (y_torch.max() - y_torch.min())  # int8 input: coarser
+    vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(d / "mlp_r2.so")), tvm.cpu())
+    (e,) = tvm_spinn.executors(vm)
+    assert e.program.replicas == 2 and {i.format.name for i in e.program.inputs} == {"int8"}
 
 
 def test_import_is_quiet_and_lazy_and_registers_with_tvm():

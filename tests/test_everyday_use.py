@@ -175,6 +175,10 @@ def test_calibration_of_the_wrong_shape_or_dtype_says_calibration(mlp):
     with pytest.raises(tvm_spinn.CalibrationError, match=r"expected shape \(samples, 16\) float32.*received "
                                                          r"\(8, 16\) complex64"):
         tvm_spinn.build(mod, calibration=np.zeros((8, 16), np.complex64))
+    with pytest.raises(tvm_spinn.CalibrationError, match="calibration is of type int: pass an array"):
+        tvm_spinn.build(mod, calibration=5)
+    with pytest.raises(tvm_spinn.CalibrationError, match=r"of type str.*load it first: np.load\(path\)"):
+        tvm_spinn.build(mod, calibration="calib.npy")
 
 
 def test_float64_is_converted_with_a_warning_and_an_empty_batch_is_empty(mlp, caplog):
@@ -212,3 +216,35 @@ def test_build_arguments_are_checked_first(mlp):
 @pytest.mark.parametrize("value", ["", "  ", "EMULATOR", "Emulator", None])
 def test_board_variable_empty_or_emulator_means_the_emulator(value):
     assert parse_board_address(value).kind == "emulator"
+
+
+def test_a_loaded_module_checks_its_inputs_as_a_fresh_build_does(tmp_path, caplog):
+    """main's inputs travel in the exported module (BoardProgram.main_inputs): a VM of the
+    loaded module converts float64 and says "input" for a wrong shape, a batch the inputs
+    disagree on, or a wrong number of inputs, where TVM would raise its match_cast errors."""
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 4), nn.Linear(3, 4)
+
+        def forward(self, x, y):
+            return self.a(x) + self.b(y)
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((8, 6)).astype(np.float32), rng.standard_normal((8, 3)).astype(np.float32)
+    mod = tvm_spinn.from_torch(TwoInputs().eval(), (torch.from_numpy(x[:2]), torch.from_numpy(y[:2])))
+    tvm_spinn.build(mod, calibration=[x, y], strict=True).export_library(str(tmp_path / "m.so"))
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "m.so")), tvm.cpu())
+    want = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy()
+    with caplog.at_level(logging.WARNING, logger="tvm_spinn"):
+        got = vm["main"](tvm.runtime.tensor(x.astype(np.float64)), tvm.runtime.tensor(y)).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert "input 'x' of main is float64" in caplog.text
+    with pytest.raises(tvm_spinn.InputError, match=r"input 'y' of main: expected shape \(batch, 3\) float32, "
+                                                   r"received \(8, 4\) float32"):
+        vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(np.zeros((8, 4), np.float32)))
+    with pytest.raises(tvm_spinn.InputError, match="input 'y' of main: its batch is 5, input 'x' has 8"):
+        vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y[:5]))
+    with pytest.raises(tvm_spinn.InputError, match=r"main takes 2 input\(s\) \(x, y\), received 1"):
+        vm["main"](tvm.runtime.tensor(x))

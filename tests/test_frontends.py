@@ -77,6 +77,12 @@ def test_from_onnx_errors_name_the_file_and_the_op(tmp_path):
     with pytest.raises(tvm_spinn.UnsupportedError, match="ONNX importer.*NoSuchOpAnywhere"):
         tvm_spinn.from_onnx(model)
     assert isinstance(model, onnx.ModelProto)
+    # shape_dict: a name that is no input (TVM's importer ignores it) or another rank is refused
+    with pytest.raises(ValueError, match="shape_dict names 'input', which is not an input of the model; its "
+                                         "inputs: 'x'"):
+        tvm_spinn.from_onnx(model, shape_dict={"input": [2, 4]})
+    with pytest.raises(ValueError, match=r"shape_dict\['x'\] = \[4\] has 1 dimensions, the model's input 'x' has 2"):
+        tvm_spinn.from_onnx(model, shape_dict={"x": [4]})
 
 
 def test_from_torch_leaves_the_mode_alone_and_takes_an_exported_program():
@@ -110,6 +116,11 @@ def test_compile_torch_takes_and_returns_torch_tensors():
     assert net.statistics().samples == 7
     with pytest.raises(tvm_spinn.InputError, match=r"input 0: expected a tensor of shape \(batch, 12\)"):
         net(torch.randn(3, 11))
+    # float64 (a tensor from numpy's default dtype) is converted, as a VM's input is
+    assert torch.equal(net(x[:7].double()), y)
+    # the reports and plots take the model as they take its VM (was: "nothing offloaded")
+    assert tvm_spinn.report.model_summary(net) == tvm_spinn.report.model_summary(net.vm)
+    assert tvm_spinn.statistics(net).samples == 7 and len(tvm_spinn.executors(net)) == 1
 
 
 def test_calibration_from_batches_equals_one_array():
@@ -127,3 +138,26 @@ def test_calibration_from_batches_equals_one_array():
     np.testing.assert_array_equal(y_pipeline, y_array)
     with pytest.raises(tvm_spinn.CalibrationError, match="yielded no batches"):
         tvm_spinn.build(mod, calibration=(b for b in []))
+
+
+def test_from_torch_exports_varargs_and_says_when_torch_export_cannot():
+    """A forward(*xs) gets one batch dimension per tensor (was: torch's "inputs has 1 elements,
+    but dynamic_shapes has 3"); what torch.export refuses is an UnsupportedError saying so."""
+    class Sum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, *xs):
+            return self.fc(sum(xs))
+
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    mod = tvm_spinn.from_torch(Sum().eval(), tuple(torch.randn(2, 4) for _ in range(3)))
+    shapes = [p.ty.shape.values for p in mod["main"].params]
+    assert len(shapes) == 3 and len({str(s[0]) for s in shapes}) == 1  # one batch, shared
+    assert not isinstance(shapes[0][0], tvm.tirx.IntImm) and all(int(s[1]) == 4 for s in shapes)
+    with pytest.raises(tvm_spinn.UnsupportedError, match="torch.export cannot export this model: Could not guard"):
+        tvm_spinn.from_torch(DataDependent(), torch.randn(2, 4))

@@ -2,6 +2,8 @@
 as int16 by the first layer's cores, so the board stays bit-exact against the integer
 reference while the host sends half the packets (and, but for the EIEIO headers, half the
 bytes) per sample."""
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -79,14 +81,17 @@ def test_lenet5_8bit_on_the_board_double(lenet, double):  # noqa: F811
     tvm_spinn.use_board(vm, "emulator")
 
 
-def test_mlp_with_signed_input_and_an_odd_row():
-    """Signed data takes int8; 30 features end in a padded quad (30 = 7 x 4 + 2)."""
+def test_mlp_with_signed_input_and_an_odd_row(caplog):
+    """Signed data takes int8; 30 features end in a padded quad (30 = 7 x 4 + 2). It is not
+    8-bit data, so the build says what input_bits=8 rounds it to."""
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(30, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval()
     x = np.random.default_rng(2).standard_normal((9, 30)).astype(np.float32)
     mod = tvm_spinn.from_torch(model, (torch.from_numpy(x[:2]),))
     _, y16, _, _, _, s16 = _run(mod, x, 16)
-    _, y8, x_q, y_q, p8, s8 = _run(mod, x, 8)
+    with caplog.at_level(logging.WARNING, logger="tvm_spinn"):
+        _, y8, x_q, y_q, p8, s8 = _run(mod, x, 8)
+    assert "input 0 is not 8-bit data, and input_bits=8 rounds it to int8 steps of" in caplog.text
     assert p8.inputs[0].format is input_format.INT8
     assert x_q.min() >= -128 and x_q.max() <= 127 and np.abs(x_q).max() == 127
     np.testing.assert_array_equal(y_q, integer_reference(p8, x_q))
@@ -106,6 +111,16 @@ def test_input_bits_is_checked():
     for bad in (4, 12, True, "8"):
         with pytest.raises(ValueError, match="input_bits="):
             tvm_spinn.build(mod, calibration=np.zeros((2, 4), np.float32), input_bits=bad)
+
+
+def test_8bit_data_is_on_the_grid_and_other_data_is_not():
+    """What the build's "not 8-bit data" warning measures: pixels k / 255 in float32 lie on
+    uint8's grid; N(0, 1) data is rounded by up to half an int8 step."""
+    pixels = (np.arange(256) / 255.0).astype(np.float32)
+    assert input_format.UINT8.off_grid(pixels, 1 / 255) < 1e-3
+    normal = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    scale = input_format.INT8.scale(np.abs(normal).max())
+    assert 0.45 < input_format.INT8.off_grid(normal, scale) <= 0.5
 
 
 def test_saturation_of_8bit_input_is_counted():

@@ -55,7 +55,7 @@ def test_auto_fills_the_machine_and_bad_values_are_refused(cnn):
     mod, x = cnn
     _, p, _, stats = _run(mod, x[:2], replicas="auto")
     assert 1 < p.replicas <= 16 and p.n_cores <= 808
-    for bad in (0, -1, 2.5, "many", True):
+    for bad in (0, -1, 2.5, "many", True, 17):  # 17: more copies than a function has live inputs
         with pytest.raises(ValueError, match="replicas="):
             tvm_spinn.build(mod, calibration=x, replicas=bad)
 
@@ -71,3 +71,20 @@ def test_copies_on_the_board_double(cnn, double):
     assert type(e.board).__name__ == "BoardView" and e.program.replicas == 2
     np.testing.assert_array_equal(y_board, y_emu)
     tvm_spinn.use_board(vm, "emulator")
+
+
+def test_timed_figures_count_samples_not_groups():
+    """With copies the board runs groups of samples (one per copy); the timed run's samples,
+    throughput and window text count the caller's samples (was: "latency (1 sample(s), all
+    in flight" for 16 samples on 16 copies)."""
+    from tvm_spinn.runtime import timing
+
+    totals = np.zeros(14, np.uint64)
+    totals[0] = 10 ** 9  # 1 ms
+    args = (np.zeros(2, np.uint64), np.full(2, 10 ** 9, np.uint64), totals, {}, {}, {}, {}, 0, {})
+    run = timing.summarise(2, *args, n_slots=4, replicas=3, n_samples=5)
+    assert run.samples == 5 and run.throughput_per_s == pytest.approx(5000)
+    assert run.bottleneck.startswith("latency (5 sample(s), all in flight")
+    run = timing.summarise(6, *(np.zeros(6, np.uint64), np.full(6, 10 ** 9, np.uint64)) + args[2:], n_slots=4,
+                           replicas=3, n_samples=17)
+    assert run.bottleneck.startswith("sample window (4 groups of 3 copies in flight") and run.samples == 17

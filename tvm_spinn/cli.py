@@ -1,6 +1,6 @@
 """Compile, run and report SpiNNaker models from the shell (``tvm-spinn`` or ``python -m tvm_spinn``).
 
-    tvm-spinn compile MODEL.{pt2,onnx} --calibration X.npy -o MODEL.so
+    tvm-spinn compile MODEL.{pt2,onnx} --calibration X.npy -o MODEL.so [--replicas N|auto] [--input-bits 8]
     tvm-spinn run MODEL.so INPUT.npy [INPUT2.npy ...] -o OUTPUT.npy [--board ADDRESS] [--plot DIR]
     tvm-spinn report MODEL.so [--plot DIR] [--format svg]
     tvm-spinn bench [--quick] [-- bench_board.py options]
@@ -61,6 +61,23 @@ def _need_file(path: Path, what: str) -> None:
         raise ModelFileError(f"{what} {path}: no such file")
 
 
+def _need_directory(path: Path, what: str) -> None:
+    """Before any work: the directory a result goes to exists (else the whole build or run
+    would end in a linker's or numpy's error)."""
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise ModelFileError(f"{what} {path}: the directory {parent} does not exist; create it first")
+
+
+def _replicas(text: str):
+    """--replicas: a number of copies >= 1, or "auto"."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of copies >= 1, or auto")
+    return int(text)
+
+
 def _load_array(path: Path, what: str) -> np.ndarray:
     _need_file(path, what)
     try:
@@ -78,10 +95,16 @@ def _load_array(path: Path, what: str) -> np.ndarray:
 def cmd_compile(args: argparse.Namespace) -> int:
     import tvm_spinn
 
-    mod = _load_model(args.model)
-    calibration = [_load_array(p, "calibration") for p in args.calibration]
-    ex = tvm_spinn.build(mod, calibration=calibration, board=args.board_kind, strict=args.strict)
     out = args.output or args.model.with_suffix(".so")
+    _need_directory(out, "output")
+    mod = _load_model(args.model)
+    names = [p.name for p in mod["main"].params]
+    if len(args.calibration) != len(names):
+        raise ModelFileError(f"{args.model} takes {len(names)} input(s) ({', '.join(names)}), given "
+                             f"{len(args.calibration)} calibration file(s): give one .npy per input, in that order")
+    calibration = [_load_array(p, "calibration") for p in args.calibration]
+    ex = tvm_spinn.build(mod, calibration=calibration, board=args.board_kind, strict=args.strict,
+                         replicas=args.replicas, input_bits=args.input_bits)
     ex.export_library(str(out))
     summary = getattr(ex, "spinnaker_offload", None)
     if summary is not None:
@@ -115,6 +138,7 @@ def _load_module(path: Path):
 def cmd_run(args: argparse.Namespace) -> int:
     for path in args.inputs:  # before TVM's import: a typo fails at once
         _need_file(path, "input")
+    _need_directory(args.output, "output")
     import tvm
     from tvm import relax
 
@@ -130,7 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(outs) == 1:
         np.save(args.output, outs[0])
         shapes = f"{outs[0].shape} {outs[0].dtype}"
-    else:  # several results: one archive, out0, out1, ...
+    else:  # several results: one archive, out0, out1, ... (numpy adds .npz to another suffix)
+        if args.output.suffix != ".npz":
+            args.output = args.output.with_name(args.output.name + ".npz")
         np.savez(args.output, **{f"out{k}": o for k, o in enumerate(outs)})
         shapes = ", ".join(f"out{k} {o.shape} {o.dtype}" for k, o in enumerate(outs))
     stats = tvm_spinn.statistics(vm)
@@ -188,7 +214,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if args.quick:  # one small model, one small batch: about half a minute
         argv = ["--models", "mlp784", "--batch", "64", "--repeat", "1"] + argv
-    return int(bench_board.main(argv) or 0)
+    program, sys.argv[0] = sys.argv[0], "tvm-spinn bench"  # what bench_board's usage and errors say
+    try:
+        return int(bench_board.main(argv) or 0)
+    finally:
+        sys.argv[0] = program
 
 
 def parser() -> argparse.ArgumentParser:
@@ -207,6 +237,12 @@ def parser() -> argparse.ArgumentParser:
                    help="the machine to map onto (default spinn5, 48 chips; spinn5x3: three boards, 144 chips)")
     p.add_argument("--strict", action="store_true",
                    help="fail if an offloaded part cannot be built, instead of keeping it on the host")
+    p.add_argument("--replicas", type=_replicas, default=1, metavar="N",
+                   help="copies of the model on the machine, a batch spread over them (default 1; auto: as "
+                        "many as fit)")
+    p.add_argument("--input-bits", type=int, choices=(16, 8), default=16,
+                   help="bits per input value on the host link (default 16; 8: for 8-bit data such as images, "
+                        "half the bytes)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run an exported module on inputs from .npy files")
@@ -231,7 +267,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args, rest = ap.parse_known_args(argv)
+    if rest and args.command == "bench":  # bench_board.py's options, with or without "--" before them
+        args.bench_args = rest + list(args.bench_args)
+    elif rest:
+        ap.parse_args(argv)  # argparse's usage error for what no command takes
     # The build's "what went where" line and warnings, on stderr, under the tvm_spinn logger.
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("tvm_spinn").setLevel(logging.WARNING if args.quiet else logging.INFO)

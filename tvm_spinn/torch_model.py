@@ -9,6 +9,7 @@ who never touch TVM.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -22,16 +23,19 @@ from .frontend.pytorch import from_torch
 from .runtime import statistics
 from .runtime.stats import RunStatistics
 
+log = logging.getLogger(__name__)
+
 
 class SpiNNakerModel:
     """A compiled model called like the torch module it came from.
 
-    ``model(*inputs)`` takes torch tensors (batch first, the example's dtypes; any batch
-    size if compiled with ``dynamic_batch=True``) and returns a tensor, or a tuple for a
-    model with several outputs, on the first input's device. The offloaded layers run on
-    the board ``TVM_SPINN_BOARD`` names (the emulator by default) in int16, the rest on the
-    host CPU through TVM. ``executable`` (a Relax VM executable: ``.export_library(path)``)
-    and ``vm`` are there for those who want TVM after all.
+    ``model(*inputs)`` takes torch tensors (batch first, the example's dtypes, float64
+    converted with a warning; any batch size if compiled with ``dynamic_batch=True``) and
+    returns a tensor, or a tuple for a model with several outputs, on the first input's
+    device. The offloaded layers run on the board ``TVM_SPINN_BOARD`` names (the emulator by
+    default) in int16, the rest on the host CPU through TVM. ``executable`` (a Relax VM
+    executable: ``.export_library(path)``) and ``vm`` are there for those who want TVM after
+    all; the reports, plots and ``tvm_spinn.statistics`` take the model itself as its VM.
     """
 
     def __init__(self, executable, example_inputs: Sequence[torch.Tensor], dynamic_batch: bool) -> None:
@@ -40,12 +44,19 @@ class SpiNNakerModel:
         # (per-sample shape, dtype) of each input, and the baked-in batch when not dynamic.
         self._inputs = [(tuple(x.shape[1:]), x.dtype, None if dynamic_batch else x.shape[0])
                         for x in example_inputs]
+        self._warned_float64 = False
 
     def _check(self, k: int, x: Any) -> np.ndarray:
         if not isinstance(x, torch.Tensor):
             raise InputError(f"input {k}: expected a torch.Tensor, got {type(x).__name__}")
         shape, dtype, batch = self._inputs[k]
         want = f"({'batch' if batch is None else batch}, {', '.join(map(str, shape))}) {dtype}"
+        if x.dtype == torch.float64 and dtype.is_floating_point:  # as the VM does: converted, said once
+            if not self._warned_float64:
+                log.warning("input %d is float64; converted to %s, the model's input dtype (this warning is shown "
+                            "once per model)", k, dtype)
+                self._warned_float64 = True
+            x = x.to(dtype)
         if x.ndim == 0 or tuple(x.shape[1:]) != shape or x.dtype != dtype or batch not in (None, x.shape[0]):
             raise InputError(f"input {k}: expected a tensor of shape {want}, got {tuple(x.shape)} {x.dtype}")
         return np.ascontiguousarray(x.detach().cpu().numpy())

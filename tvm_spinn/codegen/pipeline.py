@@ -23,6 +23,7 @@ from ..quantization.batches import CalibrationBatches, gather_batches
 from ..quantization.quantize import CalibrationSettings
 from ..tiling import resources as res
 from ..progress import build_stages, stage
+from ..machine.builder import MAX_LIVE_INPUTS
 from .codegen import CodegenOptions, codegen_options, compile_functions, function_titles, refuse_early
 from .offload import offload_summary
 
@@ -45,8 +46,13 @@ def _as_input_list(mod: tvm.IRModule, calibration: Calibration) -> List[np.ndarr
         arrays = calibration.inputs(n_params)
     elif isinstance(calibration, np.ndarray) or hasattr(calibration, "numpy"):
         arrays = [calibration]
-    else:
+    elif isinstance(calibration, (list, tuple)):
         arrays = list(calibration)
+    else:  # what gather_batches leaves: not an array, a list or an iterable of batches
+        raise CalibrationError(
+            f"calibration is of type {type(calibration).__name__}: pass an array whose first axis is samples, a list "
+            "of such arrays (one per model input), or an iterable of batches (a DataLoader)"
+            + (" (a file name? load it first: np.load(path))" if isinstance(calibration, (str, bytes)) else ""))
     arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in arrays]
     if len(arrays) != n_params:
         raise CalibrationError(f"calibration has {len(arrays)} arrays but main takes {n_params} inputs (a list "
@@ -214,6 +220,21 @@ def _check_arguments(board, cycle_budget, convolutions, fuse_pools, strict, head
                          "calibrated value)")
 
 
+def _check_copies(funcs: List, replicas: Union[int, str], titles: Dict[str, str]) -> None:
+    """ValueError if ``replicas`` copies of an offloaded function need more live inputs than
+    the emulator has per function (each copy takes each argument through its own live input),
+    naming the function and the most copies it can have."""
+    if replicas == "auto":
+        return
+    for f in funcs:
+        n = len(f.params)
+        if int(replicas) * n > MAX_LIVE_INPUTS:
+            raise ValueError(
+                f"replicas={replicas!r}: {titles[str(f.attrs['global_symbol'])]} takes {n} input(s), one live "
+                f"input each per copy, and a function has at most {MAX_LIVE_INPUTS} live inputs: pass replicas <= "
+                f"{MAX_LIVE_INPUTS // n}, or \"auto\" (as many copies as fit)")
+
+
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                        cycle_budget: Optional[float] = None, convolutions: bool = True,
                        fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0,
@@ -280,6 +301,7 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         funcs = sorted(offloaded_functions(partitioned).values(),
                        key=lambda f: order.get(str(f.attrs["global_symbol"]), len(order)))
         titles = function_titles(funcs)
+        _check_copies(funcs, replicas, titles)
         # What cannot fit by its weight shapes alone goes to the host before the calibration.
         early = refuse_early(funcs, res.BOARDS[board], strict, titles)
         partitioned = _un_offload(partitioned, list(early))
@@ -296,6 +318,9 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
                                  calibration_settings=settings)
         options.titles = titles
         programs, refused = compile_functions(funcs, options, strict=strict)
+        # main's inputs go with the programs: a VM of the exported and loaded module checks them too.
+        for program in programs:
+            program.main_inputs = signature(mod).get("main", [])
         options.programs = {p.symbol: p for p in programs}
         refused = {**early, **refused}
         for symbol, why in refused.items():
@@ -338,10 +363,8 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
                                   input_bits=input_bits)
     _last_offload.summary = None
     ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
-    sig = signature(mod)
-    try:  # what went where, for tvm_spinn.report.offload_report(ex); main's inputs, for the VM's checks
+    try:  # what went where, for tvm_spinn.report.offload_report(ex)
         ex.spinnaker_offload = _last_offload.summary
-        ex.spinnaker_signature = sig
     except AttributeError:  # an executable type that takes no attributes
         pass
     return ex
@@ -349,13 +372,15 @@ def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[s
 
 def signature(mod: tvm.IRModule) -> Dict[str, List[tuple]]:
     """main's inputs: {"main": [(name, dtype, shape), ...]}, a shape's symbolic dimensions
-    None ({} when an input is not a tensor of known rank). tvm_spinn.runtime.vm_guard checks
-    a VM's inputs against it."""
-    params = []
+    negative, one number per variable (-1, -2, ...: inputs that share a batch variable share
+    its number); {} when an input is not a tensor of known rank. Each program stores it
+    (BoardProgram.main_inputs), and tvm_spinn.runtime.vm_guard checks a VM's inputs against it."""
+    params, symbols = [], {}
     for p in mod["main"].params:
         ty = p.ty
         if not isinstance(ty, relax.TensorType) or not isinstance(getattr(ty, "shape", None), relax.ShapeExpr):
             return {}
-        shape = tuple(int(d.value) if isinstance(d, tvm.tirx.IntImm) else None for d in ty.shape.values)
+        shape = tuple(int(d.value) if isinstance(d, tvm.tirx.IntImm)
+                      else symbols.setdefault(str(d), -1 - len(symbols)) for d in ty.shape.values)
         params.append((p.name, str(ty.dtype), shape))
     return {"main": params}

@@ -65,6 +65,7 @@ def from_onnx(model: Union["onnx.ModelProto", str, os.PathLike, bytes],  # noqa:
         The ``onnx`` package is missing (it is a dependency of tvm_spinn: reinstall).
     """
     proto = _load(model)
+    _check_shape_dict(proto, shape_dict)
     from tvm.relax.frontend.onnx import from_onnx as tvm_from_onnx
 
     try:
@@ -73,4 +74,21 @@ def from_onnx(model: Union["onnx.ModelProto", str, os.PathLike, bytes],  # noqa:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedError(
             f"TVM {tvm.__version__}'s ONNX importer cannot import this model: {first}; replace the op it names, "
-            "or run that part of the model outside the exported graph") from exc
+            "or run that part of the model outside the exported graph"
+            + (" (or check shape_dict: shapes the model was not made for fail here)" if shape_dict else "")) from exc
+
+
+def _check_shape_dict(proto, shape_dict) -> None:
+    """ValueError for a shape_dict entry that names no graph input or has another rank than
+    it (TVM's importer would ignore the first and fail deep inside on the second)."""
+    if not shape_dict:
+        return
+    initializers = {t.name for t in proto.graph.initializer}
+    ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in proto.graph.input if i.name not in initializers}
+    for name, shape in shape_dict.items():
+        if name not in ranks:
+            raise ValueError(f"shape_dict names {name!r}, which is not an input of the model; its inputs: "
+                             f"{', '.join(repr(n) for n in ranks)}")
+        if ranks[name] and len(shape) != ranks[name]:
+            raise ValueError(f"shape_dict[{name!r}] = {list(shape)} has {len(shape)} dimensions, the model's input "
+                             f"{name!r} has {ranks[name]}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import warnings
 from typing import Optional, Sequence, Union
 
@@ -214,11 +215,7 @@ def _export(model: torch.nn.Module, example_inputs: Inputs, dynamic_batch: bool)
     args = tuple(example_inputs)
     dynamic_shapes = None
     if dynamic_batch:
-        batch = Dim("batch")
-        # 0-d tensors have no batch axis; everything else shares one batch Dim.
-        dynamic_shapes = tuple(
-            {0: batch} if isinstance(a, torch.Tensor) and a.ndim >= 1 else None for a in args
-        )
+        dynamic_shapes = _batch_shapes(model, args, Dim("batch"))
         # A size-1 example batch would be specialised to the constant 1.
         args = tuple(
             torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.ndim >= 1 and a.shape[0] == 1
@@ -230,6 +227,30 @@ def _export(model: torch.nn.Module, example_inputs: Inputs, dynamic_batch: bool)
     try:
         with _quiet_export():
             return torch.export.export(model.eval(), args, dynamic_shapes=dynamic_shapes)
+    except Exception as exc:  # torch.export's own limits: data-dependent control flow, arguments, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedError(
+            f"torch.export cannot export this model: {first}; check that example_inputs are forward's positional "
+            "arguments, make the control flow independent of the data (or export it yourself and pass the "
+            "ExportedProgram)" + ("; dynamic_batch=False exports the example shapes as they are"
+                                  if dynamic_batch else "")) from exc
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+def _batch_shapes(model: torch.nn.Module, args: tuple, batch) -> Union[tuple, dict]:
+    """torch.export's dynamic_shapes for ``args``: axis 0 of every tensor of at least one
+    dimension is ``batch`` (0-d tensors have none), shaped as forward's signature binds the
+    arguments (a ``*args`` parameter takes one tuple of them)."""
+    def spec(a):
+        return {0: batch} if isinstance(a, torch.Tensor) and a.ndim >= 1 else None
+
+    try:
+        signature = inspect.signature(model.forward)
+        bound = signature.bind(*args).arguments
+    except (TypeError, ValueError):  # no signature, or arguments it does not take: torch.export says so
+        return tuple(spec(a) for a in args)
+    return {name: tuple(spec(a) for a in value)
+            if signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL else spec(value)
+            for name, value in bound.items()}

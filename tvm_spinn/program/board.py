@@ -155,6 +155,10 @@ class BoardProgram:
     # values (copy after copy), and returns replicas * out_features values. in_features and
     # out_features stay those of one sample.
     replicas: int = 1
+    # The inputs of the model's main (name, dtype, shape; a symbolic dimension negative, one
+    # number per variable), so that every VM of the module, exported and loaded or not, checks
+    # and converts its inputs (tvm_spinn.runtime.vm_guard). Empty: not stored (older payloads).
+    main_inputs: List[Tuple[str, str, Tuple[int, ...]]] = field(default_factory=list)
 
     @property
     def name(self) -> str:

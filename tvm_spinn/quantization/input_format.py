@@ -61,6 +61,14 @@ class InputFormat:
         q = np.asarray(x, dtype=np.float64) / scale
         return int(np.count_nonzero((q >= self.q_max + 0.5) | (q < self.q_min - 0.5)))
 
+    def off_grid(self, x: np.ndarray, scale: float) -> float:
+        """The largest distance, in steps, of a value of x (inside the format's range) from
+        the format's grid: about 0 for data that is 8-bit (pixels k / 255), up to 0.5 for
+        data the format rounds."""
+        q = np.asarray(x, dtype=np.float64) / scale
+        inside = q[(q >= self.q_min) & (q <= self.q_max)]
+        return float(np.max(np.abs(inside - np.rint(inside)))) if inside.size else 0.0
+
     def packets(self, n_values_per_row: int) -> int:
         """Packets of one row of n values (a row's last packet is padded)."""
         return -(-int(n_values_per_row) // self.values_per_packet)

@@ -137,6 +137,11 @@ class QuantizedGraph:
         return self.input_format(k).quantize(x, self.input_scales[k])
 
 
+# An 8-bit input whose calibration values lie farther than this from its grid (in steps) is
+# not 8-bit data (pixels k / 255 in float32 lie within 1e-4 steps of it): the build warns.
+OFF_GRID_STEPS = 0.01
+
+
 @dataclass(frozen=True)
 class CalibrationSettings:
     """How a tensor's int16 range comes from its calibration values: the ``percentile`` of
@@ -258,6 +263,10 @@ def quantize_graph(graph: OpGraph, calibration, settings: CalibrationSettings = 
         formats.append(fmt.name)
         input_scales.append(symmetric_scale(shared.get(graph_input(k), settings.range_of(x))) if fmt is
                             input_format.INT16 else fmt.scale(settings.input_range(x)))
+        if fmt is not input_format.INT16 and fmt.off_grid(x, input_scales[-1]) > OFF_GRID_STEPS:
+            log.warning("%s: input %d is not 8-bit data, and input_bits=8 rounds it to %s steps of %.3g (1/%d of "
+                        "its calibrated range, up to half a step per value); input_bits=16 keeps it int16",
+                        graph.name or "offloaded function", k, fmt.name, input_scales[-1], fmt.q_max)
     qops: List[QOp] = []
     for i, op in enumerate(graph.ops):
         ins = op_inputs(graph.ops, i)

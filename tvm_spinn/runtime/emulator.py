@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import os
 from typing import Dict, Optional, Tuple
 
@@ -285,12 +284,7 @@ class EmulatedBoard:
         if rc != 0:
             raise EmulatorError(self._error())
         if self.timed and n:
-            self.last_timed = self._timed_run(n, t_start[:n], t_done[:n])
-            if self.replicas > 1:  # per sample, not per group of samples
-                d = self.last_timed.duration_s
-                self.last_timed = dataclasses.replace(
-                    self.last_timed, samples=n_samples,
-                    throughput_per_s=n_samples / d if d > 0 else self.last_timed.throughput_per_s)
+            self.last_timed = self._timed_run(n, t_start[:n], t_done[:n], n_samples)  # per sample, not group
         y = replicas.ungroup(y, self.replicas, n_samples)
         if lost[:n].any():
             raise LostSamplesError(replicas.lost_samples(np.flatnonzero(lost[:n]).tolist(), self.replicas, n_samples),
@@ -344,7 +338,7 @@ class EmulatedBoard:
         self._lib.spinn_emu_set_timing(self._emu, _ptr(p, _u64p), len(p))
         self.timed = on
 
-    def _timed_run(self, n: int, t_start: np.ndarray, t_done: np.ndarray) -> TimedRun:
+    def _timed_run(self, n: int, t_start: np.ndarray, t_done: np.ndarray, n_samples: int) -> TimedRun:
         totals = np.zeros(14, np.uint64)
         self._lib.spinn_emu_timing(self._emu, _ptr(totals, _u64p))
         core_busy, core_late, core_ring = {}, {}, {}
@@ -364,7 +358,7 @@ class EmulatedBoard:
             self._lib.spinn_emu_board_link_timing(self._emu, _ptr(serial, _u64p))
             link_busy.update({name: float(v) for name, v in zip(self._board_link_names, serial) if v})
         return timing.summarise(n, t_start, t_done, totals, core_busy, core_late, core_ring, link_busy,
-                                int(late.sum()), router_busy, self.n_slots)
+                                int(late.sum()), router_busy, self.n_slots, self.replicas, n_samples)
 
     # -- fault injection (tests, the board double) --------------------------------------
     def drop_packet(self, nth: Optional[int]) -> None:

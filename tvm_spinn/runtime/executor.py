@@ -211,6 +211,8 @@ def create_executor(symbol: str, payload: bytes, instance_id: int):
     program = load_program(bytes(payload))
     executor = Executor(str(symbol), program, int(instance_id))
     _executors[int(instance_id)] = executor
+    vm_guard.remember_signature(int(instance_id), program.main_inputs)  # for VMs of a loaded module
+    weakref.finalize(executor, vm_guard.forget_signature, int(instance_id))
     return executor
 
 

@@ -236,9 +236,13 @@ WINDOW_BOUND_UTILISATION = 0.8
 def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.ndarray,
               core_busy: Dict[str, float], core_late: Dict[str, int], core_ring: Dict[str, int],
               link_busy: Dict[str, float], link_late: int, router_busy: Dict[str, float],
-              n_slots: int = 4) -> TimedRun:
+              n_slots: int = 4, replicas: int = 1, n_samples: Optional[int] = None) -> TimedRun:
     """A TimedRun from the emulator's timing words (ps; see spinn_emulator.h); n_slots: the
-    samples the host keeps in flight (when no resource is near full, the window binds)."""
+    samples the host keeps in flight (when no resource is near full, the window binds).
+    ``samples`` are the board's: with copies of a model (``replicas``), groups of one sample
+    per copy; ``n_samples``: the caller's samples (default ``samples``), which the run's
+    samples, throughput and bottleneck text count."""
+    n_samples = samples if n_samples is None else int(n_samples)
     duration = float(totals[0]) * 1e-12
     horizon = float(totals[11]) * 1e-12  # utilisation: over all the time anything was busy
     lat = (t_done.astype(np.float64) - t_start.astype(np.float64)) * 1e-12 if samples else np.zeros(0)
@@ -257,14 +261,15 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
     bottleneck, top = max(util.items(), key=lambda kv: kv[1]) if util else ("", 0.0)
     if top < WINDOW_BOUND_UTILISATION:
         # nothing is near full: the host waits for results, n_slots samples in flight at a time
-        bottleneck = (f"sample window ({n_slots} in flight; busiest: {bottleneck})" if samples > n_slots else
-                      f"latency ({samples} sample(s), all in flight; busiest: {bottleneck})")
+        window = f"{n_slots} in flight" if replicas == 1 else f"{n_slots} groups of {replicas} copies in flight"
+        bottleneck = (f"sample window ({window}; busiest: {bottleneck})" if samples > n_slots else
+                      f"latency ({n_samples} sample(s), all in flight; busiest: {bottleneck})")
     would_drop = {"at cores (router wait)": int(sum(core_late.values())),
                   "core receive ring full": int(sum(core_ring.values())),
                   "at links (router wait)": int(link_late), "at the gatherer": int(totals[8])}
-    return TimedRun(samples=samples, duration_s=duration, latency_s=float(lat.mean()) if lat.size else 0.0,
+    return TimedRun(samples=n_samples, duration_s=duration, latency_s=float(lat.mean()) if lat.size else 0.0,
                     latency_first_s=float(lat[0]) if lat.size else 0.0,
-                    throughput_per_s=samples / duration if duration > 0 else float("inf"),
+                    throughput_per_s=n_samples / duration if duration > 0 else float("inf"),
                     bottleneck=bottleneck, bottleneck_utilisation=top, would_drop=would_drop, utilisation=util,
                     messages_in=int(totals[9]), messages_out=int(totals[10]), would_time_out=int(totals[12]),
                     bytes_in=int(totals[13]) if len(totals) > 13 else 0)

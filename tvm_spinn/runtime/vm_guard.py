@@ -28,15 +28,15 @@ _local = threading.local()  # the VMRecord of the call running in this thread
 
 @dataclass(frozen=True)
 class Param:
-    """One input of main: its name, dtype and shape (None: a symbolic dimension), as
-    :func:`tvm_spinn.codegen.pipeline.signature` gives them."""
+    """One input of main: its name, dtype and shape (a symbolic dimension negative, one number
+    per variable), as :func:`tvm_spinn.codegen.pipeline.signature` gives them."""
 
     name: str
     dtype: str
     shape: Tuple[Optional[int], ...]
 
     def describe(self) -> str:
-        dims = ", ".join("batch" if d is None and i == 0 else "?" if d is None else str(d)
+        dims = ", ".join("batch" if d < 0 and i == 0 else "?" if d < 0 else str(d)
                          for i, d in enumerate(self.shape))
         return f"({dims}) {self.dtype}"
 
@@ -52,25 +52,63 @@ class VMRecord:
         self.warned_float64 = False
 
 
+# main's inputs as the program of each linked spinnaker module stores them, by module
+# instance (executors remember them while they live), for the VMs that link the module.
+_stored_signatures: Dict[int, Dict[str, list]] = {}
+
+
+def remember_signature(instance_id: int, main_inputs) -> None:
+    """Keep main's inputs ((name, dtype, shape) each, as BoardProgram.main_inputs) that module
+    instance ``instance_id``'s program stores, for the VMs that link it."""
+    if main_inputs:
+        _stored_signatures[int(instance_id)] = {"main": [
+            (str(n), str(d), tuple(int(s) for s in shape)) for n, d, shape in main_inputs]}
+
+
+def forget_signature(instance_id: int) -> None:
+    _stored_signatures.pop(int(instance_id), None)
+
+
+def _stored_signature(modules) -> Dict[str, list]:
+    for m in modules:
+        found = _stored_signatures.get(int(m["spinnaker_instance_id"]()))
+        if found:
+            return found
+    return {}
+
+
 def current() -> Optional[VMRecord]:
     """The record of the VM whose call runs in this thread (None outside a guarded call)."""
     return getattr(_local, "record", None)
 
 
 def record_of(vm) -> Optional[VMRecord]:
-    return getattr(vm, "_spinnaker_record", None)
+    return getattr(_unwrap(vm), "_spinnaker_record", None)
+
+
+def _unwrap(obj):
+    """A model compile_torch returns stands for its VM (tvm_spinn.torch_model.SpiNNakerModel.vm),
+    so statistics, executors, use_board and the reports take it as they take a VM."""
+    from tvm.runtime.vm import VirtualMachine
+
+    vm = getattr(obj, "vm", None)
+    return vm if isinstance(vm, VirtualMachine) else obj
 
 
 def _convert_inputs(record: VMRecord, name: str, args: tuple) -> tuple:
     """main's tensor inputs checked against its signature: float64 (numpy's default) becomes
     the input's dtype (a warning the first time); a wrong shape or dtype is an InputError
-    with the expected and the received shape and dtype."""
+    with the expected and the received shape and dtype, and so are a wrong number of inputs
+    and inputs that disagree on a dimension they share (the batch)."""
     import tvm
 
     params = record.params.get(name)
-    if not params or len(args) != len(params):
+    if not params:
         return args
-    out = []
+    if len(args) != len(params):
+        raise InputError(f"{name} takes {len(params)} input(s) ({', '.join(p.name for p in params)}), received "
+                         f"{len(args)}")
+    out, bound = [], {}  # symbolic dimension -> (its value, the input that set it)
     for arg, param in zip(args, params):
         is_np = isinstance(arg, np.ndarray)
         if not (is_np or isinstance(arg, tvm.runtime.Tensor)):
@@ -78,9 +116,15 @@ def _convert_inputs(record: VMRecord, name: str, args: tuple) -> tuple:
             continue
         shape, dtype = tuple(arg.shape), str(arg.dtype)
         which = f"input {param.name!r}" if len(params) > 1 else "input"
-        if len(shape) != len(param.shape) or any(w is not None and w != int(s) for w, s in zip(param.shape, shape)):
+        if len(shape) != len(param.shape) or any(w >= 0 and w != int(s) for w, s in zip(param.shape, shape)):
             raise InputError(f"{which} of {name}: expected shape {param.describe()}, received "
                              f"{tuple(int(s) for s in shape)} {dtype}")
+        for axis, (w, s) in enumerate(zip(param.shape, shape)):
+            seen = bound.setdefault(w, (int(s), param.name)) if w < 0 else (int(s), param.name)
+            if seen[0] != int(s):
+                what = "batch" if axis == 0 else f"axis {axis}"
+                raise InputError(f"{which} of {name}: its {what} is {int(s)}, input {seen[1]!r} has {seen[0]}: "
+                                 "the inputs share this dimension")
         if dtype != param.dtype:
             if dtype == "float64" and param.dtype.startswith("float"):
                 if not record.warned_float64:
@@ -117,8 +161,9 @@ class GuardedFunction:
 
 
 def spinnaker_modules(obj) -> list:
-    """The ``"spinnaker"`` runtime modules inside an executable, VM or module (once each)."""
-    mod = getattr(obj, "mod", obj)
+    """The ``"spinnaker"`` runtime modules inside an executable, VM, module or a model
+    compile_torch returns (once each)."""
+    mod = getattr(_unwrap(obj), "mod", _unwrap(obj))
     mod = getattr(mod, "module", mod)  # VirtualMachine keeps its module in .module
     found, stack, seen = [], [mod], set()
     while stack:
@@ -143,8 +188,9 @@ def install() -> None:
 
     def __init__(self, rt_mod, device, memory_cfg=None):
         init(self, rt_mod, device, memory_cfg)
-        if spinnaker_modules(self):
-            self._spinnaker_record = VMRecord(getattr(rt_mod, "spinnaker_signature", None) or {})
+        modules = spinnaker_modules(self)
+        if modules:
+            self._spinnaker_record = VMRecord(_stored_signature(modules))
 
     def __getitem__(self, key):
         func, record = getitem(self, key), record_of(self)
