@@ -837,7 +837,10 @@ static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint64_t at
     for (i = 0; i < emu->n_inputs; i++)
         emu->inject_left[i] = emu->inputs[i].c * emu->inputs[i].h * input_row_packets(&emu->inputs[i]);
     emu->inject_at = at;
-    *start = at > emu->tm.in_free ? at : emu->tm.in_free;
+    {
+        uint64_t free0 = emu->tm.in_free[emu->tm.host_of_input[0]]; /* the first message's stream */
+        *start = at > free0 ? at : free0;
+    }
     return encode(emu, x, slot, emit_push, emu);
 }
 
@@ -1193,7 +1196,7 @@ void spinn_emu_set_sample_times(spinn_emu_t *emu, uint64_t *t_start, uint64_t *t
 
 void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
     const tm_t *tm = &emu->tm;
-    uint64_t late = 0, ring = 0, link_late = 0, timed_out = 0;
+    uint64_t late = 0, ring = 0, link_late = 0, timed_out = 0, in_busy = 0;
     uint32_t i;
     for (i = 0; i < emu->n_cores; i++) {
         late += emu->cores[i].tm.late;
@@ -1206,9 +1209,13 @@ void spinn_emu_timing(const spinn_emu_t *emu, uint64_t *out) {
         link_late += tm->link_late[i];
         horizon = tm_max(horizon, tm->link_free[i]);
     }
-    horizon = tm_max(horizon, tm_max(tm->lpg_free, tm_max(tm->in_free, tm->out_free)));
+    horizon = tm_max(horizon, tm_max(tm->lpg_free, tm->out_free));
+    for (i = 0; i < SPINN_TM_MAX_HOSTS; i++) {
+        horizon = tm_max(horizon, tm->in_free[i]);
+        in_busy = tm_max(in_busy, tm->in_busy[i]);
+    }
     out[0] = tm->makespan;
-    out[1] = tm->in_busy;
+    out[1] = in_busy; /* the busiest stream */
     out[2] = tm->out_busy;
     out[3] = tm->lpg_busy;
     out[4] = tm->in_core_busy;
@@ -1247,4 +1254,17 @@ int spinn_emu_set_board_links(spinn_emu_t *emu, const int32_t *serial, uint32_t 
 
 void spinn_emu_board_link_timing(const spinn_emu_t *emu, uint64_t *busy) {
     if (emu->tm.n_serial) memcpy(busy, emu->tm.serial_busy, sizeof(uint64_t) * emu->tm.n_serial);
+}
+
+int spinn_emu_set_input_hosts(spinn_emu_t *emu, const uint32_t *host, uint32_t n) {
+    uint32_t i;
+    if (n > emu->n_inputs) return -1;
+    for (i = 0; i < n; i++)
+        if (host[i] >= SPINN_TM_MAX_HOSTS) return -1;
+    for (i = 0; i < n; i++) emu->tm.host_of_input[i] = (uint8_t)host[i];
+    return 0;
+}
+
+void spinn_emu_host_in_timing(const spinn_emu_t *emu, uint64_t *busy) {
+    memcpy(busy, emu->tm.in_busy, sizeof(emu->tm.in_busy));
 }

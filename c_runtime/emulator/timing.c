@@ -39,7 +39,9 @@ void tm_reset(tm_t *tm) {
         memset(tm->serial_free, 0, sizeof(uint64_t) * tm->n_serial);
         memset(tm->serial_busy, 0, sizeof(uint64_t) * tm->n_serial);
     }
-    tm->in_free = tm->in_busy = tm->in_msgs = tm->in_bytes = tm->in_core_busy = 0;
+    memset(tm->in_free, 0, sizeof(tm->in_free));
+    memset(tm->in_busy, 0, sizeof(tm->in_busy));
+    tm->in_msgs = tm->in_bytes = tm->in_core_busy = 0;
     tm->out_free = tm->out_busy = tm->out_msgs = 0;
     memset(tm->in_core_free, 0, sizeof(tm->in_core_free));
     memset(tm->in_msg_arrival, 0, sizeof(tm->in_msg_arrival));
@@ -162,12 +164,13 @@ uint64_t tm_input_packet(tm_t *tm, uint32_t i, uint32_t packets_left, uint64_t a
         uint64_t per = tm->p[SPINN_TM_EVENTS_PER_IN_MSG] ? tm->p[SPINN_TM_EVENTS_PER_IN_MSG] : 1u;
         uint32_t events = packets_left < per ? packets_left : (uint32_t)per;
         uint64_t bytes = tm->p[SPINN_TM_IN_MSG_OVERHEAD] + 8u * (uint64_t)events;
-        uint64_t start = tm_max(at, tm->in_free);
-        tm->in_free = start + bytes * tm->p[SPINN_TM_HOST_IN_PS_PER_BYTE];
-        tm->in_busy += bytes * tm->p[SPINN_TM_HOST_IN_PS_PER_BYTE];
+        uint32_t h = tm->host_of_input[i]; /* the stream of the board the input enters */
+        uint64_t start = tm_max(at, tm->in_free[h]);
+        tm->in_free[h] = start + bytes * tm->p[SPINN_TM_HOST_IN_PS_PER_BYTE];
+        tm->in_busy[h] += bytes * tm->p[SPINN_TM_HOST_IN_PS_PER_BYTE];
         tm->in_msgs++;
         tm->in_bytes += bytes;
-        tm->in_msg_arrival[i] = tm->in_free;
+        tm->in_msg_arrival[i] = tm->in_free[h];
         tm->in_msg_left[i] = events;
     }
     tm->in_msg_left[i]--;

@@ -18,7 +18,9 @@
  *            that compute sends leave spread over it. A core whose binding ring
  *            (SPINN_RX_QUEUE packets) would overflow is counted too;
  *   host in  EIEIO messages of EVENTS_PER_IN_MSG packets at HOST_IN_PS_PER_BYTE,
- *            each sent on by the input source core at IN_CORE_PS per packet;
+ *            each sent on by the input source core at IN_CORE_PS per packet; one
+ *            stream per board Ethernet (host_of_input: the stream of each live
+ *            input), the streams side by side, each paced on its own;
  *   gatherer the live packet gatherer takes LPG_PS per packet, flushes a message
  *            to the host when EVENTS_PER_OUT_MSG events are buffered or on its
  *            timer tick (TICK_PS), as front-end-common's live_packet_gather.c
@@ -91,8 +93,10 @@ typedef struct {
     int32_t *serial_of_link;
     uint32_t n_serial;
     uint64_t *serial_free, *serial_busy;
-    /* host link and live IO ends */
-    uint64_t in_free, in_busy, in_msgs, in_bytes, in_core_busy, out_free, out_busy, out_msgs;
+    /* host link (one stream per board Ethernet) and live IO ends */
+    uint64_t in_free[SPINN_TM_MAX_HOSTS], in_busy[SPINN_TM_MAX_HOSTS];
+    uint8_t host_of_input[SPINN_EMU_MAX_INPUTS]; /* not reset by a run: set with the inputs */
+    uint64_t in_msgs, in_bytes, in_core_busy, out_free, out_busy, out_msgs;
     uint64_t in_core_free[SPINN_EMU_MAX_INPUTS], in_msg_arrival[SPINN_EMU_MAX_INPUTS];
     uint32_t in_msg_left[SPINN_EMU_MAX_INPUTS];
     uint64_t lpg_free, lpg_busy, lpg_late;

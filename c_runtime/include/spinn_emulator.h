@@ -178,5 +178,13 @@ void spinn_emu_fabric_timing(const spinn_emu_t *emu, uint64_t *router_busy, uint
 int spinn_emu_set_board_links(spinn_emu_t *emu, const int32_t *serial, uint32_t n_serial);
 /* Per board-to-board serial link busy ps (n_serial words; nothing without board links). */
 void spinn_emu_board_link_timing(const spinn_emu_t *emu, uint64_t *busy);
+/* Host-in streams: the host sends each board's inputs through that board's Ethernet, each
+ * stream paced on its own. host[i] (< SPINN_TM_MAX_HOSTS) is the stream of live input i
+ * (n of them, all the inputs set so far; default 0 for every input). -1 on bad input. */
+#define SPINN_TM_MAX_HOSTS 8u
+int spinn_emu_set_input_hosts(spinn_emu_t *emu, const uint32_t *host, uint32_t n);
+/* Per host-in stream busy ps (SPINN_TM_MAX_HOSTS words). The totals' host-in busy
+ * (spinn_emu_timing word 1) is the busiest stream's. */
+void spinn_emu_host_in_timing(const spinn_emu_t *emu, uint64_t *busy);
 
 #endif /* SPINN_EMULATOR_H */

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CalibrationError, MappingError, ResourceError, UnsupportedError
 from ..graph.extract import LayerNamer, describe_function, extract_graph, sample_dims
 from ..machine.builder import MAX_LIVE_INPUTS, GraphLayout, build_machine_graph, merge_graphs, output_receive_table
-from ..machine.graph import CONFIG_HEADER_WORDS, CONFIG_REGION, CoreImage, MappingResult, unframe_config
+from ..machine.graph import CONFIG_HEADER_WORDS, CONFIG_REGION, OUTPUT, CoreImage, MappingResult, unframe_config
 from ..machine.mapping import map_graph
 from ..program import BoardProgram, CoreProgram, InputEnd, LayerSummary, OutputEnd, dump_program
 from ..quantization.error import error_bound
@@ -275,7 +275,16 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
                 layouts = [[build_machine_graph(p, pre + (f"r{k}." if copies > 1 else ""),
                                                 MAX_LIVE_INPUTS // copies) for k in range(copies)]
                            for _, p, _, _, pre in kept]
-                mapping = map_graph(merge_graphs([lay for lays in layouts for lay in lays]))
+                spec = merge_graphs([lay for lays in layouts for lay in lays])
+                spec.board_of = _copies_on_boards(layouts, options.board)
+                if spec.board_of is None:  # a board cannot hold its copies
+                    if options.replicas == "auto":
+                        copies -= 1
+                        continue
+                    log.warning("%d copies do not fit one board each: the toolchain places them freely, "
+                                "and they share the host links", copies)
+                    spec.board_of = {}
+                mapping = map_graph(spec)
                 log.info("%d offloaded function(s)%s on %d cores, mapped in %.1f s", len(kept),
                          f" x {copies} copies" if copies > 1 else "", copies * sum(p.n_cores for p in plans),
                          mapping.mapping_seconds)
@@ -296,6 +305,20 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
     return [], refused
 
 
+def _copies_on_boards(layouts: List[List[GraphLayout]], board: res.Board) -> Optional[Dict[str, int]]:
+    """Copy k of every function on board k % boards (machine.mapping.boards pins it there,
+    its live inputs on that board's Ethernet chip): label -> board. {} for one board or one
+    copy (the toolchain places freely); None when a board cannot hold its copies."""
+    copies = len(layouts[0]) if layouts else 1
+    if board.boards == 1 or copies == 1:
+        return {}
+    out = {v.label: k % board.boards for lays in layouts for k, lay in enumerate(lays)
+           for v in lay.spec.vertices if v.kind != OUTPUT}
+    used = np.bincount(list(out.values()), minlength=board.boards)
+    used[0] += 1  # the output gatherer
+    return out if used.max() <= board.app_cores // board.boards else None
+
+
 def _replicas(options: CodegenOptions, plans: List[GraphPlan]) -> int:
     """Copies of every function: options.replicas, or for "auto" as many as the machine's
     application cores hold (each copy needs at least one of the emulator's live inputs per
@@ -306,7 +329,11 @@ def _replicas(options: CodegenOptions, plans: List[GraphPlan]) -> int:
         return 1
     per_copy = sum(p.n_cores for p in plans)
     inputs = max(len(p.qgraph.input_shapes) for p in plans)
-    return max(1, min(options.board.app_cores // per_copy, MAX_LIVE_INPUTS // inputs))
+    board = options.board
+    fit = board.app_cores // per_copy
+    if board.boards > 1 and per_copy < board.app_cores // board.boards:  # whole copies per board
+        fit = board.boards * ((board.app_cores // board.boards - 1) // (per_copy + inputs))
+    return max(1, min(fit, MAX_LIVE_INPUTS // inputs))
 
 
 def _codegen(functions, options, constant_names) -> List:

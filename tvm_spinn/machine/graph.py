@@ -88,6 +88,9 @@ class MachineGraphSpec:
     boards: int = 1  # boards of the machine (3: a triad of SpiNN-5 boards, 144 chips)
     # every sender's partitions; empty: one partition per sender, to every post of its edges
     partitions: List[PartitionSpec] = field(default_factory=list)
+    # label -> the board (index into the machine's Ethernet chips) the vertex must sit on
+    # (copies of a model, one board each: mapping.boards); empty: the toolchain places freely
+    board_of: Dict[str, int] = field(default_factory=dict)
 
     def sender_partitions(self) -> List[PartitionSpec]:
         """The partitions, with the default (one per sender) filled in."""

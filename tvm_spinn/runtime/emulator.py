@@ -29,6 +29,7 @@ N_COUNTERS = 9  # spinn_counters_t
 COUNTER_NAMES = ("packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi", "dropped",
                  "saturated")
 LINKS = 6
+HOST_STREAMS = 8  # spinn_emulator.h SPINN_TM_MAX_HOSTS: host-in streams (one per board Ethernet)
 
 _u32p = ctypes.POINTER(ctypes.c_uint32)
 _i32p = ctypes.POINTER(ctypes.c_int32)
@@ -105,6 +106,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spinn_emu_set_board_links.restype = ctypes.c_int
     lib.spinn_emu_set_board_links.argtypes = [ctypes.c_void_p, _i32p, ctypes.c_uint32]
     lib.spinn_emu_board_link_timing.argtypes = [ctypes.c_void_p, _u64p]
+    lib.spinn_emu_set_input_hosts.restype = ctypes.c_int
+    lib.spinn_emu_set_input_hosts.argtypes = [ctypes.c_void_p, _u32p, ctypes.c_uint32]
+    lib.spinn_emu_host_in_timing.argtypes = [ctypes.c_void_p, _u64p]
     lib._spinn_declared = True
     return lib
 
@@ -157,6 +161,11 @@ class EmulatedBoard:
                                                                 program.links)
             if self._lib.spinn_emu_set_board_links(self._emu, _ptr(serial, _i32p), len(self._board_link_names)) != 0:
                 raise EmulatorError("could not set the board-to-board links (out of memory)")
+            # each input through its own board's Ethernet (one paced host-in stream per board)
+            hosts, self._host_names = timing.input_hosts(res.board_named(program.board),
+                                                         [tuple(inp.chip) for inp in program.inputs])
+            if self._lib.spinn_emu_set_input_hosts(self._emu, _ptr(hosts, _u32p), len(hosts)) != 0:
+                raise EmulatorError(f"cannot set the host-in streams {hosts.tolist()} of the inputs")
             self._timed_setting = timed
             self._apply_timing()
 
@@ -357,8 +366,13 @@ class EmulatedBoard:
             serial = np.zeros(len(self._board_link_names), np.uint64)
             self._lib.spinn_emu_board_link_timing(self._emu, _ptr(serial, _u64p))
             link_busy.update({name: float(v) for name, v in zip(self._board_link_names, serial) if v})
+        host_in = None
+        if getattr(self, "_host_names", None):
+            streams = np.zeros(HOST_STREAMS, np.uint64)
+            self._lib.spinn_emu_host_in_timing(self._emu, _ptr(streams, _u64p))
+            host_in = {name: float(v) for name, v in zip(self._host_names, streams)}
         return timing.summarise(n, t_start, t_done, totals, core_busy, core_late, core_ring, link_busy,
-                                int(late.sum()), router_busy, self.n_slots, self.replicas, n_samples)
+                                int(late.sum()), router_busy, self.n_slots, self.replicas, n_samples, host_in)
 
     # -- fault injection (tests, the board double) --------------------------------------
     def drop_packet(self, nth: Optional[int]) -> None:

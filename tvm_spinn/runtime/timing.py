@@ -37,8 +37,11 @@ are the figures it is given. All are MODELLED, none is measured on a board:
   leave at 5.7 MiB/s from an Ethernet chip, 1.1 MiB/s from other chips (measured out of a
   board, SpiNN-misc-Tests, from chip (0, 0) and from others: on a machine of several boards
   every board's Ethernet chip (tiling.resources.Board.ethernet_chips) counts as chip (0, 0)
-  of its board). The host sends every input of a run through one paced stream (the runtime
-  paces all its messages together), whichever board's Ethernet each input enters by.
+  of its board). The host sends each live input through the Ethernet of the board the
+  input's source core sits on, one paced stream per board (the runtime paces each board's
+  messages on their own, :mod:`tvm_spinn.runtime.board.live_io`): copies of a model on
+  three boards take their inputs over three host links side by side. The streams share
+  nothing on the host's side (its own network interface is not modelled).
 """
 from __future__ import annotations
 
@@ -129,6 +132,19 @@ def board_links(board: Optional[res.Board], chips: Sequence[Tuple[int, int]],
             serial[index[(x, y)] * 6 + link] = by_name.setdefault(name, len(by_name))
     names = sorted(by_name, key=by_name.get)
     return serial, names
+
+
+def input_hosts(board: Optional[res.Board], input_chips: Sequence[Tuple[int, int]]
+                ) -> Tuple[np.ndarray, List[str]]:
+    """The host-in stream of each live input (the board whose Ethernet it enters by): uint32
+    (len(input_chips),) index into the returned names ("host in board x,y": the board's
+    Ethernet chip). None or a one-board machine: every input on stream 0, no names."""
+    hosts = np.zeros(len(input_chips), np.uint32)
+    if board is None or board.boards == 1:
+        return hosts, []
+    for i, (x, y) in enumerate(input_chips):
+        hosts[i] = board.ethernet_chips.index(board.ethernet_chip_of(x, y))
+    return hosts, [f"host in board {x},{y}" for x, y in board.ethernet_chips]
 
 
 def core_kind(kind: int, config: Sequence[int]) -> str:
@@ -236,12 +252,15 @@ WINDOW_BOUND_UTILISATION = 0.8
 def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.ndarray,
               core_busy: Dict[str, float], core_late: Dict[str, int], core_ring: Dict[str, int],
               link_busy: Dict[str, float], link_late: int, router_busy: Dict[str, float],
-              n_slots: int = 4, replicas: int = 1, n_samples: Optional[int] = None) -> TimedRun:
+              n_slots: int = 4, replicas: int = 1, n_samples: Optional[int] = None,
+              host_in_busy: Optional[Dict[str, float]] = None) -> TimedRun:
     """A TimedRun from the emulator's timing words (ps; see spinn_emulator.h); n_slots: the
     samples the host keeps in flight (when no resource is near full, the window binds).
     ``samples`` are the board's: with copies of a model (``replicas``), groups of one sample
     per copy; ``n_samples``: the caller's samples (default ``samples``), which the run's
-    samples, throughput and bottleneck text count."""
+    samples, throughput and bottleneck text count. host_in_busy: busy ps of each host-in
+    stream of a machine of several boards ("host in board x,y"; "host in" is then the
+    busiest one's, and names the bottleneck by board)."""
     n_samples = samples if n_samples is None else int(n_samples)
     duration = float(totals[0]) * 1e-12
     horizon = float(totals[11]) * 1e-12  # utilisation: over all the time anything was busy
@@ -252,6 +271,8 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
         util["host out"] = float(totals[2]) * 1e-12 / horizon
         util["gatherer"] = float(totals[3]) * 1e-12 / horizon
         util["input cores"] = float(totals[4]) * 1e-12 / horizon
+        for name, busy in (host_in_busy or {}).items():
+            util[name] = busy * 1e-12 / horizon
         for name, busy in core_busy.items():
             util[f"core {name}"] = busy * 1e-12 / horizon
         for name, busy in link_busy.items():
@@ -259,6 +280,8 @@ def summarise(samples: int, t_start: np.ndarray, t_done: np.ndarray, totals: np.
         for name, busy in router_busy.items():
             util[f"router {name}"] = busy * 1e-12 / horizon
     bottleneck, top = max(util.items(), key=lambda kv: kv[1]) if util else ("", 0.0)
+    if bottleneck == "host in" and host_in_busy:  # which board's link
+        bottleneck = max(host_in_busy, key=host_in_busy.get)
     if top < WINDOW_BOUND_UTILISATION:
         # nothing is near full: the host waits for results, n_slots samples in flight at a time
         window = f"{n_slots} in flight" if replicas == 1 else f"{n_slots} groups of {replicas} copies in flight"

@@ -79,14 +79,14 @@ class Board:
             return self.ethernet_chips[0]
         for ex, ey in self.ethernet_chips:
             dx, dy = (x - ex) % self.width, (y - ey) % self.height
-            if (dx, dy) in _SPINN5_CHIPS:
+            if (dx, dy) in SPINN5_CHIPS:
                 return ex, ey
         raise ValueError(f"chip ({x}, {y}) is on no board of the {self.name}")
 
 
 # The 48 chips of a SpiNN-5 board relative to its Ethernet chip: row y holds x from
 # max(0, y - 3) to min(7, y + 4) (the hexagonal board, spinn_machine.version.version_5).
-_SPINN5_CHIPS = frozenset((x, y) for y in range(8) for x in range(max(0, y - 3), min(7, y + 4) + 1))
+SPINN5_CHIPS = frozenset((x, y) for y in range(8) for x in range(max(0, y - 3), min(7, y + 4) + 1))
 
 # The toolchain's virtual SpiNN-5 has 8 chips with 16 application cores, 40 with 17.
 SPINN_5 = Board("SpiNN-5", 5, 48, 808, key="spinn5")
@@ -96,6 +96,14 @@ SPINN_3 = Board("SpiNN-3", 3, 4, 68, width=2, height=2, key="spinn3")
 SPINN_5_X3 = Board("3 x SpiNN-5 (triad)", 5, 3 * 48, 3 * 808, boards=3, width=12, height=12,
                    ethernet_chips=((0, 0), (4, 8), (8, 4)), key="spinn5x3")
 BOARDS = {b.key: b for b in (SPINN_5, SPINN_3, SPINN_5_X3)}
+
+
+def machine_of(version: int, boards: int) -> Board:
+    """The Board of that machine version and number of boards (ValueError if none)."""
+    for b in BOARDS.values():
+        if (b.version, b.boards) == (version, boards):
+            return b
+    raise ValueError(f"no machine of version {version} with {boards} board(s)")
 
 
 def board_named(name: str) -> Optional[Board]:

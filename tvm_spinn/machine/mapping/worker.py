@@ -145,6 +145,27 @@ def _quiet_progress_bars() -> None:
         setattr(ProgressBar, name, getattr(DummyProgressBar, name))
 
 
+def _pin_to_boards(spec: MachineGraphSpec, vertices: Dict[str, object], gfe) -> None:
+    """Each copy's vertices on chips of its own board (spec.board_of, mapping.boards)."""
+    if not spec.board_of:
+        return
+    import logging
+
+    from .boards import fixed_chips
+
+    quiet = logging.getLogger("spinnaker_graph_front_end")
+    level, quiet.level = quiet.level, logging.ERROR  # gfe.machine() warns to use a core count
+    try:
+        machine = gfe.machine()
+    finally:
+        quiet.level = level
+    chips, why = fixed_chips(spec, {(c.x, c.y): c.n_placable_processors for c in machine.chips})
+    if why:
+        print(f"tvm_spinn mapping: the toolchain places the copies freely: {why}", file=sys.stderr, flush=True)
+    for label, (x, y) in chips.items():
+        vertices[label].set_fixed_location(x, y)
+
+
 def map_spec(spec: MachineGraphSpec) -> MappingResult:
     """Map ``spec`` in this process (call once per process)."""
     t0 = time.perf_counter()
@@ -160,6 +181,7 @@ def map_spec(spec: MachineGraphSpec) -> MappingResult:
     gfe.setup()
     partitions = spec.sender_partitions()
     vertices = build_graph(spec.vertices, partitions, gfe)
+    _pin_to_boards(spec, vertices, gfe)
     gfe.run(RUN_MS)
     t_run = time.perf_counter()
 

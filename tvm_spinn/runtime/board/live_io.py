@@ -11,6 +11,9 @@ messages in flight and drops the rest):
 - **Rate**: datagrams are paced to ``TVM_SPINN_LINK_MBPS`` megabits/s of UDP payload
   (default 32: about half the 5-10 MB/s published for SDP into a board without
   handshaking; ../notes/board.md). A board double is not paced.
+- **Several boards**: each input's datagrams go to the Ethernet of the board its source
+  core sits on (the transceiver's SCAMP connection to that board's Ethernet chip), each
+  board paced on its own: copies of a model on three boards take three host links.
 - **Completion**: a sample is done when every output value arrived; it is lost if a
   lost-value marker (an EIEIO key without payload) arrived for it, or if nothing arrived
   for ``TVM_SPINN_SAMPLE_TIMEOUT`` seconds (default 0.5) while it was in flight.
@@ -32,13 +35,14 @@ import collections
 import os
 import socket
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ...errors import BoardError
 from ...machine.graph import LOST_TIMEOUT_TICKS
 from ...program import BoardProgram
+from ...tiling import resources as res
 from .loader import setting
 
 EVENTS_PER_MESSAGE = 31  # KEY_PAYLOAD_32_BIT: 2-byte header + 8 bytes per event <= 256-byte SDP data
@@ -59,6 +63,27 @@ def sample_timeout_s() -> float:
 DEAD_WINDOWS = 3
 
 
+def input_streams(txrx, board: Optional[res.Board], input_cores: List[Tuple[int, int, int]]
+                  ) -> Tuple[List[int], List[object]]:
+    """Per input: its board (index into board.ethernet_chips; 0 on one board) and the
+    transceiver's SCAMP connection to that board's Ethernet chip (None: the transceiver's
+    own choice, e.g. one board or a board double, which has one address)."""
+    if board is None or board.boards == 1:
+        return [0] * len(input_cores), [None] * len(input_cores)
+    from spinnman.connections.udp_packet_connections import SCAMPConnection
+
+    by_chip = {}
+    for conn in getattr(txrx, "get_connections", lambda: ())() or ():
+        if isinstance(conn, SCAMPConnection):
+            by_chip.setdefault((conn.chip_x, conn.chip_y), conn)
+    streams, conns = [], []
+    for x, y, _ in input_cores:
+        eth = board.ethernet_chip_of(x, y)
+        streams.append(board.ethernet_chips.index(eth))
+        conns.append(by_chip.get(eth))
+    return streams, conns
+
+
 class LiveIO:
     """Streams batches through a running board.
 
@@ -72,6 +97,8 @@ class LiveIO:
                  input_cores: List[Tuple[int, int, int]], paced: bool, health=None) -> None:
         self.txrx, self.sock, self.codec, self.program = txrx, sock, codec, program
         self.input_cores = input_cores
+        # each input's board (its host-in stream) and the connection to that board's Ethernet
+        self.stream_of, self.connections = input_streams(txrx, res.board_named(program.board), input_cores)
         self.paced = paced
         self.health = health  # raises BoardError if the board is gone or a core crashed
         self.interrupted = False  # a call ended early (Ctrl-C): its samples may still come back
@@ -99,7 +126,7 @@ class LiveIO:
         header = SDPHeader(flags=SDPFlag.REPLY_NOT_EXPECTED, destination_port=INPUT_SDP_PORT, destination_cpu=p,
                            destination_chip_x=x, destination_chip_y=y, source_port=0, source_cpu=0,
                            source_chip_x=0, source_chip_y=0, tag=0)
-        self.txrx.send_sdp_message(SDPMessage(header, data=body))
+        self.txrx.send_sdp_message(SDPMessage(header, data=body), self.connections[k])
         self.counts["datagrams_sent"] += 1
         self.counts["bytes_sent"] += len(body)
 
@@ -151,13 +178,13 @@ class LiveIO:
         free = collections.deque(range(n_slots))
         resting: List[Tuple[float, int]] = []
         lost: List[int] = []
-        outbox: collections.deque = collections.deque()
+        outboxes = [collections.deque() for _ in range(max(self.stream_of, default=0) + 1)]  # one per board
         next_sample, done = 0, 0
         bytes_per_s = link_bits_per_s() / 8
         timeout = sample_timeout_s()
         dead_windows = 0
         events_at_timeout = -1
-        send_at = time.monotonic()
+        send_at = [time.monotonic()] * len(outboxes)
         last_progress = time.monotonic()
 
         def finish(slot: int, was_lost: bool) -> None:
@@ -196,20 +223,23 @@ class LiveIO:
             for entry in [r for r in resting if r[0] <= now]:
                 resting.remove(entry)
                 free.append(entry[1])
-            while next_sample < n and free and len(outbox) < 4 * EVENTS_PER_MESSAGE:
+            while next_sample < n and free and sum(map(len, outboxes)) < 4 * EVENTS_PER_MESSAGE:
                 if all(s < 0 for s in slot_sample):
                     last_progress = now  # nothing was in flight: the clock starts now
                 slot = free.popleft()
                 slot_sample[slot] = next_sample
                 bufs[slot * out_n:(slot + 1) * out_n] = 0
                 keys, payloads, which = self.codec.encode(x_q[next_sample], slot)
-                outbox.extend(self._messages(keys, payloads, which))
+                for k, body in self._messages(keys, payloads, which):
+                    outboxes[self.stream_of[k]].append((k, body))
                 next_sample += 1
-            while outbox and (not self.paced or time.monotonic() >= send_at):
-                k, body = outbox.popleft()
-                self._send(k, body)
-                if self.paced:
-                    send_at = max(send_at, time.monotonic()) + (len(body) + 14 + 66) / bytes_per_s
+            for b, outbox in enumerate(outboxes):  # each board's Ethernet paced on its own
+                while outbox and (not self.paced or time.monotonic() >= send_at[b]):
+                    k, body = outbox.popleft()
+                    self._send(k, body)
+                    if self.paced:
+                        send_at[b] = max(send_at[b], time.monotonic()) + (len(body) + 14 + 66) / bytes_per_s
+            outbox = any(outboxes)
             wait = 0.0005 if outbox else 0.02
             self._receive(time.monotonic() + wait, on_event)
             in_flight = [s for s in range(MAX_SLOTS) if slot_sample[s] >= 0]
@@ -227,7 +257,8 @@ class LiveIO:
                     lost.extend(range(next_sample, n))
                     done += n - next_sample
                     next_sample = n
-                    outbox.clear()
+                    for box in outboxes:
+                        box.clear()
                 last_progress = time.monotonic()
         if lost:  # stragglers of the lost samples: consumed here, never by the next call
             self._discard(rest_s)
