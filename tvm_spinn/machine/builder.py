@@ -298,10 +298,13 @@ def _trx_entries(b: "_Builder", reader: str, sources: List[Producer], dst: Tuple
 
 
 def _tensor_fixups(fixups, labels: List[Source], own: str) -> List[Fixup]:
-    """configs.tensor fix-ups (word, "key"|"mask", entry index|"self") -> mapper fix-ups."""
-    return [(word, *((own, 0) if src == "self" else labels[src])[:1], FIX_KEY if what == "key" else FIX_MASK,
-             0 if src == "self" else labels[src][1])
-            for word, what, src in fixups]
+    """configs.tensor fix-ups (word, "key"|"mask", entry index|"self") -> mapper fix-ups (the
+    kernel's own key: its partition 0)."""
+    out: List[Fixup] = []
+    for word, what, src in fixups:
+        label, part = (own, 0) if src == "self" else labels[src]
+        out.append((word, label, FIX_KEY if what == "key" else FIX_MASK, part))
+    return out
 
 
 def _add_vertex(b: "_Builder", label: str, kind: int, slot_shift: int, config: np.ndarray,
