@@ -152,6 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
     outs = [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
     if len(outs) == 1:
+        if args.output.suffix != ".npy":  # np.save adds .npy: say the name it writes
+            args.output = args.output.with_name(args.output.name + ".npy")
         np.save(args.output, outs[0])
         shapes = f"{outs[0].shape} {outs[0].dtype}"
     else:  # several results: one archive, out0, out1, ... (numpy adds .npz to another suffix)

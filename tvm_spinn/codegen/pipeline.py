@@ -340,7 +340,6 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
     return _pipeline
 
 
-
 def build(mod: tvm.IRModule, calibration: Calibration = None, *, target: Union[str, dict] = "spinnaker",
           board: str = "spinn5", cycle_budget: Optional[float] = None, convolutions: bool = True,
           fuse_pools: bool = True, strict: bool = False, headroom: float = 2.0, percentile: float = 100.0,

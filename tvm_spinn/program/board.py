@@ -233,5 +233,4 @@ class BoardProgram:
                          + (rows[:, None] + np.arange(w)[None, :]).reshape(-1))
         order = np.concatenate(parts).astype(np.int64)
         return None if np.array_equal(order, np.arange(order.size)) else order
-        return None
 

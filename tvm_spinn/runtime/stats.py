@@ -64,7 +64,7 @@ class RunStatistics:
     # modelled cycles per sample of each layer's slowest core, by the layer's name as the
     # user's model names it ("features.3 (Conv2d 16->32, 3x3)"; its reducers: "... reduce")
     layer_cycles_per_sample: Dict[str, float] = field(default_factory=dict)
-    saturated_inputs: int = 0  # input values beyond the calibrated range (clipped to int16)
+    saturated_inputs: int = 0  # input values beyond the calibrated range (clipped to int16, or to an 8-bit input's range)
     # per tensor on the board (the op that computes it): values beyond its calibrated range
     saturated_values: Dict[str, int] = field(default_factory=dict)
     functions: int = 1  # offloaded functions these statistics cover
@@ -112,7 +112,7 @@ class RunStatistics:
 
     @property
     def saturated(self) -> int:
-        """Every value clipped to int16 in the call: inputs and tensors on the board."""
+        """Every value clipped in the call: inputs (to int16 or their 8-bit range) and tensors on the board."""
         return self.saturated_inputs + sum(self.saturated_values.values())
 
     @property
