@@ -20,7 +20,6 @@ Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 def _dim_size(node, dim: int, index, where: str) -> int:
     """The static size of ``node``'s dimension ``dim``; UnsupportedError if it is symbolic."""
-
     size = node.meta["val"].shape[dim]
     if not isinstance(size, int):
         raise UnsupportedError(
@@ -116,8 +115,9 @@ class _Importer(ExportedProgramImporter):
 
 
 def from_exported_program(exported: "torch.export.ExportedProgram") -> tvm.IRModule:
-    """TVM's ``from_exported_program`` (its defaults: decomposition on, weights as constants,
-    a single result unwrapped), each call spanned with its torch module (frontend.origin)."""
+    """TVM's ``from_exported_program`` (as its defaults: decomposition on, weights as
+    constants; unlike them, a single result unwrapped), each call spanned with its torch
+    module (frontend.origin)."""
     # Defaults kept on purpose: run_ep_decomposition=True (False mis-imports
     # eval-mode BatchNorm), keep_params_as_input=False (weights as constants).
     with _quiet_export():  # the decomposition re-runs torch.export's code

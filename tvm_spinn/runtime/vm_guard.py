@@ -66,6 +66,7 @@ def remember_signature(instance_id: int, main_inputs) -> None:
 
 
 def forget_signature(instance_id: int) -> None:
+    """Drop what :func:`remember_signature` kept for module instance ``instance_id`` (no-op if none)."""
     _stored_signatures.pop(int(instance_id), None)
 
 
@@ -83,6 +84,7 @@ def current() -> Optional[VMRecord]:
 
 
 def record_of(vm) -> Optional[VMRecord]:
+    """The :class:`VMRecord` of a guarded VM (or of a model compile_torch returns), else None."""
     return getattr(_unwrap(vm), "_spinnaker_record", None)
 
 

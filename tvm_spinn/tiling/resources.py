@@ -59,7 +59,6 @@ class Board:
     chips: int
     app_cores: int  # application cores (core 0 of each chip is the monitor)
     router_entries: int = 1023
-    host_link_bits_per_s: float = 100e6
     boards: int = 1
     width: int = 8
     height: int = 8

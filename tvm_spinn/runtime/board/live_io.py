@@ -239,11 +239,11 @@ class LiveIO:
                     self._send(k, body)
                     if self.paced:
                         send_at[b] = max(send_at[b], time.monotonic()) + (len(body) + 14 + 66) / bytes_per_s
-            outbox = any(outboxes)
-            wait = 0.0005 if outbox else 0.02
+            sending = any(outboxes)  # datagrams still waiting for their board's pace
+            wait = 0.0005 if sending else 0.02
             self._receive(time.monotonic() + wait, on_event)
             in_flight = [s for s in range(MAX_SLOTS) if slot_sample[s] >= 0]
-            if in_flight and not outbox and time.monotonic() - last_progress > timeout:
+            if in_flight and not sending and time.monotonic() - last_progress > timeout:
                 if self.health is not None:
                     self.health()  # a board that is gone, or crashed cores: a BoardError, not lost samples
                 events = self.counts["events_received"] + self.counts["markers_received"]
