@@ -327,10 +327,12 @@ def _replicas(options: CodegenOptions, plans: List[GraphPlan]) -> int:
         return int(options.replicas)
     if not plans:
         return 1
+    # a copy's cores, and a live input more per argument (a cut input takes more: the mapping
+    # retries with one copy fewer); the copies share one output gatherer
     per_copy = sum(p.n_cores for p in plans)
     inputs = max(len(p.qgraph.input_shapes) for p in plans)
     board = options.board
-    fit = board.app_cores // per_copy
+    fit = (board.app_cores - 1) // (per_copy + inputs)
     if board.boards > 1 and per_copy < board.app_cores // board.boards:  # whole copies per board
         fit = board.boards * ((board.app_cores // board.boards - 1) // (per_copy + inputs))
     return max(1, min(fit, MAX_LIVE_INPUTS // inputs))
