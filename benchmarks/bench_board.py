@@ -21,7 +21,6 @@ Per model (built with the defaults, calibration and inputs N(0, 1)):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -194,12 +193,10 @@ LEGEND = (
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
-    ap.add_argument("--batch", type=int, default=256)
+    ap = common.arg_parser(__doc__.split("\n\n")[0], MODELS, list(MODELS), 256)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    args.models = common.model_names(args, MODELS)
     start = time.perf_counter()
     rows = []
     for name in args.models:

@@ -11,7 +11,6 @@ time figure is MODELLED (tvm_spinn.runtime.timing).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -62,16 +61,13 @@ def measure(mod, x_calib: np.ndarray, x: np.ndarray, board: str, replicas="1", i
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", default=["resnet8"], choices=sorted(MODELS))
+    ap = common.arg_parser(__doc__.split("\n\n")[0], MODELS, ["resnet8"], 64)
     ap.add_argument("--configs", nargs="+", default=["spinn5:1", "spinn5x3:1"],
                     help="board:copies pairs (copies a number or auto)")
     ap.add_argument("--input-bits", type=int, default=16, choices=(8, 16))
-    ap.add_argument("--batch", type=int, default=64, help="samples of the throughput run")
-    ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
     rows = []
-    for key in args.models:
+    for key in common.model_names(args, MODELS):
         title, make, shape = MODELS[key]
         torch.manual_seed(0)
         model = make().eval()

@@ -19,7 +19,6 @@ outputs are checked bit for bit against the numpy integer reference.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -84,11 +83,8 @@ CELLS = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
+    args = common.arg_parser(__doc__.split("\n\n")[0], MODELS, list(MODELS), 16).parse_args(argv)
+    args.models = common.model_names(args, MODELS)
     start = time.perf_counter()
     rows: List[Dict[str, Any]] = []
     for name in args.models:

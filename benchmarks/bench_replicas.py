@@ -17,7 +17,6 @@ sample are COUNTED by the timed emulation.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -61,13 +60,11 @@ def measure(spec: common.ModelSpec, batch: int, replicas, input_bits: int = 16) 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["lenet5"])
+    ap = common.arg_parser(__doc__.split("\n\n")[0], MODELS, ["lenet5"], 256)
     ap.add_argument("--replicas", nargs="+", default=["1", "2", "4", "auto"])
     ap.add_argument("--input-bits", nargs="+", type=int, choices=(16, 8), default=[16])
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    args.models = common.model_names(args, MODELS)
     start = time.perf_counter()
     rows: List[Dict[str, Any]] = []
     for name in args.models:

@@ -242,21 +242,33 @@ def legend(rows: List[Dict[str, Any]], batch: int, repeat: int, spinn_warmup: st
 
 # ----------------------------------------------------------------------------- CLI
 
+def arg_parser(description: str, models: Dict[str, Any], default_models: Sequence[str],
+               default_batch: int) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--models`` (names of ``models``, or all),
+    ``--batch`` (samples per call) and ``--json PATH``; a benchmark adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", nargs="+", choices=sorted(models) + ["all"], default=list(default_models),
+                        help=f"default: {' '.join(default_models)}; all: {' '.join(models)}")
+    parser.add_argument("--batch", type=int, default=default_batch, help=f"samples per call (default {default_batch})")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the rows to PATH as JSON")
+    return parser
+
+
+def model_names(args: argparse.Namespace, models: Dict[str, Any]) -> List[str]:
+    """The models ``--models`` chose (all of them for "all")."""
+    return list(models) if "all" in args.models else list(args.models)
+
+
 def main(argv: Optional[Sequence[str]], *, description: str, models: Dict[str, ModelSpec],
          default_models: Sequence[str], default_batch: int, default_repeat: int, columns: Sequence[str],
          footnotes: Sequence[str] = (), spinn_warmup_samples: Optional[int] = None) -> int:
     """Parse ``--batch --repeat --models --json``, benchmark the models, print the table and
     its legend (plus ``footnotes``), write the JSON if asked."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--batch", type=int, default=default_batch,
-                        help=f"samples per call (default {default_batch})")
+    parser = arg_parser(description, models, default_models, default_batch)
     parser.add_argument("--repeat", type=int, default=default_repeat,
                         help=f"timed runs per measurement (default {default_repeat})")
-    parser.add_argument("--models", nargs="+", choices=sorted(models) + ["all"], default=list(default_models),
-                        help=f"default: {' '.join(default_models)}; all: {' '.join(models)}")
-    parser.add_argument("--json", metavar="PATH", help="write the rows to PATH as JSON")
     args = parser.parse_args(argv)
-    names = list(models) if "all" in args.models else args.models
+    names = model_names(args, models)
     warmup = "the full batch" if spinn_warmup_samples is None else \
         f"one call on {min(spinn_warmup_samples, args.batch)} samples"
 

@@ -34,10 +34,10 @@ def run(n: int, seed_value: int, progress: bool = True) -> list:
     @seed(seed_value)
     @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(fuzz.models())
-    def one(drawn):
+    @given(fuzz.models(), fuzz.copies())
+    def one(drawn, replicas):
         model, shape, description = drawn
-        verdicts.append(fuzz.judge(model, shape, description))
+        verdicts.append(fuzz.judge(model, shape, f"{description} replicas={replicas}", replicas=replicas))
         bar.update(1)
 
     one()

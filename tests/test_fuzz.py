@@ -9,8 +9,8 @@ from tvm_spinn import fuzz
 @seed(20261130)
 @settings(max_examples=10, database=None, deadline=None, phases=[Phase.generate],
           suppress_health_check=list(HealthCheck))
-@given(fuzz.models())
-def test_random_models_are_right(drawn):
+@given(fuzz.models(), fuzz.copies())
+def test_random_models_are_right(drawn, replicas):
     model, shape, description = drawn
-    verdict = fuzz.judge(model, shape, description)
+    verdict = fuzz.judge(model, shape, f"{description} replicas={replicas}", replicas=replicas)
     assert verdict.verdict in ("right", "imprecise"), f"{verdict.verdict}: {verdict.detail}\n{description}"

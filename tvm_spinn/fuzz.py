@@ -164,6 +164,12 @@ def models(draw) -> Tuple[nn.Module, Tuple[int, ...], str]:
     return model, shape, f"{kind} seed={seed}: {model}".replace("\n", " ")
 
 
+def copies() -> st.SearchStrategy:
+    """How many copies of the model to build (tvm_spinn.build(replicas=...)): usually one;
+    the batch of fresh samples is then no multiple of them."""
+    return st.sampled_from([1, 1, 2, 3])
+
+
 @dataclass
 class Verdict:
     verdict: str  # right | wrong | clear error | raw exception
@@ -172,8 +178,9 @@ class Verdict:
 
 
 def judge(model: nn.Module, shape: Tuple[int, ...], description: str = "", n_calib: int = 128,
-          n_fresh: int = 32) -> Verdict:
-    """Build ``model`` for SpiNNaker and judge it (see the module docstring)."""
+          n_fresh: int = 31, replicas: int = 1) -> Verdict:
+    """Build ``model`` for SpiNNaker (``replicas`` copies) and judge it (see the module
+    docstring)."""
     import tvm
     from tvm import relax
 
@@ -193,7 +200,7 @@ def judge(model: nn.Module, shape: Tuple[int, ...], description: str = "", n_cal
 
     try:
         mod = tvm_spinn.from_torch(model, (torch.from_numpy(calib[:2]),))
-        ex = tvm_spinn.build(mod, calibration=calib)
+        ex = tvm_spinn.build(mod, calibration=calib, replicas=replicas)
         vm = relax.VirtualMachine(ex, tvm.cpu())
         EmulatedBoard.run = run
         try:

@@ -247,7 +247,7 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
     keeps them on the host: one that fails to extract, quantise or tile; the largest
     functions until the rest fit the board; the largest while the mapping fails."""
     refused: Dict[str, str] = {}
-    kept = []  # (symbol, plan, argument shapes, result shapes)
+    kept = []  # (symbol, plan, argument shapes, result shapes, label prefix, one copy's machine graph)
     options.titles = {**function_titles(funcs), **options.titles}
     namer = LayerNamer()
     prefix = (lambda i: f"f{i + 1}.") if len(funcs) > 1 else (lambda i: "")
@@ -256,9 +256,9 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
         stage("tiling", f"function {i + 1} of {len(funcs)}" if len(funcs) > 1 else "")
         try:  # everything that depends on the function alone: its faults refuse only it
             plan = plan_function(f, symbol, options, namer)
-            build_machine_graph(plan, prefix(i))  # a function the builder refuses is refused alone
+            layout = build_machine_graph(plan, prefix(i))  # a function the builder refuses is refused alone
             kept.append((symbol, plan, [_static_shapes(a.ty, options.titles[symbol])[0] for a in f.params],
-                         _static_shapes(f.ret_ty, options.titles[symbol]), prefix(i)))
+                         _static_shapes(f.ret_ty, options.titles[symbol]), prefix(i), layout))
         except (UnsupportedError, ResourceError, CalibrationError) as exc:
             if strict:
                 raise
@@ -271,10 +271,11 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
         else:
             try:
                 stage("mapping", f"{copies * sum(p.n_cores for p in plans)} cores")
-                # each function's copies: "f1.r0.", "f1.r1.", ... (live inputs shared out among them)
-                layouts = [[build_machine_graph(p, pre + (f"r{k}." if copies > 1 else ""),
-                                                MAX_LIVE_INPUTS // copies) for k in range(copies)]
-                           for _, p, _, _, pre in kept]
+                # each function's copies: "f1.r0.", "f1.r1.", ... (live inputs shared out among
+                # them); one copy is the layout built above
+                layouts = [[lay] if copies == 1 else
+                           [build_machine_graph(p, f"{pre}r{k}.", MAX_LIVE_INPUTS // copies) for k in range(copies)]
+                           for _, p, _, _, pre, lay in kept]
                 spec = merge_graphs([lay for lays in layouts for lay in lays])
                 spec.board_of = _copies_on_boards(layouts, options.board)
                 if spec.board_of is None:  # a board cannot hold its copies
@@ -291,7 +292,7 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
                 symbols = [k[0] for k in kept]
                 return [make_program(s, p, lays, mapping, symbols, args, results, options.calls_per_inference.get(s, 1),
                                      options.titles.get(s, ""))
-                        for (s, p, args, results, _), lays in zip(kept, layouts)], refused
+                        for (s, p, args, results, _, _), lays in zip(kept, layouts)], refused
             except MappingError as exc:
                 error = exc
         if copies > 1 and options.replicas == "auto":  # fewer copies, then fewer functions
