@@ -1139,6 +1139,9 @@ class _Producer:
         return out
 
 
+W_ABS = 32767  # full-range int16 weights, as the quantiser makes them (per-channel scale)
+
+
 def conv_case(kind: str, c_in: int, size: int, c_out: int, depthwise: bool, samples: int, seed: int) -> Case:
     """A final conv tile (3x3, stride 1, padding 1, relu) of all output rows and channels."""
     import numpy as np
@@ -1151,7 +1154,7 @@ def conv_case(kind: str, c_in: int, size: int, c_out: int, depthwise: bool, samp
     ih0, n_ih = windows.window_input_rows(0, OH, 1, 1, k, H)
     src = _Producer(tc, 1, (c_in, H, H))
     out = tc.block_key_layout(n_oc, OH, OH)
-    w = rng.integers(-4096, 4097, size=(n_oc, 1 if depthwise else n_ic, k, k))
+    w = rng.integers(-W_ABS, W_ABS + 1, size=(n_oc, 1 if depthwise else n_ic, k, k))
     cfg, _ = tc.conv_config(n_ic=n_ic, in_h=H, in_w=H, ic0=ic0, ih0=ih0, n_ih=n_ih, oc0=0, oh0=0, n_oh=OH,
                             out_w=OH, sh=1, sw=1, pad_top=1, pad_left=1, depthwise=1 if depthwise else 0,
                             activation="relu", n_slots=N_SLOTS, out_slot_shift=out[0], out_c_shift=out[1],

@@ -314,8 +314,12 @@ def random_conv(rng: random.Random, mode: str, rounds: int = 2) -> Case:
     tc = _tensor_configs()
     np_rng = _np_rng(rng)
     C, H, W = rng.randint(1, 4), rng.randint(1, 8), rng.randint(1, 9)
-    (kh, sh, top, _, OH), (kw, sw, left, _, OW) = _window2d(rng, tc, H, W, 3, 2)
     depthwise = rng.randint(1, 3) if mode != "partial" and rng.random() < 0.25 else 0  # channel multiplier
+    dw3 = depthwise and W >= 2 and rng.random() < 0.5  # 3x3, stride 1 along the row: conv_tile.c's dw3 paths
+    while True:
+        (kh, sh, top, _, OH), (kw, sw, left, _, OW) = _window2d(rng, tc, H, W, 3, 2)
+        if not dw3 or (kh, kw, sw) == (3, 3, 1):
+            break
     OC = C * depthwise if depthwise else rng.randint(1, 4)
     oc0, n_oc = _band(rng, OC)
     ic0, n_ic = tc.depthwise_inputs(oc0, n_oc, depthwise) if depthwise else \
@@ -342,7 +346,10 @@ def random_conv(rng: random.Random, mode: str, rounds: int = 2) -> Case:
         need = next(p for p in range(63) if 2 * worst + (1 << p) < 1 << (32 + p))
         extra.update(activation="none", partial_shift=min(62, need + rng.randint(0, 2)))
     else:
-        w = np_rng.integers(-4096, 4097, size=shape)
+        # full-range weights (the quantiser's per-channel scale: int32 blocks of one word,
+        # int64 accumulation) or small ones (longer int32 blocks)
+        w_abs = rng.choice((4096, 32767))
+        w = np_rng.integers(-w_abs, w_abs + 1, size=shape)
         act = rng.randint(0, N_ACTS - 1)
         extra.update(activation=act, act_params=_act_params(rng, act) or None,
                      bias=np_rng.integers(-(1 << 28), 1 << 28, size=n_oc),

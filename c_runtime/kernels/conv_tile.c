@@ -1,6 +1,5 @@
 /* Conv tile kernel: see spinn_tensor.h. Portable C99, freestanding. */
 #include "spinn_tensor.h"
-#define SPINN_DOT_NO_I64 /* block 0 (int64, rare): the C loop below */
 #include "spinn_dot.h"
 
 enum { H_KIND, H_N_IC, H_IN_H, H_IN_W, H_IC0, H_IH0, H_N_IH, H_OC0, H_N_OC, H_OH0, H_N_OH, H_OUT_W,
@@ -13,6 +12,11 @@ enum { P_CONV_H, P_PH0, P_N_PH, P_OUT_W, P_PARAMS, P_WORDS = P_PARAMS + SPINN_PO
 #define INT31 0x7FFFFFFFu
 /* sum |w| of an int32 accumulation block: sum |w| * 32768 <= 2^31 - 1 for any int16 input */
 #define BLOCK_ABS_MAX 65535u
+/* Shorter int32 blocks than this (in words) accumulate in int64 instead: SMLALxy costs
+ * 2 cycles a MAC, an int32 block 1 a MAC plus about 25 to call and spill it (ARM968E-S,
+ * tools/arm_cycles.py). Full-range int16 weights (the quantiser's per-channel scale)
+ * prove blocks of one word. */
+#define I32_MIN_BLOCK 4u
 
 typedef struct {
     uint32_t n_icpo, phase0, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at, keys_at, sent_nh;
@@ -180,12 +184,15 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->phase0 = l.phase0;
     s->words_per_oc = l.words_per_oc;
     s->block = cfg[H_BLOCK];
-    /* 3x3 stride-1 depthwise, one int32 block per output: three zero-padded input rows
-     * (out_w + 3 values, rounded up to words) and out_w + 1 int32 sums in the cols buffer */
+    /* 3x3 stride-1 depthwise: three zero-padded input rows (out_w + 3 values, rounded up
+     * to words) and, when one int32 block holds an output's 9 products, out_w + 1 int32
+     * sums in the cols buffer; else two int64 sums at a time (dw3_pair64) */
     s->dw3_words = (s->out_w + 4u) >> 1;
-    if (!(s->depthwise && s->kh == 3u && s->kw == 3u && s->sw == 1u && s->block >= s->words_per_oc &&
-          (3u * s->dw3_words + s->out_w + 1u) * 4u <= l.cols_bytes))
+    s->dw3_i32 = s->block >= s->words_per_oc;
+    if (!(s->depthwise && s->kh == 3u && s->kw == 3u && s->sw == 1u &&
+          (3u * s->dw3_words + (s->dw3_i32 ? s->out_w + 1u : 0u)) * 4u <= l.cols_bytes))
         s->dw3_words = 0u;
+    if (!s->dw3_words) s->dw3_i32 = 0u;
     s->kx_total = 0u;
     {
         uint32_t ow, kx_lo, kx_hi;
@@ -194,6 +201,18 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
                                &kx_hi);
             if (kx_hi > kx_lo) s->kx_total += kx_hi - kx_lo;
         }
+    }
+    /* [ow_in_lo, ow_in_hi): the output columns whose windows lie inside the input row */
+    s->ow_in_lo = s->ow_in_hi = 0u;
+    {
+        uint32_t ow;
+        int32_t ix0;
+        for (ow = 0; ow < s->out_w; ow++) {
+            ix0 = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
+            if (ix0 < 0) s->ow_in_lo = ow + 1u;
+            else if (ix0 + (int32_t)s->kw <= (int32_t)s->in_w) s->ow_in_hi = ow + 1u;
+        }
+        if (s->ow_in_hi < s->ow_in_lo) s->ow_in_hi = s->ow_in_lo;
     }
     s->rx = cfg + H_WORDS;
     s->weights = cfg + l.weights_at;
@@ -235,40 +254,50 @@ static void add_macs(spinn_counters_t *c, uint32_t macs) {
     if (c->macs_lo < macs) c->macs_hi++;
 }
 
+/* Output column ow's window values kx < kw along one input row xr (0 outside
+ * the row: the padding). */
+static void window_edge(const spinn_conv_tile_t *s, const int16_t *xr, uint32_t ow, int16_t *c) {
+    int32_t ix = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
+    uint32_t kx;
+    for (kx = 0; kx < s->kw; kx++, ix++) c[kx] = ix >= 0 && ix < (int32_t)s->in_w ? xr[ix] : 0;
+}
+
 /* The im2row of an output row whose input rows start at iy0 (kernel rows
  * [ky_lo, ky_hi) inside the input): for every output column ow, its window over
  * the n_icpo input channels from xj in (ic, ky, kx) order (the weights' order) at
  * cols + ow * 2 * words_per_oc. Positions in the padding are 0, so every output
- * value is one dot product of words_per_oc int16 pairs. */
+ * value is one dot product of words_per_oc int16 pairs. One kernel row of every
+ * window at a time: the columns [ow_in_lo, ow_in_hi) whose windows lie inside
+ * the row copy without bounds checks. */
 static void build_cols(const spinn_conv_tile_t *s, const int16_t *xj, int32_t iy0, uint32_t ky_lo, uint32_t ky_hi) {
-    uint32_t ic_stride = s->n_ih * s->in_w, kw = s->kw, lw = 2u * s->words_per_oc, ow, ic, ky, kx;
-    /* input channel 0's row ky_lo (only read when ky_hi > ky_lo) */
-    const int16_t *x0 = xj + (ky_hi > ky_lo ? ((uint32_t)(iy0 + (int32_t)ky_lo) - s->ih0) * s->in_w : 0u);
-    for (ow = 0; ow < s->out_w; ow++) {
-        int16_t *c = s->cols + ow * lw;
-        int32_t ix0 = (int32_t)(ow * s->sw) - (int32_t)s->pad_left;
-        uint32_t kx_lo, kx_hi, xoff;
-        spinn_window_range(ix0, kw, 0, (int32_t)s->in_w, &kx_lo, &kx_hi);
-        if (kx_hi <= kx_lo) kx_lo = kx_hi = 0u;
-        xoff = kx_hi > kx_lo ? (uint32_t)(ix0 + (int32_t)kx_lo) : 0u; /* the first column read */
-        for (ic = 0; ic < s->n_icpo; ic++) {
-            const int16_t *xr = x0 + ic * ic_stride + xoff;
-            for (ky = 0; ky < s->kh; ky++, c += kw) {
-                if (ky < ky_lo || ky >= ky_hi) {
+    const uint32_t ic_stride = s->n_ih * s->in_w, kw = s->kw, sw = s->sw, lw = 2u * s->words_per_oc;
+    const uint32_t out_w = s->out_w, lo = s->ow_in_lo, hi = s->ow_in_hi;
+    uint32_t ic, ky, ow, kx;
+    int16_t *c0 = s->cols; /* kernel row (ic, ky) of window 0 */
+    for (ic = 0; ic < s->n_icpo; ic++) {
+        for (ky = 0; ky < s->kh; ky++, c0 += kw) {
+            const int16_t *xr, *xp;
+            int16_t *c;
+            if (ky < ky_lo || ky >= ky_hi) {
+                for (ow = 0, c = c0; ow < out_w; ow++, c += lw)
                     for (kx = 0; kx < kw; kx++) c[kx] = 0;
-                } else if (kx_lo == 0u && kx_hi == 3u && kw == 3u) { /* the common case */
-                    c[0] = xr[0];
-                    c[1] = xr[1];
-                    c[2] = xr[2];
-                    xr += s->in_w;
-                } else {
-                    const int16_t *xk = xr;
-                    for (kx = 0; kx < kx_lo; kx++) c[kx] = 0;
-                    for (; kx < kx_hi; kx++) c[kx] = *xk++;
-                    for (; kx < kw; kx++) c[kx] = 0;
-                    xr += s->in_w;
-                }
+                continue;
             }
+            xr = xj + ic * ic_stride + ((uint32_t)(iy0 + (int32_t)ky) - s->ih0) * s->in_w;
+            for (ow = 0, c = c0; ow < lo; ow++, c += lw) window_edge(s, xr, ow, c);
+            xp = xr + (lo * sw - s->pad_left);
+            if (kw == 3u) { /* the common case */
+                for (; ow < hi; ow++, c += lw, xp += sw) {
+                    int16_t v0 = xp[0], v1 = xp[1], v2 = xp[2];
+                    c[0] = v0;
+                    c[1] = v1;
+                    c[2] = v2;
+                }
+            } else {
+                for (; ow < hi; ow++, c += lw, xp += sw)
+                    for (kx = 0; kx < kw; kx++) c[kx] = xp[kx];
+            }
+            for (; ow < out_w; ow++, c += lw) window_edge(s, xr, ow, c);
         }
     }
 }
@@ -331,6 +360,42 @@ static void dw3_row(const uint32_t *w, const spinn_pair_t *r0, uint32_t n_words,
     }
 }
 
+/* The sums of outputs ow and ow + 1 of a 3x3 stride-1 depthwise row (r0: the padded
+ * rows' word ow / 2) in int64, SMLALxy on the ARM968: for weights whose 9 products
+ * may overflow int32 (dw3_row's block). */
+static void dw3_pair64(const uint32_t *w, const spinn_pair_t *r0, uint32_t n_words, int64_t *s) {
+    const spinn_pair_t *r1 = r0 + n_words, *r2 = r1 + n_words;
+    uint32_t wa = w[0], wb = w[1], a0 = r0[0].w, a1 = r0[1].w;
+    int64_t t0 = s[0], t1 = s[1];
+    t0 += (int64_t)spinn_lo16(wa) * spinn_lo16(a0);
+    t1 += (int64_t)spinn_lo16(wa) * spinn_hi16(a0);
+    t0 += (int64_t)spinn_hi16(wa) * spinn_hi16(a0);
+    t1 += (int64_t)spinn_hi16(wa) * spinn_lo16(a1);
+    t0 += (int64_t)spinn_lo16(wb) * spinn_lo16(a1);
+    t1 += (int64_t)spinn_lo16(wb) * spinn_hi16(a1);
+    a0 = r1[0].w;
+    a1 = r1[1].w;
+    t0 += (int64_t)spinn_hi16(wb) * spinn_lo16(a0);
+    t1 += (int64_t)spinn_hi16(wb) * spinn_hi16(a0);
+    wa = w[2];
+    wb = w[3];
+    t0 += (int64_t)spinn_lo16(wa) * spinn_hi16(a0);
+    t1 += (int64_t)spinn_lo16(wa) * spinn_lo16(a1);
+    t0 += (int64_t)spinn_hi16(wa) * spinn_lo16(a1);
+    t1 += (int64_t)spinn_hi16(wa) * spinn_hi16(a1);
+    a0 = r2[0].w;
+    a1 = r2[1].w;
+    wa = w[4];
+    t0 += (int64_t)spinn_lo16(wb) * spinn_lo16(a0);
+    t1 += (int64_t)spinn_lo16(wb) * spinn_hi16(a0);
+    t0 += (int64_t)spinn_hi16(wb) * spinn_hi16(a0);
+    t1 += (int64_t)spinn_hi16(wb) * spinn_lo16(a1);
+    t0 += (int64_t)spinn_lo16(wa) * spinn_lo16(a1);
+    t1 += (int64_t)spinn_lo16(wa) * spinn_hi16(a1);
+    s[0] = t0;
+    s[1] = t1;
+}
+
 /* *a0 += w . x0 and *a1 += w . x1 over n words of int16 pairs (SMLAxy on the
  * ARM968), the two output columns sharing each weight load. Exact: int32 sums of
  * `block` words (the encoder proved, and init checked, that no aligned block of
@@ -345,7 +410,14 @@ static void dot2(const uint32_t *w, const spinn_pair_t *x0, const spinn_pair_t *
     /* the dense tile's assembly (spinn_dot.h), the two windows as its two rows */
     const uint32_t *u0 = (const uint32_t *)(const void *)x0, *u1 = (const uint32_t *)(const void *)x1;
     const spinn_pair_t *wp = (const spinn_pair_t *)(const void *)w;
-    if (block != 0u) {
+    if (block < I32_MIN_BLOCK) { /* SMLALxy over the whole window */
+        int64_t sums[2];
+        spinn_dense_dot2_i64(u0, u1, wp, n, sums);
+        *a0 += sums[0];
+        *a1 += sums[1];
+        return;
+    }
+    {
         int64_t s0 = *a0, s1 = *a1;
         uint32_t b, m;
         for (b = 0; b < n; b += m) {
@@ -485,11 +557,15 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
         int64_t bias = p ? spinn_read_i64(p) : 0, acc[2] = {0, 0};
         uint32_t key = spinn_tensor_key(&s->out, slot, j, r);
         int32_t pending = 0;
-        if (s->dw3_words) dw3_row(w, cols, s->dw3_words, s->out_w, t3);
+        if (s->dw3_i32) dw3_row(w, cols, s->dw3_words, s->out_w, t3);
         for (ow = 0; ow < s->out_w; ow++) {
-            if (s->dw3_words) {
+            if (s->dw3_i32) {
                 acc[ow & 1u] = bias + t3[ow];
-            } else if (!(ow & 1u)) { /* columns ow and ow + 1 (the last column of an odd row twice) */
+            } else if (ow & 1u) {
+            } else if (s->dw3_words) {
+                acc[0] = acc[1] = bias;
+                dw3_pair64(w, cols + (ow >> 1), s->dw3_words, acc);
+            } else { /* columns ow and ow + 1 (the last column of an odd row twice) */
                 uint32_t ow1 = ow + 1u < s->out_w ? ow + 1u : ow;
                 acc[0] = acc[1] = bias;
                 dot2(w, cols + ow * lw, cols + ow1 * lw, lw, s->block, &acc[0], &acc[1]);
