@@ -1296,6 +1296,9 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
         for k, v in r.classes.items():
             classes[k] = classes.get(k, 0) + v
     n_fiq, n_soft = entries.get("fiq", 0), entries.get("soft_int", 0)
+    _, tensor, _, _ = _encoders()
+    # packets on the receive's longer path (tiling.cycle_model.receive_starts), from the configs
+    starts = sum(tensor.receive_rows(c.kind, c.config)[0] * r.counters.get("computes", 0) for c, r in items)
     cyc["fiq"] += FIQ_ENTRY_CYCLES * n_fiq  # the exception entries, not in the trace
     cyc["event"] += IRQ_ENTRY_CYCLES * n_soft
     macs = cnt.get("macs_lo", 0) + (cnt.get("macs_hi", 0) << 32)
@@ -1308,7 +1311,8 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
     return {
         "cycles": cyc, "instructions": ins, "cycles_total": total,
         "counts": {"macs": macs, "outputs": outputs, "packets_in": n_in, "packets_out": n_out,
-                   "compute_events": n_compute, "fiq": n_fiq, "user_events": n_soft, "blocks": cnt.get("blocks", 0),
+                   "compute_events": n_compute, "fiq": n_fiq, "user_events": n_soft, "starts": starts,
+                   "blocks": cnt.get("blocks", 0),
                    "computes": cnt.get("computes", 0)},
         "cycles_per": {
             "mac": _per(cyc["compute"], macs),
@@ -1341,7 +1345,8 @@ def model_cycles(kind: str, counts: dict) -> float:
 
     return cycle_model.cost(kind).cycles(
         macs=counts["macs"], blocks=counts["blocks"], outputs=counts["outputs"], packets_in=counts["packets_in"],
-        packets_out=counts["packets_out"], computes=counts["computes"], events=counts["packets_in"])
+        packets_out=counts["packets_out"], computes=counts["computes"], events=counts["packets_in"],
+        starts=counts["starts"])
 
 
 def summarise(items: List[Tuple[Case, CaseResult]]) -> dict:

@@ -7,10 +7,12 @@
 
 Fit: every tile of :func:`fit_cases` is traced by ``tools/arm_cycles.py`` (the ``.aplx``
 build's flags, ARM968E-S costs per executed instruction). Per kernel kind, the per-packet
-constants are the traced averages (fiq, event, drain + receive per packet in; send per
-packet out) and the compute constants (per MAC, int32 block, output value, completed sample)
-a non-negative least-squares fit of each case's traced compute cycles to the counts the
-kernel itself reports. They are written to ``tvm_spinn/tiling/cycle_calibration.json``.
+constants: fiq and event per packet in and send per packet out, the traced averages; the
+drain and receive split between receive per packet in and start per packet on the
+receive's longer path (tiling.cycle_model.receive_starts: the first of an input channel's
+block, the one completing an input row), a relative least-squares fit; the compute constants
+(per MAC, int32 block, output value, completed sample), a non-negative least-squares fit of
+each case's traced compute cycles to the counts the kernel itself reports. They are written to ``tvm_spinn/tiling/cycle_calibration.json``.
 
 Check: the tiles of :func:`check_cases` (other shapes than the fit's) are traced and the
 model's cycles for each (with one user event per packet, as the trace has them) are
@@ -60,8 +62,8 @@ def fit_cases(t) -> list:
         out.append(t.conv_case("conv_tile_depthwise", c, size, c, True, n, 140 + i))
     for i, (c, size) in enumerate([(8, 16), (4, 8), (16, 12)]):
         out.append(t.pool_case(c, size, 2, 150 + i))
-    for i, (c, size) in enumerate([(8, 8), (4, 12), (16, 6)]):
-        out.append(t.add_case(c, size, 2, 160 + i))
+    for i, (c, size, n) in enumerate([(8, 8, 2), (4, 12, 2), (16, 6, 2), (3, 5, 1)]):
+        out.append(t.add_case(c, size, n, 160 + i))
     for i, (n_oc, size, groups) in enumerate([(8, 8, 3), (4, 6, 2), (16, 8, 2)]):
         out.append(t.conv_reduce_case(n_oc, size, groups, 2, 170 + i))
     return out
@@ -112,10 +114,16 @@ def fit(t, items) -> Dict[str, Dict[str, float]]:
     for kind, figs in by_kind.items():
         tot = lambda key, phase=None: sum((f["cycles"][phase] if phase else f["counts"][key]) for f in figs)  # noqa: E731
         n_in, n_out = tot("packets_in"), tot("packets_out")
+        # drain + receive split between all packets and those on the receive's longer path
+        # (tiling.cycle_model.receive_starts): a relative least-squares fit
+        rx = np.array([f["cycles"]["drain"] + f["cycles"]["receive"] for f in figs], float)
+        ps = np.array([[f["counts"][k] for k in ("packets_in", "starts")] for f in figs], float)
+        per_packet, per_start = _nnls(ps / rx[:, None], np.ones(len(figs)))
         entry = {
             "fiq": tot(None, "fiq") / n_in,
             "event": tot(None, "event") / n_in,
-            "receive": (tot(None, "drain") + tot(None, "receive")) / n_in,
+            "receive": per_packet,
+            "start": per_start,
             "packet_out": tot(None, "send") / n_out if n_out else 0.0,
         }
         terms = [k for k in COMPUTE_TERMS if any(f["counts"][COUNT_OF[k]] for f in figs)]
@@ -134,7 +142,7 @@ def model_of(entry: Dict[str, float], counts: dict) -> Tuple[float, float]:
     """(all in, compute) cycles the calibration gives a traced case (one user event per packet)."""
     compute = sum(entry[k] * counts[COUNT_OF[k]] for k in COMPUTE_TERMS)
     total = (compute + counts["packets_in"] * (entry["fiq"] + entry["event"] + entry["receive"])
-             + counts["packets_out"] * entry["packet_out"])
+             + counts["starts"] * entry["start"] + counts["packets_out"] * entry["packet_out"])
     return total, compute
 
 

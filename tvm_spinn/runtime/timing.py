@@ -163,9 +163,16 @@ def core_kind(kind: int, config: Sequence[int]) -> str:
 
 
 def core_cost_ps(kind: int, config: Sequence[int]) -> np.ndarray:
-    """uint64 (8,) ps per unit of work (SPINN_COST_* order) of a kernel core."""
-    c = cycle_model.cost(core_kind(kind, config))
-    return np.array([round(getattr(c, f) * PS_PER_CYCLE) for f in COST_FIELDS], np.uint64)
+    """uint64 (8,) ps per unit of work (SPINN_COST_* order) of a kernel core; its receive
+    per packet is the mean over its packets, the longer path's share included (from its
+    config: machine.configs.tensor.receive_rows)."""
+    from ..machine.configs.tensor import receive_rows
+
+    name = core_kind(kind, config)
+    c = cycle_model.cost(name)
+    cycles = {f: getattr(c, f) for f in COST_FIELDS}
+    cycles["receive"] = c.packet_in_mean(*receive_rows(name, config)) - c.fiq
+    return np.array([round(cycles[f] * PS_PER_CYCLE) for f in COST_FIELDS], np.uint64)
 
 
 def host_in_bytes_per_s() -> float:

@@ -8,9 +8,12 @@ ARM9E-S instruction timings, not measurements on a board.
 
 A kernel kind's work, in the units its kernel counts (``spinn_counters_t``):
 
-- per packet in: ``fiq`` (the FIQ handler), ``receive`` (the binding's drain and the
-  kernel's receive), and ``event`` (spin1 scheduling the user event) when the packet finds
-  the core idle; a busy core drains several packets per event;
+- per packet in: ``fiq`` (spin1's FIQ handler and the binding's bookkeeping) and ``receive``
+  (the kernel's receive, called in the FIQ), plus ``start`` per packet that takes the
+  receive's longer path (the first of an input channel's block, the one completing an input
+  row: :func:`receive_starts`); per user event ``event`` (spin1
+  scheduling it and the binding's drain), one per compute a packet made due while the core
+  was idle;
 - per MAC ``mac``, per int32 block spilled ``block``, per output value ``output``, per
   compute call ``compute``, per packet sent ``packet_out``.
 """
@@ -40,6 +43,7 @@ class KernelCost:
     fiq: float
     event: float
     receive: float
+    start: float
     mac: float
     block: float
     output: float
@@ -48,17 +52,30 @@ class KernelCost:
 
     @property
     def packet_in(self) -> float:
-        """Cycles per packet in on a busy core (the user event amortised away)."""
+        """Cycles per packet in (in the FIQ) on the receive's short path."""
         return self.fiq + self.receive
 
+    def packet_in_mean(self, starts: float, packets: float) -> float:
+        """Mean cycles per packet in (in the FIQ) when `starts` of `packets` take the longer path."""
+        return self.packet_in + (self.start * starts / packets if packets > 0 else 0.0)
+
     def cycles(self, *, macs: float = 0, blocks: float = 0, outputs: float = 0, packets_in: float = 0,
-               packets_out: float = 0, computes: float = 0, events: float = 0) -> float:
-        """Cycles of the counted work; events: user events (packets that found the core idle)."""
-        return (packets_in * self.packet_in + events * self.event + macs * self.mac + blocks * self.block
-                + outputs * self.output + packets_out * self.packet_out + computes * self.compute)
+               packets_out: float = 0, computes: float = 0, events: float = 0, starts: float = 0) -> float:
+        """Cycles of the counted work; events: user events (computes made due while the core
+        was idle); starts: packets in that take the receive's longer path."""
+        return (packets_in * self.packet_in + starts * self.start + events * self.event + macs * self.mac
+                + blocks * self.block + outputs * self.output + packets_out * self.packet_out
+                + computes * self.compute)
 
     def as_list(self) -> Sequence[float]:
         return [getattr(self, f.name) for f in fields(self)]
+
+
+def receive_starts(channels: int, rows: int, width: int, inputs: int = 1) -> int:
+    """Packets per sample that take a tensor kernel's longer receive path (spinn_tensor.h
+    spinn_tensor_receive_rc): the first of each input channel's block, the one that completes
+    each input row, and, for an odd row width, each row's last (its pair is half padding)."""
+    return inputs * (channels + rows + (channels * rows if width % 2 else 0))
 
 
 @lru_cache(maxsize=None)

@@ -21,7 +21,7 @@ from ..graph.ops import Add, Conv2D, Pool2D
 from ..graph.windows import window_input_rows
 from ..quantization.quantize import QOp
 from . import resources as res
-from .cycle_model import cost
+from .cycle_model import cost, receive_starts
 from .dense import TANH_TABLE_BYTES
 
 TRX_ENTRY_BYTES = 16 * 4
@@ -170,6 +170,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost("conv_tile_depthwise" if k else "conv_tile")
         cycles = model.cycles(macs=macs, outputs=nc * noh * out_w, computes=1)
         in_values = n_buf * nih * in_w
+        starts = receive_starts(n_buf, nih, in_w)
         if partial:  # one int32 partial sum per packet
             out_pairs = nc * noh * out_w
     elif isinstance(op, Pool2D):
@@ -181,6 +182,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost("pool_tile")
         cycles = model.cycles(outputs=nc * noh * out_w * max(1.0, kh * kw / 4), computes=1)
         in_values = nc * nih * in_w
+        starts = receive_starts(nc, nih, in_w)
     else:
         nih = noh
         config = ADD_HEADER_BYTES + overlapping(sources, nc, noh, in_h) * TRX_ENTRY_BYTES + \
@@ -189,12 +191,13 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost("add_tile")
         cycles = model.cycles(outputs=nc * noh * out_w, computes=1)
         in_values = 2 * nc * noh * in_w
+        starts = receive_starts(nc, noh, in_w, 2)
     # spinn_stream_words: per slot a count per input row, then received, next_row, pending;
     # each workspace part is 8-byte aligned (up to 3 parts of 4 bytes of padding)
     counts = res.N_SLOTS * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
     config += row_keys_bytes(nc, noh)
-    # a busy core: one user event per output row's worth of packets
-    cycles += model.cycles(packets_in=(in_values + 1) // 2, packets_out=out_pairs, events=noh)
+    # a user event per output row; the packets on the receive's longer path
+    cycles += model.cycles(packets_in=(in_values + 1) // 2, packets_out=out_pairs, events=noh, starts=starts)
     return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles
 
 
