@@ -61,7 +61,7 @@ int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const 
 /* Copies of the function on the board (tvm_spinn.build(replicas=...)): a sample is then
  * one sample of each copy, copy after copy, in and out (the output's n_values a multiple
  * of copies, copy k's values at k * n_values / copies); input i (of the n set so far, all
- * of them) feeds copy copy_of_input[i]. Default: one copy. -1 on bad input. */
+ * of them) feeds copy copy_of_input[i]. Default: one copy; at most 255. -1 on bad input. */
 int spinn_emu_set_copies(spinn_emu_t *emu, uint32_t copies, const uint32_t *copy_of_input, uint32_t n);
 /* Stream n_samples through the board with at most n_slots samples in flight.
  * x: n_samples x input n_values int16; y: n_samples x output n_values. live:

@@ -51,7 +51,7 @@ class RunStatistics:
     samples: int
     wall_seconds: float
     cores: int
-    packets_injected: int
+    packets_injected: int  # host -> board packets, counted by the board where it counts them
     packets_sent_by_cores: int
     router_traversals: int
     link_traversals: int
