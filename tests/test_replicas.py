@@ -9,7 +9,8 @@ from tvm import relax
 
 import tvm_spinn
 from tvm_spinn import integer_reference
-from tvm_spinn.runtime import executors
+from tvm_spinn.errors import LostSamplesError
+from tvm_spinn.runtime import executors, replicas, timing
 from tvm_spinn.runtime.emulator import EmulatedBoard
 from tests.test_board import double  # noqa: F401  (the board double fixture)
 
@@ -27,8 +28,15 @@ def cnn():
     return tvm_spinn.from_torch(_small_cnn(), (torch.from_numpy(x[:2]),)), x
 
 
-def _run(mod, x, **options):
-    ex = tvm_spinn.build(mod, calibration=x, strict=True, **options)
+@pytest.fixture(scope="module")
+def builds(cnn):
+    """copies -> the small CNN's executable with that many copies (1 and 3), built once."""
+    mod, x = cnn
+    return {r: tvm_spinn.build(mod, calibration=x, strict=True, replicas=r) for r in (1, 3)}
+
+
+def _run(mod, x, ex=None, **options):
+    ex = ex if ex is not None else tvm_spinn.build(mod, calibration=x, strict=True, **options)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     with EmulatedBoard.recording() as seen:
         y = vm["main"](tvm.runtime.tensor(x)).numpy()
@@ -36,10 +44,10 @@ def _run(mod, x, **options):
     return y, executor.program, seen, tvm_spinn.statistics(vm)
 
 
-def test_copies_give_the_results_of_one_copy_bit_for_bit(cnn):
+def test_copies_give_the_results_of_one_copy_bit_for_bit(cnn, builds):
     mod, x = cnn
-    y1, p1, _, s1 = _run(mod, x)
-    y3, p3, seen, s3 = _run(mod, x, replicas=3)
+    y1, p1, _, s1 = _run(mod, x, builds[1])
+    y3, p3, seen, s3 = _run(mod, x, builds[3])
     assert p1.replicas == 1 and p3.replicas == 3
     assert {inp.replica for inp in p3.inputs} == {0, 1, 2}
     assert len(p3.cores) == 3 * len(p1.cores)
@@ -88,3 +96,94 @@ def test_timed_figures_count_samples_not_groups():
     run = timing.summarise(6, *(np.zeros(6, np.uint64), np.full(6, 10 ** 9, np.uint64)) + args[2:], n_slots=4,
                            replicas=3, n_samples=17)
     assert run.bottleneck.startswith("sample window (4 groups of 3 copies in flight") and run.samples == 17
+
+
+# -- a last, partial group of copies: only its live copies are sent and waited for ----------
+
+N = 3  # copies in the tests below; batches 1, N - 1 and N + 1 leave the last group partial
+
+
+def test_live_copies_of_each_group():
+    assert replicas.live_copies(7, 3).tolist() == [3, 3, 1]
+    assert replicas.live_copies(6, 3).tolist() == [3, 3]
+    assert replicas.live_copies(1, 16).tolist() == [1]
+    assert replicas.live_copies(0, 3).tolist() == []
+    assert replicas.lost_samples([2], 3, 7) == [6]  # a partial group's lost samples: its live ones
+    assert replicas.lost_samples([0, 2], 3, 8) == [0, 1, 2, 6, 7]
+
+
+@pytest.mark.parametrize("batch", [1, N - 1, N + 1])
+def test_partial_group_bit_exact_and_costs_only_its_samples(cnn, builds, batch):
+    """A partial last group: the results of one copy and of the integer reference, bit for
+    bit; the host injects the packets of `batch` samples (counted by the emulator: as many
+    as one copy takes) and the cores send what `batch` samples need, no more."""
+    mod, x = cnn
+    y1, p1, _, s1 = _run(mod, x[:batch], builds[1])
+    y3, p3, seen, s3 = _run(mod, x[:batch], builds[N])
+    np.testing.assert_array_equal(y3, y1)
+    ((_, x_q, y_q),) = seen
+    np.testing.assert_array_equal(y_q, integer_reference(p3, x_q))
+    one_sample = sum(inp.packets(p3.in_features) for inp in p3.inputs if inp.replica == 0)
+    assert s3.packets_injected == s1.packets_injected == batch * one_sample == batch * p1.input_packets()
+    assert s3.packets_sent_by_cores == s1.packets_sent_by_cores  # each copy runs the same kernels
+    assert s3.provenance["released"] == 0 and s3.provenance["markers_in"] == 0  # no core timed out
+
+
+def test_one_sample_on_copies_pays_for_one_sample(cnn, builds):
+    """Host-link bytes and time of 1 sample on N copies: one sample's (a full group's per
+    sample; the copies cut their input as one copy alone may not), and no lost-sample timeout
+    is waited for (the group is complete when its live copy's results are in)."""
+    from tvm_spinn.machine.graph import LOST_TIMEOUT_TICKS
+    from tvm_spinn.runtime.timing import TICK_S
+
+    mod, x = cnn
+    _, _, _, full = _run(mod, x[:N], builds[N])
+    _, p, _, one = _run(mod, x[:1], builds[N])
+    assert one.timed.bytes_in * N == full.timed.bytes_in and one.timed.messages_in * N == full.timed.messages_in
+    assert one.timed.bytes_in == timing.program_in_bytes(p)  # the statistics' own figure per sample
+    assert one.packets_injected * N == full.packets_injected
+    assert one.timed.would_time_out == 0 and one.timed.samples == 1
+    assert one.timed.latency_s < full.timed.latency_s < LOST_TIMEOUT_TICKS * TICK_S
+    assert one.modelled_energy_j < full.modelled_energy_j * N  # its work only, not the group's
+
+
+def test_partial_group_lost_samples_name_only_the_lost(cnn, builds):
+    """A stopped core in copy N - 1: every full group is lost, and the partial last group,
+    which does not use that copy, comes back exact (not waited for, not lost)."""
+    mod, x = cnn
+    x = x[:N + 1]
+    vm = relax.VirtualMachine(builds[N], tvm.cpu())
+    (e,) = executors(vm)
+    ref = tvm_spinn.integer_reference(e.program, x)
+    e.board.stop_core(next(c.label for c in e.program.cores if c.label.startswith(f"r{N - 1}.")))
+    with pytest.raises(LostSamplesError) as info:
+        vm["main"](tvm.runtime.tensor(x))
+    assert info.value.lost == list(range(N))
+    np.testing.assert_array_equal(e.last_lost.partial[N:], ref[N:])
+    assert not e.last_lost.partial[:N].any()
+    e.board.stop_core(e.program.cores[0].label)  # copy 0 carries every group, the partial one too
+    with pytest.raises(LostSamplesError) as info:
+        vm["main"](tvm.runtime.tensor(x))
+    assert info.value.lost == list(range(N + 1))
+
+
+def test_partial_groups_on_the_board_double(cnn, builds, double):
+    """The real-board runtime sends only the live copies' datagrams and completes the group
+    on their results (no sample timeout): bit for bit the emulator, one sample's packets and
+    bytes for one sample."""
+    from tests.test_board import on
+
+    mod, x = cnn
+    batches = (1, N - 1, N + 1)
+    y_emu = {b: on("emulator", builds[N], x[:b])[1] for b in batches}
+    vm, _, (e,) = on(double, builds[N], x[:N])  # (the executable's functions move to the double)
+    assert type(e.board).__name__ == "BoardView"
+    full = e.last_stats
+    for batch in batches:
+        y = vm["main"](tvm.runtime.tensor(x[:batch])).numpy()
+        np.testing.assert_array_equal(y, y_emu[batch])
+        prov = e.last_stats.provenance
+        assert prov.get("samples_timed_out", 0) == 0 and prov["datagrams_sent"] > 0
+        assert e.last_stats.packets_injected * N == full.packets_injected * batch
+        assert prov["bytes_sent"] * N == full.provenance["bytes_sent"] * batch
+    tvm_spinn.use_board(vm, "emulator")

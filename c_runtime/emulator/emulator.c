@@ -86,6 +86,7 @@ static int core_send_lost(void *ctx, uint32_t key, uint32_t payload);
 typedef struct {
     uint32_t chip, key, slot_shift, c_shift, h_shift, c, h, w;
     uint32_t packing; /* spinn_rx.h SPINN_PACK_*: 2 int16 or 4 8-bit values per packet */
+    uint32_t copy;    /* the copy of the function it feeds (spinn_emu_set_copies) */
 } input_t;
 
 struct spinn_emu {
@@ -110,10 +111,16 @@ struct spinn_emu {
     uint32_t n_inputs, in_n;
     int32_t out_core_chip, out_core_p;
     uint32_t *out_rx, out_n_rx, out_n, out_trx; /* out_trx: spinn_tensor.h entries, else spinn_rx.h */
+    /* copies of the function: a sample holds one per copy, copy after copy, in and out; a
+     * sample may carry fewer (the first `live`): the others get no packets, and the sample
+     * is complete when the live copies' out_n / copies values each are in */
+    uint32_t copies;
+    uint64_t injected; /* packets the host put on the board (counted until reset) */
     /* per run */
     int16_t *y;
     int16_t *out_buf; /* n_slots x out_n */
     uint32_t out_counts[SPINN_MAX_SLOTS];
+    uint32_t out_expect[SPINN_MAX_SLOTS]; /* values the slot's sample returns (its live copies') */
     int64_t slot_sample[SPINN_MAX_SLOTS];
     uint32_t completed_slots[SPINN_MAX_SLOTS], n_completed;
     uint8_t out_lost[SPINN_MAX_SLOTS];
@@ -190,6 +197,7 @@ spinn_emu_t *spinn_emu_create(uint32_t n_chips, const int32_t *links, const uint
     }
     for (i = 0; i < n_chips * SPINN_CORES_PER_CHIP; i++) emu->core_at[i] = -1;
     emu->out_core_chip = -1;
+    emu->copies = 1u;
     return emu;
 }
 
@@ -321,6 +329,7 @@ int spinn_emu_add_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, ui
     in->h = n_h;
     in->w = n_w;
     in->packing = SPINN_PACK_INT16;
+    in->copy = 0u;
     emu->in_n += n_c * n_h * n_w;
     return 0;
 }
@@ -345,6 +354,21 @@ int spinn_emu_set_input_tensor(spinn_emu_t *emu, uint32_t chip, uint32_t key, ui
 
 int spinn_emu_set_input(spinn_emu_t *emu, uint32_t chip, uint32_t key, uint32_t slot_shift, uint32_t n_values) {
     return spinn_emu_set_input_tensor(emu, chip, key, slot_shift, slot_shift, slot_shift, 1u, 1u, n_values);
+}
+
+int spinn_emu_set_copies(spinn_emu_t *emu, uint32_t copies, const uint32_t *copy_of_input, uint32_t n) {
+    uint32_t i;
+    if (copies == 0u || copies > 255u || n != emu->n_inputs) return -1;
+    for (i = 0; i < n; i++)
+        if (copy_of_input[i] >= copies) return -1;
+    for (i = 0; i < n; i++) emu->inputs[i].copy = copy_of_input[i];
+    emu->copies = copies;
+    return 0;
+}
+
+/* Values a sample of `live` copies returns (all copies: the whole output). */
+static uint32_t live_out_n(const spinn_emu_t *emu, uint32_t live) {
+    return live >= emu->copies ? emu->out_n : live * (emu->out_n / emu->copies);
 }
 
 static int set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
@@ -570,7 +594,7 @@ static void deliver_output(spinn_emu_t *emu, uint32_t key, uint32_t payload, uin
             fail(emu, msg);
             return;
         }
-        if (emu->out_counts[slot] == emu->out_n) {
+        if (emu->out_counts[slot] == emu->out_expect[slot]) {
             if (emu->timed)
                 emu->done_pending[slot] = 1u;
             else
@@ -791,15 +815,17 @@ static void route(spinn_emu_t *emu, const packet_t *pk) {
  * pairs along w, or for an 8-bit input four values per packet (byte j of the
  * payload value 4 * index + j; the values must be in the input's 8-bit range:
  * the host quantised them so, and the bytes keep their low 8 bits).
+ * Only the inputs of the first `live` copies send (spinn_emu_set_copies).
  * emit(ctx, input index, chip, key, payload) takes each. */
 typedef int (*emit_fn)(void *ctx, uint32_t input, uint32_t chip, uint32_t key, uint32_t payload);
 
-static int encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, emit_fn emit, void *ctx) {
+static int encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint32_t live, emit_fn emit,
+                  void *ctx) {
     uint32_t i, c, h, pair;
     for (i = 0; i < emu->n_inputs; i++) {
         const input_t *in = &emu->inputs[i];
         uint32_t w = in->w;
-        for (h = 0; h < in->h; h++) {
+        for (h = 0; h < in->h && in->copy < live; h++) { /* a copy without a sample gets nothing */
             for (c = 0; c < in->c; c++) {
                 const int16_t *row = x + ((size_t)c * in->h + h) * w;
                 uint32_t base = in->key | (slot << in->slot_shift) | (c << in->c_shift) | (h << in->h_shift);
@@ -826,22 +852,24 @@ static int encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, emit_
 static int emit_push(void *ctx, uint32_t input, uint32_t chip, uint32_t key, uint32_t payload) {
     spinn_emu_t *emu = (spinn_emu_t *)ctx;
     uint64_t t = 0;
+    emu->injected++;
     if (emu->timed) t = tm_input_packet(&emu->tm, input, emu->inject_left[input]--, emu->inject_at);
     return push(emu, chip, LOCAL, key, payload, 0, 0u, t);
 }
 
-/* One sample enters the board (timed: the host starts sending it no earlier than at;
- * returns when its first message starts, in *start). */
-static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint64_t at, uint64_t *start) {
-    uint32_t i;
+/* One sample (of `live` copies) enters the board (timed: the host starts sending it no
+ * earlier than at; returns when its first message starts, in *start). */
+static int inject(spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint32_t live, uint64_t at, uint64_t *start) {
+    uint32_t i, first = 0;
     for (i = 0; i < emu->n_inputs; i++)
         emu->inject_left[i] = emu->inputs[i].c * emu->inputs[i].h * input_row_packets(&emu->inputs[i]);
+    while (first + 1u < emu->n_inputs && emu->inputs[first].copy >= live) first++;
     emu->inject_at = at;
     {
-        uint64_t free0 = emu->tm.in_free[emu->tm.host_of_input[0]]; /* the first message's stream */
+        uint64_t free0 = emu->tm.in_free[emu->tm.host_of_input[first]]; /* the first message's stream */
         *start = at > free0 ? at : free0;
     }
-    return encode(emu, x, slot, emit_push, emu);
+    return encode(emu, x, slot, live, emit_push, emu);
 }
 
 /* Route packets until none is in flight or a slot completes. */
@@ -890,14 +918,24 @@ static int start_clocks(spinn_emu_t *emu) {
 }
 
 int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots,
-                  uint8_t *lost) {
+                  uint8_t *lost, const uint8_t *live) {
     uint32_t next = 0, done = 0, s, i;
     char msg[200];
-    if (emu->out_core_chip < 0 || emu->n_inputs == 0 || n_slots == 0 || n_slots > SPINN_MAX_SLOTS || emu->raw) {
-        fail(emu, "run: input or output not configured, raw output mode, or bad slot count");
+    emu->failed = 0;
+    if (emu->out_core_chip < 0 || emu->n_inputs == 0 || n_slots == 0 || n_slots > SPINN_MAX_SLOTS || emu->raw ||
+        emu->out_n % emu->copies != 0u) {
+        fail(emu, "run: input or output not configured, raw output mode, bad slot count, or an output that does "
+                  "not split into its copies");
         return -1;
     }
-    emu->failed = 0;
+    for (i = 0; live && i < n_samples; i++) {
+        if (live[i] == 0u || live[i] > emu->copies) {
+            snprintf(msg, sizeof(msg), "run: sample %u carries %u copies, the program has %u", i, live[i],
+                     emu->copies);
+            fail(emu, msg);
+            return -1;
+        }
+    }
     emu->run_slots = n_slots;
     emu->out_buf = calloc((size_t)SPINN_MAX_SLOTS * (emu->out_n ? emu->out_n : 1u), sizeof(int16_t));
     if (!emu->out_buf) return -1;
@@ -923,7 +961,10 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
             emu->out_counts[s] = 0; /* what stragglers of a lost sample left */
             emu->out_lost[s] = 0;
             emu->done_pending[s] = 0;
-            if (inject(emu, x + (size_t)next * emu->in_n, s, emu->slot_done_t[s], &start)) break;
+            emu->out_expect[s] = live_out_n(emu, live ? live[next] : emu->copies);
+            if (inject(emu, x + (size_t)next * emu->in_n, s, live ? live[next] : emu->copies, emu->slot_done_t[s],
+                       &start))
+                break;
             if (emu->sample_start_t) emu->sample_start_t[next] = start;
             next++;
         }
@@ -940,7 +981,7 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
                 if (emu->slot_sample[s] < 0) continue;
                 if (!lost) {
                     snprintf(msg, sizeof(msg), "sample %lld never completed: %u of %u output values arrived",
-                             (long long)emu->slot_sample[s], emu->out_counts[s], emu->out_n);
+                             (long long)emu->slot_sample[s], emu->out_counts[s], emu->out_expect[s]);
                     fail(emu, msg);
                     break;
                 }
@@ -971,9 +1012,11 @@ int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_
                     lost[sample] = 1u;
                 memset(y + (size_t)sample * emu->out_n, 0, sizeof(int16_t) * emu->out_n);
                 emu->resting[s] = 1u;
-            } else {
+            } else { /* the live copies' values; a copy without a sample returns zeros */
                 memcpy(y + (size_t)sample * emu->out_n, emu->out_buf + (size_t)s * emu->out_n,
-                       sizeof(int16_t) * emu->out_n);
+                       sizeof(int16_t) * emu->out_expect[s]);
+                memset(y + (size_t)sample * emu->out_n + emu->out_expect[s], 0,
+                       sizeof(int16_t) * (emu->out_n - emu->out_expect[s]));
             }
             emu->slot_sample[s] = -1;
             emu->out_counts[s] = 0;
@@ -1040,6 +1083,8 @@ int spinn_emu_stop_core(spinn_emu_t *emu, uint32_t core, int stopped) {
     return 0;
 }
 
+uint64_t spinn_emu_injected(const spinn_emu_t *emu) { return emu->injected; }
+
 void spinn_emu_fault_counts(const spinn_emu_t *emu, uint64_t *out) {
     out[0] = emu->routed;
     out[1] = emu->faults_dropped;
@@ -1094,7 +1139,7 @@ static int emit_store(void *ctx, uint32_t input, uint32_t chip, uint32_t key, ui
     return 0;
 }
 
-int64_t spinn_emu_encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint32_t *keys,
+int64_t spinn_emu_encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint32_t live, uint32_t *keys,
                          uint32_t *payloads, uint8_t *input, uint32_t cap) {
     encode_buf_t b;
     if (emu->n_inputs == 0 || slot >= SPINN_MAX_SLOTS) return -1;
@@ -1103,7 +1148,7 @@ int64_t spinn_emu_encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot
     b.input = input;
     b.cap = cap;
     b.n = 0;
-    encode(emu, x, slot, emit_store, &b);
+    encode(emu, x, slot, live, emit_store, &b);
     return (int64_t)b.n;
 }
 
@@ -1170,6 +1215,7 @@ void spinn_emu_reset_counters(spinn_emu_t *emu) {
         emu->cores[i].slots.markers_in = emu->cores[i].slots.released = emu->cores[i].slots.lost_out = 0u;
     }
     emu->faults_dropped = emu->faults_stopped = 0u; /* not `routed`: pending drops count from it */
+    emu->injected = 0u;
 }
 
 /* ---- timed emulation ---- */

@@ -58,8 +58,16 @@ int spinn_emu_set_output(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint
  * the output sample is that tensor, c-major. */
 int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const uint32_t *rx, uint32_t n_rx,
                              uint32_t n_values);
+/* Copies of the function on the board (tvm_spinn.build(replicas=...)): a sample is then
+ * one sample of each copy, copy after copy, in and out (the output's n_values a multiple
+ * of copies, copy k's values at k * n_values / copies); input i (of the n set so far, all
+ * of them) feeds copy copy_of_input[i]. Default: one copy; at most 255. -1 on bad input. */
+int spinn_emu_set_copies(spinn_emu_t *emu, uint32_t copies, const uint32_t *copy_of_input, uint32_t n);
 /* Stream n_samples through the board with at most n_slots samples in flight.
- * x: n_samples x input n_values int16; y: n_samples x output n_values. When
+ * x: n_samples x input n_values int16; y: n_samples x output n_values. live:
+ * per sample, the copies that carry one (the first live[i]; NULL: all): the
+ * other copies' inputs send nothing, the sample is complete when the live
+ * copies' values are in, and the other copies' values in y are 0. When
  * the network goes quiet with samples outstanding, every core's lost-sample
  * timeout fires (spinn_slots.h); a sample whose outputs arrive as markers, or
  * never arrive (a stopped core), is lost: lost[i] = 1 and its row of y is 0.
@@ -67,7 +75,7 @@ int spinn_emu_set_output_trx(spinn_emu_t *emu, uint32_t chip, uint32_t p, const 
  * (spinn_emu_cancel: no more samples start, those in flight drain away, the
  * board is ready for the next run) or -1 (then spinn_emu_error() says why). */
 int spinn_emu_run(spinn_emu_t *emu, const int16_t *x, uint32_t n_samples, int16_t *y, uint32_t n_slots,
-                  uint8_t *lost);
+                  uint8_t *lost, const uint8_t *live);
 /* From another thread while spinn_emu_run runs: ask it to stop (cancel = 1), or
  * clear the request before a run (0); the samples of the current run done so far. */
 void spinn_emu_cancel(spinn_emu_t *emu, int cancel);
@@ -81,6 +89,8 @@ int spinn_emu_drop_packet(spinn_emu_t *emu, uint64_t nth);
 int spinn_emu_stop_core(spinn_emu_t *emu, uint32_t core, int stopped);
 /* packets routed, dropped by the fault, lost at stopped cores (3 words) */
 void spinn_emu_fault_counts(const spinn_emu_t *emu, uint64_t *out);
+/* Packets the host injected (runs) since the counters were last reset. */
+uint64_t spinn_emu_injected(const spinn_emu_t *emu);
 /* A core's lost-sample counters (spinn_slots_t, 4 words). */
 int spinn_emu_core_slots(const spinn_emu_t *emu, uint32_t core, uint32_t *out);
 
@@ -95,11 +105,12 @@ int64_t spinn_emu_drain(spinn_emu_t *emu, uint32_t *out, uint32_t cap);
 uint32_t spinn_emu_release(spinn_emu_t *emu);
 
 /* The live IO codec the host side of a real board uses (inputs and output
- * configured, no cores needed): encode the packets of one sample in slot
- * (keys, payloads, input index; at most cap; returns how many) and decode one
+ * configured, no cores needed): encode the packets of one sample of `live`
+ * copies (the first ones; >= copies: all) in slot (keys, payloads, input index;
+ * at most cap; returns how many) and decode one
  * output packet into bufs (SPINN_MAX_SLOTS x output n_values), counts and lost
  * per slot (returns the slot, SPINN_MAX_SLOTS for values not ours, or -1). */
-int64_t spinn_emu_encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint32_t *keys,
+int64_t spinn_emu_encode(const spinn_emu_t *emu, const int16_t *x, uint32_t slot, uint32_t live, uint32_t *keys,
                          uint32_t *payloads, uint8_t *input, uint32_t cap);
 int32_t spinn_emu_decode(const spinn_emu_t *emu, uint32_t key, uint32_t payload, uint32_t marker, uint32_t n_slots,
                          int16_t *bufs, uint32_t *counts, uint8_t *lost);

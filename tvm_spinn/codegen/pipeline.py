@@ -269,8 +269,9 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         :class:`tvm_spinn.quantization.quantize.CalibrationSettings`.
     replicas : copies of every offloaded function on the machine (int >= 1), or "auto" for as
         many as its application cores hold (at most 16 per function: the emulator's live
-        inputs). The runtime spreads a batch over the copies, one sample per copy at a time;
-        they run side by side, sharing the host link and the output gatherer
+        inputs). The runtime spreads a batch over the copies, one sample per copy at a time
+        (a last, partial group goes to only as many copies as it has samples); they run
+        side by side, sharing the host link and the output gatherer
         (tvm_spinn.runtime.replicas). Results are the same as with one copy.
     input_bits : 16 (default) or 8: the bits of each value the host sends to an offloaded
         function (every input the board takes from the host). 8 sends four values per

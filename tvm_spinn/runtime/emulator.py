@@ -63,7 +63,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spinn_emu_core_packet.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
                                           _u32p, ctypes.c_uint32]
     lib.spinn_emu_run.restype = ctypes.c_int
-    lib.spinn_emu_run.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _i16p, ctypes.c_uint32, _u8p]
+    lib.spinn_emu_run.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _i16p, ctypes.c_uint32, _u8p, _u8p]
+    lib.spinn_emu_set_copies.restype = ctypes.c_int
+    lib.spinn_emu_set_copies.argtypes = [ctypes.c_void_p, ctypes.c_uint32, _u32p, ctypes.c_uint32]
+    lib.spinn_emu_injected.restype = ctypes.c_uint64
+    lib.spinn_emu_injected.argtypes = [ctypes.c_void_p]
     lib.spinn_emu_cancel.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.spinn_emu_progress.restype = ctypes.c_uint32
     lib.spinn_emu_progress.argtypes = [ctypes.c_void_p]
@@ -83,7 +87,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spinn_emu_release.restype = ctypes.c_uint32
     lib.spinn_emu_release.argtypes = [ctypes.c_void_p]
     lib.spinn_emu_encode.restype = ctypes.c_int64
-    lib.spinn_emu_encode.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, _u32p, _u32p, _u8p, ctypes.c_uint32]
+    lib.spinn_emu_encode.argtypes = [ctypes.c_void_p, _i16p, ctypes.c_uint32, ctypes.c_uint32, _u32p, _u32p, _u8p,
+                                     ctypes.c_uint32]
     lib.spinn_emu_decode.restype = ctypes.c_int32
     lib.spinn_emu_decode.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
                                      ctypes.c_uint32, _i16p, _u32p, _u8p]
@@ -247,6 +252,10 @@ class EmulatedBoard:
             rc = rc or (inp.packing and self._lib.spinn_emu_set_input_packing(self._emu, k, inp.packing))
         if rc != 0:
             raise EmulatorError("an input's key layout or packing is invalid (or more than 16 inputs)")
+        # which copy each input feeds: a partial group sends only its live copies' inputs
+        copy_of = np.ascontiguousarray([inp.replica for inp in program.inputs], np.uint32)
+        if self._lib.spinn_emu_set_copies(self._emu, self.replicas, _ptr(copy_of, _u32p), len(copy_of)) != 0:
+            raise EmulatorError(f"the inputs' copies {copy_of.tolist()} do not fit replicas={self.replicas}")
         rx = np.ascontiguousarray(out.rx, np.uint32).reshape(-1)
         x, y, p = out.placement
         if out.trx:
@@ -278,6 +287,7 @@ class EmulatedBoard:
         x_q = np.ascontiguousarray(x_q.reshape(n_samples, int(np.prod(x_q.shape[1:], dtype=np.int64))))
         if n_samples and x_q.shape[1] != self.in_features:
             raise EmulatorError(f"samples have {x_q.shape[1]} values, the program takes {self.in_features}")
+        live = replicas.live_copies(n_samples, self.replicas)  # the last group may be partial
         x_q = replicas.group(x_q, self.replicas)  # one sample per copy of the function at a time
         n = x_q.shape[0]
         if self._in_order is not None:
@@ -289,7 +299,7 @@ class EmulatedBoard:
         self._apply_timing()
         if self.timed:
             self._lib.spinn_emu_set_sample_times(self._emu, _ptr(t_start, _u64p), _ptr(t_done, _u64p))
-        rc = self._stream(x_q, y, lost) if n else 0
+        rc = self._stream(x_q, y, lost, live) if n else 0
         if rc != 0:
             raise EmulatorError(self._error())
         if self.timed and n:
@@ -300,13 +310,16 @@ class EmulatedBoard:
                                    n_samples, y, "on the emulated board")
         return y
 
-    def _stream(self, x_q: np.ndarray, y: np.ndarray, lost: np.ndarray) -> int:
-        """spinn_emu_run in a helper thread: Ctrl-C cancels it (the samples in flight drain
-        away, so the board is ready for the next run) and raises KeyboardInterrupt."""
+    def _stream(self, x_q: np.ndarray, y: np.ndarray, lost: np.ndarray, live: np.ndarray) -> int:
+        """spinn_emu_run in a helper thread (live: uint8 per group, the copies carrying a
+        sample): Ctrl-C cancels it (the samples in flight drain away, so the board is ready
+        for the next run) and raises KeyboardInterrupt."""
         lib, emu, n = self._lib, self._emu, x_q.shape[0]
+        live = np.ascontiguousarray(live, np.uint8)
         lib.spinn_emu_cancel(emu, 0)
         return interruptible(
-            lambda: lib.spinn_emu_run(emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots, _ptr(lost, _u8p)),
+            lambda: lib.spinn_emu_run(emu, _ptr(x_q, _i16p), n, _ptr(y, _i16p), self.n_slots, _ptr(lost, _u8p),
+                                      _ptr(live, _u8p)),
             lambda: lib.spinn_emu_cancel(emu, 1), lambda: lib.spinn_emu_progress(emu), n, "emulated board")
 
     @classmethod
@@ -395,9 +408,12 @@ class EmulatedBoard:
         return dict(zip(("routed", "dropped", "at_stopped_cores"), (int(v) for v in out)))
 
     def board_counters(self) -> Dict[str, int]:
-        """Board-level provenance: packets the fabric lost to injected faults."""
+        """Board-level provenance: packets the fabric lost to injected faults, and the
+        packets the host injected (counted: a partial group of copies sends only its live
+        copies' packets)."""
         faults = self.fault_counts()
-        return {"fabric_dropped": faults["dropped"], "lost_at_stopped_cores": faults["at_stopped_cores"]}
+        return {"fabric_dropped": faults["dropped"], "lost_at_stopped_cores": faults["at_stopped_cores"],
+                "packets_injected": int(self._lib.spinn_emu_injected(self._emu))}
 
     # -- raw streaming (the board double) and the live IO codec ---------------------------
     def inject(self, chip, key: int, payload: int, marker: bool = False) -> None:
@@ -423,10 +439,12 @@ class EmulatedBoard:
         """Fire every core's lost-sample timeout (spinn_slots.h); returns the slots released."""
         return int(self._lib.spinn_emu_release(self._emu))
 
-    def encode(self, x_q: np.ndarray, slot: int):
-        """The multicast packets of one int16 sample (in_features,) in ``slot``: uint32 keys,
-        uint32 payloads and the input (0..) each belongs to, in sending order (an 8-bit
-        input's values, in its range as the executor quantised them, four a packet)."""
+    def encode(self, x_q: np.ndarray, slot: int, live: Optional[int] = None):
+        """The multicast packets of one int16 sample (replicas * in_features,: one per copy)
+        in ``slot``: uint32 keys, uint32 payloads and the input (0..) each belongs to, in
+        sending order (an 8-bit input's values, in its range as the executor quantised them,
+        four a packet). live: the copies carrying a sample (the first ``live``; None: all);
+        the others' inputs send nothing."""
         x_q = np.ascontiguousarray(x_q, np.int16).reshape(-1)
         if x_q.size != self.replicas * self.in_features:
             raise EmulatorError(f"a sample has {x_q.size} values, the program takes {self.replicas} x "
@@ -435,7 +453,10 @@ class EmulatedBoard:
             x_q = np.ascontiguousarray(x_q[self._in_order])
         cap = x_q.size // 2 + 16 * 64  # int16 pairs, or fewer 8-bit quads
         keys, payloads, which = np.zeros(cap, np.uint32), np.zeros(cap, np.uint32), np.zeros(cap, np.uint8)
-        n = self._lib.spinn_emu_encode(self._emu, _ptr(x_q, _i16p), int(slot), _ptr(keys, _u32p),
+        live = self.replicas if live is None else int(live)
+        if not 1 <= live <= self.replicas:
+            raise EmulatorError(f"a sample carries {live} copies, the program has {self.replicas}")
+        n = self._lib.spinn_emu_encode(self._emu, _ptr(x_q, _i16p), int(slot), live, _ptr(keys, _u32p),
                                        _ptr(payloads, _u32p), _ptr(which, _u8p), cap)
         if n < 0 or n > cap:
             raise EmulatorError(f"cannot encode a sample in slot {slot}")

@@ -54,7 +54,7 @@ class RunStatistics:
     samples: int
     wall_seconds: float
     cores: int
-    packets_injected: int
+    packets_injected: int  # host -> board packets, counted by the board where it counts them
     packets_sent_by_cores: int
     router_traversals: int
     link_traversals: int
@@ -235,7 +235,8 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     for label, cyc in cycles.items():
         per_stage[_stage(label)] = max(per_stage.get(_stage(label), 0.0), cyc)
     sent = sum(c["packets_out"] for c in counters.values())
-    injected = samples * program.input_packets()
+    # counted where the board counts them (a partial group of copies sends only its live copies')
+    injected = int(provenance.pop("packets_injected", samples * program.input_packets()))
     hops_per_packet = float(links.sum()) / max(1, sent + injected)
     # the host link as the timed emulation models it (runtime.timing): in at the runtime's
     # pacing, out at the rate measured from the gatherer's chip

@@ -14,6 +14,9 @@ messages in flight and drops the rest):
 - **Several boards**: each input's datagrams go to the Ethernet of the board its source
   core sits on (the transceiver's SCAMP connection to that board's Ethernet chip), each
   board paced on its own: copies of a model on three boards take three host links.
+- **Copies** (``BoardProgram.replicas``): a sample is a group of one sample per copy; a
+  last, partial group sends only its live copies' inputs and is done when their values
+  arrived (``tvm_spinn.runtime.replicas``).
 - **Completion**: a sample is done when every output value arrived; it is lost if a
   lost-value marker (an EIEIO key without payload) arrived for it, or if nothing arrived
   for ``TVM_SPINN_SAMPLE_TIMEOUT`` seconds (default 0.5) while it was in flight.
@@ -129,6 +132,7 @@ class LiveIO:
         self.txrx.send_sdp_message(SDPMessage(header, data=body), self.connections[k])
         self.counts["datagrams_sent"] += 1
         self.counts["bytes_sent"] += len(body)
+        self.counts["packets_injected"] += (len(body) - 2) // 8  # KEY_PAYLOAD_32_BIT events
 
     def _receive(self, deadline: float, on_event) -> bool:
         """Read the gatherer's datagrams until none waits (or deadline); on_event(key,
@@ -155,21 +159,28 @@ class LiveIO:
                 payload = getattr(e, "payload", None)
                 on_event(int(e.key), int(payload or 0), payload is None)
 
-    def run(self, x_q: np.ndarray, n_slots: int) -> Tuple[np.ndarray, List[int]]:
-        """Stream int16 samples (n, in_features) through the board; returns (y int16 (n,
-        out_features), sorted indices of lost samples; their rows of y are 0)."""
+    def run(self, x_q: np.ndarray, n_slots: int, live: Optional[np.ndarray] = None
+            ) -> Tuple[np.ndarray, List[int]]:
+        """Stream int16 samples (n, replicas * in_features: one per copy) through the board;
+        returns (y int16 (n, replicas * out_features), sorted indices of lost samples; their
+        rows of y are 0). live: per sample, the copies that carry one (the first live[i];
+        None: all): the others' inputs are not sent and their values in y are 0."""
         rest_s = 2 * LOST_TIMEOUT_TICKS * 1e-3 + 0.05
         # what an interrupted call left in flight drains away before this one starts
         self._discard(rest_s if self.interrupted else 0.0)
         self.interrupted = False
         try:
-            return self._stream(x_q, n_slots, rest_s)
+            return self._stream(x_q, n_slots, rest_s, live)
         except BaseException:
             self.interrupted = True
             raise
 
-    def _stream(self, x_q: np.ndarray, n_slots: int, rest_s: float) -> Tuple[np.ndarray, List[int]]:
-        n, out_n = x_q.shape[0], self.program.out_features * max(1, self.program.replicas)
+    def _stream(self, x_q: np.ndarray, n_slots: int, rest_s: float, live: Optional[np.ndarray]
+                ) -> Tuple[np.ndarray, List[int]]:
+        copies = max(1, self.program.replicas)
+        n, out_n = x_q.shape[0], self.program.out_features * copies
+        live = np.full(n, copies, np.int64) if live is None else np.asarray(live, np.int64)
+        expect = [0] * MAX_SLOTS  # values each slot's sample returns: its live copies'
         y = np.zeros((n, out_n), np.int16)
         bufs = np.zeros(MAX_SLOTS * out_n, np.int16)
         counts = np.zeros(MAX_SLOTS, np.uint32)
@@ -194,7 +205,7 @@ class LiveIO:
                 lost.append(sample)
                 resting.append((time.monotonic() + rest_s, slot))
             else:
-                y[sample] = bufs[slot * out_n:(slot + 1) * out_n]
+                y[sample, :expect[slot]] = bufs[slot * out_n:slot * out_n + expect[slot]]
                 free.append(slot)
             slot_sample[slot] = -1
             counts[slot] = 0
@@ -215,7 +226,7 @@ class LiveIO:
                 counts[slot], lost_flag[slot] = 0, 0
                 return
             last_progress = time.monotonic()
-            if counts[slot] >= out_n:
+            if counts[slot] >= expect[slot]:
                 finish(slot, bool(lost_flag[slot]))
 
         while done < n:
@@ -228,8 +239,9 @@ class LiveIO:
                     last_progress = now  # nothing was in flight: the clock starts now
                 slot = free.popleft()
                 slot_sample[slot] = next_sample
+                expect[slot] = int(live[next_sample]) * self.program.out_features
                 bufs[slot * out_n:(slot + 1) * out_n] = 0
-                keys, payloads, which = self.codec.encode(x_q[next_sample], slot)
+                keys, payloads, which = self.codec.encode(x_q[next_sample], slot, int(live[next_sample]))
                 for k, body in self._messages(keys, payloads, which):
                     outboxes[self.stream_of[k]].append((k, body))
                 next_sample += 1

@@ -261,7 +261,7 @@ class BoardView:
         n, copies = len(x_q), max(1, self.program.replicas)
         with self.session.lock:
             try:  # one sample per copy of the function at a time
-                y, lost = self.io.run(replicas.group(x_q, copies), self.n_slots)
+                y, lost = self.io.run(replicas.group(x_q, copies), self.n_slots, replicas.live_copies(n, copies))
             finally:
                 self.session.refresh()
         y = replicas.ungroup(y, copies, n)
