@@ -31,7 +31,8 @@ order. Every packet takes the way it takes on a core; its cycles are split in ph
            dispatcher calling the user-event callback. One user event per packet: a core
            that keeps up with its input; a busy core drains several packets per event
            and pays this once;
-  drain    the binding's ``on_user`` (dequeue with the FIQ off, slot bookkeeping);
+  drain    the binding's ``on_user`` (dequeue, slot bookkeeping), but its wait for a next
+           packet (``spinn_binding_poll``), which is idle time, reported on its own;
   receive  ``spinn_<k>_receive``;
   compute  ``spinn_<k>_compute``, its send calls excluded;
   send     the binding's ``spinn_binding_send`` with ``spin1_send_mc_packet``.
@@ -168,6 +169,8 @@ FIQ_ENTRY_CYCLES = TIMING["b"].cycles + TIMING["ldr_pc"].cycles
 IRQ_ENTRY_CYCLES = TIMING["b"].cycles + TIMING["ldr_pc"].cycles
 
 PHASES = ("fiq", "event", "drain", "receive", "compute", "send")
+# the drain's wait for a next packet (spinn_binding_poll): idle time, apart from the phases
+POLL = "poll"
 PACKET_IN_PHASES = ("fiq", "event", "drain", "receive")
 
 
@@ -907,6 +910,7 @@ def build_kind(work: Path, name: str, common: List[Path], opt: Sequence[str], cc
     wanted = {f"spinn_{name}_receive": ("receive", False, "receive"),
               f"spinn_{name}_compute": ("compute", False, "compute"),
               "on_user": ("drain", False, "on_user"), "cc_rx_ready_fiqsr": ("fiq", True, "fiq"),
+              "spinn_binding_poll": (POLL, False, "poll"),
               "soft_int_isr": ("event", True, "soft_int"), "dispatch_once": ("event", True, "dispatch"),
               # paid once per user event, whoever calls it (the FIQ's phase resumes on return)
               "spin1_trigger_user_event": ("event", False, "trigger")}
@@ -931,8 +935,8 @@ def build_kind(work: Path, name: str, common: List[Path], opt: Sequence[str], cc
 
 @dataclass
 class CaseResult:
-    cycles: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES + ("setup",), 0))
-    instructions: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES + ("setup",), 0))
+    cycles: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES + ("setup", POLL), 0))
+    instructions: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES + ("setup", POLL), 0))
     entries: Dict[str, int] = field(default_factory=dict)
     counters: Dict[str, int] = field(default_factory=dict)
     classes: Dict[str, int] = field(default_factory=dict)
@@ -1324,6 +1328,8 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
             "compute_event": _per(cyc["compute"], n_compute),
         },
         "cycles_per_packet_in_by_phase": {p: _per(cyc[p], n_in) for p in PACKET_IN_PHASES},
+        # a drain's whole wait for a next packet that does not come (none does in these traces)
+        "poll_window_cycles": _per(sum(r.cycles[POLL] for _, r in items), entries.get("poll", 0)),
         "instructions_per": {
             "mac": _per(ins["compute"], macs),
             "output": _per(ins["compute"], outputs),
@@ -1398,6 +1404,10 @@ def table(report: dict) -> str:
     lines.append("cyc/pkt in: FIQ entry to the end of receive with one user event (spin1 scheduling) per packet; "
                  "(no event): that event amortised away.")
     lines.append("cyc/pkt out: the binding's send with spin1_send_mc_packet (queue empty, TX not full).")
+    polls = [k["poll_window_cycles"] for k in report["kinds"].values() if k.get("poll_window_cycles")]
+    if polls:
+        lines.append(f"drain's wait for a next packet (spinn_binding_poll, not in the figures above): "
+                     f"{max(polls):.0f} cycles when none comes.")
     lines.append("model: tvm_spinn's calibrated cycle model (tiling/cycle_model.py, tools/calibrate_cycles.py) on "
                  "the same counted work; trace/model > 1: the model is optimistic.")
     return "\n".join(lines)

@@ -183,10 +183,12 @@ def main(argv=None) -> int:
     if not args.check:
         items = t.trace_cases(fit_cases(t), jobs=args.jobs, log=quiet)
         kinds = fit(t, items)
+        poll = t.figures(items)["poll_window_cycles"]  # the binding's, the same for every kernel
         data = {"source": "tools/calibrate_cycles.py: tools/arm_cycles.py traces of the fit tiles "
                           f"({len(items)}), flags {' '.join(t._flags(t.DEFAULT_OPT))}",
                 "compiler": t._tool_version([t.CC, "--version"]),
                 "units": "ARM968E-S cycles (200 MHz) per unit of counted work",
+                "drain_poll_cycles": round(poll, 1),
                 "kinds": kinds}
         CALIBRATION.write_text(json.dumps(data, indent=2) + "\n")
         print(f"wrote {CALIBRATION.relative_to(ROOT)}")

@@ -13,9 +13,11 @@
  *   core     the FIQ takes each packet (a packet that waits longer than the
  *            router's WAIT_PS for it is one a board would drop), then the
  *            core's one CPU runs the FIQ, the user event (only when it was
- *            idle: a busy core drains several packets per event), the drain and
- *            receive, then whatever compute the packet completed; the packets
- *            that compute sends leave spread over it. A core whose binding ring
+ *            idle for longer than the drain waits for a next packet, POLL_PS:
+ *            a busy core, or one whose packets come close together, drains
+ *            several packets per event), the drain and receive, then whatever
+ *            compute the packet completed; the packets that compute sends
+ *            leave spread over it. A core whose binding ring
  *            (SPINN_RX_QUEUE packets) would overflow is counted too;
  *   host in  EIEIO messages of EVENTS_PER_IN_MSG packets at HOST_IN_PS_PER_BYTE,
  *            each sent on by the input source core at IN_CORE_PS per packet; one
@@ -126,7 +128,7 @@ static inline uint64_t tm_max(uint64_t a, uint64_t b) { return a > b ? a : b; }
 /* A packet reaches a kernel core at t (its counters now): returns when its handler's compute starts. */
 static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now) {
     uint64_t fiq = tm_max(t, c->fiq_free), start, own;
-    int idle = c->cpu_free <= fiq;
+    int idle = c->cpu_free + tm->p[SPINN_TM_POLL_PS] < fiq; /* the drain ended: a new user event */
     if (fiq - t > tm->p[SPINN_TM_WAIT_PS]) c->late++;
     c->fiq_free = fiq + c->fiq_ps;
     /* the binding's ring holds the packets whose processing has not begun: full when the

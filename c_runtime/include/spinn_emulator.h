@@ -161,7 +161,8 @@ void spinn_emu_reset_counters(spinn_emu_t *emu);
 #define SPINN_TM_LOST_TIMEOUT_PS 16u   /* the binding's lost-sample timeout */
 #define SPINN_TM_BOARD_PS_PER_BIT 17u  /* a board-to-board (FPGA) serial link, shared by a board edge's links */
 #define SPINN_TM_BOARD_LATENCY_PS 18u  /* a board-to-board crossing's latency beyond the chip link */
-#define SPINN_TM_PARAMS 19u
+#define SPINN_TM_POLL_PS 19u           /* the drain's wait for a next packet before it ends */
+#define SPINN_TM_PARAMS 20u
 /* Timing on (params[SPINN_TM_ON] != 0) or off for the next runs; -1 on bad input. */
 int spinn_emu_set_timing(spinn_emu_t *emu, const uint64_t *params, uint32_t n_params);
 int spinn_emu_set_core_cost(spinn_emu_t *emu, uint32_t core, const uint64_t *cost, uint32_t n_words);

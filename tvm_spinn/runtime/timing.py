@@ -4,7 +4,9 @@ The emulator (``c_runtime/emulator/timing.c``) gives every packet event a time; 
 are the figures it is given. All are MODELLED, none is measured on a board:
 
 - **Cores**: the calibrated cycles of :mod:`tvm_spinn.tiling.cycle_model` (ARM instruction
-  traces of our kernels) at 200 MHz (:data:`CLOCK_HZ`).
+  traces of our kernels) at 200 MHz (:data:`CLOCK_HZ`). A packet pays a spin1 user event
+  when its core has been idle for longer than the binding's drain waits for a next packet
+  (``cycle_model.drain_poll_cycles``, traced: about 10 us).
 - **Routers**: :data:`HOP_NS` per hop (about 0.1 us, the figure the SpiNNaker papers
   quote for a router hop), one packet per router clock of 133 MHz (:data:`ROUTER_NS`, an
   assumption: the router pipeline takes a packet per cycle). A packet that waits longer
@@ -190,13 +192,13 @@ def host_in_bytes_per_s() -> float:
 
 def params(gatherer_chip: Tuple[int, int], on: bool = True,
            ethernet_chips: Sequence[Tuple[int, int]] = ((0, 0),)) -> np.ndarray:
-    """uint64 (19,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
+    """uint64 (20,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
     out_rate = host_out_bytes_per_s(gatherer_chip, ethernet_chips)
     p = [1 if on else 0, HOP_NS * 1e3, ROUTER_NS * 1e3, WAIT_NS * 1e3, 1e12 / LINK_BITS_PER_S,
          1e12 / host_in_bytes_per_s(), 1e12 / out_rate, IN_MSG_OVERHEAD_BYTES, OUT_MSG_OVERHEAD_BYTES,
          EVENTS_PER_IN_MSG, EVENTS_PER_OUT_MSG, TICK_S * 1e12, LPG_CYCLES * PS_PER_CYCLE,
          IN_CORE_CYCLES * PS_PER_CYCLE, BITS_PAYLOAD, BITS_NO_PAYLOAD, LOST_TIMEOUT_TICKS * TICK_S * 1e12,
-         1e12 / BOARD_LINK_BITS_PER_S, BOARD_LATENCY_NS * 1e3]
+         1e12 / BOARD_LINK_BITS_PER_S, BOARD_LATENCY_NS * 1e3, cycle_model.drain_poll_cycles() * PS_PER_CYCLE]
     return np.array([round(v) for v in p], np.uint64)
 
 

@@ -88,6 +88,8 @@ def calibration(path: Path = CALIBRATION) -> dict:
     except (OSError, ValueError) as e:
         raise CalibrationError(f"cannot read the cycle calibration {path}: {e}; "
                                "regenerate it with `python tools/calibrate_cycles.py`") from e
+    if not isinstance(data.get("drain_poll_cycles"), (int, float)):
+        raise CalibrationError(f"{path}: drain_poll_cycles missing; regenerate it with `python tools/calibrate_cycles.py`")
     names = [f.name for f in fields(KernelCost)]
     for kind in KINDS:
         entry = data.get("kinds", {}).get(kind)
@@ -105,3 +107,9 @@ def cost(kind: str) -> KernelCost:
 
 def costs() -> Dict[str, KernelCost]:
     return {k: cost(k) for k in KINDS}
+
+
+def drain_poll_cycles() -> float:
+    """Cycles the binding's drain waits for a next packet before it ends (spin1_binding.h
+    spinn_binding_poll, traced): a packet within the wait costs no spin1 user event."""
+    return float(calibration()["drain_poll_cycles"])
