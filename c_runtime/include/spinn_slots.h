@@ -59,10 +59,15 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
 
 /*
  * SPINN_SLOT_OPS(name) defines, for kernel spinn_<name>_*:
- *   spinn_<name>_packet(k, g, key, payload, marker, send, send_lost, ctx)
- *       one packet in (marker: it carried no payload); computes the slot it
- *       completes, with send_lost when the slot is lost. Returns 0 or the
+ *   spinn_<name>_rx(k, g, key, payload, marker)
+ *       one packet in (marker: it carried no payload): the kernel's receive and
+ *       the lost-sample bookkeeping; returns the slot whose compute became due
+ *       (spinn_<name>_run it), or -1.
+ *   spinn_<name>_run(k, g, slot, send, send_lost, ctx)
+ *       that compute, with send_lost when the slot is lost. Returns 0 or the
  *       send error.
+ *   spinn_<name>_packet(k, g, key, payload, marker, send, send_lost, ctx)
+ *       both in turn.
  *   spinn_<name>_release_stale(k, g, timeout, send_lost, ctx)
  *       the lost timeout: force every partly filled slot that got no packet
  *       for `timeout` ticks (0: every one) complete and send its outputs as
@@ -70,13 +75,14 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
  * The kernel provides *_receive, *_compute, *_rx_slot (slot of the last
  * packet received, or -1), *_busy (the slot holds part of a sample) and
  * *_release (force the slot complete; returns it for compute, or -1).
+ * A compute may let receives of other packets run in it (spin1_binding.h's
+ * send does): a receive writes only input rows not yet complete, and a slot
+ * takes no packet of its next sample before its last output left.
  */
 #define SPINN_SLOT_OPS(name)                                                                              \
-    static inline int spinn_##name##_packet(spinn_##name##_t *k, spinn_slots_t *g, uint32_t key,          \
-                                            uint32_t payload, int marker, spinn_send_fn send,             \
-                                            spinn_send_fn send_lost, void *ctx) {                         \
+    static inline int32_t spinn_##name##_rx(spinn_##name##_t *k, spinn_slots_t *g, uint32_t key,          \
+                                            uint32_t payload, int marker) {                               \
         int32_t done = spinn_##name##_receive(k, key, marker ? 0u : payload), at;                         \
-        int rc = 0;                                                                                       \
         at = spinn_##name##_rx_slot(k);                                                                   \
         if (at >= 0 && ((uint32_t)at & SPINN_SLOT_LOST)) { /* a marker in the key */                    \
             marker = 1;                                                                                   \
@@ -87,16 +93,24 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
             g->markers_in++;                                                                              \
             if (at >= 0) g->lost |= 1u << (uint32_t)at;                                                   \
         }                                                                                                 \
-        if (done >= 0) {                                                                                  \
-            rc = spinn_##name##_compute(k, (uint32_t)done, (g->lost >> (uint32_t)done) & 1u ? send_lost   \
-                                                                                            : send,       \
-                                        ctx);                                                             \
-            if ((g->lost >> (uint32_t)done) & 1u)                                                         \
-                spinn_slots_settle(g, done, spinn_##name##_busy(k, (uint32_t)done));                      \
-        }                                                                                                 \
         if (at >= 0 && at != done && ((g->lost >> (uint32_t)at) & 1u))                                    \
             spinn_slots_settle(g, at, spinn_##name##_busy(k, (uint32_t)at));                              \
+        return done;                                                                                      \
+    }                                                                                                     \
+                                                                                                          \
+    static inline int spinn_##name##_run(spinn_##name##_t *k, spinn_slots_t *g, uint32_t slot,           \
+                                         spinn_send_fn send, spinn_send_fn send_lost, void *ctx) {        \
+        int lost = (g->lost >> slot) & 1u, rc;                                                            \
+        rc = spinn_##name##_compute(k, slot, lost ? send_lost : send, ctx);                               \
+        if (lost) spinn_slots_settle(g, (int32_t)slot, spinn_##name##_busy(k, slot));                     \
         return rc;                                                                                        \
+    }                                                                                                     \
+                                                                                                          \
+    static inline int spinn_##name##_packet(spinn_##name##_t *k, spinn_slots_t *g, uint32_t key,          \
+                                            uint32_t payload, int marker, spinn_send_fn send,             \
+                                            spinn_send_fn send_lost, void *ctx) {                         \
+        int32_t done = spinn_##name##_rx(k, g, key, payload, marker);                                     \
+        return done >= 0 ? spinn_##name##_run(k, g, (uint32_t)done, send, send_lost, ctx) : 0;            \
     }                                                                                                     \
                                                                                                           \
     static inline uint32_t spinn_##name##_release_stale(spinn_##name##_t *k, spinn_slots_t *g,            \
@@ -114,8 +128,7 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
             n++;                                                                                          \
             g->released++;                                                                                \
             g->lost |= 1u << (uint32_t)r;                                                                 \
-            (void)spinn_##name##_compute(k, (uint32_t)r, send_lost, ctx);                                 \
-            spinn_slots_settle(g, r, spinn_##name##_busy(k, (uint32_t)r));                                \
+            (void)spinn_##name##_run(k, g, (uint32_t)r, send_lost, send_lost, ctx);                       \
         }                                                                                                 \
         return n;                                                                                         \
     }

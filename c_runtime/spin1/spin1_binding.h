@@ -6,9 +6,11 @@
  *   MC/MCPL packet  (FIQ, priority -1)  only queues (key, payload, marker) in
  *                                       a ring and triggers the user event
  *   USER_EVENT      (priority 1)        drains the ring: kernel receive, and
- *                                       compute of each completed slot; waits
- *                                       a little for the next packet before
- *                                       it ends (spinn_binding_poll)
+ *                                       compute of each completed slot (its
+ *                                       sends take in the packets queued
+ *                                       meanwhile); waits a little for the
+ *                                       next packet before it ends
+ *                                       (spinn_binding_poll)
  *   TIMER_TICK      (priority 2)        time; pause/stop handshake; releases
  *                                       slots after lost_timeout quiet ticks
  *   SDP             (IRQ, priority 0)   front-end-common's run control
@@ -105,6 +107,8 @@ typedef struct {
     volatile uint8_t q_marker[SPINN_RX_QUEUE];
     volatile uint32_t q_head, q_tail;
     volatile uint32_t event_pending; /* a drain is queued or running */
+    uint32_t due;                    /* bit s: slot s's compute is due (the drain's own) */
+    void (*yield_rx)(void);          /* the drain's receive of every queued packet (spinn_binding_send) */
     uint32_t lost_timeout;
     uint32_t lost_bit; /* OR-ed into a key to make it a lost-value marker (spinn_fixed.h) */
     spinn_slots_t slots;
@@ -220,6 +224,14 @@ static inline int spinn_binding_end(spinn_binding_t *b) {
     return 0;
 }
 
+/* After a packet left: a compute takes the packets queued meanwhile through the
+ * kernel's receive (spinn_slots.h: a compute may; their computes become due and
+ * run after it), so the ring empties at the compute's pace of sends, not after
+ * the compute: a long compute does not fill it. */
+static inline void spinn_binding_sent(spinn_binding_t *b) {
+    if (b->q_head != b->q_tail && b->yield_rx) b->yield_rx();
+}
+
 /* The kernels' spinn_send_fn; ctx is the spinn_binding_t. Runs in the drain
  * (IRQs on), so the TX-empty interrupt drains the queue while we wait. */
 static inline int spinn_binding_send_as(spinn_binding_t *b, uint32_t key, uint32_t payload, uint load) {
@@ -254,11 +266,14 @@ static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) 
         if (!(cc_regs[CC_TCR] & SPINN_CC_TX_FULL)) {
             cc_regs[CC_TXDATA] = payload;
             cc_regs[CC_TXKEY] = key;
+            spinn_binding_sent((spinn_binding_t *)ctx);
             return 0;
         }
     }
 #endif
-    return spinn_binding_send_as((spinn_binding_t *)ctx, key, payload, WITH_PAYLOAD);
+    if (spinn_binding_send_as((spinn_binding_t *)ctx, key, payload, WITH_PAYLOAD) != 0) return -1;
+    spinn_binding_sent((spinn_binding_t *)ctx);
+    return 0;
 }
 
 /* A lost sample's outputs: the marker keys (spinn_slots.h), payload 0. */
@@ -344,16 +359,33 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
         spinn_binding_enqueue(&core.b, key, 0u, 1u);                                                   \
     }                                                                                                  \
                                                                                                        \
-    static void on_user(uint unused0, uint unused1) {                                                  \
+    /* every queued packet through the receive; the computes they make due wait */                  \
+    static void drain_rx(void) {                                                                       \
         uint32_t key, payload, marker;                                                                 \
+        int32_t d;                                                                                     \
+        while (spinn_binding_pop(&core.b, &key, &payload, &marker))                                    \
+            if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0)       \
+                core.b.due |= 1u << (uint32_t)d;                                                       \
+    }                                                                                                  \
+                                                                                                       \
+    static void on_user(uint unused0, uint unused1) {                                                  \
+        uint32_t key, payload, marker, due;                                                            \
+        int32_t d;                                                                                     \
         (void)unused0;                                                                                 \
         (void)unused1;                                                                                 \
-        do {                                                                                           \
+        for (;;) {                                                                                     \
             while (spinn_binding_pop(&core.b, &key, &payload, &marker))                                \
-                if (spinn_##name##_packet(&core.k, &core.b.slots, key, payload, (int)marker,           \
-                                          spinn_binding_send, spinn_binding_send_lost, &core.b) != 0)  \
+                if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0)   \
+                    core.b.due |= 1u << (uint32_t)d;                                                   \
+            if ((due = core.b.due) != 0u) { /* the lowest due slot (its sends take in newer packets) */ \
+                core.b.due = due & (due - 1u);                                                         \
+                if (spinn_##name##_run(&core.k, &core.b.slots, (uint32_t)__builtin_ctz(due),           \
+                                       spinn_binding_send, spinn_binding_send_lost, &core.b) != 0)     \
                     core.b.compute_failed++;                                                           \
-        } while (spinn_binding_poll(&core.b) || !spinn_binding_end(&core.b));                          \
+            } else if (!spinn_binding_poll(&core.b) && spinn_binding_end(&core.b)) {                   \
+                return;                                                                                \
+            }                                                                                          \
+        }                                                                                              \
     }                                                                                                  \
                                                                                                        \
     /* a pause does not age the slots: their clocks restart with the run */                          \
@@ -384,6 +416,7 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
         if (ws_bytes == 0u) rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                             \
         if (spinn_##name##_init(&core.k, cfg, n_words, spinn_binding_alloc(ws_bytes)) != 0)            \
             rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                                             \
+        core.b.yield_rx = drain_rx;                                                                    \
         spinn_binding_run(&core.b, on_mc, on_mcpl, on_user, on_tick);                                  \
     }
 
