@@ -22,7 +22,7 @@ from ..errors import EmulatorError, LostSamplesError
 from ..progress import interruptible
 from ..program import BoardProgram
 from ..tiling import resources as res
-from . import replicas, timing
+from . import pacing, replicas, timing
 from .timing import TimedRun
 
 N_COUNTERS = 9  # spinn_counters_t
@@ -149,7 +149,8 @@ class EmulatedBoard:
     _in_order: Optional[np.ndarray] = None  # see _live_io
 
     def __init__(self, program: BoardProgram, ubsan: bool = False, with_cores: bool = True,
-                 timed: Optional[bool] = None) -> None:
+                 timed: Optional[bool] = None, host_mbps: Optional[float] = None) -> None:
+        self._program, self._host_mbps = program, host_mbps  # None: the program's pace (runtime.pacing)
         self._fabric(program.chips, program.links, program.routing_tables if with_cores else {}, ubsan)
         if with_cores:
             for core in program.cores:
@@ -351,12 +352,16 @@ class EmulatedBoard:
         self._apply_timing()
 
     def _apply_timing(self) -> None:
-        """Timing on or off and its figures (the host link's rate: TVM_SPINN_LINK_MBPS) as set
-        now: read before every run, so a changed setting takes effect at the next call."""
+        """Timing on or off and its figures (the host link's rate: TVM_SPINN_LINK_MBPS if set, else
+        the program's pace, runtime.pacing) as set now: read before every run, so a changed
+        setting takes effect at the next call."""
         if not hasattr(self, "_gatherer_chip"):
             return
         on = timing_default() if self._timed_setting is None else bool(self._timed_setting)
-        p = timing.params(self._gatherer_chip, on, self._ethernet_chips)
+        mbps = self._host_mbps
+        if mbps is None and on:
+            mbps = pacing.host_mbps(self._program, lambda rate: EmulatedBoard(self._program, timed=True, host_mbps=rate))
+        p = timing.params(self._gatherer_chip, on, self._ethernet_chips, mbps)
         self._lib.spinn_emu_set_timing(self._emu, _ptr(p, _u64p), len(p))
         self.timed = on
 

@@ -177,13 +177,14 @@ def core_cost_ps(kind: int, config: Sequence[int]) -> np.ndarray:
     return np.array([round(cycles[f] * PS_PER_CYCLE) for f in COST_FIELDS], np.uint64)
 
 
-def host_in_bytes_per_s() -> float:
-    """The modelled host-to-board rate (bytes/s): the runtime's pacing (TVM_SPINN_LINK_MBPS,
-    default resources.HOST_IN_BYTES_PER_S), at most the measured low end."""
+def host_in_bytes_per_s(mbps: Optional[float] = None) -> float:
+    """The modelled host-to-board rate (bytes/s): the runtime's pacing, ``mbps`` Mbit/s of UDP
+    payload (default: TVM_SPINN_LINK_MBPS, else resources.HOST_IN_BYTES_PER_S; a program's own
+    pace: runtime.pacing.host_mbps), at most the measured low end."""
     from ..errors import BoardError
-    from .board.live_io import link_bits_per_s
+    from .pacing import explicit_mbps, DEFAULT_MBPS
 
-    bits = link_bits_per_s()
+    bits = (explicit_mbps() or DEFAULT_MBPS if mbps is None else mbps) * 1e6
     if bits < MIN_LINK_BITS_PER_S:
         raise BoardError(f"TVM_SPINN_LINK_MBPS={bits / 1e6:g} is below the {MIN_LINK_BITS_PER_S / 1e6:g} the "
                          "timed emulation models: set a rate in megabits per second (default 32)")
@@ -191,11 +192,12 @@ def host_in_bytes_per_s() -> float:
 
 
 def params(gatherer_chip: Tuple[int, int], on: bool = True,
-           ethernet_chips: Sequence[Tuple[int, int]] = ((0, 0),)) -> np.ndarray:
-    """uint64 (20,) SPINN_TM_* parameters of the timed emulation (picoseconds)."""
+           ethernet_chips: Sequence[Tuple[int, int]] = ((0, 0),), host_mbps: Optional[float] = None) -> np.ndarray:
+    """uint64 (20,) SPINN_TM_* parameters of the timed emulation (picoseconds); host_mbps: the
+    host link's pace (Mbit/s; default: host_in_bytes_per_s's)."""
     out_rate = host_out_bytes_per_s(gatherer_chip, ethernet_chips)
     p = [1 if on else 0, HOP_NS * 1e3, ROUTER_NS * 1e3, WAIT_NS * 1e3, 1e12 / LINK_BITS_PER_S,
-         1e12 / host_in_bytes_per_s(), 1e12 / out_rate, IN_MSG_OVERHEAD_BYTES, OUT_MSG_OVERHEAD_BYTES,
+         1e12 / host_in_bytes_per_s(host_mbps), 1e12 / out_rate, IN_MSG_OVERHEAD_BYTES, OUT_MSG_OVERHEAD_BYTES,
          EVENTS_PER_IN_MSG, EVENTS_PER_OUT_MSG, TICK_S * 1e12, LPG_CYCLES * PS_PER_CYCLE,
          IN_CORE_CYCLES * PS_PER_CYCLE, BITS_PAYLOAD, BITS_NO_PAYLOAD, LOST_TIMEOUT_TICKS * TICK_S * 1e12,
          1e12 / BOARD_LINK_BITS_PER_S, BOARD_LATENCY_NS * 1e3, cycle_model.drain_poll_cycles() * PS_PER_CYCLE]

@@ -8,9 +8,11 @@ messages in flight and drops the rest):
 - **Window**: at most ``n_slots`` samples in flight, one per kernel slot (the kernels'
   contract: a slot is reused only after its sample has left the board). The next sample
   enters as soon as the previous one in its slot is complete or declared lost.
-- **Rate**: datagrams are paced to ``TVM_SPINN_LINK_MBPS`` megabits/s of UDP payload
-  (default 32: about half the 5-10 MB/s published for SDP into a board without
-  handshaking; ../notes/board.md). A board double is not paced.
+- **Rate**: datagrams are paced to ``TVM_SPINN_LINK_MBPS`` megabits/s of UDP payload if it
+  is set, else to the program's pace (runtime.pacing: the fastest rate, at most 32, about
+  half the 5-10 MB/s published for SDP into a board without handshaking
+  (../notes/board.md), at which the timed emulation predicts that the board drops no
+  packet). A board double is not paced.
 - **Several boards**: each input's datagrams go to the Ethernet of the board its source
   core sits on (the transceiver's SCAMP connection to that board's Ethernet chip), each
   board paced on its own: copies of a model on three boards take three host links.
@@ -53,10 +55,6 @@ INPUT_SDP_PORT = 1  # front-end-common's reverse IP tag multicast source (SDP_PO
 MAX_SLOTS = 16  # SPINN_MAX_SLOTS
 
 
-def link_bits_per_s() -> float:
-    return setting("TVM_SPINN_LINK_MBPS", 32.0) * 1e6
-
-
 def sample_timeout_s() -> float:
     return setting("TVM_SPINN_SAMPLE_TIMEOUT", 0.5)
 
@@ -95,6 +93,15 @@ class LiveIO:
     of the program. input_cores: (x, y, p) of each input's source core. paced: apply the
     rate limit (real boards).
     """
+
+    def host_mbps(self) -> float:
+        """The rate (Mbit/s of UDP payload) the inputs are paced to: TVM_SPINN_LINK_MBPS if set,
+        else the program's pace (runtime.pacing: the fastest at which the timed emulation
+        predicts no dropped packet; probed on the emulator once per program)."""
+        from ..emulator import EmulatedBoard
+        from ..pacing import host_mbps
+
+        return host_mbps(self.program, lambda rate: EmulatedBoard(self.program, timed=True, host_mbps=rate))
 
     def __init__(self, txrx, sock: socket.socket, codec, program: BoardProgram,
                  input_cores: List[Tuple[int, int, int]], paced: bool, health=None) -> None:
@@ -191,7 +198,7 @@ class LiveIO:
         lost: List[int] = []
         outboxes = [collections.deque() for _ in range(max(self.stream_of, default=0) + 1)]  # one per board
         next_sample, done = 0, 0
-        bytes_per_s = link_bits_per_s() / 8
+        bytes_per_s = self.host_mbps() * 1e6 / 8 if self.paced else 0.0
         timeout = sample_timeout_s()
         dead_windows = 0
         events_at_timeout = -1
