@@ -111,6 +111,8 @@ static uint32_t provenance_region[6 + SPINN_PROV_WORDS];
 static struct { data_specification_metadata_t m; region_desc_t r[3]; } ds;
 static prov_callback_t prov_fn;
 static uint32_t drop_packet = 0xFFFFFFFFu; /* index of a stream packet lost on the way */
+static uint32_t marker_packet = 0xFFFFFFFFu; /* index of a stream packet that comes as a lost-value marker */
+static int burst; /* every send lets all the packets still to come in (the FIQs of a long compute) */
 
 static uint rnd(uint n) { rng_state = rng_state * 1103515245u + 12345u; return (rng_state >> 16) % n; }
 static void die(const char *why) { printf("STUB ERROR %s\n", why); exit(1); }
@@ -124,13 +126,15 @@ uint spin1_trigger_user_event(uint a, uint b) {
     return SUCCESS;
 }
 static void deliver(void) { /* one packet through the FIQ handler */
-    uint32_t k = stream[2u * next_packet], p = stream[2u * next_packet + 1u];
+    uint32_t i = next_packet++, k = stream[2u * i], p = stream[2u * i + 1u];
     if (fiq_off) die("FIQ while disabled");
-    if (next_packet++ == drop_packet) return;
-    cb[MCPL_PACKET_RECEIVED](k, p);
+    if (i == drop_packet) return;
+    if (i == marker_packet) cb[MC_PACKET_RECEIVED](k, 0u);
+    else cb[MCPL_PACKET_RECEIVED](k, p);
 }
 uint spin1_send_mc_packet(uint key, uint data, uint load) {
-    if (next_packet < n_stream && rnd(5u) == 0u) deliver(); /* FIQ preempts the compute */
+    if (burst) while (next_packet < n_stream) deliver();
+    else if (next_packet < n_stream && rnd(5u) == 0u) deliver(); /* FIQ preempts the compute */
     if (rnd(3u) == 0u) return FAILURE;                       /* TX queue full */
     if (load == WITH_PAYLOAD) printf("%08x %08x\n", key, data);
     else printf("L %08x\n", key); /* a lost-value marker */
@@ -174,6 +178,10 @@ void simulation_run(void) {
     if (prio[MC_PACKET_RECEIVED] != -1 || prio[MCPL_PACKET_RECEIVED] != -1 || prio[USER_EVENT] != 1 ||
         prio[TIMER_TICK] != 2) die("priorities");
     cb[MC_PACKET_RECEIVED](0xFFFFFFFFu, 0u); /* a marker no entry matches: dropped */
+    while (burst && (next_packet < n_stream || uq_len)) { /* a packet at a time, each drained */
+        if (uq_len) run_user_event();
+        else deliver();
+    }
     while (next_packet < n_stream || uq_len) {
         uint r = rnd(8u);
         if (r == 0u && rnd(32u) == 0u) cb[TIMER_TICK](0u, 0u); /* a few ticks while packets flow: no release */
@@ -199,6 +207,8 @@ int main(int argc, char **argv) {
     uint32_t *cfg, sum = 0u;
     rng_state = (uint)strtoul(argv[2], NULL, 10);
     if (argc > 3) drop_packet = (uint32_t)strtoul(argv[3], NULL, 10);
+    if (argc > 4) marker_packet = (uint32_t)strtoul(argv[4], NULL, 10);
+    if (argc > 5) burst = atoi(argv[5]);
     if (!f || fscanf(f, "%lx %lx", &kind, &n) != 2) die("input");
     cfg = malloc(4u * (n + 4u)); /* the region: n_words, checksum, lost timeout, lost bit, the config (frame_config) */
     for (i = 0; i < n; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); cfg[4u + i] = (uint32_t)v; sum += (uint32_t)v; }
@@ -220,6 +230,56 @@ int main(int argc, char **argv) {
 DRIVER_KINDS = {1: "dense_tile", 2: "dense_reduce", 3: "conv_tile", 4: "pool_tile", 5: "add_tile", 6: "conv_reduce"}
 
 
+def _stub_binding(gcc, tmp_path, name):
+    """The kernel `name` with its binding on the stub runtime (STUB_SDK), built for the host:
+    run as exe CASE_FILE SEED [DROP [MARKER [BURST]]] (packet indices; BURST 1: every send lets
+    all the packets still to come in)."""
+    stub = tmp_path / "stub.c"
+    stub.write_text(STUB_SDK)
+    flags = ["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+             f"-I{ROOT / 'c_runtime' / 'include'}", f"-I{ROOT / 'c_runtime' / 'spin1'}",
+             "-DAPPLICATION_NAME_HASH=0x1234abcdu"]
+    exe = tmp_path / f"stub_{name}"
+    subprocess.run([gcc, *flags, f'-DKERNEL_MAIN="{name}_main.c"', str(stub),
+                    str(ROOT / "c_runtime" / "kernels" / f"{name}.c"), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    return exe
+
+
+def test_binding_marker_taken_in_at_a_send_makes_the_rest_markers(tmp_path):
+    """A marker that comes while its own slot computes (the binding's send takes queued
+    packets in) makes the sample lost: the rows it completes, computed in that same compute
+    from the marker's zeros, leave as markers, not as values. Add tile a + b of one channel,
+    2 rows x 2 columns: a0 and b0 make row 0 due; at its send a1 and b1 (a marker) come in,
+    completing row 1, which the running compute then sends."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no host gcc")
+    from tvm_spinn.machine.configs import tensor as tc
+
+    shifts = tc.block_key_layout(1, 2, 2)  # one channel, 2 rows of one pair
+    mask = ~(tc.block_n_keys(shifts[0], 16) - 1) & 0xFFFFFFFF
+    rx = [tc.trx_entry(i << 24, mask, *shifts, 0, 0, 0, 2, 0, 0, 0, 1, 2, 2, i - 1, 0) for i in (1, 2)]
+    cfg, _ = tc.add_config(c0=0, n_c=1, h=2, w=2, h0=0, n_h=2, activation=0, act_params=None, mult_a=1,
+                           mult_b=1, shift=0, n_slots=1, out_slot_shift=shifts[0], out_c_shift=shifts[1],
+                           out_h_shift=shifts[2], rx=rx, out_key=0x10000000)
+    row = lambda src, h, lo, hi: ((src << 24) | h << shifts[2], (hi & 0xFFFF) << 16 | (lo & 0xFFFF))
+    packets = [row(1, 0, 1, 2), row(2, 0, 10, 20), row(1, 1, 3, 4), row(2, 1, 30, 40)]
+    case = tmp_path / "case.txt"
+    case.write_text(f"5 {len(cfg):x}\n" + " ".join(f"{int(w) & 0xFFFFFFFF:x}" for w in cfg)
+                    + f"\n{len(packets):x}\n" + " ".join(f"{k:x} {p:x}" for k, p in packets) + "\n")
+    exe = _stub_binding(gcc, tmp_path, "add_tile")
+    key1 = 0x10000000 | 1 << shifts[2]
+    for marker, sent_row1 in ((None, f"{key1:08x} 002c0021"), (3, f"L {key1:08x}")):
+        args = [str(exe), str(case), "1", str(0xFFFFFFFF), str(0xFFFFFFFF if marker is None else marker), "1"]
+        lines = subprocess.run(args, capture_output=True, text=True).stdout.splitlines()
+        assert lines and lines[-1] == "errors 0 0 0 pending 0 queued 0", lines[-3:]
+        sent = [l for l in lines if (len(l) == 17 and l[8] == " ") or l.startswith("L ")]
+        assert sent == ["10000000 0016000b", sent_row1], (marker, sent)  # rows (11, 22), (33, 44) or lost
+        prov = dict(zip(PROVENANCE_NAMES, map(int, lines[-2].split()[1:])))
+        assert prov["lost_out"] == (marker is not None) and prov["released"] == 0, prov
+
+
 def test_binding_on_host_with_stub_runtime(tmp_path):
     """The binding's event logic (the FIQ only queues, one drain at a time, send retries,
     packets arriving in the middle of a compute, timer ticks) delivers exactly the packets
@@ -236,17 +296,7 @@ def test_binding_on_host_with_stub_runtime(tmp_path):
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("no host gcc")
-    stub = tmp_path / "stub.c"
-    stub.write_text(STUB_SDK)
-    kernels = ROOT / "c_runtime" / "kernels"
-    flags = ["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
-             f"-I{ROOT / 'c_runtime' / 'include'}", f"-I{ROOT / 'c_runtime' / 'spin1'}",
-             "-DAPPLICATION_NAME_HASH=0x1234abcdu"]
-    exe = {}
-    for name in DRIVER_KINDS.values():
-        exe[name] = tmp_path / f"stub_{name}"
-        subprocess.run([gcc, *flags, f'-DKERNEL_MAIN="{name}_main.c"', str(stub), str(kernels / f"{name}.c"),
-                        "-o", str(exe[name])], check=True, capture_output=True, text=True)
+    exe = {name: _stub_binding(gcc, tmp_path, name) for name in DRIVER_KINDS.values()}
     driver = tmp_path / "driver"
     subprocess.run([gcc, "-std=c99", "-O1", f"-I{ROOT / 'c_runtime' / 'include'}", str(ROOT / tool.DRIVER),
                     *map(str, tool.KERNEL_SOURCES), "-o", str(driver)], check=True, capture_output=True, text=True)

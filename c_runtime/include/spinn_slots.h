@@ -77,7 +77,9 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
  * *_release (force the slot complete; returns it for compute, or -1).
  * A compute may let receives of other packets run in it (spin1_binding.h's
  * send does): a receive writes only input rows not yet complete, and a slot
- * takes no packet of its next sample before its last output left.
+ * takes no packet of its next sample before its last output left. Such a
+ * send must itself send as send_lost once the computed slot is lost: a marker
+ * taken in at a send makes rows it completes computable in the same compute.
  */
 #define SPINN_SLOT_OPS(name)                                                                              \
     static inline int32_t spinn_##name##_rx(spinn_##name##_t *k, spinn_slots_t *g, uint32_t key,          \
@@ -102,7 +104,8 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
                                          spinn_send_fn send, spinn_send_fn send_lost, void *ctx) {        \
         int lost = (g->lost >> slot) & 1u, rc;                                                            \
         rc = spinn_##name##_compute(k, slot, lost ? send_lost : send, ctx);                               \
-        if (lost) spinn_slots_settle(g, (int32_t)slot, spinn_##name##_busy(k, slot));                     \
+        if ((g->lost >> slot) & 1u) /* also when a marker came in at one of its sends */                  \
+            spinn_slots_settle(g, (int32_t)slot, spinn_##name##_busy(k, slot));                           \
         return rc;                                                                                        \
     }                                                                                                     \
                                                                                                           \

@@ -109,6 +109,7 @@ typedef struct {
     volatile uint32_t event_pending; /* a drain is queued or running */
     uint32_t due;                    /* bit s: slot s's compute is due (the drain's own) */
     void (*yield_rx)(void);          /* the drain's receive of every queued packet (spinn_binding_send) */
+    uint32_t running;                /* bit s: the drain computes slot s (spinn_binding_send) */
     uint32_t lost_timeout;
     uint32_t lost_bit; /* OR-ed into a key to make it a lost-value marker (spinn_fixed.h) */
     spinn_slots_t slots;
@@ -245,6 +246,14 @@ static inline int spinn_binding_send_as(spinn_binding_t *b, uint32_t key, uint32
     return -1;
 }
 
+/* A lost sample's outputs: the marker keys (spinn_slots.h), payload 0. */
+static inline int spinn_binding_send_lost(void *ctx, uint32_t key, uint32_t payload) {
+    spinn_binding_t *b = (spinn_binding_t *)ctx;
+    (void)payload;
+    if (b->lost_bit == 0u) return spinn_binding_send_as(b, key, 0u, NO_PAYLOAD);
+    return spinn_binding_send_as(b, key | b->lost_bit, 0u, WITH_PAYLOAD);
+}
+
 /* The comms controller's TX control register (SpiNNaker datasheet, section 8):
  * bit 30 TX buffer full (sticky: any write clears it), bit 17 the packet
  * carries a payload. */
@@ -252,6 +261,11 @@ static inline int spinn_binding_send_as(spinn_binding_t *b, uint32_t key, uint32
 #define SPINN_CC_TCR_MC_PAYLOAD 0x00020000u
 
 static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) {
+    /* A marker of the running slot's sample, taken in at an earlier send, made the
+     * sample lost: the rest of its outputs (some computed from the marker's zeros)
+     * leave as markers, as a compute that started lost sends them. */
+    if (((spinn_binding_t *)ctx)->slots.lost & ((spinn_binding_t *)ctx)->running)
+        return spinn_binding_send_lost(ctx, key, payload);
 #ifdef SPINN_REAL_SDK
     /* What spin1_send_mc_packet does when its queue is empty and the TX buffer is
      * not full, without the call layers and the IRQ-off section: no other code
@@ -274,14 +288,6 @@ static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) 
     if (spinn_binding_send_as((spinn_binding_t *)ctx, key, payload, WITH_PAYLOAD) != 0) return -1;
     spinn_binding_sent((spinn_binding_t *)ctx);
     return 0;
-}
-
-/* A lost sample's outputs: the marker keys (spinn_slots.h), payload 0. */
-static inline int spinn_binding_send_lost(void *ctx, uint32_t key, uint32_t payload) {
-    spinn_binding_t *b = (spinn_binding_t *)ctx;
-    (void)payload;
-    if (b->lost_bit == 0u) return spinn_binding_send_as(b, key, 0u, NO_PAYLOAD);
-    return spinn_binding_send_as(b, key | b->lost_bit, 0u, WITH_PAYLOAD);
 }
 
 /* Timer tick: 1 if the run is over (pause or end of the run's ticks), after
@@ -379,9 +385,11 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
                     core.b.due |= 1u << (uint32_t)d;                                                   \
             if ((due = core.b.due) != 0u) { /* the lowest due slot (its sends take in newer packets) */ \
                 core.b.due = due & (due - 1u);                                                         \
+                core.b.running = due & ~(due - 1u);                                                    \
                 if (spinn_##name##_run(&core.k, &core.b.slots, (uint32_t)__builtin_ctz(due),           \
                                        spinn_binding_send, spinn_binding_send_lost, &core.b) != 0)     \
                     core.b.compute_failed++;                                                           \
+                core.b.running = 0u;                                                                   \
             } else if (!spinn_binding_poll(&core.b) && spinn_binding_end(&core.b)) {                   \
                 return;                                                                                \
             }                                                                                          \
