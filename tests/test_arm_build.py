@@ -210,16 +210,16 @@ int main(int argc, char **argv) {
     if (argc > 4) marker_packet = (uint32_t)strtoul(argv[4], NULL, 10);
     if (argc > 5) burst = atoi(argv[5]);
     if (!f || fscanf(f, "%lx %lx", &kind, &n) != 2) die("input");
-    cfg = malloc(4u * (n + 4u)); /* the region: n_words, checksum, lost timeout, lost bit, the config (frame_config) */
-    for (i = 0; i < n; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); cfg[4u + i] = (uint32_t)v; sum += (uint32_t)v; }
-    cfg[0] = (uint32_t)n; cfg[1] = sum; cfg[2] = 20u; cfg[3] = 0u; /* markers without payload */
+    cfg = malloc(4u * (n + 5u)); /* the region: n_words, checksum, lost timeout, lost bit, send gap, the config */
+    for (i = 0; i < n; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); cfg[5u + i] = (uint32_t)v; sum += (uint32_t)v; }
+    cfg[0] = (uint32_t)n; cfg[1] = sum; cfg[2] = 20u; cfg[3] = 0u; cfg[4] = 0u; /* markers without payload, no gap */
     if (fscanf(f, "%lx", &v) != 1) die("input");
     n_stream = (uint32_t)v;
     stream = malloc(8u * (n_stream + 1u));
     for (i = 0; i < 2u * n_stream; i++) { if (fscanf(f, "%lx", &v) != 1) die("input"); stream[i] = (uint32_t)v; }
     ds.m.magic_number = 0xAD130AD6u;
     ds.r[0].pointer = system_region;
-    ds.r[1].pointer = cfg; ds.r[1].n_words = (uint32_t)n + 4u; ds.r[1].checksum = sum + (uint32_t)n + sum + 20u;
+    ds.r[1].pointer = cfg; ds.r[1].n_words = (uint32_t)n + 5u; ds.r[1].checksum = sum + (uint32_t)n + sum + 20u;
     ds.r[2].pointer = provenance_region;
     c_main();
     return 0;

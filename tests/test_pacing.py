@@ -80,3 +80,51 @@ def test_drops_a_slower_host_does_not_cure_keep_the_fastest_rate(lenet, caplog):
     with caplog.at_level(logging.WARNING, logger="tvm_spinn"):
         assert pacing.choose(program, Board) == 28.0
     assert "would drop packets (7 in" in caplog.text and "28 Mbit/s" in caplog.text
+
+
+def test_send_gaps_space_a_readers_senders_and_make_them_take_turns():
+    """machine.send_gaps: k senders of a reader each leave k x its cycles a packet in between
+    two sends, and start a compute's sends rank x those cycles apart."""
+    from tvm_spinn.machine.graph import KERNEL, OUTPUT, MachineGraphSpec, PartitionSpec, VertexSpec
+    from tvm_spinn.machine.send_gaps import send_gaps
+    from tvm_spinn.tiling.cycle_model import cost
+
+    v = [VertexSpec(n, KERNEL, binary="dense_tile.aplx") for n in "ABC"]
+    v += [VertexSpec("D", KERNEL, binary="dense_reduce.aplx"), VertexSpec("E", KERNEL, binary="pool_tile.aplx"),
+          VertexSpec("out", OUTPUT)]
+    parts = [PartitionSpec("A", 0, ["D", "E"]), PartitionSpec("B", 0, ["D"]), PartitionSpec("C", 0, ["D"]),
+             PartitionSpec("D", 0, ["out"]), PartitionSpec("E", 0, ["out"])]
+    spec = MachineGraphSpec(v, [], partitions=parts)
+    gaps = send_gaps(spec)
+    d = cost("dense_reduce").packet_in
+    assert gaps["A"] == (np.ceil(3 * d), 0) and gaps["B"] == (np.ceil(3 * d), np.ceil(d))
+    assert gaps["C"] == (np.ceil(3 * d), np.ceil(2 * d))
+    out = cost("dense_tile_i32").packet_in  # the gatherer, taken as a dense tile
+    assert gaps["D"] == (np.ceil(2 * out), 0) and gaps["E"] == (np.ceil(2 * out), np.ceil(out))
+
+
+def test_the_config_header_carries_the_send_pace():
+    from tvm_spinn.machine.graph import frame_config, send_pace, unframe_config
+
+    region = frame_config(np.arange(5, dtype=np.uint32), send_gap=2960, send_phase=740)
+    assert send_pace(region) == (2960, 740)
+    np.testing.assert_array_equal(unframe_config(region), np.arange(5))
+    with pytest.raises(ValueError, match="65535"):
+        frame_config(np.arange(5, dtype=np.uint32), send_gap=70000)
+
+
+def test_without_its_send_gaps_lenet5_would_drop_packets(lenet, monkeypatch):
+    """The gaps are what keeps LeNet-5's fan-in from dropping packets at the full host rate."""
+    monkeypatch.setenv(pacing.ENV, "32")
+    ex, x = lenet
+    _, program = _program(ex)
+    assert any(c.send_gap for c in program.cores)
+    board = EmulatedBoard(program, timed=True)
+    board.run(np.zeros((8, program.in_features), np.int16))
+    assert board.last_timed.predicted_drops == 0
+    for c in program.cores:
+        monkeypatch.setattr(c, "send_gap", 0)
+        monkeypatch.setattr(c, "send_phase", 0)
+    board = EmulatedBoard(program, timed=True)
+    board.run(np.zeros((8, program.in_features), np.int16))
+    assert board.last_timed.predicted_drops > 0

@@ -29,8 +29,8 @@ def _slow_core(monkeypatch, program, field, scale=1, value=None):
     slow = program.cores[0]
     real = timing.core_cost_ps
 
-    def cost(kind, config):
-        c = real(kind, config)
+    def cost(kind, config, send_gap=0, send_phase=0):
+        c = real(kind, config, send_gap, send_phase)
         if list(config) == list(slow.config):
             i = timing.COST_FIELDS.index(field)
             c[i] = c[i] * scale if value is None else value

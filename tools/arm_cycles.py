@@ -473,6 +473,10 @@ extern uint highest_priority;
 #define VIC_VADDR (0x30 / 4)
 #define SOFTWARE_INT 1
 #define CC_TMT_INT 11
+#define TIMER_BASE 0x21000000u
+#define T1_COUNT (0x04 / 4)
+#define T1_BG_LOAD (0x18 / 4)
+static volatile uint *const tc = (uint *)TIMER_BASE; /* spinnaker.h: timer 1 counts the clock down */
 #define TX_TCR_MCDEFAULT 0x00000000
 #define TX_FULL_MASK 0x40000000
 void cc_rx_ready_fiqsr(void);
@@ -741,10 +745,12 @@ int main(int argc, char **argv) {
     cc = mmap((void *)CC_BASE, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     vic = mmap((void *)VIC_BASE, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     if (cc != (volatile uint *)CC_BASE || vic != (volatile uint *)VIC_BASE) { printf("mmap failed\n"); return 2; }
+    if (mmap((void *)TIMER_BASE, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
+        (void *)TIMER_BASE) { printf("mmap failed\n"); return 2; }
     n = next_word(f);
-    region = malloc(4u * (n + 4u)); /* n_words, checksum, lost timeout, lost bit, the config */
-    for (i = 0; i < n; i++) { region[4u + i] = next_word(f); sum += region[4u + i]; }
-    region[0] = n; region[1] = sum; region[2] = 1000u; region[3] = 0u;
+    region = malloc(4u * (n + 5u)); /* n_words, checksum, lost timeout, lost bit, send gap, the config */
+    for (i = 0; i < n; i++) { region[5u + i] = next_word(f); sum += region[5u + i]; }
+    region[0] = n; region[1] = sum; region[2] = 1000u; region[3] = 0u; region[4] = 0u;
     ds.m.magic_number = 0xAD130AD6u;
     ds.r[0].pointer = system_region;
     ds.r[1].pointer = region;

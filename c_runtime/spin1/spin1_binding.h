@@ -7,10 +7,9 @@
  *                                       a ring and triggers the user event
  *   USER_EVENT      (priority 1)        drains the ring: kernel receive, and
  *                                       compute of each completed slot (its
- *                                       sends take in the packets queued
- *                                       meanwhile); waits a little for the
- *                                       next packet before it ends
- *                                       (spinn_binding_poll)
+ *                                       sends paced: machine/send_gaps.py);
+ *                                       waits a little for the next packet
+ *                                       before it ends (spinn_binding_poll)
  *   TIMER_TICK      (priority 2)        time; pause/stop handshake; releases
  *                                       slots after lost_timeout quiet ticks
  *   SDP             (IRQ, priority 0)   front-end-common's run control
@@ -66,8 +65,9 @@
 #define SPINN_SYSTEM_REGION 0u
 #define SPINN_CONFIG_REGION 1u
 #define SPINN_PROVENANCE_REGION 2u
-/* n_words, checksum, lost_timeout (ticks), lost_bit: tvm_spinn.machine.graph.frame_config */
-#define SPINN_CONFIG_HEADER_WORDS 4u
+/* n_words, checksum, lost_timeout (ticks), lost_bit, send pace (cycles: gap | phase << 16):
+ * tvm_spinn.machine.graph.frame_config */
+#define SPINN_CONFIG_HEADER_WORDS 5u
 #define SPINN_MAX_CONFIG_WORDS 0x4000u /* 64 KB: a config must fit DTCM anyway */
 
 #define SPINN_PRIO_PACKET (-1) /* FIQ: MC and MCPL must share it */
@@ -107,11 +107,13 @@ typedef struct {
     volatile uint8_t q_marker[SPINN_RX_QUEUE];
     volatile uint32_t q_head, q_tail;
     volatile uint32_t event_pending; /* a drain is queued or running */
-    uint32_t due;                    /* bit s: slot s's compute is due (the drain's own) */
-    void (*yield_rx)(void);          /* the drain's receive of every queued packet (spinn_binding_send) */
-    uint32_t running;                /* bit s: the drain computes slot s (spinn_binding_send) */
     uint32_t lost_timeout;
     uint32_t lost_bit; /* OR-ed into a key to make it a lost-value marker (spinn_fixed.h) */
+    uint32_t send_gap;   /* cycles at least between two sends (tvm_spinn.machine.send_gaps) */
+    uint32_t send_phase; /* cycles from a compute's start to its first send, at least */
+    uint32_t last_send;  /* timer 1's count at the last send */
+    uint32_t run_start;  /* ... at the start of the running compute */
+    uint32_t first_send; /* the running compute has not sent yet */
     spinn_slots_t slots;
     /* errors, stored as provenance */
     volatile uint32_t rx_overflow;    /* packets dropped: ring full */
@@ -159,6 +161,8 @@ static inline const uint32_t *spinn_binding_setup(spinn_binding_t *b, uint32_t *
     if (sum != src[1]) rt_error(RTE_SWERR, SPINN_ERR_CONFIG, sum);
     b->lost_timeout = src[2] ? src[2] : 1u;
     b->lost_bit = src[3];
+    b->send_gap = src[4] & 0xFFFFu;
+    b->send_phase = src[4] >> 16;
     *n_words = n;
     return dst;
 }
@@ -225,14 +229,6 @@ static inline int spinn_binding_end(spinn_binding_t *b) {
     return 0;
 }
 
-/* After a packet left: a compute takes the packets queued meanwhile through the
- * kernel's receive (spinn_slots.h: a compute may; their computes become due and
- * run after it), so the ring empties at the compute's pace of sends, not after
- * the compute: a long compute does not fill it. */
-static inline void spinn_binding_sent(spinn_binding_t *b) {
-    if (b->q_head != b->q_tail && b->yield_rx) b->yield_rx();
-}
-
 /* The kernels' spinn_send_fn; ctx is the spinn_binding_t. Runs in the drain
  * (IRQs on), so the TX-empty interrupt drains the queue while we wait. */
 static inline int spinn_binding_send_as(spinn_binding_t *b, uint32_t key, uint32_t payload, uint load) {
@@ -260,12 +256,53 @@ static inline int spinn_binding_send_lost(void *ctx, uint32_t key, uint32_t payl
 #define SPINN_CC_TX_FULL 0x40000000u
 #define SPINN_CC_TCR_MC_PAYLOAD 0x00020000u
 
+/* Timer 1 (spin1's tick timer) counts the core's clock down from its reload value:
+ * the cycles since it read `then` (less than a tick). */
+#ifdef SPINN_REAL_SDK
+static inline uint32_t spinn_binding_since(uint32_t then) {
+    uint32_t now = tc[T1_COUNT];
+    return then >= now ? then - now : then + tc[T1_BG_LOAD] - now;
+}
+#endif
+
+/* Wait until send_gap cycles have passed since the last send and, for a compute's first
+ * send, send_phase cycles since it started (the readers of this core take packets in
+ * no faster, and its fellow senders take turns: machine/send_gaps.py). Packets that come
+ * meanwhile wait in the ring (a compute never takes packets in: a slot's inputs stay as
+ * they are until its compute has sent). A wait is bounded by as many looks as cycles, so
+ * a stopped timer (paused) cannot hold it. The stand-in build (no SDK) does not wait. */
+static inline void spinn_binding_pace(spinn_binding_t *b) {
+#ifdef SPINN_REAL_SDK
+    uint32_t i;
+    for (i = 0u; i < b->send_gap && spinn_binding_since(b->last_send) < b->send_gap; i++) {
+    }
+    if (b->first_send)
+        for (i = 0u; i < b->send_phase && spinn_binding_since(b->run_start) < b->send_phase; i++) {
+        }
+#endif
+    b->first_send = 0u;
+}
+
+/* A compute starts: its time, for its first send's wait. */
+static inline void spinn_binding_start(spinn_binding_t *b) {
+#ifdef SPINN_REAL_SDK
+    b->run_start = tc[T1_COUNT];
+#endif
+    b->first_send = 1u;
+}
+
+/* After a send: its time, for the next one's wait. */
+static inline void spinn_binding_stamp(spinn_binding_t *b) {
+#ifdef SPINN_REAL_SDK
+    if (b->send_gap) b->last_send = tc[T1_COUNT];
+#else
+    (void)b;
+#endif
+}
+
 static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) {
-    /* A marker of the running slot's sample, taken in at an earlier send, made the
-     * sample lost: the rest of its outputs (some computed from the marker's zeros)
-     * leave as markers, as a compute that started lost sends them. */
-    if (((spinn_binding_t *)ctx)->slots.lost & ((spinn_binding_t *)ctx)->running)
-        return spinn_binding_send_lost(ctx, key, payload);
+    spinn_binding_t *const b = (spinn_binding_t *)ctx;
+    if (b->send_gap) spinn_binding_pace(b);
 #ifdef SPINN_REAL_SDK
     /* What spin1_send_mc_packet does when its queue is empty and the TX buffer is
      * not full, without the call layers and the IRQ-off section: no other code
@@ -280,13 +317,13 @@ static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) 
         if (!(cc_regs[CC_TCR] & SPINN_CC_TX_FULL)) {
             cc_regs[CC_TXDATA] = payload;
             cc_regs[CC_TXKEY] = key;
-            spinn_binding_sent((spinn_binding_t *)ctx);
+            spinn_binding_stamp(b);
             return 0;
         }
     }
 #endif
-    if (spinn_binding_send_as((spinn_binding_t *)ctx, key, payload, WITH_PAYLOAD) != 0) return -1;
-    spinn_binding_sent((spinn_binding_t *)ctx);
+    if (spinn_binding_send_as(b, key, payload, WITH_PAYLOAD) != 0) return -1;
+    spinn_binding_stamp(b);
     return 0;
 }
 
@@ -365,35 +402,20 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
         spinn_binding_enqueue(&core.b, key, 0u, 1u);                                                   \
     }                                                                                                  \
                                                                                                        \
-    /* every queued packet through the receive; the computes they make due wait */                  \
-    static void drain_rx(void) {                                                                       \
-        uint32_t key, payload, marker;                                                                 \
-        int32_t d;                                                                                     \
-        while (spinn_binding_pop(&core.b, &key, &payload, &marker))                                    \
-            if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0)       \
-                core.b.due |= 1u << (uint32_t)d;                                                       \
-    }                                                                                                  \
-                                                                                                       \
     static void on_user(uint unused0, uint unused1) {                                                  \
-        uint32_t key, payload, marker, due;                                                            \
+        uint32_t key, payload, marker;                                                                 \
         int32_t d;                                                                                     \
         (void)unused0;                                                                                 \
         (void)unused1;                                                                                 \
-        for (;;) {                                                                                     \
+        do {                                                                                           \
             while (spinn_binding_pop(&core.b, &key, &payload, &marker))                                \
-                if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0)   \
-                    core.b.due |= 1u << (uint32_t)d;                                                   \
-            if ((due = core.b.due) != 0u) { /* the lowest due slot (its sends take in newer packets) */ \
-                core.b.due = due & (due - 1u);                                                         \
-                core.b.running = due & ~(due - 1u);                                                    \
-                if (spinn_##name##_run(&core.k, &core.b.slots, (uint32_t)__builtin_ctz(due),           \
-                                       spinn_binding_send, spinn_binding_send_lost, &core.b) != 0)     \
-                    core.b.compute_failed++;                                                           \
-                core.b.running = 0u;                                                                   \
-            } else if (!spinn_binding_poll(&core.b) && spinn_binding_end(&core.b)) {                   \
-                return;                                                                                \
-            }                                                                                          \
-        }                                                                                              \
+                if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0) { \
+                    spinn_binding_start(&core.b);                                                      \
+                    if (spinn_##name##_run(&core.k, &core.b.slots, (uint32_t)d, spinn_binding_send,    \
+                                           spinn_binding_send_lost, &core.b) != 0)                     \
+                        core.b.compute_failed++;                                                       \
+                }                                                                                      \
+        } while (spinn_binding_poll(&core.b) || !spinn_binding_end(&core.b));                          \
     }                                                                                                  \
                                                                                                        \
     /* a pause does not age the slots: their clocks restart with the run */                          \
@@ -424,7 +446,6 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
         if (ws_bytes == 0u) rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                             \
         if (spinn_##name##_init(&core.k, cfg, n_words, spinn_binding_alloc(ws_bytes)) != 0)            \
             rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                                             \
-        core.b.yield_rx = drain_rx;                                                                    \
         spinn_binding_run(&core.b, on_mc, on_mcpl, on_user, on_tick);                                  \
     }
 

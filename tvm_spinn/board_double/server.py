@@ -41,8 +41,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..machine.graph import (CONFIG_HEADER_WORDS, KERNEL_BINARIES, LOST_TIMEOUT_TICKS, PROVENANCE_NAMES,
-                             SYSTEM_PROVENANCE_NAMES)
+from ..machine.graph import (CONFIG_HEADER_WORDS, HEADER_LOST_BIT, KERNEL_BINARIES,
+                             LOST_TIMEOUT_TICKS, PROVENANCE_NAMES, SYSTEM_PROVENANCE_NAMES)
 from ..runtime.board.double_link import decode, encode
 from ..runtime.board.loader import APPDATA_MAGIC_NUM, CMD_PAUSE, CMD_RUNTIME, CMD_STOP, DSE_VERSION, MAX_MEM_REGIONS
 
@@ -201,7 +201,7 @@ class BoardDouble:
                 cfg = self._words(x, y, at + 4 * CONFIG_HEADER_WORDS, int(hdr[0]))
                 if int(cfg.astype(np.uint64).sum()) & 0xFFFFFFFF != int(hdr[1]):
                     raise ValueError("config checksum mismatch")
-                core.config, core.lost_bit = cfg, int(hdr[3])
+                core.config, core.lost_bit = cfg, int(hdr[HEADER_LOST_BIT])
                 core.provenance_address = int(table[2, 0])
             elif core.binary == LPG_BINARY:
                 core.tag = int(self._words(x, y, int(table[1, 0]), LPG_TAG_WORD + 1)[LPG_TAG_WORD])

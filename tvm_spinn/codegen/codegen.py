@@ -18,8 +18,10 @@ import numpy as np
 from ..errors import CalibrationError, MappingError, ResourceError, UnsupportedError
 from ..graph.extract import LayerNamer, describe_function, extract_graph, sample_dims
 from ..machine.builder import MAX_LIVE_INPUTS, GraphLayout, build_machine_graph, merge_graphs, output_receive_table
-from ..machine.graph import CONFIG_HEADER_WORDS, CONFIG_REGION, OUTPUT, CoreImage, MappingResult, unframe_config
+from ..machine.graph import (CONFIG_REGION, HEADER_LOST_BIT, OUTPUT, CoreImage, MappingResult, send_pace,
+                             unframe_config)
 from ..machine.mapping import map_graph
+from ..machine.send_gaps import assign_send_gaps
 from ..program import BoardProgram, CoreProgram, InputEnd, LayerSummary, OutputEnd, dump_program
 from ..quantization.error import error_bound
 from ..quantization.quantize import CalibrationSettings, quantize_graph
@@ -117,7 +119,7 @@ def make_program(symbol: str, plan: GraphPlan, layout: Union[GraphLayout, List[G
     kinds = {label: kind for lay in copies for label, kind in lay.core_kinds.items()}
     regions = {label: np.frombuffer(mapping.regions[label][CONFIG_REGION], dtype="<u4") for label in kinds}
     cores = [CoreProgram(label, kind, tuple(mapping.placements[label]), unframe_config(regions[label], label).copy(),
-                         int(regions[label][CONFIG_HEADER_WORDS - 1]))
+                         int(regions[label][HEADER_LOST_BIT]), *send_pace(regions[label]))
              for label, kind in kinds.items()]
     inputs = [InputEnd(tuple(mapping.placements[p.label][:2]), int(mapping.keys[p.label][0]), p.slot_shift,
                        p.c_shift, p.h_shift, (p.nc, p.nh, p.nw), p.label,
@@ -277,6 +279,7 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
                            [build_machine_graph(p, f"{pre}r{k}.", MAX_LIVE_INPUTS // copies) for k in range(copies)]
                            for _, p, _, _, pre, lay in kept]
                 spec = merge_graphs([lay for lays in layouts for lay in lays])
+                assign_send_gaps(spec)
                 spec.board_of = _copies_on_boards(layouts, options.board)
                 if spec.board_of is None:  # a board cannot hold its copies
                     if options.replicas == "auto":

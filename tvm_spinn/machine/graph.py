@@ -58,6 +58,8 @@ class VertexSpec:
     sdram_bytes: SDRAM the core needs (regions and buffers).
     lost_bit: the key bit the core ORs into a lost-value marker (c_runtime/include/spinn_fixed.h):
         its key block holds twice its slots, and the upper half carries the markers.
+    send_gap, send_phase: cycles the core leaves at least between two packets it sends, and
+        before the first of a compute (machine.send_gaps).
     """
 
     label: str
@@ -68,6 +70,8 @@ class VertexSpec:
     key_fixups: List[Tuple[int, str, str, int]] = field(default_factory=list)
     sdram_bytes: int = 0
     lost_bit: int = 0
+    send_gap: int = 0
+    send_phase: int = 0
 
 
 @dataclass
@@ -171,7 +175,8 @@ class MappingResult:
 # them from the table (c_runtime/spin1/spin1_binding.h reads this header instead). The third
 # header word is the lost-sample timeout, the fourth the key bit of the core's lost-value
 # markers (c_runtime/include/spinn_slots.h, spinn_fixed.h).
-CONFIG_HEADER_WORDS = 4  # n_words, wrapping 32-bit sum of the config words, lost timeout, lost bit
+CONFIG_HEADER_WORDS = 5  # n_words, wrapping 32-bit sum of the config words, lost timeout, lost bit, send pace
+HEADER_LOST_BIT, HEADER_SEND_PACE = 3, 4  # their words in the header (send pace: gap | phase << 16)
 # Quiet timer ticks (1 ms, front-end-common's default time step) after which a core releases
 # a partly received sample as lost. It must exceed the longest quiet gap a core sees within a
 # sample: the planner sizes each core's work to the host link's time per sample (at least
@@ -196,12 +201,24 @@ SYSTEM_PROVENANCE_NAMES = (
 )
 
 
-def frame_config(words: np.ndarray, lost_timeout: int = LOST_TIMEOUT_TICKS, lost_bit: int = 0) -> np.ndarray:
+def frame_config(words: np.ndarray, lost_timeout: int = LOST_TIMEOUT_TICKS, lost_bit: int = 0,
+                 send_gap: int = 0, send_phase: int = 0) -> np.ndarray:
     """The region-1 words of a kernel config: its length, checksum, lost-sample timeout
-    (timer ticks) and lost-marker key bit (VertexSpec.lost_bit), then the config."""
+    (timer ticks), lost-marker key bit (VertexSpec.lost_bit) and send pace (cycles,
+    VertexSpec.send_gap | send_phase << 16), then the config. Raises ValueError for a gap
+    or phase of 2**16 cycles or more."""
+    if not (0 <= send_gap <= 0xFFFF and 0 <= send_phase <= 0xFFFF):
+        raise ValueError(f"send gap {send_gap} / phase {send_phase}: at most 65535 cycles each")
     words = np.asarray(words, np.uint32)
     checksum = int(words.astype(np.uint64).sum()) & 0xFFFFFFFF
-    return np.concatenate([np.array([len(words), checksum, lost_timeout, lost_bit], np.uint32), words])
+    pace = send_gap | send_phase << 16
+    return np.concatenate([np.array([len(words), checksum, lost_timeout, lost_bit, pace], np.uint32), words])
+
+
+def send_pace(header: np.ndarray) -> Tuple[int, int]:
+    """(send gap, send phase) in cycles from a config region's header (:func:`frame_config`)."""
+    word = int(header[HEADER_SEND_PACE])
+    return word & 0xFFFF, word >> 16
 
 
 def unframe_config(region: np.ndarray, label: str = "kernel") -> np.ndarray:

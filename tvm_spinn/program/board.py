@@ -18,13 +18,17 @@ Placement = Tuple[int, int, int]  # (x, y, p)
 class CoreProgram:
     """One kernel core. kind: the emulator's core kind (``spinn_emulator.h`` CORE_*);
     config: uint32 words of its config region exactly as the toolchain wrote them (after the
-    region's header). lost_bit: the key bit of its lost-value markers (header word 4)."""
+    region's header). lost_bit: the key bit of its lost-value markers (header word 4).
+    send_gap, send_phase: cycles it leaves at least between two packets it sends, and before
+    the first of a compute (header word 5; machine.send_gaps)."""
 
     label: str
     kind: int
     placement: Placement
     config: np.ndarray
     lost_bit: int = 0
+    send_gap: int = 0
+    send_phase: int = 0
 
 
 @dataclass

@@ -158,7 +158,7 @@ class EmulatedBoard:
         self._live_io(program)
         if with_cores:
             for i, core in enumerate(program.cores):
-                cost = timing.core_cost_ps(core.kind, core.config)
+                cost = timing.core_cost_ps(core.kind, core.config, core.send_gap, core.send_phase)
                 if self._lib.spinn_emu_set_core_cost(self._emu, i, _ptr(cost, _u64p), len(cost)) != 0:
                     raise EmulatorError(f"core {core.label}: cannot set its cycle costs")
             self._gatherer_chip = tuple(program.output.placement[:2])

@@ -108,7 +108,8 @@ class KernelVertex(SimulatorVertex, MachineDataSpecableVertex, ProvidesProvenanc
         self.generate_system_region(spec, SYSTEM_REGION)
         spec.reserve_memory_region(CONFIG_REGION, self._config_bytes(), label="config")
         spec.switch_write_focus(CONFIG_REGION)
-        spec.write_array(frame_config(self.fixed_config(), LOST_TIMEOUT_TICKS, self._vspec.lost_bit))
+        spec.write_array(frame_config(self.fixed_config(), LOST_TIMEOUT_TICKS, self._vspec.lost_bit,
+                                     self._vspec.send_gap, self._vspec.send_phase))
         self.reserve_provenance_data_region(spec)
         spec.end_specification()
 

@@ -111,7 +111,7 @@ def core_regions(im, kernels: Dict[str, object]) -> Dict[int, bytes]:
     core = kernels.get(im.label)
     if core is not None:
         data[CONFIG_REGION] = frame_config(np.asarray(core.config, np.uint32), LOST_TIMEOUT_TICKS,
-                                           core.lost_bit).astype("<u4").tobytes()
+                                           core.lost_bit, core.send_gap, core.send_phase).astype("<u4").tobytes()
     return data
 
 
