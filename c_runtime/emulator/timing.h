@@ -18,7 +18,11 @@
  *            several packets per event), the drain and receive, then whatever
  *            compute the packet completed; the packets that compute sends
  *            leave spread over it (no two closer than the core's send gap, the
- *            first no sooner than its send phase). A core whose binding ring
+ *            first no sooner than its send phase). A packet that comes while a
+ *            compute runs is received at the compute's next send (the binding's
+ *            send takes the queued packets in), which delays the compute by the
+ *            receive; the compute it makes due runs after the running one. A core
+ *            whose binding ring
  *            (SPINN_RX_QUEUE packets) would overflow is counted too;
  *   host in  EIEIO messages of EVENTS_PER_IN_MSG packets at HOST_IN_PS_PER_BYTE,
  *            each sent on by the input source core at IN_CORE_PS per packet; one
@@ -58,6 +62,7 @@ typedef struct {
  * check of the ring or a compute touches. */
 typedef struct {
     uint64_t fiq_free, cpu_free, busy, t0;
+    uint64_t comp_end, gap, rx_free; /* the last compute's end and time between its sends; receives' lane */
     uint64_t last_send; /* when its last packet left (0: none yet) */
     uint64_t min_rx;   /* ps a packet takes at least (FIQ + receive) */
     uint64_t fiq_ps, event_ps;
@@ -125,6 +130,7 @@ uint64_t tm_router(tm_t *tm, uint32_t chip, uint64_t t);
 /* ... and leaves on link l at t_out: when it arrives at the next chip. */
 uint64_t tm_link(tm_t *tm, uint32_t chip, uint32_t l, uint64_t t_out, uint32_t marker);
 static inline uint64_t tm_max(uint64_t a, uint64_t b) { return a > b ? a : b; }
+static inline uint64_t tm_min(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 
 /* A packet reaches a kernel core at t (its counters now): returns when its handler's compute starts. */
@@ -144,14 +150,21 @@ static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, c
             c->full_until = c->rx_start[c->n_rx % TM_RX_RING]; /* later packets began later */
         }
     }
-    /* the FIQ steals its cycles from whatever runs: the CPU does all of it, in order */
+    /* the FIQ steals its cycles from whatever runs: the CPU does all of it */
     own = c->min_rx + (idle ? c->event_ps : 0u);
-    start = tm_max(fiq, c->cpu_free) + own;
+    if (c->comp_end > fiq) { /* a compute runs: its next send takes the packet in, delaying it */
+        start = tm_max(c->rx_free, tm_max(fiq, tm_min(fiq + c->gap, c->comp_end)));
+        c->comp_end += own;
+        c->cpu_free += own;
+    } else {
+        start = tm_max(fiq, c->cpu_free);
+        c->cpu_free = start + own;
+    }
+    c->rx_free = start + own;
     c->busy += own;
     c->rx_start[c->n_rx % TM_RX_RING] = start;
     c->n_rx++;
-    c->t0 = start;
-    c->cpu_free = start;
+    c->t0 = c->cpu_free; /* a compute the packet makes due runs after the running one */
     c->snap_macs_lo = now->macs_lo;
     c->snap_macs_hi = now->macs_hi;
     c->snap_blocks = now->blocks;
@@ -185,6 +198,8 @@ static inline void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32
     if (n) c->last_send = send_t[n - 1u];
     c->cpu_free = tm_max(c->t0 + compute + (uint64_t)n * c->cost[SPINN_COST_PACKET_OUT], n ? send_t[n - 1u] : 0u);
     c->busy += c->cpu_free - c->t0;
+    c->comp_end = c->cpu_free;
+    c->gap = (c->cpu_free - c->t0) / (n + 1u);
 }
 /* The next packet of input i (packets_left packets of this sample still to come
  * for it, this one included: int16 pairs, or 8-bit quads), the host starting no

@@ -75,10 +75,13 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
  * The kernel provides *_receive, *_compute, *_rx_slot (slot of the last
  * packet received, or -1), *_busy (the slot holds part of a sample) and
  * *_release (force the slot complete; returns it for compute, or -1).
- * No receive may run inside a compute: a dense tile frees its slot when its
- * compute starts, and a marker taken in mid-compute would make rows computable
- * that the compute then sends as values (the spin1 binding's packets wait in its
- * ring meanwhile).
+ * A compute may let receives of other packets run in it (spin1_binding.h's
+ * send does): a receive writes only input rows not yet complete, and a slot
+ * takes no packet of its next sample before its last output left (the host
+ * keeps n_slots samples in flight; a dense tile frees its slot when its compute
+ * starts). Such a send must itself send as send_lost once the computed slot is
+ * lost: a marker taken in at a send makes rows it completes computable in the
+ * same compute.
  */
 #define SPINN_SLOT_OPS(name)                                                                              \
     static inline int32_t spinn_##name##_rx(spinn_##name##_t *k, spinn_slots_t *g, uint32_t key,          \
@@ -103,7 +106,7 @@ static inline void spinn_slots_settle(spinn_slots_t *g, int32_t slot, int busy) 
                                          spinn_send_fn send, spinn_send_fn send_lost, void *ctx) {        \
         int lost = (g->lost >> slot) & 1u, rc;                                                            \
         rc = spinn_##name##_compute(k, slot, lost ? send_lost : send, ctx);                               \
-        if ((g->lost >> slot) & 1u)                                                                       \
+        if ((g->lost >> slot) & 1u) /* also when a marker came in at one of its sends */                  \
             spinn_slots_settle(g, (int32_t)slot, spinn_##name##_busy(k, slot));                           \
         return rc;                                                                                        \
     }                                                                                                     \

@@ -7,9 +7,11 @@
  *                                       a ring and triggers the user event
  *   USER_EVENT      (priority 1)        drains the ring: kernel receive, and
  *                                       compute of each completed slot (its
- *                                       sends paced: machine/send_gaps.py);
- *                                       waits a little for the next packet
- *                                       before it ends (spinn_binding_poll)
+ *                                       sends paced, machine/send_gaps.py, and
+ *                                       taking in the packets queued
+ *                                       meanwhile); waits a little for the next
+ *                                       packet before it ends
+ *                                       (spinn_binding_poll)
  *   TIMER_TICK      (priority 2)        time; pause/stop handshake; releases
  *                                       slots after lost_timeout quiet ticks
  *   SDP             (IRQ, priority 0)   front-end-common's run control
@@ -107,6 +109,9 @@ typedef struct {
     volatile uint8_t q_marker[SPINN_RX_QUEUE];
     volatile uint32_t q_head, q_tail;
     volatile uint32_t event_pending; /* a drain is queued or running */
+    uint32_t due;                    /* bit s: slot s's compute is due (the drain's own) */
+    uint32_t running;                /* bit s: the drain computes slot s (spinn_binding_send) */
+    void (*yield_rx)(void);          /* the drain's receive of every queued packet (spinn_binding_sent) */
     uint32_t lost_timeout;
     uint32_t lost_bit; /* OR-ed into a key to make it a lost-value marker (spinn_fixed.h) */
     uint32_t send_gap;   /* cycles at least between two sends (tvm_spinn.machine.send_gaps) */
@@ -229,6 +234,14 @@ static inline int spinn_binding_end(spinn_binding_t *b) {
     return 0;
 }
 
+/* After a packet left: a compute takes the packets queued meanwhile through the
+ * kernel's receive (spinn_slots.h says when a compute may: their computes become due
+ * and run after it), so the ring empties at the pace of the compute's sends, not
+ * after the compute: a long compute does not fill it. */
+static inline void spinn_binding_sent(spinn_binding_t *b) {
+    if (b->q_head != b->q_tail && b->yield_rx) b->yield_rx();
+}
+
 /* The kernels' spinn_send_fn; ctx is the spinn_binding_t. Runs in the drain
  * (IRQs on), so the TX-empty interrupt drains the queue while we wait. */
 static inline int spinn_binding_send_as(spinn_binding_t *b, uint32_t key, uint32_t payload, uint load) {
@@ -267,18 +280,16 @@ static inline uint32_t spinn_binding_since(uint32_t then) {
 
 /* Wait until send_gap cycles have passed since the last send and, for a compute's first
  * send, send_phase cycles since it started (the readers of this core take packets in
- * no faster, and its fellow senders take turns: machine/send_gaps.py). Packets that come
- * meanwhile wait in the ring (a compute never takes packets in: a slot's inputs stay as
- * they are until its compute has sent). A wait is bounded by as many looks as cycles, so
- * a stopped timer (paused) cannot hold it. The stand-in build (no SDK) does not wait. */
+ * no faster, and its fellow senders take turns: machine/send_gaps.py), taking in our own
+ * queued packets meanwhile. A wait is bounded by as many looks as cycles, so a stopped
+ * timer (paused) cannot hold it. The stand-in build (no SDK) does not wait. */
 static inline void spinn_binding_pace(spinn_binding_t *b) {
 #ifdef SPINN_REAL_SDK
     uint32_t i;
-    for (i = 0u; i < b->send_gap && spinn_binding_since(b->last_send) < b->send_gap; i++) {
-    }
+    for (i = 0u; i < b->send_gap && spinn_binding_since(b->last_send) < b->send_gap; i++) spinn_binding_sent(b);
     if (b->first_send)
-        for (i = 0u; i < b->send_phase && spinn_binding_since(b->run_start) < b->send_phase; i++) {
-        }
+        for (i = 0u; i < b->send_phase && spinn_binding_since(b->run_start) < b->send_phase; i++)
+            spinn_binding_sent(b);
 #endif
     b->first_send = 0u;
 }
@@ -302,7 +313,13 @@ static inline void spinn_binding_stamp(spinn_binding_t *b) {
 
 static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) {
     spinn_binding_t *const b = (spinn_binding_t *)ctx;
-    if (b->send_gap) spinn_binding_pace(b);
+    if ((b->slots.lost & b->running) | b->send_gap) { /* rare: one test for both */
+        /* a marker of the running slot's sample, taken in at an earlier send, made the
+         * sample lost: the rest of its outputs (some computed from the marker's zeros)
+         * leave as markers, as a compute that started lost sends them */
+        if (b->slots.lost & b->running) return spinn_binding_send_lost(ctx, key, payload);
+        spinn_binding_pace(b);
+    }
 #ifdef SPINN_REAL_SDK
     /* What spin1_send_mc_packet does when its queue is empty and the TX buffer is
      * not full, without the call layers and the IRQ-off section: no other code
@@ -318,12 +335,14 @@ static inline int spinn_binding_send(void *ctx, uint32_t key, uint32_t payload) 
             cc_regs[CC_TXDATA] = payload;
             cc_regs[CC_TXKEY] = key;
             spinn_binding_stamp(b);
+            spinn_binding_sent(b);
             return 0;
         }
     }
 #endif
     if (spinn_binding_send_as(b, key, payload, WITH_PAYLOAD) != 0) return -1;
     spinn_binding_stamp(b);
+    spinn_binding_sent(b);
     return 0;
 }
 
@@ -402,20 +421,36 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
         spinn_binding_enqueue(&core.b, key, 0u, 1u);                                                   \
     }                                                                                                  \
                                                                                                        \
-    static void on_user(uint unused0, uint unused1) {                                                  \
+    /* every queued packet through the receive; the computes they make due wait */                  \
+    static void drain_rx(void) {                                                                       \
         uint32_t key, payload, marker;                                                                 \
+        int32_t d;                                                                                     \
+        while (spinn_binding_pop(&core.b, &key, &payload, &marker))                                    \
+            if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0)       \
+                core.b.due |= 1u << (uint32_t)d;                                                       \
+    }                                                                                                  \
+                                                                                                       \
+    static void on_user(uint unused0, uint unused1) {                                                  \
+        uint32_t key, payload, marker, due;                                                            \
         int32_t d;                                                                                     \
         (void)unused0;                                                                                 \
         (void)unused1;                                                                                 \
-        do {                                                                                           \
+        for (;;) {                                                                                     \
             while (spinn_binding_pop(&core.b, &key, &payload, &marker))                                \
-                if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0) { \
-                    spinn_binding_start(&core.b);                                                      \
-                    if (spinn_##name##_run(&core.k, &core.b.slots, (uint32_t)d, spinn_binding_send,    \
-                                           spinn_binding_send_lost, &core.b) != 0)                     \
-                        core.b.compute_failed++;                                                       \
-                }                                                                                      \
-        } while (spinn_binding_poll(&core.b) || !spinn_binding_end(&core.b));                          \
+                if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0)   \
+                    core.b.due |= 1u << (uint32_t)d;                                                   \
+            if ((due = core.b.due) != 0u) { /* the lowest due slot (its sends take in newer packets) */ \
+                core.b.due = due & (due - 1u);                                                         \
+                core.b.running = due & ~(due - 1u);                                                    \
+                spinn_binding_start(&core.b);                                                          \
+                if (spinn_##name##_run(&core.k, &core.b.slots, (uint32_t)__builtin_ctz(due),           \
+                                       spinn_binding_send, spinn_binding_send_lost, &core.b) != 0)     \
+                    core.b.compute_failed++;                                                           \
+                core.b.running = 0u;                                                                   \
+            } else if (!spinn_binding_poll(&core.b) && spinn_binding_end(&core.b)) {                   \
+                return;                                                                                \
+            }                                                                                          \
+        }                                                                                              \
     }                                                                                                  \
                                                                                                        \
     /* a pause does not age the slots: their clocks restart with the run */                          \
@@ -446,6 +481,7 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
         if (ws_bytes == 0u) rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                             \
         if (spinn_##name##_init(&core.k, cfg, n_words, spinn_binding_alloc(ws_bytes)) != 0)            \
             rt_error(RTE_SWERR, SPINN_ERR_KERNEL, cfg[0]);                                             \
+        core.b.yield_rx = drain_rx;                                                                    \
         spinn_binding_run(&core.b, on_mc, on_mcpl, on_user, on_tick);                                  \
     }
 
