@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..errors import EmulatorError, LostSamplesError
 from ..program.board import BoardProgram
 from .board.loader import setting
 
@@ -32,6 +33,7 @@ log = logging.getLogger("tvm_spinn")
 DEFAULT_MBPS = 32.0  # tiling.resources.HOST_IN_BYTES_PER_S: the runtime's rate before pacing
 CANDIDATE_MBPS = (32.0, 28.0, 24.0, 20.0, 16.0, 14.0, 12.0, 10.0, 8.0, 6.0, 4.0, 3.0, 2.0)  # Mbit/s of UDP payload, tried in turn
 PROBE_GROUPS = 2  # sample windows (n_slots samples, or groups of copies, each) a probe streams
+GIVE_UP_AFTER = 3  # slower rates in a row that drop no fewer packets end the search
 ENV = "TVM_SPINN_LINK_MBPS"
 
 
@@ -66,7 +68,11 @@ def host_mbps(program: BoardProgram, timed_board: TimedBoard) -> float:
         return explicit
     chosen = getattr(program, "_host_mbps", None)
     if chosen is None:
-        chosen = choose(program, timed_board)
+        try:
+            chosen = choose(program, timed_board)
+        except (EmulatorError, LostSamplesError) as exc:  # a program that cannot stream zeros alone
+            log.debug("%s: no host pace probed (%s); the default %g Mbit/s", program.name, exc, DEFAULT_MBPS)
+            chosen = DEFAULT_MBPS
         program._host_mbps = chosen  # not part of the program's format: chosen again after a load
     return chosen
 
@@ -83,6 +89,9 @@ def choose(program: BoardProgram, timed_board: TimedBoard) -> float:
             if mbps < DEFAULT_MBPS:
                 log.info("%s: host link paced to %g Mbit/s (faster, a board would drop packets)", program.name, mbps)
             return mbps
+        if len(drops) > GIVE_UP_AFTER and min(list(drops.values())[-GIVE_UP_AFTER:]) >= min(
+                list(drops.values())[:-GIVE_UP_AFTER]):
+            break  # GIVE_UP_AFTER slower rates in a row without fewer drops: not the host's doing
     fewest = min(drops.values())
     mbps = next(m for m in CANDIDATE_MBPS if drops[m] == fewest)
     log.warning("%s: a board would drop packets (%d in %d samples at the host link's %g Mbit/s, no fewer at "
