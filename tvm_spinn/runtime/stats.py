@@ -240,7 +240,8 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     hops_per_packet = float(links.sum()) / max(1, sent + injected)
     # the host link as the timed emulation models it (runtime.timing): in at the runtime's
     # pacing, out at the rate measured from the gatherer's chip
-    in_s = timing.program_in_bytes(program) / host_in_bytes_per_s()
+    # at the program's host pace when the timed run chose one (runtime.pacing), else the default
+    in_s = timing.program_in_bytes(program) / host_in_bytes_per_s(getattr(program, "_host_mbps", None))
     out_s = timing.host_out_bytes(program.out_features) / timing.host_out_bytes_per_s(
         program.output.placement[:2], timing.ethernet_chips(program.board))
     latency = (in_s + out_s + sum(per_stage.values()) / res.CLOCK_HZ
