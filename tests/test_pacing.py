@@ -114,17 +114,19 @@ def test_the_config_header_carries_the_send_pace():
 
 
 def test_without_its_send_gaps_lenet5_would_drop_packets(lenet, monkeypatch):
-    """The gaps are what keeps LeNet-5's fan-in from dropping packets at the full host rate."""
-    monkeypatch.setenv(pacing.ENV, "32")
+    """At the host pace chosen with them, the send gaps are what keeps LeNet-5's fan-in
+    (its first layer's tiles all sending to the next layer's) from dropping packets."""
+    monkeypatch.delenv(pacing.ENV, raising=False)
     ex, x = lenet
     _, program = _program(ex)
-    assert any(c.send_gap for c in program.cores)
-    board = EmulatedBoard(program, timed=True)
-    board.run(np.zeros((8, program.in_features), np.int16))
-    assert board.last_timed.predicted_drops == 0
+    assert any(c.send_gap for c in program.cores) and any(c.send_phase for c in program.cores)
+
+    def timed(rate):
+        return EmulatedBoard(program, timed=True, host_mbps=rate)
+
+    pace = pacing.host_mbps(program, timed)
+    assert pacing.probe(program, timed, pace) == 0
     for c in program.cores:
         monkeypatch.setattr(c, "send_gap", 0)
         monkeypatch.setattr(c, "send_phase", 0)
-    board = EmulatedBoard(program, timed=True)
-    board.run(np.zeros((8, program.in_features), np.int16))
-    assert board.last_timed.predicted_drops > 0
+    assert pacing.probe(program, timed, pace) > 0

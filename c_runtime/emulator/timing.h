@@ -17,8 +17,9 @@
  *            a busy core, or one whose packets come close together, drains
  *            several packets per event), the drain and receive, then whatever
  *            compute the packet completed; the packets that compute sends
- *            leave spread over it (no two closer than the core's send gap, the
- *            first no sooner than its send phase). A packet that comes while a
+ *            leave spread over it (no two closer than the core's send gap; a drain
+ *            that started idle waits its send phase at its first send, which
+ *            holds the compute back). A packet that comes while a
  *            compute runs is received at the compute's next send (the binding's
  *            send takes the queued packets in), which delays the compute by the
  *            receive; the compute it makes due runs after the running one. A core
@@ -64,6 +65,7 @@ typedef struct {
     uint64_t fiq_free, cpu_free, busy, t0;
     uint64_t comp_end, gap, rx_free; /* the last compute's end and time between its sends; receives' lane */
     uint64_t last_send; /* when its last packet left (0: none yet) */
+    int phase_due;      /* a drain that started idle has not sent yet */
     uint64_t min_rx;   /* ps a packet takes at least (FIQ + receive) */
     uint64_t fiq_ps, event_ps;
     uint64_t n_rx;     /* packets in */
@@ -137,6 +139,7 @@ static inline uint64_t tm_min(uint64_t a, uint64_t b) { return a < b ? a : b; }
 static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, const spinn_counters_t *now) {
     uint64_t fiq = tm_max(t, c->fiq_free), start, own;
     int idle = c->cpu_free + tm->p[SPINN_TM_POLL_PS] < fiq; /* the drain ended: a new user event */
+    c->phase_due |= idle; /* a new drain: its first send waits the send phase */
     if (fiq - t > tm->p[SPINN_TM_WAIT_PS]) c->late++;
     c->fiq_free = fiq + c->fiq_ps;
     /* the binding's ring holds the packets whose processing has not begun: full when the
@@ -176,7 +179,7 @@ static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, c
 /* The handler finished with counters now, having sent n packets: their send
  * times go into send_t (n of them); the core is busy until the last. */
 static inline void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t) {
-    uint64_t compute, macs;
+    uint64_t compute, macs, shift = 0u;
     uint32_t j;
     if (n == 0u && now->outputs == c->snap_outputs && now->macs_lo == c->snap_macs_lo &&
         now->computes == c->snap_computes && now->blocks == c->snap_blocks)
@@ -189,14 +192,19 @@ static inline void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32
      * than the core's send gap, the first no sooner than its send phase after the start
      * (the binding waits for both); the last one ends the compute */
     for (j = 0; j < n; j++) {
-        send_t[j] = c->t0 + compute * (j + 1u) / n + (uint64_t)(j + 1u) * c->cost[SPINN_COST_PACKET_OUT];
-        if (j > 0u) send_t[j] = tm_max(send_t[j], send_t[j - 1u] + c->cost[SPINN_COST_SEND_GAP]);
-        else
-            send_t[0] = tm_max(tm_max(send_t[0], c->t0 + c->cost[SPINN_COST_SEND_PHASE]),
-                               c->last_send ? c->last_send + c->cost[SPINN_COST_SEND_GAP] : 0u);
+        send_t[j] = c->t0 + compute * (j + 1u) / n + (uint64_t)(j + 1u) * c->cost[SPINN_COST_PACKET_OUT] + shift;
+        if (j == 0u) { /* a wait at the first send holds the whole compute back: every send later */
+            uint64_t at = tm_max(send_t[0] + (c->phase_due ? c->cost[SPINN_COST_SEND_PHASE] : 0u),
+                                 c->last_send ? c->last_send + c->cost[SPINN_COST_SEND_GAP] : 0u);
+            shift = at - send_t[0];
+            send_t[0] = at;
+        } else {
+            send_t[j] = tm_max(send_t[j], send_t[j - 1u] + c->cost[SPINN_COST_SEND_GAP]);
+        }
     }
+    if (n) c->phase_due = 0;
     if (n) c->last_send = send_t[n - 1u];
-    c->cpu_free = tm_max(c->t0 + compute + (uint64_t)n * c->cost[SPINN_COST_PACKET_OUT], n ? send_t[n - 1u] : 0u);
+    c->cpu_free = tm_max(c->t0 + compute + (uint64_t)n * c->cost[SPINN_COST_PACKET_OUT] + shift, n ? send_t[n - 1u] : 0u);
     c->busy += c->cpu_free - c->t0;
     c->comp_end = c->cpu_free;
     c->gap = (c->cpu_free - c->t0) / (n + 1u);

@@ -117,8 +117,8 @@ typedef struct {
     uint32_t send_gap;   /* cycles at least between two sends (tvm_spinn.machine.send_gaps) */
     uint32_t send_phase; /* cycles from a compute's start to its first send, at least */
     uint32_t last_send;  /* timer 1's count at the last send */
-    uint32_t run_start;  /* ... at the start of the running compute */
-    uint32_t first_send; /* the running compute has not sent yet */
+    uint32_t run_start;  /* ... when the drain's first send began its phase wait */
+    uint32_t first_send; /* the drain (started idle) has not sent yet */
     spinn_slots_t slots;
     /* errors, stored as provenance */
     volatile uint32_t rx_overflow;    /* packets dropped: ring full */
@@ -278,29 +278,27 @@ static inline uint32_t spinn_binding_since(uint32_t then) {
 }
 #endif
 
-/* Wait until send_gap cycles have passed since the last send and, for a compute's first
- * send, send_phase cycles since it started (the readers of this core take packets in
- * no faster, and its fellow senders take turns: machine/send_gaps.py), taking in our own
- * queued packets meanwhile. A wait is bounded by as many looks as cycles, so a stopped
+/* Wait until send_gap cycles have passed since the last send and, before the first send
+ * of a drain (the core was idle), send_phase cycles more (the readers of this core take
+ * packets in no faster, and its fellow senders, which finish together, take turns: the
+ * wait holds this core's whole compute back, so they stay apart: machine/send_gaps.py),
+ * taking in our own queued packets meanwhile. A wait is bounded by as many looks as cycles, so a stopped
  * timer (paused) cannot hold it. The stand-in build (no SDK) does not wait. */
 static inline void spinn_binding_pace(spinn_binding_t *b) {
 #ifdef SPINN_REAL_SDK
     uint32_t i;
     for (i = 0u; i < b->send_gap && spinn_binding_since(b->last_send) < b->send_gap; i++) spinn_binding_sent(b);
-    if (b->first_send)
+    if (b->first_send) {
+        b->run_start = tc[T1_COUNT];
         for (i = 0u; i < b->send_phase && spinn_binding_since(b->run_start) < b->send_phase; i++)
             spinn_binding_sent(b);
+    }
 #endif
     b->first_send = 0u;
 }
 
-/* A compute starts: its time, for its first send's wait. */
-static inline void spinn_binding_start(spinn_binding_t *b) {
-#ifdef SPINN_REAL_SDK
-    b->run_start = tc[T1_COUNT];
-#endif
-    b->first_send = 1u;
-}
+/* A drain starts (the core was idle): its first send waits the send phase. */
+static inline void spinn_binding_start(spinn_binding_t *b) { b->first_send = 1u; }
 
 /* After a send: its time, for the next one's wait. */
 static inline void spinn_binding_stamp(spinn_binding_t *b) {
@@ -435,6 +433,7 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
         int32_t d;                                                                                     \
         (void)unused0;                                                                                 \
         (void)unused1;                                                                                 \
+        spinn_binding_start(&core.b);                                                                  \
         for (;;) {                                                                                     \
             while (spinn_binding_pop(&core.b, &key, &payload, &marker))                                \
                 if ((d = spinn_##name##_rx(&core.k, &core.b.slots, key, payload, (int)marker)) >= 0)   \
@@ -442,7 +441,6 @@ static inline void spinn_binding_run(spinn_binding_t *b, callback_t on_mc, callb
             if ((due = core.b.due) != 0u) { /* the lowest due slot (its sends take in newer packets) */ \
                 core.b.due = due & (due - 1u);                                                         \
                 core.b.running = due & ~(due - 1u);                                                    \
-                spinn_binding_start(&core.b);                                                          \
                 if (spinn_##name##_run(&core.k, &core.b.slots, (uint32_t)__builtin_ctz(due),           \
                                        spinn_binding_send, spinn_binding_send_lost, &core.b) != 0)     \
                     core.b.compute_failed++;                                                           \

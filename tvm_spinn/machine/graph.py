@@ -59,7 +59,7 @@ class VertexSpec:
     lost_bit: the key bit the core ORs into a lost-value marker (c_runtime/include/spinn_fixed.h):
         its key block holds twice its slots, and the upper half carries the markers.
     send_gap, send_phase: cycles the core leaves at least between two packets it sends, and
-        before the first of a compute (machine.send_gaps).
+        waits at its first send after being idle (machine.send_gaps).
     """
 
     label: str

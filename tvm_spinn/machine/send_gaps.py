@@ -8,9 +8,10 @@ full. Producers of one core often finish together (the tiles of a layer, the red
 a dense layer) and then send at once: k of them, each as fast as it computes, send k
 times faster than one. So each kernel core leaves at least k x (the reader's cycles a
 packet in) between two sends, for the largest such product over the cores it sends to
-(k: how many cores send to that reader), and the k senders of that reader start their
-sends of a compute one after another (a phase of rank x the reader's cycles a packet in),
-so that senders that finish together take turns instead of sending k packets at once. The binding waits on its timer
+(k: how many cores send to that reader), and the k senders of that reader wait rank x
+the reader's cycles a packet in (their phase) at the first send after being idle: the wait
+holds their compute back, so senders that finish together stay apart instead of sending
+k packets at once. The binding waits on its timer
 (c_runtime/spin1/spin1_binding.h); the timed emulation spaces the core's sends the same
 way. The live inputs (front-end-common's multicast source) are paced by the host
 (runtime.pacing); the gatherer is taken as taking a packet in as a dense tile does
@@ -39,9 +40,9 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
     """(gap, phase) in cycles of each kernel vertex of ``spec``: the least time between two
     packets it sends, max over the vertices it sends to of (their senders) x (their cycles a
     packet in, the receive's short path: tiling.cycle_model.KernelCost.packet_in); and the
-    time its first packet of a compute waits, its rank among that reader's senders x the
-    reader's cycles a packet in, so that senders that finish together take turns. Both
-    rounded up, at most MAX_CYCLES."""
+    time it waits at its first send after being idle, its rank among that reader's senders
+    x the reader's cycles a packet in, so that senders that finish together take turns.
+    Both rounded up, at most MAX_CYCLES."""
     vertices = {v.label: v for v in spec.vertices}
     senders: Dict[str, List[str]] = {}
     for part in spec.sender_partitions():

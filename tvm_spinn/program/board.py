@@ -19,8 +19,8 @@ class CoreProgram:
     """One kernel core. kind: the emulator's core kind (``spinn_emulator.h`` CORE_*);
     config: uint32 words of its config region exactly as the toolchain wrote them (after the
     region's header). lost_bit: the key bit of its lost-value markers (header word 4).
-    send_gap, send_phase: cycles it leaves at least between two packets it sends, and before
-    the first of a compute (header word 5; machine.send_gaps)."""
+    send_gap, send_phase: cycles it leaves at least between two packets it sends, and waits
+    at its first send after being idle (header word 5; machine.send_gaps)."""
 
     label: str
     kind: int

@@ -167,8 +167,8 @@ def core_kind(kind: int, config: Sequence[int]) -> str:
 
 def core_cost_ps(kind: int, config: Sequence[int], send_gap: int = 0, send_phase: int = 0) -> np.ndarray:
     """uint64 (10,) ps per unit of work (SPINN_COST_* order) of a kernel core, then its send
-    gap and phase (cycles: the least time between two of its packets, and from a compute's
-    start to its first: machine.send_gaps); its receive per
+    gap and phase (cycles: the least time between two of its packets, and its wait at its
+    first send after being idle: machine.send_gaps); its receive per
     packet is the mean over its packets, the longer path's share included (from its
     config: machine.configs.tensor.receive_rows)."""
     from ..machine.configs.tensor import receive_rows
