@@ -282,8 +282,9 @@ static inline uint32_t spinn_binding_since(uint32_t then) {
  * of a drain (the core was idle), send_phase cycles more (the readers of this core take
  * packets in no faster, and its fellow senders, which finish together, take turns: the
  * wait holds this core's whole compute back, so they stay apart: machine/send_gaps.py),
- * taking in our own queued packets meanwhile. A wait is bounded by as many looks as cycles, so a stopped
- * timer (paused) cannot hold it. The stand-in build (no SDK) does not wait. */
+ * taking in our own queued packets meanwhile. A wait is bounded by as many looks as
+ * cycles, so a stopped timer (paused) cannot hold it. The stand-in build (no SDK) does
+ * not wait. A core with a phase has a gap (both come from the same reader). */
 static inline void spinn_binding_pace(spinn_binding_t *b) {
 #ifdef SPINN_REAL_SDK
     uint32_t i;
