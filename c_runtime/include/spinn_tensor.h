@@ -934,7 +934,6 @@ typedef struct {
     uint32_t words_per_oc; /* weight words per output channel */
     uint32_t block;        /* int32 accumulation block in weight words (proved by the encoder), 0: int64 */
     uint32_t dw3_words;    /* 3x3 stride-1 depthwise: words per padded input row, else 0 */
-    uint32_t dw3_i32;      /* its 9 products in one int32 block (dw3_row), else int64 pairs (dw3_pair64) */
     uint32_t kx_total;     /* in-row kernel columns summed over the output columns (the MACs counted) */
     uint32_t ow_in_lo, ow_in_hi; /* the output columns whose windows lie inside the input row */
     const uint32_t *rx, *weights, *params, *table; /* params, table: 0 if partial */

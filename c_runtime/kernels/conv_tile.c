@@ -185,14 +185,10 @@ int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_w
     s->words_per_oc = l.words_per_oc;
     s->block = cfg[H_BLOCK];
     /* 3x3 stride-1 depthwise: three zero-padded input rows (out_w + 3 values, rounded up
-     * to words) and, when one int32 block holds an output's 9 products, out_w + 1 int32
-     * sums in the cols buffer; else two int64 sums at a time (dw3_pair64) */
+     * to words) in the cols buffer, two outputs' int64 sums at a time (dw3_pair64) */
     s->dw3_words = (s->out_w + 4u) >> 1;
-    s->dw3_i32 = s->block >= s->words_per_oc;
-    if (!(s->depthwise && s->kh == 3u && s->kw == 3u && s->sw == 1u &&
-          (3u * s->dw3_words + (s->dw3_i32 ? s->out_w + 1u : 0u)) * 4u <= l.cols_bytes))
+    if (!(s->depthwise && s->kh == 3u && s->kw == 3u && s->sw == 1u && 3u * s->dw3_words * 4u <= l.cols_bytes))
         s->dw3_words = 0u;
-    if (!s->dw3_words) s->dw3_i32 = 0u;
     s->kx_total = 0u;
     {
         uint32_t ow, kx_lo, kx_hi;
@@ -323,46 +319,11 @@ static void build_rows3(const spinn_conv_tile_t *s, const int16_t *xc, int32_t i
     }
 }
 
-/* t[ow] = w . window(ow) for ow < out_w (and one more when out_w is odd) of a 3x3
- * stride-1 depthwise channel: its five weight words held in registers, two
- * outputs per step from two words of each padded row (int32: one proved block). */
-static void dw3_row(const uint32_t *w, const spinn_pair_t *r0, uint32_t n_words, uint32_t out_w, int32_t *t) {
-    const uint32_t wa = w[0], wb = w[1], wc = w[2], wd = w[3], we = w[4]; /* w00 w01|w02 w10|w11 w12|w20 w21|w22 */
-    const spinn_pair_t *r1 = r0 + n_words, *r2 = r1 + n_words;
-    uint32_t ow;
-    for (ow = 0; ow < out_w; ow += 2u, r0++, r1++, r2++, t += 2) {
-        uint32_t a0 = r0[0].w, a1 = r0[1].w; /* x[ow], x[ow+1] | x[ow+2], x[ow+3] of row 0 */
-        int32_t t0, t1;
-        t0 = spinn_lo16(wa) * spinn_lo16(a0);
-        t1 = spinn_lo16(wa) * spinn_hi16(a0);
-        t0 += spinn_hi16(wa) * spinn_hi16(a0);
-        t1 += spinn_hi16(wa) * spinn_lo16(a1);
-        t0 += spinn_lo16(wb) * spinn_lo16(a1);
-        t1 += spinn_lo16(wb) * spinn_hi16(a1);
-        a0 = r1[0].w;
-        a1 = r1[1].w;
-        t0 += spinn_hi16(wb) * spinn_lo16(a0);
-        t1 += spinn_hi16(wb) * spinn_hi16(a0);
-        t0 += spinn_lo16(wc) * spinn_hi16(a0);
-        t1 += spinn_lo16(wc) * spinn_lo16(a1);
-        t0 += spinn_hi16(wc) * spinn_lo16(a1);
-        t1 += spinn_hi16(wc) * spinn_hi16(a1);
-        a0 = r2[0].w;
-        a1 = r2[1].w;
-        t0 += spinn_lo16(wd) * spinn_lo16(a0);
-        t1 += spinn_lo16(wd) * spinn_hi16(a0);
-        t0 += spinn_hi16(wd) * spinn_hi16(a0);
-        t1 += spinn_hi16(wd) * spinn_lo16(a1);
-        t0 += spinn_lo16(we) * spinn_lo16(a1);
-        t1 += spinn_lo16(we) * spinn_hi16(a1);
-        t[0] = t0;
-        t[1] = t1;
-    }
-}
-
 /* The sums of outputs ow and ow + 1 of a 3x3 stride-1 depthwise row (r0: the padded
- * rows' word ow / 2) in int64, SMLALxy on the ARM968: for weights whose 9 products
- * may overflow int32 (dw3_row's block). */
+ * rows' word ow / 2), its five weight words w00 w01|w02 w10|w11 w12|w20 w21|w22 in
+ * registers, in int64: SMLALxy on the ARM968 (the quantiser's full-range weights prove
+ * no int32 block of an output's 9 products; SMLALxy costs 1 cycle a MAC more than an
+ * int32 product, small beside an output's requantise and send). */
 static void dw3_pair64(const uint32_t *w, const spinn_pair_t *r0, uint32_t n_words, int64_t *s) {
     const spinn_pair_t *r1 = r0 + n_words, *r2 = r1 + n_words;
     uint32_t wa = w[0], wb = w[1], a0 = r0[0].w, a1 = r0[1].w;
@@ -544,7 +505,6 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
     spinn_window_range(iy0, s->kh, 0, (int32_t)s->in_h, &ky_lo, &ky_hi);
     /* the MACs inside the input (the padding's zeros are not counted) */
     macs = ky_hi > ky_lo ? s->n_icpo * (ky_hi - ky_lo) * s->kx_total : 0u;
-    int32_t *t3 = (int32_t *)(void *)(s->cols + 6u * s->dw3_words); /* dw3: the row's sums */
     if (s->dw3_words)
         build_rows3(s, x, iy0, ky_lo, ky_hi);
     else
@@ -557,11 +517,8 @@ static int conv_row(void *kernel, uint32_t slot, uint32_t r, spinn_send_fn send,
         int64_t bias = p ? spinn_read_i64(p) : 0, acc[2] = {0, 0};
         uint32_t key = spinn_tensor_key(&s->out, slot, j, r);
         int32_t pending = 0;
-        if (s->dw3_i32) dw3_row(w, cols, s->dw3_words, s->out_w, t3);
         for (ow = 0; ow < s->out_w; ow++) {
-            if (s->dw3_i32) {
-                acc[ow & 1u] = bias + t3[ow];
-            } else if (ow & 1u) {
+            if (ow & 1u) {
             } else if (s->dw3_words) {
                 acc[0] = acc[1] = bias;
                 dw3_pair64(w, cols + (ow >> 1), s->dw3_words, acc);

@@ -117,7 +117,6 @@ typedef struct {
     uint32_t send_gap;   /* cycles at least between two sends (tvm_spinn.machine.send_gaps) */
     uint32_t send_phase; /* cycles from a compute's start to its first send, at least */
     uint32_t last_send;  /* timer 1's count at the last send */
-    uint32_t run_start;  /* ... when the drain's first send began its phase wait */
     uint32_t first_send; /* the drain (started idle) has not sent yet */
     spinn_slots_t slots;
     /* errors, stored as provenance */
@@ -290,9 +289,8 @@ static inline void spinn_binding_pace(spinn_binding_t *b) {
     uint32_t i;
     for (i = 0u; i < b->send_gap && spinn_binding_since(b->last_send) < b->send_gap; i++) spinn_binding_sent(b);
     if (b->first_send) {
-        b->run_start = tc[T1_COUNT];
-        for (i = 0u; i < b->send_phase && spinn_binding_since(b->run_start) < b->send_phase; i++)
-            spinn_binding_sent(b);
+        uint32_t from = tc[T1_COUNT];
+        for (i = 0u; i < b->send_phase && spinn_binding_since(from) < b->send_phase; i++) spinn_binding_sent(b);
     }
 #endif
     b->first_send = 0u;

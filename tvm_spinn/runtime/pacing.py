@@ -60,13 +60,18 @@ def probe(program: BoardProgram, timed_board: TimedBoard, mbps: float) -> int:
     return int(board.last_timed.predicted_drops)
 
 
+def chosen_mbps(program: BoardProgram) -> Optional[float]:
+    """The pace :func:`host_mbps` chose for ``program`` (Mbit/s), or None before it did."""
+    return getattr(program, "_host_mbps", None)
+
+
 def host_mbps(program: BoardProgram, timed_board: TimedBoard) -> float:
     """The rate (Mbit/s) the runtime sends ``program``'s input at: TVM_SPINN_LINK_MBPS if set,
     else the program's pace (chosen once per program by :func:`choose`, then kept on it)."""
     explicit = explicit_mbps()
     if explicit is not None:
         return explicit
-    chosen = getattr(program, "_host_mbps", None)
+    chosen = chosen_mbps(program)
     if chosen is None:
         try:
             chosen = choose(program, timed_board)

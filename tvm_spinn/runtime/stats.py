@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 from ..machine.configs.tensor import receive_rows
 from ..tiling import cycle_model
 from ..tiling import resources as res
-from . import timing
+from . import pacing, timing
 from .timing import HOP_NS, TimedRun, core_kind, host_in_bytes_per_s
 
 _CORE = re.compile(r"\bcore ([\w.]+)")  # a core named in a resource: "core f1.L0_t1_0"
@@ -241,7 +241,7 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
     # the host link as the timed emulation models it (runtime.timing): in at the runtime's
     # pacing, out at the rate measured from the gatherer's chip
     # at the program's host pace when the timed run chose one (runtime.pacing), else the default
-    in_s = timing.program_in_bytes(program) / host_in_bytes_per_s(getattr(program, "_host_mbps", None))
+    in_s = timing.program_in_bytes(program) / host_in_bytes_per_s(pacing.chosen_mbps(program))
     out_s = timing.host_out_bytes(program.out_features) / timing.host_out_bytes_per_s(
         program.output.placement[:2], timing.ethernet_chips(program.board))
     latency = (in_s + out_s + sum(per_stage.values()) / res.CLOCK_HZ

@@ -188,7 +188,7 @@ def host_in_bytes_per_s(mbps: Optional[float] = None) -> float:
     from ..errors import BoardError
     from .pacing import explicit_mbps, DEFAULT_MBPS
 
-    bits = (explicit_mbps() or DEFAULT_MBPS if mbps is None else mbps) * 1e6
+    bits = (mbps if mbps is not None else explicit_mbps() or DEFAULT_MBPS) * 1e6
     if bits < MIN_LINK_BITS_PER_S:
         raise BoardError(f"TVM_SPINN_LINK_MBPS={bits / 1e6:g} is below the {MIN_LINK_BITS_PER_S / 1e6:g} the "
                          "timed emulation models: set a rate in megabits per second (default 32)")
