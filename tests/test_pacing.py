@@ -130,3 +130,55 @@ def test_without_its_send_gaps_lenet5_would_drop_packets(lenet, monkeypatch):
         monkeypatch.setattr(c, "send_gap", 0)
         monkeypatch.setattr(c, "send_phase", 0)
     assert pacing.probe(program, timed, pace) > 0
+
+
+def test_send_gaps_share_a_reader_by_the_packets_each_sender_sends():
+    """Progressive filling: a reader's senders, all sending at once, send no faster than it
+    takes packets in; a sender of three times the packets gets three times the share; a
+    sender another reader holds back leaves the rest of its other reader to the rest."""
+    from tvm_spinn.machine.graph import KERNEL, MachineGraphSpec, PartitionSpec, VertexSpec
+    from tvm_spinn.machine.send_gaps import send_gaps
+    from tvm_spinn.tiling.cycle_model import cost
+
+    v = [VertexSpec(n, KERNEL, binary="conv_tile.aplx") for n in ("A", "B", "C", "R", "Q")]
+    parts = [PartitionSpec("A", 0, ["R"], 300), PartitionSpec("B", 0, ["R"], 60), PartitionSpec("B", 1, ["Q"], 40),
+             PartitionSpec("C", 0, ["Q"], 100)]
+    gaps = send_gaps(MachineGraphSpec(v, [], partitions=parts))
+    r = cost("conv_tile").packet_in
+    # R (A 300 + B 100 packets a sample) fills first: A and B at 1 / (400 r) samples a cycle;
+    # then Q has 1/r - 100 / (400 r) packets a cycle left for C's 100 packets
+    assert gaps["A"] == (np.ceil(400 * r / 300), 0) and gaps["B"] == (np.ceil(4 * r), np.ceil(r))
+    assert gaps["C"] == (np.ceil(400 * r / 300), np.ceil(r))
+    for reader, senders in (("R", "AB"), ("Q", "BC")):
+        assert sum(1 / gaps[s][0] for s in senders) <= 1 / r
+
+
+def test_send_gaps_keep_every_readers_senders_within_its_pace():
+    """On random graphs: no reader's senders, each at its gap, send faster than the reader
+    takes packets in; and each sender is held back by a reader that is full (max-min
+    fair: none could send faster without another's share shrinking)."""
+    from tvm_spinn.machine.graph import KERNEL, MachineGraphSpec, PartitionSpec, VertexSpec
+    from tvm_spinn.machine.send_gaps import _KIND_OF_BINARY, send_gaps
+    from tvm_spinn.tiling.cycle_model import cost
+
+    rng = np.random.default_rng(4)
+    binaries = list(_KIND_OF_BINARY)
+    for _ in range(30):
+        n = int(rng.integers(3, 12))
+        v = [VertexSpec(f"v{i}", KERNEL, binary=binaries[rng.integers(len(binaries))]) for i in range(n)]
+        parts = []
+        for i in range(n):
+            posts = [f"v{j}" for j in rng.choice(n, size=int(rng.integers(1, 4)), replace=False) if j != i]
+            if posts:
+                parts.append(PartitionSpec(f"v{i}", 0, posts, int(rng.integers(1, 500))))
+        gaps = send_gaps(MachineGraphSpec(v, [], partitions=parts))
+        readers = {}
+        for p in parts:
+            for post in p.posts:
+                readers.setdefault(post, set()).add(p.pre)
+        pace = {r: 1 / cost(_KIND_OF_BINARY[next(x.binary for x in v if x.label == r)]).packet_in for r in readers}
+        rate = {s: 1 / g for s, (g, _) in gaps.items()}
+        for r, senders in readers.items():
+            assert sum(rate[s] for s in senders) <= pace[r] * (1 + 1e-9)
+        for s in rate:  # a full reader holds it back (rates rounded down by the gaps' ceil)
+            assert any(sum(rate[t] for t in readers[r]) > pace[r] * 0.97 for r in readers if s in readers[r])

@@ -227,3 +227,48 @@ def test_partitions_send_rows_only_to_the_cores_that_read_them(rng, monkeypatch)
                 expect = n * channels * t.nih * (16 // 2)
                 assert counters[f"L{i}_t{k}_0"]["packets_in"] == expect, (i, k)
     assert delivered[True] < 0.8 * delivered[False], delivered
+
+
+def test_partitions_know_the_packets_they_carry(rng):
+    """PartitionSpec.packets (the send gaps share a reader out by them) add up, per sender,
+    to the packets the emulator counts it sending a sample: every kernel kind, row
+    partitions, partial sums (dense and conv reducers: one int32 a key), a fused pool,
+    8-bit input quads and an odd row width."""
+    from tvm_spinn.machine.graph import INPUT, KERNEL
+    from tvm_spinn.quantization.quantize import CalibrationSettings
+
+    graphs = [
+        ([_conv(rng, 32, 16, 3), Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (4, 4), name="pool", inputs=(0,)),
+          _conv(rng, 16, 32, 3, inputs=(1,)), _conv(rng, 16, 16, 3, inputs=(2,), groups=16),
+          Add("relu", "add", (2, 3)), Flatten("flat", (4,)),
+          DenseLayer((rng.normal(size=(40, 256)) / 16).astype(np.float32), None, "relu", "fc", (5,))],
+         (16, 9, 9), 30_000, False),
+        ([_conv(rng, 4, 160, 3, act="tanh"), _conv(rng, 6, 4, 3, act="none", inputs=(0,))], (160, 7, 7), None, False),
+        ([_conv(rng, 8, 3, 3), _conv(rng, 8, 8, 3, inputs=(0,))], (3, 12, 11), 20_000, True),
+        ([DenseLayer((rng.normal(size=(24, 3000)) / 50).astype(np.float32), None, "relu", "wide")], (1, 1, 3000),
+         None, False),
+    ]
+    kinds = set()
+    for ops, shape, budget, eight_bit in graphs:
+        n = 5
+        x = rng.normal(size=(n,) + shape).astype(np.float32)
+        if eight_bit:
+            x = np.round(np.abs(x) * 40).clip(0, 255).astype(np.float32)
+        settings = CalibrationSettings(input_bits=8) if eight_bit else CalibrationSettings()
+        q = quantize_graph(OpGraph(ops, [shape]), x, settings)
+        plan = plan_graph(q, res.SPINN_5, budget, True)
+        layout = build_machine_graph(plan)
+        program = make_program("t", plan, layout, map_graph(layout.spec))
+        board = EmulatedBoard(program)
+        board.run(q.quantize_input(x).reshape(n, -1))
+        planned = {}
+        for part in layout.spec.sender_partitions():
+            planned[part.pre] = planned.get(part.pre, 0) + part.packets
+        counted = {label: c["packets_out"] / n for label, c in board.core_counters().items()}
+        kinds |= {c.kind for c in program.cores}
+        assert {v.label for v in layout.spec.vertices if v.kind == KERNEL} <= set(planned)
+        for label, packets in counted.items():
+            assert planned[label] == packets, (label, planned[label], packets)
+        inputs = sum(planned[v.label] for v in layout.spec.vertices if v.kind == INPUT)
+        assert inputs * n == board._lib.spinn_emu_injected(board._emu), (inputs, n)
+    assert kinds == {1, 2, 4, 5, 6, 7}, kinds

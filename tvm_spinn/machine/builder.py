@@ -156,6 +156,7 @@ class _Builder:
         self.edges: List[Tuple[str, str]] = []
         self.core_kinds: Dict[str, int] = {}
         self.rows: Dict[str, int] = {}  # sender label -> rows of its block
+        self.row_packets: Dict[str, int] = {}  # sender label -> packets a row of its block takes
         self.input_shapes: Dict[str, Tuple[int, int, int]] = {}  # graph input label -> (C, H, W)
         self.reads: Dict[str, Dict[str, Set[int]]] = {}  # sender -> reader -> rows read
 
@@ -164,7 +165,12 @@ class _Builder:
         partitions; records its rows."""
         p = Producer(label, *args, parts=self.parts.get(label, ()), packing=packing)
         self.rows[label] = p.nc * p.nh
+        self.row_packets[label] = -(-p.nw // (4 if packing else 2))  # int16 pairs, or 8-bit quads
         return p
+
+    def sends(self, label: str, packets: int) -> None:
+        """Record that vertex ``label`` sends one row of ``packets`` packets a sample (a vector)."""
+        self.rows[label], self.row_packets[label] = 1, packets
 
     def read(self, src: Producer, dst: str, c_local: int, h_local: int) -> int:
         """Record that ``dst`` reads row (c_local, h_local) of ``src``; its partition."""
@@ -227,6 +233,7 @@ class _Builder:
                     body += [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation, layer.act_params)]
                 self.add_kernel(label, CORE_DENSE_TILE, header, rx, fixups, body, shift)
                 tile_outputs.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
+                self.sends(label, r1 - r0 if partial else (r1 - r0 + 1) // 2)  # partial sums: an int32 a key
             if not partial:
                 producers += tile_outputs
                 continue
@@ -241,6 +248,7 @@ class _Builder:
             self.add_kernel(label, CORE_DENSE_REDUCE, header, rx, fixups,
                             [row_params(lp.layer.bias[r0:r1], lp.layer.multiplier[r0:r1], lp.layer.shift[r0:r1]), table_words(layer.activation, layer.act_params)], shift)
             producers.append(Producer.vector(label, r0, r1, shift, layer.weight.shape[0]))
+            self.sends(label, (r1 - r0 + 1) // 2)
         return producers
 
 
@@ -383,6 +391,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
             kind = CORE_ADD
         _add_vertex(b, label, kind, slot_shift, config, fixups, labels)
         if t.nic:
+            b.sends(label, t.nc * t.nh * out_w)  # partial sums: an int32 a key
             partials.append(label)
             if t.ic0 + t.nic < in_c:
                 continue  # the block's other groups come next
@@ -582,14 +591,15 @@ def _partition_specs(b: _Builder) -> List[PartitionSpec]:
         if v.label not in edges:
             continue
         row_parts = b.parts.get(v.label)
+        per_row = b.row_packets.get(v.label, 0)
         if not row_parts:
-            specs.append(PartitionSpec(v.label, 0, list(dict.fromkeys(edges[v.label]))))
+            specs.append(PartitionSpec(v.label, 0, list(dict.fromkeys(edges[v.label])), b.rows.get(v.label, 0) * per_row))
             continue
         reads = {dst: rows for dst, rows in b.reads[v.label].items() if dst in alive}
         for k in range(max(row_parts) + 1):
             rows = {r for r, part in enumerate(row_parts) if part == k}
             specs.append(PartitionSpec(v.label, k, [dst for dst in dict.fromkeys(edges[v.label])
-                                                    if reads.get(dst, set()) & rows]))
+                                                    if reads.get(dst, set()) & rows], len(rows) * per_row))
         at = len(v.config) + 1
         v.config = np.concatenate([v.config, np.zeros(1 + len(row_parts), np.uint32)])
         v.config[at - 1] = len(row_parts)

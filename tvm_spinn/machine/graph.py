@@ -77,11 +77,13 @@ class VertexSpec:
 @dataclass
 class PartitionSpec:
     """Outgoing partition ``index`` of vertex ``pre`` (0, 1, ... per vertex) and the vertices
-    it goes to. Every partition of a vertex gets a key block of the vertex's n_keys."""
+    it goes to. Every partition of a vertex gets a key block of the vertex's n_keys.
+    packets: the packets it carries a sample (0: not known)."""
 
     pre: str
     index: int
     posts: List[str]
+    packets: int = 0
 
 
 @dataclass
