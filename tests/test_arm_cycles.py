@@ -116,6 +116,29 @@ def test_quick_run_gives_plausible_figures(tmp_path):
 
 
 @needs_tools
+def test_a_stream_of_packets_shares_its_user_events(tmp_path):
+    """--burst 16: the FIQs of 16 packets come before the user event the first raises, and
+    the drain takes all 16 in that event: the same work, a sixteenth of the events, and
+    cheaper packets in, the FIQ's and the drain's part of an event shared too."""
+    reports = {}
+    for burst in (1, 16):
+        out = tmp_path / f"b{burst}.json"
+        proc = subprocess.run([sys.executable, str(TOOL), "--quick", "--burst", str(burst), "--json", str(out)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        reports[burst] = json.loads(out.read_text())["kinds"]
+    for name, one in reports[1].items():
+        many = reports[16][name]
+        assert many["counts"]["packets_in"] == one["counts"]["packets_in"] == one["counts"]["user_events"]
+        assert many["counts"]["macs"] == one["counts"]["macs"] and many["counts"]["outputs"] == one["counts"]["outputs"]
+        assert 16 * many["counts"]["user_events"] <= one["counts"]["user_events"] + 16 * many["counts"]["compute_events"]
+        by1, by16 = one["cycles_per_packet_in_by_phase"], many["cycles_per_packet_in_by_phase"]
+        assert by16["event"] < by1["event"] / 8 and by16["drain"] < by1["drain"] and by16["fiq"] < by1["fiq"], name
+    proc = subprocess.run([sys.executable, str(TOOL), "--quick", "--burst", "300"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "--burst 300: from 1 to 64" in proc.stderr
+
+
+@needs_tools
 def test_the_cycle_model_agrees_with_fresh_traces_within_15_percent(tmp_path):
     """tiling/cycle_calibration.json (fitted by tools/calibrate_cycles.py) against traces of
     tiles the fit did not see: a kernel change without a recalibration fails here."""
@@ -125,4 +148,6 @@ def test_the_cycle_model_agrees_with_fresh_traces_within_15_percent(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())
     assert {r["kind"] for r in rows} == set(_tool().KINDS)
+    # each tile with a user event a packet and as a stream (the drain taking 16 an event)
+    assert {r["kind"] for r in rows if r["shape"].endswith(", 16 a user event")} == set(_tool().KINDS)
     assert all(abs(r["error"]) <= 0.15 and abs(r["compute_error"]) <= 0.15 for r in rows), rows

@@ -30,7 +30,9 @@ order. Every packet takes the way it takes on a core; its cycles are split in ph
            ``soft_int_isr``, ``schedule``, ``schedule_sysmode`` and a pass of the
            dispatcher calling the user-event callback. One user event per packet: a core
            that keeps up with its input; a busy core drains several packets per event
-           and pays this once;
+           and pays this once (``--burst N``: the FIQs of N packets come before the event
+           the first raises runs, and the drain takes them all in it, as it does with a
+           stream whose packets come within its wait for a next one);
   drain    the binding's ``on_user`` (dequeue, slot bookkeeping), but its wait for a next
            packet (``spinn_binding_poll``), which is idle time, reported on its own;
   receive  ``spinn_<k>_receive``;
@@ -67,6 +69,7 @@ offset costs LDR/STR one more cycle, a data operation writing the PC 3 (arithmet
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import concurrent.futures
 import json
 import os
@@ -739,7 +742,7 @@ static uint32_t next_word(FILE *f) {
 
 int main(int argc, char **argv) {
     FILE *f = argc == 3 ? fopen(argv[1], "r") : NULL, *out;
-    uint32_t n, i, n_packets, sum = 0u, *region;
+    uint32_t n, i, j, n_packets, burst, sum = 0u, *region;
     volatile uint *cc, *vic;
     if (!f) { printf("usage: harness CASE OUT\n"); return 2; }
     cc = mmap((void *)CC_BASE, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
@@ -756,13 +759,16 @@ int main(int argc, char **argv) {
     ds.r[1].pointer = region;
     ds.r[2].pointer = provenance_region;
     c_main();
+    burst = next_word(f); /* packets whose FIQs come before the user event they raise runs */
     n_packets = next_word(f);
-    for (i = 0; i < n_packets; i++) {
-        uint32_t key = next_word(f), payload = next_word(f);
-        cc[CC_RSR] = PKT_PL;
-        cc[CC_RXDATA] = payload;
-        cc[CC_RXKEY] = key;
-        exc_enter(cc_rx_ready_fiqsr);
+    for (i = 0; i < n_packets;) {
+        for (j = 0; j < burst && i < n_packets; j++, i++) {
+            uint32_t key = next_word(f), payload = next_word(f);
+            cc[CC_RSR] = PKT_PL;
+            cc[CC_RXDATA] = payload;
+            cc[CC_RXKEY] = key;
+            exc_enter(cc_rx_ready_fiqsr);
+        }
         if (vic[VIC_SOFT_SET] & (1u << SOFTWARE_INT)) {
             vic[VIC_SOFT_SET] = 0u;
             while (user_event_queue.start != user_event_queue.end) exc_enter(soft_int_isr);
@@ -1059,9 +1065,13 @@ class Case:
     shape: str
     config: List[int]
     packets: List[Tuple[int, int]]
+    # packets whose FIQs come before the user event they raise runs: 1, a core that keeps up
+    # (a user event a packet); more, a stream (the drain takes several packets an event)
+    burst: int = 1
 
 
 M32 = 0xFFFFFFFF
+MAX_BURST = 64  # a quarter of the binding's receive ring (SPINN_RX_QUEUE)
 N_SLOTS = 4  # tvm_spinn.tiling.resources.N_SLOTS
 
 
@@ -1276,7 +1286,7 @@ def cases(quick: bool) -> List[Case]:
 
 
 def write_case(path: Path, case: Case) -> None:
-    words = [len(case.config)] + [w & M32 for w in case.config] + [len(case.packets)]
+    words = [len(case.config)] + [w & M32 for w in case.config] + [case.burst, len(case.packets)]
     words += [v & M32 for kp in case.packets for v in kp]
     path.write_text("\n".join(f"{w:x}" for w in words) + "\n")
 
@@ -1349,15 +1359,15 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
 
 def model_cycles(kind: str, counts: dict) -> float:
     """What tvm_spinn's calibrated cycle model (tiling.cycle_model, the constants the planner,
-    the statistics and the timed emulation use) says the counted work costs, with one user
-    event per packet as the trace has it."""
+    the statistics and the timed emulation use) says the counted work costs, with the user
+    events the trace has."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from tvm_spinn.tiling import cycle_model
 
     return cycle_model.cost(kind).cycles(
         macs=counts["macs"], blocks=counts["blocks"], outputs=counts["outputs"], packets_in=counts["packets_in"],
-        packets_out=counts["packets_out"], computes=counts["computes"], events=counts["packets_in"],
+        packets_out=counts["packets_out"], computes=counts["computes"], events=counts["user_events"],
         starts=counts["starts"])
 
 
@@ -1407,8 +1417,8 @@ def table(report: dict) -> str:
     lines.append("")
     lines.append("cyc/MAC, cyc/out, cyc/compute: the kernel's compute call, sends excluded; all-in: every phase "
                  "per MAC.")
-    lines.append("cyc/pkt in: FIQ entry to the end of receive with one user event (spin1 scheduling) per packet; "
-                 "(no event): that event amortised away.")
+    lines.append(f"cyc/pkt in: FIQ entry to the end of receive, with a user event (spin1 scheduling) per "
+                 f"{report.get('burst', 1)} packet(s); (no event): the event phase amortised away.")
     lines.append("cyc/pkt out: the binding's send with spin1_send_mc_packet (queue empty, TX not full).")
     polls = [k["poll_window_cycles"] for k in report["kinds"].values() if k.get("poll_window_cycles")]
     if polls:
@@ -1455,15 +1465,16 @@ def trace_cases(selected: Sequence[Case], opt: Sequence[str] = DEFAULT_OPT, keep
 
 
 def measure(quick: bool, opt: Sequence[str], keep: Optional[Path] = None, jobs: Optional[int] = None,
-            log=print, cc: str = CC) -> dict:
+            log=print, cc: str = CC, burst: int = 1) -> dict:
     t0 = time.time()
-    items = trace_cases(cases(quick), opt, keep, jobs, log, cc)
+    items = trace_cases([dataclasses.replace(c, burst=burst) for c in cases(quick)], opt, keep, jobs, log, cc)
     by_kind: Dict[str, List[Tuple[Case, CaseResult]]] = {}
     for c, r in items:
         by_kind.setdefault(c.kind, []).append((c, r))
     return {
         "tool": "tools/arm_cycles.py",
         "quick": quick,
+        "burst": burst,
         "compiler": _tool_version([cc, "--version"]),
         "qemu": _tool_version(["qemu-arm", "--version"]),
         "flags": _flags(opt),
@@ -1485,6 +1496,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--flags", help="compiler flags instead of -Ofast (the target flags stay), e.g. --flags=-Os")
     ap.add_argument("--keep", type=Path, help="keep the build, cases and traces in this directory")
     ap.add_argument("--jobs", type=int, default=None, help="parallel builds and runs (default: CPUs)")
+    ap.add_argument("--burst", type=int, default=1,
+                    help="packets whose FIQs come before the user event they raise runs (default 1: a user "
+                         "event a packet; e.g. 16: a stream, the drain taking several packets an event)")
     ap.add_argument("--cc", default=CC, help=f"compiler of the kernel and binding objects (default {CC}; "
                     "arm-none-eabi-gcc is the .aplx build's)")
     args = ap.parse_args(argv)
@@ -1494,16 +1508,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 2
     opt = args.flags.split() if args.flags is not None else DEFAULT_OPT
+    if not 1 <= args.burst <= MAX_BURST:
+        print(f"arm_cycles: --burst {args.burst}: from 1 to {MAX_BURST} (the binding's ring holds "
+              f"{MAX_BURST * 4} packets)", file=sys.stderr)
+        return 1
     try:
         if shutil.which(args.cc) is None:
             print(f"arm_cycles: {args.cc} not found", file=sys.stderr)
             return 2
-        report = measure(args.quick, opt, args.keep, args.jobs, cc=args.cc)
+        report = measure(args.quick, opt, args.keep, args.jobs, cc=args.cc, burst=args.burst)
     except (CostError, RuntimeError, ValueError) as e:
         print(f"arm_cycles: {e}", file=sys.stderr)
         return 1
     print(f"ARM968E-S cycles ({' '.join(report['flags'])}; {report['compiler']}), "
-          f"{'quick' if args.quick else 'full'} set, {report['seconds']} s")
+          f"{'quick' if args.quick else 'full'} set, {args.burst} packet(s) a user event, {report['seconds']} s")
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -6,22 +6,27 @@
     [--json PATH] [--jobs N]
 
 Fit: every tile of :func:`fit_cases` is traced by ``tools/arm_cycles.py`` (the ``.aplx``
-build's flags, ARM968E-S costs per executed instruction). Per kernel kind, the per-packet
-constants: fiq and event per packet in and send per packet out, the traced averages; the
-drain and receive split between receive per packet in and start per packet on the
-receive's longer path (tiling.cycle_model.receive_starts: the first of an input channel's
-block, the one completing an input row), a relative least-squares fit; the compute constants
-(per MAC, int32 block, output value, completed sample), a non-negative least-squares fit of
-each case's traced compute cycles to the counts the kernel itself reports. They are written to ``tvm_spinn/tiling/cycle_calibration.json``.
+build's flags, ARM968E-S costs per executed instruction), once with a user event a packet
+and once with :data:`BURST` packets an event (a stream: the drain takes them in one event).
+Per kernel kind: send per packet out, the traced average; the FIQ split between every
+packet in and each user event (the FIQ raises the event), and the drain with the receive
+split between every packet in, each packet on the receive's longer path
+(tiling.cycle_model.receive_starts: the first of an input channel's block, the one
+completing an input row) and each user event, relative least-squares fits; event: spin1
+scheduling the event (traced) plus the FIQ's and the drain's share of it; the compute
+constants (per MAC, int32 block, output value, completed sample), a non-negative
+least-squares fit of each case's traced compute cycles to the counts the kernel itself
+reports. They are written to ``tvm_spinn/tiling/cycle_calibration.json``.
 
 Check: the tiles of :func:`check_cases` (other shapes than the fit's) are traced and the
-model's cycles for each (with one user event per packet, as the trace has them) are
+model's cycles for each (with the user events the trace has, both ways) are
 compared with the trace, all in and compute alone; more than :data:`TOLERANCE` apart
 fails (exit 1). Exit 2 when the ARM tools are missing.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -33,6 +38,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION = ROOT / "tvm_spinn" / "tiling" / "cycle_calibration.json"
 TOLERANCE = 0.15
+# packets a user event in the traces of a stream (tools/arm_cycles.py --burst): the drain
+# takes them in one event, as a core does when packets come within its poll window
+BURST = 16
 COMPUTE_TERMS = ("mac", "block", "output", "compute")
 # the kernel's own counters (spinn_counters_t; "computes": completed samples), as the emulator reads them
 COUNT_OF = {"mac": "macs", "block": "blocks", "output": "outputs", "compute": "computes"}
@@ -87,6 +95,11 @@ def check_cases(t) -> list:
     ]
 
 
+def both_bursts(cases: list) -> list:
+    """Every case as traced with a user event a packet and with BURST packets an event."""
+    return list(cases) + [dataclasses.replace(c, burst=BURST) for c in cases]
+
+
 def _case_figures(t, case, result) -> dict:
     f = t.figures([(case, result)])
     return {"cycles": f["cycles"], "counts": f["counts"]}
@@ -113,15 +126,20 @@ def fit(t, items) -> Dict[str, Dict[str, float]]:
     kinds = {}
     for kind, figs in by_kind.items():
         tot = lambda key, phase=None: sum((f["cycles"][phase] if phase else f["counts"][key]) for f in figs)  # noqa: E731
-        n_in, n_out = tot("packets_in"), tot("packets_out")
-        # drain + receive split between all packets and those on the receive's longer path
-        # (tiling.cycle_model.receive_starts): a relative least-squares fit
+        n_out = tot("packets_out")
+        count = lambda *keys: np.array([[f["counts"][k] for k in keys] for f in figs], float)  # noqa: E731
+        # The FIQ, and the drain with the receive, each split between every packet in and each
+        # user event (the traces take 1 and BURST packets an event), the receive also into the
+        # packets on its longer path (tiling.cycle_model.receive_starts): relative least squares
+        fiq = np.array([f["cycles"]["fiq"] for f in figs], float)
+        per_fiq, fiq_event = _nnls(count("packets_in", "user_events") / fiq[:, None], np.ones(len(figs)))
         rx = np.array([f["cycles"]["drain"] + f["cycles"]["receive"] for f in figs], float)
-        ps = np.array([[f["counts"][k] for k in ("packets_in", "starts")] for f in figs], float)
-        per_packet, per_start = _nnls(ps / rx[:, None], np.ones(len(figs)))
+        per_packet, per_start, drain_event = _nnls(count("packets_in", "starts", "user_events") / rx[:, None],
+                                                   np.ones(len(figs)))
         entry = {
-            "fiq": tot(None, "fiq") / n_in,
-            "event": tot(None, "event") / n_in,
+            "fiq": per_fiq,
+            # spin1 scheduling the event, and the FIQ's and the drain's part of one
+            "event": tot(None, "event") / tot("user_events") + fiq_event + drain_event,
             "receive": per_packet,
             "start": per_start,
             "packet_out": tot(None, "send") / n_out if n_out else 0.0,
@@ -139,9 +157,9 @@ def fit(t, items) -> Dict[str, Dict[str, float]]:
 
 
 def model_of(entry: Dict[str, float], counts: dict) -> Tuple[float, float]:
-    """(all in, compute) cycles the calibration gives a traced case (one user event per packet)."""
+    """(all in, compute) cycles the calibration gives a traced case (with its user events)."""
     compute = sum(entry[k] * counts[COUNT_OF[k]] for k in COMPUTE_TERMS)
-    total = (compute + counts["packets_in"] * (entry["fiq"] + entry["event"] + entry["receive"])
+    total = (compute + counts["packets_in"] * (entry["fiq"] + entry["receive"]) + counts["user_events"] * entry["event"]
              + counts["starts"] * entry["start"] + counts["packets_out"] * entry["packet_out"])
     return total, compute
 
@@ -152,7 +170,8 @@ def check(t, items, kinds: Dict[str, Dict[str, float]]) -> List[dict]:
         f = _case_figures(t, case, result)
         traced_total, traced_compute = sum(f["cycles"].values()), f["cycles"]["compute"]
         model_total, model_compute = model_of(kinds[case.kind], f["counts"])
-        rows.append({"kind": case.kind, "shape": case.shape, "traced": traced_total, "model": model_total,
+        shape = case.shape + (f", {case.burst} a user event" if case.burst > 1 else "")
+        rows.append({"kind": case.kind, "shape": shape, "traced": traced_total, "model": model_total,
                      "error": model_total / traced_total - 1.0, "traced_compute": traced_compute,
                      "model_compute": model_compute,
                      "compute_error": (model_compute / traced_compute - 1.0) if traced_compute else 0.0})
@@ -160,9 +179,9 @@ def check(t, items, kinds: Dict[str, Dict[str, float]]) -> List[dict]:
 
 
 def table(rows: Sequence[dict]) -> str:
-    lines = [f"{'kind':<20} {'tile':<44} {'traced':>10} {'model':>10} {'error':>7} {'compute err':>11}"]
+    lines = [f"{'kind':<20} {'tile':<62} {'traced':>10} {'model':>10} {'error':>7} {'compute err':>11}"]
     for r in rows:
-        lines.append(f"{r['kind']:<20} {r['shape']:<44} {r['traced']:>10,.0f} {r['model']:>10,.0f} "
+        lines.append(f"{r['kind']:<20} {r['shape']:<62} {r['traced']:>10,.0f} {r['model']:>10,.0f} "
                      f"{100 * r['error']:>+6.1f}% {100 * r['compute_error']:>+10.1f}%")
     return "\n".join(lines)
 
@@ -181,7 +200,7 @@ def main(argv=None) -> int:
         return 2
     quiet = lambda *a, **k: None  # noqa: E731
     if not args.check:
-        items = t.trace_cases(fit_cases(t), jobs=args.jobs, log=quiet)
+        items = t.trace_cases(both_bursts(fit_cases(t)), jobs=args.jobs, log=quiet)
         kinds = fit(t, items)
         poll = t.figures(items)["poll_window_cycles"]  # the binding's, the same for every kernel
         data = {"source": "tools/calibrate_cycles.py: tools/arm_cycles.py traces of the fit tiles "
@@ -193,7 +212,7 @@ def main(argv=None) -> int:
         CALIBRATION.write_text(json.dumps(data, indent=2) + "\n")
         print(f"wrote {CALIBRATION.relative_to(ROOT)}")
     kinds = json.loads(CALIBRATION.read_text())["kinds"]
-    rows = check(t, t.trace_cases(check_cases(t), jobs=args.jobs, log=quiet), kinds)
+    rows = check(t, t.trace_cases(both_bursts(check_cases(t)), jobs=args.jobs, log=quiet), kinds)
     print("the calibrated model against fresh traces of other tiles:")
     print(table(rows))
     if args.json:
