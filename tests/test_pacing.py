@@ -182,3 +182,36 @@ def test_send_gaps_keep_every_readers_senders_within_its_pace():
             assert sum(rate[s] for s in senders) <= pace[r] * (1 + 1e-9)
         for s in rate:  # a full reader holds it back (rates rounded down by the gaps' ceil)
             assert any(sum(rate[t] for t in readers[r]) > pace[r] * 0.97 for r in readers if s in readers[r])
+
+
+def test_the_planner_cuts_readers_so_that_their_pace_keeps_the_budget(monkeypatch):
+    """A sender's pace holds for every packet it sends: when a reader's tile needs a few rows
+    of every producer tile (an add cut into channel groups after producers cut into row
+    bands), those producers send all their rows at its pace. The planner cuts such readers
+    the other way where a cut that fits the budget exists: on ResNet-8 as planned, no
+    kernel's sends of a sample at its gap (machine.send_gaps on the built graph) take longer
+    than the cycle budget (the residual add after the second stage was cut into 5 channel
+    groups, which paced its producers to 2.6 times the budget)."""
+    from tvm_spinn import zoo
+    from tvm_spinn.codegen import codegen
+    from tvm_spinn.machine.builder import build_machine_graph
+    from tvm_spinn.machine.send_gaps import send_gaps
+    from tvm_spinn.tiling.tensor import TensorOpPlan
+
+    plans = []
+    real = codegen.plan_graph
+    monkeypatch.setattr(codegen, "plan_graph", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    torch.manual_seed(0)
+    x = np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    mod = tvm_spinn.from_torch(zoo.randomize_bn(zoo.ResNet8()).eval(), (torch.from_numpy(x[:2]),))
+    tvm_spinn.build(mod, calibration=x, strict=True)
+    (plan,) = plans
+    spec = build_machine_graph(plan).spec
+    sent = {}
+    for part in spec.sender_partitions():
+        sent[part.pre] = sent.get(part.pre, 0) + part.packets
+    gaps = send_gaps(spec)
+    worst = max(sent[label] * gap for label, (gap, _) in gaps.items())
+    assert worst <= plan.cycle_budget, (worst, plan.cycle_budget)
+    add = next(p for q, p in zip(plan.qgraph.ops, plan.plans) if q.name == "s2 (add, relu)")
+    assert isinstance(add, TensorOpPlan) and len({(t.c0, t.nc) for t in add.tiles}) == 1  # row bands

@@ -43,6 +43,8 @@ MAX_LIVE_INPUTS = 16
 # One partition per set of readers (False: one per sender, as before issue 11; the fan-out
 # benchmark compares the two).
 SPLIT_PARTITIONS = True
+# Vertices in the order of the rows they send (_placement_order; False: layer by layer).
+PLACE_BY_ROWS = True
 OUTPUT_LABEL = "output"
 # Vertex labels: "<prefix>L<layer>_t<row>_<col>" (tiles), "<prefix>L<layer>_r<row>" (reducers),
 # "<prefix>input", "<prefix>output"; the prefix tells functions sharing one board apart.
@@ -157,6 +159,7 @@ class _Builder:
         self.core_kinds: Dict[str, int] = {}
         self.rows: Dict[str, int] = {}  # sender label -> rows of its block
         self.row_packets: Dict[str, int] = {}  # sender label -> packets a row of its block takes
+        self.position: Dict[str, float] = {}  # sender label -> the middle of its rows, 0..1 of its tensor's height
         self.input_shapes: Dict[str, Tuple[int, int, int]] = {}  # graph input label -> (C, H, W)
         self.reads: Dict[str, Dict[str, Set[int]]] = {}  # sender -> reader -> rows read
 
@@ -165,12 +168,16 @@ class _Builder:
         partitions; records its rows."""
         p = Producer(label, *args, parts=self.parts.get(label, ()), packing=packing)
         self.rows[label] = p.nc * p.nh
+        self.position[label] = (p.h0 + p.nh / 2) / p.tensor[1]
         self.row_packets[label] = -(-p.nw // (4 if packing else 2))  # int16 pairs, or 8-bit quads
         return p
 
-    def sends(self, label: str, packets: int) -> None:
-        """Record that vertex ``label`` sends one row of ``packets`` packets a sample (a vector)."""
+    def sends(self, label: str, packets: int, position: Optional[float] = None) -> None:
+        """Record that vertex ``label`` sends one row of ``packets`` packets a sample (a vector,
+        or partial sums), of the rows at ``position`` (0..1 of the tensor's height; None: all)."""
         self.rows[label], self.row_packets[label] = 1, packets
+        if position is not None:
+            self.position[label] = position
 
     def read(self, src: Producer, dst: str, c_local: int, h_local: int) -> int:
         """Record that ``dst`` reads row (c_local, h_local) of ``src``; its partition."""
@@ -391,7 +398,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
             kind = CORE_ADD
         _add_vertex(b, label, kind, slot_shift, config, fixups, labels)
         if t.nic:
-            b.sends(label, t.nc * t.nh * out_w)  # partial sums: an int32 a key
+            b.sends(label, t.nc * t.nh * out_w, (t.h0 + t.nh / 2) / out_h)  # partial sums: an int32 a key
             partials.append(label)
             if t.ic0 + t.nic < in_c:
                 continue  # the block's other groups come next
@@ -608,6 +615,20 @@ def _partition_specs(b: _Builder) -> List[PartitionSpec]:
     return specs
 
 
+def _placement_order(b: _Builder) -> List[VertexSpec]:
+    """The vertices in the order the toolchain's placer should take them: the live inputs,
+    then the kernels by the middle of the rows they send (0 the top of their tensor, 1 the
+    bottom; those of all rows, such as dense tiles, in the middle), then the output. The
+    placer (PACMAN's application placer) fills a chip, then its neighbours, in the order
+    the vertices come: so a row band's tiles of consecutive layers share a chip or sit on
+    neighbouring ones, and most of their packets cross no chip-to-chip link, where by layer
+    the tiles of one layer fill a chip and all their packets leave it on one or two links.
+    Ties keep the build order (layer by layer)."""
+    order = {v.label: i for i, v in enumerate(b.vertices)}
+    return sorted(b.vertices, key=lambda v: (v.kind != INPUT, v.kind == OUTPUT, b.position.get(v.label, 0.5),
+                                             order[v.label]))
+
+
 def build_machine_graph(plan: GraphPlan, prefix: str = "", max_inputs: int = MAX_LIVE_INPUTS) -> GraphLayout:
     """The machine graph of a tiled operator graph, with one live input vertex per graph
     input and the live output vertex; vertex labels start with ``prefix`` (functions
@@ -620,6 +641,8 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "", max_inputs: int = MAX
         first = _build(plan, prefix, None)[0]
         parts, splits = _row_partitions(first), _input_splits(first, plan.qgraph, max_inputs)
     b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts, splits)
+    if PLACE_BY_ROWS:
+        b.vertices = _placement_order(b)
     spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version,
                             boards=plan.board.boards, partitions=_partition_specs(b))
     return GraphLayout(spec, b.core_kinds, [p for ps in graph_inputs for p in ps], OUTPUT_LABEL, results, offsets,

@@ -8,15 +8,19 @@ full. Producers of one core often finish together (the tiles of a layer, the red
 a dense layer) and then send at once: k of them, each as fast as it computes, send k
 times faster than one. So each kernel core leaves a least time between two sends (its
 gap) such that the senders of every reader, all sending at once, send no faster than it
-takes packets in: each sender's share of a reader grows with the packets it sends a
-sample (max-min fair in samples per cycle, :func:`send_gaps`). The senders of a reader
-also wait rank x the reader's cycles a packet in (their phase) at the first send after
-being idle: the wait holds their compute back, so senders that finish together stay
-apart instead of sending k packets at once. The binding waits on its timer
+takes packets in; the shares are max-min fair (:func:`send_gaps`). The senders of a
+reader also wait rank x its cycles a packet in (their phase) at the first send after
+being idle: the wait holds their compute back, so senders that finish together take
+turns instead of sending k packets at once. The binding waits on its timer
 (c_runtime/spin1/spin1_binding.h); the timed emulation spaces the core's sends the same
-way. The live inputs (front-end-common's multicast source) are paced by the host
-(runtime.pacing); the gatherer is taken as taking a packet in as a dense tile does
-(runtime.timing.LPG_CYCLES).
+way. The live inputs (front-end-common's multicast source) are not ours to pace: the host
+paces their messages (runtime.pacing), and each sends a message's packets as fast as it
+parses them (tiling.cycle_model.input_core_cycles), which the kernels' shares of a reader
+leave room for; the gatherer is taken as taking a packet in as a dense tile does
+(tiling.cycle_model.gatherer_cycles). The chip-to-chip links are left to the host's pace
+(runtime.pacing probes the timed emulation, links included) and to the placement order
+(machine.builder): bounding them here as well, as if every sender on a route sent at
+once, took ResNet-8 from 162 to 111 samples/s in the timed emulation.
 """
 from __future__ import annotations
 
@@ -25,16 +29,15 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from ..tiling import cycle_model
 from ..tiling.cycle_model import cost
-from .graph import KERNEL, MachineGraphSpec
+from .graph import INPUT, KERNEL, MachineGraphSpec
 
 # The cycle model's kind of a reader, by the binary it runs (dense tiles i32 and i64 take a
-# packet in alike); any other reader (the live packet gatherer) as a dense tile.
+# packet in alike).
 _KIND_OF_BINARY = {"dense_tile.aplx": "dense_tile_i32", "dense_reduce.aplx": "dense_reduce",
                    "conv_tile.aplx": "conv_tile", "pool_tile.aplx": "pool_tile", "add_tile.aplx": "add_tile",
                    "conv_reduce.aplx": "conv_reduce"}
-_OTHER_READER = "dense_tile_i32"
-
 
 MAX_CYCLES = 0xFFFF  # a gap and a phase share the config header's word (16 bits each)
 
@@ -42,19 +45,18 @@ MAX_CYCLES = 0xFFFF  # a gap and a phase share the config header's word (16 bits
 def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
     """(gap, phase) in cycles of each kernel vertex of ``spec``.
 
-    gap: the least time between two packets it sends. Every sender (kernel or live input)
-    gets a rate, packets per cycle, such that the senders of a reader never send faster
-    than it takes packets in (one per its cycles a packet in, the receive's short path:
-    tiling.cycle_model.KernelCost.packet_in), even when they all send at once. Within
-    that bound the rates are max-min fair in samples per cycle (progressive filling):
-    every sender's sample rate grows alike, its packet rate being the sample rate x the
-    packets it sends a sample (PartitionSpec.packets, all its partitions: a gap holds for
-    every packet it sends); a full reader stops its senders' growth and the others go on.
-    A sender of many packets so gets a larger share of its readers than one sending a
-    halo row, and senders no full reader holds back are not slowed by one that holds
-    back others. (Chip-to-chip links are left to the host's pace, runtime.pacing: bounding
-    them here too, as if every sender on a route sent at once, took ResNet-8 from 145 to
-    101 samples/s in the timed emulation.)
+    gap: the least time between two packets it sends. Every sender gets a packet rate
+    (packets per cycle) such that the senders of a reader never send faster than it takes
+    packets in (one per its cycles a packet in, the receive's short path:
+    tiling.cycle_model.KernelCost.packet_in; the gatherer: gatherer_cycles), even when they
+    all send at once. A live input's rate is fixed: it sends a message's packets one per
+    tiling.cycle_model.input_core_cycles. Within those bounds the kernels' rates are
+    max-min fair in samples per cycle (progressive filling): every sender's sample rate
+    grows alike, its packet rate being the sample rate x the packets it sends a sample
+    (PartitionSpec.packets, all its partitions: a gap holds for every packet it sends); a
+    full reader stops its senders' growth and the others go on. A sender of many packets
+    so gets a larger share than one sending a halo row, and senders no full reader holds
+    back are not slowed by one that holds back others.
 
     phase: the time it waits at its first send after being idle: its rank among the
     senders of the reader that stopped its growth x that reader's cycles a packet in, so
@@ -69,52 +71,59 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
         for post in part.posts:
             if part.pre not in members.setdefault(post, []):
                 members[post].append(part.pre)
-    cycles = {r: cost(_KIND_OF_BINARY.get(vertices[r].binary, _OTHER_READER)).packet_in for r in members}
-    level, stopped_by = _fill(sent, members, cycles)
+    cycles: Dict[str, float] = {
+        r: cost(_KIND_OF_BINARY[vertices[r].binary]).packet_in if vertices[r].kind == KERNEL
+        else cycle_model.gatherer_cycles() for r in members}
+    fixed = {s: 1.0 / cycle_model.input_core_cycles() for s in sent if vertices[s].kind == INPUT}
+    rate, stopped_by = _fill(sent, members, cycles, fixed)
     out: Dict[str, Tuple[int, int]] = {}
-    for pre, lam in level.items():
+    for pre, r in rate.items():
         if vertices[pre].kind != KERNEL:
             continue
         by = stopped_by[pre]
-        gap = math.inf if lam <= 0 else 1.0 / (lam * sent[pre])
-        phase = sorted(members[by]).index(pre) * cycles[by]
+        gap = MAX_CYCLES if r <= 0 else 1.0 / r
+        phase = sorted(s for s in members[by] if s not in fixed).index(pre) * cycles[by]
         out[pre] = (min(MAX_CYCLES, int(math.ceil(gap))), min(MAX_CYCLES, int(math.ceil(phase))))
     return out
 
 
-def _fill(sent: Dict[str, float], members: Dict[str, List[str]], cycles: Dict[str, float]
-          ) -> Tuple[Dict[str, float], Dict[str, str]]:
-    """Progressive filling: each sender's sample rate (samples per cycle) and the resource
-    that stopped it. Resource r takes one packet per cycles[r]; sender s sends sent[s]
-    packets a sample."""
+def _fill(sent: Dict[str, float], members: Dict[str, List[str]], cycles: Dict[str, float],
+          fixed: Dict[str, float]) -> Tuple[Dict[str, float], Dict[str, str]]:
+    """Progressive filling: each sender's packet rate (packets per cycle) and the resource
+    that stopped its growth. Reader r takes one packet per cycles[r]; sender s sends
+    sent[s] packets a sample; the senders in ``fixed`` send at that packet rate, one at a
+    time (the live inputs: the host sends one message at a time). A reader the fixed
+    senders fill leaves its others no rate (their gap is then MAX_CYCLES)."""
     names = list(members)
     index = {r: i for i, r in enumerate(names)}
-    cap = np.array([1.0 / cycles[r] for r in names])
+    room = np.array([1.0 / cycles[r] for r in names])  # packet rate left to share
     growing = np.zeros(len(names))  # packets a sample of the senders still growing
-    frozen = np.zeros(len(names))  # packet rate of the stopped ones
     of_sender: Dict[str, List[int]] = {}
     for r, senders in members.items():
         for s in senders:
-            growing[index[r]] += sent[s]
             of_sender.setdefault(s, []).append(index[r])
-    level: Dict[str, float] = {}
+            if s not in fixed:
+                growing[index[r]] += sent[s]
+        # the live inputs take turns (the host sends one message at a time): the fastest of them
+        room[index[r]] -= max((fixed[s] for s in senders if s in fixed), default=0.0)
+    rate: Dict[str, float] = dict(fixed)
     stopped_by: Dict[str, str] = {}
     while True:
         live = growing > 0
         if not live.any():
             break
         levels = np.full(len(names), np.inf)
-        levels[live] = np.maximum(0.0, cap[live] - frozen[live]) / growing[live]
+        levels[live] = np.maximum(0.0, room[live]) / growing[live]  # samples per cycle
         i = int(np.argmin(levels))
         for s in members[names[i]]:
-            if s in level:
+            if s in rate:
                 continue
-            level[s], stopped_by[s] = float(levels[i]), names[i]
+            rate[s], stopped_by[s] = float(levels[i]) * sent[s], names[i]
             for j in of_sender[s]:
                 growing[j] -= sent[s]
-                frozen[j] += levels[i] * sent[s]
+                room[j] -= rate[s]
         growing[i] = 0.0  # rounding: every sender of it is stopped
-    return level, stopped_by
+    return rate, stopped_by
 
 
 def assign_send_gaps(spec: MachineGraphSpec) -> None:

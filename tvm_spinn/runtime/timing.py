@@ -208,8 +208,8 @@ def params(gatherer_chip: Tuple[int, int], on: bool = True,
     return np.array([round(v) for v in p], np.uint64)
 
 
-LPG_CYCLES = round(cycle_model.cost("dense_tile_i32").packet_in)  # FIQ + drain + receive: its FIQ-queue path
-IN_CORE_CYCLES = round(cycle_model.cost("dense_tile_i32").packet_out + 40)
+LPG_CYCLES = round(cycle_model.gatherer_cycles())
+IN_CORE_CYCLES = round(cycle_model.input_core_cycles())
 
 
 @dataclass

@@ -8,12 +8,13 @@ ARM9E-S instruction timings, not measurements on a board.
 
 A kernel kind's work, in the units its kernel counts (``spinn_counters_t``):
 
-- per packet in: ``fiq`` (spin1's FIQ handler and the binding's bookkeeping) and ``receive``
-  (the kernel's receive, called in the FIQ), plus ``start`` per packet that takes the
-  receive's longer path (the first of an input channel's block, the one completing an input
-  row: :func:`receive_starts`); per user event ``event`` (spin1
-  scheduling it and the binding's drain), one per compute a packet made due while the core
-  was idle;
+- per packet in: ``fiq`` (spin1's FIQ handler and the binding's queue push) and
+  ``receive`` (the binding's drain taking it from the queue, and the kernel's receive),
+  plus ``start`` per packet that takes the receive's longer path (the first of an input
+  channel's block, the one completing an input row: :func:`receive_starts`); per user event
+  ``event`` (spin1 scheduling it, the FIQ raising it, the drain starting and ending), one
+  per compute a packet made due while the core was idle: packets that come while the
+  drain runs or waits for a next one share it (fitted to traces of both);
 - per MAC ``mac``, per int32 block spilled ``block``, per output value ``output``, per
   compute call ``compute``, per packet sent ``packet_out``.
 """
@@ -113,3 +114,20 @@ def drain_poll_cycles() -> float:
     """Cycles the binding's drain waits for a next packet before it ends (spin1_binding.h
     spinn_binding_poll, traced): a packet within the wait costs no spin1 user event."""
     return float(calibration()["drain_poll_cycles"])
+
+
+# front-end-common's live IO cores, which the send gaps and the timed emulation take as:
+EIEIO_PARSE_CYCLES = 40  # an estimate: the multicast source's parsing of an EIEIO event
+
+
+def input_core_cycles() -> float:
+    """Cycles the live input core (front-end-common's reverse IP tag multicast source) takes
+    to send a packet: our traced send and :data:`EIEIO_PARSE_CYCLES` (it is not our code)."""
+    return cost("dense_tile_i32").packet_out + EIEIO_PARSE_CYCLES
+
+
+def gatherer_cycles() -> float:
+    """Cycles the live packet gatherer takes a packet in: as our dense tile's FIQ and drain
+    (its FIQ-queue path is alike; not traced)."""
+    return cost("dense_tile_i32").packet_in
+

@@ -201,6 +201,31 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
     return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles
 
 
+def producers_send_cycles(qop: QOp, nc: int, noh: int, sources: Sequence[Block]) -> float:
+    """Cycles a sample the producers of a tile with nc channels x noh rows (in the middle of
+    the tensor, the worst band, as :func:`overlapping` takes it) take to send their packets
+    when it paces them (machine.send_gaps): the senders of a reader, all sending at once,
+    send no faster than it takes packets in, and a sender's pace holds for every packet it
+    sends, also those to other cores. Producers that each cover every row of the tensor
+    (channel groups) then send all their rows at its pace: the tile's input of a sample is
+    only part of what they send."""
+    op = qop.op
+    in_c, in_h, in_w = qop.in_shapes[0]
+    if isinstance(op, Conv2D):
+        k = op.channel_multiplier
+        n_c = min(in_c, (nc + k - 2) // k + 1) if k else in_c
+        nih = min(in_h, (noh - 1) * op.stride[0] + op.weight.shape[2])
+        kind = "conv_tile_depthwise" if k else "conv_tile"
+    elif isinstance(op, Pool2D):
+        n_c, nih, kind = nc, min(in_h, (noh - 1) * op.stride[0] + op.kernel[0]), "pool_tile"
+    else:
+        n_c, nih, kind = nc, noh, "add_tile"
+    h_lo = max(0, (in_h - nih) // 2)
+    packets = sum(bc * bh * ((in_w + 1) // 2) for c0, bc, h0, bh in sources
+                  if c0 < n_c and h0 < h_lo + nih and h0 + bh > h_lo)
+    return packets * cost(kind).packet_in
+
+
 def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float]:
     """(DTCM bytes, modelled cycles per sample) of the reducer of an nc x noh output block
     whose partial sums come from n_groups input-channel groups (int32 accumulators)."""
@@ -239,8 +264,10 @@ def plan_fused(conv: QOp, pool: QOp, sources: Sequence[Block], cycle_budget: Opt
     out_c, pool_h, _ = pool.out_shape
     pool_h = pool_h if out_rows is None else out_rows
     conv_h, in_h = conv.out_shape[1], conv.in_shapes[0][1]
-    best = _fewest_cores(out_c, pool_h, lambda nc, nph: _fits(fused_cost(conv, pool, nc, nph, sources),
-                                                              cycle_budget))
+    conv_rows = lambda nph: min(conv_h, (nph - 1) * pool.op.stride[0] + pool.op.kernel[0])  # noqa: E731
+    best = _paced_fewest_cores(out_c, pool_h, lambda nc, nph: _fits(fused_cost(conv, pool, nc, nph, sources),
+                                                                    cycle_budget),
+                               lambda nc, nph: producers_send_cycles(conv, nc, conv_rows(nph), sources), cycle_budget)
     if best is None:
         return None
     _, groups, bands = best
@@ -287,6 +314,18 @@ def _fewest_cores(out_c: int, out_h: int, fits, per_block: int = 1) -> Optional[
     return best
 
 
+def _paced_fewest_cores(out_c: int, out_h: int, fits, send_cycles, cycle_budget: Optional[float]
+                        ) -> Optional[Tuple[int, int, int]]:
+    """:func:`_fewest_cores` of the blocks that fit and whose producers, paced by them, still
+    send a sample within the cycle budget (:func:`producers_send_cycles`); if none does (the
+    producers' own cut decides), of the blocks that fit."""
+    if cycle_budget is not None:
+        best = _fewest_cores(out_c, out_h, lambda nc, noh: fits(nc, noh) and send_cycles(nc, noh) <= cycle_budget)
+        if best is not None:
+            return best
+    return _fewest_cores(out_c, out_h, fits)
+
+
 def _fits(cost: Tuple[int, float], cycle_budget: Optional[float]) -> bool:
     return cost[0] <= res.DTCM_BYTES and (cycle_budget is None or cost[1] <= cycle_budget)
 
@@ -300,7 +339,8 @@ def plan_tensor_op(qop: QOp, sources: Sequence[Block], cycle_budget: Optional[fl
     out_c, out_h, _ = qop.out_shape
     out_h = out_h if out_rows is None else out_rows
     in_c, in_h = qop.in_shapes[0][:2]
-    best = _fewest_cores(out_c, out_h, lambda nc, noh: _fits(tile_cost(qop, nc, noh, sources), cycle_budget))
+    best = _paced_fewest_cores(out_c, out_h, lambda nc, noh: _fits(tile_cost(qop, nc, noh, sources), cycle_budget),
+                               lambda nc, noh: producers_send_cycles(qop, nc, noh, sources), cycle_budget)
     ic_bounds = None
     op = qop.op
     if best is None and isinstance(op, Conv2D) and op.groups == 1:
