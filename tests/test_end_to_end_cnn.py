@@ -69,6 +69,10 @@ def test_cnn_bit_exact_and_within_tolerance_of_llvm(name, record_board_io):
     split = [op for op in program.ops if op.n_splits > 1 and op.kind == "Conv2D"]
     if name.startswith("wide_"):
         assert split, "a conv too big for a core is cut by input channels"
+        # their tiles fill DTCM: more samples in flight would take more cores
+        assert program.n_slots == 4
+    if name == "resnet8":  # a deep pipeline whose tiles have room for 8 samples' inputs
+        assert program.n_slots == 8
 
 
 def test_digits_cnn_accuracy_int16_close_to_float():

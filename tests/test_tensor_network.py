@@ -1,6 +1,7 @@
 """Tensor networks (conv, pool, add, flatten, dense) through tiling, the toolchain's
 mapping and the emulated board, without TVM: bit for bit against the integer reference."""
 import numpy as np
+import pytest
 
 from tvm_spinn.codegen.codegen import make_program
 from tvm_spinn.graph import OpGraph, float_forward
@@ -139,11 +140,13 @@ def test_conv_cut_by_input_channel_groups(rng):
 MEASURED_RUNTIME_DTCM = 8112
 
 
-def test_planned_cores_fit_dtcm_as_the_kernels_allocate(rng):
+@pytest.mark.parametrize("slots", [res.N_SLOTS, res.MORE_SLOTS])
+def test_planned_cores_fit_dtcm_as_the_kernels_allocate(rng, slots):
     """Every core the planner accepts fits a core's DTCM by the kernels' own account
     (``spinn_*_workspace`` of its config, the config copy, the runtime's measured share),
     with tiles pushed to the DTCM limit by a generous cycle budget (the planner once
-    under-counted a conv tile's weight row: such tiles failed to allocate on a board)."""
+    under-counted a conv tile's weight row: such tiles failed to allocate on a board); with
+    the default samples in flight per core and with the more a build tries first."""
     import ctypes
 
     from tvm_spinn._native import emulator_library
@@ -165,9 +168,11 @@ def test_planned_cores_fit_dtcm_as_the_kernels_allocate(rng):
     for ops, shape, budget in graphs:
         x = rng.normal(size=(8,) + shape).astype(np.float32)
         q = quantize_graph(OpGraph(ops, [shape]), x)
-        plan = plan_graph(q, res.SPINN_5, budget, True)
+        with res.slots(slots):
+            plan = plan_graph(q, res.SPINN_5, budget, True)
         layout = build_machine_graph(plan)
         program = make_program("t", plan, layout, map_graph(layout.spec))
+        assert program.n_slots == slots
         for core in program.cores:
             fn = getattr(lib, f"spinn_{KERNEL_BINARIES[core.kind][:-len('.aplx')]}_workspace")
             fn.restype, fn.argtypes = ctypes.c_uint32, [ctypes.POINTER(ctypes.c_uint32), ctypes.c_uint32]

@@ -134,7 +134,7 @@ def make_program(symbol: str, plan: GraphPlan, layout: Union[GraphLayout, List[G
     bounds = error_bound(ops, qgraph.input_scales, qgraph.input_max_abs, qgraph.outputs)
     distinct = list(dict.fromkeys(qgraph.outputs))
     return BoardProgram(
-        symbol=symbol, board=plan.board.name, n_slots=res.N_SLOTS,
+        symbol=symbol, board=plan.board.name, n_slots=plan.n_slots,
         arg_shapes=[tuple(int(d) for d in s) for s in (arg_shapes or qgraph.input_shapes)],
         input_scales=[float(v) for v in qgraph.input_scales],
         result_shapes=[tuple(int(d) for d in s) for s in (result_shapes or [qgraph.ops[o].out_shape
@@ -173,7 +173,10 @@ def _static_shapes(ty, where: str) -> List[Tuple[int, ...]]:
 
 def plan_function(func, symbol: str, options: CodegenOptions, namer: Optional[LayerNamer] = None) -> GraphPlan:
     """One offloaded function -> its operator graph, quantised and tiled; ``namer`` names its
-    layers (one namer for all functions of a model numbers them over the model)."""
+    layers (one namer for all functions of a model numbers them over the model). Planned
+    for resources.MORE_SLOTS samples in flight when that takes no more cores than the
+    default resources.N_SLOTS: a pipeline's throughput is at most its samples in flight over
+    its latency, which binds deep models."""
     graph = extract_graph(func, options.titles.get(symbol), namer)
     calibration = options.calibration.get(symbol)
     if calibration is None:
@@ -181,7 +184,13 @@ def plan_function(func, symbol: str, options: CodegenOptions, namer: Optional[La
             f"no calibration data for the offloaded {graph.name}: build with "
             "tvm_spinn.build(mod, calibration=...) or relax.get_pipeline('spinnaker', calibration=...)")
     qgraph = quantize_graph(graph, calibration, options.calibration_settings)
-    return plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
+    plan = plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
+    try:  # more samples in flight where their input buffers cost no core
+        with res.slots(res.MORE_SLOTS):
+            more = plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
+    except ResourceError:
+        return plan
+    return more if more.n_cores <= plan.n_cores else plan
 
 
 def _too_big(plans: List[GraphPlan], options: CodegenOptions, copies: int = 1) -> ResourceError:

@@ -141,7 +141,7 @@ def _n_keys(slot_shift: int) -> int:
 def _lost_bit(slot_shift: int) -> int:
     """The key bit of a kernel's lost-value markers: the slot field moved up by the slot span
     (N_SLOTS rounded up to a power of two, as spinn_slot_decode reads it)."""
-    return (1 << (res.N_SLOTS - 1).bit_length()) << slot_shift
+    return (1 << (res.n_slots() - 1).bit_length()) << slot_shift
 
 
 Fixup = Tuple[int, str, str, int]  # (config word, source label, FIX_KEY | FIX_MASK, partition)
@@ -231,7 +231,7 @@ class _Builder:
                 label = f"{self.prefix}L{li}_t{r}_{c}"
                 shift = _slot_shift(r1 - r0 if partial else (r1 - r0 + 1) // 2)
                 header = [KIND_DENSE_TILE, TILE_PARTIAL if partial else TILE_FINAL, r1 - r0, c1 - c0,
-                          int(lp.acc_blocks[r, c]), 0, shift, layer.act_code, lp.partial_shift, res.N_SLOTS, 0]
+                          int(lp.acc_blocks[r, c]), 0, shift, layer.act_code, lp.partial_shift, res.n_slots(), 0]
                 rx, fixups = self.receive_entries(label, sources, c0, c1, len(header))
                 header[10] = len(rx) // 5
                 fixups.append((5, label, FIX_KEY, 0))
@@ -247,7 +247,7 @@ class _Builder:
             label = f"{self.prefix}L{li}_r{r}"
             shift = _slot_shift((r1 - r0 + 1) // 2)
             header = [KIND_DENSE_REDUCE, r1 - r0, lp.n_col_tiles, 0, shift, layer.act_code,
-                      lp.partial_shift, res.N_SLOTS, lp.n_col_tiles]
+                      lp.partial_shift, res.n_slots(), lp.n_col_tiles]
             rx, fixups = self.receive_entries(label, tile_outputs, r0, r1, len(header))
             for i in range(lp.n_col_tiles):  # partial sums: one int32 per key, not pairs
                 rx[5 * i + 3], rx[5 * i + 4] = 0, r1 - r0
@@ -346,7 +346,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
         block = block_index[plan.block_of(t)]
         label = f"{b.prefix}L{i}_t{block}_{len(partials)}"
         slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nh, out_w)
-        common = dict(n_slots=res.N_SLOTS, out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
+        common = dict(n_slots=res.n_slots(), out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift)
         oc = slice(t.c0, t.c0 + t.nc)
         if isinstance(op, Conv2D):
             depthwise = op.channel_multiplier  # 0: dense
@@ -407,7 +407,7 @@ def _add_tensor_op(b: "_Builder", i: int, plan, inputs: List[List[Producer]]) ->
             slot_shift, c_shift, h_shift = block_key_layout(t.nc, t.nh, out_w)
             config, fixups = conv_reduce_config(
                 oc0=t.c0, n_oc=t.nc, oh0=t.h0, n_oh=t.nh, out_w=out_w, n_groups=len(partials),
-                partial_shift=plan.partial_shift, activation=op.activation, n_slots=res.N_SLOTS,
+                partial_shift=plan.partial_shift, activation=op.activation, n_slots=res.n_slots(),
                 out_slot_shift=slot_shift, out_c_shift=c_shift, out_h_shift=h_shift, n_rx=len(partials),
                 bias=q.bias[oc], multiplier=q.multiplier[oc], shift=q.shift[oc],
                 acc_bound=acc_bounds(q)[oc], act_params=q.act_params, **in_shifts)
@@ -552,7 +552,7 @@ def _build(plan: GraphPlan, prefix: str, parts: Optional[Dict[str, Tuple[int, ..
         for j, (c0, nc, h0, nh) in enumerate(blocks):
             block_label = label if j == 0 else f"{label}_b{j}"
             slot_shift, c_shift, h_shift = block_key_layout(nc, nh, w, fmt.values_per_packet)
-            b.vertices.append(VertexSpec(label=block_label, kind=INPUT, n_keys=res.N_SLOTS << slot_shift))
+            b.vertices.append(VertexSpec(label=block_label, kind=INPUT, n_keys=res.n_slots() << slot_shift))
             graph_inputs[k].append(b.producer(block_label, c0, nc, h0, nh, 0, w, slot_shift, c_shift, h_shift,
                                               (c, h, w), packing=fmt.packing))
     outputs: List[List[Producer]] = []
@@ -637,10 +637,11 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "", max_inputs: int = MAX
     live input vertices the graph inputs may be cut into (the emulator's limit per program,
     shared by the copies of a function)."""
     parts = splits = None
-    if SPLIT_PARTITIONS:
-        first = _build(plan, prefix, None)[0]
-        parts, splits = _row_partitions(first), _input_splits(first, plan.qgraph, max_inputs)
-    b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts, splits)
+    with res.slots(plan.n_slots):
+        if SPLIT_PARTITIONS:
+            first = _build(plan, prefix, None)[0]
+            parts, splits = _row_partitions(first), _input_splits(first, plan.qgraph, max_inputs)
+        b, graph_inputs, results, starts, offsets = _build(plan, prefix, parts, splits)
     if PLACE_BY_ROWS:
         b.vertices = _placement_order(b)
     spec = MachineGraphSpec(b.vertices, b.edges, board_version=plan.board.version,

@@ -85,13 +85,13 @@ def tile_dtcm_bytes(rows: int, cols: int, n_rx: int, final: bool, table: bool) -
     config = HEADER_BYTES + n_rx * RX_ENTRY_BYTES + rows * words_per_row * 4
     if final:
         config += rows * ROW_PARAM_BYTES + (TANH_TABLE_BYTES if table else 0)
-    workspace = res.N_SLOTS * words_per_row * 4 + res.N_SLOTS * 4
+    workspace = res.n_slots() * words_per_row * 4 + res.n_slots() * 4
     return config + workspace + res.DTCM_RESERVED_BYTES
 
 
 def reduce_dtcm_bytes(rows: int, n_sources: int, table: bool) -> int:
     config = 9 * 4 + n_sources * RX_ENTRY_BYTES + rows * ROW_PARAM_BYTES + (TANH_TABLE_BYTES if table else 0)
-    return config + res.N_SLOTS * rows * 8 + res.N_SLOTS * 4 + res.DTCM_RESERVED_BYTES
+    return config + res.n_slots() * rows * 8 + res.n_slots() * 4 + res.DTCM_RESERVED_BYTES
 
 
 def tile_cycles(rows: int, cols: int, block: int, final: bool) -> float:

@@ -30,6 +30,7 @@ class GraphPlan:
     plans: List[OpPlan]
     board: res.Board
     cycle_budget: Optional[float]
+    n_slots: int = res.N_SLOTS  # samples in flight per core it was planned for (resources.slots)
 
     @property
     def n_kernel_cores(self) -> int:
@@ -146,7 +147,7 @@ def plan_with_budget(qgraph: QuantizedGraph, board: res.Board, budget: Optional[
                 if fused is not None and fused.n_cores <= plans[i].n_cores + plan_tensor_op(
                         pool, plans[i].blocks, budget, rows_read[i + 1]).n_cores:
                     plans[i:] = [fused, FusedPool(fused, i)]
-    return GraphPlan(qgraph, plans, board, budget)
+    return GraphPlan(qgraph, plans, board, budget, res.n_slots())
 
 
 def plan_graph(qgraph: QuantizedGraph, board: res.Board = res.SPINN_5, cycle_budget: Optional[float] = None,

@@ -5,8 +5,10 @@ the calibrated model of :mod:`tvm_spinn.tiling.cycle_model`.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 DTCM_BYTES = 64 * 1024
 ITCM_BYTES = 32 * 1024
@@ -22,7 +24,30 @@ DTCM_RESERVED_BYTES = 8 * 1024 + 256
 # less its size in tools/arm_build_check.py is 12,896-15,400 B; the image's ITCM is 32,512 B
 # (sark.lnk). 16.5 KB keeps about 1.2 KB of margin on the largest.
 ITCM_RUNTIME_BYTES = 16 * 1024 + 512
-N_SLOTS = 4  # samples in flight per core (double buffering would be 2)
+N_SLOTS = 4  # samples in flight per core (double buffering would be 2): the default
+# What a build tries first: the host keeps this many samples in flight, which a deep model's
+# pipeline needs (its throughput is at most the samples in flight / the latency of one), where
+# the extra input buffers cost no core (codegen.plan_function).
+MORE_SLOTS = 8
+_SLOTS: ContextVar[int] = ContextVar("tvm_spinn_slots", default=N_SLOTS)
+
+
+def n_slots() -> int:
+    """Samples in flight per core of what is being planned and built (:func:`slots`)."""
+    return _SLOTS.get()
+
+
+@contextmanager
+def slots(n: int) -> Iterator[None]:
+    """Plan and build with n samples in flight per core (each core buffers n samples' inputs;
+    the kernels take up to SPINN_MAX_SLOTS = 16)."""
+    if not 1 <= n <= 16:
+        raise ValueError(f"{n} samples in flight per core: from 1 to 16")
+    token = _SLOTS.set(n)
+    try:
+        yield
+    finally:
+        _SLOTS.reset(token)
 CLOCK_HZ = 200_000_000
 # Least cycles per sample per core the planner sizes tiles to meet (250 us at 200 MHz); a
 # model's own budget is the time the host link takes to stream one of its samples in, if

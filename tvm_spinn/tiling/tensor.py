@@ -165,7 +165,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
                   + (0 if partial else _finish_bytes(qop, nc)))
         # input rows per slot, and the im2row of one output row (conv_tile.c cols: out_w windows
         # of n_ic * kh * kw int16, each padded to whole words)
-        buffers = res.N_SLOTS * n_buf * nih * in_w * 2 + _align8(out_w * ((n_ic * kh * kw + 1) // 2) * 4)
+        buffers = res.n_slots() * n_buf * nih * in_w * 2 + _align8(out_w * ((n_ic * kh * kw + 1) // 2) * 4)
         macs = nc * noh * out_w * n_ic * kh * kw
         model = cost("conv_tile_depthwise" if k else "conv_tile")
         cycles = model.cycles(macs=macs, outputs=nc * noh * out_w, computes=1)
@@ -177,7 +177,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         kh, kw = op.kernel
         nih = min(in_h, (noh - 1) * op.stride[0] + kh)
         config = POOL_HEADER_BYTES + overlapping(sources, nc, nih, in_h) * TRX_ENTRY_BYTES + (kh * kw + 1) * 4
-        buffers = res.N_SLOTS * nc * nih * in_w * 2
+        buffers = res.n_slots() * nc * nih * in_w * 2
         # calibrated on 2x2 windows: a window's share scales with its size
         model = cost("pool_tile")
         cycles = model.cycles(outputs=nc * noh * out_w * max(1.0, kh * kw / 4), computes=1)
@@ -187,14 +187,14 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         nih = noh
         config = ADD_HEADER_BYTES + overlapping(sources, nc, noh, in_h) * TRX_ENTRY_BYTES + \
             (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0)
-        buffers = 2 * res.N_SLOTS * nc * noh * in_w * 2
+        buffers = 2 * res.n_slots() * nc * noh * in_w * 2
         model = cost("add_tile")
         cycles = model.cycles(outputs=nc * noh * out_w, computes=1)
         in_values = 2 * nc * noh * in_w
         starts = receive_starts(nc, noh, in_w, 2)
     # spinn_stream_words: per slot a count per input row, then received, next_row, pending;
     # each workspace part is 8-byte aligned (up to 3 parts of 4 bytes of padding)
-    counts = res.N_SLOTS * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
+    counts = res.n_slots() * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
     config += row_keys_bytes(nc, noh)
     # a user event per output row; the packets on the receive's longer path
     cycles += model.cycles(packets_in=(in_values + 1) // 2, packets_out=out_pairs, events=noh, starts=starts)
@@ -232,7 +232,7 @@ def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float
     out_w = qop.out_shape[2]
     values = nc * noh * out_w
     config = REDUCE_HEADER_BYTES + n_groups * REDUCE_RX_BYTES + _finish_bytes(qop, nc) + row_keys_bytes(nc, noh)
-    buffers = res.N_SLOTS * values * 4 + res.N_SLOTS * (noh + 3) * 4
+    buffers = res.n_slots() * values * 4 + res.n_slots() * (noh + 3) * 4
     cycles = cost("conv_reduce").cycles(packets_in=n_groups * values, outputs=values, computes=1, events=noh,
                                         packets_out=nc * noh * ((out_w + 1) // 2))
     return config + buffers + res.DTCM_RESERVED_BYTES, cycles
@@ -249,7 +249,7 @@ def fused_cost(conv: QOp, pool: QOp, nc: int, nph: int, sources: Sequence[Block]
     kh, kw = pool.op.kernel
     nch = min(conv_h, (nph - 1) * pool.op.stride[0] + kh)
     dtcm, cycles = tile_cost(conv, nc, nch, sources)
-    dtcm += res.N_SLOTS * nc * nch * conv_w * 2 + POOL_SECTION_BYTES + (kh * kw + 1) * 4
+    dtcm += res.n_slots() * nc * nch * conv_w * 2 + POOL_SECTION_BYTES + (kh * kw + 1) * 4
     conv_model, pool_model = cost("conv_tile"), cost("pool_tile")
     cycles -= conv_model.cycles(packets_out=nc * nch * ((conv_w + 1) // 2))
     cycles += pool_model.cycles(outputs=nc * nph * pool_w * max(1.0, kh * kw / 4),
