@@ -233,3 +233,22 @@ def test_the_planner_cuts_readers_so_that_their_pace_keeps_the_budget(monkeypatc
     assert worst <= plan.cycle_budget, (worst, plan.cycle_budget)
     add = next(p for q, p in zip(plan.qgraph.ops, plan.plans) if q.name == "s2 (add, relu)")
     assert isinstance(add, TensorOpPlan) and len({(t.c0, t.nc) for t in add.tiles}) == 1  # row bands
+
+
+def test_a_reader_shared_with_a_live_input_leaves_its_kernel_senders_a_share():
+    """A live input sends a message's packets faster than any core takes them in, so a
+    reader it shares with a kernel (a residual add of the model's input) cannot leave it
+    that rate: it takes its fair share, and the kernel the rest (it once got none, a gap of
+    MAX_CYCLES: 12 samples/s and sample timeouts on such a model in the timed emulation)."""
+    from tvm_spinn.machine.graph import INPUT, KERNEL, MachineGraphSpec, PartitionSpec, VertexSpec
+    from tvm_spinn.machine.send_gaps import send_gaps
+    from tvm_spinn.tiling.cycle_model import cost, input_core_cycles
+
+    r = cost("add_tile").packet_in
+    assert input_core_cycles() < r  # what makes the case
+    v = [VertexSpec("in", INPUT), VertexSpec("K", KERNEL, binary="conv_tile.aplx"),
+         VertexSpec("R", KERNEL, binary="add_tile.aplx")]
+    parts = [PartitionSpec("in", 0, ["K", "R"], 100), PartitionSpec("K", 0, ["R"], 300)]
+    gaps = send_gaps(MachineGraphSpec(v, [], partitions=parts))
+    # R (in 100 + K 300 packets a sample) fills first: K at 300 / (400 r) packets a cycle
+    assert gaps["K"] == (np.ceil(400 * r / 300), 0)

@@ -15,8 +15,11 @@ turns instead of sending k packets at once. The binding waits on its timer
 (c_runtime/spin1/spin1_binding.h); the timed emulation spaces the core's sends the same
 way. The live inputs (front-end-common's multicast source) are not ours to pace: the host
 paces their messages (runtime.pacing), and each sends a message's packets as fast as it
-parses them (tiling.cycle_model.input_core_cycles), which the kernels' shares of a reader
-leave room for; the gatherer is taken as taking a packet in as a dense tile does
+parses them (tiling.cycle_model.input_core_cycles). That is faster than any core takes
+packets in, so a reader a live input shares with kernels cannot leave it that rate: the
+input takes its fair share there like a kernel, at most its own rate, and the host's pace
+bounds what it sends on average (a reader that left the input its full rate left its
+kernel senders none: a gap of MAX_CYCLES, 328 us a packet); the gatherer is taken as taking a packet in as a dense tile does
 (tiling.cycle_model.gatherer_cycles). The chip-to-chip links are left to the host's pace
 (runtime.pacing probes the timed emulation, links included) and to the placement order
 (machine.builder): bounding them here as well, as if every sender on a route sent at
@@ -49,8 +52,8 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
     (packets per cycle) such that the senders of a reader never send faster than it takes
     packets in (one per its cycles a packet in, the receive's short path:
     tiling.cycle_model.KernelCost.packet_in; the gatherer: gatherer_cycles), even when they
-    all send at once. A live input's rate is fixed: it sends a message's packets one per
-    tiling.cycle_model.input_core_cycles. Within those bounds the kernels' rates are
+    all send at once. A live input sends at most one packet per
+    tiling.cycle_model.input_core_cycles. Within those bounds the senders' rates are
     max-min fair in samples per cycle (progressive filling): every sender's sample rate
     grows alike, its packet rate being the sample rate x the packets it sends a sample
     (PartitionSpec.packets, all its partitions: a gap holds for every packet it sends); a
@@ -89,11 +92,10 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
 
 def _fill(sent: Dict[str, float], members: Dict[str, List[str]], cycles: Dict[str, float],
           fixed: Dict[str, float]) -> Tuple[Dict[str, float], Dict[str, str]]:
-    """Progressive filling: each sender's packet rate (packets per cycle) and the resource
-    that stopped its growth. Reader r takes one packet per cycles[r]; sender s sends
-    sent[s] packets a sample; the senders in ``fixed`` send at that packet rate, one at a
-    time (the live inputs: the host sends one message at a time). A reader the fixed
-    senders fill leaves its others no rate (their gap is then MAX_CYCLES)."""
+    """Progressive filling: each sender's packet rate (packets per cycle) and the reader that
+    stopped its growth. Reader r takes one packet per cycles[r]; sender s sends sent[s]
+    packets a sample; the senders in ``fixed`` (the live inputs) grow as the others, up to
+    that packet rate (then they stop on their own: no entry in the second dict)."""
     names = list(members)
     index = {r: i for i, r in enumerate(names)}
     room = np.array([1.0 / cycles[r] for r in names])  # packet rate left to share
@@ -102,12 +104,16 @@ def _fill(sent: Dict[str, float], members: Dict[str, List[str]], cycles: Dict[st
     for r, senders in members.items():
         for s in senders:
             of_sender.setdefault(s, []).append(index[r])
-            if s not in fixed:
-                growing[index[r]] += sent[s]
-        # the live inputs take turns (the host sends one message at a time): the fastest of them
-        room[index[r]] -= max((fixed[s] for s in senders if s in fixed), default=0.0)
-    rate: Dict[str, float] = dict(fixed)
+            growing[index[r]] += sent[s]
+    rate: Dict[str, float] = {}
     stopped_by: Dict[str, str] = {}
+
+    def stop(s: str, level: float) -> None:
+        rate[s] = level * sent[s]
+        for j in of_sender[s]:
+            growing[j] -= sent[s]
+            room[j] -= rate[s]
+
     while True:
         live = growing > 0
         if not live.any():
@@ -115,13 +121,14 @@ def _fill(sent: Dict[str, float], members: Dict[str, List[str]], cycles: Dict[st
         levels = np.full(len(names), np.inf)
         levels[live] = np.maximum(0.0, room[live]) / growing[live]  # samples per cycle
         i = int(np.argmin(levels))
+        capped = min(((fixed[s] / sent[s], s) for s in fixed if s not in rate), default=(np.inf, ""))
+        if capped[0] < levels[i]:  # a live input reaches its own rate first
+            stop(capped[1], capped[0])
+            continue
         for s in members[names[i]]:
-            if s in rate:
-                continue
-            rate[s], stopped_by[s] = float(levels[i]) * sent[s], names[i]
-            for j in of_sender[s]:
-                growing[j] -= sent[s]
-                room[j] -= rate[s]
+            if s not in rate:
+                stopped_by[s] = names[i]
+                stop(s, float(levels[i]))
         growing[i] = 0.0  # rounding: every sender of it is stopped
     return rate, stopped_by
 
