@@ -175,8 +175,8 @@ def plan_function(func, symbol: str, options: CodegenOptions, namer: Optional[La
     """One offloaded function -> its operator graph, quantised and tiled; ``namer`` names its
     layers (one namer for all functions of a model numbers them over the model). Planned
     for resources.MORE_SLOTS samples in flight when that takes no more cores than the
-    default resources.N_SLOTS: a pipeline's throughput is at most its samples in flight over
-    its latency, which binds deep models."""
+    default resources.N_SLOTS, at no larger a cycle budget: a pipeline's throughput is at
+    most its samples in flight over its latency, which binds deep models."""
     graph = extract_graph(func, options.titles.get(symbol), namer)
     calibration = options.calibration.get(symbol)
     if calibration is None:
@@ -190,7 +190,8 @@ def plan_function(func, symbol: str, options: CodegenOptions, namer: Optional[La
             more = plan_graph(qgraph, options.board, options.cycle_budget, options.fuse_pools)
     except ResourceError:
         return plan
-    return more if more.n_cores <= plan.n_cores else plan
+    budget = lambda p: float("inf") if p.cycle_budget is None else p.cycle_budget  # noqa: E731 (None: DTCM alone)
+    return more if more.n_cores <= plan.n_cores and budget(more) <= budget(plan) else plan
 
 
 def _too_big(plans: List[GraphPlan], options: CodegenOptions, copies: int = 1) -> ResourceError:

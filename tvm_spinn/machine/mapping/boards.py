@@ -6,8 +6,9 @@ core) per vertex (``AbstractVertex.set_fixed_location``; its placer places fixed
 first). So each copy's vertices are pinned to chips of the copy's own board: its live
 inputs on the board's Ethernet chip (the host sends them in through that board's
 Ethernet), its kernels on the board's chips nearest that chip, in the machine graph's
-order (layer after layer, as the toolchain's own placer would fill chips). The toolchain
-still picks the cores, routes and allocates keys.
+order (machine.builder's placement order: by the rows each kernel sends, as the
+toolchain's own placer would fill chips). The toolchain still picks the cores, routes and
+allocates keys.
 """
 from __future__ import annotations
 
