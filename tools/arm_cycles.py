@@ -1285,6 +1285,17 @@ def cases(quick: bool) -> List[Case]:
     ]
 
 
+def interleaved(case: Case, k: int) -> Case:
+    """The case with its packets in k streams taken in turn (round robin over k contiguous
+    parts of their producer order), as k producers sending at once deliver them."""
+    out: List[Tuple[int, int]] = []
+    n = len(case.packets)
+    parts = [case.packets[i * n // k:(i + 1) * n // k] for i in range(k)]
+    for j in range(max(len(p) for p in parts)):
+        out += [p[j] for p in parts if j < len(p)]
+    return dataclasses.replace(case, packets=out, shape=f"{case.shape}, {k} producers interleaved")
+
+
 def write_case(path: Path, case: Case) -> None:
     words = [len(case.config)] + [w & M32 for w in case.config] + [case.burst, len(case.packets)]
     words += [v & M32 for kp in case.packets for v in kp]

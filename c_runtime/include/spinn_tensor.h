@@ -482,6 +482,23 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
     return spinn_stream_trigger(st, slot, ready);
 }
 
+/* A row spinn_tensor_receive_rc's fast path stores pairs of (spinn_trx_row_fill): a key
+ * k of the row stores both its values at base + 2 (k - key) if k - key < pn (key: the
+ * row's key of its first such pair; unsigned: other keys give pn or more). The row's next
+ * row (same slot and channel) has the keys step further, nw values further in the buffer,
+ * the next count: one of the `rows` rows after this one that lie in the block and key
+ * field. */
+typedef struct {
+    uint32_t key, pn, step, rows, nw, slot;
+    int16_t *base;
+    volatile uint32_t *count; /* the row's count */
+} spinn_trx_row_t;
+
+/* Rows the fast path remembers: one per producer whose rows reach the tile interleaved
+ * (a tile reads up to MAX_PARTITIONS_PER_READER partitions of each of its producers;
+ * senders that finish together send at once), the oldest replaced. */
+#define SPINN_TRX_ROWS 4u
+
 /* The receive state of spinn_tensor_receive_rc (conv, pool and add tiles), set
  * by spinn_trx_prepare. */
 typedef struct {
@@ -490,16 +507,11 @@ typedef struct {
     int16_t *rx_buffers[2];      /* each input's slot 0 (copied: a kernel's state may move) */
     uint32_t rx_slot_stride;     /* int16 values per slot of an input */
     uint32_t rx_rows_per_buffer; /* stream rows of each input */
-    /* the row the last packet outside spinn_tensor_receive_rc's fast path went
-     * to (spinn_trx_row_fill), or one of the rows after it: a key k of the row
-     * stores both its values at rc_base + 2 (k - rc_key) if k - rc_key < rc_pn
-     * (rc_key: the row's key of its first such pair; unsigned: other keys give
-     * rc_pn or more). The row's next row (same slot and channel) has the keys
-     * rc_step further, rc_nw values further in the buffer, the next count: one
-     * of the rc_rows rows after this one that lie in the block and key field. */
-    uint32_t rc_key, rc_pn, rc_step, rc_rows, rc_nw, rc_slot;
-    int16_t *rc_base;
-    volatile uint32_t *rc_count; /* the row's count */
+    /* the rows the last packets outside spinn_tensor_receive_rc's fast path went to, or
+     * rows after them (rc_last: the one the last fast packet used; rc_next: the next to
+     * replace) */
+    spinn_trx_row_t rc[SPINN_TRX_ROWS];
+    uint32_t rc_last, rc_next;
 } spinn_trx_rows_t;
 
 /* Receive entries rx[0 .. n_rx) (valid) for spinn_tensor_receive_rc. buffers:
@@ -508,6 +520,7 @@ typedef struct {
 static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, uint32_t n_rx,
                                      int16_t *const *buffers, uint32_t n_buffers, uint32_t slot_stride,
                                      uint32_t rows_per_buffer) {
+    uint32_t i;
     t->rx = rx;
     t->rx_n = n_rx;
     t->rx_buffers[0] = buffers[0];
@@ -515,16 +528,19 @@ static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, ui
     t->rx_slot_stride = slot_stride;
     t->rx_rows_per_buffer = rows_per_buffer;
     t->rx_disjoint = spinn_match_disjoint(rx, n_rx, SPINN_TRX_WORDS);
-    t->rc_pn = 0u; /* no row yet: matches no key */
-    t->rc_key = t->rc_step = t->rc_rows = t->rc_nw = t->rc_slot = 0u;
-    t->rc_base = 0;
-    t->rc_count = 0;
+    for (i = 0; i < SPINN_TRX_ROWS; i++) {
+        t->rc[i].pn = 0u; /* no row yet: matches no key */
+        t->rc[i].key = t->rc[i].step = t->rc[i].rows = t->rc[i].nw = t->rc[i].slot = 0u;
+        t->rc[i].base = 0;
+        t->rc[i].count = 0;
+    }
+    t->rc_last = t->rc_next = 0u;
 }
 
 /* Remember the row (slot, channel, row of the entry) of a key that matched
  * `entry` (of a disjoint table: then every key of the row matches only it), if
  * the row is a value row inside the buffer block: which of its pairs store both
- * values, and where. */
+ * values, and where; in place of the row remembered longest. */
 static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t *st, const uint32_t *entry,
                                       uint32_t key) {
     uint32_t local = key & ~entry[SPINN_TRX_MASK];
@@ -539,6 +555,7 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     /* values: all at most SPINN_MAX_DIM, so int32 holds every step */
     int32_t w_off = (int32_t)entry[SPINN_TRX_SRC_W0] - (int32_t)entry[SPINN_TRX_DST_W0];
     int32_t room = (int32_t)nw - 2 - w_off, lo, hi;
+    spinn_trx_row_t *r;
     if (s >= st->n_slots || dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return;
     /* pair p stores both values iff 2p + 1 < src_nw and 0 <= 2p + w_off <= nw - 2 */
     lo = w_off >= 0 ? 0 : (1 - w_off) >> 1;
@@ -547,17 +564,20 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     /* pairs the field holds (so no key of another row is within rc_pn of rc_key) */
     if (h_shift < 16u && hi > (int32_t)(1u << h_shift)) hi = (int32_t)(1u << h_shift);
     if (hi <= lo) return; /* no pair of the row is whole in the block */
-    t->rc_key = (key & ~p_mask) + (uint32_t)lo;
-    t->rc_pn = (uint32_t)(hi - lo);
-    t->rc_step = p_mask + 1u;
+    r = &t->rc[t->rc_next];
+    t->rc_last = t->rc_next;
+    t->rc_next = (t->rc_next + 1u) & (SPINN_TRX_ROWS - 1u);
+    r->key = (key & ~p_mask) + (uint32_t)lo;
+    r->pn = (uint32_t)(hi - lo);
+    r->step = p_mask + 1u;
     /* rows after this one of the block whose row field does not carry */
-    t->rc_rows = entry[SPINN_TRX_DST_NH] - 1u - dh;
-    if (t->rc_rows > h_max - h_local) t->rc_rows = h_max - h_local;
-    t->rc_nw = nw;
-    t->rc_slot = s;
-    t->rc_base = t->rx_buffers[b] + s * t->rx_slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw +
-                  (uint32_t)(2 * lo + w_off);
-    t->rc_count = st->counts + s * st->n_rows + dh + b * t->rx_rows_per_buffer;
+    r->rows = entry[SPINN_TRX_DST_NH] - 1u - dh;
+    if (r->rows > h_max - h_local) r->rows = h_max - h_local;
+    r->nw = nw;
+    r->slot = s;
+    r->base = t->rx_buffers[b] + s * t->rx_slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw +
+              (uint32_t)(2 * lo + w_off);
+    r->count = st->counts + s * st->n_rows + dh + b * t->rx_rows_per_buffer;
 }
 
 /* The receive path every tensor kernel shares: match the key (first matching
@@ -605,39 +625,57 @@ static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_general(
                                 t->rx_rows_per_buffer, st, counters, row_ready, kernel, t);
 }
 
-/* spinn_tensor_receive after spinn_trx_prepare, with a fast path: a pair of the
- * row the last general packet went to (spinn_trx_row_fill) or of a row after it
- * in the same slot and channel (a pair of the next row moves the remembered row
- * on by one), both values in the block, that completes neither its row nor its
- * slot's sample (those packets, and all others, take spinn_tensor_receive). */
-static inline __attribute__((always_inline)) int32_t spinn_tensor_receive_rc(spinn_trx_rows_t *t,
-                                                                             spinn_stream_t *st,
-                                                                             spinn_counters_t *counters,
-                                                                             uint32_t key, uint32_t payload,
-                                                                             spinn_row_ready_fn row_ready,
-                                                                             const void *kernel) {
-    uint32_t p = key - t->rc_key;
-    if (p >= t->rc_pn && p - t->rc_step < t->rc_pn && t->rc_rows != 0u) {
+/* A pair of row r (or of the row after it, which r then moves on to) that completes
+ * neither its row nor its slot's sample: stored and counted, and 1; else 0. */
+static inline __attribute__((always_inline)) int spinn_trx_row_take(spinn_trx_row_t *r, spinn_stream_t *st,
+                                                                   spinn_counters_t *counters, uint32_t key,
+                                                                   uint32_t payload) {
+    uint32_t p = key - r->key;
+    if (p >= r->pn && p - r->step < r->pn && r->rows != 0u) {
         /* the next row's (the table is disjoint: its keys match the same entry) */
-        p -= t->rc_step;
-        t->rc_key += t->rc_step;
-        t->rc_rows--;
-        t->rc_base += t->rc_nw;
-        t->rc_count++;
+        p -= r->step;
+        r->key += r->step;
+        r->rows--;
+        r->base += r->nw;
+        r->count++;
     }
-    if (p < t->rc_pn) {
-        uint32_t slot = t->rc_slot;
-        volatile uint32_t *c = t->rc_count;
+    if (p < r->pn) {
+        uint32_t slot = r->slot;
+        volatile uint32_t *c = r->count;
         uint32_t count = *c + 2u, received = st->received[slot] + 2u;
         if (count != st->row_values && received != st->total_values) {
-            int16_t *b = t->rc_base + (p << 1);
+            int16_t *b = r->base + (p << 1);
             b[0] = (int16_t)spinn_lo16(payload);
             b[1] = (int16_t)spinn_hi16(payload);
             counters->packets_in++;
             st->rx_slot = (int32_t)slot;
             *c = count;
             st->received[slot] = received;
-            return -1; /* ready 0: spinn_stream_trigger's -1 */
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* spinn_tensor_receive after spinn_trx_prepare, with a fast path: a pair of one of the
+ * rows the last general packets went to (spinn_trx_row_fill) or of a row after one in the
+ * same slot and channel (a pair of the next row moves that row on by one), both values in
+ * the block, that completes neither its row nor its slot's sample (those packets, and all
+ * others, take spinn_tensor_receive). The row the last fast packet used is tried first:
+ * the packets of one producer's row come in a run; the other rows serve producers whose
+ * rows come interleaved with it. */
+static inline __attribute__((always_inline)) int32_t spinn_tensor_receive_rc(spinn_trx_rows_t *t,
+                                                                             spinn_stream_t *st,
+                                                                             spinn_counters_t *counters,
+                                                                             uint32_t key, uint32_t payload,
+                                                                             spinn_row_ready_fn row_ready,
+                                                                             const void *kernel) {
+    uint32_t i, last = t->rc_last;
+    if (spinn_trx_row_take(&t->rc[last], st, counters, key, payload)) return -1; /* ready 0: spinn_stream_trigger's -1 */
+    for (i = 0; i < SPINN_TRX_ROWS; i++) {
+        if (i != last && spinn_trx_row_take(&t->rc[i], st, counters, key, payload)) {
+            t->rc_last = i;
+            return -1;
         }
     }
     return spinn_tensor_receive_general(t, st, counters, key, payload, row_ready, kernel);
