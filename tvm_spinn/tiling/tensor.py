@@ -119,13 +119,35 @@ def input_rows(op, oh0: int, noh: int, in_h: int) -> Tuple[int, int]:
 MAX_PARTITIONS_PER_READER = 3
 
 
+def _middle_blocks(blocks: Sequence[Block], n_c: int, n_rows: int, in_h: int) -> List[Block]:
+    """The producer blocks a tile reading channels [0, n_c) and a band of n_rows input rows
+    in the middle of the tensor overlaps (the worst band, roughly)."""
+    h_lo = max(0, (in_h - n_rows) // 2)
+    return [b for b in blocks if b[0] < n_c and b[2] < h_lo + n_rows and b[2] + b[3] > h_lo]
+
+
 def overlapping(blocks: Sequence[Block], n_c: int, n_rows: int, in_h: int) -> int:
     """Receive entries of a tile reading channels [0, n_c) and a band of n_rows input rows in
     the middle of the tensor: one per partition of each producer block it overlaps (the
     worst band, roughly)."""
-    h_lo = max(0, (in_h - n_rows) // 2)
-    return MAX_PARTITIONS_PER_READER * max(1, sum(1 for c0, nc, h0, nh in blocks
-                                                  if c0 < n_c and h0 < h_lo + n_rows and h0 + nh > h_lo))
+    return MAX_PARTITIONS_PER_READER * max(1, len(_middle_blocks(blocks, n_c, n_rows, in_h)))
+
+
+def _tile_input(qop: QOp, nc: int, noh: int, n_ic: Optional[int] = None) -> Tuple[int, int, str]:
+    """(input channels it buffers, input rows it buffers, its cycle-model kind) of a conv,
+    pool or add tile with nc channels x noh rows (n_ic: a convolution's input-channel group,
+    None: all)."""
+    op = qop.op
+    in_c, in_h = qop.in_shapes[0][:2]
+    if isinstance(op, Conv2D):
+        k = op.channel_multiplier
+        # depthwise: at most ceil((nc - 1) / k) + 1 input channels (any phase of the first output)
+        n_buf = min(in_c, (nc + k - 2) // k + 1) if k else (in_c if n_ic is None else n_ic)
+        return n_buf, min(in_h, (noh - 1) * op.stride[0] + op.weight.shape[2]), \
+            "conv_tile_depthwise" if k else "conv_tile"
+    if isinstance(op, Pool2D):
+        return nc, min(in_h, (noh - 1) * op.stride[0] + op.kernel[0]), "pool_tile"
+    return nc, noh, "add_tile"
 
 
 def row_keys_bytes(nc: int, nh: int) -> int:
@@ -149,17 +171,15 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
     sources: the blocks of the producers of its input(s); n_ic: the input-channel group
     of a convolution tile that sends partial sums (None: all channels, finished outputs)."""
     op = qop.op
-    in_c, in_h, in_w = qop.in_shapes[0]
+    in_h, in_w = qop.in_shapes[0][1:]
     out_w = qop.out_shape[2]
     out_pairs = nc * noh * ((out_w + 1) // 2)
     if isinstance(op, Conv2D):
         kh, kw = op.weight.shape[2:]
         partial = n_ic is not None
         k = op.channel_multiplier
-        n_ic = 1 if k else (in_c if n_ic is None else n_ic)  # input channels per output channel
-        # buffered input channels: depthwise, at most ceil((nc - 1) / k) + 1 (any phase of the first output)
-        n_buf = min(in_c, (nc + k - 2) // k + 1) if k else n_ic
-        nih = min(in_h, (noh - 1) * op.stride[0] + kh)
+        n_buf, nih, kind = _tile_input(qop, nc, noh, n_ic)
+        n_ic = 1 if k else n_buf  # input channels per output channel
         n_sources = overlapping(sources, n_buf, nih, in_h)
         config = (CONV_HEADER_BYTES + n_sources * TRX_ENTRY_BYTES + nc * 2 * ((n_ic * kh * kw + 1) // 2) * 2
                   + (0 if partial else _finish_bytes(qop, nc)))
@@ -167,7 +187,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         # of n_ic * kh * kw int16, each padded to whole words)
         buffers = res.n_slots() * n_buf * nih * in_w * 2 + _align8(out_w * ((n_ic * kh * kw + 1) // 2) * 4)
         macs = nc * noh * out_w * n_ic * kh * kw
-        model = cost("conv_tile_depthwise" if k else "conv_tile")
+        model = cost(kind)
         cycles = model.cycles(macs=macs, outputs=nc * noh * out_w, computes=1)
         in_values = n_buf * nih * in_w
         starts = receive_starts(n_buf, nih, in_w)
@@ -175,11 +195,11 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
             out_pairs = nc * noh * out_w
     elif isinstance(op, Pool2D):
         kh, kw = op.kernel
-        nih = min(in_h, (noh - 1) * op.stride[0] + kh)
+        _, nih, kind = _tile_input(qop, nc, noh)
         config = POOL_HEADER_BYTES + overlapping(sources, nc, nih, in_h) * TRX_ENTRY_BYTES + (kh * kw + 1) * 4
         buffers = res.n_slots() * nc * nih * in_w * 2
         # calibrated on 2x2 windows: a window's share scales with its size
-        model = cost("pool_tile")
+        model = cost(kind)
         cycles = model.cycles(outputs=nc * noh * out_w * max(1.0, kh * kw / 4), computes=1)
         in_values = nc * nih * in_w
         starts = receive_starts(nc, nih, in_w)
@@ -209,20 +229,9 @@ def producers_send_cycles(qop: QOp, nc: int, noh: int, sources: Sequence[Block])
     sends, also those to other cores. Producers that each cover every row of the tensor
     (channel groups) then send all their rows at its pace: the tile's input of a sample is
     only part of what they send."""
-    op = qop.op
-    in_c, in_h, in_w = qop.in_shapes[0]
-    if isinstance(op, Conv2D):
-        k = op.channel_multiplier
-        n_c = min(in_c, (nc + k - 2) // k + 1) if k else in_c
-        nih = min(in_h, (noh - 1) * op.stride[0] + op.weight.shape[2])
-        kind = "conv_tile_depthwise" if k else "conv_tile"
-    elif isinstance(op, Pool2D):
-        n_c, nih, kind = nc, min(in_h, (noh - 1) * op.stride[0] + op.kernel[0]), "pool_tile"
-    else:
-        n_c, nih, kind = nc, noh, "add_tile"
-    h_lo = max(0, (in_h - nih) // 2)
-    packets = sum(bc * bh * ((in_w + 1) // 2) for c0, bc, h0, bh in sources
-                  if c0 < n_c and h0 < h_lo + nih and h0 + bh > h_lo)
+    in_h, in_w = qop.in_shapes[0][1:]
+    n_c, nih, kind = _tile_input(qop, nc, noh)
+    packets = sum(bc * bh * ((in_w + 1) // 2) for _, bc, _, bh in _middle_blocks(sources, n_c, nih, in_h))
     return packets * cost(kind).packet_in
 
 
@@ -241,13 +250,18 @@ def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float
 POOL_SECTION_BYTES = 15 * 4
 
 
+def _pooled_conv_rows(conv: QOp, pool: QOp, nph: int) -> int:
+    """The conv rows nph rows of the pool's output need (a band of them, at most)."""
+    return min(conv.out_shape[1], (nph - 1) * pool.op.stride[0] + pool.op.kernel[0])
+
+
 def fused_cost(conv: QOp, pool: QOp, nc: int, nph: int, sources: Sequence[Block]) -> Tuple[int, float]:
     """(DTCM bytes, modelled cycles per sample) of a conv tile that computes the conv rows
     nph rows of the pool's output need and sends the pooled rows only."""
-    conv_h, conv_w = conv.out_shape[1:]
+    conv_w = conv.out_shape[2]
     pool_w = pool.out_shape[2]
     kh, kw = pool.op.kernel
-    nch = min(conv_h, (nph - 1) * pool.op.stride[0] + kh)
+    nch = _pooled_conv_rows(conv, pool, nph)
     dtcm, cycles = tile_cost(conv, nc, nch, sources)
     dtcm += res.n_slots() * nc * nch * conv_w * 2 + POOL_SECTION_BYTES + (kh * kw + 1) * 4
     conv_model, pool_model = cost("conv_tile"), cost("pool_tile")
@@ -264,10 +278,9 @@ def plan_fused(conv: QOp, pool: QOp, sources: Sequence[Block], cycle_budget: Opt
     out_c, pool_h, _ = pool.out_shape
     pool_h = pool_h if out_rows is None else out_rows
     conv_h, in_h = conv.out_shape[1], conv.in_shapes[0][1]
-    conv_rows = lambda nph: min(conv_h, (nph - 1) * pool.op.stride[0] + pool.op.kernel[0])  # noqa: E731
-    best = _paced_fewest_cores(out_c, pool_h, lambda nc, nph: _fits(fused_cost(conv, pool, nc, nph, sources),
-                                                                    cycle_budget),
-                               lambda nc, nph: producers_send_cycles(conv, nc, conv_rows(nph), sources), cycle_budget)
+    best = _paced_fewest_cores(
+        out_c, pool_h, lambda nc, nph: _fits(fused_cost(conv, pool, nc, nph, sources), cycle_budget),
+        lambda nc, nph: producers_send_cycles(conv, nc, _pooled_conv_rows(conv, pool, nph), sources), cycle_budget)
     if best is None:
         return None
     _, groups, bands = best
