@@ -167,6 +167,17 @@ def test_a_tile_takes_interleaved_producers_on_its_fast_path(monkeypatch):
     for case in (t.conv_case("conv_tile", 8, 8, 8, False, 1, 17), t.add_case(8, 8, 1, 21)):
         cases += [dataclasses.replace(case, burst=16), dataclasses.replace(t.interleaved(case, 4), burst=16)]
     items = t.trace_cases(cases, jobs=2, log=lambda *a: None)
-    per = [t.figures([item])["cycles_per"]["packet_in_without_event"] for item in items]
+    figs = [t.figures([item]) for item in items]
+    per = [f["cycles_per"]["packet_in_without_event"] for f in figs]
     for in_order, mixed in zip(per[0::2], per[1::2]):
         assert mixed <= 1.3 * in_order, (in_order, mixed)
+    # the ARM kernel counts its general-path packets (rx_general, what the model charges)
+    starts = [f["counts"]["starts"] for f in figs]
+    for in_order, mixed in zip(starts[0::2], starts[1::2]):
+        assert 0 < in_order <= mixed, starts
+
+
+def test_the_tool_reads_the_provenance_words_the_runtime_does():
+    from tvm_spinn.machine.graph import PROVENANCE_NAMES
+
+    assert _tool().PROVENANCE_NAMES == PROVENANCE_NAMES

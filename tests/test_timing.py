@@ -2,6 +2,8 @@
 bit-exact; the live IO ends give the times worked out by hand from the model's figures
 (the gatherer's timer-tick flush, the host link's bytes); an overloaded core is named as
 the bottleneck with the packets a board would drop; timing off falls back to the formula."""
+import ctypes
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,44 @@ def test_the_host_link_setting_is_read_at_every_run_and_the_limit_agrees(net, mo
     monkeypatch.setenv("TVM_SPINN_LINK_MBPS", "1e-30")
     with pytest.raises(BoardError, match="TVM_SPINN_LINK_MBPS=1e-30 is below"):
         board.run(x_q)
+
+
+def _core_busy_ps(board: EmulatedBoard) -> dict:
+    out = np.zeros(4, np.uint64)
+    busy = {}
+    for i, label in enumerate(board.core_labels):
+        board._lib.spinn_emu_core_timing(board._emu, i, out.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)))
+        busy[label] = int(out[0])
+    return busy
+
+
+def test_each_packet_on_the_general_receive_path_is_charged_its_extra(monkeypatch):
+    """The kernels count the packets that miss the receive's remembered rows
+    (``rx_general``); the timed emulation charges each of them the calibrated ``start``
+    cycles on top of the fast path: raising ``start`` by d raises each core's busy time by
+    its rx_general x d, and nothing else."""
+    from tests.test_tensor_kernels import _one_conv_program, random_input
+
+    rng = np.random.default_rng(5)
+    program = _one_conv_program(rng)
+    x = random_input(rng, 6, (2, 6, 6))
+    real, d = timing.core_cost_ps, 7_000_000  # 7 us more a packet on the general path
+    runs = []
+    for extra in (0, d):
+        def cost(kind, config, send_gap=0, send_phase=0, extra=extra):
+            c = real(kind, config, send_gap, send_phase)
+            c[timing.COST_FIELDS.index("start")] += extra
+            return c
+
+        monkeypatch.setattr(timing, "core_cost_ps", cost)
+        board = EmulatedBoard(program, timed=True)
+        y = board.run(x)
+        runs.append((y, board.core_counters(), _core_busy_ps(board), board.last_timed))
+    (y0, counters, busy0, run0), (y1, _, busy1, run1) = runs
+    np.testing.assert_array_equal(y0, y1)
+    assert all(c["rx_general"] > 0 for c in counters.values())
+    # the first packet of each input row and the one completing it, at least
+    assert all(c["rx_general"] < c["packets_in"] for c in counters.values())
+    for label, c in counters.items():
+        assert busy1[label] - busy0[label] == c["rx_general"] * d, label
+    assert run1.latency_s > run0.latency_s

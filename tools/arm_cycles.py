@@ -779,7 +779,7 @@ int main(int argc, char **argv) {
     out = fopen(argv[2], "w"); /* not stdout: that carries qemu's log */
     if (!out) return 2;
     fprintf(out, "prov");
-    for (i = 0; i < 16u; i++) fprintf(out, " %u", prov_at[i]);
+    for (i = 0; i < SPINN_PROV_WORDS; i++) fprintf(out, " %u", prov_at[i]);
     fprintf(out, "\n");
     fclose(out);
     return 0;
@@ -788,7 +788,7 @@ int main(int argc, char **argv) {
 
 # spinn_counters_t then the binding's words (tvm_spinn.machine.graph.PROVENANCE_NAMES)
 PROVENANCE_NAMES = ("packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi",
-                    "dropped", "saturated", "markers_in", "released", "lost_out", "rx_overflow",
+                    "dropped", "saturated", "rx_general", "markers_in", "released", "lost_out", "rx_overflow",
                     "send_failed", "compute_failed", "trigger_failed")
 
 KERNEL_NAMES = ("dense_tile", "dense_reduce", "conv_tile", "pool_tile", "add_tile", "conv_reduce")
@@ -853,7 +853,8 @@ def build_common(work: Path) -> List[Path]:
         objs.append(obj)
     _run([CC, "-march=armv5te", "-marm", "-c", work / "harness_asm.s", "-o", work / "harness_asm.o"])
     _run([CC, "-march=armv5te", "-marm", "-std=gnu99", "-O1", "-fno-pie", f"-I{sdk}",
-          "-DAPPLICATION_NAME_HASH=0x4c594341u", "-c", work / "harness.c", "-o", work / "harness.o"])
+          "-DAPPLICATION_NAME_HASH=0x4c594341u", f"-DSPINN_PROV_WORDS={len(PROVENANCE_NAMES)}u", "-c",
+          work / "harness.c", "-o", work / "harness.o"])
     return objs
 
 
@@ -1327,9 +1328,8 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
         for k, v in r.classes.items():
             classes[k] = classes.get(k, 0) + v
     n_fiq, n_soft = entries.get("fiq", 0), entries.get("soft_int", 0)
-    _, tensor, _, _ = _encoders()
-    # packets on the receive's longer path (tiling.cycle_model.receive_starts), from the configs
-    starts = sum(tensor.receive_rows(c.kind, c.config)[0] * r.counters.get("computes", 0) for c, r in items)
+    # packets on the receive's general (longer) path, as the kernel counts them
+    starts = cnt.get("rx_general", 0)
     cyc["fiq"] += FIQ_ENTRY_CYCLES * n_fiq  # the exception entries, not in the trace
     cyc["event"] += IRQ_ENTRY_CYCLES * n_soft
     macs = cnt.get("macs_lo", 0) + (cnt.get("macs_hi", 0) << 32)

@@ -10,8 +10,8 @@ build's flags, ARM968E-S costs per executed instruction), once with a user event
 and once with :data:`BURST` packets an event (a stream: the drain takes them in one event).
 Per kernel kind: send per packet out, the traced average; the FIQ split between every
 packet in and each user event (the FIQ raises the event), and the drain with the receive
-split between every packet in, each packet on the receive's longer path
-(tiling.cycle_model.receive_starts: the first of an input channel's block, the one
+split between every packet in, each packet on the receive's general (longer) path (the
+kernel counts them, ``rx_general``: the first of an input channel's block, the one
 completing an input row) and each user event, relative least-squares fits; event: spin1
 scheduling the event (traced) plus the FIQ's and the drain's share of it; the compute
 constants (per MAC, int32 block, output value, completed sample), a non-negative
@@ -130,7 +130,7 @@ def fit(t, items) -> Dict[str, Dict[str, float]]:
         count = lambda *keys: np.array([[f["counts"][k] for k in keys] for f in figs], float)  # noqa: E731
         # The FIQ, and the drain with the receive, each split between every packet in and each
         # user event (the traces take 1 and BURST packets an event), the receive also into the
-        # packets on its longer path (tiling.cycle_model.receive_starts): relative least squares
+        # packets on its general path (counted by the kernel): relative least squares
         fiq = np.array([f["cycles"]["fiq"] for f in figs], float)
         per_fiq, fiq_event = _nnls(count("packets_in", "user_events") / fiq[:, None], np.ones(len(figs)))
         rx = np.array([f["cycles"]["drain"] + f["cycles"]["receive"] for f in figs], float)

@@ -70,6 +70,8 @@ typedef struct {
     uint64_t fiq_ps, event_ps;
     uint64_t n_rx;     /* packets in */
     uint32_t snap_macs_lo, snap_macs_hi, snap_blocks, snap_outputs, snap_computes; /* counters at t0 */
+    uint32_t snap_general;  /* counters.rx_general before the packet */
+    int in_compute;         /* the packet came while a compute ran */
     uint64_t late, ring_full, timed_out;
     uint32_t slot_open;                    /* bit s: slot s holds part of a sample */
     uint64_t slot_last[SPINN_MAX_SLOTS];   /* when each slot's last packet was processed */
@@ -155,7 +157,8 @@ static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, c
     }
     /* the FIQ steals its cycles from whatever runs: the CPU does all of it */
     own = c->min_rx + (idle ? c->event_ps : 0u);
-    if (c->comp_end > fiq) { /* a compute runs: its next send takes the packet in, delaying it */
+    c->in_compute = c->comp_end > fiq;
+    if (c->in_compute) { /* a compute runs: its next send takes the packet in, delaying it */
         start = tm_max(c->rx_free, tm_max(fiq, tm_min(fiq + c->gap, c->comp_end)));
         c->comp_end += own;
         c->cpu_free += own;
@@ -173,6 +176,7 @@ static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, c
     c->snap_blocks = now->blocks;
     c->snap_outputs = now->outputs;
     c->snap_computes = now->computes;
+    c->snap_general = now->rx_general;
     return start;
 }
 
@@ -181,6 +185,16 @@ static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, c
 static inline void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t) {
     uint64_t compute, macs, shift = 0u;
     uint32_t j;
+    if (now->rx_general != c->snap_general) {
+        /* the packet took the general receive path (known only once the kernel has run):
+         * its extra cycles, on the CPU before anything the packet made due */
+        uint64_t extra = (uint64_t)(now->rx_general - c->snap_general) * c->cost[SPINN_COST_START];
+        if (c->in_compute) c->comp_end += extra;
+        c->cpu_free += extra;
+        c->rx_free += extra;
+        c->busy += extra;
+        c->t0 += extra;
+    }
     if (n == 0u && now->outputs == c->snap_outputs && now->macs_lo == c->snap_macs_lo &&
         now->computes == c->snap_computes && now->blocks == c->snap_blocks)
         return; /* most packets: stored, nothing completed */

@@ -41,6 +41,8 @@ typedef struct {
     uint32_t macs_hi;
     uint32_t dropped;      /* packets that matched no receive entry */
     uint32_t saturated;    /* output values clipped to int16 (beyond the calibrated range) */
+    uint32_t rx_general;   /* packets in on a tensor kernel's general receive path (not a remembered
+                            * row's: spinn_tensor.h spinn_tensor_receive_rc), which costs more */
 } spinn_counters_t;
 
 typedef struct {

@@ -140,9 +140,10 @@ void spinn_emu_reset_counters(spinn_emu_t *emu);
 #define SPINN_COST_OUTPUT 5u     /* per output value */
 #define SPINN_COST_PACKET_OUT 6u /* per packet sent */
 #define SPINN_COST_COMPUTE 7u    /* per compute call */
-#define SPINN_COST_SEND_GAP 8u   /* the least time between two packets it sends (machine/send_gaps.py) */
-#define SPINN_COST_SEND_PHASE 9u /* its wait at its first send after being idle */
-#define SPINN_COST_WORDS 10u
+#define SPINN_COST_START 8u      /* per packet in on the general receive path (counters.rx_general): its extra */
+#define SPINN_COST_SEND_GAP 9u   /* the least time between two packets it sends (machine/send_gaps.py) */
+#define SPINN_COST_SEND_PHASE 10u /* its wait at its first send after being idle */
+#define SPINN_COST_WORDS 11u
 /* Timing parameters (spinn_emu_set_timing), picoseconds unless said. */
 #define SPINN_TM_ON 0u
 #define SPINN_TM_HOP_PS 1u             /* a router's latency */

@@ -621,6 +621,7 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
 static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_general(
     spinn_trx_rows_t *t, spinn_stream_t *st, spinn_counters_t *counters, uint32_t key, uint32_t payload, spinn_row_ready_fn row_ready,
     const void *kernel) {
+    counters->rx_general++; /* the cycle model charges these their longer path */
     return spinn_tensor_receive(t->rx, t->rx_n, key, payload, t->rx_buffers, t->rx_slot_stride,
                                 t->rx_rows_per_buffer, st, counters, row_ready, kernel, t);
 }

@@ -83,9 +83,10 @@ static int print_send(void *ctx, uint32_t key, uint32_t payload) {
 
 static void print_counters(const spinn_counters_t *c) {
     printf("counters in=%" PRIu32 " out=%" PRIu32 " computes=%" PRIu32 " outputs=%" PRIu32
-           " blocks=%" PRIu32 " macs=%" PRIu32 ":%" PRIu32 " dropped=%" PRIu32 " saturated=%" PRIu32 "\n",
+           " blocks=%" PRIu32 " macs=%" PRIu32 ":%" PRIu32 " dropped=%" PRIu32 " saturated=%" PRIu32
+           " rx_general=%" PRIu32 "\n",
            c->packets_in, c->packets_out, c->computes, c->outputs, c->blocks, c->macs_hi, c->macs_lo,
-           c->dropped, c->saturated);
+           c->dropped, c->saturated, c->rx_general);
 }
 
 int main(int argc, char **argv) {

@@ -12,7 +12,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-from ..machine.configs.tensor import receive_rows
 from ..tiling import cycle_model
 from ..tiling import resources as res
 from . import pacing, timing
@@ -36,15 +35,14 @@ TROUBLE_COUNTERS = ("dropped", "markers_in", "released", "lost_out", "rx_overflo
                     "events_unknown_key", "datagrams_malformed")
 
 
-def core_cycles(counters: Dict[str, int], kind: str, starts_per_sample: int = 0) -> float:
-    """Modelled cycles of a core's counted work (its spinn_counters_t), by the calibrated
-    model of its kind (tiling.cycle_model.KINDS), starts_per_sample of its packets per sample
-    taking the receive's longer path (machine.configs.tensor.receive_rows); a busy core: one
-    user event per sample."""
+def core_cycles(counters: Dict[str, int], kind: str) -> float:
+    """Modelled cycles of a core's counted work (its spinn_counters_t, the packets on the
+    receive's general path, ``rx_general``, included), by the calibrated model of its kind
+    (tiling.cycle_model.KINDS); a busy core: one user event per sample."""
     return cycle_model.cost(kind).cycles(
         macs=counters["macs"], blocks=counters["blocks"], outputs=counters["outputs"],
         packets_in=counters["packets_in"], packets_out=counters["packets_out"], computes=counters["computes"],
-        events=counters["computes"], starts=starts_per_sample * counters["computes"])
+        events=counters["computes"], starts=counters.get("rx_general", 0))
 
 
 @dataclass
@@ -225,8 +223,7 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
         name = layers.get(label, _stage(label))
         layer_packets[name] = layer_packets.get(name, 0.0) + c["packets_out"] / n
     kinds = {core.label: core_kind(core.kind, core.config) for core in program.cores}
-    rows = {core.label: receive_rows(kinds[core.label], core.config)[0] for core in program.cores}
-    cycles = {label: core_cycles(c, kinds[label], rows[label]) / n for label, c in counters.items()}
+    cycles = {label: core_cycles(c, kinds[label]) / n for label, c in counters.items()}
     bottleneck = max(cycles, key=cycles.get) if cycles else ""
     max_cycles = cycles.get(bottleneck, 0.0)
     # Latency: host transfer in, then each stage's slowest core (a layer's tiles, then

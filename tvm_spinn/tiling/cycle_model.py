@@ -10,8 +10,10 @@ A kernel kind's work, in the units its kernel counts (``spinn_counters_t``):
 
 - per packet in: ``fiq`` (spin1's FIQ handler and the binding's queue push) and
   ``receive`` (the binding's drain taking it from the queue, and the kernel's receive),
-  plus ``start`` per packet that takes the receive's longer path (the first of an input
-  channel's block, the one completing an input row: :func:`receive_starts`); per user event
+  plus ``start`` per packet that takes the receive's general, longer path (the kernel
+  counts them, ``rx_general``: the first of an input channel's block, the one completing an
+  input row, and any whose row is not one of the rows the receive remembers; before a run,
+  the planner's estimate is :func:`receive_starts`); per user event
   ``event`` (spin1 scheduling it, the FIQ raising it, the drain starting and ending), one
   per compute a packet made due while the core was idle: packets that come while the
   drain runs or waits for a next one share it (fitted to traces of both);
@@ -56,10 +58,6 @@ class KernelCost:
         """Cycles per packet in (in the FIQ) on the receive's short path."""
         return self.fiq + self.receive
 
-    def packet_in_mean(self, starts: float, packets: float) -> float:
-        """Mean cycles per packet in (in the FIQ) when `starts` of `packets` take the longer path."""
-        return self.packet_in + (self.start * starts / packets if packets > 0 else 0.0)
-
     def cycles(self, *, macs: float = 0, blocks: float = 0, outputs: float = 0, packets_in: float = 0,
                packets_out: float = 0, computes: float = 0, events: float = 0, starts: float = 0) -> float:
         """Cycles of the counted work; events: user events (computes made due while the core
@@ -74,8 +72,11 @@ class KernelCost:
 
 def receive_starts(channels: int, rows: int, width: int, inputs: int = 1) -> int:
     """Packets per sample that take a tensor kernel's longer receive path (spinn_tensor.h
-    spinn_tensor_receive_rc): the first of each input channel's block, the one that completes
-    each input row, and, for an odd row width, each row's last (its pair is half padding)."""
+    spinn_tensor_receive_rc) when its producers' rows come one after another: the first of
+    each input channel's block, the one that completes each input row, and, for an odd row
+    width, each row's last (its pair is half padding). A lower bound: rows of more producers
+    than the receive remembers, interleaved, take it more often (the kernels count them,
+    ``rx_general``, and the statistics and the timed emulation charge those)."""
     return inputs * (channels + rows + (channels * rows if width % 2 else 0))
 
 

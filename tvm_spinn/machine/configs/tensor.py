@@ -25,7 +25,6 @@ import numpy as np
 from ...kernels import ADD_ACTIVATIONS
 from ...quantization.fixed_point import ACT_CODES, AVG_RECIP_SHIFT, avg_recip
 from ...quantization.input_format import PACK_INT8, PACK_INT16, PACK_SHIFT, PACK_UINT8
-from ...tiling.cycle_model import receive_starts
 from .dense import pack_int16, row_params, table_words
 
 TRX_WORDS = 16
@@ -54,24 +53,6 @@ Pad = Union[int, Sequence[int]]
 
 # ---------------------------------------------------------------------------
 # keys and receive entries
-
-# Config words of what a tensor kernel receives: (channels, rows, row width, inputs)
-# (conv_tile.c H_N_IC / H_N_IH / H_IN_W, pool_tile.c H_N_C / H_N_IH / H_IN_W, add_tile.c
-# H_N_C / H_N_H / H_W, two inputs).
-_RX_SHAPE_WORDS = {"conv_tile": (1, 6, 3, 1), "pool_tile": (1, 6, 3, 1), "add_tile": (2, 6, 4, 2)}
-
-
-def receive_rows(kind: str, config: Sequence[int]) -> Tuple[int, int]:
-    """(packets that take the longer receive path, all int16-pair packets) per sample of a
-    tensor kernel core (``tiling.cycle_model.receive_starts``), from its config; (0, 0) for the kernels
-    without rows (dense tiles and reducers, conv reduce). kind: a cycle-model kind
-    (``tiling.cycle_model.KINDS``)."""
-    for kernel, (cw, rw, ww, inputs) in _RX_SHAPE_WORDS.items():
-        if kind.startswith(kernel):
-            c, r, w = int(config[cw]), int(config[rw]), int(config[ww])
-            return receive_starts(c, r, w, inputs), inputs * c * r * ((w + 1) // 2)
-    return 0, 0
-
 
 def ceil_log2(n: int) -> int:
     """Bits needed to hold 0..n-1 (0 for n <= 1)."""
