@@ -165,7 +165,7 @@ def test_a_tile_takes_interleaved_producers_on_its_fast_path(monkeypatch):
     t = _tool()
     cases = []
     for case in (t.conv_case("conv_tile", 8, 8, 8, False, 1, 17), t.add_case(8, 8, 1, 21)):
-        cases += [dataclasses.replace(case, burst=16), dataclasses.replace(t.interleaved(case, 4), burst=16)]
+        cases += [dataclasses.replace(case, burst=16), dataclasses.replace(t.interleaved(case, 8), burst=16)]
     items = t.trace_cases(cases, jobs=2, log=lambda *a: None)
     figs = [t.figures([item]) for item in items]
     per = [f["cycles_per"]["packet_in_without_event"] for f in figs]

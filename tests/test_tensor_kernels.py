@@ -1495,3 +1495,28 @@ def test_no_undefined_behaviour_under_ubsan():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900, cwd=str(ROOT))
     assert out.returncode == 0 and "ubsan ok" in out.stdout, out.stderr[-3000:]
     assert "runtime error" not in out.stderr
+
+
+@pytest.mark.parametrize("width", [6, 5])
+def test_a_row_stream_in_producer_order_takes_the_fast_path_but_for_each_channels_first_packet(width):
+    """The receive's general path (counted: rx_general, charged its extra cycles by the
+    model) is taken, packets coming in one producer's order, only by the first packet of
+    each input channel's block (tiling.cycle_model.receive_starts): the packets completing
+    a row, and an odd row's last pair (half padding), stay on the fast path, and the values
+    are the reference's."""
+    from tvm_spinn.tiling.cycle_model import receive_starts
+
+    rng = np.random.default_rng(31 + width)
+    C, OC, H = 3, 2, 6
+    w, bias, mult, shift = random_conv(rng, C, OC, C, 3, 3)
+    b = ProgramBuilder(rng, slack=False)
+    b.producer("input", "x", (0, C, 0, H, 0, width))
+    shape = add_conv_tiles(b, "conv", "x", (C, H, width), w, bias, mult, shift, (1, 1), (1, 1, 1, 1), 1, "none",
+                           1, 1, "y")
+    board = EmulatedBoard(b.program((C, H, width), "y", shape))
+    x = random_input(rng, 5, (C, H, width))
+    y = board.run(x).reshape((-1,) + shape)
+    np.testing.assert_array_equal(y, conv_reference(x, w, bias, mult, shift, (1, 1), (1, 1, 1, 1), 1, "none"))
+    (counters,) = board.core_counters().values()
+    assert counters["packets_in"] == len(x) * C * H * ((width + 1) // 2)
+    assert counters["rx_general"] == len(x) * receive_starts(C, H, width)

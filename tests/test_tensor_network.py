@@ -83,7 +83,7 @@ def test_depthwise_with_channel_multipliers(rng):
         ops = [_conv(r, 4, 3, 3), _conv(r, 8, 4, 3, groups=4),
                Pool2D("max", (2, 2), (2, 2), (0, 0, 0, 0), (5, 5), True, "pool"),
                _conv(r, 24, 8, 3, groups=8, act="none")]
-        program, plan, err, scale = _run(ops, (3, 10, 10), rng, budget=60_000, tilings=tilings)
+        program, plan, err, scale = _run(ops, (3, 10, 10), rng, budget=50_000, tilings=tilings)
         assert err < 0.05 * scale
         dw2, dw3 = plan.plans[1], plan.plans[3]
         assert dw2.pool is not None  # it costs no core
@@ -137,8 +137,9 @@ def test_conv_cut_by_input_channel_groups(rng):
 # then by 8 B (the im2row's inside columns: 4,793 B), then by 28 B (the binding's send
 # pace: gap, phase, last send, first-send flag; its due and running slots and receive
 # hook: 4,821 B), then by 104 B (its receive remembers 4 rows, not 1: 4,925 B), then by 4 B
-# (its counter of general-path packets: 4,929 B), so 8,220 B.
-MEASURED_RUNTIME_DTCM = 8220
+# (its counter of general-path packets: 4,929 B), then by 160 B (8 rows, not 4, each with
+# its half pair: 5,089 B), so 8,380 B.
+MEASURED_RUNTIME_DTCM = 8380
 
 
 @pytest.mark.parametrize("slots", [res.N_SLOTS, res.MORE_SLOTS])

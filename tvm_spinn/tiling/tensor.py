@@ -21,7 +21,7 @@ from ..graph.ops import Add, Conv2D, Pool2D
 from ..graph.windows import window_input_rows
 from ..quantization.quantize import QOp
 from . import resources as res
-from .cycle_model import cost, receive_starts
+from .cycle_model import cost, general_share, receive_starts
 from .dense import TANH_TABLE_BYTES
 
 TRX_ENTRY_BYTES = 16 * 4
@@ -196,6 +196,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
     elif isinstance(op, Pool2D):
         kh, kw = op.kernel
         _, nih, kind = _tile_input(qop, nc, noh)
+        n_buf = nc
         config = POOL_HEADER_BYTES + overlapping(sources, nc, nih, in_h) * TRX_ENTRY_BYTES + (kh * kw + 1) * 4
         buffers = res.n_slots() * nc * nih * in_w * 2
         # calibrated on 2x2 windows: a window's share scales with its size
@@ -205,6 +206,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         starts = receive_starts(nc, nih, in_w)
     else:
         nih = noh
+        n_buf = nc
         config = ADD_HEADER_BYTES + overlapping(sources, nc, noh, in_h) * TRX_ENTRY_BYTES + \
             (TANH_TABLE_BYTES if qop.activation in ("tanh", "sigmoid") else 0)
         buffers = 2 * res.n_slots() * nc * noh * in_w * 2
@@ -216,8 +218,11 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
     # each workspace part is 8-byte aligned (up to 3 parts of 4 bytes of padding)
     counts = res.n_slots() * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
     config += row_keys_bytes(nc, noh)
-    # a user event per output row; the packets on the receive's longer path
-    cycles += model.cycles(packets_in=(in_values + 1) // 2, packets_out=out_pairs, events=noh, starts=starts)
+    # a user event per output row; the packets on the receive's longer path, those of
+    # producers' rows interleaved included (a producer block: a sender)
+    packets_in = (in_values + 1) // 2
+    starts += packets_in * general_share(len(_middle_blocks(sources, n_buf, nih, in_h)))
+    cycles += model.cycles(packets_in=packets_in, packets_out=out_pairs, events=noh, starts=starts)
     return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles
 
 
@@ -231,8 +236,9 @@ def producers_send_cycles(qop: QOp, nc: int, noh: int, sources: Sequence[Block])
     only part of what they send."""
     in_h, in_w = qop.in_shapes[0][1:]
     n_c, nih, kind = _tile_input(qop, nc, noh)
-    packets = sum(bc * bh * ((in_w + 1) // 2) for _, bc, _, bh in _middle_blocks(sources, n_c, nih, in_h))
-    return packets * cost(kind).packet_in
+    blocks = _middle_blocks(sources, n_c, nih, in_h)
+    packets = sum(bc * bh * ((in_w + 1) // 2) for _, bc, _, bh in blocks)
+    return packets * (cost(kind).packet_in + cost(kind).start * general_share(len(blocks)))
 
 
 def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float]:
