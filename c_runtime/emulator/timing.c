@@ -53,17 +53,8 @@ void tm_reset(tm_t *tm) {
 }
 
 static uint32_t bucket_of(uint64_t t, uint64_t last) {
-    uint64_t d = t ^ last;
-#if defined(__GNUC__)
+    uint64_t d = t ^ last; /* the highest differing bit + 1 */
     return d ? 64u - (uint32_t)__builtin_clzll(d) : 0u;
-#else
-    uint32_t i = 0;
-    while (d) { /* the highest differing bit + 1 */
-        d >>= 1;
-        i++;
-    }
-    return i;
-#endif
 }
 
 static int bucket_add(tm_bucket_t *b, const packet_t *pk) {
@@ -80,25 +71,31 @@ static int bucket_add(tm_bucket_t *b, const packet_t *pk) {
 
 int tm_queue_push(tm_queue_t *q, const packet_t *pk) {
     packet_t e = *pk;
+    uint32_t i;
     if (e.t < q->last) e.t = q->last; /* never earlier than what was taken */
-    return bucket_add(&q->b[bucket_of(e.t, q->last)], &e);
+    i = bucket_of(e.t, q->last);
+    if (bucket_add(&q->b[i], &e) != 0) return -1;
+    if (i) q->nonempty |= 1ull << (i - 1u);
+    return 0;
 }
 
 packet_t tm_queue_pop(tm_queue_t *q) {
     tm_bucket_t *b0 = &q->b[0];
     if (b0->head == b0->n) { /* refill bucket 0 from the lowest non-empty bucket */
-        uint32_t i = 1u, k;
-        tm_bucket_t *bi;
+        uint32_t i = (uint32_t)__builtin_ctzll(q->nonempty) + 1u, k;
+        tm_bucket_t *bi = &q->b[i];
         uint64_t m;
         b0->head = b0->n = 0u;
-        while (q->b[i].n == 0u) i++;
-        bi = &q->b[i];
         m = bi->e[0].t;
         for (k = 1u; k < bi->n; k++)
             if (bi->e[k].t < m) m = bi->e[k].t;
         q->last = m;
-        for (k = 0; k < bi->n; k++) /* every entry goes to a lower bucket */
-            if (bucket_add(&q->b[bucket_of(bi->e[k].t, m)], &bi->e[k]) != 0) q->oom = 1;
+        q->nonempty &= ~(1ull << (i - 1u));
+        for (k = 0; k < bi->n; k++) { /* every entry goes to a lower bucket */
+            uint32_t j = bucket_of(bi->e[k].t, m);
+            if (bucket_add(&q->b[j], &bi->e[k]) != 0) q->oom = 1;
+            else if (j) q->nonempty |= 1ull << (j - 1u);
+        }
         bi->n = 0u;
     }
     return b0->e[b0->head++];

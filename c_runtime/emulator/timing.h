@@ -94,6 +94,7 @@ typedef struct {
 typedef struct {
     tm_bucket_t b[TM_BUCKETS];
     uint64_t last;
+    uint64_t nonempty; /* bit i - 1: bucket i (1..64) holds events (found without a scan) */
     int oom; /* an event could not be filed (out of memory): the run must fail */
 } tm_queue_t;
 
