@@ -180,3 +180,58 @@ def test_each_packet_on_the_general_receive_path_is_charged_its_extra(monkeypatc
     for label, c in counters.items():
         assert busy1[label] - busy0[label] == pytest.approx(c["rx_general"] * d, rel=0.05), label
     assert run1.latency_s > run0.latency_s
+
+
+class _Event(ctypes.Structure):
+    """timing.h packet_t (24 bytes)."""
+    _fields_ = [("t", ctypes.c_uint64), ("key", ctypes.c_uint32), ("payload", ctypes.c_uint32),
+                ("chip", ctypes.c_uint32), ("hops", ctypes.c_uint16), ("arrival_link", ctypes.c_int8),
+                ("flags", ctypes.c_uint8)]
+
+
+def test_the_event_queue_takes_the_earliest_first_and_equal_times_as_they_came():
+    """timing.c's radix heap against a plain list: pushes and pops interleaved, times near
+    (a few ps) and far (up to 2^44 ps) from the last taken, many equal, some earlier than
+    the last taken (filed at it). The order of equal times decides which packet a router
+    or core takes first, so it must be the order they came in."""
+    from tvm_spinn._native import emulator_library
+
+    lib = emulator_library()
+    lib.tm_queue_push.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Event)]
+    lib.tm_queue_push.restype = ctypes.c_int
+    lib.tm_queue_pop.argtypes = [ctypes.c_void_p]
+    lib.tm_queue_pop.restype = _Event
+    lib.tm_queue_free.argtypes = [ctypes.c_void_p]
+    q = ctypes.create_string_buffer(1 << 16)  # a tm_queue_t, zeroed (it takes about 6 kB)
+    rng = np.random.default_rng(3)
+    pending, last, taken, expected = [], 0, [], []
+    try:
+        for n in range(20000):
+            if pending and rng.random() < 0.45:
+                i = min(range(len(pending)), key=lambda j: pending[j])  # earliest, then first come
+                t, key = pending.pop(i)
+                expected.append((t, key))
+                e = lib.tm_queue_pop(q)
+                taken.append((e.t, e.key))
+                last = t
+                continue
+            kind = rng.integers(4)
+            if kind == 0:
+                t = last + int(rng.integers(0, 4))                # equal or nearly so
+            elif kind == 1:
+                t = last + int(rng.integers(0, 1 << 20))          # a hop away
+            elif kind == 2:
+                t = last + (int(rng.integers(0, 1 << 44)) & ~0xFFF)  # far, on a shared grid
+            else:
+                t = max(0, last - int(rng.integers(0, 1000)))      # earlier: filed at last
+            assert lib.tm_queue_push(q, ctypes.byref(_Event(t=t, key=n))) == 0
+            pending.append((max(t, last), n))
+        while pending:
+            i = min(range(len(pending)), key=lambda j: pending[j])
+            expected.append(pending.pop(i))
+            e = lib.tm_queue_pop(q)
+            taken.append((e.t, e.key))
+    finally:
+        lib.tm_queue_free(q)
+    assert taken == expected
+    assert len({t for t, _ in expected}) < len(expected) * 0.9  # many ties were ordered

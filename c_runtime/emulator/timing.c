@@ -52,53 +52,53 @@ void tm_reset(tm_t *tm) {
     tm->makespan = 0;
 }
 
+/* The bucket of time t when last was taken (t >= last): 0 if equal, else by the highest
+ * differing digit and t's value there. */
 static uint32_t bucket_of(uint64_t t, uint64_t last) {
     uint64_t d = t ^ last;
-#if defined(__GNUC__)
-    return d ? 64u - (uint32_t)__builtin_clzll(d) : 0u;
-#else
-    uint32_t i = 0;
-    while (d) { /* the highest differing bit + 1 */
-        d >>= 1;
-        i++;
-    }
-    return i;
-#endif
+    uint32_t digit;
+    if (!d) return 0u;
+    digit = (63u - (uint32_t)__builtin_clzll(d)) / TM_DIGIT_BITS;
+    return 1u + (digit << TM_DIGIT_BITS) + (uint32_t)((t >> (digit * TM_DIGIT_BITS)) & ((1u << TM_DIGIT_BITS) - 1u));
 }
 
-static int bucket_add(tm_bucket_t *b, const packet_t *pk) {
+static int bucket_add(tm_queue_t *q, uint32_t i, const packet_t *pk) {
+    tm_bucket_t *b = &q->b[i];
     if (b->n == b->cap) {
-        uint32_t cap = b->cap ? 2u * b->cap : 256u;
+        uint32_t cap = b->cap ? 2u * b->cap : 32u;
         packet_t *e = realloc(b->e, sizeof(packet_t) * cap);
         if (!e) return -1;
         b->e = e;
         b->cap = cap;
     }
     b->e[b->n++] = *pk;
+    if (i) q->nonempty[(i - 1u) >> 6] |= 1ull << ((i - 1u) & 63u);
     return 0;
 }
 
 int tm_queue_push(tm_queue_t *q, const packet_t *pk) {
     packet_t e = *pk;
     if (e.t < q->last) e.t = q->last; /* never earlier than what was taken */
-    return bucket_add(&q->b[bucket_of(e.t, q->last)], &e);
+    return bucket_add(q, bucket_of(e.t, q->last), &e);
 }
 
 packet_t tm_queue_pop(tm_queue_t *q) {
     tm_bucket_t *b0 = &q->b[0];
     if (b0->head == b0->n) { /* refill bucket 0 from the lowest non-empty bucket */
-        uint32_t i = 1u, k;
+        uint32_t w = 0u, i, k;
         tm_bucket_t *bi;
         uint64_t m;
-        b0->head = b0->n = 0u;
-        while (q->b[i].n == 0u) i++;
+        while (q->nonempty[w] == 0u) w++;
+        i = 1u + 64u * w + (uint32_t)__builtin_ctzll(q->nonempty[w]);
+        q->nonempty[w] &= q->nonempty[w] - 1u; /* it empties */
         bi = &q->b[i];
+        b0->head = b0->n = 0u;
         m = bi->e[0].t;
         for (k = 1u; k < bi->n; k++)
             if (bi->e[k].t < m) m = bi->e[k].t;
         q->last = m;
         for (k = 0; k < bi->n; k++) /* every entry goes to a lower bucket */
-            if (bucket_add(&q->b[bucket_of(bi->e[k].t, m)], &bi->e[k]) != 0) q->oom = 1;
+            if (bucket_add(q, bucket_of(bi->e[k].t, m), &bi->e[k]) != 0) q->oom = 1;
         bi->n = 0u;
     }
     return b0->e[b0->head++];

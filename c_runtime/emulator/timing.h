@@ -80,20 +80,25 @@ typedef struct {
     uint64_t *rx_start;              /* TM_RX_RING: when each of the last packets' processing started */
 } tm_core_t;
 
-/* The event queue of a timed run: a radix heap (event times only grow, so every event is
- * filed by the highest bit in which its time differs from the last one taken; the events
- * themselves sit in the buckets, read in order). Events of equal time leave in the order
- * they were filed into the bucket they leave from. */
+/* The event queue of a timed run: a radix heap of 4-bit digits (event times only grow,
+ * so every event is filed by the highest hex digit in which its time differs from the
+ * last one taken, and by its own value of that digit; the events themselves sit in the
+ * buckets, read in order, and move down at most once per digit). Buckets in index order
+ * hold ever later times; equal times share a bucket, so they leave in the order they
+ * were filed. */
 typedef struct {
     packet_t *e;
     uint32_t n, cap, head;
 } tm_bucket_t;
 
-#define TM_BUCKETS 65u
+#define TM_DIGIT_BITS 4u
+#define TM_DIGITS (64u / TM_DIGIT_BITS)
+#define TM_BUCKETS (1u + TM_DIGITS * (1u << TM_DIGIT_BITS)) /* bucket 0: the time last taken */
 
 typedef struct {
     tm_bucket_t b[TM_BUCKETS];
     uint64_t last;
+    uint64_t nonempty[(TM_BUCKETS - 1u + 63u) / 64u]; /* bit i - 1: bucket i holds events */
     int oom; /* an event could not be filed (out of memory): the run must fail */
 } tm_queue_t;
 
