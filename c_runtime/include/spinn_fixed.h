@@ -9,6 +9,14 @@
 
 #include <stdint.h>
 
+/* Start-up code (config checks and layout, run once): optimised for size, not speed, where
+ * the compiler can (GCC's cold attribute), to leave ITCM to the code every packet runs. */
+#if defined(__GNUC__)
+#define SPINN_COLD __attribute__((cold))
+#else
+#define SPINN_COLD
+#endif
+
 /* Largest and smallest int16 activation. */
 #define SPINN_Q_MAX 32767
 #define SPINN_Q_MIN (-32768)

@@ -38,8 +38,9 @@
  * packing (spinn_rx.h): SPINN_PACK_INT16, a key carries the pair w = 2 * index
  * + {0, 1} (the fields above); SPINN_PACK_INT8 / UINT8 (a live input sending
  * 8-bit values), four values w = 4 * index + {0..3}, so h_shift =
- * ceil_log2(ceil(nw / 4)), stored as int16. 8-bit packets always take the
- * general receive path (spinn_tensor_receive), never the row fast path.
+ * ceil_log2(ceil(nw / 4)), stored as int16. 8-bit packets of a whole quad take the
+ * remembered rows' path out of line (spinn_tensor_receive_other_rows), never the inline
+ * checks of int16 pairs.
  * Entries are valid (spinn_trx_valid) when the shifts are ordered as above and
  * below 32, key has no bit outside mask, every coordinate and size is at most
  * SPINN_MAX_DIM, the dst sizes are nonzero and buffer < the kernel's number of
@@ -484,16 +485,21 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
 
 /* A row spinn_tensor_receive_rc's fast path stores pairs of (spinn_trx_row_fill): a key
  * k of the row stores both its values at base + 2 (k - key) if k - key < pn (key: the
- * row's key of its first such pair; unsigned: other keys give pn or more), and, if half,
- * the pair k - key == pn its low value only (an odd row's last pair, or one the block's
- * right edge cuts). The row's next row (same slot and channel) has the keys step further,
- * nw values further in the buffer, the next count: one of the `rows` rows after this one
- * that lie in the block and key field. */
+ * row's key of its first such pair; unsigned: other keys give pn or more), and, if half
+ * is 1, the pair k - key == pn its low value only (an odd row's last pair, or one the
+ * block's right edge cuts). A row of 8-bit values (a live input's: four a key) has pn 0,
+ * so the inline checks pass it by, and half = quads << 16 | sign << 8 | SPINN_TRX_ROW_PACKED
+ * (sign: spinn_pack8_sign): a key k with k - key < quads stores its four values, sign- or
+ * zero-extended (spinn_unpack8), at base + 4 (k - key). The row's next row (same slot and
+ * channel) has the keys step further, nw values further in the buffer, the next count:
+ * one of the `rows` rows after this one that lie in the block and key field. */
 typedef struct {
     uint32_t key, pn, half, step, rows, nw, slot;
     int16_t *base;
     volatile uint32_t *count; /* the row's count */
 } spinn_trx_row_t;
+
+#define SPINN_TRX_ROW_PACKED 0x200u /* spinn_trx_row_t.half: a row of 8-bit values */
 
 /* Rows the fast path remembers: one per producer whose rows reach the tile interleaved
  * (a tile reads up to MAX_PARTITIONS_PER_READER partitions of each of its producers;
@@ -547,9 +553,9 @@ static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, ui
 static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t *st, const uint32_t *entry,
                                       uint32_t key) {
     uint32_t local = key & ~entry[SPINN_TRX_MASK];
-    uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT], c_shift = entry[SPINN_TRX_C_SHIFT];
+    uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT] & SPINN_RX_SHIFT_MASK, c_shift = entry[SPINN_TRX_C_SHIFT];
+    uint32_t packing = spinn_rx_packing(entry[SPINN_TRX_SLOT_SHIFT]);
     uint32_t h_shift = entry[SPINN_TRX_H_SHIFT], p_mask = (1u << h_shift) - 1u;
-    if (s_shift > 31u) return; /* 8-bit packed (the packing above the shift): the general path only */
     uint32_t s = local >> s_shift, nw = entry[SPINN_TRX_DST_NW], b = entry[SPINN_TRX_BUFFER];
     uint32_t dc = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u)) -
                   entry[SPINN_TRX_DST_C0];
@@ -560,6 +566,17 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     int32_t room = (int32_t)nw - 2 - w_off, lo, hi, half;
     spinn_trx_row_t *r;
     if (s >= st->n_slots || dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return;
+    if (packing) { /* quad q stores its four values iff 4q + 3 < src_nw and 0 <= 4q + w_off <= nw - 4 */
+        room = (int32_t)nw - 4 - w_off;
+        lo = w_off >= 0 ? 0 : (3 - w_off) >> 2;
+        hi = room < 0 ? 0 : (room >> 2) + 1;
+        if (hi > (int32_t)(entry[SPINN_TRX_SRC_NW] >> 2)) hi = (int32_t)(entry[SPINN_TRX_SRC_NW] >> 2);
+        if (h_shift < 16u && hi > (int32_t)(1u << h_shift)) hi = (int32_t)(1u << h_shift);
+        if (hi <= lo) return;
+        half = (hi - lo) << 16 | (int32_t)(spinn_pack8_sign(packing) << 8) | (int32_t)SPINN_TRX_ROW_PACKED;
+        lo <<= 1; /* the buffer offset below counts pairs: a quad is two */
+        hi = lo;  /* pn 0: the inline checks take no key of it */
+    } else {
     /* pair p stores both values iff 2p + 1 < src_nw and 0 <= 2p + w_off <= nw - 2 */
     lo = w_off >= 0 ? 0 : (1 - w_off) >> 1;
     hi = room < 0 ? 0 : (room >> 1) + 1;
@@ -573,10 +590,11 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
         half = 0;
     }
     if (hi <= lo) return; /* no pair of the row is whole in the block */
+    }
     r = &t->rc[t->rc_next];
     t->rc_last = t->rc_next;
     t->rc_next = (t->rc_next + 1u) & (SPINN_TRX_ROWS - 1u);
-    r->key = (key & ~p_mask) + (uint32_t)lo;
+    r->key = (key & ~p_mask) + (uint32_t)(packing ? lo >> 1 : lo);
     r->pn = (uint32_t)(hi - lo);
     r->half = (uint32_t)half;
     r->step = p_mask + 1u;
@@ -689,7 +707,11 @@ static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_tr
                                                                        spinn_counters_t *counters, uint32_t key,
                                                                        uint32_t payload, spinn_row_ready_fn row_ready,
                                                                        const void *kernel) {
-    uint32_t p = key - r->key, span = r->pn + r->half;
+    uint32_t p = key - r->key, span = r->pn + r->half, vals = 2u;
+    if (r->half & SPINN_TRX_ROW_PACKED) { /* 8-bit values, four a key */
+        span = r->half >> 16;
+        vals = 4u;
+    }
     if (p >= span && p - r->step < span && r->rows != 0u) {
         /* the next row's (the table is disjoint: its keys match the same entry) */
         p -= r->step;
@@ -699,12 +721,17 @@ static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_tr
         r->count++;
     }
     if (p < span) {
-        uint32_t slot = r->slot, n = p < r->pn ? 2u : 1u;
+        uint32_t slot = r->slot, n = vals == 4u ? 4u : p < r->pn ? 2u : 1u, j;
         volatile uint32_t *c = r->count;
         uint32_t count = *c + n, received = st->received[slot] + n;
-        int16_t *b = r->base + (p << 1);
-        b[0] = (int16_t)spinn_lo16(payload);
-        if (n == 2u) b[1] = (int16_t)spinn_hi16(payload);
+        int16_t *b = r->base + p * vals;
+        if (n == 4u) {
+            uint32_t sign = (r->half >> 8) & 0x80u;
+            for (j = 0; j < 4u; j++) b[j] = spinn_unpack8(payload, j, sign);
+        } else {
+            b[0] = (int16_t)spinn_lo16(payload);
+            if (n == 2u) b[1] = (int16_t)spinn_hi16(payload);
+        }
         counters->packets_in++;
         if (count != st->row_values && received != st->total_values) {
             st->rx_slot = (int32_t)slot;

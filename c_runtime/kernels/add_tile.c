@@ -9,7 +9,7 @@ typedef struct {
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
-static int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
+static SPINN_COLD int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i;
     uint64_t need;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_ADD) return -1;
@@ -50,7 +50,7 @@ uint32_t spinn_add_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
     return l.workspace_bytes;
 }
 
-int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
+SPINN_COLD int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
     uint8_t *ws = (uint8_t *)workspace;
     if (add_layout(cfg, n_words, &l) != 0) return -1;

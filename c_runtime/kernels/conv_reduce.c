@@ -15,7 +15,7 @@ typedef struct {
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
-static int reduce_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
+static SPINN_COLD int reduce_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i;
     uint64_t need, values;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_CONV_REDUCE) return -1;
@@ -66,7 +66,7 @@ uint32_t spinn_conv_reduce_workspace(const uint32_t *cfg, uint32_t n_words) {
     return l.workspace_bytes;
 }
 
-int spinn_conv_reduce_init(spinn_conv_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
+SPINN_COLD int spinn_conv_reduce_init(spinn_conv_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
     uint8_t *ws = (uint8_t *)workspace;
     if (reduce_layout(cfg, n_words, &l) != 0) return -1;

@@ -42,7 +42,7 @@ static int blocks_proved(const uint32_t *w, uint32_t n_oc, uint32_t words_per_oc
     return 1;
 }
 
-static int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
+static SPINN_COLD int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     uint32_t i, sent_nh, sent_nw;
     uint64_t need, n_w, cfg_end;
     l->phase0 = 0u;
@@ -151,7 +151,7 @@ uint32_t spinn_conv_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
     return l.workspace_bytes;
 }
 
-int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
+SPINN_COLD int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
     uint8_t *ws = (uint8_t *)workspace;
     if (conv_layout(cfg, n_words, &l) != 0) return -1;

@@ -10,7 +10,7 @@ enum { H_KIND, H_ROWS, H_N_SOURCES, H_OUT_KEY, H_OUT_SLOT_SHIFT, H_ACTIVATION, H
 
 static uint32_t align8(uint32_t bytes) { return (bytes + 7u) & ~7u; }
 
-static int reduce_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *params_at, uint32_t *table_at) {
+static SPINN_COLD int reduce_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *params_at, uint32_t *table_at) {
     uint32_t need;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_DENSE_REDUCE) return -1;
     if (cfg[H_ROWS] == 0u || cfg[H_ROWS] > SPINN_MAX_DIM || cfg[H_N_SOURCES] == 0u ||
@@ -31,7 +31,7 @@ uint32_t spinn_dense_reduce_workspace(const uint32_t *cfg, uint32_t n_words) {
     return align8(cfg[H_N_SLOTS] * cfg[H_ROWS] * 8u) + align8(cfg[H_N_SLOTS] * 4u);
 }
 
-int spinn_dense_reduce_init(spinn_dense_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
+SPINN_COLD int spinn_dense_reduce_init(spinn_dense_reduce_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     uint32_t p_at, t_at, i, n_bytes;
     uint8_t *ws = (uint8_t *)workspace;
     if (reduce_layout(cfg, n_words, &p_at, &t_at) != 0) return -1;

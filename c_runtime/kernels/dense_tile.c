@@ -11,7 +11,7 @@ enum { H_KIND, H_MODE, H_ROWS, H_COLS, H_BLOCK, H_OUT_KEY, H_OUT_SLOT_SHIFT, H_A
 static uint32_t align8(uint32_t bytes) { return (bytes + 7u) & ~7u; }
 
 /* Check the header and compute where each part of the config lies. */
-static int tile_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *words_per_row,
+static SPINN_COLD int tile_layout(const uint32_t *cfg, uint32_t n_words, uint32_t *words_per_row,
                        uint32_t *weights_at, uint32_t *params_at, uint32_t *table_at) {
     uint32_t need;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_DENSE_TILE) return -1;
@@ -44,7 +44,7 @@ uint32_t spinn_dense_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
     return inputs_bytes(cfg, wpr) + align8(cfg[H_N_SLOTS] * 4u);
 }
 
-int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
+SPINN_COLD int spinn_dense_tile_init(spinn_dense_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     uint32_t wpr, w_at, p_at, t_at, i, n_bytes;
     uint8_t *ws = (uint8_t *)workspace;
     if (tile_layout(cfg, n_words, &wpr, &w_at, &p_at, &t_at) != 0) return -1;

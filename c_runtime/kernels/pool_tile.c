@@ -10,7 +10,7 @@ typedef struct {
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
-static int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
+static SPINN_COLD int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_t *l) {
     spinn_pool_params_t p;
     uint64_t need;
     if (n_words < H_WORDS || cfg[H_KIND] != SPINN_KIND_POOL) return -1;
@@ -49,7 +49,7 @@ uint32_t spinn_pool_tile_workspace(const uint32_t *cfg, uint32_t n_words) {
     return l.workspace_bytes;
 }
 
-int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
+SPINN_COLD int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, uint32_t n_words, void *workspace) {
     layout_t l;
     uint8_t *ws = (uint8_t *)workspace;
     if (pool_layout(cfg, n_words, &l) != 0) return -1;
