@@ -9,6 +9,8 @@ every tile) gets its own key block and one routing entry sending its keys to the
 cores that read them; the output gatherer decodes generic receive entries."""
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -1520,3 +1522,25 @@ def test_a_row_stream_in_producer_order_takes_the_fast_path_but_for_each_channel
     (counters,) = board.core_counters().values()
     assert counters["packets_in"] == len(x) * C * H * ((width + 1) // 2)
     assert counters["rx_general"] == len(x) * receive_starts(C, H, width)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_receives_fast_path_stores_and_counts_as_its_general_path(seed, tmp_path):
+    """c_runtime/tests/trx_fuzz.c: spinn_tensor_receive_rc (remembered rows, half pairs,
+    the next row) against spinn_tensor_receive alone on random receive tables and packet
+    orders: blocks cut anywhere along w (odd starts and widths, widths 1 and 2, halos cut
+    mid pair either way), rows outside the block, spare key bits, row fields too narrow,
+    two buffers, 8-bit packing, markers, strays, duplicates, slots reused, producers
+    interleaved, masks with holes in the row's fields. After every packet: the same
+    returned slot, rx_slot, buffers, stream counts and counters."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no host gcc")
+    exe = tmp_path / "trx_fuzz"
+    subprocess.run([gcc, "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                    f"-I{ROOT / 'c_runtime' / 'include'}", str(ROOT / "c_runtime" / "tests" / "trx_fuzz.c"),
+                    "-o", str(exe)], check=True, capture_output=True, text=True)
+    out = subprocess.run([str(exe), str(seed), "1500"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    checked, general = (int(v) for v in re.match(r"ok (\d+) packets, (\d+) of", out.stdout).groups())
+    assert checked > 100000 and general < 0.9 * checked  # the fast path was taken, often

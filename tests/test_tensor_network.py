@@ -236,6 +236,27 @@ def test_partitions_send_rows_only_to_the_cores_that_read_them(rng, monkeypatch)
     assert delivered[True] < 0.8 * delivered[False], delivered
 
 
+def test_the_input_is_cut_into_no_more_live_inputs_than_the_board_has_cores_left(rng):
+    """The planner counts one core per graph input; the builder cuts an input into one live
+    input per set of readers (bands), each a core more: only as many as the board has
+    cores beyond the plan's (none left: the input stays one vertex), or a plan that fits
+    the board fails in the mapping (a 32-channel residual network on 3 x 34 x 33 planned
+    805 of the SpiNN-5's 808 cores, and its input cut 9 ways needed 813)."""
+    from dataclasses import replace
+
+    ops = [_conv(rng, 8, 3, 3), _conv(rng, 8, 8, 3, inputs=(0,))]
+    shape = (3, 16, 16)
+    q = quantize_graph(OpGraph(ops, [shape]), rng.normal(size=(8,) + shape).astype(np.float32))
+    plan = plan_graph(q, res.SPINN_5, None, True)
+    plan.plans[0] = tensor_plan(q.ops[0], 1, 4)
+    inputs = lambda p: sum(v.kind == "input" for v in build_machine_graph(p).spec.vertices)  # noqa: E731
+    assert inputs(plan) > 3  # a live input per set of readers (bands, their halos): the board has room
+    for spare in (0, 1, 2):
+        small = replace(plan, board=replace(res.SPINN_5, app_cores=plan.n_cores + spare))
+        layout = build_machine_graph(small)
+        assert inputs(small) == 1 + spare and len(layout.spec.vertices) <= small.board.app_cores
+
+
 def test_partitions_know_the_packets_they_carry(rng):
     """PartitionSpec.packets (the send gaps share a reader out by them) add up, per sender,
     to the packets the emulator counts it sending a sample: every kernel kind, row

@@ -546,16 +546,19 @@ static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, ui
     t->rc_last = t->rc_next = 0u;
 }
 
-/* Remember the row (slot, channel, row of the entry) of a key that matched
- * `entry` (of a disjoint table: then every key of the row matches only it), if
- * the row is a value row inside the buffer block: which of its pairs store both
- * values, and where; in place of the row remembered longest. */
+/* Remember the row (slot, channel, row of the entry) of a key that matched `entry` (of
+ * a disjoint table whose mask leaves the row and pair fields free: then every key of the
+ * row matches only it), if the row is a value row inside the buffer block: which of its
+ * pairs store both values, and where; in place of the row remembered longest. */
 static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t *st, const uint32_t *entry,
                                       uint32_t key) {
     uint32_t local = key & ~entry[SPINN_TRX_MASK];
     uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT] & SPINN_RX_SHIFT_MASK, c_shift = entry[SPINN_TRX_C_SHIFT];
     uint32_t packing = spinn_rx_packing(entry[SPINN_TRX_SLOT_SHIFT]);
     uint32_t h_shift = entry[SPINN_TRX_H_SHIFT], p_mask = (1u << h_shift) - 1u;
+    /* a mask covering a bit of the row and pair fields (valid, though no builder makes one):
+     * keys of the row would match no entry, the general path only */
+    if (entry[SPINN_TRX_MASK] & ((1u << c_shift) - 1u)) return;
     uint32_t s = local >> s_shift, nw = entry[SPINN_TRX_DST_NW], b = entry[SPINN_TRX_BUFFER];
     uint32_t dc = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u)) -
                   entry[SPINN_TRX_DST_C0];

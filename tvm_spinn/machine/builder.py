@@ -635,8 +635,10 @@ def build_machine_graph(plan: GraphPlan, prefix: str = "", max_inputs: int = MAX
     sharing one board). Built twice: the first pass finds which cores read which rows of
     each kernel, the second sends each set of rows on its own partition. ``max_inputs``:
     live input vertices the graph inputs may be cut into (the emulator's limit per program,
-    shared by the copies of a function)."""
+    shared by the copies of a function), and at most the board's cores beyond the plan's
+    (which counts one per graph input)."""
     parts = splits = None
+    max_inputs = min(max_inputs, len(plan.qgraph.input_shapes) + max(0, plan.board.app_cores - plan.n_cores))
     with res.slots(plan.n_slots):
         if SPLIT_PARTITIONS:
             first = _build(plan, prefix, None)[0]
