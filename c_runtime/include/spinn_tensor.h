@@ -487,19 +487,20 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
  * k of the row stores both its values at base + 2 (k - key) if k - key < pn (key: the
  * row's key of its first such pair; unsigned: other keys give pn or more), and, if half
  * is 1, the pair k - key == pn its low value only (an odd row's last pair, or one the
- * block's right edge cuts). A row of 8-bit values (a live input's: four a key) has pn 0,
- * so the inline checks pass it by, and half = quads << 16 | sign << 8 | SPINN_TRX_ROW_PACKED
- * (sign: spinn_pack8_sign): a key k with k - key < quads stores its four values, sign- or
- * zero-extended (spinn_unpack8), at base + 4 (k - key). The row's next row (same slot and
+ * block's right edge cuts). A row of 8-bit values (a live input's: four a key) has pn and
+ * half 0, so the pair checks pass it by, and packed = quads << 16 | sign << 8 |
+ * SPINN_TRX_ROW_PACKED (sign: spinn_pack8_sign): a key k with k - key < quads stores its
+ * four values, sign- or zero-extended (spinn_unpack8), at base + 4 (k - key). The row's next row (same slot and
  * channel) has the keys step further, nw values further in the buffer, the next count:
  * one of the `rows` rows after this one that lie in the block and key field. */
 typedef struct {
     uint32_t key, pn, half, step, rows, nw, slot;
+    uint32_t packed; /* a row of 8-bit values: quads << 16 | sign << 8 | SPINN_TRX_ROW_PACKED; else 0 */
     int16_t *base;
     volatile uint32_t *count; /* the row's count */
 } spinn_trx_row_t;
 
-#define SPINN_TRX_ROW_PACKED 0x200u /* spinn_trx_row_t.half: a row of 8-bit values */
+#define SPINN_TRX_ROW_PACKED 0x200u /* spinn_trx_row_t.packed: a row of 8-bit values */
 
 /* Rows the fast path remembers: one per producer whose rows reach the tile interleaved
  * (a tile reads up to MAX_PARTITIONS_PER_READER partitions of each of its producers;
@@ -521,6 +522,7 @@ typedef struct {
      * replace) */
     spinn_trx_row_t rc[SPINN_TRX_ROWS];
     uint32_t rc_last, rc_next;
+    uint32_t rc_packed; /* a row of 8-bit values was remembered (spinn_trx_row_take_packed) */
 } spinn_trx_rows_t;
 
 /* Receive entries rx[0 .. n_rx) (valid) for spinn_tensor_receive_rc. buffers:
@@ -539,11 +541,12 @@ static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, ui
     t->rx_disjoint = spinn_match_disjoint(rx, n_rx, SPINN_TRX_WORDS);
     for (i = 0; i < SPINN_TRX_ROWS; i++) {
         t->rc[i].pn = 0u; /* no row yet: matches no key */
-        t->rc[i].key = t->rc[i].half = t->rc[i].step = t->rc[i].rows = t->rc[i].nw = t->rc[i].slot = 0u;
+        t->rc[i].key = t->rc[i].half = t->rc[i].packed = t->rc[i].step = t->rc[i].rows = t->rc[i].nw = 0u;
+        t->rc[i].slot = 0u;
         t->rc[i].base = 0;
         t->rc[i].count = 0;
     }
-    t->rc_last = t->rc_next = 0u;
+    t->rc_last = t->rc_next = t->rc_packed = 0u;
 }
 
 /* Remember the row (slot, channel, row of the entry) of a key that matched `entry` (of
@@ -567,6 +570,7 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     /* values: all at most SPINN_MAX_DIM, so int32 holds every step */
     int32_t w_off = (int32_t)entry[SPINN_TRX_SRC_W0] - (int32_t)entry[SPINN_TRX_DST_W0];
     int32_t room = (int32_t)nw - 2 - w_off, lo, hi, half;
+    uint32_t packed = 0u;
     spinn_trx_row_t *r;
     if (s >= st->n_slots || dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return;
     if (packing) { /* quad q stores its four values iff 4q + 3 < src_nw and 0 <= 4q + w_off <= nw - 4 */
@@ -576,9 +580,11 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
         if (hi > (int32_t)(entry[SPINN_TRX_SRC_NW] >> 2)) hi = (int32_t)(entry[SPINN_TRX_SRC_NW] >> 2);
         if (h_shift < 16u && hi > (int32_t)(1u << h_shift)) hi = (int32_t)(1u << h_shift);
         if (hi <= lo) return;
-        half = (hi - lo) << 16 | (int32_t)(spinn_pack8_sign(packing) << 8) | (int32_t)SPINN_TRX_ROW_PACKED;
+        packed = (uint32_t)(hi - lo) << 16 | spinn_pack8_sign(packing) << 8 | SPINN_TRX_ROW_PACKED;
+        t->rc_packed = 1u;
+        half = 0;
         lo <<= 1; /* the buffer offset below counts pairs: a quad is two */
-        hi = lo;  /* pn 0: the inline checks take no key of it */
+        hi = lo;  /* pn 0: the pair checks take no key of it */
     } else {
     /* pair p stores both values iff 2p + 1 < src_nw and 0 <= 2p + w_off <= nw - 2 */
     lo = w_off >= 0 ? 0 : (1 - w_off) >> 1;
@@ -600,6 +606,7 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     r->key = (key & ~p_mask) + (uint32_t)(packing ? lo >> 1 : lo);
     r->pn = (uint32_t)(hi - lo);
     r->half = (uint32_t)half;
+    r->packed = packed;
     r->step = p_mask + 1u;
     /* rows after this one of the block whose row field does not carry */
     r->rows = entry[SPINN_TRX_DST_NH] - 1u - dh;
@@ -709,10 +716,10 @@ static __attribute__((noinline, unused)) int32_t spinn_trx_row_complete(spinn_st
 static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_trx_row_t *r, spinn_stream_t *st,
                                                                        spinn_counters_t *counters, uint32_t key,
                                                                        uint32_t payload, spinn_row_ready_fn row_ready,
-                                                                       const void *kernel) {
+                                                                       const void *kernel, const int quads) {
     uint32_t p = key - r->key, span = r->pn + r->half, vals = 2u;
-    if (r->half & SPINN_TRX_ROW_PACKED) { /* 8-bit values, four a key */
-        span = r->half >> 16;
+    if (quads) { /* spinn_trx_row_take_packed: 8-bit values, four a key */
+        span = r->packed >> 16;
         vals = 4u;
     }
     if (p >= span && p - r->step < span && r->rows != 0u) {
@@ -729,7 +736,7 @@ static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_tr
         uint32_t count = *c + n, received = st->received[slot] + n;
         int16_t *b = r->base + p * vals;
         if (n == 4u) {
-            uint32_t sign = (r->half >> 8) & 0x80u;
+            uint32_t sign = (r->packed >> 8) & 0x80u;
             for (j = 0; j < 4u; j++) b[j] = spinn_unpack8(payload, j, sign);
         } else {
             b[0] = (int16_t)spinn_lo16(payload);
@@ -747,6 +754,23 @@ static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_tr
     return SPINN_TRX_NOT_MINE;
 }
 
+/* A packet of 8-bit values on a remembered row of them (spinn_trx_row_take's quads), or
+ * SPINN_TRX_NOT_MINE. Not inlined: only a live input's readers remember such rows. */
+static __attribute__((noinline, unused)) int32_t spinn_trx_row_take_packed(
+    spinn_trx_rows_t *t, spinn_stream_t *st, spinn_counters_t *counters, uint32_t key, uint32_t payload,
+    spinn_row_ready_fn row_ready, const void *kernel) {
+    uint32_t i;
+    int32_t r;
+    for (i = 0; i < SPINN_TRX_ROWS; i++) {
+        if (t->rc[i].packed &&
+            (r = spinn_trx_row_take(&t->rc[i], st, counters, key, payload, row_ready, kernel, 1)) != SPINN_TRX_NOT_MINE) {
+            t->rc_last = i;
+            return r;
+        }
+    }
+    return SPINN_TRX_NOT_MINE;
+}
+
 /* A packet the fast path did not take: a pair of a remembered row (the last fast
  * packet's first, then the ones remembered after it: producers interleaved in turn come
  * in that order) that completes a row, its half pair, or a pair of another row; else the
@@ -758,11 +782,14 @@ static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_other_rows
     int32_t r;
     for (i = 0; i < SPINN_TRX_ROWS; i++) {
         j = (last + i) & (SPINN_TRX_ROWS - 1u);
-        if ((r = spinn_trx_row_take(&t->rc[j], st, counters, key, payload, row_ready, kernel)) != SPINN_TRX_NOT_MINE) {
+        if ((r = spinn_trx_row_take(&t->rc[j], st, counters, key, payload, row_ready, kernel, 0)) != SPINN_TRX_NOT_MINE) {
             t->rc_last = j;
             return r;
         }
     }
+    if (t->rc_packed &&
+        (r = spinn_trx_row_take_packed(t, st, counters, key, payload, row_ready, kernel)) != SPINN_TRX_NOT_MINE)
+        return r;
     return spinn_tensor_receive_general(t, st, counters, key, payload, row_ready, kernel);
 }
 
