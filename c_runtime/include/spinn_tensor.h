@@ -488,19 +488,17 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
  * row's key of its first such pair; unsigned: other keys give pn or more), and, if half
  * is 1, the pair k - key == pn its low value only (an odd row's last pair, or one the
  * block's right edge cuts). A row of 8-bit values (a live input's: four a key) has pn and
- * half 0, so the pair checks pass it by, and packed = quads << 16 | sign << 8 |
- * SPINN_TRX_ROW_PACKED (sign: spinn_pack8_sign): a key k with k - key < quads stores its
+ * half 0, so the pair checks pass it by, and packed = quads << 16 | sign << 8 (sign:
+ * spinn_pack8_sign): a key k with k - key < quads stores its
  * four values, sign- or zero-extended (spinn_unpack8), at base + 4 (k - key). The row's next row (same slot and
  * channel) has the keys step further, nw values further in the buffer, the next count:
  * one of the `rows` rows after this one that lie in the block and key field. */
 typedef struct {
     uint32_t key, pn, half, step, rows, nw, slot;
-    uint32_t packed; /* a row of 8-bit values: quads << 16 | sign << 8 | SPINN_TRX_ROW_PACKED; else 0 */
+    uint32_t packed; /* a row of 8-bit values: quads << 16 | sign << 8 (quads >= 1); else 0 */
     int16_t *base;
     volatile uint32_t *count; /* the row's count */
 } spinn_trx_row_t;
-
-#define SPINN_TRX_ROW_PACKED 0x200u /* spinn_trx_row_t.packed: a row of 8-bit values */
 
 /* Rows the fast path remembers: one per producer whose rows reach the tile interleaved
  * (a tile reads up to MAX_PARTITIONS_PER_READER partitions of each of its producers;
@@ -580,7 +578,7 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
         if (hi > (int32_t)(entry[SPINN_TRX_SRC_NW] >> 2)) hi = (int32_t)(entry[SPINN_TRX_SRC_NW] >> 2);
         if (h_shift < 16u && hi > (int32_t)(1u << h_shift)) hi = (int32_t)(1u << h_shift);
         if (hi <= lo) return;
-        packed = (uint32_t)(hi - lo) << 16 | spinn_pack8_sign(packing) << 8 | SPINN_TRX_ROW_PACKED;
+        packed = (uint32_t)(hi - lo) << 16 | spinn_pack8_sign(packing) << 8;
         t->rc_packed = 1u;
         half = 0;
         lo <<= 1; /* the buffer offset below counts pairs: a quad is two */
@@ -664,39 +662,6 @@ static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_general(
                                 t->rx_rows_per_buffer, st, counters, row_ready, kernel, t);
 }
 
-/* A whole pair of row r (or of the row after it, which r then moves on to) that completes
- * neither its row nor its slot's sample: stored and counted, and 1; else 0 (the common
- * case, inlined; spinn_trx_row_take takes the rest). */
-static inline __attribute__((always_inline)) int spinn_trx_row_fast(spinn_trx_row_t *r, spinn_stream_t *st,
-                                                                   spinn_counters_t *counters, uint32_t key,
-                                                                   uint32_t payload) {
-    uint32_t p = key - r->key;
-    if (p >= r->pn && p - r->step < r->pn && r->rows != 0u) {
-        /* the next row's (the table is disjoint: its keys match the same entry) */
-        p -= r->step;
-        r->key += r->step;
-        r->rows--;
-        r->base += r->nw;
-        r->count++;
-    }
-    if (p < r->pn) {
-        uint32_t slot = r->slot;
-        volatile uint32_t *c = r->count;
-        uint32_t count = *c + 2u, received = st->received[slot] + 2u;
-        if (count != st->row_values && received != st->total_values) {
-            int16_t *b = r->base + (p << 1);
-            b[0] = (int16_t)spinn_lo16(payload);
-            b[1] = (int16_t)spinn_hi16(payload);
-            counters->packets_in++;
-            st->rx_slot = (int32_t)slot;
-            *c = count;
-            st->received[slot] = received;
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* The fast path's packet completed its row (or its slot's sample): n values of row r,
  * stored; count them as the general path does (spinn_stream_received). Not inlined: once
  * per row, off the common path. */
@@ -710,18 +675,22 @@ static __attribute__((noinline, unused)) int32_t spinn_trx_row_complete(spinn_st
 
 #define SPINN_TRX_NOT_MINE (-2) /* spinn_trx_row_take: the key is not of the row */
 
-/* A pair of row r (or of the row after it, which r then moves on to), its half pair
- * included, whatever it completes: stored and counted; returns what the general path would
- * (spinn_stream_received: the slot to compute, or -1); SPINN_TRX_NOT_MINE for other keys. */
+/* What spinn_trx_row_take takes of a row: */
+#define SPINN_TRX_FAST 0  /* whole pairs completing neither their row nor their slot's sample (inline) */
+#define SPINN_TRX_PAIRS 1 /* whole pairs and the half pair, whatever they complete */
+#define SPINN_TRX_QUADS 2 /* 8-bit quads, whatever they complete (a row with packed set) */
+
+/* A key of row r (or of the row after it, which r then moves on to) of the kind `mode`
+ * takes: stored and counted; returns what the general path would (spinn_stream_received:
+ * the slot to compute, or -1); SPINN_TRX_NOT_MINE for other keys (the row is left as it
+ * is, but for a move to its next row). `mode` is a constant at every call: each inlined
+ * copy is only its own case. */
 static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_trx_row_t *r, spinn_stream_t *st,
                                                                        spinn_counters_t *counters, uint32_t key,
                                                                        uint32_t payload, spinn_row_ready_fn row_ready,
-                                                                       const void *kernel, const int quads) {
-    uint32_t p = key - r->key, span = r->pn + r->half, vals = 2u;
-    if (quads) { /* spinn_trx_row_take_packed: 8-bit values, four a key */
-        span = r->packed >> 16;
-        vals = 4u;
-    }
+                                                                       const void *kernel, const int mode) {
+    uint32_t p = key - r->key, vals = mode == SPINN_TRX_QUADS ? 4u : 2u;
+    uint32_t span = mode == SPINN_TRX_QUADS ? r->packed >> 16 : mode == SPINN_TRX_PAIRS ? r->pn + r->half : r->pn;
     if (p >= span && p - r->step < span && r->rows != 0u) {
         /* the next row's (the table is disjoint: its keys match the same entry) */
         p -= r->step;
@@ -731,10 +700,13 @@ static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_tr
         r->count++;
     }
     if (p < span) {
-        uint32_t slot = r->slot, n = vals == 4u ? 4u : p < r->pn ? 2u : 1u, j;
+        uint32_t slot = r->slot, n = mode == SPINN_TRX_QUADS ? 4u : mode == SPINN_TRX_FAST || p < r->pn ? 2u : 1u, j;
         volatile uint32_t *c = r->count;
         uint32_t count = *c + n, received = st->received[slot] + n;
-        int16_t *b = r->base + p * vals;
+        int16_t *b;
+        if (mode == SPINN_TRX_FAST && (count == st->row_values || received == st->total_values))
+            return SPINN_TRX_NOT_MINE;
+        b = r->base + p * vals;
         if (n == 4u) {
             uint32_t sign = (r->packed >> 8) & 0x80u;
             for (j = 0; j < 4u; j++) b[j] = spinn_unpack8(payload, j, sign);
@@ -763,7 +735,8 @@ static __attribute__((noinline, unused)) int32_t spinn_trx_row_take_packed(
     int32_t r;
     for (i = 0; i < SPINN_TRX_ROWS; i++) {
         if (t->rc[i].packed &&
-            (r = spinn_trx_row_take(&t->rc[i], st, counters, key, payload, row_ready, kernel, 1)) != SPINN_TRX_NOT_MINE) {
+            (r = spinn_trx_row_take(&t->rc[i], st, counters, key, payload, row_ready, kernel, SPINN_TRX_QUADS)) !=
+                SPINN_TRX_NOT_MINE) {
             t->rc_last = i;
             return r;
         }
@@ -782,7 +755,8 @@ static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_other_rows
     int32_t r;
     for (i = 0; i < SPINN_TRX_ROWS; i++) {
         j = (last + i) & (SPINN_TRX_ROWS - 1u);
-        if ((r = spinn_trx_row_take(&t->rc[j], st, counters, key, payload, row_ready, kernel, 0)) != SPINN_TRX_NOT_MINE) {
+        if ((r = spinn_trx_row_take(&t->rc[j], st, counters, key, payload, row_ready, kernel, SPINN_TRX_PAIRS)) !=
+            SPINN_TRX_NOT_MINE) {
             t->rc_last = j;
             return r;
         }
@@ -807,9 +781,12 @@ static inline __attribute__((always_inline)) int32_t spinn_tensor_receive_rc(spi
                                                                              spinn_row_ready_fn row_ready,
                                                                              const void *kernel) {
     uint32_t next = (t->rc_last + 1u) & (SPINN_TRX_ROWS - 1u);
-    if (spinn_trx_row_fast(&t->rc[t->rc_last], st, counters, key, payload)) return -1; /* ready 0: spinn_stream_trigger's -1 */
+    if (spinn_trx_row_take(&t->rc[t->rc_last], st, counters, key, payload, row_ready, kernel, SPINN_TRX_FAST) !=
+        SPINN_TRX_NOT_MINE)
+        return -1;
     /* producers interleaved in turn: the row remembered after the last one's */
-    if (spinn_trx_row_fast(&t->rc[next], st, counters, key, payload)) {
+    if (spinn_trx_row_take(&t->rc[next], st, counters, key, payload, row_ready, kernel, SPINN_TRX_FAST) !=
+        SPINN_TRX_NOT_MINE) {
         t->rc_last = next;
         return -1;
     }

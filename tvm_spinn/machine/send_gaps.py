@@ -52,7 +52,7 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
     (packets per cycle) such that the senders of a reader never send faster than it takes
     packets in (one per its cycles a packet in: the receive's short path,
     tiling.cycle_model.KernelCost.packet_in, and its general path for the share the
-    senders' interleaved rows take, general_share; the gatherer: gatherer_cycles), even when they
+    senders' interleaved rows take, KernelCost.packet_in_among; the gatherer: gatherer_cycles), even when they
     all send at once. A live input sends at most one packet per
     tiling.cycle_model.input_core_cycles. Within those bounds the senders' rates are
     max-min fair in samples per cycle (progressive filling): every sender's sample rate
@@ -76,7 +76,7 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
             if part.pre not in members.setdefault(post, []):
                 members[post].append(part.pre)
     cycles: Dict[str, float] = {
-        r: _packet_in_cycles(_KIND_OF_BINARY[vertices[r].binary], len(members[r])) if vertices[r].kind == KERNEL
+        r: cost(_KIND_OF_BINARY[vertices[r].binary]).packet_in_among(len(members[r])) if vertices[r].kind == KERNEL
         else cycle_model.gatherer_cycles() for r in members}
     fixed = {s: 1.0 / cycle_model.input_core_cycles() for s in sent if vertices[s].kind == INPUT}
     rate, stopped_by = _fill(sent, members, cycles, fixed)
@@ -89,14 +89,6 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
         phase = sorted(s for s in members[by] if s not in fixed).index(pre) * cycles[by]
         out[pre] = (min(MAX_CYCLES, int(math.ceil(gap))), min(MAX_CYCLES, int(math.ceil(phase))))
     return out
-
-
-def _packet_in_cycles(kind: str, senders: int) -> float:
-    """A reader's cycles a packet in with ``senders`` sending to it at once: the receive's
-    fast path, and its general path for the share of packets interleaved rows take there
-    (tiling.cycle_model.general_share; 0 for the kernels without rows)."""
-    c = cost(kind)
-    return c.packet_in + c.start * cycle_model.general_share(senders)
 
 
 def _fill(sent: Dict[str, float], members: Dict[str, List[str]], cycles: Dict[str, float],

@@ -58,6 +58,12 @@ class KernelCost:
         """Cycles per packet in (in the FIQ) on the receive's short path."""
         return self.fiq + self.receive
 
+    def packet_in_among(self, senders: int) -> float:
+        """Mean cycles per packet in (in the FIQ) with ``senders`` sending at once: the fast
+        path, and the longer one for the share their interleaved rows take
+        (:func:`general_share`; ``start`` is 0 for the kernels without rows)."""
+        return self.packet_in + self.start * general_share(senders)
+
     def cycles(self, *, macs: float = 0, blocks: float = 0, outputs: float = 0, packets_in: float = 0,
                packets_out: float = 0, computes: float = 0, events: float = 0, starts: float = 0) -> float:
         """Cycles of the counted work; events: user events (computes made due while the core
@@ -74,15 +80,13 @@ class KernelCost:
 RECEIVE_ROWS = 8
 
 
-def receive_starts(channels: int, rows: int, width: int, inputs: int = 1) -> int:
+def receive_starts(channels: int, inputs: int = 1) -> int:
     """Packets per sample that take a tensor kernel's longer receive path (spinn_tensor.h
     spinn_tensor_receive_rc) when its producers' rows come one after another: the first of
     each input channel's block (the rows after it, the one completing a row and an odd row's
     half pair included, take the fast path). A lower bound: rows of more producers than the
     receive remembers, interleaved, take it more often (:func:`general_share`; the kernels
-    count them, ``rx_general``, and the statistics and the timed emulation charge those).
-    ``rows`` and ``width`` do not change it."""
-    del rows, width
+    count them, ``rx_general``, and the statistics and the timed emulation charge those)."""
     return inputs * channels
 
 

@@ -190,7 +190,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost(kind)
         cycles = model.cycles(macs=macs, outputs=nc * noh * out_w, computes=1)
         in_values = n_buf * nih * in_w
-        starts = receive_starts(n_buf, nih, in_w)
+        starts = receive_starts(n_buf)
         if partial:  # one int32 partial sum per packet
             out_pairs = nc * noh * out_w
     elif isinstance(op, Pool2D):
@@ -203,7 +203,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost(kind)
         cycles = model.cycles(outputs=nc * noh * out_w * max(1.0, kh * kw / 4), computes=1)
         in_values = nc * nih * in_w
-        starts = receive_starts(nc, nih, in_w)
+        starts = receive_starts(nc)
     else:
         nih = noh
         n_buf = nc
@@ -213,7 +213,7 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost("add_tile")
         cycles = model.cycles(outputs=nc * noh * out_w, computes=1)
         in_values = 2 * nc * noh * in_w
-        starts = receive_starts(nc, noh, in_w, 2)
+        starts = receive_starts(nc, 2)
     # spinn_stream_words: per slot a count per input row, then received, next_row, pending;
     # each workspace part is 8-byte aligned (up to 3 parts of 4 bytes of padding)
     counts = res.n_slots() * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
@@ -238,7 +238,7 @@ def producers_send_cycles(qop: QOp, nc: int, noh: int, sources: Sequence[Block])
     n_c, nih, kind = _tile_input(qop, nc, noh)
     blocks = _middle_blocks(sources, n_c, nih, in_h)
     packets = sum(bc * bh * ((in_w + 1) // 2) for _, bc, _, bh in blocks)
-    return packets * (cost(kind).packet_in + cost(kind).start * general_share(len(blocks)))
+    return packets * cost(kind).packet_in_among(len(blocks))
 
 
 def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float]:
