@@ -59,13 +59,34 @@ def test_copies_give_the_results_of_one_copy_bit_for_bit(cnn, builds):
     assert {c.label.split(".")[0] for c in p3.cores} == {"r0", "r1", "r2"}  # each copy on its own cores
 
 
-def test_auto_fills_the_machine_and_bad_values_are_refused(cnn):
+def test_auto_takes_the_copies_with_the_best_modelled_throughput_and_bad_values_are_refused(cnn, builds):
+    """replicas="auto" maps a few copy counts (the most that fit, halving down to one) and
+    keeps the one the timed emulation gives the best throughput (the fewest copies within 2%
+    of it): at least what one copy or two give."""
+    from tvm_spinn.runtime import copies
+
     mod, x = cnn
-    _, p, _, stats = _run(mod, x[:2], replicas="auto")
-    assert 1 < p.replicas <= 16 and p.n_cores <= 808
+    y, p, _, stats = _run(mod, x[:2], tvm_spinn.build(mod, calibration=x, strict=True, replicas="auto"))
+    assert 1 <= p.replicas <= 16 and p.n_cores <= 808
+    np.testing.assert_array_equal(y, _run(mod, x[:2], builds[1])[0])
+    rate = copies.modelled_throughput(p)
+    for n in (1, 2):
+        other = executors(relax.VirtualMachine(tvm_spinn.build(mod, calibration=x, strict=True, replicas=n),
+                                               tvm.cpu()))[0].program
+        assert rate >= (1 - copies.TIE) * copies.modelled_throughput(other), n
     for bad in (0, -1, 2.5, "many", True, 17):  # 17: more copies than a function has live inputs
         with pytest.raises(ValueError, match="replicas="):
             tvm_spinn.build(mod, calibration=x, replicas=bad)
+
+
+def test_the_copy_counts_auto_tries_and_keeps():
+    from tvm_spinn.runtime import copies
+
+    assert copies.candidates(16) == [16, 8, 4, 2, 1] and copies.candidates(3) == [3, 2, 1]
+    assert copies.candidates(5) == [5, 3, 2, 1] and copies.candidates(1) == [1]
+    assert copies.best([(3, 191.0), (2, 265.0), (1, 189.0)]) == 2
+    assert copies.best([(16, 1049.0), (8, 1200.0), (4, 1190.0), (2, 1196.0), (1, 1158.0)]) == 2  # within 2%
+    assert copies.best([(1, 10.0)]) == 1
 
 
 def test_copies_on_the_board_double(cnn, double):

@@ -240,8 +240,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="fail if an offloaded part cannot be built, instead of keeping it on the host")
     p.add_argument("--replicas", type=_replicas, default=1, metavar="N",
-                   help="copies of the model on the machine, a batch spread over them (default 1; auto: as "
-                        "many as fit)")
+                   help="copies of the model on the machine, a batch spread over them (default 1; auto: of "
+                        "the most that fit and halving counts, the one with the best modelled throughput)")
     p.add_argument("--input-bits", type=int, choices=(16, 8), default=16,
                    help="bits per input value on the host link (default 16; 8: for 8-bit data such as images, "
                         "half the bytes)")

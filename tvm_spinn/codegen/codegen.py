@@ -28,6 +28,7 @@ from ..quantization.quantize import CalibrationSettings, quantize_graph
 from ..tiling import resources as res
 from ..tiling.dense import LayerPlan
 from ..progress import stage
+from ..runtime.copies import choose as choose_copies
 from ..tiling.planner import WEIGHT_BYTES_PER_CORE, GraphPlan, fewest_cores, plan_graph
 from ..tiling.tensor import FusedPool, TensorOpPlan
 
@@ -277,46 +278,53 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
             refused[symbol] = str(exc)
     copies = _replicas(options, [k[1] for k in kept])
     while kept:
-        plans = [k[1] for k in kept]
-        if copies * sum(p.n_cores for p in plans) > options.board.app_cores:
-            error = _too_big(plans, options, copies)
-        else:
-            try:
-                stage("mapping", f"{copies * sum(p.n_cores for p in plans)} cores")
-                # each function's copies: "f1.r0.", "f1.r1.", ... (live inputs shared out among
-                # them); one copy is the layout built above
-                layouts = [[lay] if copies == 1 else
-                           [build_machine_graph(p, f"{pre}r{k}.", MAX_LIVE_INPUTS // copies) for k in range(copies)]
-                           for _, p, _, _, pre, lay in kept]
-                spec = merge_graphs([lay for lays in layouts for lay in lays])
-                assign_send_gaps(spec)
-                spec.board_of = _copies_on_boards(layouts, options.board)
-                if spec.board_of is None:  # a board cannot hold its copies
-                    if options.replicas == "auto":
-                        copies -= 1
-                        continue
-                    log.warning("%d copies do not fit one board each: the toolchain places them freely, "
-                                "and they share the host links", copies)
-                    spec.board_of = {}
-                mapping = map_graph(spec)
-                log.info("%d offloaded function(s)%s on %d cores, mapped in %.1f s", len(kept),
-                         f" x {copies} copies" if copies > 1 else "", copies * sum(p.n_cores for p in plans),
-                         mapping.mapping_seconds)
-                symbols = [k[0] for k in kept]
-                return [make_program(s, p, lays, mapping, symbols, args, results, options.calls_per_inference.get(s, 1),
-                                     options.titles.get(s, ""))
-                        for (s, p, args, results, _, _), lays in zip(kept, layouts)], refused
-            except MappingError as exc:
-                error = exc
-        if copies > 1 and options.replicas == "auto":  # fewer copies, then fewer functions
-            copies -= 1
-            continue
+        try:
+            if options.replicas == "auto":  # of a few counts, the one with the best modelled throughput
+                copies, programs = choose_copies(lambda n: _map_copies(kept, n, options), copies)
+            else:
+                programs = _map_copies(kept, copies, options)
+            return programs, refused
+        except (MappingError, ResourceError) as exc:  # "auto": no count down to one copy maps
+            error = exc
         if strict:
             raise error
         largest = max(range(len(kept)), key=lambda i: kept[i][1].n_cores)
         refused[kept[largest][0]] = f"left on the host so that the rest fits the board: {error}"
         del kept[largest]
     return [], refused
+
+
+def _map_copies(kept: List, copies: int, options: CodegenOptions) -> Optional[List[BoardProgram]]:
+    """The programs of ``copies`` copies of every kept function (symbol, plan, argument
+    shapes, result shapes, label prefix, one copy's machine graph), mapped together. None
+    for "auto" when a board of several cannot hold its copies. Raises ResourceError when
+    they need more cores than the machine has, MappingError when the toolchain fails."""
+    plans = [k[1] for k in kept]
+    if copies * sum(p.n_cores for p in plans) > options.board.app_cores:
+        raise _too_big(plans, options, copies)
+    stage("mapping", f"{copies * sum(p.n_cores for p in plans)} cores")
+    # each function's copies: "f1.r0.", "f1.r1.", ... (live inputs shared out among them); one
+    # copy is the layout built already
+    layouts = [[lay] if copies == 1 else
+               [build_machine_graph(p, f"{pre}r{k}.", MAX_LIVE_INPUTS // copies) for k in range(copies)]
+               for _, p, _, _, pre, lay in kept]
+    spec = merge_graphs([lay for lays in layouts for lay in lays])
+    assign_send_gaps(spec)
+    spec.board_of = _copies_on_boards(layouts, options.board)
+    if spec.board_of is None:  # a board cannot hold its copies
+        if options.replicas == "auto":
+            return None
+        log.warning("%d copies do not fit one board each: the toolchain places them freely, "
+                    "and they share the host links", copies)
+        spec.board_of = {}
+    mapping = map_graph(spec)
+    log.info("%d offloaded function(s)%s on %d cores, mapped in %.1f s", len(kept),
+             f" x {copies} copies" if copies > 1 else "", copies * sum(p.n_cores for p in plans),
+             mapping.mapping_seconds)
+    symbols = [k[0] for k in kept]
+    return [make_program(s, p, lays, mapping, symbols, args, results, options.calls_per_inference.get(s, 1),
+                         options.titles.get(s, ""))
+            for (s, p, args, results, _, _), lays in zip(kept, layouts)]
 
 
 def _copies_on_boards(layouts: List[List[GraphLayout]], board: res.Board) -> Optional[Dict[str, int]]:
@@ -334,9 +342,9 @@ def _copies_on_boards(layouts: List[List[GraphLayout]], board: res.Board) -> Opt
 
 
 def _replicas(options: CodegenOptions, plans: List[GraphPlan]) -> int:
-    """Copies of every function: options.replicas, or for "auto" as many as the machine's
+    """Copies of every function: options.replicas, or for "auto" the most the machine's
     application cores hold (each copy needs at least one of the emulator's live inputs per
-    argument; the mapping may still take fewer)."""
+    argument), the first count runtime.copies tries."""
     if options.replicas != "auto":
         return int(options.replicas)
     if not plans:

@@ -267,9 +267,11 @@ def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
         calibration values (100: the maximum) times ``headroom`` (default 2: one bit of
         precision keeps fresh samples from saturating); see
         :class:`tvm_spinn.quantization.quantize.CalibrationSettings`.
-    replicas : copies of every offloaded function on the machine (int >= 1), or "auto" for as
-        many as its application cores hold (at most 16 per function: the emulator's live
-        inputs). The runtime spreads a batch over the copies, one sample per copy at a time
+    replicas : copies of every offloaded function on the machine (int >= 1), or "auto": of a
+        few counts (the most its application cores hold, at most 16 per function, the
+        emulator's live inputs; then halving down to one), the one with the best modelled
+        throughput (each mapped and run in the timed emulation at its host pace:
+        tvm_spinn.runtime.copies; the build takes that much longer). The runtime spreads a batch over the copies, one sample per copy at a time
         (a last, partial group goes to only as many copies as it has samples); they run
         side by side, sharing the host link and the output gatherer
         (tvm_spinn.runtime.replicas). Results are the same as with one copy.

@@ -1,0 +1,93 @@
+"""How many copies ``replicas="auto"`` maps: the count with the best modelled throughput.
+
+More copies of a model are not always faster: they share the host link and the Ethernet
+chip's router, and the host pace that keeps a board from dropping packets
+(:mod:`tvm_spinn.runtime.pacing`) can be slower with more of them (ResNet-8: 265/s with two
+copies, 191/s with three, the most that fit). So the build maps a few copy counts
+(:func:`candidates`), and for each runs the timed emulation: the pace search, then
+:data:`GROUPS` sample windows of zeros at that pace (the packets a sample sends do not
+depend on its values). It keeps the count with the highest throughput, the fewest copies
+among those within :data:`TIE` of it (fewer cores for the same rate). All figures are
+MODELLED (the timed emulation), not measured on a board.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, List, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import EmulatorError, LostSamplesError, MappingError, ResourceError
+from ..program.board import BoardProgram
+from . import pacing
+
+log = logging.getLogger("tvm_spinn")
+
+GROUPS = 4  # sample windows (n_slots samples per copy each) a throughput run streams
+TIE = 0.02  # counts within this share of the best throughput tie: the fewest copies wins
+
+
+def candidates(most: int) -> List[int]:
+    """Copy counts to try, most first: the most that fit, then halving down to one (16: 16,
+    8, 4, 2, 1; 3: 3, 2, 1)."""
+    out, n = [most], most
+    while n > 1:
+        n = min(n - 1, -(-n // 2)) if n > 2 else n - 1
+        out.append(n)
+    return out
+
+
+def modelled_throughput(program: BoardProgram) -> float:
+    """Samples per second of ``program`` (its copies together) in a timed emulation at its
+    host pace (chosen here, and kept on the program as the runtime would choose it).
+    Raises what the emulator raises (EmulatorError) for a program that cannot run zeros."""
+    from .emulator import EmulatedBoard
+
+    def timed(rate: float) -> EmulatedBoard:
+        return EmulatedBoard(program, timed=True, host_mbps=rate)
+
+    mbps = pacing.host_mbps(program, timed)
+    x = np.zeros((GROUPS * program.n_slots * max(1, program.replicas), program.in_features), np.int16)
+    board = timed(mbps)
+    board.run(x)
+    return float(board.last_timed.throughput_per_s)
+
+
+def best(tried: Sequence[Tuple[int, float]]) -> int:
+    """The copy count to keep of ``tried`` ((copies, modelled samples/s), at least one): the
+    fewest copies within TIE of the highest throughput."""
+    top = max(rate for _, rate in tried)
+    return min(n for n, rate in tried if rate >= (1.0 - TIE) * top)
+
+
+def choose(build: Callable[[int], List[BoardProgram]], most: int) -> Tuple[int, List[BoardProgram]]:
+    """(copies, programs) of the count with the best modelled throughput among
+    :func:`candidates` (``most``): build(n) maps n copies (raising MappingError or
+    ResourceError, or returning None, when they do not fit: that count is skipped). The
+    throughput of a build is that of its largest program (the function with the most
+    cores). A build the emulator cannot run counts as the slowest (the most copies that map
+    are kept when none runs). Raises the last build error when no count maps."""
+    built, tried, error = {}, [], None
+    for n in candidates(most):
+        try:
+            programs = build(n)
+        except (MappingError, ResourceError) as exc:  # fewer copies may map
+            error = exc
+            continue
+        if programs is None:
+            continue
+        built[n] = programs
+        largest = max(programs, key=lambda p: len(p.cores))
+        try:
+            tried.append((n, modelled_throughput(largest)))
+        except (EmulatorError, LostSamplesError) as exc:
+            log.debug("replicas='auto': %d copies not timed (%s)", n, exc)
+            tried.append((n, -1.0))
+    if not tried:
+        if error is not None:
+            raise error
+        raise ResourceError("replicas='auto': no number of copies fits the machine")
+    n = best(tried) if any(rate >= 0 for _, rate in tried) else tried[0][0]
+    log.info("replicas='auto': %s (modelled samples/s, timed emulation): %d copies",
+             ", ".join(f"{k} {'copy' if k == 1 else 'copies'} {rate:,.0f}/s" for k, rate in tried), n)
+    return n, built[n]
