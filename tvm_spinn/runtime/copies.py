@@ -5,8 +5,9 @@ chip's router, and the host pace that keeps a board from dropping packets
 (:mod:`tvm_spinn.runtime.pacing`) can be slower with more of them (ResNet-8: 265/s with two
 copies, 191/s with three, the most that fit). So the build maps a few copy counts
 (:func:`candidates`), and for each runs the timed emulation: the pace search, then
-:data:`GROUPS` sample windows of zeros at that pace (the packets a sample sends do not
-depend on its values). It keeps the count with the highest throughput, the fewest copies
+:data:`SAMPLES` samples of zeros at that pace (the packets a sample sends do not depend on
+its values; the same number for every count, so that the pipeline's filling weighs alike:
+a short run favours more copies). It keeps the count with the highest throughput, the fewest copies
 among those within :data:`TIE` of it (fewer cores for the same rate). All figures are
 MODELLED (the timed emulation), not measured on a board.
 """
@@ -23,7 +24,8 @@ from . import pacing
 
 log = logging.getLogger("tvm_spinn")
 
-GROUPS = 4  # sample windows (n_slots samples per copy each) a throughput run streams
+SAMPLES = 128  # samples a throughput run streams (at least GROUPS sample windows)
+GROUPS = 4  # sample windows (n_slots samples per copy each)
 TIE = 0.02  # counts within this share of the best throughput tie: the fewest copies wins
 
 
@@ -47,7 +49,9 @@ def modelled_throughput(program: BoardProgram) -> float:
         return EmulatedBoard(program, timed=True, host_mbps=rate)
 
     mbps = pacing.host_mbps(program, timed)
-    x = np.zeros((GROUPS * program.n_slots * max(1, program.replicas), program.in_features), np.int16)
+    copies = max(1, program.replicas)
+    n = max(SAMPLES, GROUPS * program.n_slots * copies)
+    x = np.zeros((-(-n // copies) * copies, program.in_features), np.int16)
     board = timed(mbps)
     board.run(x)
     return float(board.last_timed.throughput_per_s)
