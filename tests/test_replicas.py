@@ -84,9 +84,10 @@ def test_the_copy_counts_auto_tries_and_keeps():
 
     assert copies.candidates(16) == [16, 8, 4, 2, 1] and copies.candidates(3) == [3, 2, 1]
     assert copies.candidates(5) == [5, 3, 2, 1] and copies.candidates(1) == [1]
-    assert copies.best([(3, 191.0), (2, 265.0), (1, 189.0)]) == 2
-    assert copies.best([(16, 1049.0), (8, 1200.0), (4, 1190.0), (2, 1196.0), (1, 1158.0)]) == 2  # within 2%
-    assert copies.best([(1, 10.0)]) == 1
+    assert copies.best([(3, 191.0, 0), (2, 265.0, 0), (1, 189.0, 0)]) == 2
+    assert copies.best([(16, 1049.0, 0), (8, 1200.0, 0), (4, 1190.0, 0), (2, 1196.0, 0), (1, 1158.0, 0)]) == 2
+    assert copies.best([(3, 300.0, 12), (2, 265.0, 0), (1, 189.0, 0)]) == 2  # a count that drops loses
+    assert copies.best([(2, 265.0, 5), (1, 189.0, 7)]) == 2 and copies.best([(1, 10.0, 0)]) == 1
 
 
 def test_copies_on_the_board_double(cnn, double):

@@ -7,9 +7,10 @@ copies, 191/s with three, the most that fit). So the build maps a few copy count
 (:func:`candidates`), and for each runs the timed emulation: the pace search, then
 :data:`SAMPLES` samples of zeros at that pace (the packets a sample sends do not depend on
 its values; the same number for every count, so that the pipeline's filling weighs alike:
-a short run favours more copies). It keeps the count with the highest throughput, the fewest copies
-among those within :data:`TIE` of it (fewer cores for the same rate). All figures are
-MODELLED (the timed emulation), not measured on a board.
+a short run favours more copies). It keeps the count with the highest throughput, the
+fewest copies among those within :data:`TIE` of it (fewer cores for the same rate), of the
+counts whose run predicts no dropped packet if there are any (the pace search streams
+fewer samples). All figures are MODELLED (the timed emulation), not measured on a board.
 """
 from __future__ import annotations
 
@@ -39,10 +40,12 @@ def candidates(most: int) -> List[int]:
     return out
 
 
-def modelled_throughput(program: BoardProgram) -> float:
-    """Samples per second of ``program`` (its copies together) in a timed emulation at its
-    host pace (chosen here, and kept on the program as the runtime would choose it).
-    Raises what the emulator raises (EmulatorError) for a program that cannot run zeros."""
+def timed_run(program: BoardProgram) -> Tuple[float, int]:
+    """(samples per second, packets a board would drop) of ``program`` (its copies together)
+    in a timed emulation of SAMPLES samples at its host pace (chosen here, and kept on the
+    program as the runtime would choose it: the pace search streams fewer samples, so a
+    longer run may still predict drops). Raises what the emulator raises (EmulatorError)
+    for a program that cannot run zeros."""
     from .emulator import EmulatedBoard
 
     def timed(rate: float) -> EmulatedBoard:
@@ -54,14 +57,21 @@ def modelled_throughput(program: BoardProgram) -> float:
     x = np.zeros((-(-n // copies) * copies, program.in_features), np.int16)
     board = timed(mbps)
     board.run(x)
-    return float(board.last_timed.throughput_per_s)
+    return float(board.last_timed.throughput_per_s), int(board.last_timed.predicted_drops)
 
 
-def best(tried: Sequence[Tuple[int, float]]) -> int:
-    """The copy count to keep of ``tried`` ((copies, modelled samples/s), at least one): the
-    fewest copies within TIE of the highest throughput."""
-    top = max(rate for _, rate in tried)
-    return min(n for n, rate in tried if rate >= (1.0 - TIE) * top)
+def modelled_throughput(program: BoardProgram) -> float:
+    """Samples per second of ``program`` in :func:`timed_run`."""
+    return timed_run(program)[0]
+
+
+def best(tried: Sequence[Tuple[int, float, int]]) -> int:
+    """The copy count to keep of ``tried`` ((copies, modelled samples/s, packets a board
+    would drop), at least one): of the counts without drops if any, the fewest copies within
+    TIE of the highest throughput."""
+    pool = [t for t in tried if t[2] == 0] or list(tried)
+    top = max(rate for _, rate, _ in pool)
+    return min(n for n, rate, _ in pool if rate >= (1.0 - TIE) * top)
 
 
 def choose(build: Callable[[int], List[BoardProgram]], most: int) -> Tuple[int, List[BoardProgram]]:
@@ -83,15 +93,16 @@ def choose(build: Callable[[int], List[BoardProgram]], most: int) -> Tuple[int, 
         built[n] = programs
         largest = max(programs, key=lambda p: len(p.cores))
         try:
-            tried.append((n, modelled_throughput(largest)))
+            tried.append((n, *timed_run(largest)))
         except (EmulatorError, LostSamplesError) as exc:
             log.debug("replicas='auto': %d copies not timed (%s)", n, exc)
-            tried.append((n, -1.0))
+            tried.append((n, -1.0, 0))
     if not tried:
         if error is not None:
             raise error
         raise ResourceError("replicas='auto': no number of copies fits the machine")
-    n = best(tried) if any(rate >= 0 for _, rate in tried) else tried[0][0]
-    log.info("replicas='auto': %s (modelled samples/s, timed emulation): %d copies",
-             ", ".join(f"{k} {'copy' if k == 1 else 'copies'} {rate:,.0f}/s" for k, rate in tried), n)
+    n = best(tried) if any(rate >= 0 for _, rate, _ in tried) else tried[0][0]
+    log.info("replicas='auto': %s (modelled samples/s, timed emulation): %d copies", ", ".join(
+        f"{k} {'copy' if k == 1 else 'copies'} {rate:,.0f}/s" + (f" ({drops} drops)" if drops else "")
+        for k, rate, drops in tried), n)
     return n, built[n]
