@@ -84,10 +84,37 @@ def test_the_copy_counts_auto_tries_and_keeps():
 
     assert copies.candidates(16) == [16, 8, 4, 2, 1] and copies.candidates(3) == [3, 2, 1]
     assert copies.candidates(5) == [5, 3, 2, 1] and copies.candidates(1) == [1]
+    # three boards: also counts that split evenly over them (16 would put 6, 5 and 5 on them)
+    assert copies.candidates(16, 3) == [16, 15, 9, 8, 6, 4, 3, 2, 1]
+    assert copies.candidates(9, 3) == [9, 6, 5, 3, 2, 1] and copies.candidates(2, 3) == [2, 1]
     assert copies.best([(3, 191.0, 0), (2, 265.0, 0), (1, 189.0, 0)]) == 2
     assert copies.best([(16, 1049.0, 0), (8, 1200.0, 0), (4, 1190.0, 0), (2, 1196.0, 0), (1, 1158.0, 0)]) == 2
     assert copies.best([(3, 300.0, 12), (2, 265.0, 0), (1, 189.0, 0)]) == 2  # a count that drops loses
     assert copies.best([(2, 265.0, 5), (1, 189.0, 7)]) == 2 and copies.best([(1, 10.0, 0)]) == 1
+    # a count the emulator could not run (-1) is the slowest, never the drop-free choice
+    assert copies.best([(3, -1.0, 0), (2, 265.0, 5), (1, 189.0, 7)]) == 2
+    assert copies.best([(3, -1.0, 0), (2, -1.0, 0)]) == 3
+
+
+def test_the_runtime_chooses_autos_copies():
+    """The package root installs the runtime's chooser for the codegen (a later stage's call:
+    tvm_spinn.hooks), once TVM is imported (as here)."""
+    from tvm_spinn import hooks
+
+    assert hooks.copies_chooser is not None and hooks.copies_chooser.__name__ == "choose"
+
+
+def test_auto_judges_the_whole_model(monkeypatch):
+    """With several offloaded functions a count is judged by the model's rate (each function
+    in turn a sample, a function called twice counts twice), not by one function's."""
+    from types import SimpleNamespace
+    from tvm_spinn.runtime import copies
+
+    rates = {"f1": (1000.0, 0), "f2": (500.0, 3)}
+    monkeypatch.setattr(copies, "timed_run", lambda p: rates[p.name])
+    f1, f2 = SimpleNamespace(name="f1", calls_per_inference=1), SimpleNamespace(name="f2", calls_per_inference=2)
+    rate, drops = copies.model_run([f1, f2])
+    assert rate == pytest.approx(1 / (1 / 1000 + 2 / 500)) and drops == 3
 
 
 def test_copies_on_the_board_double(cnn, double):

@@ -22,7 +22,7 @@ PACKAGE = ROOT / "tvm_spinn"
 STAGES = ("frontend", "partition", "graph", "quantization", "tiling", "machine", "program", "codegen", "runtime",
           "report")
 # Shared by every stage (and importing no stage).
-SHARED = ("errors", "serialization", "kernels", "_native", "zoo", "progress")
+SHARED = ("errors", "serialization", "kernels", "_native", "zoo", "progress", "hooks")
 # Users of the whole package outside the flow (no stage imports them).
 USERS = ("fuzz", "board_double", "cli", "torch_model", "__main__")
 

@@ -95,6 +95,10 @@ def _register_with_tvm(tvm) -> None:
                                  _forward("runtime.executor", "create_executor"), override=True)
     if "spinnaker" not in PIPELINE_MAP:
         tvm.relax.register_pipeline("spinnaker")(_forward("codegen.pipeline", "spinnaker_pipeline"))
+    # replicas="auto" (codegen) times its candidate copy counts in the emulator (runtime)
+    from . import hooks
+
+    hooks.copies_chooser = _forward("runtime.copies", "choose")
     # Registers the "spinnaker" module kind and the loader tvm.runtime.load_module needs.
     load_runtime_library()
     from .runtime import vm_guard

@@ -28,7 +28,7 @@ from ..quantization.quantize import CalibrationSettings, quantize_graph
 from ..tiling import resources as res
 from ..tiling.dense import LayerPlan
 from ..progress import stage
-from ..runtime.copies import choose as choose_copies
+from .. import hooks
 from ..tiling.planner import WEIGHT_BYTES_PER_CORE, GraphPlan, fewest_cores, plan_graph
 from ..tiling.tensor import FusedPool, TensorOpPlan
 
@@ -280,7 +280,8 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
     while kept:
         try:
             if options.replicas == "auto":  # of a few counts, the one with the best modelled throughput
-                copies, programs = choose_copies(lambda n: _map_copies(kept, n, options), copies)
+                choose = hooks.copies_chooser or _most_that_map
+                copies, programs = choose(lambda n: _map_copies(kept, n, options), copies, options.board.boards)
             else:
                 programs = _map_copies(kept, copies, options)
             return programs, refused
@@ -292,6 +293,23 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
         refused[kept[largest][0]] = f"left on the host so that the rest fits the board: {error}"
         del kept[largest]
     return [], refused
+
+
+def _most_that_map(build, most: int, boards: int = 1) -> Tuple[int, List[BoardProgram]]:
+    """(copies, programs) of the most copies, at most ``most``, that map (build(n): as
+    runtime.copies.choose takes it): "auto" when the runtime's chooser is not installed
+    (hooks.copies_chooser; the package root installs it once TVM is imported). Raises the
+    last build error when none maps."""
+    error: Exception = ResourceError("replicas='auto': no number of copies fits the machine")
+    for n in range(most, 0, -1):
+        try:
+            programs = build(n)
+        except (MappingError, ResourceError) as exc:
+            error = exc
+            continue
+        if programs is not None:
+            return n, programs
+    raise error
 
 
 def _map_copies(kept: List, copies: int, options: CodegenOptions) -> Optional[List[BoardProgram]]:

@@ -198,8 +198,8 @@ def _check_arguments(board, cycle_budget, convolutions, fuse_pools, strict, head
                          "the bytes per sample on the host link)")
     if replicas != "auto" and (isinstance(replicas, (bool, np.bool_)) or not isinstance(replicas, (int, np.integer))
                                or replicas < 1):
-        raise ValueError(f"replicas={replicas!r}: pass a number of copies >= 1, or \"auto\" (as many as the "
-                         "machine holds)")
+        raise ValueError(f"replicas={replicas!r}: pass a number of copies >= 1, or \"auto\" (the count with the "
+                         "best modelled throughput)")
     if not isinstance(board, str) or board not in res.BOARDS:
         raise ValueError(f"board={board!r}: choose one of {sorted(res.BOARDS)}")
     for name, value in (("convolutions", convolutions), ("fuse_pools", fuse_pools), ("strict", strict)):
@@ -232,7 +232,7 @@ def _check_copies(funcs: List, replicas: Union[int, str], titles: Dict[str, str]
             raise ValueError(
                 f"replicas={replicas!r}: {titles[str(f.attrs['global_symbol'])]} takes {n} input(s), one live "
                 f"input each per copy, and a function has at most {MAX_LIVE_INPUTS} live inputs: pass replicas <= "
-                f"{MAX_LIVE_INPUTS // n}, or \"auto\" (as many copies as fit)")
+                f"{MAX_LIVE_INPUTS // n}, or \"auto\" (the count with the best modelled throughput)")
 
 
 def spinnaker_pipeline(calibration: Calibration = None, board: str = "spinn5",
