@@ -56,6 +56,7 @@ def test_copies_give_the_results_of_one_copy_bit_for_bit(cnn, builds):
     assert x_q.shape[0] == 7 and y_q.shape[0] == 7
     np.testing.assert_array_equal(y_q, integer_reference(p3, x_q))
     assert s3.timed.samples == 7 and s3.samples == 7
+    assert s3.copies == 3 and "(3 copies)" in s3.summary() and s1.copies == 1 and "copies" not in s1.summary()
     assert {c.label.split(".")[0] for c in p3.cores} == {"r0", "r1", "r2"}  # each copy on its own cores
 
 

@@ -75,6 +75,7 @@ class RunStatistics:
     provenance: Dict[str, int] = field(default_factory=dict)
     lost_samples: int = 0  # samples of the call that did not come back whole
     board: str = "the emulator"  # where the call ran
+    copies: int = 1  # copies of the model on the machine (tvm_spinn.build(replicas=...))
     # MODELLED energy per inference at the modelled throughput (J): the board idling for one
     # sample's share of time, each core active for its modelled cycles, each routed packet.
     modelled_energy_j: float = 0.0
@@ -143,7 +144,8 @@ class RunStatistics:
 
     def summary(self) -> str:
         how = "timed emulation" if self.timed else "formula"
-        text = (f"{self.samples} samples on {self.cores} cores of {self.board}: "
+        copies = f" ({self.copies} copies)" if self.copies > 1 else ""
+        text = (f"{self.samples} samples on {self.cores} cores{copies} of {self.board}: "
                 f"{self.packets_per_inference:.0f} packets/inference ({self.deliveries_per_packet:.2f} core "
                 f"deliveries each), "
                 f"modelled ({how}) latency {self.modelled_latency_s * 1e6:.0f} us, throughput "
@@ -260,7 +262,8 @@ def collect(program, board, samples: int, wall_seconds: float) -> RunStatistics:
         saturated_values=saturated, provenance=provenance, core_layers=layers,
         layer_packets_per_sample=layer_packets, link_packets=link_packets,
         lost_samples=int(provenance.get("lost_samples", 0)), board=str(getattr(board, "address", "the emulator")),
-        modelled_energy_j=sum(energy.values()), modelled_energy_parts_j=energy, timed=timed)
+        modelled_energy_j=sum(energy.values()), modelled_energy_parts_j=energy, timed=timed,
+        copies=max(1, int(program.replicas)))
 
 
 def energy_per_inference(seconds_per_sample: float, core_cycles: float, routed_packets: float) -> Dict[str, float]:
@@ -304,6 +307,7 @@ def combine(all_stats: List[RunStatistics]) -> RunStatistics:
         provenance={k: sum(s.provenance.get(k, 0) for s in all_stats) for k in
                     dict.fromkeys(k for s in all_stats for k in s.provenance)},
         lost_samples=max(s.lost_samples for s in all_stats), board=all_stats[0].board,
+        copies=max(s.copies for s in all_stats),
         modelled_energy_j=sum(s.modelled_energy_j for s in all_stats),
         modelled_energy_parts_j={k: sum(s.modelled_energy_parts_j.get(k, 0.0) for s in all_stats)
                                  for k in all_stats[0].modelled_energy_parts_j}, timed=timed,
