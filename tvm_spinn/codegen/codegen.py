@@ -337,7 +337,7 @@ def _map_copies(kept: List, copies: int, options: CodegenOptions) -> Optional[Li
         spec.board_of = {}
     mapping = map_graph(spec)
     log.info("%d offloaded function(s)%s on %d cores, mapped in %.1f s", len(kept),
-             f" x {copies} copies" if copies > 1 else "", copies * sum(p.n_cores for p in plans),
+             f" x {copies} copies" if copies > 1 else "", len(spec.vertices),  # the copies share a gatherer
              mapping.mapping_seconds)
     symbols = [k[0] for k in kept]
     return [make_program(s, p, lays, mapping, symbols, args, results, options.calls_per_inference.get(s, 1),
