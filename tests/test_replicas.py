@@ -105,6 +105,16 @@ def test_the_runtime_chooses_autos_copies():
     assert hooks.copies_chooser is not None and hooks.copies_chooser.__name__ == "choose"
 
 
+def test_without_the_runtimes_chooser_auto_maps_the_most_that_fit(cnn, monkeypatch):
+    """The codegen alone (no chooser installed): the most copies that map, as before."""
+    from tvm_spinn import hooks
+
+    mod, x = cnn
+    monkeypatch.setattr(hooks, "copies_chooser", None)
+    _, p, _, _ = _run(mod, x[:2], tvm_spinn.build(mod, calibration=x, strict=True, replicas="auto"))
+    assert p.replicas == 16  # the emulator's live inputs per function bound the small CNN
+
+
 def test_auto_judges_the_whole_model(monkeypatch):
     """With several offloaded functions a count is judged by the model's rate (each function
     in turn a sample, a function called twice counts twice), not by one function's."""
