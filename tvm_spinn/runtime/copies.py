@@ -33,9 +33,10 @@ TIE = 0.02  # counts within this share of the best throughput tie: the fewest co
 
 
 def _halving(most: int) -> List[int]:
+    """most, then halved (rounding up) down to one: 16, 8, 4, 2, 1; 5, 3, 2, 1."""
     out, n = [most], most
     while n > 1:
-        n = min(n - 1, -(-n // 2)) if n > 2 else n - 1
+        n = (n + 1) // 2
         out.append(n)
     return out
 
