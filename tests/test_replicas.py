@@ -115,6 +115,24 @@ def test_without_the_runtimes_chooser_auto_maps_the_most_that_fit(cnn, monkeypat
     assert p.replicas == 16  # the emulator's live inputs per function bound the small CNN
 
 
+def test_auto_skips_counts_that_do_not_map_and_says_why_when_none_does():
+    from tvm_spinn.codegen.codegen import mapped_counts
+    from tvm_spinn.errors import MappingError, ResourceError
+
+    def build(n):
+        if n > 8:
+            raise ResourceError(f"{n} copies: too many cores")
+        return None if n == 4 else [f"program x{n}"]
+
+    assert list(mapped_counts(build, [16, 8, 4, 2])) == [(8, ["program x8"]), (2, ["program x2"])]
+
+    def never(n):
+        raise MappingError(f"{n} copies: the toolchain failed")
+
+    with pytest.raises(MappingError, match="1 copies"):
+        list(mapped_counts(never, [2, 1]))
+
+
 def test_auto_judges_the_whole_model(monkeypatch):
     """With several offloaded functions a count is judged by the model's rate (each function
     in turn a sample, a function called twice counts twice), not by one function's."""

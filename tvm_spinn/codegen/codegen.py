@@ -11,7 +11,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -295,21 +295,31 @@ def compile_functions(funcs: List, options: CodegenOptions, strict: bool = True
     return [], refused
 
 
-def _most_that_map(build, most: int, boards: int = 1) -> Tuple[int, List[BoardProgram]]:
-    """(copies, programs) of the most copies, at most ``most``, that map (build(n): as
-    runtime.copies.choose takes it): "auto" when the runtime's chooser is not installed
-    (hooks.copies_chooser; the package root installs it once TVM is imported). Raises the
-    last build error when none maps."""
+def mapped_counts(build: Callable[[int], Optional[List[BoardProgram]]], counts: Iterable[int]
+                  ) -> Iterator[Tuple[int, List[BoardProgram]]]:
+    """(n, programs) of each copy count of ``counts`` whose copies map, in turn (build(n):
+    :func:`_map_copies`; a count that raises MappingError or ResourceError, or gives None,
+    is skipped). Raises the last such error when no count maps."""
     error: Exception = ResourceError("replicas='auto': no number of copies fits the machine")
-    for n in range(most, 0, -1):
+    mapped = False
+    for n in counts:
         try:
             programs = build(n)
         except (MappingError, ResourceError) as exc:
             error = exc
             continue
         if programs is not None:
-            return n, programs
-    raise error
+            mapped = True
+            yield n, programs
+    if not mapped:
+        raise error
+
+
+def _most_that_map(build, most: int, boards: int = 1) -> Tuple[int, List[BoardProgram]]:
+    """(copies, programs) of the most copies, at most ``most``, that map: "auto" when the
+    runtime's chooser (runtime.copies.choose, the same arguments) is not installed
+    (hooks.copies_chooser; the package root installs it once TVM is imported)."""
+    return next(mapped_counts(build, range(most, 0, -1)))
 
 
 def _map_copies(kept: List, copies: int, options: CodegenOptions) -> Optional[List[BoardProgram]]:

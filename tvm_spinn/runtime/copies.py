@@ -21,7 +21,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import EmulatorError, LostSamplesError, MappingError, ResourceError
+from ..errors import EmulatorError, LostSamplesError
 from ..program.board import BoardProgram
 from . import pacing
 
@@ -122,25 +122,16 @@ def choose(build: Callable[[int], List[BoardProgram]], most: int, boards: int = 
     throughput of a build is the whole model's (:func:`model_run`). A build the emulator
     cannot run counts as the slowest (the most copies that map are kept when none runs).
     Raises the last build error when no count maps."""
-    built, tried, error = {}, [], None
-    for n in candidates(most, boards):
-        try:
-            programs = build(n)
-        except (MappingError, ResourceError) as exc:  # fewer copies may map
-            error = exc
-            continue
-        if programs is None:
-            continue
+    from ..codegen.codegen import mapped_counts
+
+    built, tried = {}, []
+    for n, programs in mapped_counts(build, candidates(most, boards)):
         built[n] = programs
         try:
             tried.append((n, *model_run(programs)))
         except (EmulatorError, LostSamplesError) as exc:
             log.debug("replicas='auto': %d copies not timed (%s)", n, exc)
             tried.append((n, -1.0, 0))
-    if not tried:
-        if error is not None:
-            raise error
-        raise ResourceError("replicas='auto': no number of copies fits the machine")
     n = best(tried)
     log.info("replicas='auto': %s (modelled samples/s, timed emulation): kept %d %s", ", ".join(
         f"{k} {'copy' if k == 1 else 'copies'} " + (f"{rate:,.0f}/s" if rate >= 0 else "not timed")
