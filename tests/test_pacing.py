@@ -164,7 +164,7 @@ def test_send_gaps_share_a_reader_by_the_packets_each_sender_sends():
     parts = [PartitionSpec("A", 0, ["R"], 300), PartitionSpec("B", 0, ["R"], 60), PartitionSpec("B", 1, ["Q"], 40),
              PartitionSpec("C", 0, ["Q"], 100)]
     gaps = send_gaps(MachineGraphSpec(v, [], partitions=parts))
-    r = cost("conv_tile").packet_in
+    r = cost("conv_tile").packet_in_among(2, 2)  # two senders, a partition each, to each reader
     # R (A 300 + B 100 packets a sample) fills first: A and B at 1 / (400 r) samples a cycle;
     # then Q has 1/r - 100 / (400 r) packets a cycle left for C's 100 packets
     assert gaps["A"] == (np.ceil(400 * r / 300), 0) and gaps["B"] == (np.ceil(4 * r), np.ceil(r))
@@ -192,11 +192,13 @@ def test_send_gaps_keep_every_readers_senders_within_its_pace():
             if posts:
                 parts.append(PartitionSpec(f"v{i}", 0, posts, int(rng.integers(1, 500))))
         gaps = send_gaps(MachineGraphSpec(v, [], partitions=parts))
-        readers = {}
+        readers, entries = {}, {}
         for p in parts:
             for post in p.posts:
                 readers.setdefault(post, set()).add(p.pre)
-        pace = {r: 1 / cost(_KIND_OF_BINARY[next(x.binary for x in v if x.label == r)]).packet_in for r in readers}
+                entries[post] = entries.get(post, 0) + 1
+        pace = {r: 1 / cost(_KIND_OF_BINARY[next(x.binary for x in v if x.label == r)]).packet_in_among(
+            len(readers[r]), entries[r]) for r in readers}
         rate = {s: 1 / g for s, (g, _) in gaps.items()}
         for r, senders in readers.items():
             assert sum(rate[s] for s in senders) <= pace[r] * (1 + 1e-9)
@@ -246,7 +248,7 @@ def test_a_reader_shared_with_a_live_input_leaves_its_kernel_senders_a_share():
     from tvm_spinn.machine.send_gaps import send_gaps
     from tvm_spinn.tiling.cycle_model import cost, input_core_cycles
 
-    r = cost("add_tile").packet_in
+    r = cost("add_tile").packet_in_among(2, 2)  # two senders, a partition each
     assert input_core_cycles() < r  # what makes the case
     v = [VertexSpec("in", INPUT), VertexSpec("K", KERNEL, binary="conv_tile.aplx"),
          VertexSpec("R", KERNEL, binary="add_tile.aplx")]

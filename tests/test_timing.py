@@ -12,6 +12,7 @@ from tvm_spinn.errors import EmulatorError
 from tvm_spinn.runtime import timing
 from tvm_spinn.runtime.emulator import EmulatedBoard
 from tvm_spinn.tiling import resources as res
+from tvm_spinn.tiling import cycle_model
 
 
 @pytest.fixture(scope="module")
@@ -149,23 +150,25 @@ def _core_busy_ps(board: EmulatedBoard) -> dict:
     return busy
 
 
-def test_each_packet_on_the_general_receive_path_is_charged_its_extra(monkeypatch):
-    """The kernels count the packets that miss the receive's remembered rows
-    (``rx_general``); the timed emulation charges each of them the calibrated ``start``
-    cycles on top of the fast path: raising ``start`` by d raises each core's busy time by
-    its rx_general x d (give or take a user event: the longer receive changes which packets
-    find the core idle)."""
+@pytest.mark.parametrize("field,counter", [("start", "rx_general"), ("lookup", "rx_lookups"), ("scan", "rx_scanned")])
+def test_each_packet_off_the_receives_fast_path_is_charged_its_extra(monkeypatch, field, counter):
+    """The kernels count the packets that take the receive's general path (``rx_general``),
+    those whose receive entry they look up (``rx_lookups``) and the entries compared
+    (``rx_scanned``); the timed emulation charges each its calibrated cycles (``start``,
+    ``lookup``, ``scan``) on top of the fast path: raising one by d raises each core's busy
+    time by its count x d (give or take a user event or two: the longer receive changes
+    which packets find the core idle)."""
     from tests.test_tensor_kernels import _one_conv_program, random_input
 
     rng = np.random.default_rng(5)
     program = _one_conv_program(rng)
     x = random_input(rng, 6, (2, 6, 6))
-    real, d = timing.core_cost_ps, 7_000_000  # 7 us more a packet on the general path
+    real, d = timing.core_cost_ps, 7_000_000  # 7 us more each
     runs = []
     for extra in (0, d):
         def cost(kind, config, send_gap=0, send_phase=0, extra=extra):
             c = real(kind, config, send_gap, send_phase)
-            c[timing.COST_FIELDS.index("start")] += extra
+            c[timing.COST_FIELDS.index(field)] += extra
             return c
 
         monkeypatch.setattr(timing, "core_cost_ps", cost)
@@ -174,11 +177,11 @@ def test_each_packet_on_the_general_receive_path_is_charged_its_extra(monkeypatc
         runs.append((y, board.core_counters(), _core_busy_ps(board), board.last_timed))
     (y0, counters, busy0, run0), (y1, _, busy1, run1) = runs
     np.testing.assert_array_equal(y0, y1)
-    assert all(c["rx_general"] > 0 for c in counters.values())
-    # the first packet of each input row and the one completing it, at least
+    assert all(0 < c[counter] for c in counters.values())
     assert all(c["rx_general"] < c["packets_in"] for c in counters.values())
+    event_ps = 2 * cycle_model.cost("conv_tile").event * timing.PS_PER_CYCLE
     for label, c in counters.items():
-        assert busy1[label] - busy0[label] == pytest.approx(c["rx_general"] * d, rel=0.05), label
+        assert busy1[label] - busy0[label] == pytest.approx(c[counter] * d, abs=event_ps), label
     assert run1.latency_s > run0.latency_s
 
 

@@ -788,7 +788,7 @@ int main(int argc, char **argv) {
 
 # spinn_counters_t then the binding's words (tvm_spinn.machine.graph.PROVENANCE_NAMES)
 PROVENANCE_NAMES = ("packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi",
-                    "dropped", "saturated", "rx_general", "markers_in", "released", "lost_out", "rx_overflow",
+                    "dropped", "saturated", "rx_general", "rx_lookups", "rx_scanned", "markers_in", "released", "lost_out", "rx_overflow",
                     "send_failed", "compute_failed", "trigger_failed")
 
 KERNEL_NAMES = ("dense_tile", "dense_reduce", "conv_tile", "pool_tile", "add_tile", "conv_reduce")
@@ -1136,35 +1136,58 @@ def dense_reduce_case(rows: int, groups: int, samples: int, seed: int) -> Case:
 
 
 class _Producer:
-    """The whole (C, H, W) tensor from one core (key index << 24), block key layout."""
+    """Channels [c0, c0 + C) x H x W of a tensor from one core (key index << 24), block key
+    layout, sent as every producer sends (the tensor kernels' computes, the live inputs):
+    a row of each channel in turn, then the next row."""
 
-    def __init__(self, tc, index: int, shape: Tuple[int, int, int]) -> None:
-        self.shape = shape
+    def __init__(self, tc, index: int, shape: Tuple[int, int, int], c0: int = 0) -> None:
+        self.shape, self.c0 = shape, c0
         self.shifts = tc.block_key_layout(*shape)
         self.key = index << 24
         self.mask = ~(tc.block_n_keys(self.shifts[0], tc.MAX_SLOTS) - 1) & M32
 
     def entry(self, tc, c0: int, nc: int, h0: int, nh: int, buffer: int = 0) -> List[int]:
         w = self.shape[2]
-        return tc.trx_entry(self.key, self.mask, *self.shifts, 0, 0, 0, w, c0, h0, 0, nc, nh, w, buffer)
+        return tc.trx_entry(self.key, self.mask, *self.shifts, self.c0, 0, 0, w, c0, h0, 0, nc, nh, w, buffer)
 
     def packets(self, x, slot: int) -> List[Tuple[int, int]]:
+        """Of x, the whole tensor's sample: this block's channels."""
         s, cs, hs = self.shifts
         C, H, W = self.shape
         out = []
-        for c in range(C):
-            for h in range(H):
-                row = [int(v) & 0xFFFF for v in x[c, h]] + ([0] if W & 1 else [])
+        for h in range(H):
+            for c in range(C):
+                row = [int(v) & 0xFFFF for v in x[self.c0 + c, h]] + ([0] if W & 1 else [])
                 out += [(self.key | slot << s | c << cs | h << hs | i, row[2 * i] | row[2 * i + 1] << 16)
                         for i in range(len(row) // 2)]
         return out
 
 
+def _producers(tc, c: int, size: int, k: int, first_index: int = 1) -> List[_Producer]:
+    """The (c, size, size) tensor from k producers of channel groups (k <= c)."""
+    bounds = [i * c // k for i in range(k + 1)]
+    return [_Producer(tc, first_index + i, (bounds[i + 1] - bounds[i], size, size), bounds[i]) for i in range(k)]
+
+
+def _in_turn(streams: Sequence[List[Tuple[int, int]]], rng=None) -> List[Tuple[int, int]]:
+    """Packets of producers sending at once: one of each in turn (round robin), the turns in
+    an order rng shuffles (not the receive table's, which the receive's guess of the next
+    producer would take every time)."""
+    if rng is not None:
+        streams = [streams[i] for i in rng.permutation(len(streams))]
+    out: List[Tuple[int, int]] = []
+    for j in range(max(len(p) for p in streams)):
+        out += [p[j] for p in streams if j < len(p)]
+    return out
+
+
 W_ABS = 32767  # full-range int16 weights, as the quantiser makes them (per-channel scale)
 
 
-def conv_case(kind: str, c_in: int, size: int, c_out: int, depthwise: bool, samples: int, seed: int) -> Case:
-    """A final conv tile (3x3, stride 1, padding 1, relu) of all output rows and channels."""
+def conv_case(kind: str, c_in: int, size: int, c_out: int, depthwise: bool, samples: int, seed: int,
+              producers: int = 1) -> Case:
+    """A final conv tile (3x3, stride 1, padding 1, relu) of all output rows and channels, its
+    input from `producers` cores of channel groups sending at once."""
     import numpy as np
     _, tc, windows, _ = _encoders()
     rng = np.random.default_rng(seed)
@@ -1173,57 +1196,67 @@ def conv_case(kind: str, c_in: int, size: int, c_out: int, depthwise: bool, samp
     n_oc = c_in if depthwise else c_out
     ic0, n_ic = tc.depthwise_inputs(0, n_oc, 1) if depthwise else (0, c_in)
     ih0, n_ih = windows.window_input_rows(0, OH, 1, 1, k, H)
-    src = _Producer(tc, 1, (c_in, H, H))
+    srcs = _producers(tc, c_in, H, producers)
     out = tc.block_key_layout(n_oc, OH, OH)
     w = rng.integers(-W_ABS, W_ABS + 1, size=(n_oc, 1 if depthwise else n_ic, k, k))
     cfg, _ = tc.conv_config(n_ic=n_ic, in_h=H, in_w=H, ic0=ic0, ih0=ih0, n_ih=n_ih, oc0=0, oh0=0, n_oh=OH,
                             out_w=OH, sh=1, sw=1, pad_top=1, pad_left=1, depthwise=1 if depthwise else 0,
                             activation="relu", n_slots=N_SLOTS, out_slot_shift=out[0], out_c_shift=out[1],
-                            out_h_shift=out[2], rx=[src.entry(tc, ic0, n_ic, ih0, n_ih)], weights=w,
+                            out_h_shift=out[2], rx=[s.entry(tc, ic0, n_ic, ih0, n_ih) for s in srcs], weights=w,
                             bias=rng.integers(-(1 << 28), 1 << 28, size=n_oc),
                             multiplier=rng.integers(1, 1 << 20, size=n_oc), shift=rng.integers(24, 41, size=n_oc),
                             out_key=7 << 28)
     packets = []
     for s in range(samples):
-        packets += src.packets(rng.integers(-32768, 32768, size=(c_in, H, H)), s % N_SLOTS)
-    what = f"{c_in}x{H}x{H} -> {n_oc}x{OH}x{OH}, 3x3" + (" depthwise" if depthwise else "")
+        x = rng.integers(-32768, 32768, size=(c_in, H, H))
+        packets += _in_turn([p.packets(x, s % N_SLOTS) for p in srcs], rng)
+    what = f"{c_in}x{H}x{H} -> {n_oc}x{OH}x{OH}, 3x3" + (" depthwise" if depthwise else "") + _from(producers)
     return Case(kind, "conv_tile", what, [int(v) for v in cfg], packets)
 
 
-def pool_case(c: int, size: int, samples: int, seed: int) -> Case:
-    """A 2x2 stride-2 max pool tile of all channels and rows."""
+def _from(producers: int) -> str:
+    return f", {producers} producers at once" if producers > 1 else ""
+
+
+def pool_case(c: int, size: int, samples: int, seed: int, producers: int = 1) -> Case:
+    """A 2x2 stride-2 max pool tile of all channels and rows (input: as conv_case)."""
     import numpy as np
     _, tc, windows, _ = _encoders()
     rng = np.random.default_rng(seed)
     OH = windows.window_output_size(size, 2, 2, 0, 0)
-    src = _Producer(tc, 1, (c, size, size))
+    srcs = _producers(tc, c, size, producers)
     out = tc.block_key_layout(c, OH, OH)
     cfg, _ = tc.pool_config(n_c=c, in_h=size, in_w=size, c0=0, ih0=0, n_ih=size, oh0=0, n_oh=OH, out_w=OH, kh=2,
                             kw=2, sh=2, sw=2, pad_top=0, pad_left=0, pad_bottom=0, pad_right=0, mode="max",
                             count_include_pad=False, n_slots=N_SLOTS, out_slot_shift=out[0], out_c_shift=out[1],
-                            out_h_shift=out[2], rx=[src.entry(tc, 0, c, 0, size)], out_key=7 << 28)
+                            out_h_shift=out[2], rx=[s.entry(tc, 0, c, 0, size) for s in srcs], out_key=7 << 28)
     packets = []
     for s in range(samples):
-        packets += src.packets(rng.integers(-32768, 32768, size=(c, size, size)), s % N_SLOTS)
-    return Case("pool_tile", "pool_tile", f"{c}x{size}x{size} max 2x2/2", [int(v) for v in cfg], packets)
+        x = rng.integers(-32768, 32768, size=(c, size, size))
+        packets += _in_turn([p.packets(x, s % N_SLOTS) for p in srcs], rng)
+    return Case("pool_tile", "pool_tile", f"{c}x{size}x{size} max 2x2/2" + _from(producers), [int(v) for v in cfg],
+                packets)
 
 
-def add_case(c: int, size: int, samples: int, seed: int) -> Case:
-    """A residual add tile (relu) of two whole tensors."""
+def add_case(c: int, size: int, samples: int, seed: int, producers: int = 1) -> Case:
+    """A residual add tile (relu) of two whole tensors, each from `producers` cores (all
+    sending at once when more than one; else a's packets, then b's)."""
     import numpy as np
     _, tc, _, _ = _encoders()
     rng = np.random.default_rng(seed)
-    a, b = _Producer(tc, 1, (c, size, size)), _Producer(tc, 2, (c, size, size))
+    a, b = _producers(tc, c, size, producers, 1), _producers(tc, c, size, producers, 1 + producers)
     out = tc.block_key_layout(c, size, size)
     cfg, _ = tc.add_config(c0=0, n_c=c, h=size, w=size, h0=0, n_h=size, activation="relu", mult_a=1 << 30,
                            mult_b=3 << 28, shift=30, n_slots=N_SLOTS, out_slot_shift=out[0], out_c_shift=out[1],
-                           out_h_shift=out[2], rx=[a.entry(tc, 0, c, 0, size, 0), b.entry(tc, 0, c, 0, size, 1)],
+                           out_h_shift=out[2],
+                           rx=[p.entry(tc, 0, c, 0, size, 0) for p in a] + [p.entry(tc, 0, c, 0, size, 1) for p in b],
                            out_key=7 << 28)
     packets = []
     for s in range(samples):
-        for p in (a, b):
-            packets += p.packets(rng.integers(-32768, 32768, size=(c, size, size)), s % N_SLOTS)
-    return Case("add_tile", "add_tile", f"2 x {c}x{size}x{size}", [int(v) for v in cfg], packets)
+        xa, xb = (rng.integers(-32768, 32768, size=(c, size, size)) for _ in range(2))
+        streams = [p.packets(xa, s % N_SLOTS) for p in a] + [p.packets(xb, s % N_SLOTS) for p in b]
+        packets += _in_turn(streams, rng) if producers > 1 else [k for st in streams for k in st]
+    return Case("add_tile", "add_tile", f"2 x {c}x{size}x{size}" + _from(producers), [int(v) for v in cfg], packets)
 
 
 def conv_reduce_case(n_oc: int, size: int, groups: int, samples: int, seed: int) -> Case:
@@ -1286,17 +1319,6 @@ def cases(quick: bool) -> List[Case]:
     ]
 
 
-def interleaved(case: Case, k: int) -> Case:
-    """The case with its packets in k streams taken in turn (round robin over k contiguous
-    parts of their producer order), as k producers sending at once deliver them."""
-    out: List[Tuple[int, int]] = []
-    n = len(case.packets)
-    parts = [case.packets[i * n // k:(i + 1) * n // k] for i in range(k)]
-    for j in range(max(len(p) for p in parts)):
-        out += [p[j] for p in parts if j < len(p)]
-    return dataclasses.replace(case, packets=out, shape=f"{case.shape}, {k} producers interleaved")
-
-
 def write_case(path: Path, case: Case) -> None:
     words = [len(case.config)] + [w & M32 for w in case.config] + [case.burst, len(case.packets)]
     words += [v & M32 for kp in case.packets for v in kp]
@@ -1330,6 +1352,8 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
     n_fiq, n_soft = entries.get("fiq", 0), entries.get("soft_int", 0)
     # packets on the receive's general (longer) path, as the kernel counts them
     starts = cnt.get("rx_general", 0)
+    # packets whose receive entry was looked up (not the last packet's row), and the entries compared
+    lookups, scanned = cnt.get("rx_lookups", 0), cnt.get("rx_scanned", 0)
     cyc["fiq"] += FIQ_ENTRY_CYCLES * n_fiq  # the exception entries, not in the trace
     cyc["event"] += IRQ_ENTRY_CYCLES * n_soft
     macs = cnt.get("macs_lo", 0) + (cnt.get("macs_hi", 0) << 32)
@@ -1343,6 +1367,7 @@ def figures(items: List[Tuple[Case, CaseResult]]) -> dict:
         "cycles": cyc, "instructions": ins, "cycles_total": total,
         "counts": {"macs": macs, "outputs": outputs, "packets_in": n_in, "packets_out": n_out,
                    "compute_events": n_compute, "fiq": n_fiq, "user_events": n_soft, "starts": starts,
+                   "lookups": lookups, "scanned": scanned,
                    "blocks": cnt.get("blocks", 0),
                    "computes": cnt.get("computes", 0)},
         "cycles_per": {
@@ -1379,7 +1404,7 @@ def model_cycles(kind: str, counts: dict) -> float:
     return cycle_model.cost(kind).cycles(
         macs=counts["macs"], blocks=counts["blocks"], outputs=counts["outputs"], packets_in=counts["packets_in"],
         packets_out=counts["packets_out"], computes=counts["computes"], events=counts["user_events"],
-        starts=counts["starts"])
+        starts=counts["starts"], lookups=counts["lookups"], scanned=counts["scanned"])
 
 
 def summarise(items: List[Tuple[Case, CaseResult]]) -> dict:

@@ -63,15 +63,20 @@ def fit_cases(t) -> list:
         out.append(t.dense_tile_case("dense_tile_i64", rows, cols, 2, True, 110 + i))
     for i, (rows, groups) in enumerate([(32, 2), (64, 4), (16, 8), (100, 3)]):
         out.append(t.dense_reduce_case(rows, groups, 2, 120 + i))
-    for i, (c_in, size, c_out, n) in enumerate([(8, 8, 8, 2), (16, 10, 16, 1), (4, 12, 8, 2), (3, 16, 4, 3),
-                                                (24, 6, 12, 1), (2, 6, 2, 4)]):
-        out.append(t.conv_case("conv_tile", c_in, size, c_out, False, n, 130 + i))
-    for i, (c, size, n) in enumerate([(16, 10, 1), (8, 8, 2), (4, 14, 1), (32, 6, 1), (2, 6, 4)]):
-        out.append(t.conv_case("conv_tile_depthwise", c, size, c, True, n, 140 + i))
-    for i, (c, size) in enumerate([(8, 16), (4, 8), (16, 12)]):
-        out.append(t.pool_case(c, size, 2, 150 + i))
-    for i, (c, size, n) in enumerate([(8, 8, 2), (4, 12, 2), (16, 6, 2), (3, 5, 1)]):
-        out.append(t.add_case(c, size, n, 160 + i))
+    # the tensor kernels also with their input from several producers sending at once (their
+    # packets in turn: the entry lookups), as most tiles of a model get it
+    for i, (c_in, size, c_out, n, k) in enumerate([(8, 8, 8, 2, 1), (16, 10, 16, 1, 1), (4, 12, 8, 2, 1),
+                                                   (3, 16, 4, 3, 1), (24, 6, 12, 1, 1), (2, 6, 2, 4, 1),
+                                                   (8, 8, 8, 1, 4), (16, 6, 8, 1, 16), (12, 6, 6, 1, 3)]):
+        out.append(t.conv_case("conv_tile", c_in, size, c_out, False, n, 130 + i, producers=k))
+    for i, (c, size, n, k) in enumerate([(16, 10, 1, 1), (8, 8, 2, 1), (4, 14, 1, 1), (32, 6, 1, 1), (2, 6, 4, 1),
+                                         (16, 6, 1, 8), (12, 6, 1, 12)]):
+        out.append(t.conv_case("conv_tile_depthwise", c, size, c, True, n, 140 + i, producers=k))
+    for i, (c, size, k) in enumerate([(8, 16, 1), (4, 8, 1), (16, 12, 1), (8, 8, 8), (16, 6, 4)]):
+        out.append(t.pool_case(c, size, 2, 150 + i, producers=k))
+    for i, (c, size, n, k) in enumerate([(8, 8, 2, 1), (4, 12, 2, 1), (16, 6, 2, 1), (3, 5, 1, 1), (8, 6, 1, 4),
+                                         (16, 4, 1, 16)]):
+        out.append(t.add_case(c, size, n, 160 + i, producers=k))
     for i, (n_oc, size, groups) in enumerate([(8, 8, 3), (4, 6, 2), (16, 8, 2)]):
         out.append(t.conv_reduce_case(n_oc, size, groups, 2, 170 + i))
     return out
@@ -88,9 +93,13 @@ def check_cases(t) -> list:
         t.dense_tile_case("dense_tile_i64", 7, 48, 2, True, 302),
         t.dense_reduce_case(48, 3, 1, 203),
         t.conv_case("conv_tile", 6, 9, 10, False, 1, 204),
+        t.conv_case("conv_tile", 10, 8, 6, False, 1, 304, producers=5),
         t.conv_case("conv_tile_depthwise", 12, 8, 12, True, 1, 205),
+        t.conv_case("conv_tile_depthwise", 10, 6, 10, True, 1, 305, producers=10),
         t.pool_case(6, 10, 1, 206),
+        t.pool_case(6, 8, 1, 306, producers=6),
         t.add_case(6, 10, 1, 207),
+        t.add_case(6, 6, 1, 307, producers=3),
         t.conv_reduce_case(6, 7, 3, 1, 208),
     ]
 
@@ -134,14 +143,16 @@ def fit(t, items) -> Dict[str, Dict[str, float]]:
         fiq = np.array([f["cycles"]["fiq"] for f in figs], float)
         per_fiq, fiq_event = _nnls(count("packets_in", "user_events") / fiq[:, None], np.ones(len(figs)))
         rx = np.array([f["cycles"]["drain"] + f["cycles"]["receive"] for f in figs], float)
-        per_packet, per_start, drain_event = _nnls(count("packets_in", "starts", "user_events") / rx[:, None],
-                                                   np.ones(len(figs)))
+        per_packet, per_start, per_lookup, per_scan, drain_event = _nnls(
+            count("packets_in", "starts", "lookups", "scanned", "user_events") / rx[:, None], np.ones(len(figs)))
         entry = {
             "fiq": per_fiq,
             # spin1 scheduling the event, and the FIQ's and the drain's part of one
             "event": tot(None, "event") / tot("user_events") + fiq_event + drain_event,
             "receive": per_packet,
             "start": per_start,
+            "lookup": per_lookup,
+            "scan": per_scan,
             "packet_out": tot(None, "send") / n_out if n_out else 0.0,
         }
         terms = [k for k in COMPUTE_TERMS if any(f["counts"][COUNT_OF[k]] for f in figs)]
@@ -160,7 +171,8 @@ def model_of(entry: Dict[str, float], counts: dict) -> Tuple[float, float]:
     """(all in, compute) cycles the calibration gives a traced case (with its user events)."""
     compute = sum(entry[k] * counts[COUNT_OF[k]] for k in COMPUTE_TERMS)
     total = (compute + counts["packets_in"] * (entry["fiq"] + entry["receive"]) + counts["user_events"] * entry["event"]
-             + counts["starts"] * entry["start"] + counts["packets_out"] * entry["packet_out"])
+             + counts["starts"] * entry["start"] + counts["lookups"] * entry["lookup"]
+             + counts["scanned"] * entry["scan"] + counts["packets_out"] * entry["packet_out"])
     return total, compute
 
 

@@ -70,7 +70,7 @@ typedef struct {
     uint64_t fiq_ps, event_ps;
     uint64_t n_rx;     /* packets in */
     uint32_t snap_macs_lo, snap_macs_hi, snap_blocks, snap_outputs, snap_computes; /* counters at t0 */
-    uint32_t snap_general;  /* counters.rx_general before the packet */
+    uint32_t snap_general, snap_lookups, snap_scanned; /* counters.rx_* before the packet */
     int in_compute;         /* the packet came while a compute ran */
     uint64_t late, ring_full, timed_out;
     uint32_t slot_open;                    /* bit s: slot s holds part of a sample */
@@ -182,6 +182,8 @@ static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, c
     c->snap_outputs = now->outputs;
     c->snap_computes = now->computes;
     c->snap_general = now->rx_general;
+    c->snap_lookups = now->rx_lookups;
+    c->snap_scanned = now->rx_scanned;
     return start;
 }
 
@@ -190,10 +192,13 @@ static inline uint64_t tm_core_begin(const tm_t *tm, tm_core_t *c, uint64_t t, c
 static inline void tm_core_end(tm_core_t *c, const spinn_counters_t *now, uint32_t n, uint64_t *send_t) {
     uint64_t compute, macs, shift = 0u;
     uint32_t j;
-    if (now->rx_general != c->snap_general) {
-        /* the packet took the general receive path (known only once the kernel has run):
-         * its extra cycles, on the CPU before anything the packet made due */
-        uint64_t extra = (uint64_t)(now->rx_general - c->snap_general) * c->cost[SPINN_COST_START];
+    if (now->rx_lookups != c->snap_lookups || now->rx_general != c->snap_general) {
+        /* the packet's entry was looked up, or it took the general receive path (known only
+         * once the kernel has run): their extra cycles, on the CPU before anything the
+         * packet made due */
+        uint64_t extra = (uint64_t)(now->rx_general - c->snap_general) * c->cost[SPINN_COST_START] +
+                         (uint64_t)(now->rx_lookups - c->snap_lookups) * c->cost[SPINN_COST_LOOKUP] +
+                         (uint64_t)(now->rx_scanned - c->snap_scanned) * c->cost[SPINN_COST_SCAN];
         if (c->in_compute) c->comp_end += extra;
         c->cpu_free += extra;
         c->rx_free += extra;

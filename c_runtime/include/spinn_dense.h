@@ -43,6 +43,9 @@ typedef struct {
     uint32_t saturated;    /* output values clipped to int16 (beyond the calibrated range) */
     uint32_t rx_general;   /* packets in on a tensor kernel's general receive path (not a remembered
                             * row's: spinn_tensor.h spinn_tensor_receive_rc), which costs more */
+    uint32_t rx_lookups;   /* packets in whose receive entry a tensor kernel looked up (not the last
+                            * packet's row's: spinn_tensor_receive_other_rows), the general ones included */
+    uint32_t rx_scanned;   /* receive entries those lookups compared the key with */
 } spinn_counters_t;
 
 typedef struct {

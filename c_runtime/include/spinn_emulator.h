@@ -141,9 +141,11 @@ void spinn_emu_reset_counters(spinn_emu_t *emu);
 #define SPINN_COST_PACKET_OUT 6u /* per packet sent */
 #define SPINN_COST_COMPUTE 7u    /* per compute call */
 #define SPINN_COST_START 8u      /* per packet in on the general receive path (counters.rx_general): its extra */
-#define SPINN_COST_SEND_GAP 9u   /* the least time between two packets it sends (machine/send_gaps.py) */
-#define SPINN_COST_SEND_PHASE 10u /* its wait at its first send after being idle */
-#define SPINN_COST_WORDS 11u
+#define SPINN_COST_LOOKUP 9u     /* per packet in whose entry was looked up (counters.rx_lookups): its extra */
+#define SPINN_COST_SCAN 10u      /* per entry such a lookup compared (counters.rx_scanned) */
+#define SPINN_COST_SEND_GAP 11u  /* the least time between two packets it sends (machine/send_gaps.py) */
+#define SPINN_COST_SEND_PHASE 12u /* its wait at its first send after being idle */
+#define SPINN_COST_WORDS 13u
 /* Timing parameters (spinn_emu_set_timing), picoseconds unless said. */
 #define SPINN_TM_ON 0u
 #define SPINN_TM_HOP_PS 1u             /* a router's latency */

@@ -490,22 +490,38 @@ static inline int32_t spinn_stream_received(spinn_stream_t *st, uint32_t slot, u
  * block's right edge cuts). A row of 8-bit values (a live input's: four a key) has pn and
  * half 0, so the pair checks pass it by, and packed = quads << 16 | sign << 8 (sign:
  * spinn_pack8_sign): a key k with k - key < quads stores its
- * four values, sign- or zero-extended (spinn_unpack8), at base + 4 (k - key). The row's next row (same slot and
- * channel) has the keys step further, nw values further in the buffer, the next count:
- * one of the `rows` rows after this one that lie in the block and key field. */
+ * four values, sign- or zero-extended (spinn_unpack8), at base + 4 (k - key).
+ * Each receive entry (a producer's block) has one such row, which follows the order every
+ * producer sends in (a row of each of its channels in turn, then the next row: the
+ * tensor kernels' computes and the live inputs all do): after a row comes the same row of
+ * the next channel (the keys cstep further, cstride values further in the buffer, the same
+ * count), one of the c_left channels after it that lie in the block and the key field;
+ * after the last, the next row of the sweep's first channel (key0, base0: the row the
+ * sweep began at; the keys step further, nw values further, the next count), one of the
+ * `rows` rows after it that lie in the block and key field. The producer's next sample
+ * begins where this one began (the row filled first, spinn_trx_row_fill): its key is
+ * key_o with the slot field (bits from s_shift) its slot's, and its row the same, in that
+ * slot's buffer (spinn_trx_row_restart). */
 typedef struct {
     uint32_t key, pn, half, step, rows, nw, slot;
     uint32_t packed; /* a row of 8-bit values: quads << 16 | sign << 8 (quads >= 1); else 0 */
-    int16_t *base;
-    volatile uint32_t *count; /* the row's count */
+    /* values from the receive's first buffer (spinn_trx_rows_t rx_buffers[0]) and the
+     * stream's count of the row (st->counts[count]): numbers, not pointers, so that a row
+     * has the same size on the ARM and on a 64-bit host (the workspace is the same) */
+    int32_t base;
+    uint32_t count;
+    uint32_t key0, cstep, cstride, c_left, c_left0;
+    int32_t base0;
+    uint32_t key_o, rows_o;        /* where a sample begins: key and rows (slot 0), */
+    uint32_t s_shift;              /* the key's slot field */
+    int32_t base_o;                /* ... its base and count (slot 0) */
+    uint32_t count_o;
 } spinn_trx_row_t;
 
-/* Rows the fast path remembers: one per producer whose rows reach the tile interleaved
- * (a tile reads up to MAX_PARTITIONS_PER_READER partitions of each of its producers;
- * senders that finish together send at once), the oldest replaced. A power of two. With
- * 8, not 4, the general path took 12.5% of ResNet-8's packets in, not 16%, and 14% of
- * LeNet-5's, not 40% (counted, timed emulation at batch 256); 128 B more DTCM. */
-#define SPINN_TRX_ROWS 8u
+#define SPINN_TRX_MAP 64u /* slots of spinn_trx_rows_t's map: a power of two, entries below 255 */
+
+/* tvm_spinn/tiling/tensor.py TRX_ENTRY_BYTES counts a row of this size in DTCM per entry */
+typedef char spinn_trx_row_bytes[sizeof(spinn_trx_row_t) == 84u ? 1 : -1];
 
 /* The receive state of spinn_tensor_receive_rc (conv, pool and add tiles), set
  * by spinn_trx_prepare. */
@@ -515,20 +531,71 @@ typedef struct {
     int16_t *rx_buffers[2];      /* each input's slot 0 (copied: a kernel's state may move) */
     uint32_t rx_slot_stride;     /* int16 values per slot of an input */
     uint32_t rx_rows_per_buffer; /* stream rows of each input */
-    /* the rows the last packets outside spinn_tensor_receive_rc's fast path went to, or
-     * rows after them (rc_last: the one the last fast packet used; rc_next: the next to
-     * replace) */
-    spinn_trx_row_t rc[SPINN_TRX_ROWS];
-    uint32_t rc_last, rc_next;
-    uint32_t rc_packed; /* a row of 8-bit values was remembered (spinn_trx_row_take_packed) */
+    spinn_trx_row_t *rc;         /* per entry, the row its producer sends now (workspace) */
+    uint32_t rc_last;            /* the entry of the last packet the rows took */
+    /* the entry a key is likely of: map[(key >> map_shift) % SPINN_TRX_MAP], the shift that
+     * gives the fewest entries a slot of another (spinn_trx_map); the first keeps it; a key
+     * of no entry finds one too: the rows check */
+    uint32_t map_shift;
+    uint8_t map[SPINN_TRX_MAP];
 } spinn_trx_rows_t;
+
+/* Workspace bytes of the rows of n_rx entries (8-aligned, as every workspace part). */
+static inline uint32_t spinn_trx_rows_bytes(uint32_t n_rx) {
+    return spinn_align8((n_rx ? n_rx : 1u) * (uint32_t)sizeof(spinn_trx_row_t)); /* rc_last's, when none */
+}
+
+/* Fill t->map with shift s (entries of up to 254; the others only by lookup): each entry
+ * takes the slots of its keys (key >> s, and the values its free key bits, the mask's
+ * trailing zeros, add to it), those no earlier entry took. Returns the entries that found a
+ * slot of theirs taken. */
+static SPINN_COLD __attribute__((unused)) uint32_t spinn_trx_map_with(spinn_trx_rows_t *t, uint32_t s) {
+    uint32_t i, j, bad = 0u, n = t->rx_n < 255u ? t->rx_n : 254u;
+    for (i = 0; i < SPINN_TRX_MAP; i++) t->map[i] = 0xFFu;
+    for (i = 0; i < n; i++) {
+        uint32_t key = t->rx[i * SPINN_TRX_WORDS + SPINN_TRX_KEY], mask = t->rx[i * SPINN_TRX_WORDS + SPINN_TRX_MASK];
+        uint32_t free = 0u, span = 1u, clash = 0u;
+        while (free < 32u && !((mask >> free) & 1u)) free++;
+        if (free > s) span = free - s >= 6u ? SPINN_TRX_MAP : 1u << (free - s);
+        for (j = 0; j < span; j++) {
+            uint8_t *slot = &t->map[((key >> s) + j) & (SPINN_TRX_MAP - 1u)];
+            if (*slot == 0xFFu)
+                *slot = (uint8_t)i;
+            else
+                clash = 1u;
+        }
+        bad += clash;
+    }
+    return bad + (t->rx_n - n);
+}
+
+/* The map of spinn_trx_rows_t: the shift between the entries' fewest and most free key bits
+ * with the fewest entries clashing (once, at start-up); empty slots name entry 0. */
+static SPINN_COLD __attribute__((unused)) void spinn_trx_map(spinn_trx_rows_t *t) {
+    uint32_t i, s, lo = 32u, hi = 0u, best = 0u, best_bad = 0xFFFFFFFFu;
+    for (i = 0; i < t->rx_n; i++) {
+        uint32_t mask = t->rx[i * SPINN_TRX_WORDS + SPINN_TRX_MASK], free = 0u;
+        while (free < 32u && !((mask >> free) & 1u)) free++;
+        if (free < lo) lo = free;
+        if (free > hi) hi = free;
+    }
+    for (s = lo; s <= hi && s < 32u; s++) {
+        uint32_t bad = spinn_trx_map_with(t, s);
+        if (bad < best_bad) best_bad = bad, best = s;
+    }
+    t->map_shift = best;
+    (void)spinn_trx_map_with(t, best);
+    for (i = 0; i < SPINN_TRX_MAP; i++)
+        if (t->map[i] == 0xFFu) t->map[i] = 0u;
+}
 
 /* Receive entries rx[0 .. n_rx) (valid) for spinn_tensor_receive_rc. buffers:
  * each input's slot 0 (n_buffers of them, 1 or 2); slot_stride: int16 values per
- * slot of an input; rows_per_buffer: stream rows of each input. */
+ * slot of an input; rows_per_buffer: stream rows of each input; rows: workspace of
+ * spinn_trx_rows_bytes(n_rx) bytes. */
 static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, uint32_t n_rx,
                                      int16_t *const *buffers, uint32_t n_buffers, uint32_t slot_stride,
-                                     uint32_t rows_per_buffer) {
+                                     uint32_t rows_per_buffer, spinn_trx_row_t *rows) {
     uint32_t i;
     t->rx = rx;
     t->rx_n = n_rx;
@@ -537,49 +604,52 @@ static inline void spinn_trx_prepare(spinn_trx_rows_t *t, const uint32_t *rx, ui
     t->rx_slot_stride = slot_stride;
     t->rx_rows_per_buffer = rows_per_buffer;
     t->rx_disjoint = spinn_match_disjoint(rx, n_rx, SPINN_TRX_WORDS);
-    for (i = 0; i < SPINN_TRX_ROWS; i++) {
-        t->rc[i].pn = 0u; /* no row yet: matches no key */
-        t->rc[i].key = t->rc[i].half = t->rc[i].packed = t->rc[i].step = t->rc[i].rows = t->rc[i].nw = 0u;
-        t->rc[i].slot = 0u;
-        t->rc[i].base = 0;
-        t->rc[i].count = 0;
+    t->rc = rows;
+    spinn_trx_map(t);
+    for (i = 0; i < (n_rx ? n_rx : 1u); i++) {
+        spinn_trx_row_t *r = &rows[i];
+        r->pn = 0u; /* no row yet: matches no key */
+        r->key = r->half = r->packed = r->step = r->rows = r->nw = r->slot = 0u;
+        r->key0 = r->cstep = r->cstride = r->c_left = r->c_left0 = 0u;
+        r->key_o = r->rows_o = r->s_shift = 0u;
+        r->base = r->base0 = r->base_o = 0;
+        r->count = r->count_o = 0u;
     }
-    t->rc_last = t->rc_next = t->rc_packed = 0u;
+    t->rc_last = 0u;
 }
 
-/* Remember the row (slot, channel, row of the entry) of a key that matched `entry` (of
- * a disjoint table whose mask leaves the row and pair fields free: then every key of the
- * row matches only it), if the row is a value row inside the buffer block: which of its
- * pairs store both values, and where; in place of the row remembered longest. */
-static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t *st, const uint32_t *entry,
-                                      uint32_t key) {
+/* Make r (the entry's row) the row (slot, channel, row of the entry) of a key that matched
+ * `entry` (of a disjoint table whose mask leaves the row and pair fields free: then every
+ * key of the row matches only it), if the row is a value row inside the buffer block:
+ * which of its pairs store both values, and where, and which channels and rows follow it.
+ * Returns 1, or 0 (r is left as it was). */
+static inline int spinn_trx_row_fill(spinn_trx_row_t *r, const spinn_trx_rows_t *t, const spinn_stream_t *st,
+                                     const uint32_t *entry, uint32_t key) {
     uint32_t local = key & ~entry[SPINN_TRX_MASK];
     uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT] & SPINN_RX_SHIFT_MASK, c_shift = entry[SPINN_TRX_C_SHIFT];
     uint32_t packing = spinn_rx_packing(entry[SPINN_TRX_SLOT_SHIFT]);
     uint32_t h_shift = entry[SPINN_TRX_H_SHIFT], p_mask = (1u << h_shift) - 1u;
     /* a mask covering a bit of the row and pair fields (valid, though no builder makes one):
      * keys of the row would match no entry, the general path only */
-    if (entry[SPINN_TRX_MASK] & ((1u << c_shift) - 1u)) return;
+    if (entry[SPINN_TRX_MASK] & ((1u << c_shift) - 1u)) return 0;
     uint32_t s = local >> s_shift, nw = entry[SPINN_TRX_DST_NW], b = entry[SPINN_TRX_BUFFER];
-    uint32_t dc = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u)) -
-                  entry[SPINN_TRX_DST_C0];
+    uint32_t c_max = (1u << (s_shift - c_shift)) - 1u, c_local = (local >> c_shift) & c_max;
+    uint32_t dc = entry[SPINN_TRX_SRC_C0] + c_local - entry[SPINN_TRX_DST_C0];
     uint32_t h_max = (1u << (c_shift - h_shift)) - 1u, h_local = (local >> h_shift) & h_max;
     uint32_t dh = entry[SPINN_TRX_SRC_H0] + h_local - entry[SPINN_TRX_DST_H0];
     /* values: all at most SPINN_MAX_DIM, so int32 holds every step */
     int32_t w_off = (int32_t)entry[SPINN_TRX_SRC_W0] - (int32_t)entry[SPINN_TRX_DST_W0];
     int32_t room = (int32_t)nw - 2 - w_off, lo, hi, half;
     uint32_t packed = 0u;
-    spinn_trx_row_t *r;
-    if (s >= st->n_slots || dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return;
+    if (s >= st->n_slots || dc >= entry[SPINN_TRX_DST_NC] || dh >= entry[SPINN_TRX_DST_NH]) return 0;
     if (packing) { /* quad q stores its four values iff 4q + 3 < src_nw and 0 <= 4q + w_off <= nw - 4 */
         room = (int32_t)nw - 4 - w_off;
         lo = w_off >= 0 ? 0 : (3 - w_off) >> 2;
         hi = room < 0 ? 0 : (room >> 2) + 1;
         if (hi > (int32_t)(entry[SPINN_TRX_SRC_NW] >> 2)) hi = (int32_t)(entry[SPINN_TRX_SRC_NW] >> 2);
         if (h_shift < 16u && hi > (int32_t)(1u << h_shift)) hi = (int32_t)(1u << h_shift);
-        if (hi <= lo) return;
+        if (hi <= lo) return 0;
         packed = (uint32_t)(hi - lo) << 16 | spinn_pack8_sign(packing) << 8;
-        t->rc_packed = 1u;
         half = 0;
         lo <<= 1; /* the buffer offset below counts pairs: a quad is two */
         hi = lo;  /* pn 0: the pair checks take no key of it */
@@ -596,11 +666,8 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
         if (hi > (int32_t)(1u << h_shift)) hi = (int32_t)(1u << h_shift);
         half = 0;
     }
-    if (hi <= lo) return; /* no pair of the row is whole in the block */
+    if (hi <= lo) return 0; /* no pair of the row is whole in the block */
     }
-    r = &t->rc[t->rc_next];
-    t->rc_last = t->rc_next;
-    t->rc_next = (t->rc_next + 1u) & (SPINN_TRX_ROWS - 1u);
     r->key = (key & ~p_mask) + (uint32_t)(packing ? lo >> 1 : lo);
     r->pn = (uint32_t)(hi - lo);
     r->half = (uint32_t)half;
@@ -611,25 +678,67 @@ static inline void spinn_trx_row_fill(spinn_trx_rows_t *t, const spinn_stream_t 
     if (r->rows > h_max - h_local) r->rows = h_max - h_local;
     r->nw = nw;
     r->slot = s;
-    r->base = t->rx_buffers[b] + s * t->rx_slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw +
-              (uint32_t)(2 * lo + w_off);
-    r->count = st->counts + s * st->n_rows + dh + b * t->rx_rows_per_buffer;
+    r->base = (int32_t)(t->rx_buffers[b] - t->rx_buffers[0]) +
+              (int32_t)(s * t->rx_slot_stride + (dc * entry[SPINN_TRX_DST_NH] + dh) * nw) + 2 * lo + w_off;
+    r->count = s * st->n_rows + dh + b * t->rx_rows_per_buffer;
+    /* channels after this one in the block whose channel field does not carry */
+    r->c_left = entry[SPINN_TRX_DST_NC] - 1u - dc;
+    if (r->c_left > c_max - c_local) r->c_left = c_max - c_local;
+    r->c_left0 = r->c_left;
+    r->cstep = 1u << c_shift;
+    r->cstride = entry[SPINN_TRX_DST_NH] * nw;
+    r->key0 = r->key;
+    r->base0 = r->base;
+    /* where the producer's samples begin (taken to be here; a wrong guess costs a fill) */
+    r->s_shift = s_shift;
+    r->key_o = r->key - (s << s_shift);
+    r->rows_o = r->rows;
+    r->base_o = r->base - (int32_t)(s * t->rx_slot_stride);
+    r->count_o = r->count - s * st->n_rows;
+    return 1;
 }
 
-/* The receive path every tensor kernel shares: match the key (first matching
- * entry), store its values into the entry's buffer of the slot (spinn_trx_store),
- * count them against their input row (the rows of buffer 1 follow buffer 0's:
- * + rows_per_buffer), and return the slot if its next output row became
- * computable and no compute is pending for it (spinn_stream_trigger); else -1.
- * With a spinn_trx_prepare'd t (else 0) whose table is disjoint, the packet's
- * row is remembered for spinn_tensor_receive_rc (spinn_trx_row_fill) first.
- */
-static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, uint32_t key, uint32_t payload,
-                                           int16_t *const *buffers, uint32_t slot_stride,
-                                           uint32_t rows_per_buffer, spinn_stream_t *st,
-                                           spinn_counters_t *counters, spinn_row_ready_fn row_ready,
-                                           const void *kernel, spinn_trx_rows_t *t) {
-    int32_t e = spinn_trx_match(rx, n_rx, key), n, r;
+/* 1 if the key (of a sample's slot, not a marker) is of a row of the entry outside the
+ * buffer block (values a producer sends to other cores too): the general path would store
+ * nothing of it. */
+static inline int spinn_trx_not_ours(const uint32_t *entry, uint32_t key, uint32_t n_slots) {
+    uint32_t local = key & ~entry[SPINN_TRX_MASK];
+    uint32_t s_shift = entry[SPINN_TRX_SLOT_SHIFT] & SPINN_RX_SHIFT_MASK, c_shift = entry[SPINN_TRX_C_SHIFT];
+    uint32_t h_shift = entry[SPINN_TRX_H_SHIFT];
+    uint32_t c = entry[SPINN_TRX_SRC_C0] + ((local >> c_shift) & ((1u << (s_shift - c_shift)) - 1u));
+    uint32_t h = entry[SPINN_TRX_SRC_H0] + ((local >> h_shift) & ((1u << (c_shift - h_shift)) - 1u));
+    return (local >> s_shift) < n_slots &&
+           (c - entry[SPINN_TRX_DST_C0] >= entry[SPINN_TRX_DST_NC] || h - entry[SPINN_TRX_DST_H0] >= entry[SPINN_TRX_DST_NH]);
+}
+
+/* The key begins a sample of the row's producer in slot s < n_slots (spinn_trx_row_t): make
+ * r that row, as spinn_trx_row_fill would, and return 1; else 0. */
+static inline int spinn_trx_row_restart(spinn_trx_row_t *r, const spinn_trx_rows_t *t, const spinn_stream_t *st,
+                                        uint32_t key) {
+    uint32_t d = key - r->key_o, s = d >> r->s_shift;
+    if (r->pn + r->half + (r->packed >> 16) == 0u || s << r->s_shift != d || s >= st->n_slots) return 0;
+    r->slot = s;
+    r->key = r->key0 = key;
+    r->rows = r->rows_o;
+    r->c_left = r->c_left0;
+    r->base = r->base0 = r->base_o + (int32_t)(s * t->rx_slot_stride);
+    r->count = r->count_o + s * st->n_rows;
+    return 1;
+}
+
+/* The receive path every tensor kernel shares, for a key that matched entry e of rx (-1:
+ * none): store its values into the entry's buffer of the slot (spinn_trx_store), count
+ * them against their input row (the rows of buffer 1 follow buffer 0's: +
+ * rows_per_buffer), and return the slot if its next output row became computable and no
+ * compute is pending for it (spinn_stream_trigger); else -1. With a spinn_trx_prepare'd
+ * t (else 0) whose table is disjoint, the entry's row becomes the packet's row
+ * (spinn_trx_row_fill) first, for spinn_tensor_receive_rc. */
+static inline int32_t spinn_tensor_receive_at(const uint32_t *rx, int32_t e, uint32_t key, uint32_t payload,
+                                              int16_t *const *buffers, uint32_t slot_stride,
+                                              uint32_t rows_per_buffer, spinn_stream_t *st,
+                                              spinn_counters_t *counters, spinn_row_ready_fn row_ready,
+                                              const void *kernel, spinn_trx_rows_t *t) {
+    int32_t n, r;
     const uint32_t *entry;
     uint32_t slot, row, lost = 0u;
     counters->packets_in++;
@@ -639,7 +748,7 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
         return -1;
     }
     entry = rx + (uint32_t)e * SPINN_TRX_WORDS;
-    if (t && t->rx_disjoint) spinn_trx_row_fill(t, st, entry, key);
+    if (t && t->rx_disjoint && spinn_trx_row_fill(&t->rc[e], t, st, entry, key)) t->rc_last = (uint32_t)e;
     n = spinn_trx_store(entry, key, payload, buffers, slot_stride, st->n_slots, &slot, &row, &lost);
     if (n < 0) {
         counters->dropped++;
@@ -652,61 +761,83 @@ static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, ui
     return r;
 }
 
-/* spinn_tensor_receive with the table, buffers and strides spinn_trx_prepare stored;
- * remembers the packet's row (a disjoint table) for spinn_tensor_receive_rc. */
-static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_general(
-    spinn_trx_rows_t *t, spinn_stream_t *st, spinn_counters_t *counters, uint32_t key, uint32_t payload, spinn_row_ready_fn row_ready,
-    const void *kernel) {
+/* spinn_tensor_receive_at of the first entry of rx[0 .. n_rx) the key matches (the
+ * reference the fast path is tested against: c_runtime/tests/trx_fuzz.c). */
+static inline int32_t spinn_tensor_receive(const uint32_t *rx, uint32_t n_rx, uint32_t key, uint32_t payload,
+                                           int16_t *const *buffers, uint32_t slot_stride,
+                                           uint32_t rows_per_buffer, spinn_stream_t *st,
+                                           spinn_counters_t *counters, spinn_row_ready_fn row_ready,
+                                           const void *kernel, spinn_trx_rows_t *t) {
+    return spinn_tensor_receive_at(rx, spinn_trx_match(rx, n_rx, key), key, payload, buffers, slot_stride,
+                                   rows_per_buffer, st, counters, row_ready, kernel, t);
+}
+
+/* The general path of spinn_tensor_receive_rc, entry e (-1: none) looked up: a producer's
+ * first packet of a run, strays. Not inlined (the lookup's frame stays small), and cold
+ * (compiled for size: ITCM). */
+static SPINN_COLD __attribute__((noinline, unused)) int32_t spinn_tensor_receive_general(
+    spinn_trx_rows_t *t, int32_t e, spinn_stream_t *st, spinn_counters_t *counters, uint32_t key, uint32_t payload,
+    spinn_row_ready_fn row_ready, const void *kernel) {
     counters->rx_general++; /* the cycle model charges these their longer path */
-    return spinn_tensor_receive(t->rx, t->rx_n, key, payload, t->rx_buffers, t->rx_slot_stride,
-                                t->rx_rows_per_buffer, st, counters, row_ready, kernel, t);
+    return spinn_tensor_receive_at(t->rx, e, key, payload, t->rx_buffers, t->rx_slot_stride, t->rx_rows_per_buffer,
+                                   st, counters, row_ready, kernel, t);
 }
 
 /* The fast path's packet completed its row (or its slot's sample): n values of row r,
  * stored; count them as the general path does (spinn_stream_received). Not inlined: once
  * per row, off the common path. */
-static __attribute__((noinline, unused)) int32_t spinn_trx_row_complete(spinn_stream_t *st,
+static SPINN_COLD __attribute__((noinline, unused)) int32_t spinn_trx_row_complete(spinn_stream_t *st,
                                                                        const spinn_trx_row_t *r, uint32_t n,
                                                                        spinn_row_ready_fn row_ready,
                                                                        const void *kernel) {
-    uint32_t row = (uint32_t)(r->count - (st->counts + r->slot * st->n_rows));
+    uint32_t row = r->count - r->slot * st->n_rows;
     return spinn_stream_received(st, r->slot, row, n, row_ready, kernel);
 }
 
 #define SPINN_TRX_NOT_MINE (-2) /* spinn_trx_row_take: the key is not of the row */
 
 /* What spinn_trx_row_take takes of a row: */
-#define SPINN_TRX_FAST 0  /* whole pairs completing neither their row nor their slot's sample (inline) */
-#define SPINN_TRX_PAIRS 1 /* whole pairs and the half pair, whatever they complete */
+#define SPINN_TRX_FAST 0  /* pairs and half pairs completing neither their row nor their slot's sample (inline) */
+#define SPINN_TRX_PAIRS 1 /* pairs and half pairs, whatever they complete */
 #define SPINN_TRX_QUADS 2 /* 8-bit quads, whatever they complete (a row with packed set) */
 
-/* A key of row r (or of the row after it, which r then moves on to) of the kind `mode`
- * takes: stored and counted; returns what the general path would (spinn_stream_received:
- * the slot to compute, or -1); SPINN_TRX_NOT_MINE for other keys (the row is left as it
- * is, but for a move to its next row). `mode` is a constant at every call: each inlined
- * copy is only its own case. */
-static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_trx_row_t *r, spinn_stream_t *st,
+/* A key of row r (or of the row its producer sends after it, which r then moves on to:
+ * spinn_trx_row_t) of the kind `mode` takes: stored and counted; returns what the general
+ * path would (spinn_stream_received: the slot to compute, or -1); SPINN_TRX_NOT_MINE for
+ * other keys (the row is left as it is, but for a move to the row after it). `mode` is a
+ * constant at every call: each inlined copy is only its own case. */
+static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(const spinn_trx_rows_t *t,
+                                                                       spinn_trx_row_t *r, spinn_stream_t *st,
                                                                        spinn_counters_t *counters, uint32_t key,
                                                                        uint32_t payload, spinn_row_ready_fn row_ready,
                                                                        const void *kernel, const int mode) {
-    uint32_t p = key - r->key, vals = mode == SPINN_TRX_QUADS ? 4u : 2u;
-    uint32_t span = mode == SPINN_TRX_QUADS ? r->packed >> 16 : mode == SPINN_TRX_PAIRS ? r->pn + r->half : r->pn;
-    if (p >= span && p - r->step < span && r->rows != 0u) {
-        /* the next row's (the table is disjoint: its keys match the same entry) */
-        p -= r->step;
-        r->key += r->step;
-        r->rows--;
-        r->base += r->nw;
-        r->count++;
+    uint32_t p = key - r->key, vals = mode == SPINN_TRX_QUADS ? 4u : 2u, q;
+    uint32_t span = mode == SPINN_TRX_QUADS ? r->packed >> 16 : r->pn + r->half;
+    if (p >= span) {
+        if (r->c_left != 0u && (q = p - r->cstep) < span) { /* the same row of the next channel */
+            p = q;
+            r->key += r->cstep;
+            r->base += (int32_t)r->cstride;
+            r->c_left--;
+        } else if (mode != SPINN_TRX_FAST && r->rows != 0u && (q = key - r->key0 - r->step) < span) { /* the sweep's next row */
+            p = q;
+            r->key = r->key0 += r->step;
+            r->base = r->base0 += (int32_t)r->nw;
+            r->c_left = r->c_left0;
+            r->rows--;
+            r->count++;
+        } else {
+            return SPINN_TRX_NOT_MINE;
+        }
     }
-    if (p < span) {
-        uint32_t slot = r->slot, n = mode == SPINN_TRX_QUADS ? 4u : mode == SPINN_TRX_FAST || p < r->pn ? 2u : 1u, j;
-        volatile uint32_t *c = r->count;
+    {
+        uint32_t slot = r->slot, n = mode == SPINN_TRX_QUADS ? 4u : p < r->pn ? 2u : 1u, j;
+        volatile uint32_t *c = st->counts + r->count;
         uint32_t count = *c + n, received = st->received[slot] + n;
         int16_t *b;
         if (mode == SPINN_TRX_FAST && (count == st->row_values || received == st->total_values))
             return SPINN_TRX_NOT_MINE;
-        b = r->base + p * vals;
+        b = t->rx_buffers[0] + r->base + (int32_t)(p * vals);
         if (n == 4u) {
             uint32_t sign = (r->packed >> 8) & 0x80u;
             for (j = 0; j < 4u; j++) b[j] = spinn_unpack8(payload, j, sign);
@@ -723,71 +854,70 @@ static inline __attribute__((always_inline)) int32_t spinn_trx_row_take(spinn_tr
         }
         return spinn_trx_row_complete(st, r, n, row_ready, kernel);
     }
-    return SPINN_TRX_NOT_MINE;
 }
 
-/* A packet of 8-bit values on a remembered row of them (spinn_trx_row_take's quads), or
- * SPINN_TRX_NOT_MINE. Not inlined: only a live input's readers remember such rows. */
-static __attribute__((noinline, unused)) int32_t spinn_trx_row_take_packed(
-    spinn_trx_rows_t *t, spinn_stream_t *st, spinn_counters_t *counters, uint32_t key, uint32_t payload,
-    spinn_row_ready_fn row_ready, const void *kernel) {
-    uint32_t i;
-    int32_t r;
-    for (i = 0; i < SPINN_TRX_ROWS; i++) {
-        if (t->rc[i].packed &&
-            (r = spinn_trx_row_take(&t->rc[i], st, counters, key, payload, row_ready, kernel, SPINN_TRX_QUADS)) !=
-                SPINN_TRX_NOT_MINE) {
-            t->rc_last = i;
-            return r;
-        }
-    }
-    return SPINN_TRX_NOT_MINE;
-}
-
-/* A packet the fast path did not take: a pair of a remembered row (the last fast
- * packet's first, then the ones remembered after it: producers interleaved in turn come
- * in that order) that completes a row, its half pair, or a pair of another row; else the
- * general path. Not inlined: one copy of the loop (ITCM), off the common path. */
+/* A packet the inline fast path did not take: a pair of its entry's row (or of the row
+ * after it) that completes a row, its half pair, a quad of 8-bit values, or a pair of a
+ * row whose entry the map did not name; else the general path (the entry's row becomes the
+ * packet's). Its entry: the map's if the key matches it, else the first that matches.
+ * Not inlined: one copy (ITCM), off the common path. */
 static __attribute__((noinline, unused)) int32_t spinn_tensor_receive_other_rows(
     spinn_trx_rows_t *t, spinn_stream_t *st, spinn_counters_t *counters, uint32_t key, uint32_t payload,
     spinn_row_ready_fn row_ready, const void *kernel) {
-    uint32_t i, j, last = t->rc_last;
-    int32_t r;
-    for (i = 0; i < SPINN_TRX_ROWS; i++) {
-        j = (last + i) & (SPINN_TRX_ROWS - 1u);
-        if ((r = spinn_trx_row_take(&t->rc[j], st, counters, key, payload, row_ready, kernel, SPINN_TRX_PAIRS)) !=
-            SPINN_TRX_NOT_MINE) {
-            t->rc_last = j;
+    uint32_t m = t->map[(key >> t->map_shift) & (SPINN_TRX_MAP - 1u)];
+    const uint32_t *at = t->rx + m * SPINN_TRX_WORDS;
+    int32_t e, r;
+    counters->rx_lookups++; /* the cycle model charges these a lookup and each entry compared */
+    if (t->rx_disjoint && m < t->rx_n && (key & at[SPINN_TRX_MASK]) == at[SPINN_TRX_KEY]) {
+        e = (int32_t)m; /* the map's entry: the only one the key matches */
+        counters->rx_scanned++;
+    } else {
+        e = spinn_trx_match(t->rx, t->rx_n, key);
+        counters->rx_scanned += e >= 0 ? (uint32_t)e + 1u : t->rx_n;
+    }
+    if (e >= 0 && t->rx_disjoint) {
+        spinn_trx_row_t *row = &t->rc[e];
+        uint32_t tries = 2u; /* the row, then its producer's next sample's first row */
+        do {
+            r = row->packed ? spinn_trx_row_take(t, row, st, counters, key, payload, row_ready, kernel, SPINN_TRX_QUADS)
+                            : spinn_trx_row_take(t, row, st, counters, key, payload, row_ready, kernel, SPINN_TRX_PAIRS);
+        } while (r == SPINN_TRX_NOT_MINE && --tries && spinn_trx_row_restart(row, t, st, key));
+        if (r != SPINN_TRX_NOT_MINE) {
+            t->rc_last = (uint32_t)e;
             return r;
         }
+        /* a row outside the buffer block (values the producer sends to other cores too):
+         * as the general path takes it (nothing stored, no row), but not as long */
+        if (spinn_trx_not_ours(t->rx + (uint32_t)e * SPINN_TRX_WORDS, key, st->n_slots)) {
+            counters->packets_in++;
+            st->rx_slot = -1;
+            return -1;
+        }
     }
-    if (t->rc_packed &&
-        (r = spinn_trx_row_take_packed(t, st, counters, key, payload, row_ready, kernel)) != SPINN_TRX_NOT_MINE)
-        return r;
-    return spinn_tensor_receive_general(t, st, counters, key, payload, row_ready, kernel);
+    return spinn_tensor_receive_general(t, e, st, counters, key, payload, row_ready, kernel);
 }
 
-/* spinn_tensor_receive after spinn_trx_prepare, with a fast path: a pair of one of the
- * rows the last general packets went to (spinn_trx_row_fill) or of a row after one in the
- * same slot and channel (a pair of the next row moves that row on by one), both values in
- * the block or its half pair (all others take spinn_tensor_receive; the packet completing
- * a row counts it as that does). The row the last fast packet used is tried first
- * (the packets of one producer's row come in a run), then the one remembered after it
- * (producers sending at once come in turn); the other rows serve the rest. */
+/* spinn_tensor_receive after spinn_trx_prepare, with a fast path: a pair of the row of the
+ * entry the last packet took, or of the row its producer sends next (a run of one
+ * producer's packets comes together), both values in the block (all others take
+ * spinn_tensor_receive_other_rows; the packet completing a row counts it as the general
+ * path does). */
 static inline __attribute__((always_inline)) int32_t spinn_tensor_receive_rc(spinn_trx_rows_t *t,
                                                                              spinn_stream_t *st,
                                                                              spinn_counters_t *counters,
                                                                              uint32_t key, uint32_t payload,
                                                                              spinn_row_ready_fn row_ready,
                                                                              const void *kernel) {
-    uint32_t next = (t->rc_last + 1u) & (SPINN_TRX_ROWS - 1u);
-    if (spinn_trx_row_take(&t->rc[t->rc_last], st, counters, key, payload, row_ready, kernel, SPINN_TRX_FAST) !=
+    uint32_t e;
+    if (spinn_trx_row_take(t, &t->rc[t->rc_last], st, counters, key, payload, row_ready, kernel, SPINN_TRX_FAST) !=
         SPINN_TRX_NOT_MINE)
         return -1;
-    /* producers interleaved in turn: the row remembered after the last one's */
-    if (spinn_trx_row_take(&t->rc[next], st, counters, key, payload, row_ready, kernel, SPINN_TRX_FAST) !=
-        SPINN_TRX_NOT_MINE) {
-        t->rc_last = next;
+    /* producers sending at once: the row of the entry the key is likely of */
+    e = t->map[(key >> t->map_shift) & (SPINN_TRX_MAP - 1u)];
+    if (e != t->rc_last &&
+        spinn_trx_row_take(t, &t->rc[e], st, counters, key, payload, row_ready, kernel, SPINN_TRX_FAST) !=
+            SPINN_TRX_NOT_MINE) {
+        t->rc_last = e;
         return -1;
     }
     return spinn_tensor_receive_other_rows(t, st, counters, key, payload, row_ready, kernel);
@@ -828,7 +958,7 @@ static inline int32_t spinn_stream_force(spinn_stream_t *st, uint32_t slot) {
     int spinn_##name##_busy(const spinn_##name##_t *s, uint32_t slot) {                                    \
         return spinn_stream_busy(&s->st, slot);                                                            \
     }                                                                                                      \
-    int32_t spinn_##name##_release(spinn_##name##_t *s, uint32_t slot) { return spinn_stream_force(&s->st, slot); }
+    SPINN_COLD int32_t spinn_##name##_release(spinn_##name##_t *s, uint32_t slot) { return spinn_stream_force(&s->st, slot); }
 
 /* Send one packet of an output row. last: the sample's last packet from this
  * tile, so the slot is released first (the next sample's inputs may already be

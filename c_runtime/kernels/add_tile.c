@@ -5,7 +5,7 @@ enum { H_KIND, H_C0, H_N_C, H_H, H_W, H_H0, H_N_H, H_ACTIVATION, H_MULT_A, H_MUL
        H_OUT_KEY, H_OUT_SLOT_SHIFT, H_OUT_C_SHIFT, H_OUT_H_SHIFT, H_N_RX, H_WORDS };
 
 typedef struct {
-    uint32_t input_bytes, stream_bytes, keys_at;
+    uint32_t input_bytes, stream_bytes, rows_bytes, keys_at;
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
@@ -34,7 +34,8 @@ static SPINN_COLD int add_layout(const uint32_t *cfg, uint32_t n_words, layout_t
     if (2u * need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->input_bytes = spinn_align8((uint32_t)need);
     l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], 2u * cfg[H_N_H]));
-    need = (uint64_t)2u * l->input_bytes + l->stream_bytes;
+    l->rows_bytes = spinn_trx_rows_bytes(cfg[H_N_RX]);
+    need = (uint64_t)2u * l->input_bytes + l->stream_bytes + l->rows_bytes;
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->workspace_bytes = (uint32_t)need;
     for (i = 0; i < 2u; i++)
@@ -75,7 +76,8 @@ SPINN_COLD int spinn_add_tile_init(spinn_add_tile_t *s, const uint32_t *cfg, uin
     s->inputs[1] = (int16_t *)(ws + l.input_bytes);
     spinn_stream_init(&s->st, (uint32_t *)(ws + 2u * l.input_bytes), s->n_slots, 2u * s->n_h, s->n_c * s->w,
                       s->n_h);
-    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, s->inputs, 2u, s->n_c * s->n_h * s->w, s->n_h);
+    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, s->inputs, 2u, s->n_c * s->n_h * s->w, s->n_h,
+                      (spinn_trx_row_t *)(ws + 2u * l.input_bytes + l.stream_bytes));
     return 0;
 }
 

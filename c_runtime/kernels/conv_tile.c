@@ -20,7 +20,7 @@ enum { P_CONV_H, P_PH0, P_N_PH, P_OUT_W, P_PARAMS, P_WORDS = P_PARAMS + SPINN_PO
 
 typedef struct {
     uint32_t n_icpo, phase0, words_per_oc, weights_at, params_at, table_at, pool_at, recip_at, keys_at, sent_nh;
-    uint32_t inputs_bytes, cols_bytes, stream_bytes, conv_out_bytes, pool_next_bytes;
+    uint32_t inputs_bytes, cols_bytes, stream_bytes, conv_out_bytes, pool_next_bytes, rows_bytes;
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
@@ -131,7 +131,9 @@ static SPINN_COLD int conv_layout(const uint32_t *cfg, uint32_t n_words, layout_
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->cols_bytes = spinn_align8((uint32_t)need);
     l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
-    need = (uint64_t)l->inputs_bytes + l->cols_bytes + l->stream_bytes + l->conv_out_bytes + l->pool_next_bytes;
+    l->rows_bytes = spinn_trx_rows_bytes(cfg[H_N_RX]);
+    need = (uint64_t)l->inputs_bytes + l->cols_bytes + l->stream_bytes + l->conv_out_bytes + l->pool_next_bytes +
+           l->rows_bytes;
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->workspace_bytes = (uint32_t)need;
     /* every output row reads only buffered rows */
@@ -231,7 +233,8 @@ SPINN_COLD int spinn_conv_tile_init(spinn_conv_tile_t *s, const uint32_t *cfg, u
     ws += l.stream_bytes;
     s->conv_out = (int16_t *)ws; /* pooled mode only (else no bytes) */
     s->pool_next = (uint32_t *)(ws + l.conv_out_bytes);
-    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, &s->inputs, 1u, s->n_ic * s->n_ih * s->in_w, 0u);
+    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, &s->inputs, 1u, s->n_ic * s->n_ih * s->in_w, 0u,
+                      (spinn_trx_row_t *)(ws + l.conv_out_bytes + l.pool_next_bytes));
     return 0;
 }
 

@@ -6,7 +6,7 @@ enum { H_KIND, H_N_C, H_IN_H, H_IN_W, H_C0, H_IH0, H_N_IH, H_OH0, H_N_OH, H_OUT_
        H_N_SLOTS, H_OUT_KEY, H_OUT_SLOT_SHIFT, H_OUT_C_SHIFT, H_OUT_H_SHIFT, H_N_RX, H_WORDS };
 
 typedef struct {
-    uint32_t recip_at, keys_at, inputs_bytes, stream_bytes;
+    uint32_t recip_at, keys_at, inputs_bytes, stream_bytes, rows_bytes;
     uint32_t workspace_bytes; /* the sum of the parts */
 } layout_t;
 
@@ -33,7 +33,8 @@ static SPINN_COLD int pool_layout(const uint32_t *cfg, uint32_t n_words, layout_
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->inputs_bytes = spinn_align8((uint32_t)need);
     l->stream_bytes = spinn_align8(4u * spinn_stream_words(cfg[H_N_SLOTS], cfg[H_N_IH]));
-    need = (uint64_t)l->inputs_bytes + l->stream_bytes;
+    l->rows_bytes = spinn_trx_rows_bytes(cfg[H_N_RX]);
+    need = (uint64_t)l->inputs_bytes + l->stream_bytes + l->rows_bytes;
     if (need > SPINN_TENSOR_MAX_WORKSPACE) return -1;
     l->workspace_bytes = (uint32_t)need;
     if (!spinn_trx_valid(cfg + H_WORDS, cfg[H_N_RX], 1u) ||
@@ -71,7 +72,8 @@ SPINN_COLD int spinn_pool_tile_init(spinn_pool_tile_t *s, const uint32_t *cfg, u
     s->inputs = (int16_t *)ws;
     spinn_stream_init(&s->st, (uint32_t *)(ws + l.inputs_bytes), s->n_slots, s->n_ih, s->n_c * s->pool.in_w,
                       s->n_oh);
-    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, &s->inputs, 1u, s->n_c * s->n_ih * s->pool.in_w, 0u);
+    spinn_trx_prepare(&s->rxr, s->rx, s->n_rx, &s->inputs, 1u, s->n_c * s->n_ih * s->pool.in_w, 0u,
+                      (spinn_trx_row_t *)(ws + l.inputs_bytes + l.stream_bytes));
     return 0;
 }
 

@@ -98,8 +98,8 @@ typedef char spinn_binding_queue_pow2[(SPINN_RX_QUEUE & (SPINN_RX_QUEUE - 1u)) =
 
 /* Our provenance words, after front-end-common's system words, in this order
  * (tvm_spinn.machine.graph.PROVENANCE_NAMES): the kernel's spinn_counters_t
- * (10 words), then the spinn_slots_t counters and the binding's own (7). */
-#define SPINN_PROV_WORDS 17u
+ * (12 words), then the spinn_slots_t counters and the binding's own (7). */
+#define SPINN_PROV_WORDS 19u
 
 typedef struct {
     /* simulation_initialise keeps pointers to these */

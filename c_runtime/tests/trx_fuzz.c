@@ -23,7 +23,7 @@
 
 #include "spinn_tensor.h"
 
-#define MAX_ENTRIES 24u
+#define MAX_ENTRIES 24u /* also rows of the fast path, one per entry */
 #define MAX_VALUES 4096u
 #define MAX_ROWS 64u
 #define MAX_PACKETS 20000u
@@ -54,6 +54,7 @@ typedef struct { /* one receiver's state: the stream and its buffers */
     int16_t buf[2][MAX_VALUES];
     spinn_counters_t counters;
     spinn_trx_rows_t t;
+    spinn_trx_row_t rows[MAX_ENTRIES];
     uint32_t n_out_rows;
 } side_t;
 
@@ -170,6 +171,7 @@ int main(int argc, char **argv) {
          * shuffled in part or wholly; plus markers, strays, duplicates */
         {
             uint32_t mode = below(4), n_samples = 1u + below(2 * n_slots), sample;
+            int rows_outer = below(4) != 0; /* the kernels' order: a row of each channel, then the next */
             for (sample = 0; sample < n_samples; sample++) {
                 uint32_t slot = sample % n_slots, first = n_pk, k;
                 for (i = 0; i < n_src; i++) {
@@ -177,9 +179,10 @@ int main(int argc, char **argv) {
                     uint32_t per = p->packing ? 4u : 2u, pairs = (p->nw + per - 1u) / per, c, h, q;
                     if (!p->ours && below(4) != 0) continue;
                     if (pairs > 1u << p->h_shift) pairs = 1u << p->h_shift; /* what the entry can decode */
-                    for (c = 0; c < p->nc; c++)
-                        for (h = 0; h < p->nh; h++)
-                            for (q = 0; q < pairs && n_pk < MAX_PACKETS; q++) {
+                    uint32_t a, b2;
+                    for (a = 0; a < (rows_outer ? p->nh : p->nc); a++)
+                        for (b2 = 0; b2 < (rows_outer ? p->nc : p->nh); b2++)
+                            for (q = 0, c = rows_outer ? b2 : a, h = rows_outer ? a : b2; q < pairs && n_pk < MAX_PACKETS; q++) {
                                 uint32_t s = slot + (below(40) == 0 ? span : 0u); /* now and then a marker */
                                 keys[n_pk] = p->key | s << p->s_shift | c << p->c_shift | h << p->h_shift | q;
                                 payloads[n_pk++] = rnd();
@@ -234,7 +237,7 @@ int main(int argc, char **argv) {
             bufs[1] = s->buf[1];
             s->n_out_rows = 1u + below(2 * dnh * n_buffers);
             spinn_stream_init(&s->st, s->words, n_slots, dnh * n_buffers, row_values, 1u);
-            spinn_trx_prepare(&s->t, table, n_rx, bufs, n_buffers, dnc * dnh * dnw, rows_per_buffer);
+            spinn_trx_prepare(&s->t, table, n_rx, bufs, n_buffers, dnc * dnh * dnw, rows_per_buffer, s->rows);
         }
         fast.st.n_out_rows = ref.st.n_out_rows = fast.n_out_rows = ref.n_out_rows;
         for (j = 0; j < n_pk; j++) {

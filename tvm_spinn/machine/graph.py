@@ -193,7 +193,7 @@ SYSTEM_REGION, CONFIG_REGION, PROVENANCE_REGION = 0, 1, 2
 # spin1_binding.h stores them: spinn_counters_t, then spinn_slots_t and the binding's.
 PROVENANCE_NAMES = (
     "packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi",
-    "dropped", "saturated", "rx_general", "markers_in", "released", "lost_out", "rx_overflow",
+    "dropped", "saturated", "rx_general", "rx_lookups", "rx_scanned", "markers_in", "released", "lost_out", "rx_overflow",
     "send_failed", "compute_failed", "trigger_failed",
 )
 # front-end-common's struct simulation_provenance (simulation.h, 7.4.1)

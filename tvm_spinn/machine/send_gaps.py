@@ -51,8 +51,8 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
     gap: the least time between two packets it sends. Every sender gets a packet rate
     (packets per cycle) such that the senders of a reader never send faster than it takes
     packets in (one per its cycles a packet in: the receive's short path,
-    tiling.cycle_model.KernelCost.packet_in, and its general path for the share the
-    senders' interleaved rows take, KernelCost.packet_in_among; the gatherer: gatherer_cycles), even when they
+    tiling.cycle_model.KernelCost.packet_in, and the entry lookups of the senders'
+    interleaved packets, KernelCost.packet_in_among; the gatherer: gatherer_cycles), even when they
     all send at once. A live input sends at most one packet per
     tiling.cycle_model.input_core_cycles. Within those bounds the senders' rates are
     max-min fair in samples per cycle (progressive filling): every sender's sample rate
@@ -68,15 +68,18 @@ def send_gaps(spec: MachineGraphSpec) -> Dict[str, Tuple[int, int]]:
     vertices = {v.label: v for v in spec.vertices}
     sent: Dict[str, float] = {}  # sender -> packets a sample (all partitions)
     members: Dict[str, List[str]] = {}  # reader -> its senders
+    entries: Dict[str, int] = {}  # reader -> the partitions it receives (its receive entries)
     for part in spec.sender_partitions():
         if not part.posts:
             continue
         sent[part.pre] = sent.get(part.pre, 0.0) + max(1, part.packets)  # not known: as one
         for post in part.posts:
+            entries[post] = entries.get(post, 0) + 1
             if part.pre not in members.setdefault(post, []):
                 members[post].append(part.pre)
     cycles: Dict[str, float] = {
-        r: cost(_KIND_OF_BINARY[vertices[r].binary]).packet_in_among(len(members[r])) if vertices[r].kind == KERNEL
+        r: cost(_KIND_OF_BINARY[vertices[r].binary]).packet_in_among(len(members[r]), entries[r])
+        if vertices[r].kind == KERNEL
         else cycle_model.gatherer_cycles() for r in members}
     fixed = {s: 1.0 / cycle_model.input_core_cycles() for s in sent if vertices[s].kind == INPUT}
     rate, stopped_by = _fill(sent, members, cycles, fixed)

@@ -25,9 +25,9 @@ from ..tiling import resources as res
 from . import pacing, replicas, timing
 from .timing import TimedRun
 
-N_COUNTERS = 10  # spinn_counters_t
+N_COUNTERS = 12  # spinn_counters_t
 COUNTER_NAMES = ("packets_in", "packets_out", "computes", "outputs", "blocks", "macs_lo", "macs_hi", "dropped",
-                 "saturated", "rx_general")
+                 "saturated", "rx_general", "rx_lookups", "rx_scanned")
 LINKS = 6
 HOST_STREAMS = 8  # spinn_emulator.h SPINN_TM_MAX_HOSTS: host-in streams (one per board Ethernet)
 

@@ -37,12 +37,13 @@ TROUBLE_COUNTERS = ("dropped", "markers_in", "released", "lost_out", "rx_overflo
 
 def core_cycles(counters: Dict[str, int], kind: str) -> float:
     """Modelled cycles of a core's counted work (its spinn_counters_t, the packets on the
-    receive's general path, ``rx_general``, included), by the calibrated model of its kind
+    receive's general path, ``rx_general``, and its entry lookups included), by the calibrated model of its kind
     (tiling.cycle_model.KINDS); a busy core: one user event per sample."""
     return cycle_model.cost(kind).cycles(
         macs=counters["macs"], blocks=counters["blocks"], outputs=counters["outputs"],
         packets_in=counters["packets_in"], packets_out=counters["packets_out"], computes=counters["computes"],
-        events=counters["computes"], starts=counters.get("rx_general", 0))
+        events=counters["computes"], starts=counters.get("rx_general", 0), lookups=counters.get("rx_lookups", 0),
+        scanned=counters.get("rx_scanned", 0))
 
 
 @dataclass

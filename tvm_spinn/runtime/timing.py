@@ -74,7 +74,8 @@ HOST_OUT_BYTES_PER_S_ETHERNET_CHIP = 5.7 * 2 ** 20
 HOST_OUT_BYTES_PER_S_OTHER_CHIP = 1.1 * 2 ** 20
 BOARD_LINK_BITS_PER_S = 3.0e9 * 8 / 10  # an FPGA's serial link, 8b/10b coded
 BOARD_LATENCY_NS = 1000.0  # an assumption (module docstring)
-COST_FIELDS = ("fiq", "event", "receive", "mac", "block", "output", "packet_out", "compute", "start")  # SPINN_COST_*
+COST_FIELDS = ("fiq", "event", "receive", "mac", "block", "output", "packet_out", "compute", "start", "lookup",
+               "scan")  # SPINN_COST_*
 # then SPINN_COST_SEND_GAP and _PHASE: a core's send pace (machine.send_gaps), not costs of the model
 
 # core kinds (spinn_emulator.h SPINN_CORE_*) and the config words that tell variants apart
@@ -166,11 +167,13 @@ def core_kind(kind: int, config: Sequence[int]) -> str:
 
 
 def core_cost_ps(kind: int, config: Sequence[int], send_gap: int = 0, send_phase: int = 0) -> np.ndarray:
-    """uint64 (11,) ps per unit of work (SPINN_COST_* order) of a kernel core, then its send
+    """uint64 (13,) ps per unit of work (SPINN_COST_* order) of a kernel core, then its send
     gap and phase (cycles: the least time between two of its packets, and its wait at its
     first send after being idle: machine.send_gaps). A packet in costs the FIQ and the
     receive's fast path; ``start`` is the extra of each packet the kernel counts on its
-    general receive path (``rx_general``), charged as it happens."""
+    general receive path (``rx_general``), ``lookup`` and ``scan`` those of each packet whose
+    receive entry it looked up (``rx_lookups``) and of each entry compared (``rx_scanned``),
+    charged as they happen."""
     name = core_kind(kind, config)
     c = cycle_model.cost(name)
     cycles = {f: getattr(c, f) for f in COST_FIELDS}

@@ -10,10 +10,13 @@ A kernel kind's work, in the units its kernel counts (``spinn_counters_t``):
 
 - per packet in: ``fiq`` (spin1's FIQ handler and the binding's queue push) and
   ``receive`` (the binding's drain taking it from the queue, and the kernel's receive),
-  plus ``start`` per packet that takes the receive's general, longer path (the kernel
-  counts them, ``rx_general``: the first of an input channel's block, the one completing an
-  input row, and any whose row is not one of the rows the receive remembers; before a run,
-  the planner's estimate is :func:`receive_starts`); per user event
+  plus ``lookup`` per packet whose receive entry the kernel looks up (it counts them,
+  ``rx_lookups``: a packet of another producer's row than the last packet's, one completing
+  an input row, an odd row's half pair, 8-bit values) and ``scan`` per entry such a lookup
+  compares the key with (``rx_scanned``), and ``start`` per packet that takes the
+  receive's general, longer path (``rx_general``: a producer's first packet of a run, any
+  of a row its entry's row does not lead to: none a sample for the planner, whose estimate
+  of the lookups is :func:`receive_lookups`); per user event
   ``event`` (spin1 scheduling it, the FIQ raising it, the drain starting and ending), one
   per compute a packet made due while the core was idle: packets that come while the
   drain runs or waits for a next one share it (fitted to traces of both);
@@ -52,53 +55,57 @@ class KernelCost:
     output: float
     packet_out: float
     compute: float
+    lookup: float
+    scan: float
 
     @property
     def packet_in(self) -> float:
         """Cycles per packet in (in the FIQ) on the receive's short path."""
         return self.fiq + self.receive
 
-    def packet_in_among(self, senders: int) -> float:
-        """Mean cycles per packet in (in the FIQ) with ``senders`` sending at once: the fast
-        path, and the longer one for the share their interleaved rows take
-        (:func:`general_share`; ``start`` is 0 for the kernels without rows)."""
-        return self.packet_in + self.start * general_share(senders)
+    def packet_in_among(self, senders: int, entries: int) -> float:
+        """Mean cycles per packet in (in the FIQ) with ``senders`` sending at once to a core of
+        ``entries`` receive entries: the fast path, and the entry lookups a share of them take
+        (:data:`LOOKUP_SHARE` when several send at once; ``lookup`` and ``scan`` are 0 for the
+        kernels without rows)."""
+        share = LOOKUP_SHARE if senders > 1 else 0.0
+        return self.packet_in + share * (self.lookup + self.scan * mean_scan(entries))
 
     def cycles(self, *, macs: float = 0, blocks: float = 0, outputs: float = 0, packets_in: float = 0,
-               packets_out: float = 0, computes: float = 0, events: float = 0, starts: float = 0) -> float:
+               packets_out: float = 0, computes: float = 0, events: float = 0, starts: float = 0,
+               lookups: float = 0, scanned: float = 0) -> float:
         """Cycles of the counted work; events: user events (computes made due while the core
-        was idle); starts: packets in that take the receive's longer path."""
-        return (packets_in * self.packet_in + starts * self.start + events * self.event + macs * self.mac
-                + blocks * self.block + outputs * self.output + packets_out * self.packet_out
-                + computes * self.compute)
+        was idle); starts: packets in that take the receive's longer path; lookups: packets in
+        whose receive entry was looked up, scanned: the entries those lookups compared."""
+        return (packets_in * self.packet_in + starts * self.start + lookups * self.lookup + scanned * self.scan
+                + events * self.event + macs * self.mac + blocks * self.block + outputs * self.output
+                + packets_out * self.packet_out + computes * self.compute)
 
     def as_list(self) -> Sequence[float]:
         return [getattr(self, f.name) for f in fields(self)]
 
 
-# Rows a tensor kernel's receive remembers (spinn_tensor.h SPINN_TRX_ROWS).
-RECEIVE_ROWS = 8
+# The share of a tensor kernel's packets in whose receive entry it looks up when several
+# producers send at once, for the send gaps (which do not know the rows): the most of the
+# zoo's timed runs (batch 32: ResNet-8 14%, DS-CNN 17%, LeNet-5 6%, the packets of rows
+# other cores read included). The planner counts rows instead (:func:`receive_lookups`).
+LOOKUP_SHARE = 0.2
 
 
-def receive_starts(channels: int, inputs: int = 1) -> int:
-    """Packets per sample that take a tensor kernel's longer receive path (spinn_tensor.h
-    spinn_tensor_receive_rc) when its producers' rows come one after another: the first of
-    each input channel's block (the rows after it, the one completing a row and an odd row's
-    half pair included, take the fast path). A lower bound: rows of more producers than the
-    receive remembers, interleaved, take it more often (:func:`general_share`; the kernels
-    count them, ``rx_general``, and the statistics and the timed emulation charge those)."""
-    return inputs * channels
+def mean_scan(entries: int) -> float:
+    """Entries a lookup compares the key with, on average, in a table of ``entries``
+    (spinn_trx_match: the first that matches, in table order)."""
+    return (entries + 1) / 2.0 if entries > 0 else 0.0
 
 
-def general_share(streams: int) -> float:
-    """The share of a tensor kernel's packets in taken to take the receive's general path
-    when ``streams`` producers send to it at once, their rows interleaved: none while the
-    receive remembers a row of each (RECEIVE_ROWS), else all but RECEIVE_ROWS of every
-    ``streams`` (a remembered row is replaced before its producer's next packet comes, for
-    the others). Measured in the timed runs (rx_general): ResNet-8's last residual add, 36
-    producers, 63% (this says 78%); its 3x3 convolutions, 16-32 producers, 7-25%, as their
-    producers send in turns (this says 50-75%): an upper estimate."""
-    return max(0.0, 1.0 - RECEIVE_ROWS / streams) if streams > 0 else 0.0
+def receive_lookups(rows: float, senders: int, entries: int) -> float:
+    """Packets a sample whose receive entry a tensor kernel looks up, with ``rows`` input rows
+    (of all its inputs, all channels of a row one) from ``senders`` producers through
+    ``entries`` receive entries: each producer's move to its next row, the packet completing
+    a row and each entry's first packet of a sample. The packets of producers sending at
+    once find their entry's row through the receive's map (spinn_tensor.h
+    spinn_trx_rows_t) without a lookup, but for entries that share a slot of it."""
+    return rows * (senders + 1) + entries
 
 
 @lru_cache(maxsize=None)

@@ -21,10 +21,11 @@ from ..graph.ops import Add, Conv2D, Pool2D
 from ..graph.windows import window_input_rows
 from ..quantization.quantize import QOp
 from . import resources as res
-from .cycle_model import cost, general_share, receive_starts
+from .cycle_model import cost, mean_scan, receive_lookups
 from .dense import TANH_TABLE_BYTES
 
-TRX_ENTRY_BYTES = 16 * 4
+# a receive entry (SPINN_TRX_WORDS) and its row in the workspace (spinn_trx_row_t on the ARM)
+TRX_ENTRY_BYTES = 16 * 4 + 16 * 4
 CONV_HEADER_BYTES = 29 * 4
 REDUCE_HEADER_BYTES = 18 * 4
 REDUCE_RX_BYTES = 2 * 4
@@ -190,7 +191,6 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost(kind)
         cycles = model.cycles(macs=macs, outputs=nc * noh * out_w, computes=1)
         in_values = n_buf * nih * in_w
-        starts = receive_starts(n_buf)
         if partial:  # one int32 partial sum per packet
             out_pairs = nc * noh * out_w
     elif isinstance(op, Pool2D):
@@ -203,7 +203,6 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost(kind)
         cycles = model.cycles(outputs=nc * noh * out_w * max(1.0, kh * kw / 4), computes=1)
         in_values = nc * nih * in_w
-        starts = receive_starts(nc)
     else:
         nih = noh
         n_buf = nc
@@ -213,16 +212,19 @@ def tile_cost(qop: QOp, nc: int, noh: int, sources: Sequence[Block],
         model = cost("add_tile")
         cycles = model.cycles(outputs=nc * noh * out_w, computes=1)
         in_values = 2 * nc * noh * in_w
-        starts = receive_starts(nc, 2)
     # spinn_stream_words: per slot a count per input row, then received, next_row, pending;
     # each workspace part is 8-byte aligned (up to 3 parts of 4 bytes of padding)
     counts = res.n_slots() * (nih * (2 if isinstance(op, Add) else 1) + 3) * 4 + 3 * 4
     config += row_keys_bytes(nc, noh)
-    # a user event per output row; the packets on the receive's longer path, those of
-    # producers' rows interleaved included (a producer block: a sender)
+    # a user event per output row; a producer's moves to its next row and next sample and the
+    # packets completing a row look their entry up (its first packet of a run takes the
+    # receive's longer path: once, not a sample)
     packets_in = (in_values + 1) // 2
-    starts += packets_in * general_share(len(_middle_blocks(sources, n_buf, nih, in_h)))
-    cycles += model.cycles(packets_in=packets_in, packets_out=out_pairs, events=noh, starts=starts)
+    inputs = 2 if isinstance(op, Add) else 1
+    entries = inputs * overlapping(sources, n_buf, nih, in_h)
+    lookups = receive_lookups(inputs * nih, len(_middle_blocks(sources, n_buf, nih, in_h)), entries)
+    cycles += model.cycles(packets_in=packets_in, packets_out=out_pairs, events=noh, lookups=lookups,
+                           scanned=lookups * mean_scan(entries))
     return config + buffers + counts + res.DTCM_RESERVED_BYTES, cycles
 
 
@@ -238,7 +240,7 @@ def producers_send_cycles(qop: QOp, nc: int, noh: int, sources: Sequence[Block])
     n_c, nih, kind = _tile_input(qop, nc, noh)
     blocks = _middle_blocks(sources, n_c, nih, in_h)
     packets = sum(bc * bh * ((in_w + 1) // 2) for _, bc, _, bh in blocks)
-    return packets * cost(kind).packet_in_among(len(blocks))
+    return packets * cost(kind).packet_in_among(len(blocks), overlapping(sources, n_c, nih, in_h))
 
 
 def reducer_cost(qop: QOp, nc: int, noh: int, n_groups: int) -> Tuple[int, float]:

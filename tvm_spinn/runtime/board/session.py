@@ -31,6 +31,7 @@ from .loader import BoardLoader
 log = logging.getLogger(__name__)
 
 COUNTER_KEYS = ("packets_in", "packets_out", "computes", "outputs", "blocks", "dropped", "saturated", "rx_general",
+                "rx_lookups", "rx_scanned",
                 "markers_in", "released", "lost_out", "rx_overflow", "send_failed", "compute_failed",
                 "trigger_failed")
 SPALLOC_TIMEOUT_S = 300.0
